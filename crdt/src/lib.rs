@@ -1,0 +1,53 @@
+//! Typed Outpost document models on Automerge.
+//!
+//! This crate is pure: no I/O, no clock, no randomness of its own. Time and actor ids
+//! are passed in, so every function is deterministic and identical on every node.
+//!
+//! ```
+//! use outpost_crdt::{chat::{ChatDoc, NewMessage}, writer, DocId};
+//!
+//! let doc_id = DocId([7; 16]);
+//! let actor = writer::actor_id(&[1; 32], &doc_id, 42);
+//! let mut room = ChatDoc::new(doc_id);
+//! let change = room
+//!     .post(actor, &[NewMessage { id: "m1".into(), text: "hello".into() }], 1_700_000_000_000)
+//!     .expect("a fresh room accepts a post");
+//!
+//! let mut peer = ChatDoc::new(doc_id);
+//! peer.apply(vec![change]).expect("the peer applies the change");
+//! assert_eq!(peer.messages()[0].text, "hello");
+//! ```
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod chat;
+pub mod genesis;
+pub mod writer;
+
+pub use automerge::{ActorId, Change, ChangeHash};
+
+/// Identifies one Automerge document of a space (a chat shard, a text, a calendar).
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+pub struct DocId(pub [u8; 16]);
+
+impl std::fmt::Debug for DocId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DocId(")?;
+        for b in &self.0[..4] {
+            write!(f, "{b:02x}")?;
+        }
+        write!(f, ")")
+    }
+}
+
+/// Why a document operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("automerge rejected the operation")]
+    Automerge(#[from] automerge::AutomergeError),
+    #[error("the transaction produced no change")]
+    EmptyChange,
+    #[error("the document is missing its genesis schema: {0}")]
+    MissingSchema(&'static str),
+}

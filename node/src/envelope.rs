@@ -1,0 +1,413 @@
+//! Sealed envelopes: the only form in which space content travels or is stored.
+//!
+//! Wire format, version 1 (see docs/protocol.md):
+//!
+//! ```text
+//! version: u8 = 1
+//! header_len: varint ≤ MAX_HEADER_BYTES, header: postcard(Header)
+//! body_len: varint ≤ MAX_BODY_BYTES,     body
+//! signature: [u8; 64]   ed25519 by header.author over
+//!                       "outpost/v1/<kind>\0" ‖ version ‖ u32le(header_len) ‖ header ‖ body
+//! ```
+//!
+//! Content body = nonce(24) ‖ XChaCha20-Poly1305(epoch content key, change bytes),
+//! associated data "outpost/v1/content\0" ‖ version ‖ header. Control body =
+//! postcard(ControlOp), signed plaintext. The id of an envelope is BLAKE3 of its
+//! exact bytes; the signature covers exactly the stored bytes, never a re-encoding.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    control::ControlOp,
+    crypto::EpochKey,
+    identity::{self, DeviceKeys},
+    ids::{ActorKey, DeviceId, DocId, EnvelopeId, EpochId, SpaceId},
+};
+
+/// The envelope format version this build writes and reads.
+pub const VERSION: u8 = 1;
+/// Largest envelope accepted: a chat change is a few hundred bytes; 1 MiB leaves room
+/// for big pastes while bounding what one peer can make us hold per envelope.
+pub const MAX_ENVELOPE_BYTES: usize = 1 << 20;
+/// Largest header: ids plus parents and control heads stay well below this.
+pub const MAX_HEADER_BYTES: usize = 8 << 10;
+/// Most parents an envelope may name: a change depends on the heads its author saw;
+/// more than this many concurrent heads means a misbehaving author.
+pub const MAX_PARENTS: usize = 64;
+/// Most control-log heads an envelope may name.
+pub const MAX_CONTROL_HEADS: usize = 16;
+const NONCE_LEN: usize = 24;
+const SIG_LEN: usize = 64;
+
+/// What an envelope carries.
+///
+/// postcard encodes the variant index: never reorder, only append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Kind {
+    /// Signed plaintext membership and key operations.
+    Control,
+    /// One encrypted Automerge change.
+    Content,
+}
+
+impl Kind {
+    fn signing_context(self) -> &'static [u8] {
+        match self {
+            Kind::Control => b"outpost/v1/control\0",
+            Kind::Content => b"outpost/v1/content\0",
+        }
+    }
+}
+
+/// The signed header. Everything a relay needs to store, order and forward an
+/// envelope is here, in clear; nothing here reveals content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Header {
+    pub kind: Kind,
+    pub space: SpaceId,
+    pub doc: DocId,
+    /// The epoch whose key sealed the body; all zero for control envelopes.
+    pub epoch: EpochId,
+    pub author: DeviceId,
+    pub incarnation: u64,
+    /// Equals the Automerge change's seq for content.
+    pub seq: u64,
+    /// Envelopes carrying the change's dependencies (never Automerge hashes in clear).
+    pub parents: Vec<EnvelopeId>,
+    /// The control-log heads the author wrote under.
+    pub control_heads: Vec<EnvelopeId>,
+}
+
+impl Header {
+    /// The Automerge actor this header's author writes as.
+    pub fn actor(&self) -> ActorKey {
+        ActorKey(outpost_crdt::writer::actor_bytes(
+            &self.author.0,
+            &self.doc,
+            self.incarnation,
+        ))
+    }
+}
+
+/// Why bytes are not a well-formed envelope.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("envelope of {0} bytes exceeds the {MAX_ENVELOPE_BYTES}-byte cap")]
+    TooLarge(usize),
+    #[error("unknown envelope version {0}")]
+    Version(u8),
+    #[error("envelope truncated")]
+    Truncated,
+    #[error("header of {0} bytes exceeds the cap")]
+    HeaderTooLarge(usize),
+    #[error("header does not decode")]
+    Header,
+    #[error("{0} parents or control heads exceed the cap")]
+    TooManyRefs(usize),
+    #[error("trailing bytes after the signature")]
+    Trailing,
+    #[error("bad signature")]
+    Signature,
+    #[error("a {0:?} envelope has a malformed body")]
+    Body(Kind),
+}
+
+/// A decoded, signature-checked envelope. Holding one means: well-formed, within
+/// caps, and signed by `header.author`. Nothing more (membership is checked later).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Envelope {
+    bytes: Vec<u8>,
+    id: EnvelopeId,
+    header: Header,
+    header_start: usize,
+    header_end: usize,
+    body_start: usize,
+    sig_start: usize,
+}
+
+impl std::fmt::Debug for Envelope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Envelope")
+            .field("id", &self.id)
+            .field("kind", &self.header.kind)
+            .field("author", &self.header.author)
+            .field("seq", &self.header.seq)
+            .finish()
+    }
+}
+
+impl Envelope {
+    /// Parses `bytes` and verifies the author's signature.
+    pub fn decode(bytes: Vec<u8>) -> Result<Self, DecodeError> {
+        if bytes.len() > MAX_ENVELOPE_BYTES {
+            return Err(DecodeError::TooLarge(bytes.len()));
+        }
+        let (&version, rest) = bytes.split_first().ok_or(DecodeError::Truncated)?;
+        if version != VERSION {
+            return Err(DecodeError::Version(version));
+        }
+        let (header_len, rest) = read_varint(rest)?;
+        if header_len > MAX_HEADER_BYTES {
+            return Err(DecodeError::HeaderTooLarge(header_len));
+        }
+        let header_start = bytes.len() - rest.len();
+        let header_bytes = rest.get(..header_len).ok_or(DecodeError::Truncated)?;
+        let header_end = header_start + header_len;
+        let (body_len, rest) = read_varint(&rest[header_len..])?;
+        let body_start = bytes.len() - rest.len();
+        if rest.len() < body_len.saturating_add(SIG_LEN) {
+            return Err(DecodeError::Truncated);
+        }
+        if rest.len() != body_len + SIG_LEN {
+            return Err(DecodeError::Trailing);
+        }
+        let header: Header = postcard::from_bytes(header_bytes).map_err(|_| DecodeError::Header)?;
+        if header.parents.len() > MAX_PARENTS || header.control_heads.len() > MAX_CONTROL_HEADS {
+            return Err(DecodeError::TooManyRefs(
+                header.parents.len() + header.control_heads.len(),
+            ));
+        }
+        let sig_start = body_start + body_len;
+        let env = Self {
+            id: EnvelopeId::of(&bytes),
+            bytes,
+            header,
+            header_start,
+            header_end,
+            body_start,
+            sig_start,
+        };
+        let sig: [u8; 64] = env.bytes[sig_start..]
+            .try_into()
+            .map_err(|_| DecodeError::Truncated)?;
+        let input = signing_input(env.header.kind, env.header_bytes(), env.body());
+        if !identity::verify(&env.header.author, &input, &sig) {
+            return Err(DecodeError::Signature);
+        }
+        Ok(env)
+    }
+
+    /// Seals one Automerge change under `epoch`.
+    pub fn seal_content(
+        keys: &DeviceKeys,
+        header: Header,
+        epoch: &EpochKey,
+        change: &[u8],
+    ) -> Self {
+        debug_assert_eq!(header.kind, Kind::Content);
+        debug_assert_eq!(header.author, keys.device_id());
+        let header_bytes = encode_header(&header);
+        let (nonce, ct) = epoch.seal(&content_aad(&header_bytes), change);
+        let mut body = Vec::with_capacity(NONCE_LEN + ct.len());
+        body.extend_from_slice(&nonce);
+        body.extend_from_slice(&ct);
+        Self::assemble(keys, header, header_bytes, body)
+    }
+
+    /// Signs a control operation.
+    pub fn sign_control(keys: &DeviceKeys, header: Header, op: &ControlOp) -> Self {
+        debug_assert_eq!(header.kind, Kind::Control);
+        let header_bytes = encode_header(&header);
+        let body = postcard::to_stdvec(op).expect("control ops always serialize");
+        Self::assemble(keys, header, header_bytes, body)
+    }
+
+    fn assemble(keys: &DeviceKeys, header: Header, header_bytes: Vec<u8>, body: Vec<u8>) -> Self {
+        let sig = keys.sign(&signing_input(header.kind, &header_bytes, &body));
+        let mut bytes = Vec::with_capacity(1 + 10 + header_bytes.len() + body.len() + SIG_LEN);
+        bytes.push(VERSION);
+        write_varint(&mut bytes, header_bytes.len());
+        let header_start = bytes.len();
+        bytes.extend_from_slice(&header_bytes);
+        let header_end = bytes.len();
+        write_varint(&mut bytes, body.len());
+        let body_start = bytes.len();
+        bytes.extend_from_slice(&body);
+        let sig_start = bytes.len();
+        bytes.extend_from_slice(&sig);
+        Self {
+            id: EnvelopeId::of(&bytes),
+            bytes,
+            header,
+            header_start,
+            header_end,
+            body_start,
+            sig_start,
+        }
+    }
+
+    /// Decrypts a content envelope's change bytes.
+    pub fn open_content(&self, epoch: &EpochKey) -> Result<Vec<u8>, crate::crypto::Error> {
+        let body = self.body();
+        if self.header.kind != Kind::Content || body.len() < NONCE_LEN {
+            return Err(crate::crypto::Error::Aead);
+        }
+        let nonce: [u8; NONCE_LEN] = body[..NONCE_LEN]
+            .try_into()
+            .map_err(|_| crate::crypto::Error::Aead)?;
+        epoch.open(
+            &nonce,
+            &content_aad(self.header_bytes()),
+            &body[NONCE_LEN..],
+        )
+    }
+
+    /// Decodes a control envelope's operation.
+    pub fn control_op(&self) -> Result<ControlOp, DecodeError> {
+        if self.header.kind != Kind::Control {
+            return Err(DecodeError::Body(self.header.kind));
+        }
+        postcard::from_bytes(self.body()).map_err(|_| DecodeError::Body(Kind::Control))
+    }
+
+    pub fn id(&self) -> EnvelopeId {
+        self.id
+    }
+
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// The exact bytes, as signed, stored and forwarded.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
+
+    fn header_bytes(&self) -> &[u8] {
+        &self.bytes[self.header_start..self.header_end]
+    }
+
+    fn body(&self) -> &[u8] {
+        &self.bytes[self.body_start..self.sig_start]
+    }
+}
+
+fn encode_header(header: &Header) -> Vec<u8> {
+    postcard::to_stdvec(header).expect("headers always serialize")
+}
+
+fn signing_input(kind: Kind, header: &[u8], body: &[u8]) -> Vec<u8> {
+    let ctx = kind.signing_context();
+    let mut m = Vec::with_capacity(ctx.len() + 5 + header.len() + body.len());
+    m.extend_from_slice(ctx);
+    m.push(VERSION);
+    m.extend_from_slice(&(header.len() as u32).to_le_bytes());
+    m.extend_from_slice(header);
+    m.extend_from_slice(body);
+    m
+}
+
+fn content_aad(header: &[u8]) -> Vec<u8> {
+    let ctx = Kind::Content.signing_context();
+    let mut aad = Vec::with_capacity(ctx.len() + 1 + header.len());
+    aad.extend_from_slice(ctx);
+    aad.push(VERSION);
+    aad.extend_from_slice(header);
+    aad
+}
+
+/// LEB128, at most 4 bytes (values below 2^28, far above every cap).
+fn read_varint(buf: &[u8]) -> Result<(usize, &[u8]), DecodeError> {
+    let mut value = 0usize;
+    for (i, &b) in buf.iter().enumerate().take(4) {
+        value |= ((b & 0x7f) as usize) << (7 * i);
+        if b & 0x80 == 0 {
+            // Reject non-minimal encodings so every length has one byte form.
+            if i > 0 && b == 0 {
+                return Err(DecodeError::Truncated);
+            }
+            return Ok((value, &buf[i + 1..]));
+        }
+    }
+    Err(DecodeError::Truncated)
+}
+
+fn write_varint(out: &mut Vec<u8>, mut value: usize) {
+    loop {
+        let byte = (value & 0x7f) as u8;
+        value >>= 7;
+        if value == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(keys: &DeviceKeys, epoch: &EpochKey) -> Header {
+        Header {
+            kind: Kind::Content,
+            space: epoch.space,
+            doc: epoch.space.chat_shard(0),
+            epoch: epoch.id,
+            author: keys.device_id(),
+            incarnation: 9,
+            seq: 1,
+            parents: vec![EnvelopeId([1; 32])],
+            control_heads: vec![EnvelopeId([2; 32])],
+        }
+    }
+
+    #[test]
+    fn seal_decode_open() {
+        let keys = DeviceKeys::generate();
+        let epoch = EpochKey::generate(SpaceId([3; 16]));
+        let env = Envelope::seal_content(&keys, header(&keys, &epoch), &epoch, b"change");
+        let back = Envelope::decode(env.as_bytes().to_vec()).unwrap();
+        assert_eq!(back, env);
+        assert_eq!(back.open_content(&epoch).unwrap(), b"change");
+        let other = EpochKey::generate(SpaceId([3; 16]));
+        assert!(back.open_content(&other).is_err());
+        assert!(!env.as_bytes().windows(6).any(|w| w == b"change"));
+    }
+
+    #[test]
+    fn every_flipped_byte_is_rejected() {
+        let keys = DeviceKeys::generate();
+        let epoch = EpochKey::generate(SpaceId([3; 16]));
+        let env = Envelope::seal_content(&keys, header(&keys, &epoch), &epoch, b"change");
+        for i in 0..env.as_bytes().len() {
+            let mut bytes = env.as_bytes().to_vec();
+            bytes[i] ^= 0x01;
+            assert!(Envelope::decode(bytes).is_err(), "flip at {i} accepted");
+        }
+        for len in 0..env.as_bytes().len() {
+            assert!(Envelope::decode(env.as_bytes()[..len].to_vec()).is_err());
+        }
+    }
+
+    #[test]
+    fn caps_are_enforced() {
+        assert_eq!(
+            Envelope::decode(vec![1; MAX_ENVELOPE_BYTES + 1]),
+            Err(DecodeError::TooLarge(MAX_ENVELOPE_BYTES + 1))
+        );
+        assert_eq!(Envelope::decode(vec![2, 0]), Err(DecodeError::Version(2)));
+        let keys = DeviceKeys::generate();
+        let epoch = EpochKey::generate(SpaceId([3; 16]));
+        let mut h = header(&keys, &epoch);
+        h.parents = vec![EnvelopeId([0; 32]); MAX_PARENTS + 1];
+        let env = Envelope::seal_content(&keys, h, &epoch, b"x");
+        assert!(matches!(
+            Envelope::decode(env.into_bytes()),
+            Err(DecodeError::TooManyRefs(_))
+        ));
+    }
+
+    #[test]
+    fn varint_round_trip() {
+        for v in [0usize, 1, 127, 128, 300, 16_383, 16_384, MAX_ENVELOPE_BYTES] {
+            let mut buf = Vec::new();
+            write_varint(&mut buf, v);
+            assert_eq!(read_varint(&buf).unwrap(), (v, &[][..]));
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! Identifier newtypes. Each prints in full with `Display` (hex) and as a short
+//! prefix with `fmt_short` for logs.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+pub use outpost_crdt::DocId;
+
+/// Why a textual id did not parse.
+#[derive(Debug, thiserror::Error)]
+#[error("{what} must be {len} hex characters, got {got:?}")]
+pub struct ParseIdError {
+    what: &'static str,
+    len: usize,
+    got: String,
+}
+
+macro_rules! hex_id {
+    ($(#[$doc:meta])* $name:ident, $len:literal, $what:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        pub struct $name(pub [u8; $len]);
+
+        impl $name {
+            /// The first 8 hex characters, for logs.
+            pub fn fmt_short(&self) -> String {
+                data_encoding::HEXLOWER.encode(&self.0[..4])
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&data_encoding::HEXLOWER.encode(&self.0))
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, concat!(stringify!($name), "({})"), self.fmt_short())
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = ParseIdError;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                let err = || ParseIdError { what: $what, len: $len * 2, got: s.to_string() };
+                let bytes = data_encoding::HEXLOWER_PERMISSIVE.decode(s.trim().as_bytes()).map_err(|_| err())?;
+                let arr: [u8; $len] = bytes.try_into().map_err(|_| err())?;
+                Ok(Self(arr))
+            }
+        }
+
+    };
+}
+
+hex_id!(
+    /// A device: its ed25519 public key (also its libp2p identity).
+    DeviceId, 32, "a device id"
+);
+hex_id!(
+    /// A space: the unit of sharing, sync and access.
+    SpaceId, 16, "a space id"
+);
+hex_id!(
+    /// A key epoch of a space (derived from the epoch key's commitment, never a counter).
+    EpochId, 16, "an epoch id"
+);
+hex_id!(
+    /// A sealed envelope: BLAKE3 of its exact bytes.
+    EnvelopeId, 32, "an envelope id"
+);
+hex_id!(
+    /// An Automerge actor (derived from device, document and incarnation).
+    ActorKey, 16, "an actor id"
+);
+
+impl SpaceId {
+    /// The document holding this space's control log.
+    pub fn control_doc(&self) -> DocId {
+        DocId(derive16("outpost/control-doc/v1", &self.0))
+    }
+
+    /// Chat shard `k` of this space.
+    pub fn chat_shard(&self, k: u32) -> DocId {
+        let mut input = self.0.to_vec();
+        input.extend_from_slice(&k.to_le_bytes());
+        DocId(derive16("outpost/chat-shard/v1", &input))
+    }
+}
+
+impl EnvelopeId {
+    /// The id of an envelope's exact bytes.
+    pub fn of(bytes: &[u8]) -> Self {
+        Self(*blake3::hash(bytes).as_bytes())
+    }
+}
+
+/// The first 16 bytes of BLAKE3's key derivation: the one way ids are derived.
+pub(crate) fn derive16(context: &str, input: &[u8]) -> [u8; 16] {
+    let full = blake3::derive_key(context, input);
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&full[..16]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_round_trip_through_text() {
+        let id = SpaceId([0xab; 16]);
+        assert_eq!(id.to_string().parse::<SpaceId>().unwrap(), id);
+        assert!("xyz".parse::<SpaceId>().is_err());
+        assert!("abab".parse::<SpaceId>().is_err());
+        assert_eq!(id.fmt_short(), "abababab");
+    }
+
+    #[test]
+    fn derived_docs_differ() {
+        let s = SpaceId([1; 16]);
+        assert_ne!(s.control_doc(), s.chat_shard(0));
+        assert_ne!(s.chat_shard(0), s.chat_shard(1));
+    }
+}

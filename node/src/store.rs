@@ -1,0 +1,343 @@
+//! The redb store. Owned by the core thread (see [`crate::core`]); nothing else opens
+//! the database.
+//!
+//! Tables are versioned by name (`envelopes-1`); a format change adds a new table
+//! and a numbered migration. The database holds only sealed envelopes and public
+//! metadata: no plaintext content and no key material (epoch keys are re-derived
+//! at start-up by unwrapping with the device key).
+
+use std::path::Path;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+
+use crate::ids::{ActorKey, DeviceId, EnvelopeId, SpaceId};
+
+/// Schema version recorded in `meta-1`; bumped with each migration.
+pub const SCHEMA_VERSION: u64 = 1;
+/// File name of the database inside the home.
+pub const DB_FILE: &str = "outpost.redb";
+
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta-1");
+/// Envelope id → exact envelope bytes.
+const ENVELOPES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("envelopes-1");
+/// (space, arrival order) → envelope id. Arrival order is a topological order: an
+/// envelope is stored only after its parents.
+const SPACE_LOG: TableDefinition<(&[u8; 16], u64), &[u8; 32]> = TableDefinition::new("space-log-1");
+/// (space, actor, seq) → envelope id: serves "send me actor A from seq n".
+const WRITERS: TableDefinition<(&[u8; 16], &[u8; 16], u64), &[u8; 32]> =
+    TableDefinition::new("writers-1");
+/// Spaces this node keeps → how it participates.
+const SPACES: TableDefinition<&[u8; 16], u8> = TableDefinition::new("spaces-1");
+/// Envelopes waiting for their parents: id → (space, bytes).
+const PENDING: TableDefinition<&[u8; 32], (&[u8; 16], &[u8])> = TableDefinition::new("pending-1");
+/// (space, client request id) → message id: makes retried sends idempotent.
+const CLIENT_IDS: TableDefinition<(&[u8; 16], &str), &str> = TableDefinition::new("client-ids-1");
+/// Device certificates learnt from peers: device → postcard(DeviceCert).
+const CERTS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("device-certs-1");
+
+/// A store failure. Always fatal for the operation; the node reports it and the
+/// caller's write is not acknowledged.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the database is already open: is another daemon running on this home?")]
+    AlreadyOpen,
+    #[error("database schema version {found} is newer than this build ({SCHEMA_VERSION})")]
+    FutureSchema { found: u64 },
+    #[error("database error")]
+    Redb(#[source] Box<redb::Error>),
+}
+
+impl<E: Into<redb::Error>> From<E> for Error {
+    fn from(e: E) -> Self {
+        match e.into() {
+            redb::Error::DatabaseAlreadyOpen => Error::AlreadyOpen,
+            other => Error::Redb(Box::new(other)),
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// How this node takes part in a space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Participation {
+    /// Named in the control log (member or replicator).
+    Named = 1,
+    /// Kept by local configuration (`--relay-for`), not named in the space.
+    Relay = 2,
+}
+
+/// An open store.
+pub struct Store {
+    db: Database,
+}
+
+/// One envelope to persist, with the indexes that locate it.
+pub struct NewEnvelope<'a> {
+    pub id: EnvelopeId,
+    pub space: SpaceId,
+    pub actor: ActorKey,
+    pub seq: u64,
+    pub bytes: &'a [u8],
+}
+
+impl Store {
+    /// Opens (or creates) the database in `home`.
+    pub fn open(home: &Path) -> Result<Self> {
+        let db = Database::create(home.join(DB_FILE))?;
+        let store = Self { db };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn migrate(&self) -> Result<()> {
+        let mut tx = self.begin()?;
+        {
+            let mut meta = tx.open_table(META)?;
+            let found = meta.get("schema")?.map(|v| v.value());
+            match found {
+                None => {
+                    meta.insert("schema", SCHEMA_VERSION)?;
+                }
+                Some(v) if v > SCHEMA_VERSION => return Err(Error::FutureSchema { found: v }),
+                Some(_) => {}
+            }
+        }
+        // Create every table so readers never see "table does not exist".
+        tx.open_table(ENVELOPES)?;
+        tx.open_table(SPACE_LOG)?;
+        tx.open_table(WRITERS)?;
+        tx.open_table(SPACES)?;
+        tx.open_table(PENDING)?;
+        tx.open_table(CLIENT_IDS)?;
+        tx.open_table(CERTS)?;
+        tx.set_two_phase_commit(true);
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// A durable write transaction. Peer-supplied data lands here, so two-phase
+    /// commit is on (redb's default checksum is not cryptographic).
+    pub fn begin(&self) -> Result<Txn> {
+        let mut tx = self.db.begin_write()?;
+        tx.set_two_phase_commit(true);
+        Ok(Txn { tx })
+    }
+
+    /// Every space with its participation.
+    pub fn spaces(&self) -> Result<Vec<(SpaceId, Participation)>> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(SPACES)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (k, v) = row?;
+            let p = if v.value() == Participation::Relay as u8 {
+                Participation::Relay
+            } else {
+                Participation::Named
+            };
+            out.push((SpaceId(*k.value()), p));
+        }
+        Ok(out)
+    }
+
+    /// A space's envelopes in arrival (topological) order, starting after `after`.
+    pub fn space_log(
+        &self,
+        space: &SpaceId,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>> {
+        let tx = self.db.begin_read()?;
+        let log = tx.open_table(SPACE_LOG)?;
+        let envs = tx.open_table(ENVELOPES)?;
+        let start = after.map_or(0, |a| a + 1);
+        let mut out = Vec::new();
+        for row in log.range((&space.0, start)..=(&space.0, u64::MAX))? {
+            let (k, id) = row?;
+            if let Some(bytes) = envs.get(id.value())? {
+                out.push((k.value().1, bytes.value().to_vec()));
+            }
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Envelopes of `actor` in `space` with seq in `from..=to`.
+    pub fn writer_range(
+        &self,
+        space: &SpaceId,
+        actor: &ActorKey,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<Vec<u8>>> {
+        let tx = self.db.begin_read()?;
+        let writers = tx.open_table(WRITERS)?;
+        let envs = tx.open_table(ENVELOPES)?;
+        let mut out = Vec::new();
+        for row in writers.range((&space.0, &actor.0, from)..=(&space.0, &actor.0, to))? {
+            let (_, id) = row?;
+            if let Some(bytes) = envs.get(id.value())? {
+                out.push(bytes.value().to_vec());
+            }
+        }
+        Ok(out)
+    }
+
+    /// The envelope stored at (space, actor, seq), if any.
+    pub fn writer_at(
+        &self,
+        space: &SpaceId,
+        actor: &ActorKey,
+        seq: u64,
+    ) -> Result<Option<EnvelopeId>> {
+        let tx = self.db.begin_read()?;
+        let writers = tx.open_table(WRITERS)?;
+        Ok(writers
+            .get((&space.0, &actor.0, seq))?
+            .map(|v| EnvelopeId(*v.value())))
+    }
+
+    pub fn envelope(&self, id: &EnvelopeId) -> Result<Option<Vec<u8>>> {
+        let tx = self.db.begin_read()?;
+        let envs = tx.open_table(ENVELOPES)?;
+        Ok(envs.get(&id.0)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Every pending envelope.
+    pub fn pending(&self) -> Result<Vec<Vec<u8>>> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(PENDING)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (_, v) = row?;
+            out.push(v.value().1.to_vec());
+        }
+        Ok(out)
+    }
+
+    pub fn client_id(&self, space: &SpaceId, client_id: &str) -> Result<Option<String>> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(CLIENT_IDS)?;
+        Ok(table
+            .get((&space.0, client_id))?
+            .map(|v| v.value().to_string()))
+    }
+
+    /// Every stored device certificate (postcard bytes).
+    pub fn certs(&self) -> Result<Vec<Vec<u8>>> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(CERTS)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            out.push(row?.1.value().to_vec());
+        }
+        Ok(out)
+    }
+}
+
+/// A write transaction: every write of one group commit.
+pub struct Txn {
+    tx: WriteTransaction,
+}
+
+impl Txn {
+    fn open_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+        &mut self,
+        def: TableDefinition<K, V>,
+    ) -> Result<redb::Table<'_, K, V>> {
+        Ok(self.tx.open_table(def)?)
+    }
+
+    fn set_two_phase_commit(&mut self, on: bool) {
+        self.tx.set_two_phase_commit(on);
+    }
+
+    /// Stores an envelope at the next position of its space's log.
+    pub fn put_envelope(&mut self, env: &NewEnvelope<'_>, order: u64) -> Result<()> {
+        self.open_table(ENVELOPES)?.insert(&env.id.0, env.bytes)?;
+        self.open_table(SPACE_LOG)?
+            .insert((&env.space.0, order), &env.id.0)?;
+        self.open_table(WRITERS)?
+            .insert((&env.space.0, &env.actor.0, env.seq), &env.id.0)?;
+        self.open_table(PENDING)?.remove(&env.id.0)?;
+        Ok(())
+    }
+
+    pub fn put_space(&mut self, space: &SpaceId, p: Participation) -> Result<()> {
+        self.open_table(SPACES)?.insert(&space.0, p as u8)?;
+        Ok(())
+    }
+
+    pub fn put_pending(&mut self, id: &EnvelopeId, space: &SpaceId, bytes: &[u8]) -> Result<()> {
+        self.open_table(PENDING)?.insert(&id.0, (&space.0, bytes))?;
+        Ok(())
+    }
+
+    pub fn remove_pending(&mut self, id: &EnvelopeId) -> Result<()> {
+        self.open_table(PENDING)?.remove(&id.0)?;
+        Ok(())
+    }
+
+    pub fn put_client_id(&mut self, space: &SpaceId, client_id: &str, msg_id: &str) -> Result<()> {
+        self.open_table(CLIENT_IDS)?
+            .insert((&space.0, client_id), msg_id)?;
+        Ok(())
+    }
+
+    pub fn put_cert(&mut self, device: &DeviceId, cert: &[u8]) -> Result<()> {
+        self.open_table(CERTS)?.insert(&device.0, cert)?;
+        Ok(())
+    }
+
+    /// Commits durably: when this returns Ok, the writes survive a crash.
+    pub fn commit(self) -> Result<()> {
+        self.tx.commit()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let space = SpaceId([1; 16]);
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let mut tx = store.begin().unwrap();
+            tx.put_space(&space, Participation::Named).unwrap();
+            let env = NewEnvelope {
+                id: EnvelopeId([9; 32]),
+                space,
+                actor: ActorKey([2; 16]),
+                seq: 1,
+                bytes: b"abc",
+            };
+            tx.put_envelope(&env, 0).unwrap();
+            tx.put_client_id(&space, "c1", "m1").unwrap();
+            tx.commit().unwrap();
+            assert!(matches!(Store::open(dir.path()), Err(Error::AlreadyOpen)));
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.spaces().unwrap(), vec![(space, Participation::Named)]);
+        assert_eq!(
+            store.space_log(&space, None, 10).unwrap(),
+            vec![(0, b"abc".to_vec())]
+        );
+        assert_eq!(
+            store
+                .writer_range(&space, &ActorKey([2; 16]), 1, 5)
+                .unwrap(),
+            vec![b"abc".to_vec()]
+        );
+        assert_eq!(
+            store.client_id(&space, "c1").unwrap().as_deref(),
+            Some("m1")
+        );
+    }
+}

@@ -1,0 +1,282 @@
+//! The sync protocol `/outpost/sync/1`: frames and the pure logic that decides what
+//! to send. No I/O here; [`crate::net`] moves the frames.
+//!
+//! A session, each way, on every (re)connect and periodically:
+//!
+//! 1. `Offer`: my device certificate and, for every space I know the peer may hold
+//!    (it is a member or named replicator), my version vector. I never name a space
+//!    to a peer not entitled to it.
+//! 2. The answer is the peer's version vectors for the same spaces (empty for a
+//!    space it does not have yet, which means "send everything").
+//! 3. Each side pushes `Envelopes` the other lacks, in topological order, in frames
+//!    of bounded size. The receiver acks with counts; envelopes whose parents are
+//!    missing wait in its pending table and trigger a fresh offer.
+//! 4. Live: every newly stored envelope is pushed at once to connected entitled
+//!    peers (the doorbell is the envelope itself). Reconciliation by offer stays the
+//!    source of truth; a lost push is repaired by the next offer.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    identity::DeviceCert,
+    ids::{ActorKey, SpaceId},
+};
+
+/// The protocol id; a breaking change gets a new number.
+pub const PROTOCOL: &str = "/outpost/sync/1";
+/// Largest frame read from a peer, checked before allocating.
+pub const MAX_FRAME_BYTES: usize = 8 << 20;
+/// Most spaces in one offer.
+pub const MAX_SPACES_PER_OFFER: usize = 4096;
+/// Most writers in one version vector: a space's writer count grows with daemon
+/// runs; snapshots (later) collapse them.
+pub const MAX_WRITERS_PER_VV: usize = 65_536;
+/// Most envelopes in one frame; with the byte cap, bounds what a frame can make us do.
+pub const MAX_ENVELOPES_PER_FRAME: usize = 4096;
+/// Target size of an outgoing envelope frame, well below [`MAX_FRAME_BYTES`].
+pub const TARGET_FRAME_BYTES: usize = 1 << 20;
+
+/// For each writer, the highest seq held with every lower seq also held.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionVector(pub BTreeMap<ActorKey, u64>);
+
+impl VersionVector {
+    pub fn get(&self, actor: &ActorKey) -> u64 {
+        self.0.get(actor).copied().unwrap_or(0)
+    }
+
+    /// Records `seq` of `actor` as held (callers add seqs in order).
+    pub fn advance(&mut self, actor: ActorKey, seq: u64) {
+        let entry = self.0.entry(actor).or_insert(0);
+        *entry = (*entry).max(seq);
+    }
+
+    /// What `theirs` lacks of `self`: (actor, first missing seq, last seq).
+    pub fn missing_in(&self, theirs: &VersionVector) -> Vec<(ActorKey, u64, u64)> {
+        self.0
+            .iter()
+            .filter_map(|(actor, &mine)| {
+                let have = theirs.get(actor);
+                (mine > have).then_some((*actor, have + 1, mine))
+            })
+            .collect()
+    }
+
+    /// How many changes `theirs` lacks of `self`.
+    pub fn count_missing_in(&self, theirs: &VersionVector) -> u64 {
+        self.missing_in(theirs)
+            .iter()
+            .map(|(_, from, to)| to - from + 1)
+            .sum()
+    }
+}
+
+/// One space's version vector in an offer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpaceVv {
+    pub space: SpaceId,
+    pub vv: VersionVector,
+}
+
+/// A request frame. postcard: append variants, never reorder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    Offer {
+        cert: DeviceCert,
+        spaces: Vec<SpaceVv>,
+    },
+    Envelopes {
+        envelopes: Vec<Vec<u8>>,
+    },
+}
+
+/// A response frame. postcard: append variants, never reorder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    Offer { spaces: Vec<SpaceVv> },
+    Ack(Ack),
+}
+
+/// What the receiver did with a frame of envelopes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ack {
+    pub stored: u32,
+    pub duplicate: u32,
+    pub pending: u32,
+    pub rejected: u32,
+}
+
+/// Why a frame is refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FrameError {
+    #[error("frame of {0} bytes exceeds the {MAX_FRAME_BYTES}-byte cap")]
+    TooLarge(usize),
+    #[error("frame does not decode")]
+    Decode,
+    #[error("frame exceeds a collection cap ({0})")]
+    Cap(&'static str),
+}
+
+/// Decodes a frame and enforces every collection cap.
+pub fn decode_request(bytes: &[u8]) -> Result<Request, FrameError> {
+    if bytes.len() > MAX_FRAME_BYTES {
+        return Err(FrameError::TooLarge(bytes.len()));
+    }
+    let req: Request = postcard::from_bytes(bytes).map_err(|_| FrameError::Decode)?;
+    match &req {
+        Request::Offer { spaces, .. } => check_offer(spaces)?,
+        Request::Envelopes { envelopes } => {
+            if envelopes.len() > MAX_ENVELOPES_PER_FRAME {
+                return Err(FrameError::Cap("envelopes per frame"));
+            }
+        }
+    }
+    Ok(req)
+}
+
+pub fn decode_response(bytes: &[u8]) -> Result<Response, FrameError> {
+    if bytes.len() > MAX_FRAME_BYTES {
+        return Err(FrameError::TooLarge(bytes.len()));
+    }
+    let resp: Response = postcard::from_bytes(bytes).map_err(|_| FrameError::Decode)?;
+    if let Response::Offer { spaces } = &resp {
+        check_offer(spaces)?;
+    }
+    Ok(resp)
+}
+
+fn check_offer(spaces: &[SpaceVv]) -> Result<(), FrameError> {
+    if spaces.len() > MAX_SPACES_PER_OFFER {
+        return Err(FrameError::Cap("spaces per offer"));
+    }
+    if spaces.iter().any(|s| s.vv.0.len() > MAX_WRITERS_PER_VV) {
+        return Err(FrameError::Cap("writers per version vector"));
+    }
+    Ok(())
+}
+
+pub fn encode<T: Serialize>(frame: &T) -> Vec<u8> {
+    postcard::to_stdvec(frame).expect("frames always serialize")
+}
+
+/// Splits envelopes into frames of at most [`TARGET_FRAME_BYTES`] (a single larger
+/// envelope gets a frame of its own) and [`MAX_ENVELOPES_PER_FRAME`] items.
+pub fn into_frames(envelopes: Vec<Vec<u8>>) -> Vec<Vec<Vec<u8>>> {
+    let mut frames = Vec::new();
+    let mut current: Vec<Vec<u8>> = Vec::new();
+    let mut size = 0;
+    for env in envelopes {
+        if !current.is_empty()
+            && (size + env.len() > TARGET_FRAME_BYTES || current.len() == MAX_ENVELOPES_PER_FRAME)
+        {
+            frames.push(std::mem::take(&mut current));
+            size = 0;
+        }
+        size += env.len();
+        current.push(env);
+    }
+    if !current.is_empty() {
+        frames.push(current);
+    }
+    frames
+}
+
+/// Exponential redial backoff. Jitter comes from the caller (sans-IO).
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    current: Duration,
+}
+
+impl Backoff {
+    pub const INITIAL: Duration = Duration::from_millis(250);
+    /// Cap: a returning peer is found within this long even after a long outage.
+    pub const MAX: Duration = Duration::from_secs(10);
+
+    pub fn new() -> Self {
+        Self {
+            current: Self::INITIAL,
+        }
+    }
+
+    /// The delay before the next attempt; `jitter` in [0, 1) spreads redials.
+    pub fn next_delay(&mut self, jitter: f64) -> Duration {
+        let delay = self.current.mul_f64(1.0 + jitter.clamp(0.0, 1.0) * 0.5);
+        self.current = (self.current * 2).min(Self::MAX);
+        delay
+    }
+
+    pub fn reset(&mut self) {
+        self.current = Self::INITIAL;
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_ranges() {
+        let a = ActorKey([1; 16]);
+        let b = ActorKey([2; 16]);
+        let mut ours = VersionVector::default();
+        ours.advance(a, 5);
+        ours.advance(b, 2);
+        let mut theirs = VersionVector::default();
+        theirs.advance(a, 3);
+        theirs.advance(b, 9);
+        assert_eq!(ours.missing_in(&theirs), vec![(a, 4, 5)]);
+        assert_eq!(ours.count_missing_in(&theirs), 2);
+        assert_eq!(theirs.count_missing_in(&ours), 7);
+    }
+
+    #[test]
+    fn frames_are_bounded() {
+        let envs = vec![vec![0u8; TARGET_FRAME_BYTES / 3]; 10];
+        let frames = into_frames(envs);
+        assert!(
+            frames
+                .iter()
+                .all(|f| f.iter().map(Vec::len).sum::<usize>() <= TARGET_FRAME_BYTES)
+        );
+        assert_eq!(frames.iter().map(Vec::len).sum::<usize>(), 10);
+        let many = vec![vec![1u8]; MAX_ENVELOPES_PER_FRAME + 1];
+        assert_eq!(into_frames(many).len(), 2);
+    }
+
+    #[test]
+    fn oversized_and_garbage_frames_are_refused() {
+        assert_eq!(
+            decode_request(&vec![0; MAX_FRAME_BYTES + 1]),
+            Err(FrameError::TooLarge(MAX_FRAME_BYTES + 1))
+        );
+        assert_eq!(decode_request(&[0xff, 0xff, 0xff]), Err(FrameError::Decode));
+        let too_many = Request::Envelopes {
+            envelopes: vec![vec![]; MAX_ENVELOPES_PER_FRAME + 1],
+        };
+        assert_eq!(
+            decode_request(&encode(&too_many)),
+            Err(FrameError::Cap("envelopes per frame"))
+        );
+    }
+
+    #[test]
+    fn backoff_grows_to_cap_and_resets() {
+        let mut b = Backoff::new();
+        let first = b.next_delay(0.0);
+        assert_eq!(first, Backoff::INITIAL);
+        for _ in 0..20 {
+            b.next_delay(0.0);
+        }
+        assert_eq!(b.next_delay(0.0), Backoff::MAX);
+        b.reset();
+        assert_eq!(b.next_delay(0.0), Backoff::INITIAL);
+    }
+}
