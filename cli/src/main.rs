@@ -1,1 +1,306 @@
-fn main() {}
+//! `outpost`: the command-line client of an Outpost node.
+//!
+//! Every command except `init`, `id` (partly) and `daemon` talks to the running
+//! daemon through its local API. Errors print as one line on stderr with a hint,
+//! and the exit code says what kind of failure it was (see [`exit`]).
+
+mod exit;
+mod output;
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use futures::StreamExt;
+use outpost_node::{
+    api::{ApiEvent, CreateChat, Created, IdResponse, SendMessage, StatusResponse},
+    client::Client,
+    core::{MessageView, Sent, SpaceSummary},
+    daemon,
+    identity::DeviceKeys,
+};
+
+/// Outpost: peer-to-peer, offline-first, end-to-end encrypted collaboration.
+///
+/// Start with `outpost init`, run `outpost daemon`, then create a chat with
+/// `outpost chat create NAME --member CARD` and talk with `outpost chat send`.
+#[derive(Parser)]
+#[command(name = "outpost", version, propagate_version = true)]
+struct Cli {
+    /// The node's home directory (keys, database, API socket).
+    #[arg(long, global = true, env = "OUTPOST_HOME", value_name = "DIR")]
+    home: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create this device's identity (ed25519 signing key + X25519 key).
+    Init {
+        /// A name for this device, shown to you only.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Print this device's id, peer id, card and listen addresses.
+    Id(JsonFlag),
+    /// Run the node: sync with peers and serve the local API.
+    Daemon(DaemonArgs),
+    /// Show peers and per-space sync state: tells "synced" from "stuck".
+    Status(JsonFlag),
+    /// Chat spaces.
+    #[command(subcommand)]
+    Chat(ChatCommand),
+}
+
+#[derive(Args)]
+struct JsonFlag {
+    /// Print machine-readable JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct DaemonArgs {
+    /// Address to listen on (repeatable). Default: all interfaces, TCP and QUIC, random ports.
+    #[arg(long, value_name = "MULTIADDR")]
+    listen: Vec<String>,
+    /// A peer to keep connected to (repeatable), e.g. /ip4/10.0.0.2/tcp/4001.
+    #[arg(long, value_name = "MULTIADDR")]
+    peer: Vec<String>,
+    /// Do not discover peers on the LAN with mDNS.
+    #[arg(long)]
+    no_mdns: bool,
+    /// Seconds between full re-syncs with every connected peer.
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    resync_secs: u64,
+}
+
+#[derive(Subcommand)]
+enum ChatCommand {
+    /// Create a chat space and print its id.
+    Create {
+        name: String,
+        /// A member device: its card (from `outpost id`) or, if this node has met it, its device id. Repeatable.
+        #[arg(long, value_name = "CARD|DEVICE_ID")]
+        member: Vec<String>,
+        /// A replicate-only node: stores and forwards the space, never reads it. Repeatable.
+        #[arg(long, value_name = "CARD|DEVICE_ID")]
+        replicator: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send a message; returns once it is durably stored, printing its id.
+    Send {
+        space: String,
+        text: String,
+        /// Idempotency key: resending with the same id never duplicates.
+        #[arg(long)]
+        client_id: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the latest messages, in the same order on every node.
+    Log {
+        space: String,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Follow a chat live.
+    Tail {
+        space: String,
+        /// Print each message as a JSON line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List chat spaces on this node.
+    List(JsonFlag),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return exit::report(&anyhow::Error::new(e).context("cannot start the async runtime")),
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => exit::report(&e),
+    }
+}
+
+fn home(cli_home: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    if let Some(h) = cli_home {
+        return Ok(h);
+    }
+    use etcetera::BaseStrategy;
+    let base = etcetera::choose_base_strategy().context("cannot find a data directory: pass --home DIR")?;
+    Ok(base.data_dir().join("outpost"))
+}
+
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let home = home(cli.home)?;
+    let client = Client::for_home(&home);
+    match cli.command {
+        Command::Init { name } => {
+            init_logging("warn");
+            let keys = DeviceKeys::create(&home)?;
+            if let Some(name) = name {
+                std::fs::write(home.join("name"), name).context("cannot write the device name")?;
+            }
+            println!("{}", keys.device_id());
+            eprintln!("created device identity in {}", home.display());
+        }
+        Command::Id(f) => {
+            init_logging("warn");
+            let keys = DeviceKeys::load(&home)?;
+            let listen = match client.get::<IdResponse>("/v1/id").await {
+                Ok(id) => Some(id.listen),
+                Err(outpost_node::client::Error::NotRunning(_)) => None,
+                Err(e) => return Err(e.into()),
+            };
+            let peer_id = keys.libp2p_keypair().public().to_peer_id().to_string();
+            let name = std::fs::read_to_string(home.join("name")).ok();
+            let id = serde_json::json!({
+                "device_id": keys.device_id(),
+                "peer_id": peer_id,
+                "name": name,
+                "card": keys.cert().to_card(),
+                "daemon_running": listen.is_some(),
+                "listen": listen.clone().unwrap_or_default(),
+            });
+            if f.json {
+                output::json(&id)?;
+            } else {
+                println!("device id  {}", keys.device_id());
+                println!("peer id    {peer_id}");
+                if let Some(name) = name {
+                    println!("name       {name}");
+                }
+                println!("card       {}", keys.cert().to_card());
+                match listen {
+                    Some(l) => l.iter().for_each(|a| println!("listening  {a}")),
+                    None => println!("daemon     not running"),
+                }
+            }
+        }
+        Command::Daemon(args) => {
+            init_logging("info");
+            let mut config = daemon::Config::new(home);
+            if !args.listen.is_empty() {
+                config.net.listen = parse_addrs(&args.listen, "--listen")?;
+            }
+            config.net.peers = parse_addrs(&args.peer, "--peer")?;
+            config.net.mdns = !args.no_mdns;
+            config.net.resync_interval = Duration::from_secs(args.resync_secs.max(1));
+            daemon::run(config, shutdown_signal()).await?;
+        }
+        Command::Status(f) => {
+            init_logging("warn");
+            let status: StatusResponse = client.get("/v1/status").await?;
+            if f.json {
+                output::json(&status)?;
+            } else {
+                output::status(&status);
+            }
+        }
+        Command::Chat(cmd) => {
+            init_logging("warn");
+            chat(&client, cmd).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn chat(client: &Client, cmd: ChatCommand) -> anyhow::Result<()> {
+    match cmd {
+        ChatCommand::Create { name, member, replicator, json } => {
+            let created: Created = client.post("/v1/chats", &CreateChat { name, members: member, replicators: replicator }).await?;
+            if json {
+                output::json(&created)?;
+            } else {
+                println!("{}", created.space);
+            }
+        }
+        ChatCommand::Send { space, text, client_id, json } => {
+            let sent: Sent = client.post(&format!("/v1/chats/{space}/messages"), &SendMessage { text, client_id }).await?;
+            if json {
+                output::json(&sent)?;
+            } else {
+                println!("{}", sent.id);
+            }
+        }
+        ChatCommand::Log { space, limit, json } => {
+            let msgs: Vec<MessageView> = client.get(&format!("/v1/chats/{space}/messages?limit={limit}")).await?;
+            if json {
+                output::json(&msgs)?;
+            } else {
+                msgs.iter().for_each(output::message);
+            }
+        }
+        ChatCommand::Tail { space, json } => {
+            // Subscribe first so nothing falls between the backlog and the stream.
+            let mut events = Box::pin(client.stream::<ApiEvent>(&format!("/v1/events?space={space}")).await?);
+            let backlog: Vec<MessageView> = client.get(&format!("/v1/chats/{space}/messages?limit=10")).await?;
+            let mut seen: std::collections::HashSet<String> = backlog.iter().map(|m| m.id.clone()).collect();
+            let print = |m: &MessageView| -> anyhow::Result<()> {
+                if json {
+                    output::json_line(m)
+                } else {
+                    output::message(m);
+                    Ok(())
+                }
+            };
+            for m in &backlog {
+                print(m)?;
+            }
+            while let Some(event) = events.next().await {
+                let ApiEvent::Message { message, .. } = event?;
+                if seen.insert(message.id.clone()) {
+                    print(&message)?;
+                }
+            }
+            anyhow::bail!("the daemon closed the event stream");
+        }
+        ChatCommand::List(f) => {
+            let spaces: Vec<SpaceSummary> = client.get("/v1/spaces").await?;
+            if f.json {
+                output::json(&spaces)?;
+            } else {
+                for s in spaces {
+                    let name = s.name.as_deref().unwrap_or("(not readable here)");
+                    println!("{}  {}  {} members", s.space, name, s.members.len());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn parse_addrs(addrs: &[String], flag: &str) -> anyhow::Result<Vec<outpost_node::net::Multiaddr>> {
+    addrs
+        .iter()
+        .map(|a| a.parse().with_context(|| format!("{flag} {a:?} is not a multiaddr (e.g. /ip4/127.0.0.1/tcp/4001)")))
+        .collect()
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("installing a SIGTERM handler succeeds");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -89,9 +89,34 @@ impl ChatDoc {
     /// to the document on every call, so callers batch).
     ///
     /// Callers hand over only changes whose dependencies are already applied.
-    pub fn apply(&mut self, changes: Vec<Change>) -> Result<(), Error> {
+    ///
+    /// Returns the messages the changes created, in display order.
+    pub fn apply(&mut self, changes: Vec<Change>) -> Result<Vec<Message>, Error> {
+        let before = self.doc.get_heads();
         self.doc.apply_changes(changes)?;
-        Ok(())
+        let after = self.doc.get_heads();
+        let mut created: Vec<Message> = self
+            .doc
+            .diff(&before, &after)
+            .into_iter()
+            .filter(|patch| patch.obj == self.messages)
+            .filter_map(|patch| match patch.action {
+                automerge::PatchAction::PutMap { key, .. } => self.message(&key),
+                _ => None,
+            })
+            .collect();
+        sort_for_display(&mut created);
+        created.dedup_by(|a, b| a.id == b.id);
+        Ok(created)
+    }
+
+    /// One message by id.
+    pub fn message(&self, id: &str) -> Option<Message> {
+        let (value, entry) = self.doc.get(&self.messages, id).ok()??;
+        if !matches!(value, Value::Object(ObjType::Map)) {
+            return None;
+        }
+        read_message(&self.doc, id, entry)
     }
 
     /// Whether the change with this hash is part of the document.
@@ -142,6 +167,29 @@ impl ChatDoc {
     }
 }
 
+/// Display order: (Lamport counter of the creating op, actor). Identical everywhere.
+fn sort_for_display(msgs: &mut [Message]) {
+    msgs.sort_by(|a, b| (a.lamport, a.actor.to_bytes()).cmp(&(b.lamport, b.actor.to_bytes())));
+}
+
+fn read_message(doc: &Automerge, id: &str, entry: ObjId) -> Option<Message> {
+    let ObjId::Id(lamport, actor, _) = entry.clone() else {
+        return None;
+    };
+    let scalar = |field: &str| match doc.get(&entry, field) {
+        Ok(Some((Value::Scalar(s), _))) => Some(s.into_owned()),
+        _ => None,
+    };
+    let ScalarValue::Str(text) = scalar("text")? else {
+        return None;
+    };
+    let sent_at_ms = match scalar("sent_at") {
+        Some(ScalarValue::Timestamp(t)) => t,
+        _ => 0,
+    };
+    Some(Message { id: id.to_string(), text: text.to_string(), sent_at_ms, actor, lamport })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,8 +222,10 @@ mod tests {
             .unwrap();
         assert_eq!(c.deps(), &[ChatDoc::genesis(&doc).1]);
         let mut b = ChatDoc::new(doc);
-        b.apply(vec![c]).unwrap();
+        let created = b.apply(vec![c]).unwrap();
+        assert_eq!(created, a.messages());
         assert_eq!(b.messages(), a.messages());
+        assert_eq!(b.message("x").unwrap().text, "hi");
         assert_eq!(b.messages()[0].sent_at_ms, 5);
     }
 

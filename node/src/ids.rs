@@ -19,8 +19,30 @@ pub struct ParseIdError {
 macro_rules! hex_id {
     ($(#[$doc:meta])* $name:ident, $len:literal, $what:literal) => {
         $(#[$doc])*
-        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
         pub struct $name(pub [u8; $len]);
+
+        /// Hex in human-readable formats (JSON), raw bytes in binary ones (postcard).
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                if s.is_human_readable() {
+                    s.serialize_str(&self.to_string())
+                } else {
+                    self.0.serialize(s)
+                }
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                if d.is_human_readable() {
+                    let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                    s.parse().map_err(serde::de::Error::custom)
+                } else {
+                    <[u8; $len]>::deserialize(d).map(Self)
+                }
+            }
+        }
 
         impl $name {
             /// The first 8 hex characters, for logs.
@@ -115,6 +137,17 @@ mod tests {
         assert!("xyz".parse::<SpaceId>().is_err());
         assert!("abab".parse::<SpaceId>().is_err());
         assert_eq!(id.fmt_short(), "abababab");
+    }
+
+    #[test]
+    fn json_is_hex_and_postcard_is_raw() {
+        let id = DeviceId([0xcd; 32]);
+        let json = serde_json::to_string(&id).unwrap();
+        assert_eq!(json, format!("\"{}\"", "cd".repeat(32)));
+        assert_eq!(serde_json::from_str::<DeviceId>(&json).unwrap(), id);
+        let bin = postcard::to_stdvec(&id).unwrap();
+        assert_eq!(bin.len(), 32);
+        assert_eq!(postcard::from_bytes::<DeviceId>(&bin).unwrap(), id);
     }
 
     #[test]

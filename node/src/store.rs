@@ -43,6 +43,8 @@ pub enum Error {
     AlreadyOpen,
     #[error("database schema version {found} is newer than this build ({SCHEMA_VERSION})")]
     FutureSchema { found: u64 },
+    #[error("the store could not start a transaction")]
+    Unavailable,
     #[error("database error")]
     Redb(#[source] Box<redb::Error>),
 }

@@ -106,6 +106,9 @@ pub struct Ack {
     pub duplicate: u32,
     pub pending: u32,
     pub rejected: u32,
+    /// The receiver's version vectors for the spaces the frame touched, so the
+    /// sender knows exactly what it now holds.
+    pub vv: Vec<SpaceVv>,
 }
 
 /// Why a frame is refused.

@@ -1,0 +1,228 @@
+//! The local API: HTTP/1.1 + JSON on a Unix socket (mode 0600) in the node's home.
+//! The CLI, bots and a future UI are all clients of it.
+//!
+//! | method | path | does |
+//! |---|---|---|
+//! | GET | `/v1/id` | this device: ids, card, listen addresses |
+//! | GET | `/v1/status` | peers and per-space sync state |
+//! | GET | `/v1/spaces` | spaces this node keeps |
+//! | POST | `/v1/chats` | create a chat space `{name, members, replicators}` |
+//! | POST | `/v1/chats/{space}/messages` | send `{text, client_id?}`; returns after the durable commit |
+//! | GET | `/v1/chats/{space}/messages?limit=N` | the latest N messages in display order |
+//! | GET | `/v1/events[?space=S]` | NDJSON stream of live events |
+//!
+//! Errors are `{code, message, hint}` with a matching HTTP status; `code` is stable.
+
+use std::sync::Arc;
+
+use axum::{
+    body::{Body, Bytes},
+    extract::{Path, Query, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::{get, post},
+    Json, Router,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+use crate::{
+    core::{self, CoreHandle, MessageView, Sent, SpaceStatus, SpaceSummary},
+    identity::DeviceCert,
+    ids::{DeviceId, SpaceId},
+    net::{NetHandle, NetStatus, PeerStatus},
+};
+
+/// Default number of messages `chat log` returns.
+pub const DEFAULT_LOG_LIMIT: usize = 50;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IdResponse {
+    pub device_id: DeviceId,
+    pub peer_id: String,
+    /// The device card others pass to `--member`.
+    pub card: String,
+    pub listen: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusResponse {
+    pub device_id: DeviceId,
+    pub peer_id: String,
+    pub listen: Vec<String>,
+    pub peers: Vec<PeerStatus>,
+    pub spaces: Vec<SpaceStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateChat {
+    pub name: String,
+    #[serde(default)]
+    pub members: Vec<String>,
+    #[serde(default)]
+    pub replicators: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Created {
+    pub space: SpaceId,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SendMessage {
+    pub text: String,
+    /// Chosen by the client; a retried request with the same id is not duplicated.
+    #[serde(default)]
+    pub client_id: Option<String>,
+}
+
+/// One line of the event stream.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ApiEvent {
+    Message { space: SpaceId, message: MessageView },
+}
+
+/// The body of every error response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiError {
+    pub code: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}
+
+#[derive(Clone)]
+struct AppState {
+    core: CoreHandle,
+    net: NetHandle,
+    cert: Arc<DeviceCert>,
+}
+
+/// The router serving the local API.
+pub fn router(core: CoreHandle, net: NetHandle, cert: DeviceCert) -> Router {
+    Router::new()
+        .route("/v1/id", get(id))
+        .route("/v1/status", get(status))
+        .route("/v1/spaces", get(spaces))
+        .route("/v1/chats", post(create_chat))
+        .route("/v1/chats/{space}/messages", post(send).get(log))
+        .route("/v1/events", get(events))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such API endpoint".into(), None) })
+        .with_state(AppState { core, net, cert: Arc::new(cert) })
+}
+
+fn error(status: StatusCode, code: &str, message: String, hint: Option<&str>) -> Response {
+    (status, Json(ApiError { code: code.into(), message, hint: hint.map(Into::into) })).into_response()
+}
+
+struct CoreError(core::Error);
+
+impl IntoResponse for CoreError {
+    fn into_response(self) -> Response {
+        use core::Error as E;
+        let msg = self.0.to_string();
+        match &self.0 {
+            E::UnknownSpace(_) => error(StatusCode::NOT_FOUND, "unknown_space", msg, Some("list spaces with `outpost chat list`")),
+            E::NotWritable(_) => error(StatusCode::FORBIDDEN, "forbidden", msg, None),
+            E::KeyMissing { .. } => error(StatusCode::CONFLICT, "key_missing", msg, Some("`outpost status` shows why; it resolves when a key holder connects")),
+            E::UnknownDevice(_) => error(StatusCode::BAD_REQUEST, "unknown_device", msg, None),
+            E::Invalid(_) => error(StatusCode::BAD_REQUEST, "invalid", msg, None),
+            E::Store(_) => error(StatusCode::SERVICE_UNAVAILABLE, "store", format!("{msg}: {:?}", self.0), Some("check disk space and the daemon log")),
+            E::Stopped => error(StatusCode::SERVICE_UNAVAILABLE, "stopped", msg, None),
+        }
+    }
+}
+
+impl From<core::Error> for CoreError {
+    fn from(e: core::Error) -> Self {
+        Self(e)
+    }
+}
+
+fn parse_space(text: &str) -> Result<SpaceId, Response> {
+    text.parse()
+        .map_err(|e: crate::ids::ParseIdError| error(StatusCode::BAD_REQUEST, "invalid", e.to_string(), Some("space ids are printed by `outpost chat create` and `outpost chat list`")))
+}
+
+async fn net_status(net: &NetHandle) -> NetStatus {
+    net.status().await.unwrap_or(NetStatus { peer_id: String::new(), listen: Vec::new(), peers: Vec::new() })
+}
+
+async fn id(State(s): State<AppState>) -> Json<IdResponse> {
+    let net = net_status(&s.net).await;
+    Json(IdResponse { device_id: s.cert.device, peer_id: net.peer_id, card: s.cert.to_card(), listen: net.listen })
+}
+
+async fn status(State(s): State<AppState>) -> Result<Json<StatusResponse>, CoreError> {
+    let spaces = s.core.status().await?;
+    let net = net_status(&s.net).await;
+    Ok(Json(StatusResponse { device_id: s.cert.device, peer_id: net.peer_id, listen: net.listen, peers: net.peers, spaces }))
+}
+
+async fn spaces(State(s): State<AppState>) -> Result<Json<Vec<SpaceSummary>>, CoreError> {
+    Ok(Json(s.core.spaces().await?))
+}
+
+async fn create_chat(State(s): State<AppState>, Json(req): Json<CreateChat>) -> Result<Json<Created>, CoreError> {
+    let space = s.core.create_chat(req.name, req.members, req.replicators).await?;
+    Ok(Json(Created { space }))
+}
+
+async fn send(State(s): State<AppState>, Path(space): Path<String>, Json(req): Json<SendMessage>) -> Response {
+    let space = match parse_space(&space) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    match s.core.send(space, req.text, req.client_id).await {
+        Ok(sent) => Json::<Sent>(sent).into_response(),
+        Err(e) => CoreError(e).into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct LogQuery {
+    limit: Option<usize>,
+}
+
+async fn log(State(s): State<AppState>, Path(space): Path<String>, Query(q): Query<LogQuery>) -> Response {
+    let space = match parse_space(&space) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    match s.core.messages(space, q.limit.unwrap_or(DEFAULT_LOG_LIMIT)).await {
+        Ok(msgs) => Json(msgs).into_response(),
+        Err(e) => CoreError(e).into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    space: Option<String>,
+}
+
+async fn events(State(s): State<AppState>, Query(q): Query<EventsQuery>) -> Response {
+    let filter = match q.space.as_deref().map(parse_space).transpose() {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let rx = s.core.subscribe();
+    let stream = futures::stream::unfold(rx, move |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(core::Event::Message { space, message }) if filter.is_none_or(|f| f == space) => {
+                    let mut line = serde_json::to_vec(&ApiEvent::Message { space, message }).expect("events serialize");
+                    line.push(b'\n');
+                    return Some((Ok::<_, std::convert::Infallible>(Bytes::from(line)), rx));
+                }
+                Ok(_) => continue,
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    Response::builder()
+        .header("content-type", "application/x-ndjson")
+        .body(Body::from_stream(stream))
+        .expect("static headers are valid")
+}

@@ -1,0 +1,1022 @@
+//! The core actor: owns the store, the spaces and their documents, on its own
+//! thread. Everything else talks to it through a [`CoreHandle`].
+//!
+//! Group commit: the thread takes every command that is waiting (up to
+//! [`BATCH_CAP`]), runs all writes in one durable redb transaction, commits, and only
+//! then replies and announces. Sends to one space in a batch become one Automerge
+//! change (one envelope); arriving envelopes are applied with one `apply_changes`
+//! call per document.
+
+mod space;
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    panic::AssertUnwindSafe,
+    path::PathBuf,
+    sync::Arc,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use outpost_crdt::chat::{Message, NewMessage};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+use self::space::{PeerView, Space, Verdict, PENDING_PER_SPACE_CAP};
+use crate::{
+    control::{self, SpaceKind, SpaceState},
+    envelope::{Envelope, Header, Kind},
+    identity::{DeviceCert, DeviceKeys},
+    ids::{ActorKey, DeviceId, DocId, EnvelopeId, SpaceId},
+    store::{self, NewEnvelope, Participation, Store, Txn},
+    sync::{Ack, SpaceVv, VersionVector},
+};
+
+/// Most commands handled in one group commit.
+pub const BATCH_CAP: usize = 1024;
+/// Capacity of the command channel: callers wait (backpressure) beyond this.
+pub const COMMAND_CAP: usize = 4096;
+/// Capacity of the event broadcast; a subscriber lagging further re-syncs.
+pub const EVENT_CAP: usize = 8192;
+/// Envelopes of not-yet-known spaces held in memory, waiting for their genesis.
+const ORPHAN_CAP: usize = 1024;
+/// Longest message text accepted from the local API, in bytes.
+pub const MAX_TEXT_BYTES: usize = 64 << 10;
+/// Most messages returned by one log request.
+pub const MAX_LOG_LIMIT: usize = 100_000;
+
+/// A user-facing failure of a core operation.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no space {0} on this node")]
+    UnknownSpace(SpaceId),
+    #[error("this device may not write in space {0}")]
+    NotWritable(SpaceId),
+    #[error("this device cannot read space {space}: {why}")]
+    KeyMissing { space: SpaceId, why: String },
+    #[error("unknown device {0}: pass its device card (`outpost id` on that device prints it) or connect to it first")]
+    UnknownDevice(String),
+    #[error("invalid input: {0}")]
+    Invalid(String),
+    #[error("storage failure; the operation was not applied")]
+    Store(#[source] Arc<store::Error>),
+    #[error("the node is shutting down")]
+    Stopped,
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// A message as the API shows it; only replicated fields, identical on every node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageView {
+    pub id: String,
+    pub author: DeviceId,
+    pub text: String,
+    /// Author's claimed send time (ms since the Unix epoch); never used for order.
+    pub sent_at_ms: i64,
+    pub lamport: u64,
+}
+
+/// Something that happened, for the network actor and the API's event stream.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// Envelopes were durably stored; push them to connected entitled peers.
+    Stored { space: SpaceId, envelopes: Arc<Vec<Vec<u8>>>, entitled: Arc<BTreeSet<DeviceId>>, from: Option<DeviceId> },
+    /// A message became visible.
+    Message { space: SpaceId, message: MessageView },
+}
+
+/// Per-space state for `status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SpaceStatus {
+    pub space: SpaceId,
+    pub name: Option<String>,
+    pub kind: String,
+    /// "member", "replicator" or "relay".
+    pub role: String,
+    pub readable: bool,
+    pub key_problem: Option<String>,
+    pub envelopes: u64,
+    pub writers: usize,
+    pub pending: usize,
+    pub rejected: u64,
+    pub peers: Vec<PeerSyncStatus>,
+}
+
+/// What one peer is known to hold of a space.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PeerSyncStatus {
+    pub device: DeviceId,
+    /// Changes we hold that the peer is known to lack.
+    pub they_lack: u64,
+    /// Changes the peer holds that we lack.
+    pub we_lack: u64,
+    pub last_sync_ms: Option<u64>,
+}
+
+/// A space as listed by `chat list`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SpaceSummary {
+    pub space: SpaceId,
+    pub name: Option<String>,
+    pub kind: String,
+    pub readable: bool,
+    pub members: Vec<DeviceId>,
+    pub replicators: Vec<DeviceId>,
+}
+
+/// What a send produced.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Sent {
+    pub id: String,
+    /// True when this retried request had already been stored.
+    pub duplicate: bool,
+}
+
+/// What to push to a peer after an offer exchange.
+pub struct OfferOutcome {
+    pub response: Vec<SpaceVv>,
+    pub push: Vec<Vec<u8>>,
+}
+
+type Reply<T> = oneshot::Sender<Result<T>>;
+
+enum ToCore {
+    CreateChat { name: String, members: Vec<String>, replicators: Vec<String>, reply: Reply<SpaceId> },
+    Send { space: SpaceId, text: String, client_id: Option<String>, reply: Reply<Sent> },
+    Ingest { from: DeviceId, envelopes: Vec<Vec<u8>>, reply: Reply<Ack> },
+    LearnCert { cert: DeviceCert },
+    Messages { space: SpaceId, limit: usize, reply: Reply<Vec<MessageView>> },
+    Spaces { reply: Reply<Vec<SpaceSummary>> },
+    Status { reply: Reply<Vec<SpaceStatus>> },
+    MakeOffer { peer: DeviceId, reply: Reply<Vec<SpaceVv>> },
+    TakeOffer { peer: DeviceId, spaces: Vec<SpaceVv>, reply: Reply<OfferOutcome> },
+    TakeOfferResponse { peer: DeviceId, spaces: Vec<SpaceVv>, reply: Reply<Vec<Vec<u8>>> },
+    TakeAck { peer: DeviceId, ack: Ack },
+}
+
+/// A cheap handle to the core actor.
+#[derive(Clone)]
+pub struct CoreHandle {
+    tx: mpsc::Sender<ToCore>,
+    events: broadcast::Sender<Event>,
+    device: DeviceId,
+}
+
+impl CoreHandle {
+    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> ToCore) -> Result<T> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(make(reply)).await.map_err(|_| Error::Stopped)?;
+        rx.await.map_err(|_| Error::Stopped)?
+    }
+
+    pub fn device(&self) -> DeviceId {
+        self.device
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// Creates a chat space; `members` and `replicators` are device cards or ids.
+    pub async fn create_chat(&self, name: String, members: Vec<String>, replicators: Vec<String>) -> Result<SpaceId> {
+        self.call(|reply| ToCore::CreateChat { name, members, replicators, reply }).await
+    }
+
+    /// Posts a message; returns once it is durably stored.
+    pub async fn send(&self, space: SpaceId, text: String, client_id: Option<String>) -> Result<Sent> {
+        self.call(|reply| ToCore::Send { space, text, client_id, reply }).await
+    }
+
+    pub async fn ingest(&self, from: DeviceId, envelopes: Vec<Vec<u8>>) -> Result<Ack> {
+        self.call(|reply| ToCore::Ingest { from, envelopes, reply }).await
+    }
+
+    pub async fn learn_cert(&self, cert: DeviceCert) {
+        let _ = self.tx.send(ToCore::LearnCert { cert }).await;
+    }
+
+    pub async fn messages(&self, space: SpaceId, limit: usize) -> Result<Vec<MessageView>> {
+        self.call(|reply| ToCore::Messages { space, limit, reply }).await
+    }
+
+    pub async fn spaces(&self) -> Result<Vec<SpaceSummary>> {
+        self.call(|reply| ToCore::Spaces { reply }).await
+    }
+
+    pub async fn status(&self) -> Result<Vec<SpaceStatus>> {
+        self.call(|reply| ToCore::Status { reply }).await
+    }
+
+    pub async fn make_offer(&self, peer: DeviceId) -> Result<Vec<SpaceVv>> {
+        self.call(|reply| ToCore::MakeOffer { peer, reply }).await
+    }
+
+    pub async fn take_offer(&self, peer: DeviceId, spaces: Vec<SpaceVv>) -> Result<OfferOutcome> {
+        self.call(|reply| ToCore::TakeOffer { peer, spaces, reply }).await
+    }
+
+    pub async fn take_offer_response(&self, peer: DeviceId, spaces: Vec<SpaceVv>) -> Result<Vec<Vec<u8>>> {
+        self.call(|reply| ToCore::TakeOfferResponse { peer, spaces, reply }).await
+    }
+
+    pub async fn take_ack(&self, peer: DeviceId, ack: Ack) {
+        let _ = self.tx.send(ToCore::TakeAck { peer, ack }).await;
+    }
+}
+
+/// Starts the core on its own thread. It stops when every handle is dropped.
+pub fn spawn(home: PathBuf, keys: Arc<DeviceKeys>) -> std::result::Result<(CoreHandle, std::thread::JoinHandle<()>), store::Error> {
+    let store = Store::open(&home)?;
+    let (events, _) = broadcast::channel(EVENT_CAP);
+    let mut core = Core::new(keys, store, events.clone());
+    core.load()?;
+    let (tx, rx) = mpsc::channel(COMMAND_CAP);
+    let handle = CoreHandle { tx, events, device: core.me };
+    let thread = std::thread::Builder::new()
+        .name("outpost-core".into())
+        .spawn(move || core.run(rx))
+        .expect("spawning a thread succeeds unless the OS is out of resources");
+    Ok((handle, thread))
+}
+
+struct Core {
+    keys: Arc<DeviceKeys>,
+    me: DeviceId,
+    store: Store,
+    spaces: BTreeMap<SpaceId, Space>,
+    certs: HashMap<DeviceId, DeviceCert>,
+    /// This run's incarnation per document written to (see `outpost_crdt::writer`).
+    incarnations: HashMap<DocId, u64>,
+    orphans: BTreeMap<EnvelopeId, Envelope>,
+    events: broadcast::Sender<Event>,
+}
+
+/// What a batch does once its transaction has committed (or failed).
+#[derive(Default)]
+struct Effects {
+    on_commit: Vec<Box<dyn FnOnce(Option<&Arc<store::Error>>) + Send>>,
+    events: Vec<Event>,
+}
+
+impl Effects {
+    fn reply<T: Send + 'static>(&mut self, reply: Reply<T>, value: T) {
+        self.on_commit.push(Box::new(move |err| {
+            let _ = reply.send(match err {
+                None => Ok(value),
+                Some(e) => Err(Error::Store(e.clone())),
+            });
+        }));
+    }
+}
+
+impl Core {
+    fn new(keys: Arc<DeviceKeys>, store: Store, events: broadcast::Sender<Event>) -> Self {
+        Self {
+            me: keys.device_id(),
+            keys,
+            store,
+            spaces: BTreeMap::new(),
+            certs: HashMap::new(),
+            incarnations: HashMap::new(),
+            orphans: BTreeMap::new(),
+            events,
+        }
+    }
+
+    /// Rebuilds every in-memory structure from the store.
+    fn load(&mut self) -> store::Result<()> {
+        self.spaces.clear();
+        self.orphans.clear();
+        for bytes in self.store.certs()? {
+            if let Ok(cert) = postcard::from_bytes::<DeviceCert>(&bytes) {
+                if cert.verify() {
+                    self.certs.insert(cert.device, cert);
+                }
+            }
+        }
+        for (space_id, _) in self.store.spaces()? {
+            if let Err(why) = self.load_space(space_id) {
+                warn!(space = %space_id.fmt_short(), %why, "space could not be loaded");
+            }
+        }
+        for bytes in self.store.pending()? {
+            if let Ok(env) = Envelope::decode(bytes) {
+                if let Some(space) = self.spaces.get_mut(&env.header().space) {
+                    space.pending.insert(env.id(), env);
+                }
+            }
+        }
+        info!(spaces = self.spaces.len(), "store loaded");
+        Ok(())
+    }
+
+    fn load_space(&mut self, space_id: SpaceId) -> std::result::Result<(), String> {
+        const CHUNK: usize = 4096;
+        let mut after = None;
+        let mut space: Option<Space> = None;
+        let mut changes = Vec::new();
+        loop {
+            let rows = self.store.space_log(&space_id, after, CHUNK).map_err(|e| e.to_string())?;
+            let done = rows.len() < CHUNK;
+            for (order, bytes) in rows {
+                after = Some(order);
+                let env = Envelope::decode(bytes).map_err(|e| format!("stored envelope does not decode: {e}"))?;
+                let s = match space.as_mut() {
+                    Some(s) => s,
+                    None => {
+                        let state = SpaceState::from_genesis(&env).map_err(|e| e.to_string())?;
+                        let key = self.unwrap_key(&state);
+                        let mut s = Space::new(state, key);
+                        s.record(&env, None);
+                        space = Some(s);
+                        continue;
+                    }
+                };
+                let change = s.readable.as_ref().and_then(|r| {
+                    let plain = env.open_content(&r.key).ok()?;
+                    outpost_crdt::Change::from_bytes(plain).ok()
+                });
+                s.record(&env, change.as_ref());
+                changes.extend(change);
+            }
+            if done {
+                break;
+            }
+        }
+        let mut space = space.ok_or("the space has no genesis")?;
+        if let Some(r) = space.readable.as_mut() {
+            r.chat.apply(changes).map_err(|e| format!("stored changes do not apply: {e}"))?;
+        }
+        self.spaces.insert(space_id, space);
+        Ok(())
+    }
+
+    fn unwrap_key(&self, state: &SpaceState) -> Option<std::result::Result<crate::crypto::EpochKey, String>> {
+        state.unwrap_key(&self.keys).map(|r| r.map_err(|e| format!("epoch key wrap does not open: {e}")))
+    }
+
+    fn run(mut self, mut rx: mpsc::Receiver<ToCore>) {
+        while let Some(first) = rx.blocking_recv() {
+            let mut batch = vec![first];
+            while batch.len() < BATCH_CAP {
+                match rx.try_recv() {
+                    Ok(cmd) => batch.push(cmd),
+                    Err(_) => break,
+                }
+            }
+            self.handle_batch(batch);
+        }
+        debug!("core stopped");
+    }
+
+    fn handle_batch(&mut self, batch: Vec<ToCore>) {
+        let mut effects = Effects::default();
+        let mut reads = Vec::new();
+        let mut sends: BTreeMap<SpaceId, Vec<(String, Option<String>, Reply<Sent>)>> = BTreeMap::new();
+        let mut tx = match self.store.begin() {
+            Ok(tx) => Some(tx),
+            Err(e) => {
+                warn!(error = %e, "cannot begin a store transaction");
+                None
+            }
+        };
+        let mut failure: Option<Arc<store::Error>> = None;
+        for cmd in batch {
+            let Some(txn) = tx.as_mut() else {
+                reads.push(cmd);
+                continue;
+            };
+            let result = match cmd {
+                ToCore::CreateChat { name, members, replicators, reply } => {
+                    match self.create_chat(txn, &name, &members, &replicators, &mut effects) {
+                        Ok(Ok(space)) => {
+                            effects.reply(reply, space);
+                            Ok(())
+                        }
+                        Ok(Err(e)) => {
+                            let _ = reply.send(Err(e));
+                            Ok(())
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+                ToCore::Send { space, text, client_id, reply } => {
+                    sends.entry(space).or_default().push((text, client_id, reply));
+                    Ok(())
+                }
+                ToCore::Ingest { from, envelopes, reply } => self.ingest(txn, Some(from), envelopes, &mut effects).map(|ack| effects.reply(reply, ack)),
+                ToCore::LearnCert { cert } => self.learn_cert(txn, cert),
+                other => {
+                    reads.push(other);
+                    Ok(())
+                }
+            };
+            if let Err(e) = result {
+                failure = Some(Arc::new(e));
+                break;
+            }
+        }
+        if failure.is_none() {
+            if let Some(txn) = tx.as_mut() {
+                for (space, group) in sends {
+                    if let Err(e) = self.send_group(txn, space, group, &mut effects) {
+                        failure = Some(Arc::new(e));
+                        break;
+                    }
+                }
+            }
+        } else {
+            for (_, group) in sends {
+                for (_, _, reply) in group {
+                    let _ = reply.send(Err(Error::Store(failure.clone().expect("failure is set"))));
+                }
+            }
+        }
+        let outcome = match (failure, tx) {
+            (Some(e), _) => Some(e),
+            (None, Some(tx)) => tx.commit().err().map(Arc::new),
+            (None, None) => None,
+        };
+        match &outcome {
+            None => {
+                for event in effects.events.drain(..) {
+                    let _ = self.events.send(event);
+                }
+            }
+            Some(e) => {
+                warn!(error = %e, "group commit failed; nothing in it was acknowledged");
+                if let Err(e) = self.load() {
+                    warn!(error = %e, "reloading after a failed commit failed too");
+                }
+            }
+        }
+        for done in effects.on_commit {
+            done(outcome.as_ref());
+        }
+        for cmd in reads {
+            self.handle_read(cmd);
+        }
+    }
+
+    fn handle_read(&mut self, cmd: ToCore) {
+        match cmd {
+            ToCore::Messages { space, limit, reply } => {
+                let _ = reply.send(self.messages(space, limit));
+            }
+            ToCore::Spaces { reply } => {
+                let _ = reply.send(Ok(self.summaries()));
+            }
+            ToCore::Status { reply } => {
+                let _ = reply.send(Ok(self.status()));
+            }
+            ToCore::MakeOffer { peer, reply } => {
+                let _ = reply.send(Ok(self.offer_for(&peer)));
+            }
+            ToCore::TakeOffer { peer, spaces, reply } => {
+                let _ = reply.send(self.take_offer(peer, spaces));
+            }
+            ToCore::TakeOfferResponse { peer, spaces, reply } => {
+                let _ = reply.send(self.take_offer_response(peer, spaces));
+            }
+            ToCore::TakeAck { peer, ack } => self.take_ack(peer, ack),
+            // Writes reach here only when no transaction could be opened.
+            ToCore::CreateChat { reply, .. } => fail_unavailable(reply),
+            ToCore::Send { reply, .. } => fail_unavailable(reply),
+            ToCore::Ingest { reply, .. } => fail_unavailable(reply),
+            ToCore::LearnCert { .. } => {}
+        }
+    }
+
+    fn learn_cert(&mut self, tx: &mut Txn, cert: DeviceCert) -> store::Result<()> {
+        if !cert.verify() || self.certs.get(&cert.device) == Some(&cert) {
+            return Ok(());
+        }
+        tx.put_cert(&cert.device, &postcard::to_stdvec(&cert).expect("certs serialize"))?;
+        self.certs.insert(cert.device, cert);
+        Ok(())
+    }
+
+    fn resolve_cert(&self, text: &str) -> Result<DeviceCert> {
+        if let Ok(cert) = DeviceCert::from_card(text) {
+            return Ok(cert);
+        }
+        let device: DeviceId = text.parse().map_err(|_| Error::UnknownDevice(text.to_string()))?;
+        if device == self.me {
+            return Ok(self.keys.cert());
+        }
+        self.certs.get(&device).copied().ok_or_else(|| Error::UnknownDevice(text.to_string()))
+    }
+
+    fn resolve_device(&self, text: &str) -> Result<DeviceId> {
+        match DeviceCert::from_card(text) {
+            Ok(cert) => Ok(cert.device),
+            Err(_) => text.parse().map_err(|_| Error::UnknownDevice(text.to_string())),
+        }
+    }
+
+    /// Creates a chat space. The outer error aborts the batch; the inner one is the
+    /// caller's mistake.
+    fn create_chat(
+        &mut self,
+        tx: &mut Txn,
+        name: &str,
+        members: &[String],
+        replicators: &[String],
+        effects: &mut Effects,
+    ) -> store::Result<Result<SpaceId>> {
+        let certs = match members.iter().map(|m| self.resolve_cert(m)).collect::<Result<Vec<_>>>() {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(e)),
+        };
+        let replicators = match replicators.iter().map(|r| self.resolve_device(r)).collect::<Result<Vec<_>>>() {
+            Ok(r) => r,
+            Err(e) => return Ok(Err(e)),
+        };
+        if name.trim().is_empty() {
+            return Ok(Err(Error::Invalid("a space needs a non-empty name".into())));
+        }
+        let control_doc_incarnation = rand::random();
+        let (genesis, key) = match control::create_space(&self.keys, control_doc_incarnation, name, SpaceKind::Chat, &certs, &replicators) {
+            Ok(x) => x,
+            Err(e) => return Ok(Err(Error::Invalid(e.to_string()))),
+        };
+        let state = SpaceState::from_genesis(&genesis).expect("create_space validated its own genesis");
+        let space_id = state.space;
+        let mut space = Space::new(state, Some(Ok(key)));
+        let order = space.record(&genesis, None);
+        tx.put_space(&space_id, Participation::Named)?;
+        tx.put_envelope(&new_envelope(&genesis), order)?;
+        effects.events.push(stored_event(&space, vec![genesis.into_bytes()], None));
+        self.spaces.insert(space_id, space);
+        info!(space = %space_id.fmt_short(), "chat space created");
+        Ok(Ok(space_id))
+    }
+
+    /// Posts every waiting send of one space as one Automerge change.
+    fn send_group(
+        &mut self,
+        tx: &mut Txn,
+        space_id: SpaceId,
+        group: Vec<(String, Option<String>, Reply<Sent>)>,
+        effects: &mut Effects,
+    ) -> store::Result<()> {
+        let me = self.me;
+        let Some(space) = self.spaces.get_mut(&space_id) else {
+            for (_, _, reply) in group {
+                let _ = reply.send(Err(Error::UnknownSpace(space_id)));
+            }
+            return Ok(());
+        };
+        if !space.state.may_write(&me) {
+            for (_, _, reply) in group {
+                let _ = reply.send(Err(Error::NotWritable(space_id)));
+            }
+            return Ok(());
+        }
+        let doc = space.chat_doc();
+        let incarnation = *self.incarnations.entry(doc).or_insert_with(rand::random);
+        let Some(readable) = space.readable.as_mut() else {
+            let why = space.key_problem.clone().unwrap_or_else(|| "no key for the current epoch".into());
+            for (_, _, reply) in group {
+                let _ = reply.send(Err(Error::KeyMissing { space: space_id, why: why.clone() }));
+            }
+            return Ok(());
+        };
+        let mut msgs = Vec::new();
+        let mut waiting: Vec<(String, Option<String>, Reply<Sent>)> = Vec::new();
+        let mut batch_ids: HashMap<String, String> = HashMap::new();
+        for (text, client_id, reply) in group {
+            if text.len() > MAX_TEXT_BYTES {
+                let _ = reply.send(Err(Error::Invalid(format!("message of {} bytes exceeds {MAX_TEXT_BYTES}", text.len()))));
+                continue;
+            }
+            if let Some(cid) = &client_id {
+                if let Some(id) = self.store.client_id(&space_id, cid)?.or_else(|| batch_ids.get(cid).cloned()) {
+                    effects.reply(reply, Sent { id, duplicate: true });
+                    continue;
+                }
+            }
+            let id = new_message_id();
+            if let Some(cid) = &client_id {
+                batch_ids.insert(cid.clone(), id.clone());
+            }
+            msgs.push(NewMessage { id: id.clone(), text });
+            waiting.push((id, client_id, reply));
+        }
+        if msgs.is_empty() {
+            return Ok(());
+        }
+        let actor = outpost_crdt::writer::actor_id(&me.0, &doc, incarnation);
+        let change = match readable.chat.post(actor, &msgs, now_ms() as i64) {
+            Ok(c) => c,
+            Err(e) => {
+                for (_, _, reply) in waiting {
+                    let _ = reply.send(Err(Error::Invalid(format!("the document refused the message: {e}"))));
+                }
+                return Ok(());
+            }
+        };
+        let parents = change
+            .deps()
+            .iter()
+            .filter(|d| **d != readable.genesis_hash)
+            .map(|d| readable.env_of_change.get(d).copied().expect("every applied change has an envelope"))
+            .collect();
+        let header = Header {
+            kind: Kind::Content,
+            space: space_id,
+            doc,
+            epoch: space.state.epoch,
+            author: me,
+            incarnation,
+            seq: change.seq(),
+            parents,
+            control_heads: space.state.heads(),
+        };
+        let env = Envelope::seal_content(&self.keys, header, &readable.key, change.raw_bytes());
+        let created: Vec<MessageView> = msgs
+            .iter()
+            .filter_map(|m| readable.chat.message(&m.id))
+            .map(|m| view(&m, me))
+            .collect();
+        let order = space.record(&env, Some(&change));
+        tx.put_envelope(&new_envelope(&env), order)?;
+        for (id, client_id, reply) in waiting {
+            if let Some(cid) = client_id {
+                tx.put_client_id(&space_id, &cid, &id)?;
+            }
+            effects.reply(reply, Sent { id, duplicate: false });
+        }
+        effects.events.push(stored_event(space, vec![env.into_bytes()], None));
+        for message in created {
+            effects.events.push(Event::Message { space: space_id, message });
+        }
+        Ok(())
+    }
+
+    /// Verifies, stores and applies envelopes from a peer (or from the pending set).
+    fn ingest(&mut self, tx: &mut Txn, from: Option<DeviceId>, raw: Vec<Vec<u8>>, effects: &mut Effects) -> store::Result<Ack> {
+        let peer = from.map(|d| d.fmt_short()).unwrap_or_default();
+        let mut ack = Ack::default();
+        let mut queue = Vec::new();
+        for bytes in raw {
+            match Envelope::decode(bytes) {
+                Ok(env) => queue.push(env),
+                Err(error) => {
+                    warn!(%peer, %error, "rejected a malformed envelope");
+                    ack.rejected += 1;
+                }
+            }
+        }
+        // Geneses first: content of a new space waits for it.
+        let (geneses, mut queue): (Vec<_>, Vec<_>) = queue
+            .into_iter()
+            .partition(|e| e.header().kind == Kind::Control && !self.spaces.contains_key(&e.header().space));
+        for env in geneses {
+            match self.accept_genesis(tx, env, from, effects)? {
+                Ok(true) => ack.stored += 1,
+                Ok(false) => ack.duplicate += 1,
+                Err(reason) => {
+                    warn!(%peer, %reason, "rejected a space genesis");
+                    ack.rejected += 1;
+                }
+            }
+        }
+        let adopted: Vec<Envelope> = {
+            let known: Vec<EnvelopeId> = self.orphans.iter().filter(|(_, e)| self.spaces.contains_key(&e.header().space)).map(|(id, _)| *id).collect();
+            known.iter().filter_map(|id| self.orphans.remove(id)).collect()
+        };
+        queue.extend(adopted);
+
+        let mut stored: BTreeMap<SpaceId, Vec<Vec<u8>>> = BTreeMap::new();
+        let mut to_apply: BTreeMap<SpaceId, Vec<outpost_crdt::Change>> = BTreeMap::new();
+        let mut from_pending = BTreeSet::new();
+        loop {
+            let mut waiting = Vec::new();
+            let mut progressed = BTreeSet::new();
+            for env in queue.drain(..) {
+                let space_id = env.header().space;
+                let Some(space) = self.spaces.get_mut(&space_id) else {
+                    if self.orphans.len() < ORPHAN_CAP {
+                        self.orphans.insert(env.id(), env);
+                        ack.pending += 1;
+                    } else {
+                        warn!(%peer, "dropped an envelope of an unknown space: orphan cap reached");
+                        ack.rejected += 1;
+                    }
+                    continue;
+                };
+                let store = &self.store;
+                let verdict = space.classify(&env, |actor, seq| store.writer_at(&space_id, actor, seq).ok().flatten());
+                if let (Some(peer), Verdict::Duplicate | Verdict::Accept(_)) = (from, &verdict) {
+                    // Whoever sent an envelope holds it.
+                    if space.state.entitled(&peer) {
+                        let h = env.header();
+                        space.peers.entry(peer).or_default().vv.advance(h.actor(), h.seq);
+                    }
+                }
+                match verdict {
+                    Verdict::Duplicate => {
+                        if !from_pending.contains(&env.id()) {
+                            ack.duplicate += 1;
+                        }
+                        if space.pending.remove(&env.id()).is_some() {
+                            tx.remove_pending(&env.id())?;
+                        }
+                    }
+                    Verdict::Reject(reason) => {
+                        warn!(%peer, space = %space_id.fmt_short(), author = %env.header().author.fmt_short(), %reason, "rejected an envelope");
+                        space.rejected += 1;
+                        ack.rejected += 1;
+                        if space.pending.remove(&env.id()).is_some() {
+                            tx.remove_pending(&env.id())?;
+                        }
+                    }
+                    Verdict::Wait => waiting.push(env),
+                    Verdict::Accept(change) => {
+                        let order = space.record(&env, change.as_ref());
+                        tx.put_envelope(&new_envelope(&env), order)?;
+                        if !from_pending.contains(&env.id()) {
+                            ack.stored += 1;
+                        }
+                        to_apply.entry(space_id).or_default().extend(change);
+                        stored.entry(space_id).or_default().push(env.into_bytes());
+                        progressed.insert(space_id);
+                    }
+                }
+            }
+            if progressed.is_empty() {
+                queue = waiting;
+                break;
+            }
+            // Anything that waited may be ready now, including earlier pending ones.
+            queue = waiting;
+            for space_id in progressed {
+                if let Some(space) = self.spaces.get_mut(&space_id) {
+                    let ids: Vec<EnvelopeId> = space.pending.keys().copied().collect();
+                    for id in ids {
+                        if let Some(env) = space.pending.remove(&id) {
+                            from_pending.insert(id);
+                            queue.push(env);
+                        }
+                    }
+                }
+            }
+        }
+        for env in queue {
+            let space_id = env.header().space;
+            let Some(space) = self.spaces.get_mut(&space_id) else { continue };
+            let fresh = !from_pending.contains(&env.id());
+            if space.pending.len() >= PENDING_PER_SPACE_CAP && fresh {
+                warn!(%peer, space = %space_id.fmt_short(), "dropped an envelope: pending cap reached");
+                ack.rejected += 1;
+                continue;
+            }
+            if fresh {
+                tx.put_pending(&env.id(), &space_id, env.as_bytes())?;
+                ack.pending += 1;
+            }
+            space.pending.insert(env.id(), env);
+        }
+        let touched: BTreeSet<SpaceId> = stored.keys().copied().collect();
+        for (space_id, changes) in to_apply {
+            self.apply_changes(space_id, changes, effects);
+        }
+        ack.vv = touched
+            .iter()
+            .filter_map(|id| self.spaces.get(id))
+            .map(|s| SpaceVv { space: s.state.space, vv: s.vv.clone() })
+            .collect();
+        for (space_id, envelopes) in stored {
+            if let Some(space) = self.spaces.get(&space_id) {
+                effects.events.push(stored_event(space, envelopes, from));
+            }
+        }
+        Ok(ack)
+    }
+
+    /// Applies accepted changes to a space's document in one call. A panic inside
+    /// Automerge cannot take the node down: the document is rebuilt from the store.
+    fn apply_changes(&mut self, space_id: SpaceId, changes: Vec<outpost_crdt::Change>, effects: &mut Effects) {
+        let Some(space) = self.spaces.get_mut(&space_id) else { return };
+        let Some(readable) = space.readable.as_mut() else { return };
+        if changes.is_empty() {
+            return;
+        }
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| readable.chat.apply(changes)));
+        match result {
+            Ok(Ok(created)) => {
+                for m in created {
+                    let author = readable.device_of_actor.get(&ActorKey(actor16(&m.actor))).copied().unwrap_or(DeviceId([0; 32]));
+                    effects.events.push(Event::Message { space: space_id, message: view(&m, author) });
+                }
+            }
+            Ok(Err(e)) => warn!(space = %space_id.fmt_short(), error = %e, "Automerge refused validated changes"),
+            Err(_) => warn!(space = %space_id.fmt_short(), "Automerge panicked applying changes; the document will be rebuilt"),
+        }
+    }
+
+    fn accept_genesis(&mut self, tx: &mut Txn, env: Envelope, from: Option<DeviceId>, effects: &mut Effects) -> store::Result<std::result::Result<bool, String>> {
+        let state = match SpaceState::from_genesis(&env) {
+            Ok(s) => s,
+            Err(e) => return Ok(Err(e.to_string())),
+        };
+        if let Some(existing) = self.spaces.get(&state.space) {
+            return Ok(if existing.state.genesis == env.id() { Ok(false) } else { Err("a different genesis for a known space".into()) });
+        }
+        if !state.entitled(&self.me) {
+            return Ok(Err("this device is neither member nor replicator of the space".into()));
+        }
+        let key = self.unwrap_key(&state);
+        let space_id = state.space;
+        let mut space = Space::new(state, key);
+        if let Some(why) = &space.key_problem {
+            warn!(space = %space_id.fmt_short(), %why, "joined a space whose key does not open");
+        }
+        let order = space.record(&env, None);
+        tx.put_space(&space_id, Participation::Named)?;
+        tx.put_envelope(&new_envelope(&env), order)?;
+        effects.events.push(stored_event(&space, vec![env.into_bytes()], from));
+        info!(space = %space_id.fmt_short(), readable = space.readable.is_some(), "joined a space");
+        self.spaces.insert(space_id, space);
+        Ok(Ok(true))
+    }
+
+    fn messages(&self, space_id: SpaceId, limit: usize) -> Result<Vec<MessageView>> {
+        let space = self.spaces.get(&space_id).ok_or(Error::UnknownSpace(space_id))?;
+        let readable = space.readable.as_ref().ok_or_else(|| Error::KeyMissing {
+            space: space_id,
+            why: space.key_problem.clone().unwrap_or_else(|| "this device is a replicator: it stores the space but holds no key".into()),
+        })?;
+        let all = readable.chat.messages();
+        let skip = all.len().saturating_sub(limit.min(MAX_LOG_LIMIT));
+        Ok(all[skip..]
+            .iter()
+            .map(|m| {
+                let author = readable.device_of_actor.get(&ActorKey(actor16(&m.actor))).copied().unwrap_or(DeviceId([0; 32]));
+                view(m, author)
+            })
+            .collect())
+    }
+
+    fn summaries(&self) -> Vec<SpaceSummary> {
+        self.spaces
+            .values()
+            .map(|s| SpaceSummary {
+                space: s.state.space,
+                name: s.name.clone(),
+                kind: "chat".into(),
+                readable: s.readable.is_some(),
+                members: s.state.members.keys().copied().collect(),
+                replicators: s.state.replicators.iter().copied().collect(),
+            })
+            .collect()
+    }
+
+    fn status(&self) -> Vec<SpaceStatus> {
+        self.spaces
+            .values()
+            .map(|s| SpaceStatus {
+                space: s.state.space,
+                name: s.name.clone(),
+                kind: "chat".into(),
+                role: if s.state.members.contains_key(&self.me) {
+                    "member".into()
+                } else {
+                    "replicator".into()
+                },
+                readable: s.readable.is_some(),
+                key_problem: s.key_problem.clone(),
+                envelopes: s.next_order,
+                writers: s.vv.0.len(),
+                pending: s.pending.len(),
+                rejected: s.rejected,
+                peers: s
+                    .peers
+                    .iter()
+                    .map(|(device, view)| PeerSyncStatus {
+                        device: *device,
+                        they_lack: s.vv.count_missing_in(&view.vv),
+                        we_lack: view.vv.count_missing_in(&s.vv),
+                        last_sync_ms: view.last_sync_ms,
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// Our version vectors for every space `peer` is entitled to.
+    fn offer_for(&self, peer: &DeviceId) -> Vec<SpaceVv> {
+        self.spaces
+            .values()
+            .filter(|s| s.state.entitled(peer))
+            .map(|s| SpaceVv { space: s.state.space, vv: s.vv.clone() })
+            .collect()
+    }
+
+    fn take_offer(&mut self, peer: DeviceId, theirs: Vec<SpaceVv>) -> Result<OfferOutcome> {
+        let mut response = self.offer_for(&peer);
+        let offered: BTreeSet<SpaceId> = response.iter().map(|s| s.space).collect();
+        // Spaces the peer has and we do not: an empty vector asks for everything.
+        // (Whether we keep the space is decided when its genesis arrives.)
+        for s in &theirs {
+            if !self.spaces.contains_key(&s.space) {
+                response.push(SpaceVv { space: s.space, vv: VersionVector::default() });
+            }
+        }
+        let mut theirs_by_space: BTreeMap<SpaceId, VersionVector> = theirs.into_iter().map(|s| (s.space, s.vv)).collect();
+        // Spaces we hold that the peer did not mention: it lacks all of them.
+        for space in &offered {
+            theirs_by_space.entry(*space).or_default();
+        }
+        let push = self.missing_for(peer, theirs_by_space)?;
+        Ok(OfferOutcome { response, push })
+    }
+
+    fn take_offer_response(&mut self, peer: DeviceId, theirs: Vec<SpaceVv>) -> Result<Vec<Vec<u8>>> {
+        self.missing_for(peer, theirs.into_iter().map(|s| (s.space, s.vv)).collect())
+    }
+
+    /// Records what `peer` holds and returns, in topological order, every envelope
+    /// of its entitled spaces that it lacks.
+    fn missing_for(&mut self, peer: DeviceId, theirs: BTreeMap<SpaceId, VersionVector>) -> Result<Vec<Vec<u8>>> {
+        let now = now_ms();
+        let mut out = Vec::new();
+        for (space_id, their_vv) in theirs {
+            let Some(space) = self.spaces.get_mut(&space_id) else { continue };
+            if !space.state.entitled(&peer) {
+                continue;
+            }
+            let mut found: Vec<(u64, Vec<u8>)> = Vec::new();
+            for (actor, from, to) in space.vv.missing_in(&their_vv) {
+                let rows = self.store.writer_range(&space_id, &actor, from, to).map_err(|e| Error::Store(Arc::new(e)))?;
+                for bytes in rows {
+                    let id = EnvelopeId::of(&bytes);
+                    found.push((space.order.get(&id).copied().unwrap_or(u64::MAX), bytes));
+                }
+            }
+            found.sort_by_key(|(order, _)| *order);
+            out.extend(found.into_iter().map(|(_, b)| b));
+            let view = space.peers.entry(peer).or_default();
+            // Version vectors only grow: merge, so a late offer never hides an
+            // acknowledgement that overtook it. What we are about to push counts
+            // as theirs only once acknowledged.
+            for (actor, seq) in their_vv.0 {
+                view.vv.advance(actor, seq);
+            }
+            view.last_sync_ms = Some(now);
+        }
+        Ok(out)
+    }
+
+    fn take_ack(&mut self, peer: DeviceId, ack: Ack) {
+        let now = now_ms();
+        for SpaceVv { space, vv } in ack.vv {
+            if let Some(s) = self.spaces.get_mut(&space) {
+                if s.state.entitled(&peer) {
+                    let view = s.peers.entry(peer).or_insert_with(PeerView::default);
+                    for (actor, seq) in vv.0 {
+                        view.vv.advance(actor, seq);
+                    }
+                    view.last_sync_ms = Some(now);
+                }
+            }
+        }
+    }
+}
+
+fn fail_unavailable<T>(reply: Reply<T>) {
+    let _ = reply.send(Err(Error::Store(Arc::new(store::Error::Unavailable))));
+}
+
+fn new_envelope(env: &Envelope) -> NewEnvelope<'_> {
+    let h = env.header();
+    NewEnvelope { id: env.id(), space: h.space, actor: h.actor(), seq: h.seq, bytes: env.as_bytes() }
+}
+
+fn stored_event(space: &Space, envelopes: Vec<Vec<u8>>, from: Option<DeviceId>) -> Event {
+    let entitled: BTreeSet<DeviceId> = space.state.members.keys().chain(space.state.replicators.iter()).copied().collect();
+    Event::Stored { space: space.state.space, envelopes: Arc::new(envelopes), entitled: Arc::new(entitled), from }
+}
+
+fn view(m: &Message, author: DeviceId) -> MessageView {
+    MessageView { id: m.id.clone(), author, text: m.text.clone(), sent_at_ms: m.sent_at_ms, lamport: m.lamport }
+}
+
+fn actor16(actor: &outpost_crdt::ActorId) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    let bytes = actor.to_bytes();
+    let n = bytes.len().min(16);
+    out[..n].copy_from_slice(&bytes[..n]);
+    out
+}
+
+/// A new message id: 80 random bits, base32 (16 characters).
+fn new_message_id() -> String {
+    data_encoding::BASE32_NOPAD.encode(&rand::random::<[u8; 10]>()).to_lowercase()
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}

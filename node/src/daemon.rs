@@ -1,0 +1,81 @@
+//! Wires a node together: identity, core, network and the local API.
+
+use std::{os::unix::fs::PermissionsExt, path::PathBuf, sync::Arc, time::Duration};
+
+use tracing::info;
+
+use crate::{api, core, home, identity::DeviceKeys, net, store};
+
+/// Everything `outpost daemon` can be told.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub home: PathBuf,
+    pub net: net::Config,
+}
+
+impl Config {
+    pub fn new(home: PathBuf) -> Self {
+        Self {
+            home,
+            net: net::Config {
+                listen: vec!["/ip4/0.0.0.0/tcp/0".parse().expect("valid"), "/ip4/0.0.0.0/udp/0/quic-v1".parse().expect("valid")],
+                peers: Vec::new(),
+                mdns: true,
+                resync_interval: Duration::from_secs(30),
+            },
+        }
+    }
+}
+
+/// Why the daemon could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Identity(#[from] crate::identity::Error),
+    #[error("cannot open the store")]
+    Store(#[from] store::Error),
+    #[error(transparent)]
+    Net(#[from] net::Error),
+    #[error("a daemon is already running for this home (its API answers at {0})")]
+    AlreadyRunning(PathBuf),
+    #[error("cannot serve the local API at {path}")]
+    Api {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Runs the node until `shutdown` resolves.
+pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), Error> {
+    let keys = Arc::new(DeviceKeys::load(&config.home)?);
+    let socket = home::socket_path(&config.home);
+    if tokio::net::UnixStream::connect(&socket).await.is_ok() {
+        return Err(Error::AlreadyRunning(socket));
+    }
+    let (core, core_thread) = core::spawn(config.home.clone(), keys.clone())?;
+    let (net, net_task) = net::spawn(config.net.clone(), &keys, core.clone())?;
+
+    let api_err = |source| Error::Api { path: socket.clone(), source };
+    match std::fs::remove_file(&socket) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(api_err(e)),
+        _ => {}
+    }
+    let listener = tokio::net::UnixListener::bind(&socket).map_err(api_err)?;
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600)).map_err(api_err)?;
+    home::record_socket_path(&config.home, &socket).map_err(api_err)?;
+    info!(device = %keys.device_id(), socket = %socket.display(), "daemon ready");
+
+    let app = api::router(core.clone(), net.clone(), keys.cert());
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await.map_err(api_err)?;
+
+    info!("shutting down");
+    net_task.abort();
+    drop(net);
+    drop(core);
+    let _ = std::fs::remove_file(&socket);
+    // The core thread exits once every handle is gone; the API's handles are
+    // dropped with the server. Wait briefly so the last commit completes.
+    let _ = tokio::task::spawn_blocking(move || core_thread.join()).await;
+    Ok(())
+}

@@ -1,0 +1,526 @@
+//! The network actor: owns the libp2p `Swarm` (TCP + QUIC, Noise, Yamux, mDNS,
+//! identify, ping, and the sync protocol) and moves sync frames between peers and
+//! the core. Decisions about what to send live in the core and [`crate::sync`].
+
+mod codec;
+
+pub use libp2p::Multiaddr;
+
+use std::{
+    collections::{HashMap, HashSet},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use futures::StreamExt;
+use libp2p::{
+    connection_limits, identify, mdns, multiaddr::Protocol, noise, ping,
+    request_response::{self, ProtocolSupport, ResponseChannel},
+    swarm::{behaviour::toggle::Toggle, dial_opts::DialOpts, ConnectionId, NetworkBehaviour, SwarmEvent},
+    tcp, yamux, PeerId, StreamProtocol, Swarm,
+};
+use serde::{Deserialize, Serialize};
+use tokio::{
+    sync::{broadcast, mpsc, oneshot},
+    task::JoinSet,
+};
+use tracing::{debug, info, warn};
+
+use self::codec::SyncCodec;
+use crate::{
+    core::{self, CoreHandle},
+    identity::DeviceKeys,
+    ids::DeviceId,
+    sync::{self, Backoff, Request, Response},
+};
+
+/// Most sync tasks in flight; inbound requests beyond it are dropped (the peer
+/// retries on its next offer) so a flood cannot grow memory.
+const MAX_TASKS: usize = 256;
+/// Capacity of the actor's internal and command channels.
+const CHANNEL_CAP: usize = 1024;
+/// Connections in total and per peer (both sides may dial at once).
+const MAX_CONNECTIONS: u32 = 256;
+const MAX_CONNECTIONS_PER_PEER: u32 = 2;
+const MAX_PENDING_INCOMING: u32 = 64;
+/// How long a sync request may take: a full frame over a slow link.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Concurrent sync streams per connection.
+const MAX_STREAMS: usize = 64;
+/// How often due redials are checked.
+const TICK: Duration = Duration::from_millis(200);
+
+/// Network configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: Vec<Multiaddr>,
+    /// Peers to keep connected to, redialled with backoff.
+    pub peers: Vec<Multiaddr>,
+    pub mdns: bool,
+    /// Full re-offer to every connected peer this often (anti-entropy).
+    pub resync_interval: Duration,
+}
+
+/// A connected peer as `status` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PeerStatus {
+    pub device: DeviceId,
+    pub peer_id: String,
+    /// "lan" (found by mDNS), "direct" or "relayed".
+    pub link: String,
+    pub address: String,
+    pub connected_since_ms: u64,
+}
+
+/// The network's part of `status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NetStatus {
+    pub peer_id: String,
+    pub listen: Vec<String>,
+    pub peers: Vec<PeerStatus>,
+}
+
+enum ToNet {
+    Status { reply: oneshot::Sender<NetStatus> },
+}
+
+/// A cheap handle to the network actor.
+#[derive(Clone)]
+pub struct NetHandle {
+    tx: mpsc::Sender<ToNet>,
+}
+
+impl NetHandle {
+    pub async fn status(&self) -> Option<NetStatus> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(ToNet::Status { reply }).await.ok()?;
+        rx.await.ok()
+    }
+}
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    limits: connection_limits::Behaviour,
+    sync: request_response::Behaviour<SyncCodec>,
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+    mdns: Toggle<mdns::tokio::Behaviour>,
+}
+
+/// Work finished by a sync task, for the actor to carry out on the swarm.
+enum Internal {
+    Send { peer: PeerId, request: Request },
+    Respond { channel: ResponseChannel<Response>, response: Response },
+}
+
+struct StaticPeer {
+    addr: Multiaddr,
+    peer: Option<PeerId>,
+    backoff: Backoff,
+    next_dial: Instant,
+    dialing: Option<ConnectionId>,
+}
+
+struct Connected {
+    device: DeviceId,
+    address: Multiaddr,
+    since_ms: u64,
+}
+
+/// Why the network could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot set up the transport")]
+    Transport(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("cannot listen on {addr}")]
+    Listen {
+        addr: Multiaddr,
+        #[source]
+        source: libp2p::TransportError<std::io::Error>,
+    },
+}
+
+/// Starts the network actor on the current tokio runtime.
+pub fn spawn(config: Config, keys: &DeviceKeys, core: CoreHandle) -> Result<(NetHandle, tokio::task::JoinHandle<()>), Error> {
+    let swarm = build_swarm(keys, config.mdns)?;
+    let mut actor = NetActor::new(swarm, core, keys, &config);
+    for addr in &config.listen {
+        actor
+            .swarm
+            .listen_on(addr.clone())
+            .map_err(|source| Error::Listen { addr: addr.clone(), source })?;
+    }
+    let (tx, rx) = mpsc::channel(CHANNEL_CAP);
+    let task = tokio::spawn(actor.run(rx));
+    Ok((NetHandle { tx }, task))
+}
+
+fn build_swarm(keys: &DeviceKeys, mdns_on: bool) -> Result<Swarm<Behaviour>, Error> {
+    let transport_err = |e: Box<dyn std::error::Error + Send + Sync>| Error::Transport(e);
+    let swarm = libp2p::SwarmBuilder::with_existing_identity(keys.libp2p_keypair())
+        .with_tokio()
+        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+        .map_err(|e| transport_err(e.into()))?
+        .with_quic()
+        .with_behaviour(|key| {
+            let mdns = if mdns_on {
+                Some(mdns::tokio::Behaviour::new(mdns::Config::default(), key.public().to_peer_id())?)
+            } else {
+                None
+            };
+            Ok(Behaviour {
+                limits: connection_limits::Behaviour::new(
+                    connection_limits::ConnectionLimits::default()
+                        .with_max_established(Some(MAX_CONNECTIONS))
+                        .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER))
+                        .with_max_pending_incoming(Some(MAX_PENDING_INCOMING)),
+                ),
+                sync: request_response::Behaviour::with_codec(
+                    SyncCodec,
+                    [(StreamProtocol::new(sync::PROTOCOL), ProtocolSupport::Full)],
+                    request_response::Config::default()
+                        .with_request_timeout(REQUEST_TIMEOUT)
+                        .with_max_concurrent_streams(MAX_STREAMS),
+                ),
+                identify: identify::Behaviour::new(identify::Config::new("/outpost/1".into(), key.public())),
+                ping: ping::Behaviour::default(),
+                mdns: Toggle::from(mdns),
+            })
+        })
+        .map_err(|e| transport_err(e.into()))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
+        .build();
+    Ok(swarm)
+}
+
+/// The device behind a peer id: every Outpost peer id is an ed25519 key.
+pub fn device_of(peer: &PeerId) -> Option<DeviceId> {
+    let multihash = peer.as_ref();
+    if multihash.code() != 0 {
+        return None;
+    }
+    let key = libp2p::identity::PublicKey::try_decode_protobuf(multihash.digest()).ok()?;
+    Some(DeviceId(key.try_into_ed25519().ok()?.to_bytes()))
+}
+
+struct NetActor {
+    swarm: Swarm<Behaviour>,
+    core: CoreHandle,
+    cert: crate::identity::DeviceCert,
+    events: broadcast::Receiver<core::Event>,
+    internal_tx: mpsc::Sender<Internal>,
+    internal_rx: mpsc::Receiver<Internal>,
+    static_peers: Vec<StaticPeer>,
+    connected: HashMap<PeerId, Connected>,
+    mdns_peers: HashSet<PeerId>,
+    listen: Vec<Multiaddr>,
+    tasks: JoinSet<()>,
+    resync_interval: Duration,
+    last_resync: Instant,
+}
+
+impl NetActor {
+    fn new(swarm: Swarm<Behaviour>, core: CoreHandle, keys: &DeviceKeys, config: &Config) -> Self {
+        let (internal_tx, internal_rx) = mpsc::channel(CHANNEL_CAP);
+        let now = Instant::now();
+        Self {
+            swarm,
+            events: core.subscribe(),
+            core,
+            cert: keys.cert(),
+            internal_tx,
+            internal_rx,
+            static_peers: config
+                .peers
+                .iter()
+                .map(|addr| StaticPeer { addr: addr.clone(), peer: peer_in(addr), backoff: Backoff::new(), next_dial: now, dialing: None })
+                .collect(),
+            connected: HashMap::new(),
+            mdns_peers: HashSet::new(),
+            listen: Vec::new(),
+            tasks: JoinSet::new(),
+            resync_interval: config.resync_interval,
+            last_resync: now,
+        }
+    }
+
+    async fn run(mut self, mut commands: mpsc::Receiver<ToNet>) {
+        let mut tick = tokio::time::interval(TICK);
+        loop {
+            tokio::select! {
+                biased;
+                cmd = commands.recv() => match cmd {
+                    Some(cmd) => self.handle_command(cmd),
+                    None => break,
+                },
+                Some(work) = self.internal_rx.recv() => self.handle_internal(work),
+                event = self.events.recv() => self.handle_core_event(event),
+                event = self.swarm.select_next_some() => self.handle_swarm_event(event),
+                _ = tick.tick() => self.handle_tick(),
+                Some(_) = self.tasks.join_next(), if !self.tasks.is_empty() => {}
+            }
+        }
+        debug!("network stopped");
+    }
+
+    fn handle_command(&mut self, cmd: ToNet) {
+        match cmd {
+            ToNet::Status { reply } => {
+                let peers = self
+                    .connected
+                    .iter()
+                    .map(|(peer, c)| PeerStatus {
+                        device: c.device,
+                        peer_id: peer.to_string(),
+                        link: link_kind(&c.address, self.mdns_peers.contains(peer)).into(),
+                        address: c.address.to_string(),
+                        connected_since_ms: c.since_ms,
+                    })
+                    .collect();
+                let _ = reply.send(NetStatus {
+                    peer_id: self.swarm.local_peer_id().to_string(),
+                    listen: self.listen.iter().map(|a| a.to_string()).collect(),
+                    peers,
+                });
+            }
+        }
+    }
+
+    fn handle_internal(&mut self, work: Internal) {
+        match work {
+            Internal::Send { peer, request } => {
+                if self.connected.contains_key(&peer) {
+                    self.swarm.behaviour_mut().sync.send_request(&peer, request);
+                }
+            }
+            Internal::Respond { channel, response } => {
+                let _ = self.swarm.behaviour_mut().sync.send_response(channel, response);
+            }
+        }
+    }
+
+    fn handle_core_event(&mut self, event: Result<core::Event, broadcast::error::RecvError>) {
+        match event {
+            Ok(core::Event::Stored { envelopes, entitled, from, .. }) => {
+                let targets: Vec<PeerId> = self
+                    .connected
+                    .iter()
+                    .filter(|(_, c)| entitled.contains(&c.device) && Some(c.device) != from && c.device != self.cert.device)
+                    .map(|(p, _)| *p)
+                    .collect();
+                for peer in targets {
+                    for frame in sync::into_frames(envelopes.as_ref().clone()) {
+                        self.swarm.behaviour_mut().sync.send_request(&peer, Request::Envelopes { envelopes: frame });
+                    }
+                }
+            }
+            Ok(core::Event::Message { .. }) => {}
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                warn!(missed = n, "fell behind the core's events; re-syncing every peer");
+                self.resync_all();
+            }
+            Err(broadcast::error::RecvError::Closed) => {}
+        }
+    }
+
+    fn handle_tick(&mut self) {
+        let now = Instant::now();
+        for i in 0..self.static_peers.len() {
+            let sp = &self.static_peers[i];
+            let connected = sp.peer.is_some_and(|p| self.connected.contains_key(&p));
+            if connected || sp.dialing.is_some() || now < sp.next_dial {
+                continue;
+            }
+            let opts = match sp.peer {
+                Some(peer) => DialOpts::peer_id(peer).addresses(vec![sp.addr.clone()]).build(),
+                None => DialOpts::unknown_peer_id().address(sp.addr.clone()).build(),
+            };
+            let id = opts.connection_id();
+            let sp = &mut self.static_peers[i];
+            sp.dialing = Some(id);
+            let delay = sp.backoff.next_delay(rand::random());
+            sp.next_dial = now + delay;
+            if let Err(error) = self.swarm.dial(opts) {
+                debug!(addr = %self.static_peers[i].addr, %error, "dial failed at once");
+                self.static_peers[i].dialing = None;
+            }
+        }
+        if now.duration_since(self.last_resync) >= self.resync_interval {
+            self.last_resync = now;
+            self.resync_all();
+        }
+    }
+
+    fn resync_all(&mut self) {
+        let peers: Vec<(PeerId, DeviceId)> = self.connected.iter().map(|(p, c)| (*p, c.device)).collect();
+        for (peer, device) in peers {
+            self.start_sync(peer, device);
+        }
+    }
+
+    /// Sends our offer to a peer (from a task: the core answers asynchronously).
+    fn start_sync(&mut self, peer: PeerId, device: DeviceId) {
+        let core = self.core.clone();
+        let cert = self.cert;
+        let out = self.internal_tx.clone();
+        self.spawn(async move {
+            if let Ok(spaces) = core.make_offer(device).await {
+                let _ = out.send(Internal::Send { peer, request: Request::Offer { cert, spaces } }).await;
+            }
+        });
+    }
+
+    fn spawn(&mut self, task: impl std::future::Future<Output = ()> + Send + 'static) -> bool {
+        if self.tasks.len() >= MAX_TASKS {
+            warn!("sync task limit reached; dropping work (the next offer repairs it)");
+            return false;
+        }
+        self.tasks.spawn(task);
+        true
+    }
+
+    fn handle_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                info!(%address, "listening");
+                self.listen.push(address);
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => self.listen.retain(|a| a != &address),
+            SwarmEvent::ConnectionEstablished { peer_id, endpoint, connection_id, num_established, .. } => {
+                for sp in &mut self.static_peers {
+                    if sp.dialing == Some(connection_id) {
+                        sp.dialing = None;
+                        sp.peer = Some(peer_id);
+                        sp.backoff.reset();
+                    }
+                }
+                let Some(device) = device_of(&peer_id) else {
+                    warn!(peer = %peer_id, "peer identity is not an ed25519 device key; disconnecting");
+                    let _ = self.swarm.disconnect_peer_id(peer_id);
+                    return;
+                };
+                if num_established.get() == 1 {
+                    info!(peer = %device.fmt_short(), address = %endpoint.get_remote_address(), "connected");
+                    self.connected.insert(peer_id, Connected { device, address: endpoint.get_remote_address().clone(), since_ms: now_ms() });
+                    self.start_sync(peer_id, device);
+                }
+            }
+            SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
+                if let Some(c) = self.connected.remove(&peer_id) {
+                    info!(peer = %c.device.fmt_short(), "disconnected");
+                }
+                let now = Instant::now();
+                for sp in &mut self.static_peers {
+                    if sp.peer == Some(peer_id) {
+                        sp.next_dial = now + sp.backoff.next_delay(rand::random());
+                    }
+                }
+            }
+            SwarmEvent::OutgoingConnectionError { connection_id, error, .. } => {
+                for sp in &mut self.static_peers {
+                    if sp.dialing == Some(connection_id) {
+                        debug!(addr = %sp.addr, %error, "dial failed; will retry");
+                        sp.dialing = None;
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
+                for (peer, addr) in found {
+                    self.mdns_peers.insert(peer);
+                    if !self.connected.contains_key(&peer) && peer != *self.swarm.local_peer_id() {
+                        let _ = self.swarm.dial(DialOpts::peer_id(peer).addresses(vec![addr]).build());
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Sync(event)) => self.handle_sync_event(event),
+            _ => {}
+        }
+    }
+
+    fn handle_sync_event(&mut self, event: request_response::Event<Request, Response>) {
+        use request_response::{Event, Message};
+        match event {
+            Event::Message { peer, message, .. } => {
+                let Some(device) = self.connected.get(&peer).map(|c| c.device) else { return };
+                let core = self.core.clone();
+                let out = self.internal_tx.clone();
+                let cert = self.cert;
+                match message {
+                    Message::Request { request: Request::Offer { cert: their_cert, spaces }, channel, .. } => {
+                        self.spawn(async move {
+                            if their_cert.device == device {
+                                core.learn_cert(their_cert).await;
+                            }
+                            let Ok(outcome) = core.take_offer(device, spaces).await else { return };
+                            let _ = out.send(Internal::Respond { channel, response: Response::Offer { spaces: outcome.response } }).await;
+                            push_frames(&out, peer, outcome.push).await;
+                        });
+                    }
+                    Message::Request { request: Request::Envelopes { envelopes }, channel, .. } => {
+                        self.spawn(async move {
+                            let Ok(ack) = core.ingest(device, envelopes).await else { return };
+                            let needs_resync = ack.pending > 0;
+                            let _ = out.send(Internal::Respond { channel, response: Response::Ack(ack) }).await;
+                            if needs_resync {
+                                // Parents are missing: ask for everything we lack.
+                                if let Ok(spaces) = core.make_offer(device).await {
+                                    let _ = out.send(Internal::Send { peer, request: Request::Offer { cert, spaces } }).await;
+                                }
+                            }
+                        });
+                    }
+                    Message::Response { response: Response::Offer { spaces }, .. } => {
+                        self.spawn(async move {
+                            if let Ok(push) = core.take_offer_response(device, spaces).await {
+                                push_frames(&out, peer, push).await;
+                            }
+                        });
+                    }
+                    Message::Response { response: Response::Ack(ack), .. } => {
+                        if ack.rejected > 0 {
+                            warn!(peer = %device.fmt_short(), rejected = ack.rejected, "peer rejected envelopes we sent");
+                        }
+                        self.spawn(async move { core.take_ack(device, ack).await });
+                    }
+                }
+            }
+            Event::InboundFailure { peer, error, .. } => {
+                warn!(peer = %peer, %error, "bad or failed sync request from peer");
+            }
+            Event::OutboundFailure { peer, error, .. } => {
+                debug!(peer = %peer, %error, "sync request failed");
+            }
+            Event::ResponseSent { .. } => {}
+        }
+    }
+}
+
+async fn push_frames(out: &mpsc::Sender<Internal>, peer: PeerId, envelopes: Vec<Vec<u8>>) {
+    for frame in sync::into_frames(envelopes) {
+        if out.send(Internal::Send { peer, request: Request::Envelopes { envelopes: frame } }).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The peer id named by a multiaddr's `/p2p/…` suffix.
+fn peer_in(addr: &Multiaddr) -> Option<PeerId> {
+    addr.iter().find_map(|p| match p {
+        Protocol::P2p(peer) => Some(peer),
+        _ => None,
+    })
+}
+
+fn link_kind(addr: &Multiaddr, lan: bool) -> &'static str {
+    if addr.iter().any(|p| matches!(p, Protocol::P2pCircuit)) {
+        "relayed"
+    } else if lan {
+        "lan"
+    } else {
+        "direct"
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
