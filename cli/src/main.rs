@@ -121,9 +121,14 @@ enum ChatCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
-        Err(e) => return exit::report(&anyhow::Error::new(e).context("cannot start the async runtime")),
+        Err(e) => {
+            return exit::report(&anyhow::Error::new(e).context("cannot start the async runtime"));
+        }
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -136,13 +141,18 @@ fn home(cli_home: Option<PathBuf>) -> anyhow::Result<PathBuf> {
         return Ok(h);
     }
     use etcetera::BaseStrategy;
-    let base = etcetera::choose_base_strategy().context("cannot find a data directory: pass --home DIR")?;
+    let base = etcetera::choose_base_strategy()
+        .context("cannot find a data directory: pass --home DIR")?;
     Ok(base.data_dir().join("outpost"))
 }
 
 fn init_logging(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -221,16 +231,40 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 async fn chat(client: &Client, cmd: ChatCommand) -> anyhow::Result<()> {
     match cmd {
-        ChatCommand::Create { name, member, replicator, json } => {
-            let created: Created = client.post("/v1/chats", &CreateChat { name, members: member, replicators: replicator }).await?;
+        ChatCommand::Create {
+            name,
+            member,
+            replicator,
+            json,
+        } => {
+            let created: Created = client
+                .post(
+                    "/v1/chats",
+                    &CreateChat {
+                        name,
+                        members: member,
+                        replicators: replicator,
+                    },
+                )
+                .await?;
             if json {
                 output::json(&created)?;
             } else {
                 println!("{}", created.space);
             }
         }
-        ChatCommand::Send { space, text, client_id, json } => {
-            let sent: Sent = client.post(&format!("/v1/chats/{space}/messages"), &SendMessage { text, client_id }).await?;
+        ChatCommand::Send {
+            space,
+            text,
+            client_id,
+            json,
+        } => {
+            let sent: Sent = client
+                .post(
+                    &format!("/v1/chats/{space}/messages"),
+                    &SendMessage { text, client_id },
+                )
+                .await?;
             if json {
                 output::json(&sent)?;
             } else {
@@ -238,7 +272,9 @@ async fn chat(client: &Client, cmd: ChatCommand) -> anyhow::Result<()> {
             }
         }
         ChatCommand::Log { space, limit, json } => {
-            let msgs: Vec<MessageView> = client.get(&format!("/v1/chats/{space}/messages?limit={limit}")).await?;
+            let msgs: Vec<MessageView> = client
+                .get(&format!("/v1/chats/{space}/messages?limit={limit}"))
+                .await?;
             if json {
                 output::json(&msgs)?;
             } else {
@@ -247,9 +283,16 @@ async fn chat(client: &Client, cmd: ChatCommand) -> anyhow::Result<()> {
         }
         ChatCommand::Tail { space, json } => {
             // Subscribe first so nothing falls between the backlog and the stream.
-            let mut events = Box::pin(client.stream::<ApiEvent>(&format!("/v1/events?space={space}")).await?);
-            let backlog: Vec<MessageView> = client.get(&format!("/v1/chats/{space}/messages?limit=10")).await?;
-            let mut seen: std::collections::HashSet<String> = backlog.iter().map(|m| m.id.clone()).collect();
+            let mut events = Box::pin(
+                client
+                    .stream::<ApiEvent>(&format!("/v1/events?space={space}"))
+                    .await?,
+            );
+            let backlog: Vec<MessageView> = client
+                .get(&format!("/v1/chats/{space}/messages?limit=10"))
+                .await?;
+            let mut seen: std::collections::HashSet<String> =
+                backlog.iter().map(|m| m.id.clone()).collect();
             let print = |m: &MessageView| -> anyhow::Result<()> {
                 if json {
                     output::json_line(m)
@@ -287,7 +330,11 @@ async fn chat(client: &Client, cmd: ChatCommand) -> anyhow::Result<()> {
 fn parse_addrs(addrs: &[String], flag: &str) -> anyhow::Result<Vec<outpost_node::net::Multiaddr>> {
     addrs
         .iter()
-        .map(|a| a.parse().with_context(|| format!("{flag} {a:?} is not a multiaddr (e.g. /ip4/127.0.0.1/tcp/4001)")))
+        .map(|a| {
+            a.parse().with_context(|| {
+                format!("{flag} {a:?} is not a multiaddr (e.g. /ip4/127.0.0.1/tcp/4001)")
+            })
+        })
         .collect()
 }
 
@@ -295,7 +342,8 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("installing a SIGTERM handler succeeds");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler succeeds");
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

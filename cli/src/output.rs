@@ -13,7 +13,12 @@ pub(crate) fn json_line<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
 }
 
 pub(crate) fn message(m: &MessageView) {
-    println!("{}  {}  {}", utc(m.sent_at_ms), m.author.fmt_short(), m.text);
+    println!(
+        "{}  {}  {}",
+        utc(m.sent_at_ms),
+        m.author.fmt_short(),
+        m.text
+    );
 }
 
 pub(crate) fn status(s: &StatusResponse) {
@@ -28,7 +33,10 @@ pub(crate) fn status(s: &StatusResponse) {
     println!("spaces: {}", s.spaces.len());
     for sp in &s.spaces {
         let name = sp.name.as_deref().unwrap_or("-");
-        println!("  {}  {}  {} ({} envelopes, {} pending, {} rejected)", sp.space, name, sp.role, sp.envelopes, sp.pending, sp.rejected);
+        println!(
+            "  {}  {}  {} ({} envelopes, {} pending, {} rejected)",
+            sp.space, name, sp.role, sp.envelopes, sp.pending, sp.rejected
+        );
         if let Some(problem) = &sp.key_problem {
             println!("    cannot read: {problem}");
         }
@@ -56,7 +64,12 @@ fn utc(ms: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 #[cfg(test)]

@@ -187,7 +187,13 @@ fn read_message(doc: &Automerge, id: &str, entry: ObjId) -> Option<Message> {
         Some(ScalarValue::Timestamp(t)) => t,
         _ => 0,
     };
-    Some(Message { id: id.to_string(), text: text.to_string(), sent_at_ms, actor, lamport })
+    Some(Message {
+        id: id.to_string(),
+        text: text.to_string(),
+        sent_at_ms,
+        actor,
+        lamport,
+    })
 }
 
 #[cfg(test)]

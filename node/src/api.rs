@@ -16,12 +16,12 @@
 use std::sync::Arc;
 
 use axum::{
+    Json, Router,
     body::{Body, Bytes},
     extract::{Path, Query, State},
     http::StatusCode,
     response::{IntoResponse, Response},
     routing::{get, post},
-    Json, Router,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
@@ -80,7 +80,10 @@ pub struct SendMessage {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ApiEvent {
-    Message { space: SpaceId, message: MessageView },
+    Message {
+        space: SpaceId,
+        message: MessageView,
+    },
 }
 
 /// The body of every error response.
@@ -108,12 +111,31 @@ pub fn router(core: CoreHandle, net: NetHandle, cert: DeviceCert) -> Router {
         .route("/v1/chats", post(create_chat))
         .route("/v1/chats/{space}/messages", post(send).get(log))
         .route("/v1/events", get(events))
-        .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such API endpoint".into(), None) })
-        .with_state(AppState { core, net, cert: Arc::new(cert) })
+        .fallback(|| async {
+            error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such API endpoint".into(),
+                None,
+            )
+        })
+        .with_state(AppState {
+            core,
+            net,
+            cert: Arc::new(cert),
+        })
 }
 
 fn error(status: StatusCode, code: &str, message: String, hint: Option<&str>) -> Response {
-    (status, Json(ApiError { code: code.into(), message, hint: hint.map(Into::into) })).into_response()
+    (
+        status,
+        Json(ApiError {
+            code: code.into(),
+            message,
+            hint: hint.map(Into::into),
+        }),
+    )
+        .into_response()
 }
 
 struct CoreError(core::Error);
@@ -123,12 +145,27 @@ impl IntoResponse for CoreError {
         use core::Error as E;
         let msg = self.0.to_string();
         match &self.0 {
-            E::UnknownSpace(_) => error(StatusCode::NOT_FOUND, "unknown_space", msg, Some("list spaces with `outpost chat list`")),
+            E::UnknownSpace(_) => error(
+                StatusCode::NOT_FOUND,
+                "unknown_space",
+                msg,
+                Some("list spaces with `outpost chat list`"),
+            ),
             E::NotWritable(_) => error(StatusCode::FORBIDDEN, "forbidden", msg, None),
-            E::KeyMissing { .. } => error(StatusCode::CONFLICT, "key_missing", msg, Some("`outpost status` shows why; it resolves when a key holder connects")),
+            E::KeyMissing { .. } => error(
+                StatusCode::CONFLICT,
+                "key_missing",
+                msg,
+                Some("`outpost status` shows why; it resolves when a key holder connects"),
+            ),
             E::UnknownDevice(_) => error(StatusCode::BAD_REQUEST, "unknown_device", msg, None),
             E::Invalid(_) => error(StatusCode::BAD_REQUEST, "invalid", msg, None),
-            E::Store(_) => error(StatusCode::SERVICE_UNAVAILABLE, "store", format!("{msg}: {:?}", self.0), Some("check disk space and the daemon log")),
+            E::Store(_) => error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store",
+                format!("{msg}: {:?}", self.0),
+                Some("check disk space and the daemon log"),
+            ),
             E::Stopped => error(StatusCode::SERVICE_UNAVAILABLE, "stopped", msg, None),
         }
     }
@@ -141,35 +178,66 @@ impl From<core::Error> for CoreError {
 }
 
 fn parse_space(text: &str) -> Result<SpaceId, Response> {
-    text.parse()
-        .map_err(|e: crate::ids::ParseIdError| error(StatusCode::BAD_REQUEST, "invalid", e.to_string(), Some("space ids are printed by `outpost chat create` and `outpost chat list`")))
+    text.parse().map_err(|e: crate::ids::ParseIdError| {
+        error(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            e.to_string(),
+            Some("space ids are printed by `outpost chat create` and `outpost chat list`"),
+        )
+    })
 }
 
 async fn net_status(net: &NetHandle) -> NetStatus {
-    net.status().await.unwrap_or(NetStatus { peer_id: String::new(), listen: Vec::new(), peers: Vec::new() })
+    net.status().await.unwrap_or(NetStatus {
+        peer_id: String::new(),
+        listen: Vec::new(),
+        peers: Vec::new(),
+    })
 }
 
 async fn id(State(s): State<AppState>) -> Json<IdResponse> {
     let net = net_status(&s.net).await;
-    Json(IdResponse { device_id: s.cert.device, peer_id: net.peer_id, card: s.cert.to_card(), listen: net.listen })
+    Json(IdResponse {
+        device_id: s.cert.device,
+        peer_id: net.peer_id,
+        card: s.cert.to_card(),
+        listen: net.listen,
+    })
 }
 
 async fn status(State(s): State<AppState>) -> Result<Json<StatusResponse>, CoreError> {
     let spaces = s.core.status().await?;
     let net = net_status(&s.net).await;
-    Ok(Json(StatusResponse { device_id: s.cert.device, peer_id: net.peer_id, listen: net.listen, peers: net.peers, spaces }))
+    Ok(Json(StatusResponse {
+        device_id: s.cert.device,
+        peer_id: net.peer_id,
+        listen: net.listen,
+        peers: net.peers,
+        spaces,
+    }))
 }
 
 async fn spaces(State(s): State<AppState>) -> Result<Json<Vec<SpaceSummary>>, CoreError> {
     Ok(Json(s.core.spaces().await?))
 }
 
-async fn create_chat(State(s): State<AppState>, Json(req): Json<CreateChat>) -> Result<Json<Created>, CoreError> {
-    let space = s.core.create_chat(req.name, req.members, req.replicators).await?;
+async fn create_chat(
+    State(s): State<AppState>,
+    Json(req): Json<CreateChat>,
+) -> Result<Json<Created>, CoreError> {
+    let space = s
+        .core
+        .create_chat(req.name, req.members, req.replicators)
+        .await?;
     Ok(Json(Created { space }))
 }
 
-async fn send(State(s): State<AppState>, Path(space): Path<String>, Json(req): Json<SendMessage>) -> Response {
+async fn send(
+    State(s): State<AppState>,
+    Path(space): Path<String>,
+    Json(req): Json<SendMessage>,
+) -> Response {
     let space = match parse_space(&space) {
         Ok(s) => s,
         Err(r) => return r,
@@ -185,12 +253,20 @@ struct LogQuery {
     limit: Option<usize>,
 }
 
-async fn log(State(s): State<AppState>, Path(space): Path<String>, Query(q): Query<LogQuery>) -> Response {
+async fn log(
+    State(s): State<AppState>,
+    Path(space): Path<String>,
+    Query(q): Query<LogQuery>,
+) -> Response {
     let space = match parse_space(&space) {
         Ok(s) => s,
         Err(r) => return r,
     };
-    match s.core.messages(space, q.limit.unwrap_or(DEFAULT_LOG_LIMIT)).await {
+    match s
+        .core
+        .messages(space, q.limit.unwrap_or(DEFAULT_LOG_LIMIT))
+        .await
+    {
         Ok(msgs) => Json(msgs).into_response(),
         Err(e) => CoreError(e).into_response(),
     }
@@ -210,8 +286,11 @@ async fn events(State(s): State<AppState>, Query(q): Query<EventsQuery>) -> Resp
     let stream = futures::stream::unfold(rx, move |mut rx| async move {
         loop {
             match rx.recv().await {
-                Ok(core::Event::Message { space, message }) if filter.is_none_or(|f| f == space) => {
-                    let mut line = serde_json::to_vec(&ApiEvent::Message { space, message }).expect("events serialize");
+                Ok(core::Event::Message { space, message })
+                    if filter.is_none_or(|f| f == space) =>
+                {
+                    let mut line = serde_json::to_vec(&ApiEvent::Message { space, message })
+                        .expect("events serialize");
                     line.push(b'\n');
                     return Some((Ok::<_, std::convert::Infallible>(Bytes::from(line)), rx));
                 }

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, info, warn};
 
-use self::space::{PeerView, Space, Verdict, PENDING_PER_SPACE_CAP};
+use self::space::{PENDING_PER_SPACE_CAP, PeerView, Space, Verdict};
 use crate::{
     control::{self, SpaceKind, SpaceState},
     envelope::{Envelope, Header, Kind},
@@ -54,7 +54,9 @@ pub enum Error {
     NotWritable(SpaceId),
     #[error("this device cannot read space {space}: {why}")]
     KeyMissing { space: SpaceId, why: String },
-    #[error("unknown device {0}: pass its device card (`outpost id` on that device prints it) or connect to it first")]
+    #[error(
+        "unknown device {0}: pass its device card (`outpost id` on that device prints it) or connect to it first"
+    )]
     UnknownDevice(String),
     #[error("invalid input: {0}")]
     Invalid(String),
@@ -81,9 +83,17 @@ pub struct MessageView {
 #[derive(Debug, Clone)]
 pub enum Event {
     /// Envelopes were durably stored; push them to connected entitled peers.
-    Stored { space: SpaceId, envelopes: Arc<Vec<Vec<u8>>>, entitled: Arc<BTreeSet<DeviceId>>, from: Option<DeviceId> },
+    Stored {
+        space: SpaceId,
+        envelopes: Arc<Vec<Vec<u8>>>,
+        entitled: Arc<BTreeSet<DeviceId>>,
+        from: Option<DeviceId>,
+    },
     /// A message became visible.
-    Message { space: SpaceId, message: MessageView },
+    Message {
+        space: SpaceId,
+        message: MessageView,
+    },
 }
 
 /// Per-space state for `status`.
@@ -142,17 +152,55 @@ pub struct OfferOutcome {
 type Reply<T> = oneshot::Sender<Result<T>>;
 
 enum ToCore {
-    CreateChat { name: String, members: Vec<String>, replicators: Vec<String>, reply: Reply<SpaceId> },
-    Send { space: SpaceId, text: String, client_id: Option<String>, reply: Reply<Sent> },
-    Ingest { from: DeviceId, envelopes: Vec<Vec<u8>>, reply: Reply<Ack> },
-    LearnCert { cert: DeviceCert },
-    Messages { space: SpaceId, limit: usize, reply: Reply<Vec<MessageView>> },
-    Spaces { reply: Reply<Vec<SpaceSummary>> },
-    Status { reply: Reply<Vec<SpaceStatus>> },
-    MakeOffer { peer: DeviceId, reply: Reply<Vec<SpaceVv>> },
-    TakeOffer { peer: DeviceId, spaces: Vec<SpaceVv>, reply: Reply<OfferOutcome> },
-    TakeOfferResponse { peer: DeviceId, spaces: Vec<SpaceVv>, reply: Reply<Vec<Vec<u8>>> },
-    TakeAck { peer: DeviceId, ack: Ack },
+    CreateChat {
+        name: String,
+        members: Vec<String>,
+        replicators: Vec<String>,
+        reply: Reply<SpaceId>,
+    },
+    Send {
+        space: SpaceId,
+        text: String,
+        client_id: Option<String>,
+        reply: Reply<Sent>,
+    },
+    Ingest {
+        from: DeviceId,
+        envelopes: Vec<Vec<u8>>,
+        reply: Reply<Ack>,
+    },
+    LearnCert {
+        cert: DeviceCert,
+    },
+    Messages {
+        space: SpaceId,
+        limit: usize,
+        reply: Reply<Vec<MessageView>>,
+    },
+    Spaces {
+        reply: Reply<Vec<SpaceSummary>>,
+    },
+    Status {
+        reply: Reply<Vec<SpaceStatus>>,
+    },
+    MakeOffer {
+        peer: DeviceId,
+        reply: Reply<Vec<SpaceVv>>,
+    },
+    TakeOffer {
+        peer: DeviceId,
+        spaces: Vec<SpaceVv>,
+        reply: Reply<OfferOutcome>,
+    },
+    TakeOfferResponse {
+        peer: DeviceId,
+        spaces: Vec<SpaceVv>,
+        reply: Reply<Vec<Vec<u8>>>,
+    },
+    TakeAck {
+        peer: DeviceId,
+        ack: Ack,
+    },
 }
 
 /// A cheap handle to the core actor.
@@ -166,7 +214,10 @@ pub struct CoreHandle {
 impl CoreHandle {
     async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> ToCore) -> Result<T> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(make(reply)).await.map_err(|_| Error::Stopped)?;
+        self.tx
+            .send(make(reply))
+            .await
+            .map_err(|_| Error::Stopped)?;
         rx.await.map_err(|_| Error::Stopped)?
     }
 
@@ -179,17 +230,44 @@ impl CoreHandle {
     }
 
     /// Creates a chat space; `members` and `replicators` are device cards or ids.
-    pub async fn create_chat(&self, name: String, members: Vec<String>, replicators: Vec<String>) -> Result<SpaceId> {
-        self.call(|reply| ToCore::CreateChat { name, members, replicators, reply }).await
+    pub async fn create_chat(
+        &self,
+        name: String,
+        members: Vec<String>,
+        replicators: Vec<String>,
+    ) -> Result<SpaceId> {
+        self.call(|reply| ToCore::CreateChat {
+            name,
+            members,
+            replicators,
+            reply,
+        })
+        .await
     }
 
     /// Posts a message; returns once it is durably stored.
-    pub async fn send(&self, space: SpaceId, text: String, client_id: Option<String>) -> Result<Sent> {
-        self.call(|reply| ToCore::Send { space, text, client_id, reply }).await
+    pub async fn send(
+        &self,
+        space: SpaceId,
+        text: String,
+        client_id: Option<String>,
+    ) -> Result<Sent> {
+        self.call(|reply| ToCore::Send {
+            space,
+            text,
+            client_id,
+            reply,
+        })
+        .await
     }
 
     pub async fn ingest(&self, from: DeviceId, envelopes: Vec<Vec<u8>>) -> Result<Ack> {
-        self.call(|reply| ToCore::Ingest { from, envelopes, reply }).await
+        self.call(|reply| ToCore::Ingest {
+            from,
+            envelopes,
+            reply,
+        })
+        .await
     }
 
     pub async fn learn_cert(&self, cert: DeviceCert) {
@@ -197,7 +275,12 @@ impl CoreHandle {
     }
 
     pub async fn messages(&self, space: SpaceId, limit: usize) -> Result<Vec<MessageView>> {
-        self.call(|reply| ToCore::Messages { space, limit, reply }).await
+        self.call(|reply| ToCore::Messages {
+            space,
+            limit,
+            reply,
+        })
+        .await
     }
 
     pub async fn spaces(&self) -> Result<Vec<SpaceSummary>> {
@@ -213,11 +296,25 @@ impl CoreHandle {
     }
 
     pub async fn take_offer(&self, peer: DeviceId, spaces: Vec<SpaceVv>) -> Result<OfferOutcome> {
-        self.call(|reply| ToCore::TakeOffer { peer, spaces, reply }).await
+        self.call(|reply| ToCore::TakeOffer {
+            peer,
+            spaces,
+            reply,
+        })
+        .await
     }
 
-    pub async fn take_offer_response(&self, peer: DeviceId, spaces: Vec<SpaceVv>) -> Result<Vec<Vec<u8>>> {
-        self.call(|reply| ToCore::TakeOfferResponse { peer, spaces, reply }).await
+    pub async fn take_offer_response(
+        &self,
+        peer: DeviceId,
+        spaces: Vec<SpaceVv>,
+    ) -> Result<Vec<Vec<u8>>> {
+        self.call(|reply| ToCore::TakeOfferResponse {
+            peer,
+            spaces,
+            reply,
+        })
+        .await
     }
 
     pub async fn take_ack(&self, peer: DeviceId, ack: Ack) {
@@ -226,13 +323,20 @@ impl CoreHandle {
 }
 
 /// Starts the core on its own thread. It stops when every handle is dropped.
-pub fn spawn(home: PathBuf, keys: Arc<DeviceKeys>) -> std::result::Result<(CoreHandle, std::thread::JoinHandle<()>), store::Error> {
+pub fn spawn(
+    home: PathBuf,
+    keys: Arc<DeviceKeys>,
+) -> std::result::Result<(CoreHandle, std::thread::JoinHandle<()>), store::Error> {
     let store = Store::open(&home)?;
     let (events, _) = broadcast::channel(EVENT_CAP);
     let mut core = Core::new(keys, store, events.clone());
     core.load()?;
     let (tx, rx) = mpsc::channel(COMMAND_CAP);
-    let handle = CoreHandle { tx, events, device: core.me };
+    let handle = CoreHandle {
+        tx,
+        events,
+        device: core.me,
+    };
     let thread = std::thread::Builder::new()
         .name("outpost-core".into())
         .spawn(move || core.run(rx))
@@ -317,11 +421,15 @@ impl Core {
         let mut space: Option<Space> = None;
         let mut changes = Vec::new();
         loop {
-            let rows = self.store.space_log(&space_id, after, CHUNK).map_err(|e| e.to_string())?;
+            let rows = self
+                .store
+                .space_log(&space_id, after, CHUNK)
+                .map_err(|e| e.to_string())?;
             let done = rows.len() < CHUNK;
             for (order, bytes) in rows {
                 after = Some(order);
-                let env = Envelope::decode(bytes).map_err(|e| format!("stored envelope does not decode: {e}"))?;
+                let env = Envelope::decode(bytes)
+                    .map_err(|e| format!("stored envelope does not decode: {e}"))?;
                 let s = match space.as_mut() {
                     Some(s) => s,
                     None => {
@@ -346,14 +454,21 @@ impl Core {
         }
         let mut space = space.ok_or("the space has no genesis")?;
         if let Some(r) = space.readable.as_mut() {
-            r.chat.apply(changes).map_err(|e| format!("stored changes do not apply: {e}"))?;
+            r.chat
+                .apply(changes)
+                .map_err(|e| format!("stored changes do not apply: {e}"))?;
         }
         self.spaces.insert(space_id, space);
         Ok(())
     }
 
-    fn unwrap_key(&self, state: &SpaceState) -> Option<std::result::Result<crate::crypto::EpochKey, String>> {
-        state.unwrap_key(&self.keys).map(|r| r.map_err(|e| format!("epoch key wrap does not open: {e}")))
+    fn unwrap_key(
+        &self,
+        state: &SpaceState,
+    ) -> Option<std::result::Result<crate::crypto::EpochKey, String>> {
+        state
+            .unwrap_key(&self.keys)
+            .map(|r| r.map_err(|e| format!("epoch key wrap does not open: {e}")))
     }
 
     fn run(mut self, mut rx: mpsc::Receiver<ToCore>) {
@@ -373,7 +488,8 @@ impl Core {
     fn handle_batch(&mut self, batch: Vec<ToCore>) {
         let mut effects = Effects::default();
         let mut reads = Vec::new();
-        let mut sends: BTreeMap<SpaceId, Vec<(String, Option<String>, Reply<Sent>)>> = BTreeMap::new();
+        let mut sends: BTreeMap<SpaceId, Vec<(String, Option<String>, Reply<Sent>)>> =
+            BTreeMap::new();
         let mut tx = match self.store.begin() {
             Ok(tx) => Some(tx),
             Err(e) => {
@@ -388,24 +504,41 @@ impl Core {
                 continue;
             };
             let result = match cmd {
-                ToCore::CreateChat { name, members, replicators, reply } => {
-                    match self.create_chat(txn, &name, &members, &replicators, &mut effects) {
-                        Ok(Ok(space)) => {
-                            effects.reply(reply, space);
-                            Ok(())
-                        }
-                        Ok(Err(e)) => {
-                            let _ = reply.send(Err(e));
-                            Ok(())
-                        }
-                        Err(e) => Err(e),
+                ToCore::CreateChat {
+                    name,
+                    members,
+                    replicators,
+                    reply,
+                } => match self.create_chat(txn, &name, &members, &replicators, &mut effects) {
+                    Ok(Ok(space)) => {
+                        effects.reply(reply, space);
+                        Ok(())
                     }
-                }
-                ToCore::Send { space, text, client_id, reply } => {
-                    sends.entry(space).or_default().push((text, client_id, reply));
+                    Ok(Err(e)) => {
+                        let _ = reply.send(Err(e));
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                },
+                ToCore::Send {
+                    space,
+                    text,
+                    client_id,
+                    reply,
+                } => {
+                    sends
+                        .entry(space)
+                        .or_default()
+                        .push((text, client_id, reply));
                     Ok(())
                 }
-                ToCore::Ingest { from, envelopes, reply } => self.ingest(txn, Some(from), envelopes, &mut effects).map(|ack| effects.reply(reply, ack)),
+                ToCore::Ingest {
+                    from,
+                    envelopes,
+                    reply,
+                } => self
+                    .ingest(txn, Some(from), envelopes, &mut effects)
+                    .map(|ack| effects.reply(reply, ack)),
                 ToCore::LearnCert { cert } => self.learn_cert(txn, cert),
                 other => {
                     reads.push(other);
@@ -461,7 +594,11 @@ impl Core {
 
     fn handle_read(&mut self, cmd: ToCore) {
         match cmd {
-            ToCore::Messages { space, limit, reply } => {
+            ToCore::Messages {
+                space,
+                limit,
+                reply,
+            } => {
                 let _ = reply.send(self.messages(space, limit));
             }
             ToCore::Spaces { reply } => {
@@ -473,10 +610,18 @@ impl Core {
             ToCore::MakeOffer { peer, reply } => {
                 let _ = reply.send(Ok(self.offer_for(&peer)));
             }
-            ToCore::TakeOffer { peer, spaces, reply } => {
+            ToCore::TakeOffer {
+                peer,
+                spaces,
+                reply,
+            } => {
                 let _ = reply.send(self.take_offer(peer, spaces));
             }
-            ToCore::TakeOfferResponse { peer, spaces, reply } => {
+            ToCore::TakeOfferResponse {
+                peer,
+                spaces,
+                reply,
+            } => {
                 let _ = reply.send(self.take_offer_response(peer, spaces));
             }
             ToCore::TakeAck { peer, ack } => self.take_ack(peer, ack),
@@ -492,7 +637,10 @@ impl Core {
         if !cert.verify() || self.certs.get(&cert.device) == Some(&cert) {
             return Ok(());
         }
-        tx.put_cert(&cert.device, &postcard::to_stdvec(&cert).expect("certs serialize"))?;
+        tx.put_cert(
+            &cert.device,
+            &postcard::to_stdvec(&cert).expect("certs serialize"),
+        )?;
         self.certs.insert(cert.device, cert);
         Ok(())
     }
@@ -501,17 +649,24 @@ impl Core {
         if let Ok(cert) = DeviceCert::from_card(text) {
             return Ok(cert);
         }
-        let device: DeviceId = text.parse().map_err(|_| Error::UnknownDevice(text.to_string()))?;
+        let device: DeviceId = text
+            .parse()
+            .map_err(|_| Error::UnknownDevice(text.to_string()))?;
         if device == self.me {
             return Ok(self.keys.cert());
         }
-        self.certs.get(&device).copied().ok_or_else(|| Error::UnknownDevice(text.to_string()))
+        self.certs
+            .get(&device)
+            .copied()
+            .ok_or_else(|| Error::UnknownDevice(text.to_string()))
     }
 
     fn resolve_device(&self, text: &str) -> Result<DeviceId> {
         match DeviceCert::from_card(text) {
             Ok(cert) => Ok(cert.device),
-            Err(_) => text.parse().map_err(|_| Error::UnknownDevice(text.to_string())),
+            Err(_) => text
+                .parse()
+                .map_err(|_| Error::UnknownDevice(text.to_string())),
         }
     }
 
@@ -525,11 +680,19 @@ impl Core {
         replicators: &[String],
         effects: &mut Effects,
     ) -> store::Result<Result<SpaceId>> {
-        let certs = match members.iter().map(|m| self.resolve_cert(m)).collect::<Result<Vec<_>>>() {
+        let certs = match members
+            .iter()
+            .map(|m| self.resolve_cert(m))
+            .collect::<Result<Vec<_>>>()
+        {
             Ok(c) => c,
             Err(e) => return Ok(Err(e)),
         };
-        let replicators = match replicators.iter().map(|r| self.resolve_device(r)).collect::<Result<Vec<_>>>() {
+        let replicators = match replicators
+            .iter()
+            .map(|r| self.resolve_device(r))
+            .collect::<Result<Vec<_>>>()
+        {
             Ok(r) => r,
             Err(e) => return Ok(Err(e)),
         };
@@ -537,17 +700,27 @@ impl Core {
             return Ok(Err(Error::Invalid("a space needs a non-empty name".into())));
         }
         let control_doc_incarnation = rand::random();
-        let (genesis, key) = match control::create_space(&self.keys, control_doc_incarnation, name, SpaceKind::Chat, &certs, &replicators) {
+        let (genesis, key) = match control::create_space(
+            &self.keys,
+            control_doc_incarnation,
+            name,
+            SpaceKind::Chat,
+            &certs,
+            &replicators,
+        ) {
             Ok(x) => x,
             Err(e) => return Ok(Err(Error::Invalid(e.to_string()))),
         };
-        let state = SpaceState::from_genesis(&genesis).expect("create_space validated its own genesis");
+        let state =
+            SpaceState::from_genesis(&genesis).expect("create_space validated its own genesis");
         let space_id = state.space;
         let mut space = Space::new(state, Some(Ok(key)));
         let order = space.record(&genesis, None);
         tx.put_space(&space_id, Participation::Named)?;
         tx.put_envelope(&new_envelope(&genesis), order)?;
-        effects.events.push(stored_event(&space, vec![genesis.into_bytes()], None));
+        effects
+            .events
+            .push(stored_event(&space, vec![genesis.into_bytes()], None));
         self.spaces.insert(space_id, space);
         info!(space = %space_id.fmt_short(), "chat space created");
         Ok(Ok(space_id))
@@ -577,9 +750,15 @@ impl Core {
         let doc = space.chat_doc();
         let incarnation = *self.incarnations.entry(doc).or_insert_with(rand::random);
         let Some(readable) = space.readable.as_mut() else {
-            let why = space.key_problem.clone().unwrap_or_else(|| "no key for the current epoch".into());
+            let why = space
+                .key_problem
+                .clone()
+                .unwrap_or_else(|| "no key for the current epoch".into());
             for (_, _, reply) in group {
-                let _ = reply.send(Err(Error::KeyMissing { space: space_id, why: why.clone() }));
+                let _ = reply.send(Err(Error::KeyMissing {
+                    space: space_id,
+                    why: why.clone(),
+                }));
             }
             return Ok(());
         };
@@ -588,12 +767,25 @@ impl Core {
         let mut batch_ids: HashMap<String, String> = HashMap::new();
         for (text, client_id, reply) in group {
             if text.len() > MAX_TEXT_BYTES {
-                let _ = reply.send(Err(Error::Invalid(format!("message of {} bytes exceeds {MAX_TEXT_BYTES}", text.len()))));
+                let _ = reply.send(Err(Error::Invalid(format!(
+                    "message of {} bytes exceeds {MAX_TEXT_BYTES}",
+                    text.len()
+                ))));
                 continue;
             }
             if let Some(cid) = &client_id {
-                if let Some(id) = self.store.client_id(&space_id, cid)?.or_else(|| batch_ids.get(cid).cloned()) {
-                    effects.reply(reply, Sent { id, duplicate: true });
+                if let Some(id) = self
+                    .store
+                    .client_id(&space_id, cid)?
+                    .or_else(|| batch_ids.get(cid).cloned())
+                {
+                    effects.reply(
+                        reply,
+                        Sent {
+                            id,
+                            duplicate: true,
+                        },
+                    );
                     continue;
                 }
             }
@@ -601,7 +793,10 @@ impl Core {
             if let Some(cid) = &client_id {
                 batch_ids.insert(cid.clone(), id.clone());
             }
-            msgs.push(NewMessage { id: id.clone(), text });
+            msgs.push(NewMessage {
+                id: id.clone(),
+                text,
+            });
             waiting.push((id, client_id, reply));
         }
         if msgs.is_empty() {
@@ -612,7 +807,9 @@ impl Core {
             Ok(c) => c,
             Err(e) => {
                 for (_, _, reply) in waiting {
-                    let _ = reply.send(Err(Error::Invalid(format!("the document refused the message: {e}"))));
+                    let _ = reply.send(Err(Error::Invalid(format!(
+                        "the document refused the message: {e}"
+                    ))));
                 }
                 return Ok(());
             }
@@ -621,7 +818,13 @@ impl Core {
             .deps()
             .iter()
             .filter(|d| **d != readable.genesis_hash)
-            .map(|d| readable.env_of_change.get(d).copied().expect("every applied change has an envelope"))
+            .map(|d| {
+                readable
+                    .env_of_change
+                    .get(d)
+                    .copied()
+                    .expect("every applied change has an envelope")
+            })
             .collect();
         let header = Header {
             kind: Kind::Content,
@@ -646,17 +849,34 @@ impl Core {
             if let Some(cid) = client_id {
                 tx.put_client_id(&space_id, &cid, &id)?;
             }
-            effects.reply(reply, Sent { id, duplicate: false });
+            effects.reply(
+                reply,
+                Sent {
+                    id,
+                    duplicate: false,
+                },
+            );
         }
-        effects.events.push(stored_event(space, vec![env.into_bytes()], None));
+        effects
+            .events
+            .push(stored_event(space, vec![env.into_bytes()], None));
         for message in created {
-            effects.events.push(Event::Message { space: space_id, message });
+            effects.events.push(Event::Message {
+                space: space_id,
+                message,
+            });
         }
         Ok(())
     }
 
     /// Verifies, stores and applies envelopes from a peer (or from the pending set).
-    fn ingest(&mut self, tx: &mut Txn, from: Option<DeviceId>, raw: Vec<Vec<u8>>, effects: &mut Effects) -> store::Result<Ack> {
+    fn ingest(
+        &mut self,
+        tx: &mut Txn,
+        from: Option<DeviceId>,
+        raw: Vec<Vec<u8>>,
+        effects: &mut Effects,
+    ) -> store::Result<Ack> {
         let peer = from.map(|d| d.fmt_short()).unwrap_or_default();
         let mut ack = Ack::default();
         let mut queue = Vec::new();
@@ -670,9 +890,9 @@ impl Core {
             }
         }
         // Geneses first: content of a new space waits for it.
-        let (geneses, mut queue): (Vec<_>, Vec<_>) = queue
-            .into_iter()
-            .partition(|e| e.header().kind == Kind::Control && !self.spaces.contains_key(&e.header().space));
+        let (geneses, mut queue): (Vec<_>, Vec<_>) = queue.into_iter().partition(|e| {
+            e.header().kind == Kind::Control && !self.spaces.contains_key(&e.header().space)
+        });
         for env in geneses {
             match self.accept_genesis(tx, env, from, effects)? {
                 Ok(true) => ack.stored += 1,
@@ -684,8 +904,16 @@ impl Core {
             }
         }
         let adopted: Vec<Envelope> = {
-            let known: Vec<EnvelopeId> = self.orphans.iter().filter(|(_, e)| self.spaces.contains_key(&e.header().space)).map(|(id, _)| *id).collect();
-            known.iter().filter_map(|id| self.orphans.remove(id)).collect()
+            let known: Vec<EnvelopeId> = self
+                .orphans
+                .iter()
+                .filter(|(_, e)| self.spaces.contains_key(&e.header().space))
+                .map(|(id, _)| *id)
+                .collect();
+            known
+                .iter()
+                .filter_map(|id| self.orphans.remove(id))
+                .collect()
         };
         queue.extend(adopted);
 
@@ -708,12 +936,19 @@ impl Core {
                     continue;
                 };
                 let store = &self.store;
-                let verdict = space.classify(&env, |actor, seq| store.writer_at(&space_id, actor, seq).ok().flatten());
+                let verdict = space.classify(&env, |actor, seq| {
+                    store.writer_at(&space_id, actor, seq).ok().flatten()
+                });
                 if let (Some(peer), Verdict::Duplicate | Verdict::Accept(_)) = (from, &verdict) {
                     // Whoever sent an envelope holds it.
                     if space.state.entitled(&peer) {
                         let h = env.header();
-                        space.peers.entry(peer).or_default().vv.advance(h.actor(), h.seq);
+                        space
+                            .peers
+                            .entry(peer)
+                            .or_default()
+                            .vv
+                            .advance(h.actor(), h.seq);
                     }
                 }
                 match verdict {
@@ -766,7 +1001,9 @@ impl Core {
         }
         for env in queue {
             let space_id = env.header().space;
-            let Some(space) = self.spaces.get_mut(&space_id) else { continue };
+            let Some(space) = self.spaces.get_mut(&space_id) else {
+                continue;
+            };
             let fresh = !from_pending.contains(&env.id());
             if space.pending.len() >= PENDING_PER_SPACE_CAP && fresh {
                 warn!(%peer, space = %space_id.fmt_short(), "dropped an envelope: pending cap reached");
@@ -786,7 +1023,10 @@ impl Core {
         ack.vv = touched
             .iter()
             .filter_map(|id| self.spaces.get(id))
-            .map(|s| SpaceVv { space: s.state.space, vv: s.vv.clone() })
+            .map(|s| SpaceVv {
+                space: s.state.space,
+                vv: s.vv.clone(),
+            })
             .collect();
         for (space_id, envelopes) in stored {
             if let Some(space) = self.spaces.get(&space_id) {
@@ -798,9 +1038,18 @@ impl Core {
 
     /// Applies accepted changes to a space's document in one call. A panic inside
     /// Automerge cannot take the node down: the document is rebuilt from the store.
-    fn apply_changes(&mut self, space_id: SpaceId, changes: Vec<outpost_crdt::Change>, effects: &mut Effects) {
-        let Some(space) = self.spaces.get_mut(&space_id) else { return };
-        let Some(readable) = space.readable.as_mut() else { return };
+    fn apply_changes(
+        &mut self,
+        space_id: SpaceId,
+        changes: Vec<outpost_crdt::Change>,
+        effects: &mut Effects,
+    ) {
+        let Some(space) = self.spaces.get_mut(&space_id) else {
+            return;
+        };
+        let Some(readable) = space.readable.as_mut() else {
+            return;
+        };
         if changes.is_empty() {
             return;
         }
@@ -808,25 +1057,48 @@ impl Core {
         match result {
             Ok(Ok(created)) => {
                 for m in created {
-                    let author = readable.device_of_actor.get(&ActorKey(actor16(&m.actor))).copied().unwrap_or(DeviceId([0; 32]));
-                    effects.events.push(Event::Message { space: space_id, message: view(&m, author) });
+                    let author = readable
+                        .device_of_actor
+                        .get(&ActorKey(actor16(&m.actor)))
+                        .copied()
+                        .unwrap_or(DeviceId([0; 32]));
+                    effects.events.push(Event::Message {
+                        space: space_id,
+                        message: view(&m, author),
+                    });
                 }
             }
-            Ok(Err(e)) => warn!(space = %space_id.fmt_short(), error = %e, "Automerge refused validated changes"),
-            Err(_) => warn!(space = %space_id.fmt_short(), "Automerge panicked applying changes; the document will be rebuilt"),
+            Ok(Err(e)) => {
+                warn!(space = %space_id.fmt_short(), error = %e, "Automerge refused validated changes")
+            }
+            Err(_) => {
+                warn!(space = %space_id.fmt_short(), "Automerge panicked applying changes; the document will be rebuilt")
+            }
         }
     }
 
-    fn accept_genesis(&mut self, tx: &mut Txn, env: Envelope, from: Option<DeviceId>, effects: &mut Effects) -> store::Result<std::result::Result<bool, String>> {
+    fn accept_genesis(
+        &mut self,
+        tx: &mut Txn,
+        env: Envelope,
+        from: Option<DeviceId>,
+        effects: &mut Effects,
+    ) -> store::Result<std::result::Result<bool, String>> {
         let state = match SpaceState::from_genesis(&env) {
             Ok(s) => s,
             Err(e) => return Ok(Err(e.to_string())),
         };
         if let Some(existing) = self.spaces.get(&state.space) {
-            return Ok(if existing.state.genesis == env.id() { Ok(false) } else { Err("a different genesis for a known space".into()) });
+            return Ok(if existing.state.genesis == env.id() {
+                Ok(false)
+            } else {
+                Err("a different genesis for a known space".into())
+            });
         }
         if !state.entitled(&self.me) {
-            return Ok(Err("this device is neither member nor replicator of the space".into()));
+            return Ok(Err(
+                "this device is neither member nor replicator of the space".into(),
+            ));
         }
         let key = self.unwrap_key(&state);
         let space_id = state.space;
@@ -837,24 +1109,35 @@ impl Core {
         let order = space.record(&env, None);
         tx.put_space(&space_id, Participation::Named)?;
         tx.put_envelope(&new_envelope(&env), order)?;
-        effects.events.push(stored_event(&space, vec![env.into_bytes()], from));
+        effects
+            .events
+            .push(stored_event(&space, vec![env.into_bytes()], from));
         info!(space = %space_id.fmt_short(), readable = space.readable.is_some(), "joined a space");
         self.spaces.insert(space_id, space);
         Ok(Ok(true))
     }
 
     fn messages(&self, space_id: SpaceId, limit: usize) -> Result<Vec<MessageView>> {
-        let space = self.spaces.get(&space_id).ok_or(Error::UnknownSpace(space_id))?;
+        let space = self
+            .spaces
+            .get(&space_id)
+            .ok_or(Error::UnknownSpace(space_id))?;
         let readable = space.readable.as_ref().ok_or_else(|| Error::KeyMissing {
             space: space_id,
-            why: space.key_problem.clone().unwrap_or_else(|| "this device is a replicator: it stores the space but holds no key".into()),
+            why: space.key_problem.clone().unwrap_or_else(|| {
+                "this device is a replicator: it stores the space but holds no key".into()
+            }),
         })?;
         let all = readable.chat.messages();
         let skip = all.len().saturating_sub(limit.min(MAX_LOG_LIMIT));
         Ok(all[skip..]
             .iter()
             .map(|m| {
-                let author = readable.device_of_actor.get(&ActorKey(actor16(&m.actor))).copied().unwrap_or(DeviceId([0; 32]));
+                let author = readable
+                    .device_of_actor
+                    .get(&ActorKey(actor16(&m.actor)))
+                    .copied()
+                    .unwrap_or(DeviceId([0; 32]));
                 view(m, author)
             })
             .collect())
@@ -911,7 +1194,10 @@ impl Core {
         self.spaces
             .values()
             .filter(|s| s.state.entitled(peer))
-            .map(|s| SpaceVv { space: s.state.space, vv: s.vv.clone() })
+            .map(|s| SpaceVv {
+                space: s.state.space,
+                vv: s.vv.clone(),
+            })
             .collect()
     }
 
@@ -922,10 +1208,14 @@ impl Core {
         // (Whether we keep the space is decided when its genesis arrives.)
         for s in &theirs {
             if !self.spaces.contains_key(&s.space) {
-                response.push(SpaceVv { space: s.space, vv: VersionVector::default() });
+                response.push(SpaceVv {
+                    space: s.space,
+                    vv: VersionVector::default(),
+                });
             }
         }
-        let mut theirs_by_space: BTreeMap<SpaceId, VersionVector> = theirs.into_iter().map(|s| (s.space, s.vv)).collect();
+        let mut theirs_by_space: BTreeMap<SpaceId, VersionVector> =
+            theirs.into_iter().map(|s| (s.space, s.vv)).collect();
         // Spaces we hold that the peer did not mention: it lacks all of them.
         for space in &offered {
             theirs_by_space.entry(*space).or_default();
@@ -934,23 +1224,36 @@ impl Core {
         Ok(OfferOutcome { response, push })
     }
 
-    fn take_offer_response(&mut self, peer: DeviceId, theirs: Vec<SpaceVv>) -> Result<Vec<Vec<u8>>> {
+    fn take_offer_response(
+        &mut self,
+        peer: DeviceId,
+        theirs: Vec<SpaceVv>,
+    ) -> Result<Vec<Vec<u8>>> {
         self.missing_for(peer, theirs.into_iter().map(|s| (s.space, s.vv)).collect())
     }
 
     /// Records what `peer` holds and returns, in topological order, every envelope
     /// of its entitled spaces that it lacks.
-    fn missing_for(&mut self, peer: DeviceId, theirs: BTreeMap<SpaceId, VersionVector>) -> Result<Vec<Vec<u8>>> {
+    fn missing_for(
+        &mut self,
+        peer: DeviceId,
+        theirs: BTreeMap<SpaceId, VersionVector>,
+    ) -> Result<Vec<Vec<u8>>> {
         let now = now_ms();
         let mut out = Vec::new();
         for (space_id, their_vv) in theirs {
-            let Some(space) = self.spaces.get_mut(&space_id) else { continue };
+            let Some(space) = self.spaces.get_mut(&space_id) else {
+                continue;
+            };
             if !space.state.entitled(&peer) {
                 continue;
             }
             let mut found: Vec<(u64, Vec<u8>)> = Vec::new();
             for (actor, from, to) in space.vv.missing_in(&their_vv) {
-                let rows = self.store.writer_range(&space_id, &actor, from, to).map_err(|e| Error::Store(Arc::new(e)))?;
+                let rows = self
+                    .store
+                    .writer_range(&space_id, &actor, from, to)
+                    .map_err(|e| Error::Store(Arc::new(e)))?;
                 for bytes in rows {
                     let id = EnvelopeId::of(&bytes);
                     found.push((space.order.get(&id).copied().unwrap_or(u64::MAX), bytes));
@@ -992,16 +1295,39 @@ fn fail_unavailable<T>(reply: Reply<T>) {
 
 fn new_envelope(env: &Envelope) -> NewEnvelope<'_> {
     let h = env.header();
-    NewEnvelope { id: env.id(), space: h.space, actor: h.actor(), seq: h.seq, bytes: env.as_bytes() }
+    NewEnvelope {
+        id: env.id(),
+        space: h.space,
+        actor: h.actor(),
+        seq: h.seq,
+        bytes: env.as_bytes(),
+    }
 }
 
 fn stored_event(space: &Space, envelopes: Vec<Vec<u8>>, from: Option<DeviceId>) -> Event {
-    let entitled: BTreeSet<DeviceId> = space.state.members.keys().chain(space.state.replicators.iter()).copied().collect();
-    Event::Stored { space: space.state.space, envelopes: Arc::new(envelopes), entitled: Arc::new(entitled), from }
+    let entitled: BTreeSet<DeviceId> = space
+        .state
+        .members
+        .keys()
+        .chain(space.state.replicators.iter())
+        .copied()
+        .collect();
+    Event::Stored {
+        space: space.state.space,
+        envelopes: Arc::new(envelopes),
+        entitled: Arc::new(entitled),
+        from,
+    }
 }
 
 fn view(m: &Message, author: DeviceId) -> MessageView {
-    MessageView { id: m.id.clone(), author, text: m.text.clone(), sent_at_ms: m.sent_at_ms, lamport: m.lamport }
+    MessageView {
+        id: m.id.clone(),
+        author,
+        text: m.text.clone(),
+        sent_at_ms: m.sent_at_ms,
+        lamport: m.lamport,
+    }
 }
 
 fn actor16(actor: &outpost_crdt::ActorId) -> [u8; 16] {
@@ -1014,9 +1340,14 @@ fn actor16(actor: &outpost_crdt::ActorId) -> [u8; 16] {
 
 /// A new message id: 80 random bits, base32 (16 characters).
 fn new_message_id() -> String {
-    data_encoding::BASE32_NOPAD.encode(&rand::random::<[u8; 10]>()).to_lowercase()
+    data_encoding::BASE32_NOPAD
+        .encode(&rand::random::<[u8; 10]>())
+        .to_lowercase()
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }

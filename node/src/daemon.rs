@@ -18,7 +18,10 @@ impl Config {
         Self {
             home,
             net: net::Config {
-                listen: vec!["/ip4/0.0.0.0/tcp/0".parse().expect("valid"), "/ip4/0.0.0.0/udp/0/quic-v1".parse().expect("valid")],
+                listen: vec![
+                    "/ip4/0.0.0.0/tcp/0".parse().expect("valid"),
+                    "/ip4/0.0.0.0/udp/0/quic-v1".parse().expect("valid"),
+                ],
                 peers: Vec::new(),
                 mdns: true,
                 resync_interval: Duration::from_secs(30),
@@ -47,7 +50,10 @@ pub enum Error {
 }
 
 /// Runs the node until `shutdown` resolves.
-pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), Error> {
+pub async fn run(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
     let keys = Arc::new(DeviceKeys::load(&config.home)?);
     let socket = home::socket_path(&config.home);
     if tokio::net::UnixStream::connect(&socket).await.is_ok() {
@@ -56,7 +62,10 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     let (core, core_thread) = core::spawn(config.home.clone(), keys.clone())?;
     let (net, net_task) = net::spawn(config.net.clone(), &keys, core.clone())?;
 
-    let api_err = |source| Error::Api { path: socket.clone(), source };
+    let api_err = |source| Error::Api {
+        path: socket.clone(),
+        source,
+    };
     match std::fs::remove_file(&socket) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(api_err(e)),
         _ => {}
@@ -67,7 +76,10 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     info!(device = %keys.device_id(), socket = %socket.display(), "daemon ready");
 
     let app = api::router(core.clone(), net.clone(), keys.cert());
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await.map_err(api_err)?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(api_err)?;
 
     info!("shutting down");
     net_task.abort();

@@ -20,7 +20,9 @@ pub fn socket_path(home: &Path) -> PathBuf {
     if inside.as_os_str().len() <= MAX_SOCKET_PATH {
         return inside;
     }
-    let dir = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+    let dir = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
     let hash = blake3::hash(home.as_os_str().as_encoded_bytes());
     dir.join(format!("outpost-{}.sock", &hash.to_hex()[..16]))
 }
@@ -58,6 +60,9 @@ mod tests {
         let long = PathBuf::from(format!("/tmp/{}", "x".repeat(150)));
         let s = socket_path(&long);
         assert!(s.as_os_str().len() <= MAX_SOCKET_PATH + 40);
-        assert_ne!(s, socket_path(&PathBuf::from(format!("/tmp/{}", "y".repeat(150)))));
+        assert_ne!(
+            s,
+            socket_path(&PathBuf::from(format!("/tmp/{}", "y".repeat(150))))
+        );
     }
 }

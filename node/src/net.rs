@@ -13,10 +13,14 @@ use std::{
 
 use futures::StreamExt;
 use libp2p::{
-    connection_limits, identify, mdns, multiaddr::Protocol, noise, ping,
+    PeerId, StreamProtocol, Swarm, connection_limits, identify, mdns,
+    multiaddr::Protocol,
+    noise, ping,
     request_response::{self, ProtocolSupport, ResponseChannel},
-    swarm::{behaviour::toggle::Toggle, dial_opts::DialOpts, ConnectionId, NetworkBehaviour, SwarmEvent},
-    tcp, yamux, PeerId, StreamProtocol, Swarm,
+    swarm::{
+        ConnectionId, NetworkBehaviour, SwarmEvent, behaviour::toggle::Toggle, dial_opts::DialOpts,
+    },
+    tcp, yamux,
 };
 use serde::{Deserialize, Serialize};
 use tokio::{
@@ -108,8 +112,14 @@ struct Behaviour {
 
 /// Work finished by a sync task, for the actor to carry out on the swarm.
 enum Internal {
-    Send { peer: PeerId, request: Request },
-    Respond { channel: ResponseChannel<Response>, response: Response },
+    Send {
+        peer: PeerId,
+        request: Request,
+    },
+    Respond {
+        channel: ResponseChannel<Response>,
+        response: Response,
+    },
 }
 
 struct StaticPeer {
@@ -140,14 +150,21 @@ pub enum Error {
 }
 
 /// Starts the network actor on the current tokio runtime.
-pub fn spawn(config: Config, keys: &DeviceKeys, core: CoreHandle) -> Result<(NetHandle, tokio::task::JoinHandle<()>), Error> {
+pub fn spawn(
+    config: Config,
+    keys: &DeviceKeys,
+    core: CoreHandle,
+) -> Result<(NetHandle, tokio::task::JoinHandle<()>), Error> {
     let swarm = build_swarm(keys, config.mdns)?;
     let mut actor = NetActor::new(swarm, core, keys, &config);
     for addr in &config.listen {
         actor
             .swarm
             .listen_on(addr.clone())
-            .map_err(|source| Error::Listen { addr: addr.clone(), source })?;
+            .map_err(|source| Error::Listen {
+                addr: addr.clone(),
+                source,
+            })?;
     }
     let (tx, rx) = mpsc::channel(CHANNEL_CAP);
     let task = tokio::spawn(actor.run(rx));
@@ -158,12 +175,19 @@ fn build_swarm(keys: &DeviceKeys, mdns_on: bool) -> Result<Swarm<Behaviour>, Err
     let transport_err = |e: Box<dyn std::error::Error + Send + Sync>| Error::Transport(e);
     let swarm = libp2p::SwarmBuilder::with_existing_identity(keys.libp2p_keypair())
         .with_tokio()
-        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
         .map_err(|e| transport_err(e.into()))?
         .with_quic()
         .with_behaviour(|key| {
             let mdns = if mdns_on {
-                Some(mdns::tokio::Behaviour::new(mdns::Config::default(), key.public().to_peer_id())?)
+                Some(mdns::tokio::Behaviour::new(
+                    mdns::Config::default(),
+                    key.public().to_peer_id(),
+                )?)
             } else {
                 None
             };
@@ -181,7 +205,10 @@ fn build_swarm(keys: &DeviceKeys, mdns_on: bool) -> Result<Swarm<Behaviour>, Err
                         .with_request_timeout(REQUEST_TIMEOUT)
                         .with_max_concurrent_streams(MAX_STREAMS),
                 ),
-                identify: identify::Behaviour::new(identify::Config::new("/outpost/1".into(), key.public())),
+                identify: identify::Behaviour::new(identify::Config::new(
+                    "/outpost/1".into(),
+                    key.public(),
+                )),
                 ping: ping::Behaviour::default(),
                 mdns: Toggle::from(mdns),
             })
@@ -232,7 +259,13 @@ impl NetActor {
             static_peers: config
                 .peers
                 .iter()
-                .map(|addr| StaticPeer { addr: addr.clone(), peer: peer_in(addr), backoff: Backoff::new(), next_dial: now, dialing: None })
+                .map(|addr| StaticPeer {
+                    addr: addr.clone(),
+                    peer: peer_in(addr),
+                    backoff: Backoff::new(),
+                    next_dial: now,
+                    dialing: None,
+                })
                 .collect(),
             connected: HashMap::new(),
             mdns_peers: HashSet::new(),
@@ -293,29 +326,48 @@ impl NetActor {
                 }
             }
             Internal::Respond { channel, response } => {
-                let _ = self.swarm.behaviour_mut().sync.send_response(channel, response);
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .sync
+                    .send_response(channel, response);
             }
         }
     }
 
     fn handle_core_event(&mut self, event: Result<core::Event, broadcast::error::RecvError>) {
         match event {
-            Ok(core::Event::Stored { envelopes, entitled, from, .. }) => {
+            Ok(core::Event::Stored {
+                envelopes,
+                entitled,
+                from,
+                ..
+            }) => {
                 let targets: Vec<PeerId> = self
                     .connected
                     .iter()
-                    .filter(|(_, c)| entitled.contains(&c.device) && Some(c.device) != from && c.device != self.cert.device)
+                    .filter(|(_, c)| {
+                        entitled.contains(&c.device)
+                            && Some(c.device) != from
+                            && c.device != self.cert.device
+                    })
                     .map(|(p, _)| *p)
                     .collect();
                 for peer in targets {
                     for frame in sync::into_frames(envelopes.as_ref().clone()) {
-                        self.swarm.behaviour_mut().sync.send_request(&peer, Request::Envelopes { envelopes: frame });
+                        self.swarm
+                            .behaviour_mut()
+                            .sync
+                            .send_request(&peer, Request::Envelopes { envelopes: frame });
                     }
                 }
             }
             Ok(core::Event::Message { .. }) => {}
             Err(broadcast::error::RecvError::Lagged(n)) => {
-                warn!(missed = n, "fell behind the core's events; re-syncing every peer");
+                warn!(
+                    missed = n,
+                    "fell behind the core's events; re-syncing every peer"
+                );
                 self.resync_all();
             }
             Err(broadcast::error::RecvError::Closed) => {}
@@ -331,7 +383,9 @@ impl NetActor {
                 continue;
             }
             let opts = match sp.peer {
-                Some(peer) => DialOpts::peer_id(peer).addresses(vec![sp.addr.clone()]).build(),
+                Some(peer) => DialOpts::peer_id(peer)
+                    .addresses(vec![sp.addr.clone()])
+                    .build(),
                 None => DialOpts::unknown_peer_id().address(sp.addr.clone()).build(),
             };
             let id = opts.connection_id();
@@ -351,7 +405,8 @@ impl NetActor {
     }
 
     fn resync_all(&mut self) {
-        let peers: Vec<(PeerId, DeviceId)> = self.connected.iter().map(|(p, c)| (*p, c.device)).collect();
+        let peers: Vec<(PeerId, DeviceId)> =
+            self.connected.iter().map(|(p, c)| (*p, c.device)).collect();
         for (peer, device) in peers {
             self.start_sync(peer, device);
         }
@@ -364,7 +419,12 @@ impl NetActor {
         let out = self.internal_tx.clone();
         self.spawn(async move {
             if let Ok(spaces) = core.make_offer(device).await {
-                let _ = out.send(Internal::Send { peer, request: Request::Offer { cert, spaces } }).await;
+                let _ = out
+                    .send(Internal::Send {
+                        peer,
+                        request: Request::Offer { cert, spaces },
+                    })
+                    .await;
             }
         });
     }
@@ -385,7 +445,13 @@ impl NetActor {
                 self.listen.push(address);
             }
             SwarmEvent::ExpiredListenAddr { address, .. } => self.listen.retain(|a| a != &address),
-            SwarmEvent::ConnectionEstablished { peer_id, endpoint, connection_id, num_established, .. } => {
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                endpoint,
+                connection_id,
+                num_established,
+                ..
+            } => {
                 for sp in &mut self.static_peers {
                     if sp.dialing == Some(connection_id) {
                         sp.dialing = None;
@@ -400,11 +466,22 @@ impl NetActor {
                 };
                 if num_established.get() == 1 {
                     info!(peer = %device.fmt_short(), address = %endpoint.get_remote_address(), "connected");
-                    self.connected.insert(peer_id, Connected { device, address: endpoint.get_remote_address().clone(), since_ms: now_ms() });
+                    self.connected.insert(
+                        peer_id,
+                        Connected {
+                            device,
+                            address: endpoint.get_remote_address().clone(),
+                            since_ms: now_ms(),
+                        },
+                    );
                     self.start_sync(peer_id, device);
                 }
             }
-            SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                ..
+            } => {
                 if let Some(c) = self.connected.remove(&peer_id) {
                     info!(peer = %c.device.fmt_short(), "disconnected");
                 }
@@ -415,7 +492,11 @@ impl NetActor {
                     }
                 }
             }
-            SwarmEvent::OutgoingConnectionError { connection_id, error, .. } => {
+            SwarmEvent::OutgoingConnectionError {
+                connection_id,
+                error,
+                ..
+            } => {
                 for sp in &mut self.static_peers {
                     if sp.dialing == Some(connection_id) {
                         debug!(addr = %sp.addr, %error, "dial failed; will retry");
@@ -427,7 +508,9 @@ impl NetActor {
                 for (peer, addr) in found {
                     self.mdns_peers.insert(peer);
                     if !self.connected.contains_key(&peer) && peer != *self.swarm.local_peer_id() {
-                        let _ = self.swarm.dial(DialOpts::peer_id(peer).addresses(vec![addr]).build());
+                        let _ = self
+                            .swarm
+                            .dial(DialOpts::peer_id(peer).addresses(vec![addr]).build());
                     }
                 }
             }
@@ -440,42 +523,83 @@ impl NetActor {
         use request_response::{Event, Message};
         match event {
             Event::Message { peer, message, .. } => {
-                let Some(device) = self.connected.get(&peer).map(|c| c.device) else { return };
+                let Some(device) = self.connected.get(&peer).map(|c| c.device) else {
+                    return;
+                };
                 let core = self.core.clone();
                 let out = self.internal_tx.clone();
                 let cert = self.cert;
                 match message {
-                    Message::Request { request: Request::Offer { cert: their_cert, spaces }, channel, .. } => {
+                    Message::Request {
+                        request:
+                            Request::Offer {
+                                cert: their_cert,
+                                spaces,
+                            },
+                        channel,
+                        ..
+                    } => {
                         self.spawn(async move {
                             if their_cert.device == device {
                                 core.learn_cert(their_cert).await;
                             }
-                            let Ok(outcome) = core.take_offer(device, spaces).await else { return };
-                            let _ = out.send(Internal::Respond { channel, response: Response::Offer { spaces: outcome.response } }).await;
+                            let Ok(outcome) = core.take_offer(device, spaces).await else {
+                                return;
+                            };
+                            let _ = out
+                                .send(Internal::Respond {
+                                    channel,
+                                    response: Response::Offer {
+                                        spaces: outcome.response,
+                                    },
+                                })
+                                .await;
                             push_frames(&out, peer, outcome.push).await;
                         });
                     }
-                    Message::Request { request: Request::Envelopes { envelopes }, channel, .. } => {
+                    Message::Request {
+                        request: Request::Envelopes { envelopes },
+                        channel,
+                        ..
+                    } => {
                         self.spawn(async move {
-                            let Ok(ack) = core.ingest(device, envelopes).await else { return };
+                            let Ok(ack) = core.ingest(device, envelopes).await else {
+                                return;
+                            };
                             let needs_resync = ack.pending > 0;
-                            let _ = out.send(Internal::Respond { channel, response: Response::Ack(ack) }).await;
+                            let _ = out
+                                .send(Internal::Respond {
+                                    channel,
+                                    response: Response::Ack(ack),
+                                })
+                                .await;
                             if needs_resync {
                                 // Parents are missing: ask for everything we lack.
                                 if let Ok(spaces) = core.make_offer(device).await {
-                                    let _ = out.send(Internal::Send { peer, request: Request::Offer { cert, spaces } }).await;
+                                    let _ = out
+                                        .send(Internal::Send {
+                                            peer,
+                                            request: Request::Offer { cert, spaces },
+                                        })
+                                        .await;
                                 }
                             }
                         });
                     }
-                    Message::Response { response: Response::Offer { spaces }, .. } => {
+                    Message::Response {
+                        response: Response::Offer { spaces },
+                        ..
+                    } => {
                         self.spawn(async move {
                             if let Ok(push) = core.take_offer_response(device, spaces).await {
                                 push_frames(&out, peer, push).await;
                             }
                         });
                     }
-                    Message::Response { response: Response::Ack(ack), .. } => {
+                    Message::Response {
+                        response: Response::Ack(ack),
+                        ..
+                    } => {
                         if ack.rejected > 0 {
                             warn!(peer = %device.fmt_short(), rejected = ack.rejected, "peer rejected envelopes we sent");
                         }
@@ -496,7 +620,14 @@ impl NetActor {
 
 async fn push_frames(out: &mpsc::Sender<Internal>, peer: PeerId, envelopes: Vec<Vec<u8>>) {
     for frame in sync::into_frames(envelopes) {
-        if out.send(Internal::Send { peer, request: Request::Envelopes { envelopes: frame } }).await.is_err() {
+        if out
+            .send(Internal::Send {
+                peer,
+                request: Request::Envelopes { envelopes: frame },
+            })
+            .await
+            .is_err()
+        {
             return;
         }
     }
@@ -521,6 +652,8 @@ fn link_kind(addr: &Multiaddr, lan: bool) -> &'static str {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
-

@@ -6,10 +6,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use outpost_crdt::{chat::ChatDoc, Change, ChangeHash};
+use outpost_crdt::{Change, ChangeHash, chat::ChatDoc};
 
 use crate::{
-    control::{SpaceState, SpaceKind},
+    control::{SpaceKind, SpaceState},
     crypto::EpochKey,
     envelope::{Envelope, Kind},
     ids::{ActorKey, DeviceId, DocId, EnvelopeId},
@@ -105,7 +105,11 @@ impl Space {
     }
 
     /// Decides what to do with `env`, given everything stored so far.
-    pub(crate) fn classify(&self, env: &Envelope, stored_at: impl Fn(&ActorKey, u64) -> Option<EnvelopeId>) -> Verdict {
+    pub(crate) fn classify(
+        &self,
+        env: &Envelope,
+        stored_at: impl Fn(&ActorKey, u64) -> Option<EnvelopeId>,
+    ) -> Verdict {
         let h = env.header();
         if self.order.contains_key(&env.id()) {
             return Verdict::Duplicate;
@@ -141,7 +145,9 @@ impl Space {
             return Verdict::Reject("control heads unknown to this space");
         }
         if h.epoch != self.state.epoch {
-            return Verdict::Reject("sealed under an epoch that is not the space's epoch at its control heads");
+            return Verdict::Reject(
+                "sealed under an epoch that is not the space's epoch at its control heads",
+            );
         }
         if !self.state.may_write(&h.author) {
             return Verdict::Reject("author may not write in this space");
@@ -173,7 +179,12 @@ impl Space {
         if expected.len() != h.parents.len() {
             return Verdict::Reject("a parent envelope carries no change");
         }
-        let mut deps: Vec<ChangeHash> = change.deps().iter().copied().filter(|d| *d != readable.genesis_hash).collect();
+        let mut deps: Vec<ChangeHash> = change
+            .deps()
+            .iter()
+            .copied()
+            .filter(|d| *d != readable.genesis_hash)
+            .collect();
         expected.sort();
         deps.sort();
         if deps != expected {

@@ -1,0 +1,185 @@
+//! Test harness: real `outpost` daemons as separate processes on loopback.
+//!
+//! Nothing here sleeps to synchronise: [`wait_until`] polls a condition against a
+//! deadline and fails with a description of what never happened.
+#![allow(dead_code, unreachable_pub)]
+
+use std::{
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+/// The `outpost` binary built by this `cargo test` run (the cli package's own
+/// integration tests make cargo build it next to the test executables).
+pub fn outpost_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps");
+    let bin = dir.join("outpost");
+    assert!(bin.exists(), "{} is missing: run the tests with `cargo test --workspace`", bin.display());
+    bin
+}
+
+/// A TCP port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port").local_addr().expect("local addr").port()
+}
+
+/// Polls `check` until it returns `Some`, or panics after `timeout` naming `what`.
+pub fn wait_until<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One node: a home directory and, while running, its daemon process.
+pub struct Node {
+    pub name: String,
+    pub home: PathBuf,
+    pub port: u16,
+    pub peers: Vec<String>,
+    child: Option<Child>,
+    log_index: usize,
+}
+
+impl Node {
+    /// Creates the identity of a node named `name` under `root`.
+    pub fn init(root: &Path, name: &str) -> Self {
+        let home = root.join(name);
+        let node = Self { name: name.into(), home, port: free_port(), peers: Vec::new(), child: None, log_index: 0 };
+        let out = node.cli(&["init", "--name", name]);
+        assert!(out.status.success(), "init {name}: {}", String::from_utf8_lossy(&out.stderr));
+        node
+    }
+
+    /// The multiaddr other nodes dial.
+    pub fn addr(&self) -> String {
+        format!("/ip4/127.0.0.1/tcp/{}", self.port)
+    }
+
+    /// Starts the daemon, dialling `peers`, and waits until its API answers.
+    pub fn start(&mut self, peers: &[String]) {
+        assert!(self.child.is_none(), "{} already running", self.name);
+        self.peers = peers.to_vec();
+        self.log_index += 1;
+        let log = std::fs::File::create(self.home.join(format!("daemon-{}.log", self.log_index))).expect("create log");
+        let mut cmd = Command::new(outpost_bin());
+        cmd.arg("--home").arg(&self.home).args(["daemon", "--no-mdns", "--resync-secs", "2", "--listen", &self.addr()]);
+        for p in peers {
+            cmd.args(["--peer", p]);
+        }
+        cmd.env("RUST_LOG", "info,libp2p=warn").stdout(Stdio::null()).stderr(log);
+        self.child = Some(cmd.spawn().expect("spawn daemon"));
+        let name = self.name.clone();
+        wait_until(Duration::from_secs(20), &format!("{name}'s API"), || self.try_json(&["status", "--json"]).ok());
+    }
+
+    /// Restarts with the same peers.
+    pub fn restart(&mut self) {
+        let peers = self.peers.clone();
+        self.start(&peers);
+    }
+
+    /// Stops the daemon gracefully (SIGTERM).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if child.try_wait().ok().flatten().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills the daemon with SIGKILL: no chance to flush anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(outpost_bin()).arg("--home").arg(&self.home).args(args).output().expect("run outpost")
+    }
+
+    /// Runs a command that prints JSON; Err(stderr) when it fails.
+    pub fn try_json(&self, args: &[&str]) -> Result<Value, String> {
+        let out = self.cli(args);
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("bad JSON from {args:?}: {e}"))
+    }
+
+    pub fn json(&self, args: &[&str]) -> Value {
+        self.try_json(args).unwrap_or_else(|e| panic!("{} {args:?} failed: {e}", self.name))
+    }
+
+    pub fn card(&self) -> String {
+        self.json(&["id", "--json"])["card"].as_str().expect("card").to_string()
+    }
+
+    pub fn device_id(&self) -> String {
+        self.json(&["id", "--json"])["device_id"].as_str().expect("device id").to_string()
+    }
+
+    /// Creates a chat space and returns its id.
+    pub fn create_chat(&self, name: &str, members: &[&Node], replicators: &[&Node]) -> String {
+        let mut args = vec!["chat".to_string(), "create".into(), name.into(), "--json".into()];
+        for m in members {
+            args.extend(["--member".into(), m.card()]);
+        }
+        for r in replicators {
+            args.extend(["--replicator".into(), r.card()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.json(&args)["space"].as_str().expect("space id").to_string()
+    }
+
+    /// Sends a message; returns its id.
+    pub fn send(&self, space: &str, text: &str) -> String {
+        self.json(&["chat", "send", space, text, "--json"])["id"].as_str().expect("message id").to_string()
+    }
+
+    /// The full chat log as JSON (the cross-node comparable form).
+    pub fn log(&self, space: &str) -> Value {
+        self.json(&["chat", "log", space, "--json", "--limit", "100000"])
+    }
+
+    pub fn log_texts(&self, space: &str) -> Vec<String> {
+        self.try_json(&["chat", "log", space, "--json", "--limit", "100000"])
+            .map(|v| v.as_array().expect("array").iter().map(|m| m["text"].as_str().expect("text").to_string()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Every daemon log this node wrote, concatenated.
+    pub fn logs(&self) -> String {
+        (1..=self.log_index)
+            .filter_map(|i| std::fs::read_to_string(self.home.join(format!("daemon-{i}.log"))).ok())
+            .collect()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
