@@ -67,18 +67,12 @@ fn crash_rounds(rounds: usize) {
         "too few sends succeeded: {}",
         acknowledged.len()
     );
-    eprintln!(
-        "{rounds} kill -9 rounds, {} acknowledged sends",
-        acknowledged.len()
-    );
+    eprintln!("{rounds} kill -9 rounds, {} acknowledged sends", acknowledged.len());
 
     a.restart();
     let check = |node: &Node| {
         let texts = node.log_texts(&space);
-        acknowledged
-            .iter()
-            .all(|t| texts.contains(t))
-            .then_some(texts)
+        acknowledged.iter().all(|t| texts.contains(t)).then_some(texts)
     };
     let texts = wait_until(
         Duration::from_secs(20),

@@ -37,14 +37,7 @@ fn drain(rx: &mut tokio::sync::broadcast::Receiver<Event>, out: &mut Vec<Vec<u8>
 
 /// Alice and Bob write concurrently; returns every envelope, the space, Carol's
 /// keys and the log both writers agree on.
-fn history(
-    rt: &tokio::runtime::Runtime,
-) -> (
-    Vec<Vec<u8>>,
-    SpaceId,
-    std::sync::Arc<DeviceKeys>,
-    Vec<MessageView>,
-) {
+fn history(rt: &tokio::runtime::Runtime) -> (Vec<Vec<u8>>, SpaceId, std::sync::Arc<DeviceKeys>, Vec<MessageView>) {
     let alice_keys = std::sync::Arc::new(DeviceKeys::generate());
     let bob_keys = std::sync::Arc::new(DeviceKeys::generate());
     let carol_keys = std::sync::Arc::new(DeviceKeys::generate());
@@ -89,11 +82,7 @@ fn history(
             .ingest(alice_keys.device_id(), from_alice[seen..].to_vec())
             .await
             .unwrap();
-        alice
-            .core
-            .ingest(bob_keys.device_id(), bob_own.clone())
-            .await
-            .unwrap();
+        alice.core.ingest(bob_keys.device_id(), bob_own.clone()).await.unwrap();
         // Bob answers after seeing everything.
         bob.core.send(space, "b-last".into(), None).await.unwrap();
         drain(&mut b_rx, &mut from_bob);
@@ -104,11 +93,7 @@ fn history(
             }
         }
         let expected = bob.core.messages(space, 1000).await.unwrap();
-        alice
-            .core
-            .ingest(bob_keys.device_id(), all.clone())
-            .await
-            .unwrap();
+        alice.core.ingest(bob_keys.device_id(), all.clone()).await.unwrap();
         assert_eq!(
             alice.core.messages(space, 1000).await.unwrap(),
             expected,
@@ -153,12 +138,7 @@ proptest! {
     }
 }
 
-type History = (
-    Vec<Vec<u8>>,
-    SpaceId,
-    std::sync::Arc<DeviceKeys>,
-    Vec<MessageView>,
-);
+type History = (Vec<Vec<u8>>, SpaceId, std::sync::Arc<DeviceKeys>, Vec<MessageView>);
 
 thread_local! {
     static HISTORY: std::cell::OnceCell<History> = const { std::cell::OnceCell::new() };

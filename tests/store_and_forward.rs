@@ -27,11 +27,7 @@ fn replicator_forwards_what_it_cannot_read() {
     // R holds every envelope A holds (genesis + 20 messages).
     let envelopes = |n: &Node| -> Option<u64> {
         let s = n.try_json(&["status", "--json"]).ok()?;
-        s["spaces"]
-            .as_array()?
-            .iter()
-            .find(|x| x["space"] == space.as_str())?["envelopes"]
-            .as_u64()
+        s["spaces"].as_array()?.iter().find(|x| x["space"] == space.as_str())?["envelopes"].as_u64()
     };
     let total = envelopes(&a).unwrap();
     assert_eq!(total, 21);
@@ -41,12 +37,7 @@ fn replicator_forwards_what_it_cannot_read() {
 
     // R cannot read it: a clear error with its own exit code.
     let out = r.cli(&["chat", "log", &space]);
-    assert_eq!(
-        out.status.code(),
-        Some(6),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(6), "{}", String::from_utf8_lossy(&out.stderr));
     let r_status = r.json(&["status", "--json"]);
     let r_space = r_status["spaces"]
         .as_array()
@@ -61,14 +52,10 @@ fn replicator_forwards_what_it_cannot_read() {
 
     a.stop();
     b.start(&[r.addr()]);
-    let got = wait_until(
-        Duration::from_secs(60),
-        "b to receive everything from r",
-        || {
-            let got = b.log_texts(&space);
-            (got.len() == texts.len()).then_some(got)
-        },
-    );
+    let got = wait_until(Duration::from_secs(60), "b to receive everything from r", || {
+        let got = b.log_texts(&space);
+        (got.len() == texts.len()).then_some(got)
+    });
     assert_eq!(got, texts);
 
     // Nothing of the plaintext at rest or in the logs of R.
@@ -81,8 +68,6 @@ fn replicator_forwards_what_it_cannot_read() {
         }
     }
     assert!(!haystack.is_empty());
-    let found = haystack
-        .windows(canary.len())
-        .any(|w| w == canary.as_bytes());
+    let found = haystack.windows(canary.len()).any(|w| w == canary.as_bytes());
     assert!(!found, "plaintext found in the replicator's home");
 }

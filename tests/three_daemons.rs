@@ -13,16 +13,11 @@ const CONVERGE: Duration = Duration::from_secs(60);
 fn converged(nodes: &[&Node], space: &str, count: usize) -> Option<serde_json::Value> {
     let logs: Vec<serde_json::Value> = nodes
         .iter()
-        .filter_map(|n| {
-            n.try_json(&["chat", "log", space, "--json", "--limit", "100000"])
-                .ok()
-        })
+        .filter_map(|n| n.try_json(&["chat", "log", space, "--json", "--limit", "100000"]).ok())
         .collect();
     let first = logs.first()?;
-    (logs.len() == nodes.len()
-        && first.as_array()?.len() == count
-        && logs.iter().all(|l| l == first))
-    .then(|| first.clone())
+    (logs.len() == nodes.len() && first.as_array()?.len() == count && logs.iter().all(|l| l == first))
+        .then(|| first.clone())
 }
 
 #[test]
@@ -47,14 +42,12 @@ fn three_daemons_converge_through_a_restart() {
         b.send(&space, &format!("b{i}"));
         c.send(&space, &format!("c{i}"));
     }
-    converged(&[&a, &b, &c], &space, 12)
-        .map(|_| ())
-        .or_else(|| {
-            wait_until(CONVERGE, "12 messages everywhere", || {
-                converged(&[&a, &b, &c], &space, 12)
-            });
-            Some(())
+    converged(&[&a, &b, &c], &space, 12).map(|_| ()).or_else(|| {
+        wait_until(CONVERGE, "12 messages everywhere", || {
+            converged(&[&a, &b, &c], &space, 12)
         });
+        Some(())
+    });
 
     // C goes away; A and B keep writing.
     c.stop();
@@ -66,9 +59,7 @@ fn three_daemons_converge_through_a_restart() {
         converged(&[&a, &b], &space, 22)
     });
     assert_eq!(
-        c.try_json(&["status"])
-            .unwrap_err()
-            .contains("daemon not running"),
+        c.try_json(&["status"]).unwrap_err().contains("daemon not running"),
         true
     );
 
@@ -86,10 +77,7 @@ fn three_daemons_converge_through_a_restart() {
         .map(|m| m["text"].as_str().unwrap())
         .collect();
     for expected in ["a0", "b3", "c3", "a8", "b8", "c-back"] {
-        assert!(
-            texts.contains(&expected),
-            "{expected} missing from {texts:?}"
-        );
+        assert!(texts.contains(&expected), "{expected} missing from {texts:?}");
     }
     // Order is causal: everything C saw before writing "c-back" comes before it.
     let pos = |t: &str| texts.iter().position(|x| *x == t).unwrap();
@@ -113,11 +101,7 @@ fn three_daemons_converge_through_a_restart() {
             .find(|x| x["space"] == space.as_str())?
             .clone();
         let peers = space_status["peers"].as_array()?;
-        (peers.len() == 2
-            && peers
-                .iter()
-                .all(|p| p["they_lack"] == 0 && p["we_lack"] == 0))
-        .then_some(s)
+        (peers.len() == 2 && peers.iter().all(|p| p["they_lack"] == 0 && p["we_lack"] == 0)).then_some(s)
     });
     assert_eq!(status["peers"].as_array().unwrap().len(), 2);
     assert!(

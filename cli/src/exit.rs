@@ -55,10 +55,7 @@ fn classify(err: &anyhow::Error) -> (u8, Option<String>) {
     if let Some(e) = err.downcast_ref::<identity::Error>() {
         return match e {
             identity::Error::Missing(_) => (2, None),
-            identity::Error::AlreadyExists(_) => (
-                2,
-                Some("each home holds one device; use another --home".into()),
-            ),
+            identity::Error::AlreadyExists(_) => (2, Some("each home holds one device; use another --home".into())),
             _ => (1, None),
         };
     }

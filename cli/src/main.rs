@@ -121,10 +121,7 @@ enum ChatCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             return exit::report(&anyhow::Error::new(e).context("cannot start the async runtime"));
@@ -141,8 +138,7 @@ fn home(cli_home: Option<PathBuf>) -> anyhow::Result<PathBuf> {
         return Ok(h);
     }
     use etcetera::BaseStrategy;
-    let base = etcetera::choose_base_strategy()
-        .context("cannot find a data directory: pass --home DIR")?;
+    let base = etcetera::choose_base_strategy().context("cannot find a data directory: pass --home DIR")?;
     Ok(base.data_dir().join("outpost"))
 }
 
@@ -260,10 +256,7 @@ async fn chat(client: &Client, cmd: ChatCommand) -> anyhow::Result<()> {
             json,
         } => {
             let sent: Sent = client
-                .post(
-                    &format!("/v1/chats/{space}/messages"),
-                    &SendMessage { text, client_id },
-                )
+                .post(&format!("/v1/chats/{space}/messages"), &SendMessage { text, client_id })
                 .await?;
             if json {
                 output::json(&sent)?;
@@ -272,9 +265,7 @@ async fn chat(client: &Client, cmd: ChatCommand) -> anyhow::Result<()> {
             }
         }
         ChatCommand::Log { space, limit, json } => {
-            let msgs: Vec<MessageView> = client
-                .get(&format!("/v1/chats/{space}/messages?limit={limit}"))
-                .await?;
+            let msgs: Vec<MessageView> = client.get(&format!("/v1/chats/{space}/messages?limit={limit}")).await?;
             if json {
                 output::json(&msgs)?;
             } else {
@@ -283,16 +274,9 @@ async fn chat(client: &Client, cmd: ChatCommand) -> anyhow::Result<()> {
         }
         ChatCommand::Tail { space, json } => {
             // Subscribe first so nothing falls between the backlog and the stream.
-            let mut events = Box::pin(
-                client
-                    .stream::<ApiEvent>(&format!("/v1/events?space={space}"))
-                    .await?,
-            );
-            let backlog: Vec<MessageView> = client
-                .get(&format!("/v1/chats/{space}/messages?limit=10"))
-                .await?;
-            let mut seen: std::collections::HashSet<String> =
-                backlog.iter().map(|m| m.id.clone()).collect();
+            let mut events = Box::pin(client.stream::<ApiEvent>(&format!("/v1/events?space={space}")).await?);
+            let backlog: Vec<MessageView> = client.get(&format!("/v1/chats/{space}/messages?limit=10")).await?;
+            let mut seen: std::collections::HashSet<String> = backlog.iter().map(|m| m.id.clone()).collect();
             let print = |m: &MessageView| -> anyhow::Result<()> {
                 if json {
                     output::json_line(m)
@@ -331,9 +315,8 @@ fn parse_addrs(addrs: &[String], flag: &str) -> anyhow::Result<Vec<outpost_node:
     addrs
         .iter()
         .map(|a| {
-            a.parse().with_context(|| {
-                format!("{flag} {a:?} is not a multiaddr (e.g. /ip4/127.0.0.1/tcp/4001)")
-            })
+            a.parse()
+                .with_context(|| format!("{flag} {a:?} is not a multiaddr (e.g. /ip4/127.0.0.1/tcp/4001)"))
         })
         .collect()
 }

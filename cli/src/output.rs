@@ -13,12 +13,7 @@ pub(crate) fn json_line<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
 }
 
 pub(crate) fn message(m: &MessageView) {
-    println!(
-        "{}  {}  {}",
-        utc(m.sent_at_ms),
-        m.author.fmt_short(),
-        m.text
-    );
+    println!("{}  {}  {}", utc(m.sent_at_ms), m.author.fmt_short(), m.text);
 }
 
 pub(crate) fn status(s: &StatusResponse) {

@@ -27,8 +27,7 @@ fn init_creates_private_identity_once() {
     assert_eq!(again.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
 
-    let id: serde_json::Value =
-        serde_json::from_slice(&outpost(&home, &["id", "--json"]).stdout).unwrap();
+    let id: serde_json::Value = serde_json::from_slice(&outpost(&home, &["id", "--json"]).stdout).unwrap();
     assert_eq!(id["device_id"].as_str().unwrap(), device.trim());
     assert_eq!(id["daemon_running"], false);
     assert!(id["card"].as_str().unwrap().starts_with("opd1"));
@@ -68,8 +67,5 @@ fn help_teaches() {
         .output()
         .unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        help.contains("--member") && help.contains("--replicator"),
-        "{help}"
-    );
+    assert!(help.contains("--member") && help.contains("--replicator"), "{help}");
 }

@@ -67,12 +67,7 @@ impl ChatDoc {
     /// Posts messages as `actor` in one transaction, producing one change.
     ///
     /// `now_ms` is the author's wall clock, recorded as a claim, never used to order.
-    pub fn post(
-        &mut self,
-        actor: ActorId,
-        msgs: &[NewMessage],
-        now_ms: i64,
-    ) -> Result<Change, Error> {
+    pub fn post(&mut self, actor: ActorId, msgs: &[NewMessage], now_ms: i64) -> Result<Change, Error> {
         self.doc.set_actor(actor);
         let mut tx = self.doc.transaction();
         for msg in msgs {
@@ -223,9 +218,7 @@ mod tests {
     fn changes_depend_on_genesis_and_apply_elsewhere() {
         let doc = DocId([1; 16]);
         let mut a = ChatDoc::new(doc);
-        let c = a
-            .post(actor_id(&[1; 32], &doc, 1), &[msg("x", "hi")], 5)
-            .unwrap();
+        let c = a.post(actor_id(&[1; 32], &doc, 1), &[msg("x", "hi")], 5).unwrap();
         assert_eq!(c.deps(), &[ChatDoc::genesis(&doc).1]);
         let mut b = ChatDoc::new(doc);
         let created = b.apply(vec![c]).unwrap();

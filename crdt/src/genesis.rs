@@ -23,9 +23,7 @@ pub fn genesis_actor(doc: &DocId) -> ActorId {
 /// `schema` must be a pure function of its arguments: it runs on every node.
 pub(crate) fn build<F>(doc: &DocId, schema: F) -> (Automerge, ChangeHash)
 where
-    F: FnOnce(
-        &mut automerge::transaction::Transaction<'_>,
-    ) -> Result<(), automerge::AutomergeError>,
+    F: FnOnce(&mut automerge::transaction::Transaction<'_>) -> Result<(), automerge::AutomergeError>,
 {
     let mut am = Automerge::new().with_actor(genesis_actor(doc));
     let mut tx = am.transaction();

@@ -26,9 +26,7 @@ pub mod writer;
 pub use automerge::{ActorId, Change, ChangeHash};
 
 /// Identifies one Automerge document of a space (a chat shard, a text, a calendar).
-#[derive(
-    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub struct DocId(pub [u8; 16]);
 
 impl std::fmt::Debug for DocId {

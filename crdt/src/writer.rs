@@ -41,10 +41,7 @@ mod tests {
         let doc = DocId([3; 16]);
         assert_ne!(actor_id(&[1; 32], &doc, 1), actor_id(&[1; 32], &doc, 2));
         assert_ne!(actor_id(&[1; 32], &doc, 1), actor_id(&[2; 32], &doc, 1));
-        assert_ne!(
-            actor_id(&[1; 32], &doc, 1),
-            actor_id(&[1; 32], &DocId([4; 16]), 1)
-        );
+        assert_ne!(actor_id(&[1; 32], &doc, 1), actor_id(&[1; 32], &DocId([4; 16]), 1));
         assert_eq!(actor_id(&[1; 32], &doc, 1), actor_id(&[1; 32], &doc, 1));
     }
 }

@@ -80,10 +80,7 @@ pub struct SendMessage {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ApiEvent {
-    Message {
-        space: SpaceId,
-        message: MessageView,
-    },
+    Message { space: SpaceId, message: MessageView },
 }
 
 /// The body of every error response.
@@ -111,14 +108,7 @@ pub fn router(core: CoreHandle, net: NetHandle, cert: DeviceCert) -> Router {
         .route("/v1/chats", post(create_chat))
         .route("/v1/chats/{space}/messages", post(send).get(log))
         .route("/v1/events", get(events))
-        .fallback(|| async {
-            error(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "no such API endpoint".into(),
-                None,
-            )
-        })
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such API endpoint".into(), None) })
         .with_state(AppState {
             core,
             net,
@@ -222,22 +212,12 @@ async fn spaces(State(s): State<AppState>) -> Result<Json<Vec<SpaceSummary>>, Co
     Ok(Json(s.core.spaces().await?))
 }
 
-async fn create_chat(
-    State(s): State<AppState>,
-    Json(req): Json<CreateChat>,
-) -> Result<Json<Created>, CoreError> {
-    let space = s
-        .core
-        .create_chat(req.name, req.members, req.replicators)
-        .await?;
+async fn create_chat(State(s): State<AppState>, Json(req): Json<CreateChat>) -> Result<Json<Created>, CoreError> {
+    let space = s.core.create_chat(req.name, req.members, req.replicators).await?;
     Ok(Json(Created { space }))
 }
 
-async fn send(
-    State(s): State<AppState>,
-    Path(space): Path<String>,
-    Json(req): Json<SendMessage>,
-) -> Response {
+async fn send(State(s): State<AppState>, Path(space): Path<String>, Json(req): Json<SendMessage>) -> Response {
     let space = match parse_space(&space) {
         Ok(s) => s,
         Err(r) => return r,
@@ -253,20 +233,12 @@ struct LogQuery {
     limit: Option<usize>,
 }
 
-async fn log(
-    State(s): State<AppState>,
-    Path(space): Path<String>,
-    Query(q): Query<LogQuery>,
-) -> Response {
+async fn log(State(s): State<AppState>, Path(space): Path<String>, Query(q): Query<LogQuery>) -> Response {
     let space = match parse_space(&space) {
         Ok(s) => s,
         Err(r) => return r,
     };
-    match s
-        .core
-        .messages(space, q.limit.unwrap_or(DEFAULT_LOG_LIMIT))
-        .await
-    {
+    match s.core.messages(space, q.limit.unwrap_or(DEFAULT_LOG_LIMIT)).await {
         Ok(msgs) => Json(msgs).into_response(),
         Err(e) => CoreError(e).into_response(),
     }
@@ -286,11 +258,8 @@ async fn events(State(s): State<AppState>, Query(q): Query<EventsQuery>) -> Resp
     let stream = futures::stream::unfold(rx, move |mut rx| async move {
         loop {
             match rx.recv().await {
-                Ok(core::Event::Message { space, message })
-                    if filter.is_none_or(|f| f == space) =>
-                {
-                    let mut line = serde_json::to_vec(&ApiEvent::Message { space, message })
-                        .expect("events serialize");
+                Ok(core::Event::Message { space, message }) if filter.is_none_or(|f| f == space) => {
+                    let mut line = serde_json::to_vec(&ApiEvent::Message { space, message }).expect("events serialize");
                     line.push(b'\n');
                     return Some((Ok::<_, std::convert::Infallible>(Bytes::from(line)), rx));
                 }

@@ -82,12 +82,7 @@ impl Client {
         Err(Error::Api(err, status))
     }
 
-    async fn json<T: DeserializeOwned>(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Vec<u8>>,
-    ) -> Result<T, Error> {
+    async fn json<T: DeserializeOwned>(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<T, Error> {
         let resp = self.request(method, path, body).await?;
         let bytes = resp
             .into_body()
@@ -95,19 +90,14 @@ impl Client {
             .await
             .map_err(|e| Error::Transport(e.to_string()))?
             .to_bytes();
-        serde_json::from_slice(&bytes)
-            .map_err(|e| Error::Transport(format!("unexpected answer: {e}")))
+        serde_json::from_slice(&bytes).map_err(|e| Error::Transport(format!("unexpected answer: {e}")))
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, Error> {
         self.json(Method::GET, path, None).await
     }
 
-    pub async fn post<B: Serialize, T: DeserializeOwned>(
-        &self,
-        path: &str,
-        body: &B,
-    ) -> Result<T, Error> {
+    pub async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, Error> {
         let body = serde_json::to_vec(body).map_err(|e| Error::Transport(e.to_string()))?;
         self.json(Method::POST, path, Some(body)).await
     }
@@ -125,8 +115,8 @@ impl Client {
                 loop {
                     if let Some(pos) = buf.iter().position(|b| *b == b'\n') {
                         let line: Vec<u8> = buf.drain(..=pos).collect();
-                        let item = serde_json::from_slice(&line)
-                            .map_err(|e| Error::Transport(format!("bad event: {e}")));
+                        let item =
+                            serde_json::from_slice(&line).map_err(|e| Error::Transport(format!("bad event: {e}")));
                         return Some((item, (body, buf)));
                     }
                     match body.frame().await {

@@ -242,9 +242,7 @@ impl SpaceState {
 
     /// Whether `device` may write content.
     pub fn may_write(&self, device: &DeviceId) -> bool {
-        self.members
-            .get(device)
-            .is_some_and(|m| m.role >= Role::Writer)
+        self.members.get(device).is_some_and(|m| m.role >= Role::Writer)
     }
 
     /// The current control heads (genesis only, in this slice).
@@ -256,20 +254,13 @@ impl SpaceState {
     pub fn unwrap_key(&self, keys: &DeviceKeys) -> Option<Result<EpochKey, crate::crypto::Error>> {
         let WrapSet::Direct(wraps) = &self.genesis_op.wraps;
         let wrap = wraps.iter().find(|w| w.recipient == keys.device_id())?;
-        Some(EpochKey::unwrap(
-            self.space,
-            &self.genesis_op.epoch_commit,
-            wrap,
-            keys,
-        ))
+        Some(EpochKey::unwrap(self.space, &self.genesis_op.epoch_commit, wrap, keys))
     }
 
     /// The decrypted space name.
     pub fn name(&self, key: &EpochKey) -> Option<String> {
         let g = &self.genesis_op;
-        let raw = key
-            .open(&g.name_nonce, &name_aad(&self.space), &g.name_sealed)
-            .ok()?;
+        let raw = key.open(&g.name_nonce, &name_aad(&self.space), &g.name_sealed).ok()?;
         String::from_utf8(raw).ok()
     }
 }
@@ -283,15 +274,7 @@ mod tests {
         let alice = DeviceKeys::generate();
         let bob = DeviceKeys::generate();
         let relay = DeviceKeys::generate();
-        let (env, key) = create_space(
-            &alice,
-            1,
-            "ops",
-            SpaceKind::Chat,
-            &[bob.cert()],
-            &[relay.device_id()],
-        )
-        .unwrap();
+        let (env, key) = create_space(&alice, 1, "ops", SpaceKind::Chat, &[bob.cert()], &[relay.device_id()]).unwrap();
         let env = Envelope::decode(env.into_bytes()).unwrap();
         let state = SpaceState::from_genesis(&env).unwrap();
         assert_eq!(state.epoch, key.id);
@@ -312,9 +295,6 @@ mod tests {
         let mut header = env.header().clone();
         header.author = mallory.device_id();
         let forged = Envelope::sign_control(&mallory, header, &env.control_op().unwrap());
-        assert_eq!(
-            SpaceState::from_genesis(&forged).unwrap_err(),
-            InvalidOp::SpaceId
-        );
+        assert_eq!(SpaceState::from_genesis(&forged).unwrap_err(), InvalidOp::SpaceId);
     }
 }

@@ -54,9 +54,7 @@ pub enum Error {
     NotWritable(SpaceId),
     #[error("this device cannot read space {space}: {why}")]
     KeyMissing { space: SpaceId, why: String },
-    #[error(
-        "unknown device {0}: pass its device card (`outpost id` on that device prints it) or connect to it first"
-    )]
+    #[error("unknown device {0}: pass its device card (`outpost id` on that device prints it) or connect to it first")]
     UnknownDevice(String),
     #[error("invalid input: {0}")]
     Invalid(String),
@@ -90,10 +88,7 @@ pub enum Event {
         from: Option<DeviceId>,
     },
     /// A message became visible.
-    Message {
-        space: SpaceId,
-        message: MessageView,
-    },
+    Message { space: SpaceId, message: MessageView },
 }
 
 /// Per-space state for `status`.
@@ -214,10 +209,7 @@ pub struct CoreHandle {
 impl CoreHandle {
     async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> ToCore) -> Result<T> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(make(reply))
-            .await
-            .map_err(|_| Error::Stopped)?;
+        self.tx.send(make(reply)).await.map_err(|_| Error::Stopped)?;
         rx.await.map_err(|_| Error::Stopped)?
     }
 
@@ -230,12 +222,7 @@ impl CoreHandle {
     }
 
     /// Creates a chat space; `members` and `replicators` are device cards or ids.
-    pub async fn create_chat(
-        &self,
-        name: String,
-        members: Vec<String>,
-        replicators: Vec<String>,
-    ) -> Result<SpaceId> {
+    pub async fn create_chat(&self, name: String, members: Vec<String>, replicators: Vec<String>) -> Result<SpaceId> {
         self.call(|reply| ToCore::CreateChat {
             name,
             members,
@@ -246,12 +233,7 @@ impl CoreHandle {
     }
 
     /// Posts a message; returns once it is durably stored.
-    pub async fn send(
-        &self,
-        space: SpaceId,
-        text: String,
-        client_id: Option<String>,
-    ) -> Result<Sent> {
+    pub async fn send(&self, space: SpaceId, text: String, client_id: Option<String>) -> Result<Sent> {
         self.call(|reply| ToCore::Send {
             space,
             text,
@@ -262,12 +244,7 @@ impl CoreHandle {
     }
 
     pub async fn ingest(&self, from: DeviceId, envelopes: Vec<Vec<u8>>) -> Result<Ack> {
-        self.call(|reply| ToCore::Ingest {
-            from,
-            envelopes,
-            reply,
-        })
-        .await
+        self.call(|reply| ToCore::Ingest { from, envelopes, reply }).await
     }
 
     pub async fn learn_cert(&self, cert: DeviceCert) {
@@ -275,12 +252,7 @@ impl CoreHandle {
     }
 
     pub async fn messages(&self, space: SpaceId, limit: usize) -> Result<Vec<MessageView>> {
-        self.call(|reply| ToCore::Messages {
-            space,
-            limit,
-            reply,
-        })
-        .await
+        self.call(|reply| ToCore::Messages { space, limit, reply }).await
     }
 
     pub async fn spaces(&self) -> Result<Vec<SpaceSummary>> {
@@ -296,25 +268,12 @@ impl CoreHandle {
     }
 
     pub async fn take_offer(&self, peer: DeviceId, spaces: Vec<SpaceVv>) -> Result<OfferOutcome> {
-        self.call(|reply| ToCore::TakeOffer {
-            peer,
-            spaces,
-            reply,
-        })
-        .await
+        self.call(|reply| ToCore::TakeOffer { peer, spaces, reply }).await
     }
 
-    pub async fn take_offer_response(
-        &self,
-        peer: DeviceId,
-        spaces: Vec<SpaceVv>,
-    ) -> Result<Vec<Vec<u8>>> {
-        self.call(|reply| ToCore::TakeOfferResponse {
-            peer,
-            spaces,
-            reply,
-        })
-        .await
+    pub async fn take_offer_response(&self, peer: DeviceId, spaces: Vec<SpaceVv>) -> Result<Vec<Vec<u8>>> {
+        self.call(|reply| ToCore::TakeOfferResponse { peer, spaces, reply })
+            .await
     }
 
     pub async fn take_ack(&self, peer: DeviceId, ack: Ack) {
@@ -428,8 +387,7 @@ impl Core {
             let done = rows.len() < CHUNK;
             for (order, bytes) in rows {
                 after = Some(order);
-                let env = Envelope::decode(bytes)
-                    .map_err(|e| format!("stored envelope does not decode: {e}"))?;
+                let env = Envelope::decode(bytes).map_err(|e| format!("stored envelope does not decode: {e}"))?;
                 let s = match space.as_mut() {
                     Some(s) => s,
                     None => {
@@ -462,10 +420,7 @@ impl Core {
         Ok(())
     }
 
-    fn unwrap_key(
-        &self,
-        state: &SpaceState,
-    ) -> Option<std::result::Result<crate::crypto::EpochKey, String>> {
+    fn unwrap_key(&self, state: &SpaceState) -> Option<std::result::Result<crate::crypto::EpochKey, String>> {
         state
             .unwrap_key(&self.keys)
             .map(|r| r.map_err(|e| format!("epoch key wrap does not open: {e}")))
@@ -488,8 +443,7 @@ impl Core {
     fn handle_batch(&mut self, batch: Vec<ToCore>) {
         let mut effects = Effects::default();
         let mut reads = Vec::new();
-        let mut sends: BTreeMap<SpaceId, Vec<(String, Option<String>, Reply<Sent>)>> =
-            BTreeMap::new();
+        let mut sends: BTreeMap<SpaceId, Vec<(String, Option<String>, Reply<Sent>)>> = BTreeMap::new();
         let mut tx = match self.store.begin() {
             Ok(tx) => Some(tx),
             Err(e) => {
@@ -526,17 +480,10 @@ impl Core {
                     client_id,
                     reply,
                 } => {
-                    sends
-                        .entry(space)
-                        .or_default()
-                        .push((text, client_id, reply));
+                    sends.entry(space).or_default().push((text, client_id, reply));
                     Ok(())
                 }
-                ToCore::Ingest {
-                    from,
-                    envelopes,
-                    reply,
-                } => self
+                ToCore::Ingest { from, envelopes, reply } => self
                     .ingest(txn, Some(from), envelopes, &mut effects)
                     .map(|ack| effects.reply(reply, ack)),
                 ToCore::LearnCert { cert } => self.learn_cert(txn, cert),
@@ -594,11 +541,7 @@ impl Core {
 
     fn handle_read(&mut self, cmd: ToCore) {
         match cmd {
-            ToCore::Messages {
-                space,
-                limit,
-                reply,
-            } => {
+            ToCore::Messages { space, limit, reply } => {
                 let _ = reply.send(self.messages(space, limit));
             }
             ToCore::Spaces { reply } => {
@@ -610,18 +553,10 @@ impl Core {
             ToCore::MakeOffer { peer, reply } => {
                 let _ = reply.send(Ok(self.offer_for(&peer)));
             }
-            ToCore::TakeOffer {
-                peer,
-                spaces,
-                reply,
-            } => {
+            ToCore::TakeOffer { peer, spaces, reply } => {
                 let _ = reply.send(self.take_offer(peer, spaces));
             }
-            ToCore::TakeOfferResponse {
-                peer,
-                spaces,
-                reply,
-            } => {
+            ToCore::TakeOfferResponse { peer, spaces, reply } => {
                 let _ = reply.send(self.take_offer_response(peer, spaces));
             }
             ToCore::TakeAck { peer, ack } => self.take_ack(peer, ack),
@@ -637,10 +572,7 @@ impl Core {
         if !cert.verify() || self.certs.get(&cert.device) == Some(&cert) {
             return Ok(());
         }
-        tx.put_cert(
-            &cert.device,
-            &postcard::to_stdvec(&cert).expect("certs serialize"),
-        )?;
+        tx.put_cert(&cert.device, &postcard::to_stdvec(&cert).expect("certs serialize"))?;
         self.certs.insert(cert.device, cert);
         Ok(())
     }
@@ -649,9 +581,7 @@ impl Core {
         if let Ok(cert) = DeviceCert::from_card(text) {
             return Ok(cert);
         }
-        let device: DeviceId = text
-            .parse()
-            .map_err(|_| Error::UnknownDevice(text.to_string()))?;
+        let device: DeviceId = text.parse().map_err(|_| Error::UnknownDevice(text.to_string()))?;
         if device == self.me {
             return Ok(self.keys.cert());
         }
@@ -664,9 +594,7 @@ impl Core {
     fn resolve_device(&self, text: &str) -> Result<DeviceId> {
         match DeviceCert::from_card(text) {
             Ok(cert) => Ok(cert.device),
-            Err(_) => text
-                .parse()
-                .map_err(|_| Error::UnknownDevice(text.to_string())),
+            Err(_) => text.parse().map_err(|_| Error::UnknownDevice(text.to_string())),
         }
     }
 
@@ -680,11 +608,7 @@ impl Core {
         replicators: &[String],
         effects: &mut Effects,
     ) -> store::Result<Result<SpaceId>> {
-        let certs = match members
-            .iter()
-            .map(|m| self.resolve_cert(m))
-            .collect::<Result<Vec<_>>>()
-        {
+        let certs = match members.iter().map(|m| self.resolve_cert(m)).collect::<Result<Vec<_>>>() {
             Ok(c) => c,
             Err(e) => return Ok(Err(e)),
         };
@@ -711,8 +635,7 @@ impl Core {
             Ok(x) => x,
             Err(e) => return Ok(Err(Error::Invalid(e.to_string()))),
         };
-        let state =
-            SpaceState::from_genesis(&genesis).expect("create_space validated its own genesis");
+        let state = SpaceState::from_genesis(&genesis).expect("create_space validated its own genesis");
         let space_id = state.space;
         let mut space = Space::new(state, Some(Ok(key)));
         let order = space.record(&genesis, None);
@@ -779,13 +702,7 @@ impl Core {
                     .client_id(&space_id, cid)?
                     .or_else(|| batch_ids.get(cid).cloned())
                 {
-                    effects.reply(
-                        reply,
-                        Sent {
-                            id,
-                            duplicate: true,
-                        },
-                    );
+                    effects.reply(reply, Sent { id, duplicate: true });
                     continue;
                 }
             }
@@ -793,10 +710,7 @@ impl Core {
             if let Some(cid) = &client_id {
                 batch_ids.insert(cid.clone(), id.clone());
             }
-            msgs.push(NewMessage {
-                id: id.clone(),
-                text,
-            });
+            msgs.push(NewMessage { id: id.clone(), text });
             waiting.push((id, client_id, reply));
         }
         if msgs.is_empty() {
@@ -807,9 +721,7 @@ impl Core {
             Ok(c) => c,
             Err(e) => {
                 for (_, _, reply) in waiting {
-                    let _ = reply.send(Err(Error::Invalid(format!(
-                        "the document refused the message: {e}"
-                    ))));
+                    let _ = reply.send(Err(Error::Invalid(format!("the document refused the message: {e}"))));
                 }
                 return Ok(());
             }
@@ -849,17 +761,9 @@ impl Core {
             if let Some(cid) = client_id {
                 tx.put_client_id(&space_id, &cid, &id)?;
             }
-            effects.reply(
-                reply,
-                Sent {
-                    id,
-                    duplicate: false,
-                },
-            );
+            effects.reply(reply, Sent { id, duplicate: false });
         }
-        effects
-            .events
-            .push(stored_event(space, vec![env.into_bytes()], None));
+        effects.events.push(stored_event(space, vec![env.into_bytes()], None));
         for message in created {
             effects.events.push(Event::Message {
                 space: space_id,
@@ -890,9 +794,9 @@ impl Core {
             }
         }
         // Geneses first: content of a new space waits for it.
-        let (geneses, mut queue): (Vec<_>, Vec<_>) = queue.into_iter().partition(|e| {
-            e.header().kind == Kind::Control && !self.spaces.contains_key(&e.header().space)
-        });
+        let (geneses, mut queue): (Vec<_>, Vec<_>) = queue
+            .into_iter()
+            .partition(|e| e.header().kind == Kind::Control && !self.spaces.contains_key(&e.header().space));
         for env in geneses {
             match self.accept_genesis(tx, env, from, effects)? {
                 Ok(true) => ack.stored += 1,
@@ -910,10 +814,7 @@ impl Core {
                 .filter(|(_, e)| self.spaces.contains_key(&e.header().space))
                 .map(|(id, _)| *id)
                 .collect();
-            known
-                .iter()
-                .filter_map(|id| self.orphans.remove(id))
-                .collect()
+            known.iter().filter_map(|id| self.orphans.remove(id)).collect()
         };
         queue.extend(adopted);
 
@@ -936,19 +837,12 @@ impl Core {
                     continue;
                 };
                 let store = &self.store;
-                let verdict = space.classify(&env, |actor, seq| {
-                    store.writer_at(&space_id, actor, seq).ok().flatten()
-                });
+                let verdict = space.classify(&env, |actor, seq| store.writer_at(&space_id, actor, seq).ok().flatten());
                 if let (Some(peer), Verdict::Duplicate | Verdict::Accept(_)) = (from, &verdict) {
                     // Whoever sent an envelope holds it.
                     if space.state.entitled(&peer) {
                         let h = env.header();
-                        space
-                            .peers
-                            .entry(peer)
-                            .or_default()
-                            .vv
-                            .advance(h.actor(), h.seq);
+                        space.peers.entry(peer).or_default().vv.advance(h.actor(), h.seq);
                     }
                 }
                 match verdict {
@@ -1038,12 +932,7 @@ impl Core {
 
     /// Applies accepted changes to a space's document in one call. A panic inside
     /// Automerge cannot take the node down: the document is rebuilt from the store.
-    fn apply_changes(
-        &mut self,
-        space_id: SpaceId,
-        changes: Vec<outpost_crdt::Change>,
-        effects: &mut Effects,
-    ) {
+    fn apply_changes(&mut self, space_id: SpaceId, changes: Vec<outpost_crdt::Change>, effects: &mut Effects) {
         let Some(space) = self.spaces.get_mut(&space_id) else {
             return;
         };
@@ -1096,9 +985,7 @@ impl Core {
             });
         }
         if !state.entitled(&self.me) {
-            return Ok(Err(
-                "this device is neither member nor replicator of the space".into(),
-            ));
+            return Ok(Err("this device is neither member nor replicator of the space".into()));
         }
         let key = self.unwrap_key(&state);
         let space_id = state.space;
@@ -1109,24 +996,20 @@ impl Core {
         let order = space.record(&env, None);
         tx.put_space(&space_id, Participation::Named)?;
         tx.put_envelope(&new_envelope(&env), order)?;
-        effects
-            .events
-            .push(stored_event(&space, vec![env.into_bytes()], from));
+        effects.events.push(stored_event(&space, vec![env.into_bytes()], from));
         info!(space = %space_id.fmt_short(), readable = space.readable.is_some(), "joined a space");
         self.spaces.insert(space_id, space);
         Ok(Ok(true))
     }
 
     fn messages(&self, space_id: SpaceId, limit: usize) -> Result<Vec<MessageView>> {
-        let space = self
-            .spaces
-            .get(&space_id)
-            .ok_or(Error::UnknownSpace(space_id))?;
+        let space = self.spaces.get(&space_id).ok_or(Error::UnknownSpace(space_id))?;
         let readable = space.readable.as_ref().ok_or_else(|| Error::KeyMissing {
             space: space_id,
-            why: space.key_problem.clone().unwrap_or_else(|| {
-                "this device is a replicator: it stores the space but holds no key".into()
-            }),
+            why: space
+                .key_problem
+                .clone()
+                .unwrap_or_else(|| "this device is a replicator: it stores the space but holds no key".into()),
         })?;
         let all = readable.chat.messages();
         let skip = all.len().saturating_sub(limit.min(MAX_LOG_LIMIT));
@@ -1224,21 +1107,13 @@ impl Core {
         Ok(OfferOutcome { response, push })
     }
 
-    fn take_offer_response(
-        &mut self,
-        peer: DeviceId,
-        theirs: Vec<SpaceVv>,
-    ) -> Result<Vec<Vec<u8>>> {
+    fn take_offer_response(&mut self, peer: DeviceId, theirs: Vec<SpaceVv>) -> Result<Vec<Vec<u8>>> {
         self.missing_for(peer, theirs.into_iter().map(|s| (s.space, s.vv)).collect())
     }
 
     /// Records what `peer` holds and returns, in topological order, every envelope
     /// of its entitled spaces that it lacks.
-    fn missing_for(
-        &mut self,
-        peer: DeviceId,
-        theirs: BTreeMap<SpaceId, VersionVector>,
-    ) -> Result<Vec<Vec<u8>>> {
+    fn missing_for(&mut self, peer: DeviceId, theirs: BTreeMap<SpaceId, VersionVector>) -> Result<Vec<Vec<u8>>> {
         let now = now_ms();
         let mut out = Vec::new();
         for (space_id, their_vv) in theirs {

@@ -109,26 +109,14 @@ impl EpochKey {
     pub fn seal(&self, aad: &[u8], plaintext: &[u8]) -> ([u8; 24], Vec<u8>) {
         let nonce: [u8; 24] = rand::random();
         let ct = aead(&self.content)
-            .encrypt(
-                &XNonce::from(nonce),
-                Payload {
-                    msg: plaintext,
-                    aad,
-                },
-            )
+            .encrypt(&XNonce::from(nonce), Payload { msg: plaintext, aad })
             .expect("XChaCha20-Poly1305 encrypts any message below 256 GiB");
         (nonce, ct)
     }
 
     pub fn open(&self, nonce: &[u8; 24], aad: &[u8], ciphertext: &[u8]) -> Result<Vec<u8>, Error> {
         aead(&self.content)
-            .decrypt(
-                &XNonce::from(*nonce),
-                Payload {
-                    msg: ciphertext,
-                    aad,
-                },
-            )
+            .decrypt(&XNonce::from(*nonce), Payload { msg: ciphertext, aad })
             .map_err(|_| Error::Aead)
     }
 
@@ -167,12 +155,7 @@ impl EpochKey {
     }
 
     /// Unwraps `wrap` with this device's keys and checks the epoch's commitment.
-    pub fn unwrap(
-        space: SpaceId,
-        commit: &[u8; 32],
-        wrap: &Wrap,
-        keys: &DeviceKeys,
-    ) -> Result<Self, Error> {
+    pub fn unwrap(space: SpaceId, commit: &[u8; 32], wrap: &Wrap, keys: &DeviceKeys) -> Result<Self, Error> {
         let epoch = Self::id_of(&space, commit);
         let shared = keys
             .agreement_secret()

@@ -177,9 +177,7 @@ impl Envelope {
             body_start,
             sig_start,
         };
-        let sig: [u8; 64] = env.bytes[sig_start..]
-            .try_into()
-            .map_err(|_| DecodeError::Truncated)?;
+        let sig: [u8; 64] = env.bytes[sig_start..].try_into().map_err(|_| DecodeError::Truncated)?;
         let input = signing_input(env.header.kind, env.header_bytes(), env.body());
         if !identity::verify(&env.header.author, &input, &sig) {
             return Err(DecodeError::Signature);
@@ -188,12 +186,7 @@ impl Envelope {
     }
 
     /// Seals one Automerge change under `epoch`.
-    pub fn seal_content(
-        keys: &DeviceKeys,
-        header: Header,
-        epoch: &EpochKey,
-        change: &[u8],
-    ) -> Self {
+    pub fn seal_content(keys: &DeviceKeys, header: Header, epoch: &EpochKey, change: &[u8]) -> Self {
         debug_assert_eq!(header.kind, Kind::Content);
         debug_assert_eq!(header.author, keys.device_id());
         let header_bytes = encode_header(&header);
@@ -242,14 +235,8 @@ impl Envelope {
         if self.header.kind != Kind::Content || body.len() < NONCE_LEN {
             return Err(crate::crypto::Error::Aead);
         }
-        let nonce: [u8; NONCE_LEN] = body[..NONCE_LEN]
-            .try_into()
-            .map_err(|_| crate::crypto::Error::Aead)?;
-        epoch.open(
-            &nonce,
-            &content_aad(self.header_bytes()),
-            &body[NONCE_LEN..],
-        )
+        let nonce: [u8; NONCE_LEN] = body[..NONCE_LEN].try_into().map_err(|_| crate::crypto::Error::Aead)?;
+        epoch.open(&nonce, &content_aad(self.header_bytes()), &body[NONCE_LEN..])
     }
 
     /// Decodes a control envelope's operation.

@@ -60,9 +60,6 @@ mod tests {
         let long = PathBuf::from(format!("/tmp/{}", "x".repeat(150)));
         let s = socket_path(&long);
         assert!(s.as_os_str().len() <= MAX_SOCKET_PATH + 40);
-        assert_ne!(
-            s,
-            socket_path(&PathBuf::from(format!("/tmp/{}", "y".repeat(150))))
-        );
+        assert_ne!(s, socket_path(&PathBuf::from(format!("/tmp/{}", "y".repeat(150)))));
     }
 }

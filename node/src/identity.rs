@@ -206,8 +206,7 @@ pub fn verify(device: &DeviceId, msg: &[u8], sig: &[u8; 64]) -> bool {
     let Ok(key) = VerifyingKey::from_bytes(&device.0) else {
         return false;
     };
-    key.verify(msg, &ed25519_dalek::Signature::from_bytes(sig))
-        .is_ok()
+    key.verify(msg, &ed25519_dalek::Signature::from_bytes(sig)).is_ok()
 }
 
 /// A device's public keys, bound by the device's own signature.
@@ -262,10 +261,7 @@ impl DeviceCert {
 
     /// Parses and verifies a card.
     pub fn from_card(card: &str) -> Result<Self, CardError> {
-        let body = card
-            .trim()
-            .strip_prefix(CARD_PREFIX)
-            .ok_or(CardError::Prefix)?;
+        let body = card.trim().strip_prefix(CARD_PREFIX).ok_or(CardError::Prefix)?;
         let raw = data_encoding::BASE32_NOPAD
             .decode(body.to_uppercase().as_bytes())
             .map_err(|_| CardError::Encoding)?;
@@ -306,10 +302,7 @@ mod tests {
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&home), 0o700);
         assert_eq!(mode(&home.join(KEY_FILE)), 0o600);
-        assert!(matches!(
-            DeviceKeys::create(&home),
-            Err(Error::AlreadyExists(_))
-        ));
+        assert!(matches!(DeviceKeys::create(&home), Err(Error::AlreadyExists(_))));
     }
 
     #[test]
@@ -324,10 +317,7 @@ mod tests {
             DeviceCert::from_card(&other.to_card()),
             Err(CardError::Signature)
         ));
-        assert!(matches!(
-            DeviceCert::from_card("xyz"),
-            Err(CardError::Prefix)
-        ));
+        assert!(matches!(DeviceCert::from_card("xyz"), Err(CardError::Prefix)));
     }
 
     #[test]

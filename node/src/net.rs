@@ -17,9 +17,7 @@ use libp2p::{
     multiaddr::Protocol,
     noise, ping,
     request_response::{self, ProtocolSupport, ResponseChannel},
-    swarm::{
-        ConnectionId, NetworkBehaviour, SwarmEvent, behaviour::toggle::Toggle, dial_opts::DialOpts,
-    },
+    swarm::{ConnectionId, NetworkBehaviour, SwarmEvent, behaviour::toggle::Toggle, dial_opts::DialOpts},
     tcp, yamux,
 };
 use serde::{Deserialize, Serialize};
@@ -158,13 +156,10 @@ pub fn spawn(
     let swarm = build_swarm(keys, config.mdns)?;
     let mut actor = NetActor::new(swarm, core, keys, &config);
     for addr in &config.listen {
-        actor
-            .swarm
-            .listen_on(addr.clone())
-            .map_err(|source| Error::Listen {
-                addr: addr.clone(),
-                source,
-            })?;
+        actor.swarm.listen_on(addr.clone()).map_err(|source| Error::Listen {
+            addr: addr.clone(),
+            source,
+        })?;
     }
     let (tx, rx) = mpsc::channel(CHANNEL_CAP);
     let task = tokio::spawn(actor.run(rx));
@@ -205,10 +200,7 @@ fn build_swarm(keys: &DeviceKeys, mdns_on: bool) -> Result<Swarm<Behaviour>, Err
                         .with_request_timeout(REQUEST_TIMEOUT)
                         .with_max_concurrent_streams(MAX_STREAMS),
                 ),
-                identify: identify::Behaviour::new(identify::Config::new(
-                    "/outpost/1".into(),
-                    key.public(),
-                )),
+                identify: identify::Behaviour::new(identify::Config::new("/outpost/1".into(), key.public())),
                 ping: ping::Behaviour::default(),
                 mdns: Toggle::from(mdns),
             })
@@ -326,11 +318,7 @@ impl NetActor {
                 }
             }
             Internal::Respond { channel, response } => {
-                let _ = self
-                    .swarm
-                    .behaviour_mut()
-                    .sync
-                    .send_response(channel, response);
+                let _ = self.swarm.behaviour_mut().sync.send_response(channel, response);
             }
         }
     }
@@ -347,9 +335,7 @@ impl NetActor {
                     .connected
                     .iter()
                     .filter(|(_, c)| {
-                        entitled.contains(&c.device)
-                            && Some(c.device) != from
-                            && c.device != self.cert.device
+                        entitled.contains(&c.device) && Some(c.device) != from && c.device != self.cert.device
                     })
                     .map(|(p, _)| *p)
                     .collect();
@@ -364,10 +350,7 @@ impl NetActor {
             }
             Ok(core::Event::Message { .. }) => {}
             Err(broadcast::error::RecvError::Lagged(n)) => {
-                warn!(
-                    missed = n,
-                    "fell behind the core's events; re-syncing every peer"
-                );
+                warn!(missed = n, "fell behind the core's events; re-syncing every peer");
                 self.resync_all();
             }
             Err(broadcast::error::RecvError::Closed) => {}
@@ -383,9 +366,7 @@ impl NetActor {
                 continue;
             }
             let opts = match sp.peer {
-                Some(peer) => DialOpts::peer_id(peer)
-                    .addresses(vec![sp.addr.clone()])
-                    .build(),
+                Some(peer) => DialOpts::peer_id(peer).addresses(vec![sp.addr.clone()]).build(),
                 None => DialOpts::unknown_peer_id().address(sp.addr.clone()).build(),
             };
             let id = opts.connection_id();
@@ -405,8 +386,7 @@ impl NetActor {
     }
 
     fn resync_all(&mut self) {
-        let peers: Vec<(PeerId, DeviceId)> =
-            self.connected.iter().map(|(p, c)| (*p, c.device)).collect();
+        let peers: Vec<(PeerId, DeviceId)> = self.connected.iter().map(|(p, c)| (*p, c.device)).collect();
         for (peer, device) in peers {
             self.start_sync(peer, device);
         }
@@ -493,9 +473,7 @@ impl NetActor {
                 }
             }
             SwarmEvent::OutgoingConnectionError {
-                connection_id,
-                error,
-                ..
+                connection_id, error, ..
             } => {
                 for sp in &mut self.static_peers {
                     if sp.dialing == Some(connection_id) {
@@ -508,9 +486,7 @@ impl NetActor {
                 for (peer, addr) in found {
                     self.mdns_peers.insert(peer);
                     if !self.connected.contains_key(&peer) && peer != *self.swarm.local_peer_id() {
-                        let _ = self
-                            .swarm
-                            .dial(DialOpts::peer_id(peer).addresses(vec![addr]).build());
+                        let _ = self.swarm.dial(DialOpts::peer_id(peer).addresses(vec![addr]).build());
                     }
                 }
             }

@@ -24,8 +24,7 @@ const ENVELOPES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("envel
 /// envelope is stored only after its parents.
 const SPACE_LOG: TableDefinition<(&[u8; 16], u64), &[u8; 32]> = TableDefinition::new("space-log-1");
 /// (space, actor, seq) → envelope id: serves "send me actor A from seq n".
-const WRITERS: TableDefinition<(&[u8; 16], &[u8; 16], u64), &[u8; 32]> =
-    TableDefinition::new("writers-1");
+const WRITERS: TableDefinition<(&[u8; 16], &[u8; 16], u64), &[u8; 32]> = TableDefinition::new("writers-1");
 /// Spaces this node keeps → how it participates.
 const SPACES: TableDefinition<&[u8; 16], u8> = TableDefinition::new("spaces-1");
 /// Envelopes waiting for their parents: id → (space, bytes).
@@ -144,12 +143,7 @@ impl Store {
     }
 
     /// A space's envelopes in arrival (topological) order, starting after `after`.
-    pub fn space_log(
-        &self,
-        space: &SpaceId,
-        after: Option<u64>,
-        limit: usize,
-    ) -> Result<Vec<(u64, Vec<u8>)>> {
+    pub fn space_log(&self, space: &SpaceId, after: Option<u64>, limit: usize) -> Result<Vec<(u64, Vec<u8>)>> {
         let tx = self.db.begin_read()?;
         let log = tx.open_table(SPACE_LOG)?;
         let envs = tx.open_table(ENVELOPES)?;
@@ -168,13 +162,7 @@ impl Store {
     }
 
     /// Envelopes of `actor` in `space` with seq in `from..=to`.
-    pub fn writer_range(
-        &self,
-        space: &SpaceId,
-        actor: &ActorKey,
-        from: u64,
-        to: u64,
-    ) -> Result<Vec<Vec<u8>>> {
+    pub fn writer_range(&self, space: &SpaceId, actor: &ActorKey, from: u64, to: u64) -> Result<Vec<Vec<u8>>> {
         let tx = self.db.begin_read()?;
         let writers = tx.open_table(WRITERS)?;
         let envs = tx.open_table(ENVELOPES)?;
@@ -189,17 +177,10 @@ impl Store {
     }
 
     /// The envelope stored at (space, actor, seq), if any.
-    pub fn writer_at(
-        &self,
-        space: &SpaceId,
-        actor: &ActorKey,
-        seq: u64,
-    ) -> Result<Option<EnvelopeId>> {
+    pub fn writer_at(&self, space: &SpaceId, actor: &ActorKey, seq: u64) -> Result<Option<EnvelopeId>> {
         let tx = self.db.begin_read()?;
         let writers = tx.open_table(WRITERS)?;
-        Ok(writers
-            .get((&space.0, &actor.0, seq))?
-            .map(|v| EnvelopeId(*v.value())))
+        Ok(writers.get((&space.0, &actor.0, seq))?.map(|v| EnvelopeId(*v.value())))
     }
 
     pub fn envelope(&self, id: &EnvelopeId) -> Result<Option<Vec<u8>>> {
@@ -223,9 +204,7 @@ impl Store {
     pub fn client_id(&self, space: &SpaceId, client_id: &str) -> Result<Option<String>> {
         let tx = self.db.begin_read()?;
         let table = tx.open_table(CLIENT_IDS)?;
-        Ok(table
-            .get((&space.0, client_id))?
-            .map(|v| v.value().to_string()))
+        Ok(table.get((&space.0, client_id))?.map(|v| v.value().to_string()))
     }
 
     /// Every stored device certificate (postcard bytes).
@@ -260,8 +239,7 @@ impl Txn {
     /// Stores an envelope at the next position of its space's log.
     pub fn put_envelope(&mut self, env: &NewEnvelope<'_>, order: u64) -> Result<()> {
         self.open_table(ENVELOPES)?.insert(&env.id.0, env.bytes)?;
-        self.open_table(SPACE_LOG)?
-            .insert((&env.space.0, order), &env.id.0)?;
+        self.open_table(SPACE_LOG)?.insert((&env.space.0, order), &env.id.0)?;
         self.open_table(WRITERS)?
             .insert((&env.space.0, &env.actor.0, env.seq), &env.id.0)?;
         self.open_table(PENDING)?.remove(&env.id.0)?;
@@ -284,8 +262,7 @@ impl Txn {
     }
 
     pub fn put_client_id(&mut self, space: &SpaceId, client_id: &str, msg_id: &str) -> Result<()> {
-        self.open_table(CLIENT_IDS)?
-            .insert((&space.0, client_id), msg_id)?;
+        self.open_table(CLIENT_IDS)?.insert((&space.0, client_id), msg_id)?;
         Ok(())
     }
 
@@ -327,19 +304,11 @@ mod tests {
         }
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(store.spaces().unwrap(), vec![(space, Participation::Named)]);
+        assert_eq!(store.space_log(&space, None, 10).unwrap(), vec![(0, b"abc".to_vec())]);
         assert_eq!(
-            store.space_log(&space, None, 10).unwrap(),
-            vec![(0, b"abc".to_vec())]
-        );
-        assert_eq!(
-            store
-                .writer_range(&space, &ActorKey([2; 16]), 1, 5)
-                .unwrap(),
+            store.writer_range(&space, &ActorKey([2; 16]), 1, 5).unwrap(),
             vec![b"abc".to_vec()]
         );
-        assert_eq!(
-            store.client_id(&space, "c1").unwrap().as_deref(),
-            Some("m1")
-        );
+        assert_eq!(store.client_id(&space, "c1").unwrap().as_deref(), Some("m1"));
     }
 }

@@ -66,10 +66,7 @@ impl VersionVector {
 
     /// How many changes `theirs` lacks of `self`.
     pub fn count_missing_in(&self, theirs: &VersionVector) -> u64 {
-        self.missing_in(theirs)
-            .iter()
-            .map(|(_, from, to)| to - from + 1)
-            .sum()
+        self.missing_in(theirs).iter().map(|(_, from, to)| to - from + 1).sum()
     }
 }
 
@@ -83,13 +80,8 @@ pub struct SpaceVv {
 /// A request frame. postcard: append variants, never reorder.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
-    Offer {
-        cert: DeviceCert,
-        spaces: Vec<SpaceVv>,
-    },
-    Envelopes {
-        envelopes: Vec<Vec<u8>>,
-    },
+    Offer { cert: DeviceCert, spaces: Vec<SpaceVv> },
+    Envelopes { envelopes: Vec<Vec<u8>> },
 }
 
 /// A response frame. postcard: append variants, never reorder.
@@ -171,9 +163,7 @@ pub fn into_frames(envelopes: Vec<Vec<u8>>) -> Vec<Vec<Vec<u8>>> {
     let mut current: Vec<Vec<u8>> = Vec::new();
     let mut size = 0;
     for env in envelopes {
-        if !current.is_empty()
-            && (size + env.len() > TARGET_FRAME_BYTES || current.len() == MAX_ENVELOPES_PER_FRAME)
-        {
+        if !current.is_empty() && (size + env.len() > TARGET_FRAME_BYTES || current.len() == MAX_ENVELOPES_PER_FRAME) {
             frames.push(std::mem::take(&mut current));
             size = 0;
         }
@@ -198,9 +188,7 @@ impl Backoff {
     pub const MAX: Duration = Duration::from_secs(10);
 
     pub fn new() -> Self {
-        Self {
-            current: Self::INITIAL,
-        }
+        Self { current: Self::INITIAL }
     }
 
     /// The delay before the next attempt; `jitter` in [0, 1) spreads redials.

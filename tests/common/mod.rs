@@ -19,13 +19,21 @@ pub fn outpost_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps");
     let bin = dir.join("outpost");
-    assert!(bin.exists(), "{} is missing: run the tests with `cargo test --workspace`", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is missing: run the tests with `cargo test --workspace`",
+        bin.display()
+    );
     bin
 }
 
 /// A TCP port that was free a moment ago.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port").local_addr().expect("local addr").port()
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind an ephemeral port")
+        .local_addr()
+        .expect("local addr")
+        .port()
 }
 
 /// Polls `check` until it returns `Some`, or panics after `timeout` naming `what`.
@@ -35,7 +43,10 @@ pub fn wait_until<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> O
         if let Some(v) = check() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -54,9 +65,20 @@ impl Node {
     /// Creates the identity of a node named `name` under `root`.
     pub fn init(root: &Path, name: &str) -> Self {
         let home = root.join(name);
-        let node = Self { name: name.into(), home, port: free_port(), peers: Vec::new(), child: None, log_index: 0 };
+        let node = Self {
+            name: name.into(),
+            home,
+            port: free_port(),
+            peers: Vec::new(),
+            child: None,
+            log_index: 0,
+        };
         let out = node.cli(&["init", "--name", name]);
-        assert!(out.status.success(), "init {name}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "init {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         node
     }
 
@@ -72,14 +94,20 @@ impl Node {
         self.log_index += 1;
         let log = std::fs::File::create(self.home.join(format!("daemon-{}.log", self.log_index))).expect("create log");
         let mut cmd = Command::new(outpost_bin());
-        cmd.arg("--home").arg(&self.home).args(["daemon", "--no-mdns", "--resync-secs", "2", "--listen", &self.addr()]);
+        cmd.arg("--home")
+            .arg(&self.home)
+            .args(["daemon", "--no-mdns", "--resync-secs", "2", "--listen", &self.addr()]);
         for p in peers {
             cmd.args(["--peer", p]);
         }
-        cmd.env("RUST_LOG", "info,libp2p=warn").stdout(Stdio::null()).stderr(log);
+        cmd.env("RUST_LOG", "info,libp2p=warn")
+            .stdout(Stdio::null())
+            .stderr(log);
         self.child = Some(cmd.spawn().expect("spawn daemon"));
         let name = self.name.clone();
-        wait_until(Duration::from_secs(20), &format!("{name}'s API"), || self.try_json(&["status", "--json"]).ok());
+        wait_until(Duration::from_secs(20), &format!("{name}'s API"), || {
+            self.try_json(&["status", "--json"]).ok()
+        });
     }
 
     /// Restarts with the same peers.
@@ -117,7 +145,12 @@ impl Node {
     }
 
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(outpost_bin()).arg("--home").arg(&self.home).args(args).output().expect("run outpost")
+        Command::new(outpost_bin())
+            .arg("--home")
+            .arg(&self.home)
+            .args(args)
+            .output()
+            .expect("run outpost")
     }
 
     /// Runs a command that prints JSON; Err(stderr) when it fails.
@@ -130,7 +163,8 @@ impl Node {
     }
 
     pub fn json(&self, args: &[&str]) -> Value {
-        self.try_json(args).unwrap_or_else(|e| panic!("{} {args:?} failed: {e}", self.name))
+        self.try_json(args)
+            .unwrap_or_else(|e| panic!("{} {args:?} failed: {e}", self.name))
     }
 
     pub fn card(&self) -> String {
@@ -138,7 +172,10 @@ impl Node {
     }
 
     pub fn device_id(&self) -> String {
-        self.json(&["id", "--json"])["device_id"].as_str().expect("device id").to_string()
+        self.json(&["id", "--json"])["device_id"]
+            .as_str()
+            .expect("device id")
+            .to_string()
     }
 
     /// Creates a chat space and returns its id.
@@ -156,7 +193,10 @@ impl Node {
 
     /// Sends a message; returns its id.
     pub fn send(&self, space: &str, text: &str) -> String {
-        self.json(&["chat", "send", space, text, "--json"])["id"].as_str().expect("message id").to_string()
+        self.json(&["chat", "send", space, text, "--json"])["id"]
+            .as_str()
+            .expect("message id")
+            .to_string()
     }
 
     /// The full chat log as JSON (the cross-node comparable form).
@@ -166,7 +206,13 @@ impl Node {
 
     pub fn log_texts(&self, space: &str) -> Vec<String> {
         self.try_json(&["chat", "log", space, "--json", "--limit", "100000"])
-            .map(|v| v.as_array().expect("array").iter().map(|m| m["text"].as_str().expect("text").to_string()).collect())
+            .map(|v| {
+                v.as_array()
+                    .expect("array")
+                    .iter()
+                    .map(|m| m["text"].as_str().expect("text").to_string())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 

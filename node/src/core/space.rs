@@ -105,11 +105,7 @@ impl Space {
     }
 
     /// Decides what to do with `env`, given everything stored so far.
-    pub(crate) fn classify(
-        &self,
-        env: &Envelope,
-        stored_at: impl Fn(&ActorKey, u64) -> Option<EnvelopeId>,
-    ) -> Verdict {
+    pub(crate) fn classify(&self, env: &Envelope, stored_at: impl Fn(&ActorKey, u64) -> Option<EnvelopeId>) -> Verdict {
         let h = env.header();
         if self.order.contains_key(&env.id()) {
             return Verdict::Duplicate;
@@ -145,9 +141,7 @@ impl Space {
             return Verdict::Reject("control heads unknown to this space");
         }
         if h.epoch != self.state.epoch {
-            return Verdict::Reject(
-                "sealed under an epoch that is not the space's epoch at its control heads",
-            );
+            return Verdict::Reject("sealed under an epoch that is not the space's epoch at its control heads");
         }
         if !self.state.may_write(&h.author) {
             return Verdict::Reject("author may not write in this space");
