@@ -116,25 +116,35 @@ pub fn router(core: CoreHandle, net: NetHandle, cert: DeviceCert) -> Router {
         })
 }
 
-fn error(status: StatusCode, code: &str, message: String, hint: Option<&str>) -> Response {
-    (
+/// A failed request: an HTTP status and the `{code, message, hint}` body.
+#[derive(Debug)]
+pub struct Failure {
+    status: StatusCode,
+    body: ApiError,
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body)).into_response()
+    }
+}
+
+fn error(status: StatusCode, code: &str, message: String, hint: Option<&str>) -> Failure {
+    Failure {
         status,
-        Json(ApiError {
+        body: ApiError {
             code: code.into(),
             message,
             hint: hint.map(Into::into),
-        }),
-    )
-        .into_response()
+        },
+    }
 }
 
-struct CoreError(core::Error);
-
-impl IntoResponse for CoreError {
-    fn into_response(self) -> Response {
+impl From<core::Error> for Failure {
+    fn from(e: core::Error) -> Self {
         use core::Error as E;
-        let msg = self.0.to_string();
-        match &self.0 {
+        let msg = e.to_string();
+        match &e {
             E::UnknownSpace(_) => error(
                 StatusCode::NOT_FOUND,
                 "unknown_space",
@@ -150,10 +160,10 @@ impl IntoResponse for CoreError {
             ),
             E::UnknownDevice(_) => error(StatusCode::BAD_REQUEST, "unknown_device", msg, None),
             E::Invalid(_) => error(StatusCode::BAD_REQUEST, "invalid", msg, None),
-            E::Store(_) => error(
+            E::Store(source) => error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "store",
-                format!("{msg}: {:?}", self.0),
+                format!("{msg}: {source}"),
                 Some("check disk space and the daemon log"),
             ),
             E::Stopped => error(StatusCode::SERVICE_UNAVAILABLE, "stopped", msg, None),
@@ -161,13 +171,7 @@ impl IntoResponse for CoreError {
     }
 }
 
-impl From<core::Error> for CoreError {
-    fn from(e: core::Error) -> Self {
-        Self(e)
-    }
-}
-
-fn parse_space(text: &str) -> Result<SpaceId, Response> {
+fn parse_space(text: &str) -> Result<SpaceId, Failure> {
     text.parse().map_err(|e: crate::ids::ParseIdError| {
         error(
             StatusCode::BAD_REQUEST,
@@ -196,7 +200,7 @@ async fn id(State(s): State<AppState>) -> Json<IdResponse> {
     })
 }
 
-async fn status(State(s): State<AppState>) -> Result<Json<StatusResponse>, CoreError> {
+async fn status(State(s): State<AppState>) -> Result<Json<StatusResponse>, Failure> {
     let spaces = s.core.status().await?;
     let net = net_status(&s.net).await;
     Ok(Json(StatusResponse {
@@ -208,24 +212,22 @@ async fn status(State(s): State<AppState>) -> Result<Json<StatusResponse>, CoreE
     }))
 }
 
-async fn spaces(State(s): State<AppState>) -> Result<Json<Vec<SpaceSummary>>, CoreError> {
+async fn spaces(State(s): State<AppState>) -> Result<Json<Vec<SpaceSummary>>, Failure> {
     Ok(Json(s.core.spaces().await?))
 }
 
-async fn create_chat(State(s): State<AppState>, Json(req): Json<CreateChat>) -> Result<Json<Created>, CoreError> {
+async fn create_chat(State(s): State<AppState>, Json(req): Json<CreateChat>) -> Result<Json<Created>, Failure> {
     let space = s.core.create_chat(req.name, req.members, req.replicators).await?;
     Ok(Json(Created { space }))
 }
 
-async fn send(State(s): State<AppState>, Path(space): Path<String>, Json(req): Json<SendMessage>) -> Response {
-    let space = match parse_space(&space) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    match s.core.send(space, req.text, req.client_id).await {
-        Ok(sent) => Json::<Sent>(sent).into_response(),
-        Err(e) => CoreError(e).into_response(),
-    }
+async fn send(
+    State(s): State<AppState>,
+    Path(space): Path<String>,
+    Json(req): Json<SendMessage>,
+) -> Result<Json<Sent>, Failure> {
+    let space = parse_space(&space)?;
+    Ok(Json(s.core.send(space, req.text, req.client_id).await?))
 }
 
 #[derive(Deserialize)]
@@ -233,15 +235,15 @@ struct LogQuery {
     limit: Option<usize>,
 }
 
-async fn log(State(s): State<AppState>, Path(space): Path<String>, Query(q): Query<LogQuery>) -> Response {
-    let space = match parse_space(&space) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    match s.core.messages(space, q.limit.unwrap_or(DEFAULT_LOG_LIMIT)).await {
-        Ok(msgs) => Json(msgs).into_response(),
-        Err(e) => CoreError(e).into_response(),
-    }
+async fn log(
+    State(s): State<AppState>,
+    Path(space): Path<String>,
+    Query(q): Query<LogQuery>,
+) -> Result<Json<Vec<MessageView>>, Failure> {
+    let space = parse_space(&space)?;
+    Ok(Json(
+        s.core.messages(space, q.limit.unwrap_or(DEFAULT_LOG_LIMIT)).await?,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -249,11 +251,8 @@ struct EventsQuery {
     space: Option<String>,
 }
 
-async fn events(State(s): State<AppState>, Query(q): Query<EventsQuery>) -> Response {
-    let filter = match q.space.as_deref().map(parse_space).transpose() {
-        Ok(f) => f,
-        Err(r) => return r,
-    };
+async fn events(State(s): State<AppState>, Query(q): Query<EventsQuery>) -> Result<Response, Failure> {
+    let filter = q.space.as_deref().map(parse_space).transpose()?;
     let rx = s.core.subscribe();
     let stream = futures::stream::unfold(rx, move |mut rx| async move {
         loop {
@@ -269,8 +268,8 @@ async fn events(State(s): State<AppState>, Query(q): Query<EventsQuery>) -> Resp
             }
         }
     });
-    Response::builder()
+    Ok(Response::builder()
         .header("content-type", "application/x-ndjson")
         .body(Body::from_stream(stream))
-        .expect("static headers are valid")
+        .expect("static headers are valid"))
 }

@@ -315,10 +315,16 @@ struct Core {
     events: broadcast::Sender<Event>,
 }
 
+/// Runs once a batch's transaction has committed (`None`) or failed.
+type OnCommit = Box<dyn FnOnce(Option<&Arc<store::Error>>) + Send>;
+
+/// A send waiting for its group: text, client request id, reply.
+type PendingSend = (String, Option<String>, Reply<Sent>);
+
 /// What a batch does once its transaction has committed (or failed).
 #[derive(Default)]
 struct Effects {
-    on_commit: Vec<Box<dyn FnOnce(Option<&Arc<store::Error>>) + Send>>,
+    on_commit: Vec<OnCommit>,
     events: Vec<Event>,
 }
 
@@ -352,10 +358,10 @@ impl Core {
         self.spaces.clear();
         self.orphans.clear();
         for bytes in self.store.certs()? {
-            if let Ok(cert) = postcard::from_bytes::<DeviceCert>(&bytes) {
-                if cert.verify() {
-                    self.certs.insert(cert.device, cert);
-                }
+            if let Ok(cert) = postcard::from_bytes::<DeviceCert>(&bytes)
+                && cert.verify()
+            {
+                self.certs.insert(cert.device, cert);
             }
         }
         for (space_id, _) in self.store.spaces()? {
@@ -364,10 +370,10 @@ impl Core {
             }
         }
         for bytes in self.store.pending()? {
-            if let Ok(env) = Envelope::decode(bytes) {
-                if let Some(space) = self.spaces.get_mut(&env.header().space) {
-                    space.pending.insert(env.id(), env);
-                }
+            if let Ok(env) = Envelope::decode(bytes)
+                && let Some(space) = self.spaces.get_mut(&env.header().space)
+            {
+                space.pending.insert(env.id(), env);
             }
         }
         info!(spaces = self.spaces.len(), "store loaded");
@@ -443,7 +449,7 @@ impl Core {
     fn handle_batch(&mut self, batch: Vec<ToCore>) {
         let mut effects = Effects::default();
         let mut reads = Vec::new();
-        let mut sends: BTreeMap<SpaceId, Vec<(String, Option<String>, Reply<Sent>)>> = BTreeMap::new();
+        let mut sends: BTreeMap<SpaceId, Vec<PendingSend>> = BTreeMap::new();
         let mut tx = match self.store.begin() {
             Ok(tx) => Some(tx),
             Err(e) => {
@@ -654,7 +660,7 @@ impl Core {
         &mut self,
         tx: &mut Txn,
         space_id: SpaceId,
-        group: Vec<(String, Option<String>, Reply<Sent>)>,
+        group: Vec<PendingSend>,
         effects: &mut Effects,
     ) -> store::Result<()> {
         let me = self.me;
@@ -686,7 +692,7 @@ impl Core {
             return Ok(());
         };
         let mut msgs = Vec::new();
-        let mut waiting: Vec<(String, Option<String>, Reply<Sent>)> = Vec::new();
+        let mut waiting: Vec<PendingSend> = Vec::new();
         let mut batch_ids: HashMap<String, String> = HashMap::new();
         for (text, client_id, reply) in group {
             if text.len() > MAX_TEXT_BYTES {
@@ -696,15 +702,14 @@ impl Core {
                 ))));
                 continue;
             }
-            if let Some(cid) = &client_id {
-                if let Some(id) = self
+            if let Some(cid) = &client_id
+                && let Some(id) = self
                     .store
                     .client_id(&space_id, cid)?
                     .or_else(|| batch_ids.get(cid).cloned())
-                {
-                    effects.reply(reply, Sent { id, duplicate: true });
-                    continue;
-                }
+            {
+                effects.reply(reply, Sent { id, duplicate: true });
+                continue;
             }
             let id = new_message_id();
             if let Some(cid) = &client_id {
@@ -839,11 +844,7 @@ impl Core {
                 let store = &self.store;
                 let verdict = space.classify(&env, |actor, seq| store.writer_at(&space_id, actor, seq).ok().flatten());
                 if let (Some(peer), Verdict::Duplicate | Verdict::Accept(_)) = (from, &verdict) {
-                    // Whoever sent an envelope holds it.
-                    if space.state.entitled(&peer) {
-                        let h = env.header();
-                        space.peers.entry(peer).or_default().vv.advance(h.actor(), h.seq);
-                    }
+                    space.note_peer_holds(peer, &env);
                 }
                 match verdict {
                     Verdict::Duplicate => {
@@ -864,6 +865,7 @@ impl Core {
                     }
                     Verdict::Wait => waiting.push(env),
                     Verdict::Accept(change) => {
+                        let change = change.map(|c| *c);
                         let order = space.record(&env, change.as_ref());
                         tx.put_envelope(&new_envelope(&env), order)?;
                         if !from_pending.contains(&env.id()) {
@@ -994,6 +996,9 @@ impl Core {
             warn!(space = %space_id.fmt_short(), %why, "joined a space whose key does not open");
         }
         let order = space.record(&env, None);
+        if let Some(peer) = from {
+            space.note_peer_holds(peer, &env);
+        }
         tx.put_space(&space_id, Participation::Named)?;
         tx.put_envelope(&new_envelope(&env), order)?;
         effects.events.push(stored_event(&space, vec![env.into_bytes()], from));
@@ -1151,14 +1156,14 @@ impl Core {
     fn take_ack(&mut self, peer: DeviceId, ack: Ack) {
         let now = now_ms();
         for SpaceVv { space, vv } in ack.vv {
-            if let Some(s) = self.spaces.get_mut(&space) {
-                if s.state.entitled(&peer) {
-                    let view = s.peers.entry(peer).or_insert_with(PeerView::default);
-                    for (actor, seq) in vv.0 {
-                        view.vv.advance(actor, seq);
-                    }
-                    view.last_sync_ms = Some(now);
+            if let Some(s) = self.spaces.get_mut(&space)
+                && s.state.entitled(&peer)
+            {
+                let view = s.peers.entry(peer).or_insert_with(PeerView::default);
+                for (actor, seq) in vv.0 {
+                    view.vv.advance(actor, seq);
                 }
+                view.last_sync_ms = Some(now);
             }
         }
     }

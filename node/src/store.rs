@@ -24,7 +24,9 @@ const ENVELOPES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("envel
 /// envelope is stored only after its parents.
 const SPACE_LOG: TableDefinition<(&[u8; 16], u64), &[u8; 32]> = TableDefinition::new("space-log-1");
 /// (space, actor, seq) → envelope id: serves "send me actor A from seq n".
-const WRITERS: TableDefinition<(&[u8; 16], &[u8; 16], u64), &[u8; 32]> = TableDefinition::new("writers-1");
+const WRITERS: TableDefinition<WriterKey, &[u8; 32]> = TableDefinition::new("writers-1");
+/// (space, actor, seq).
+type WriterKey = (&'static [u8; 16], &'static [u8; 16], u64);
 /// Spaces this node keeps → how it participates.
 const SPACES: TableDefinition<&[u8; 16], u8> = TableDefinition::new("spaces-1");
 /// Envelopes waiting for their parents: id → (space, bytes).
@@ -62,10 +64,10 @@ pub type Result<T> = std::result::Result<T, Error>;
 /// How this node takes part in a space.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Participation {
-    /// Named in the control log (member or replicator).
+    /// Named in the control log (member or replicator). The only kind in schema 1:
+    /// a node keeps a space only when the space names it, so non-members get zero
+    /// bytes. Other values are reserved.
     Named = 1,
-    /// Kept by local configuration (`--relay-for`), not named in the space.
-    Relay = 2,
 }
 
 /// An open store.
@@ -131,13 +133,8 @@ impl Store {
         let table = tx.open_table(SPACES)?;
         let mut out = Vec::new();
         for row in table.iter()? {
-            let (k, v) = row?;
-            let p = if v.value() == Participation::Relay as u8 {
-                Participation::Relay
-            } else {
-                Participation::Named
-            };
-            out.push((SpaceId(*k.value()), p));
+            let (k, _) = row?;
+            out.push((SpaceId(*k.value()), Participation::Named));
         }
         Ok(out)
     }

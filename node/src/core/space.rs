@@ -25,7 +25,7 @@ pub(crate) enum Verdict {
     /// Already stored (same bytes).
     Duplicate,
     /// Valid; store it. Carries the decrypted change for readers.
-    Accept(Option<Change>),
+    Accept(Option<Box<Change>>),
     /// Not yet decidable: parents or earlier seqs missing.
     Wait,
     /// Invalid, on every node alike.
@@ -184,7 +184,16 @@ impl Space {
         if deps != expected {
             return Verdict::Reject("Automerge dependencies differ from the header parents");
         }
-        Verdict::Accept(Some(change))
+        Verdict::Accept(Some(Box::new(change)))
+    }
+
+    /// Whoever sent us an envelope holds it: count it in that peer's view, so
+    /// `status` can say "synced" without waiting for the next offer.
+    pub(crate) fn note_peer_holds(&mut self, peer: DeviceId, env: &Envelope) {
+        if self.state.entitled(&peer) {
+            let h = env.header();
+            self.peers.entry(peer).or_default().vv.advance(h.actor(), h.seq);
+        }
     }
 
     /// Records an accepted envelope in memory (the caller persists it).
