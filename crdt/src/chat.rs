@@ -16,6 +16,47 @@ use automerge::{
 use crate::{DocId, Error, genesis};
 
 const MESSAGES: &str = "messages";
+/// Chat validation rules implemented here; a space names the version it follows.
+pub const RULES_VERSION: u16 = 1;
+/// Longest message id accepted in a change (node ids are 16 characters).
+pub const MAX_ID_BYTES: usize = 64;
+/// Longest message text accepted in a change, in bytes.
+pub const MAX_TEXT_BYTES: usize = 64 << 10;
+
+/// Why a change breaks the chat rules (version [`RULES_VERSION`]).
+///
+/// The rules are a pure function of the change and the document's fixed schema,
+/// so every node decides identically. In v1 a writer may only create new
+/// message entries; it may never touch the schema or another writer's entries.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Violation {
+    #[error("the change has no dependencies (every change descends from the genesis)")]
+    NoDeps,
+    #[error("the change touches an object it may not (the schema or another entry)")]
+    ForeignObject,
+    #[error("only new message entries may be created in the message map")]
+    MessageMapOp,
+    #[error("message id is empty or longer than {MAX_ID_BYTES} bytes")]
+    MessageId,
+    #[error("a message entry may only set `text` (string) and `sent_at` (timestamp), once")]
+    EntryField,
+    #[error("message text exceeds {MAX_TEXT_BYTES} bytes")]
+    TextTooLong,
+}
+
+impl Violation {
+    /// A fixed description, for logs and counters.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Violation::NoDeps => "chat rules: a change without dependencies",
+            Violation::ForeignObject => "chat rules: touches the schema or another entry",
+            Violation::MessageMapOp => "chat rules: not a new message entry",
+            Violation::MessageId => "chat rules: bad message id",
+            Violation::EntryField => "chat rules: bad message field",
+            Violation::TextTooLong => "chat rules: message text too long",
+        }
+    }
+}
 
 /// A message to post.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +121,61 @@ impl ChatDoc {
         self.doc.get_change_by_hash(&hash).ok_or(Error::EmptyChange)
     }
 
+    /// Checks `change` against the chat rules before it may be applied.
+    pub fn validate(&self, change: &Change) -> Result<(), Violation> {
+        use automerge::{
+            ObjType as T,
+            legacy::{Key, ObjectId, OpId, OpType},
+        };
+        if change.deps().is_empty() {
+            return Err(Violation::NoDeps);
+        }
+        let messages = match &self.messages {
+            ObjId::Id(counter, actor, _) => ObjectId::Id(OpId(*counter, actor.clone())),
+            ObjId::Root => unreachable!("the messages map is created by genesis, never the root"),
+        };
+        let expanded = change.decode();
+        let start = change.start_op().get();
+        // Entries created by this change, with the fields each has set.
+        let mut entries: std::collections::HashMap<OpId, Vec<String>> = std::collections::HashMap::new();
+        for (i, op) in expanded.operations.iter().enumerate() {
+            let Key::Map(key) = &op.key else {
+                return Err(Violation::ForeignObject);
+            };
+            if op.obj == messages {
+                if op.insert || !op.pred.is_empty() || !matches!(op.action, OpType::Make(T::Map)) {
+                    return Err(Violation::MessageMapOp);
+                }
+                if key.is_empty() || key.len() > MAX_ID_BYTES {
+                    return Err(Violation::MessageId);
+                }
+                entries.insert(OpId(start + i as u64, change.actor_id().clone()), Vec::new());
+                continue;
+            }
+            let ObjectId::Id(obj) = &op.obj else {
+                return Err(Violation::ForeignObject);
+            };
+            let fields = entries.get_mut(obj).ok_or(Violation::ForeignObject)?;
+            if op.insert || !op.pred.is_empty() {
+                return Err(Violation::EntryField);
+            }
+            match (key.as_str(), &op.action) {
+                ("text", OpType::Put(ScalarValue::Str(text))) => {
+                    if text.len() > MAX_TEXT_BYTES {
+                        return Err(Violation::TextTooLong);
+                    }
+                }
+                ("sent_at", OpType::Put(ScalarValue::Timestamp(_))) => {}
+                _ => return Err(Violation::EntryField),
+            }
+            if fields.iter().any(|f| f == key.as_str()) {
+                return Err(Violation::EntryField);
+            }
+            fields.push(key.to_string());
+        }
+        Ok(())
+    }
+
     /// Applies remote changes in one call (Automerge's apply costs time proportional
     /// to the document on every call, so callers batch).
     ///
@@ -120,39 +216,21 @@ impl ChatDoc {
     }
 
     /// Every message, in display order.
+    ///
+    /// When writers created the same id concurrently, every entry shows: a writer
+    /// cannot hide another's message by reusing its id.
     pub fn messages(&self) -> Vec<Message> {
-        let mut out: Vec<Message> = self
-            .doc
-            .map_range(&self.messages, ..)
-            .filter_map(|item| {
-                let ObjId::Id(lamport, actor, _) = item.id() else {
-                    return None;
-                };
-                let entry = item.id();
-                let text = match self.doc.get(&entry, "text") {
-                    Ok(Some((Value::Scalar(s), _))) => match s.as_ref() {
-                        ScalarValue::Str(s) => s.to_string(),
-                        _ => return None,
-                    },
-                    _ => return None,
-                };
-                let sent_at_ms = match self.doc.get(&entry, "sent_at") {
-                    Ok(Some((Value::Scalar(s), _))) => match s.as_ref() {
-                        ScalarValue::Timestamp(t) => *t,
-                        _ => 0,
-                    },
-                    _ => 0,
-                };
-                Some(Message {
-                    id: item.key.to_string(),
-                    text,
-                    sent_at_ms,
-                    actor,
-                    lamport,
-                })
-            })
-            .collect();
-        out.sort_by(|a, b| (a.lamport, a.actor.to_bytes()).cmp(&(b.lamport, b.actor.to_bytes())));
+        let mut out = Vec::new();
+        for item in self.doc.map_range(&self.messages, ..) {
+            let key = item.key.to_string();
+            if item.conflict {
+                let all = self.doc.get_all(&self.messages, key.as_str()).unwrap_or_default();
+                out.extend(all.into_iter().filter_map(|(_, id)| read_message(&self.doc, &key, id)));
+            } else {
+                out.extend(read_message(&self.doc, &key, item.id()));
+            }
+        }
+        sort_for_display(&mut out);
         out
     }
 
@@ -226,6 +304,85 @@ mod tests {
         assert_eq!(b.messages(), a.messages());
         assert_eq!(b.message("x").unwrap().text, "hi");
         assert_eq!(b.messages()[0].sent_at_ms, 5);
+    }
+
+    /// A change made directly on a copy of `room`'s document, bypassing the model.
+    fn raw_change(
+        room: &ChatDoc,
+        actor: ActorId,
+        edit: impl FnOnce(&mut automerge::transaction::Transaction<'_>, &ObjId),
+    ) -> Change {
+        let mut doc = room.automerge().fork().with_actor(actor);
+        let mut tx = doc.transaction();
+        edit(&mut tx, &room.messages);
+        let (hash, _) = tx.commit_with(CommitOptions::default().with_time(1));
+        doc.get_change_by_hash(&hash.unwrap()).unwrap()
+    }
+
+    #[test]
+    fn honest_posts_pass_validation() {
+        let doc = DocId([4; 16]);
+        let mut a = ChatDoc::new(doc);
+        let c = a
+            .post(actor_id(&[1; 32], &doc, 1), &[msg("x", "hi"), msg("y", "yo")], 5)
+            .unwrap();
+        assert_eq!(ChatDoc::new(doc).validate(&c), Ok(()));
+    }
+
+    #[test]
+    fn schema_and_foreign_entries_are_off_limits() {
+        let doc = DocId([4; 16]);
+        let mut room = ChatDoc::new(doc);
+        let alice = actor_id(&[1; 32], &doc, 1);
+        let mallory = actor_id(&[2; 32], &doc, 1);
+        room.post(alice, &[msg("x", "hi")], 5).unwrap();
+        let (_, entry) = room.doc.get(&room.messages, "x").unwrap().unwrap();
+
+        let wipe = raw_change(&room, mallory.clone(), |tx, _| {
+            tx.put_object(ROOT, MESSAGES, ObjType::Map).unwrap();
+        });
+        assert_eq!(room.validate(&wipe), Err(Violation::ForeignObject));
+        let edit = raw_change(&room, mallory.clone(), |tx, _| {
+            tx.put(&entry, "text", "rewritten").unwrap();
+        });
+        assert_eq!(room.validate(&edit), Err(Violation::ForeignObject));
+        let delete = raw_change(&room, mallory.clone(), |tx, m| tx.delete(m, "x").unwrap());
+        assert_eq!(room.validate(&delete), Err(Violation::MessageMapOp));
+        let overwrite = raw_change(&room, mallory.clone(), |tx, m| {
+            tx.put_object(m, "x", ObjType::Map).unwrap();
+        });
+        assert_eq!(room.validate(&overwrite), Err(Violation::MessageMapOp));
+        let scalar = raw_change(&room, mallory.clone(), |tx, m| tx.put(m, "z", 1).unwrap());
+        assert_eq!(room.validate(&scalar), Err(Violation::MessageMapOp));
+        let extra = raw_change(&room, mallory.clone(), |tx, m| {
+            let e = tx.put_object(m, "z", ObjType::Map).unwrap();
+            tx.put(&e, "text", "t").unwrap();
+            tx.put(&e, "admin", true).unwrap();
+        });
+        assert_eq!(room.validate(&extra), Err(Violation::EntryField));
+        let long = raw_change(&room, mallory, |tx, m| {
+            let e = tx.put_object(m, "z", ObjType::Map).unwrap();
+            tx.put(&e, "text", "x".repeat(MAX_TEXT_BYTES + 1)).unwrap();
+        });
+        assert_eq!(room.validate(&long), Err(Violation::TextTooLong));
+    }
+
+    #[test]
+    fn a_reused_id_hides_no_message() {
+        let doc = DocId([5; 16]);
+        let mut a = ChatDoc::new(doc);
+        let mut b = ChatDoc::new(doc);
+        let ca = a
+            .post(actor_id(&[1; 32], &doc, 1), &[msg("same", "from a")], 1)
+            .unwrap();
+        let cb = b
+            .post(actor_id(&[2; 32], &doc, 1), &[msg("same", "from b")], 1)
+            .unwrap();
+        a.apply(vec![cb]).unwrap();
+        b.apply(vec![ca]).unwrap();
+        let texts: Vec<String> = a.messages().into_iter().map(|m| m.text).collect();
+        assert_eq!(texts.len(), 2, "{texts:?}");
+        assert_eq!(a.messages(), b.messages());
     }
 
     proptest! {

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, info, warn};
 
-use self::space::{PENDING_PER_SPACE_CAP, PeerView, Space, Verdict};
+use self::space::{PeerView, Space, Verdict};
 use crate::{
     control::{self, SpaceKind, SpaceState},
     envelope::{Envelope, Header, Kind},
@@ -40,8 +40,8 @@ pub const COMMAND_CAP: usize = 4096;
 pub const EVENT_CAP: usize = 8192;
 /// Envelopes of not-yet-known spaces held in memory, waiting for their genesis.
 const ORPHAN_CAP: usize = 1024;
-/// Longest message text accepted from the local API, in bytes.
-pub const MAX_TEXT_BYTES: usize = 64 << 10;
+/// Longest message text accepted, in bytes (a chat rule every node enforces).
+pub use outpost_crdt::chat::MAX_TEXT_BYTES;
 /// Most messages returned by one log request.
 pub const MAX_LOG_LIMIT: usize = 100_000;
 
@@ -104,6 +104,8 @@ pub struct SpaceStatus {
     pub envelopes: u64,
     pub writers: usize,
     pub pending: usize,
+    /// Bytes of the envelopes waiting for their parents.
+    pub pending_bytes: usize,
     pub rejected: u64,
     pub peers: Vec<PeerSyncStatus>,
 }
@@ -373,7 +375,7 @@ impl Core {
             if let Ok(env) = Envelope::decode(bytes)
                 && let Some(space) = self.spaces.get_mut(&env.header().space)
             {
-                space.pending.insert(env.id(), env);
+                space.pending.insert(env);
             }
         }
         info!(spaces = self.spaces.len(), "store loaded");
@@ -885,12 +887,9 @@ impl Core {
             queue = waiting;
             for space_id in progressed {
                 if let Some(space) = self.spaces.get_mut(&space_id) {
-                    let ids: Vec<EnvelopeId> = space.pending.keys().copied().collect();
-                    for id in ids {
-                        if let Some(env) = space.pending.remove(&id) {
-                            from_pending.insert(id);
-                            queue.push(env);
-                        }
+                    for env in space.pending.take_all() {
+                        from_pending.insert(env.id());
+                        queue.push(env);
                     }
                 }
             }
@@ -901,7 +900,7 @@ impl Core {
                 continue;
             };
             let fresh = !from_pending.contains(&env.id());
-            if space.pending.len() >= PENDING_PER_SPACE_CAP && fresh {
+            if fresh && !space.pending.admits(env.as_bytes().len()) {
                 warn!(%peer, space = %space_id.fmt_short(), "dropped an envelope: pending cap reached");
                 ack.rejected += 1;
                 continue;
@@ -910,7 +909,7 @@ impl Core {
                 tx.put_pending(&env.id(), &space_id, env.as_bytes())?;
                 ack.pending += 1;
             }
-            space.pending.insert(env.id(), env);
+            space.pending.insert(env);
         }
         let touched: BTreeSet<SpaceId> = stored.keys().copied().collect();
         for (space_id, changes) in to_apply {
@@ -1062,6 +1061,7 @@ impl Core {
                 envelopes: s.next_order,
                 writers: s.vv.0.len(),
                 pending: s.pending.len(),
+                pending_bytes: s.pending.bytes(),
                 rejected: s.rejected,
                 peers: s
                     .peers

@@ -19,6 +19,50 @@ use crate::{
 /// Most envelopes a space may hold waiting for parents: a peer sending changes
 /// whose parents never come cannot grow memory past this.
 pub(crate) const PENDING_PER_SPACE_CAP: usize = 10_000;
+/// Most bytes of envelopes a space may hold waiting: with envelopes of up to
+/// 1 MiB, the count cap alone would allow 10 GiB.
+pub(crate) const PENDING_BYTES_PER_SPACE_CAP: usize = 16 << 20;
+
+/// Envelopes of a space that wait for their parents, with their total size.
+#[derive(Default)]
+pub(crate) struct Pending {
+    envelopes: BTreeMap<EnvelopeId, Envelope>,
+    bytes: usize,
+}
+
+impl Pending {
+    /// Whether one more envelope of `len` bytes fits under both caps.
+    pub(crate) fn admits(&self, len: usize) -> bool {
+        self.envelopes.len() < PENDING_PER_SPACE_CAP && self.bytes + len <= PENDING_BYTES_PER_SPACE_CAP
+    }
+
+    pub(crate) fn insert(&mut self, env: Envelope) {
+        let len = env.as_bytes().len();
+        if self.envelopes.insert(env.id(), env).is_none() {
+            self.bytes += len;
+        }
+    }
+
+    pub(crate) fn remove(&mut self, id: &EnvelopeId) -> Option<Envelope> {
+        let env = self.envelopes.remove(id)?;
+        self.bytes -= env.as_bytes().len();
+        Some(env)
+    }
+
+    /// Takes every waiting envelope out, to be classified again.
+    pub(crate) fn take_all(&mut self) -> Vec<Envelope> {
+        self.bytes = 0;
+        std::mem::take(&mut self.envelopes).into_values().collect()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.envelopes.len()
+    }
+
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
 
 /// What to do with an envelope.
 pub(crate) enum Verdict {
@@ -59,7 +103,7 @@ pub(crate) struct Space {
     /// Arrival order of every stored envelope (a topological order).
     pub(crate) order: HashMap<EnvelopeId, u64>,
     pub(crate) next_order: u64,
-    pub(crate) pending: BTreeMap<EnvelopeId, Envelope>,
+    pub(crate) pending: Pending,
     pub(crate) peers: BTreeMap<DeviceId, PeerView>,
     pub(crate) rejected: u64,
 }
@@ -98,7 +142,7 @@ impl Space {
             vv: VersionVector::default(),
             order: HashMap::new(),
             next_order: 0,
-            pending: BTreeMap::new(),
+            pending: Pending::default(),
             peers: BTreeMap::new(),
             rejected: 0,
         }
@@ -165,24 +209,29 @@ impl Space {
         if change.seq() != h.seq {
             return Verdict::Reject("Automerge seq differs from the header seq");
         }
-        let mut expected: Vec<ChangeHash> = h
-            .parents
-            .iter()
-            .filter_map(|p| readable.change_of_env.get(p).copied())
-            .collect();
-        if expected.len() != h.parents.len() {
-            return Verdict::Reject("a parent envelope carries no change");
-        }
-        let mut deps: Vec<ChangeHash> = change
-            .deps()
-            .iter()
-            .copied()
-            .filter(|d| *d != readable.genesis_hash)
-            .collect();
+        // The change's Automerge deps must be exactly the changes its header
+        // parents carry, or the genesis when it names no parents.
+        let mut expected: Vec<ChangeHash> = if h.parents.is_empty() {
+            vec![readable.genesis_hash]
+        } else {
+            let found: Vec<ChangeHash> = h
+                .parents
+                .iter()
+                .filter_map(|p| readable.change_of_env.get(p).copied())
+                .collect();
+            if found.len() != h.parents.len() {
+                return Verdict::Reject("a parent envelope carries no change");
+            }
+            found
+        };
+        let mut deps = change.deps().to_vec();
         expected.sort();
         deps.sort();
         if deps != expected {
             return Verdict::Reject("Automerge dependencies differ from the header parents");
+        }
+        if let Err(violation) = readable.chat.validate(&change) {
+            return Verdict::Reject(violation.reason());
         }
         Verdict::Accept(Some(Box::new(change)))
     }
