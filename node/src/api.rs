@@ -24,7 +24,7 @@ use axum::{
     routing::{get, post},
 };
 use serde::{Deserialize, Serialize};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 use crate::{
     core::{self, CoreHandle, MessageView, Sent, SpaceStatus, SpaceSummary},
@@ -97,10 +97,13 @@ struct AppState {
     core: CoreHandle,
     net: NetHandle,
     cert: Arc<DeviceCert>,
+    /// Turns true when the daemon shuts down: open event streams end, so the
+    /// server's graceful shutdown does not wait on `chat tail` forever.
+    stopping: watch::Receiver<bool>,
 }
 
 /// The router serving the local API.
-pub fn router(core: CoreHandle, net: NetHandle, cert: DeviceCert) -> Router {
+pub fn router(core: CoreHandle, net: NetHandle, cert: DeviceCert, stopping: watch::Receiver<bool>) -> Router {
     Router::new()
         .route("/v1/id", get(id))
         .route("/v1/status", get(status))
@@ -113,6 +116,7 @@ pub fn router(core: CoreHandle, net: NetHandle, cert: DeviceCert) -> Router {
             core,
             net,
             cert: Arc::new(cert),
+            stopping,
         })
 }
 
@@ -254,13 +258,17 @@ struct EventsQuery {
 async fn events(State(s): State<AppState>, Query(q): Query<EventsQuery>) -> Result<Response, Failure> {
     let filter = q.space.as_deref().map(parse_space).transpose()?;
     let rx = s.core.subscribe();
-    let stream = futures::stream::unfold(rx, move |mut rx| async move {
+    let stream = futures::stream::unfold((rx, s.stopping), move |(mut rx, mut stopping)| async move {
         loop {
-            match rx.recv().await {
+            let event = tokio::select! {
+                event = rx.recv() => event,
+                _ = stopping.wait_for(|stop| *stop) => return None,
+            };
+            match event {
                 Ok(core::Event::Message { space, message }) if filter.is_none_or(|f| f == space) => {
                     let mut line = serde_json::to_vec(&ApiEvent::Message { space, message }).expect("events serialize");
                     line.push(b'\n');
-                    return Some((Ok::<_, std::convert::Infallible>(Bytes::from(line)), rx));
+                    return Some((Ok::<_, std::convert::Infallible>(Bytes::from(line)), (rx, stopping)));
                 }
                 Ok(_) => continue,
                 Err(broadcast::error::RecvError::Lagged(_)) => continue,

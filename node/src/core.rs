@@ -189,14 +189,9 @@ enum ToCore {
         spaces: Vec<SpaceVv>,
         reply: Reply<OfferOutcome>,
     },
-    TakeOfferResponse {
+    PeerHolds {
         peer: DeviceId,
         spaces: Vec<SpaceVv>,
-        reply: Reply<Vec<Vec<u8>>>,
-    },
-    TakeAck {
-        peer: DeviceId,
-        ack: Ack,
     },
 }
 
@@ -273,13 +268,9 @@ impl CoreHandle {
         self.call(|reply| ToCore::TakeOffer { peer, spaces, reply }).await
     }
 
-    pub async fn take_offer_response(&self, peer: DeviceId, spaces: Vec<SpaceVv>) -> Result<Vec<Vec<u8>>> {
-        self.call(|reply| ToCore::TakeOfferResponse { peer, spaces, reply })
-            .await
-    }
-
-    pub async fn take_ack(&self, peer: DeviceId, ack: Ack) {
-        let _ = self.tx.send(ToCore::TakeAck { peer, ack }).await;
+    /// Records what `peer` says it holds (its answer to our offer, or an ack).
+    pub async fn note_peer_holds(&self, peer: DeviceId, spaces: Vec<SpaceVv>) {
+        let _ = self.tx.send(ToCore::PeerHolds { peer, spaces }).await;
     }
 }
 
@@ -461,7 +452,9 @@ impl Core {
         };
         let mut failure: Option<Arc<store::Error>> = None;
         for cmd in batch {
-            let Some(txn) = tx.as_mut() else {
+            // After a failure the transaction is lost: later writes in the batch are
+            // refused with a storage error (never silently dropped); reads still run.
+            let (None, Some(txn)) = (&failure, tx.as_mut()) else {
                 reads.push(cmd);
                 continue;
             };
@@ -502,7 +495,6 @@ impl Core {
             };
             if let Err(e) = result {
                 failure = Some(Arc::new(e));
-                break;
             }
         }
         if failure.is_none() {
@@ -564,10 +556,7 @@ impl Core {
             ToCore::TakeOffer { peer, spaces, reply } => {
                 let _ = reply.send(self.take_offer(peer, spaces));
             }
-            ToCore::TakeOfferResponse { peer, spaces, reply } => {
-                let _ = reply.send(self.take_offer_response(peer, spaces));
-            }
-            ToCore::TakeAck { peer, ack } => self.take_ack(peer, ack),
+            ToCore::PeerHolds { peer, spaces } => self.note_peer_holds(peer, spaces),
             // Writes reach here only when no transaction could be opened.
             ToCore::CreateChat { reply, .. } => fail_unavailable(reply),
             ToCore::Send { reply, .. } => fail_unavailable(reply),
@@ -918,6 +907,7 @@ impl Core {
         ack.vv = touched
             .iter()
             .filter_map(|id| self.spaces.get(id))
+            .filter(|s| from.is_none_or(|peer| s.state.entitled(&peer)))
             .map(|s| SpaceVv {
                 space: s.state.space,
                 vv: s.vv.clone(),
@@ -1112,10 +1102,6 @@ impl Core {
         Ok(OfferOutcome { response, push })
     }
 
-    fn take_offer_response(&mut self, peer: DeviceId, theirs: Vec<SpaceVv>) -> Result<Vec<Vec<u8>>> {
-        self.missing_for(peer, theirs.into_iter().map(|s| (s.space, s.vv)).collect())
-    }
-
     /// Records what `peer` holds and returns, in topological order, every envelope
     /// of its entitled spaces that it lacks.
     fn missing_for(&mut self, peer: DeviceId, theirs: BTreeMap<SpaceId, VersionVector>) -> Result<Vec<Vec<u8>>> {
@@ -1153,9 +1139,9 @@ impl Core {
         Ok(out)
     }
 
-    fn take_ack(&mut self, peer: DeviceId, ack: Ack) {
+    fn note_peer_holds(&mut self, peer: DeviceId, spaces: Vec<SpaceVv>) {
         let now = now_ms();
-        for SpaceVv { space, vv } in ack.vv {
+        for SpaceVv { space, vv } in spaces {
             if let Some(s) = self.spaces.get_mut(&space)
                 && s.state.entitled(&peer)
             {

@@ -75,9 +75,13 @@ pub async fn run(
     home::record_socket_path(&config.home, &socket).map_err(api_err)?;
     info!(device = %keys.device_id(), socket = %socket.display(), "daemon ready");
 
-    let app = api::router(core.clone(), net.clone(), keys.cert());
+    let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
+    let app = api::router(core.clone(), net.clone(), keys.cert(), stopping);
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = stopping_tx.send(true);
+        })
         .await
         .map_err(api_err)?;
 

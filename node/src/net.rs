@@ -46,8 +46,9 @@ const MAX_CONNECTIONS_PER_PEER: u32 = 2;
 const MAX_PENDING_INCOMING: u32 = 64;
 /// How long a sync request may take: a full frame over a slow link.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
-/// Concurrent sync streams per connection.
-const MAX_STREAMS: usize = 64;
+/// Concurrent sync streams per connection: with [`sync::MAX_FRAME_BYTES`], bounds
+/// what one connection can make us buffer (16 × 4 MiB).
+const MAX_STREAMS: usize = 16;
 /// How often due redials are checked.
 const TICK: Duration = Duration::from_millis(200);
 
@@ -566,11 +567,9 @@ impl NetActor {
                         response: Response::Offer { spaces },
                         ..
                     } => {
-                        self.spawn(async move {
-                            if let Ok(push) = core.take_offer_response(device, spaces).await {
-                                push_frames(&out, peer, push).await;
-                            }
-                        });
+                        // The peer pulls what it lacks with its own offer; its answer
+                        // to ours only tells what it holds.
+                        self.spawn(async move { core.note_peer_holds(device, spaces).await });
                     }
                     Message::Response {
                         response: Response::Ack(ack),
@@ -579,7 +578,7 @@ impl NetActor {
                         if ack.rejected > 0 {
                             warn!(peer = %device.fmt_short(), rejected = ack.rejected, "peer rejected envelopes we sent");
                         }
-                        self.spawn(async move { core.take_ack(device, ack).await });
+                        self.spawn(async move { core.note_peer_holds(device, ack.vv).await });
                     }
                 }
             }

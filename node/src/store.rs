@@ -14,6 +14,9 @@ use crate::ids::{ActorKey, DeviceId, EnvelopeId, SpaceId};
 
 /// Schema version recorded in `meta-1`; bumped with each migration.
 pub const SCHEMA_VERSION: u64 = 1;
+/// redb's page cache: bounded so a node's memory does not grow with its store
+/// (redb's default is 1 GiB).
+const CACHE_BYTES: usize = 64 << 20;
 /// File name of the database inside the home.
 pub const DB_FILE: &str = "outpost.redb";
 
@@ -87,7 +90,9 @@ pub struct NewEnvelope<'a> {
 impl Store {
     /// Opens (or creates) the database in `home`.
     pub fn open(home: &Path) -> Result<Self> {
-        let db = Database::create(home.join(DB_FILE))?;
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(home.join(DB_FILE))?;
         let store = Self { db };
         store.migrate()?;
         Ok(store)

@@ -6,10 +6,12 @@
 //! 1. `Offer`: my device certificate and, for every space I know the peer may hold
 //!    (it is a member or named replicator), my version vector. I never name a space
 //!    to a peer not entitled to it.
-//! 2. The answer is the peer's version vectors for the same spaces (empty for a
-//!    space it does not have yet, which means "send everything").
-//! 3. Each side pushes `Envelopes` the other lacks, in topological order, in frames
-//!    of bounded size. The receiver acks with counts; envelopes whose parents are
+//! 2. An offer is a pull: the peer answers with its version vectors for the same
+//!    spaces (empty for a space it does not have yet, which means "send
+//!    everything") and pushes the `Envelopes` I lack, in topological order, in
+//!    frames of bounded size. Its answer to my offer only updates my view of it:
+//!    both sides offer, so each pulls what it lacks once per round.
+//! 3. The receiver acks each frame with counts; envelopes whose parents are
 //!    missing wait in its pending table and trigger a fresh offer.
 //! 4. Live: every newly stored envelope is pushed at once to connected entitled
 //!    peers (the doorbell is the envelope itself). Reconciliation by offer stays the
@@ -26,8 +28,10 @@ use crate::{
 
 /// The protocol id; a breaking change gets a new number.
 pub const PROTOCOL: &str = "/outpost/sync/1";
-/// Largest frame read from a peer, checked before allocating.
-pub const MAX_FRAME_BYTES: usize = 8 << 20;
+/// Largest frame read from a peer, checked before allocating: a frame of
+/// envelopes targets 1 MiB (or one envelope of up to 1 MiB), and offers of a
+/// few hundred spaces stay far below this.
+pub const MAX_FRAME_BYTES: usize = 4 << 20;
 /// Most spaces in one offer.
 pub const MAX_SPACES_PER_OFFER: usize = 4096;
 /// Most writers in one version vector: a space's writer count grows with daemon
