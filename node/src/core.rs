@@ -7,6 +7,7 @@
 //! change (one envelope); arriving envelopes are applied with one `apply_changes`
 //! call per document.
 
+mod pending;
 mod space;
 
 use std::{
@@ -22,7 +23,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, info, warn};
 
-use self::space::{PeerView, Space, Verdict};
+use self::{
+    pending::{ORPHAN_BYTES_CAP, ORPHAN_CAP, Pending},
+    space::{PeerView, Space, Verdict},
+};
 use crate::{
     control::{self, SpaceKind, SpaceState},
     envelope::{Envelope, Header, Kind},
@@ -38,8 +42,6 @@ pub const BATCH_CAP: usize = 1024;
 pub const COMMAND_CAP: usize = 4096;
 /// Capacity of the event broadcast; a subscriber lagging further re-syncs.
 pub const EVENT_CAP: usize = 8192;
-/// Envelopes of not-yet-known spaces held in memory, waiting for their genesis.
-const ORPHAN_CAP: usize = 1024;
 /// Longest message text accepted, in bytes (a chat rule every node enforces).
 pub use outpost_crdt::chat::MAX_TEXT_BYTES;
 /// Most messages returned by one log request.
@@ -304,7 +306,8 @@ struct Core {
     certs: HashMap<DeviceId, DeviceCert>,
     /// This run's incarnation per document written to (see `outpost_crdt::writer`).
     incarnations: HashMap<DocId, u64>,
-    orphans: BTreeMap<EnvelopeId, Envelope>,
+    /// Envelopes of spaces not known yet, waiting for their genesis (memory only).
+    orphans: Pending,
     events: broadcast::Sender<Event>,
 }
 
@@ -341,7 +344,7 @@ impl Core {
             spaces: BTreeMap::new(),
             certs: HashMap::new(),
             incarnations: HashMap::new(),
-            orphans: BTreeMap::new(),
+            orphans: Pending::new(ORPHAN_CAP, ORPHAN_BYTES_CAP),
             events,
         }
     }
@@ -803,16 +806,10 @@ impl Core {
                 }
             }
         }
-        let adopted: Vec<Envelope> = {
-            let known: Vec<EnvelopeId> = self
-                .orphans
-                .iter()
-                .filter(|(_, e)| self.spaces.contains_key(&e.header().space))
-                .map(|(id, _)| *id)
-                .collect();
-            known.iter().filter_map(|id| self.orphans.remove(id)).collect()
-        };
-        queue.extend(adopted);
+        let spaces = &self.spaces;
+        queue.extend(self.orphans.take_where(|e| spaces.contains_key(&e.header().space)));
+        // Envelopes refused because a waiting set is full: reported once per batch.
+        let mut dropped = 0u32;
 
         let mut stored: BTreeMap<SpaceId, Vec<Vec<u8>>> = BTreeMap::new();
         let mut to_apply: BTreeMap<SpaceId, Vec<outpost_crdt::Change>> = BTreeMap::new();
@@ -823,12 +820,10 @@ impl Core {
             for env in queue.drain(..) {
                 let space_id = env.header().space;
                 let Some(space) = self.spaces.get_mut(&space_id) else {
-                    if self.orphans.len() < ORPHAN_CAP {
-                        self.orphans.insert(env.id(), env);
+                    if self.orphans.insert(env) {
                         ack.pending += 1;
                     } else {
-                        warn!(%peer, "dropped an envelope of an unknown space: orphan cap reached");
-                        ack.rejected += 1;
+                        dropped += 1;
                     }
                     continue;
                 };
@@ -889,9 +884,11 @@ impl Core {
                 continue;
             };
             let fresh = !from_pending.contains(&env.id());
-            if fresh && !space.pending.admits(env.as_bytes().len()) {
-                warn!(%peer, space = %space_id.fmt_short(), "dropped an envelope: pending cap reached");
-                ack.rejected += 1;
+            if !space.pending.holds_or_admits(&env) {
+                if !fresh {
+                    tx.remove_pending(&env.id())?;
+                }
+                dropped += 1;
                 continue;
             }
             if fresh {
@@ -899,6 +896,10 @@ impl Core {
                 ack.pending += 1;
             }
             space.pending.insert(env);
+        }
+        if dropped > 0 {
+            warn!(%peer, dropped, "refused envelopes that wait for parents or a genesis: waiting sets are full");
+            ack.rejected += dropped;
         }
         let touched: BTreeSet<SpaceId> = stored.keys().copied().collect();
         for (space_id, changes) in to_apply {

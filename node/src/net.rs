@@ -315,7 +315,7 @@ impl NetActor {
         match work {
             Internal::Send { peer, request } => {
                 if self.connected.contains_key(&peer) {
-                    self.swarm.behaviour_mut().sync.send_request(&peer, request);
+                    self.swarm.behaviour_mut().sync.send_request(&peer, Ok(request));
                 }
             }
             Internal::Respond { channel, response } => {
@@ -345,7 +345,7 @@ impl NetActor {
                         self.swarm
                             .behaviour_mut()
                             .sync
-                            .send_request(&peer, Request::Envelopes { envelopes: frame });
+                            .send_request(&peer, Ok(Request::Envelopes { envelopes: frame }));
                     }
                 }
             }
@@ -496,7 +496,7 @@ impl NetActor {
         }
     }
 
-    fn handle_sync_event(&mut self, event: request_response::Event<Request, Response>) {
+    fn handle_sync_event(&mut self, event: request_response::Event<codec::Inbound, Response>) {
         use request_response::{Event, Message};
         match event {
             Event::Message { peer, message, .. } => {
@@ -508,11 +508,17 @@ impl NetActor {
                 let cert = self.cert;
                 match message {
                     Message::Request {
+                        request: Err(error), ..
+                    } => {
+                        // Dropping the channel closes the stream without an answer.
+                        warn!(%peer, device = %device.fmt_short(), %error, "refused a sync frame from peer");
+                    }
+                    Message::Request {
                         request:
-                            Request::Offer {
+                            Ok(Request::Offer {
                                 cert: their_cert,
                                 spaces,
-                            },
+                            }),
                         channel,
                         ..
                     } => {
@@ -535,7 +541,7 @@ impl NetActor {
                         });
                     }
                     Message::Request {
-                        request: Request::Envelopes { envelopes },
+                        request: Ok(Request::Envelopes { envelopes }),
                         channel,
                         ..
                     } => {
@@ -583,10 +589,12 @@ impl NetActor {
                 }
             }
             Event::InboundFailure { peer, error, .. } => {
-                warn!(peer = %peer, %error, "bad or failed sync request from peer");
+                let device = device_of(&peer).map(|d| d.fmt_short()).unwrap_or_default();
+                debug!(%peer, %device, %error, "inbound sync request failed");
             }
             Event::OutboundFailure { peer, error, .. } => {
-                debug!(peer = %peer, %error, "sync request failed");
+                let device = device_of(&peer).map(|d| d.fmt_short()).unwrap_or_default();
+                debug!(%peer, %device, %error, "sync request failed (the next offer repairs it)");
             }
             Event::ResponseSent { .. } => {}
         }

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use outpost_crdt::{Change, ChangeHash, chat::ChatDoc};
 
+use super::pending::{PENDING_BYTES_PER_SPACE_CAP, PENDING_PER_SPACE_CAP, Pending};
 use crate::{
     control::{SpaceKind, SpaceState},
     crypto::EpochKey,
@@ -15,54 +16,6 @@ use crate::{
     ids::{ActorKey, DeviceId, DocId, EnvelopeId},
     sync::VersionVector,
 };
-
-/// Most envelopes a space may hold waiting for parents: a peer sending changes
-/// whose parents never come cannot grow memory past this.
-pub(crate) const PENDING_PER_SPACE_CAP: usize = 10_000;
-/// Most bytes of envelopes a space may hold waiting: with envelopes of up to
-/// 1 MiB, the count cap alone would allow 10 GiB.
-pub(crate) const PENDING_BYTES_PER_SPACE_CAP: usize = 16 << 20;
-
-/// Envelopes of a space that wait for their parents, with their total size.
-#[derive(Default)]
-pub(crate) struct Pending {
-    envelopes: BTreeMap<EnvelopeId, Envelope>,
-    bytes: usize,
-}
-
-impl Pending {
-    /// Whether one more envelope of `len` bytes fits under both caps.
-    pub(crate) fn admits(&self, len: usize) -> bool {
-        self.envelopes.len() < PENDING_PER_SPACE_CAP && self.bytes + len <= PENDING_BYTES_PER_SPACE_CAP
-    }
-
-    pub(crate) fn insert(&mut self, env: Envelope) {
-        let len = env.as_bytes().len();
-        if self.envelopes.insert(env.id(), env).is_none() {
-            self.bytes += len;
-        }
-    }
-
-    pub(crate) fn remove(&mut self, id: &EnvelopeId) -> Option<Envelope> {
-        let env = self.envelopes.remove(id)?;
-        self.bytes -= env.as_bytes().len();
-        Some(env)
-    }
-
-    /// Takes every waiting envelope out, to be classified again.
-    pub(crate) fn take_all(&mut self) -> Vec<Envelope> {
-        self.bytes = 0;
-        std::mem::take(&mut self.envelopes).into_values().collect()
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.envelopes.len()
-    }
-
-    pub(crate) fn bytes(&self) -> usize {
-        self.bytes
-    }
-}
 
 /// What to do with an envelope.
 pub(crate) enum Verdict {
@@ -142,7 +95,7 @@ impl Space {
             vv: VersionVector::default(),
             order: HashMap::new(),
             next_order: 0,
-            pending: Pending::default(),
+            pending: Pending::new(PENDING_PER_SPACE_CAP, PENDING_BYTES_PER_SPACE_CAP),
             peers: BTreeMap::new(),
             rejected: 0,
         }

@@ -1,30 +1,36 @@
 //! Length-prefixed frames for `/outpost/sync/1`: u32 big-endian length, then the
 //! postcard frame. The length is checked against the cap before anything is
-//! allocated; a frame that breaks a cap fails the stream with `InvalidData`.
+//! allocated.
+//!
+//! An inbound request that breaks a cap or does not decode is handed to the
+//! network actor as `Err(FrameError)` rather than failing the stream inside
+//! libp2p: only the actor knows which peer sent it, and it warns naming them.
 
 use std::io;
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::StreamProtocol;
 
-use crate::sync::{self, MAX_FRAME_BYTES, Request, Response};
+use crate::sync::{self, FrameError, MAX_FRAME_BYTES, Request, Response};
 
 #[derive(Debug, Clone, Default)]
 pub(crate) struct SyncCodec;
 
-async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Vec<u8>> {
+/// An inbound request as read: a decoded frame, or why it was refused.
+pub(crate) type Inbound = Result<Request, FrameError>;
+
+/// Reads one frame; `Ok(Err(_))` when the declared length breaks the cap (the
+/// body is not read).
+async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Result<Vec<u8>, FrameError>> {
     let mut len = [0u8; 4];
     io.read_exact(&mut len).await?;
     let len = u32::from_be_bytes(len) as usize;
     if len > MAX_FRAME_BYTES {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("frame of {len} bytes exceeds the cap"),
-        ));
+        return Ok(Err(FrameError::TooLarge(len)));
     }
     let mut buf = vec![0u8; len];
     io.read_exact(&mut buf).await?;
-    Ok(buf)
+    Ok(Ok(buf))
 }
 
 async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, bytes: Vec<u8>) -> io::Result<()> {
@@ -45,15 +51,15 @@ fn invalid(e: sync::FrameError) -> io::Error {
 
 impl libp2p::request_response::Codec for SyncCodec {
     type Protocol = StreamProtocol;
-    type Request = Request;
+    type Request = Inbound;
     type Response = Response;
 
     async fn read_request<T: AsyncRead + Unpin + Send>(
         &mut self,
         _: &StreamProtocol,
         io: &mut T,
-    ) -> io::Result<Request> {
-        sync::decode_request(&read_frame(io).await?).map_err(invalid)
+    ) -> io::Result<Inbound> {
+        Ok(read_frame(io).await?.and_then(|frame| sync::decode_request(&frame)))
     }
 
     async fn read_response<T: AsyncRead + Unpin + Send>(
@@ -61,15 +67,19 @@ impl libp2p::request_response::Codec for SyncCodec {
         _: &StreamProtocol,
         io: &mut T,
     ) -> io::Result<Response> {
-        sync::decode_response(&read_frame(io).await?).map_err(invalid)
+        read_frame(io)
+            .await?
+            .and_then(|frame| sync::decode_response(&frame))
+            .map_err(invalid)
     }
 
     async fn write_request<T: AsyncWrite + Unpin + Send>(
         &mut self,
         _: &StreamProtocol,
         io: &mut T,
-        req: Request,
+        req: Inbound,
     ) -> io::Result<()> {
+        let req = req.map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         write_frame(io, sync::encode(&req)).await
     }
 
