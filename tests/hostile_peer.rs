@@ -473,6 +473,7 @@ fn hostile_peer_is_refused_and_the_node_keeps_serving() {
         .unwrap()
         .clone();
     assert!(s["pending"].as_u64().unwrap() <= 10_000);
+    assert_eq!(s["sync"], "stuck", "envelopes wait for parents that never come: {s}");
     assert!(s["pending_bytes"].as_u64().unwrap() <= 16 << 20);
     // Equivocation, actor mismatch, non-member author and the chat-rule breach
     // are counted against the space (malformed bytes cannot be attributed to one).

@@ -96,7 +96,8 @@ fn three_daemons_converge_through_a_restart() {
             .find(|x| x["space"] == space.as_str())?
             .clone();
         let peers = space_status["peers"].as_array()?;
-        (peers.len() == 2 && peers.iter().all(|p| p["they_lack"] == 0 && p["we_lack"] == 0)).then_some(s)
+        let all_zero = peers.iter().all(|p| p["they_lack"] == 0 && p["we_lack"] == 0);
+        (peers.len() == 2 && all_zero && space_status["sync"] == "synced").then_some(s)
     });
     assert_eq!(status["peers"].as_array().unwrap().len(), 2);
     assert!(

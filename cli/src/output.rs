@@ -1,6 +1,9 @@
 //! How results print for people and for machines.
 
-use outpost_node::{api::StatusResponse, core::MessageView};
+use outpost_node::{
+    api::StatusResponse,
+    core::{MessageView, SyncState},
+};
 
 pub(crate) fn json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
@@ -28,8 +31,13 @@ pub(crate) fn status(s: &StatusResponse) {
     println!("spaces: {}", s.spaces.len());
     for sp in &s.spaces {
         let name = sp.name.as_deref().unwrap_or("-");
+        let sync = match sp.sync {
+            SyncState::Synced => "synced",
+            SyncState::Syncing => "syncing",
+            SyncState::Stuck => "STUCK",
+        };
         println!(
-            "  {}  {}  {} ({} envelopes, {} pending, {} rejected)",
+            "  {}  {}  {} {sync} ({} envelopes, {} waiting for parents, {} rejected)",
             sp.space, name, sp.role, sp.envelopes, sp.pending, sp.rejected
         );
         if let Some(problem) = &sp.key_problem {
@@ -40,7 +48,8 @@ pub(crate) fn status(s: &StatusResponse) {
                 (0, 0) => "synced".to_string(),
                 (t, w) => format!("they lack {t}, we lack {w}"),
             };
-            println!("    {}  {state}", p.device.fmt_short());
+            let when = p.last_sync_ms.map_or("never".to_string(), |ms| utc(ms as i64));
+            println!("    {}  {state}  (last sync {when} UTC)", p.device.fmt_short());
         }
     }
 }

@@ -99,8 +99,13 @@ pub struct SpaceStatus {
     pub space: SpaceId,
     pub name: Option<String>,
     pub kind: String,
-    /// "member", "replicator" or "relay".
+    /// "member" or "replicator".
     pub role: String,
+    /// One word for people and scripts: "synced" (nothing waits, no known peer
+    /// lacks anything either way), "syncing" (peers are known to lack changes or
+    /// to hold changes we lack), "stuck" (envelopes wait for parents nobody has
+    /// sent, or the key does not open). `peers`, `pending` and `key_problem` say why.
+    pub sync: SyncState,
     pub readable: bool,
     pub key_problem: Option<String>,
     pub envelopes: u64,
@@ -110,6 +115,15 @@ pub struct SpaceStatus {
     pub pending_bytes: usize,
     pub rejected: u64,
     pub peers: Vec<PeerSyncStatus>,
+}
+
+/// See [`SpaceStatus::sync`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncState {
+    Synced,
+    Syncing,
+    Stuck,
 }
 
 /// What one peer is known to hold of a space.
@@ -1036,36 +1050,46 @@ impl Core {
     }
 
     fn status(&self) -> Vec<SpaceStatus> {
-        self.spaces
-            .values()
-            .map(|s| SpaceStatus {
-                space: s.state.space,
-                name: s.name.clone(),
-                kind: "chat".into(),
-                role: if s.state.members.contains_key(&self.me) {
-                    "member".into()
-                } else {
-                    "replicator".into()
-                },
-                readable: s.readable.is_some(),
-                key_problem: s.key_problem.clone(),
-                envelopes: s.next_order,
-                writers: s.vv.0.len(),
-                pending: s.pending.len(),
-                pending_bytes: s.pending.bytes(),
-                rejected: s.rejected,
-                peers: s
-                    .peers
-                    .iter()
-                    .map(|(device, view)| PeerSyncStatus {
-                        device: *device,
-                        they_lack: s.vv.count_missing_in(&view.vv),
-                        we_lack: view.vv.count_missing_in(&s.vv),
-                        last_sync_ms: view.last_sync_ms,
-                    })
-                    .collect(),
+        self.spaces.values().map(|s| self.space_status(s)).collect()
+    }
+
+    fn space_status(&self, s: &Space) -> SpaceStatus {
+        let peers: Vec<PeerSyncStatus> = s
+            .peers
+            .iter()
+            .map(|(device, view)| PeerSyncStatus {
+                device: *device,
+                they_lack: s.vv.count_missing_in(&view.vv),
+                we_lack: view.vv.count_missing_in(&s.vv),
+                last_sync_ms: view.last_sync_ms,
             })
-            .collect()
+            .collect();
+        let sync = if !s.pending.is_empty() || s.key_problem.is_some() {
+            SyncState::Stuck
+        } else if peers.iter().any(|p| p.they_lack > 0 || p.we_lack > 0) {
+            SyncState::Syncing
+        } else {
+            SyncState::Synced
+        };
+        SpaceStatus {
+            space: s.state.space,
+            name: s.name.clone(),
+            kind: "chat".into(),
+            role: if s.state.members.contains_key(&self.me) {
+                "member".into()
+            } else {
+                "replicator".into()
+            },
+            sync,
+            readable: s.readable.is_some(),
+            key_problem: s.key_problem.clone(),
+            envelopes: s.next_order,
+            writers: s.vv.0.len(),
+            pending: s.pending.len(),
+            pending_bytes: s.pending.bytes(),
+            rejected: s.rejected,
+            peers,
+        }
     }
 
     /// Our version vectors for every space `peer` is entitled to.

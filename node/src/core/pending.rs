@@ -85,6 +85,10 @@ impl Pending {
         self.envelopes.len()
     }
 
+    pub(crate) fn is_empty(&self) -> bool {
+        self.envelopes.is_empty()
+    }
+
     pub(crate) fn bytes(&self) -> usize {
         self.bytes
     }
