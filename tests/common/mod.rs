@@ -57,6 +57,8 @@ pub struct Node {
     pub home: PathBuf,
     pub port: u16,
     pub peers: Vec<String>,
+    /// Listen (and be dialled) over QUIC instead of TCP.
+    pub quic: bool,
     child: Option<Child>,
     log_index: usize,
 }
@@ -70,6 +72,7 @@ impl Node {
             home,
             port: free_port(),
             peers: Vec::new(),
+            quic: false,
             child: None,
             log_index: 0,
         };
@@ -82,9 +85,24 @@ impl Node {
         node
     }
 
+    /// Like [`Node::init`], for a node reached over QUIC.
+    pub fn init_quic(root: &Path, name: &str) -> Self {
+        let mut node = Self::init(root, name);
+        node.quic = true;
+        node.port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .expect("bind an ephemeral UDP port")
+            .port();
+        node
+    }
+
     /// The multiaddr other nodes dial.
     pub fn addr(&self) -> String {
-        format!("/ip4/127.0.0.1/tcp/{}", self.port)
+        if self.quic {
+            format!("/ip4/127.0.0.1/udp/{}/quic-v1", self.port)
+        } else {
+            format!("/ip4/127.0.0.1/tcp/{}", self.port)
+        }
     }
 
     /// Starts the daemon, dialling `peers`, and waits until its API answers.
@@ -118,18 +136,26 @@ impl Node {
 
     /// Stops the daemon gracefully (SIGTERM).
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if child.try_wait().ok().flatten().is_some() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
+        self.stop_gracefully(Duration::from_secs(10));
+    }
+
+    /// Sends SIGTERM and returns whether the daemon exited by itself, cleanly,
+    /// within `within` (otherwise it is killed).
+    pub fn stop_gracefully(&mut self, within: Duration) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return false;
+        };
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
             }
-            let _ = child.kill();
-            let _ = child.wait();
+            std::thread::sleep(Duration::from_millis(20));
         }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
     }
 
     /// Kills the daemon with SIGKILL: no chance to flush anything.
