@@ -276,23 +276,28 @@ async fn chat(client: &Client, cmd: ChatCommand) -> anyhow::Result<()> {
         ChatCommand::Tail { space, json } => {
             // Subscribe first so nothing falls between the backlog and the stream.
             let mut events = Box::pin(client.stream::<ApiEvent>(&format!("/v1/events?space={space}")).await?);
-            let backlog: Vec<MessageView> = client.get(&format!("/v1/chats/{space}/messages?limit=10")).await?;
-            let mut seen: std::collections::HashSet<String> = backlog.iter().map(|m| m.id.clone()).collect();
-            let print = |m: &MessageView| -> anyhow::Result<()> {
-                if json {
-                    output::json_line(m)
-                } else {
-                    output::message(m);
-                    Ok(())
+            let mut seen = std::collections::HashSet::new();
+            let mut print_new = |msgs: &[MessageView]| -> anyhow::Result<()> {
+                for m in msgs.iter().filter(|m| seen.insert(m.id.clone())) {
+                    if json {
+                        output::json_line(m)?;
+                    } else {
+                        output::message(m);
+                    }
                 }
+                Ok(())
             };
-            for m in &backlog {
-                print(m)?;
-            }
+            let log = async |limit: usize| {
+                client
+                    .get::<Vec<MessageView>>(&format!("/v1/chats/{space}/messages?limit={limit}"))
+                    .await
+            };
+            print_new(&log(10).await?)?;
             while let Some(event) = events.next().await {
-                let ApiEvent::Message { message, .. } = event?;
-                if seen.insert(message.id.clone()) {
-                    print(&message)?;
+                match event? {
+                    ApiEvent::Message { message, .. } => print_new(&[message])?,
+                    // Events were dropped: whatever arrived meanwhile is in the log.
+                    ApiEvent::Lagged { missed } => print_new(&log(missed as usize + 10).await?)?,
                 }
             }
             anyhow::bail!("the daemon closed the event stream");

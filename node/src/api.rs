@@ -80,7 +80,15 @@ pub struct SendMessage {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ApiEvent {
-    Message { space: SpaceId, message: MessageView },
+    Message {
+        space: SpaceId,
+        message: MessageView,
+    },
+    /// This stream fell behind and `missed` events were dropped: re-read what
+    /// you follow (e.g. the chat log) to catch up.
+    Lagged {
+        missed: u64,
+    },
 }
 
 /// The body of every error response.
@@ -271,7 +279,11 @@ async fn events(State(s): State<AppState>, Query(q): Query<EventsQuery>) -> Resu
                     return Some((Ok::<_, std::convert::Infallible>(Bytes::from(line)), (rx, stopping)));
                 }
                 Ok(_) => continue,
-                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    let mut line = serde_json::to_vec(&ApiEvent::Lagged { missed }).expect("events serialize");
+                    line.push(b'\n');
+                    return Some((Ok(Bytes::from(line)), (rx, stopping)));
+                }
                 Err(broadcast::error::RecvError::Closed) => return None,
             }
         }
