@@ -162,6 +162,11 @@ impl Envelope {
             return Err(DecodeError::Trailing);
         }
         let header: Header = postcard::from_bytes(header_bytes).map_err(|_| DecodeError::Header)?;
+        // One byte form per header: postcard ignores trailing bytes, so an author
+        // could otherwise sign several encodings of one header (distinct ids).
+        if encode_header(&header) != header_bytes {
+            return Err(DecodeError::Header);
+        }
         if header.parents.len() > MAX_PARENTS || header.control_heads.len() > MAX_CONTROL_HEADS {
             return Err(DecodeError::TooManyRefs(
                 header.parents.len() + header.control_heads.len(),
@@ -244,7 +249,10 @@ impl Envelope {
         if self.header.kind != Kind::Control {
             return Err(DecodeError::Body(self.header.kind));
         }
-        postcard::from_bytes(self.body()).map_err(|_| DecodeError::Body(Kind::Control))
+        match postcard::take_from_bytes(self.body()) {
+            Ok((op, [])) => Ok(op),
+            _ => Err(DecodeError::Body(Kind::Control)),
+        }
     }
 
     pub fn id(&self) -> EnvelopeId {
@@ -387,6 +395,45 @@ mod tests {
             Envelope::decode(env.into_bytes()),
             Err(DecodeError::TooManyRefs(_))
         ));
+    }
+
+    proptest::proptest! {
+        /// Decoding arbitrary bytes never panics.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            let _ = Envelope::decode(bytes);
+        }
+
+        /// Any mutation of a valid envelope (byte flips, truncation, extension) is
+        /// rejected without panicking.
+        #[test]
+        fn mutations_are_rejected(pos in 0usize..400, xor in 1u8..=255, cut in 0usize..400, extra in 1usize..8) {
+            let keys = DeviceKeys::generate();
+            let epoch = EpochKey::generate(SpaceId([3; 16]));
+            let env = Envelope::seal_content(&keys, header(&keys, &epoch), &epoch, b"change");
+            let bytes = env.as_bytes().to_vec();
+            let mut flipped = bytes.clone();
+            let i = pos % flipped.len();
+            flipped[i] ^= xor;
+            proptest::prop_assert!(Envelope::decode(flipped).is_err());
+            proptest::prop_assert!(Envelope::decode(bytes[..cut % bytes.len()].to_vec()).is_err());
+            let mut longer = bytes.clone();
+            longer.extend(std::iter::repeat_n(0u8, extra));
+            proptest::prop_assert!(Envelope::decode(longer).is_err());
+        }
+    }
+
+    #[test]
+    fn non_canonical_headers_are_rejected() {
+        let keys = DeviceKeys::generate();
+        let epoch = EpochKey::generate(SpaceId([3; 16]));
+        let h = header(&keys, &epoch);
+        let mut header_bytes = encode_header(&h);
+        header_bytes.push(0);
+        let (nonce, ct) = epoch.seal(&content_aad(&header_bytes), b"change");
+        let body = [&nonce[..], &ct].concat();
+        let env = Envelope::assemble(&keys, h, header_bytes, body);
+        assert_eq!(Envelope::decode(env.into_bytes()), Err(DecodeError::Header));
     }
 
     #[test]

@@ -123,7 +123,7 @@ pub fn decode_request(bytes: &[u8]) -> Result<Request, FrameError> {
     if bytes.len() > MAX_FRAME_BYTES {
         return Err(FrameError::TooLarge(bytes.len()));
     }
-    let req: Request = postcard::from_bytes(bytes).map_err(|_| FrameError::Decode)?;
+    let req: Request = decode_exact(bytes)?;
     match &req {
         Request::Offer { spaces, .. } => check_offer(spaces)?,
         Request::Envelopes { envelopes } => {
@@ -139,11 +139,19 @@ pub fn decode_response(bytes: &[u8]) -> Result<Response, FrameError> {
     if bytes.len() > MAX_FRAME_BYTES {
         return Err(FrameError::TooLarge(bytes.len()));
     }
-    let resp: Response = postcard::from_bytes(bytes).map_err(|_| FrameError::Decode)?;
+    let resp: Response = decode_exact(bytes)?;
     if let Response::Offer { spaces } = &resp {
         check_offer(spaces)?;
     }
     Ok(resp)
+}
+
+/// Decodes a whole frame: trailing bytes make it invalid.
+fn decode_exact<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, FrameError> {
+    match postcard::take_from_bytes(bytes) {
+        Ok((frame, [])) => Ok(frame),
+        _ => Err(FrameError::Decode),
+    }
 }
 
 fn check_offer(spaces: &[SpaceVv]) -> Result<(), FrameError> {
@@ -216,6 +224,18 @@ impl Default for Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// Arbitrary frames never panic the decoder, and what decodes respects
+        /// every collection cap.
+        #[test]
+        fn arbitrary_frames_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2048)) {
+            if let Ok(Request::Envelopes { envelopes }) = decode_request(&bytes) {
+                proptest::prop_assert!(envelopes.len() <= MAX_ENVELOPES_PER_FRAME);
+            }
+            let _ = decode_response(&bytes);
+        }
+    }
 
     #[test]
     fn missing_ranges() {
