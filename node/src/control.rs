@@ -86,7 +86,7 @@ pub enum InvalidOp {
     Decode,
     #[error("space id is not derived from the creator and nonce")]
     SpaceId,
-    #[error("genesis must be seq 1 of the control document, with no parents")]
+    #[error("genesis must be seq 1 of the control document, with no parents, control heads or epoch")]
     Position,
     #[error("rules version {0} is not known to this build")]
     RulesVersion(u16),
@@ -194,8 +194,17 @@ impl SpaceState {
         if space_id(&h.author, &g.nonce) != h.space {
             return Err(InvalidOp::SpaceId);
         }
-        if h.seq != 1 || !h.parents.is_empty() || h.doc != h.space.control_doc() {
+        if h.seq != 1
+            || !h.parents.is_empty()
+            || !h.control_heads.is_empty()
+            || h.epoch != EpochId([0; 16])
+            || h.doc != h.space.control_doc()
+        {
             return Err(InvalidOp::Position);
+        }
+        // The name is sealed; its ciphertext is the name plus a 16-byte tag.
+        if g.name_sealed.len() > MAX_NAME_BYTES + 16 {
+            return Err(InvalidOp::Name);
         }
         if g.rules_version != RULES_VERSION {
             return Err(InvalidOp::RulesVersion(g.rules_version));
@@ -216,7 +225,7 @@ impl SpaceState {
             return Err(InvalidOp::Creator);
         }
         let replicators: BTreeSet<DeviceId> = g.replicators.iter().copied().collect();
-        if replicators.len() != g.replicators.len() {
+        if replicators.len() != g.replicators.len() || replicators.iter().any(|r| members.contains_key(r)) {
             return Err(InvalidOp::Duplicate);
         }
         let WrapSet::Direct(wraps) = &g.wraps;
@@ -283,6 +292,14 @@ mod tests {
         let bob_key = state.unwrap_key(&bob).unwrap().unwrap();
         assert_eq!(state.name(&bob_key).as_deref(), Some("ops"));
         assert!(state.unwrap_key(&relay).is_none());
+    }
+
+    #[test]
+    fn a_device_is_member_or_replicator_not_both() {
+        let alice = DeviceKeys::generate();
+        let bob = DeviceKeys::generate();
+        let err = create_space(&alice, 1, "ops", SpaceKind::Chat, &[bob.cert()], &[bob.device_id()]).unwrap_err();
+        assert_eq!(err, InvalidOp::Duplicate);
     }
 
     #[test]
