@@ -937,7 +937,8 @@ impl Core {
     }
 
     /// Applies accepted changes to a space's document in one call. A panic inside
-    /// Automerge cannot take the node down: the document is rebuilt from the store.
+    /// Automerge cannot take the node down: the panic is caught and logged; the
+    /// envelopes stay stored and the document is rebuilt from them at the next start.
     fn apply_changes(&mut self, space_id: SpaceId, changes: Vec<outpost_crdt::Change>, effects: &mut Effects) {
         let Some(space) = self.spaces.get_mut(&space_id) else {
             return;
@@ -967,7 +968,7 @@ impl Core {
                 warn!(space = %space_id.fmt_short(), error = %e, "Automerge refused validated changes")
             }
             Err(_) => {
-                warn!(space = %space_id.fmt_short(), "Automerge panicked applying changes; the document will be rebuilt")
+                warn!(space = %space_id.fmt_short(), "Automerge panicked applying stored changes; this space's view may be incomplete until the daemon restarts")
             }
         }
     }
