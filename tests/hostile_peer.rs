@@ -464,14 +464,7 @@ fn hostile_peer_is_refused_and_the_node_keeps_serving() {
     for text in ["first", "second", "hello from mallory", "after the attack", "b is fine"] {
         assert!(log.iter().any(|t| t == text), "{text} missing from {log:?}");
     }
-    let status = a.json(&["status", "--json"]);
-    let s = status["spaces"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|x| x["space"] == space_text.as_str())
-        .unwrap()
-        .clone();
+    let s = a.space_status(&space_text).unwrap();
     assert!(s["pending"].as_u64().unwrap() <= 10_000);
     assert_eq!(s["sync"], "stuck", "envelopes wait for parents that never come: {s}");
     assert!(s["pending_bytes"].as_u64().unwrap() <= 16 << 20);

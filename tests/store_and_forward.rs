@@ -25,10 +25,7 @@ fn replicator_forwards_what_it_cannot_read() {
         a.send(&space, t);
     }
     // R holds every envelope A holds (genesis + 20 messages).
-    let envelopes = |n: &Node| -> Option<u64> {
-        let s = n.try_json(&["status", "--json"]).ok()?;
-        s["spaces"].as_array()?.iter().find(|x| x["space"] == space.as_str())?["envelopes"].as_u64()
-    };
+    let envelopes = |n: &Node| -> Option<u64> { n.space_status(&space)?["envelopes"].as_u64() };
     let total = envelopes(&a).unwrap();
     assert_eq!(total, 21);
     wait_until(Duration::from_secs(30), "r to store every envelope", || {
@@ -38,14 +35,7 @@ fn replicator_forwards_what_it_cannot_read() {
     // R cannot read it: a clear error with its own exit code.
     let out = r.cli(&["chat", "log", &space]);
     assert_eq!(out.status.code(), Some(6), "{}", String::from_utf8_lossy(&out.stderr));
-    let r_status = r.json(&["status", "--json"]);
-    let r_space = r_status["spaces"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|x| x["space"] == space.as_str())
-        .unwrap()
-        .clone();
+    let r_space = r.space_status(&space).unwrap();
     assert_eq!(r_space["role"], "replicator");
     assert_eq!(r_space["readable"], false);
     assert!(r_space["name"].is_null(), "the space name is sealed");

@@ -90,11 +90,7 @@ fn three_daemons_converge_through_a_restart() {
     // Status tells "synced": no peer lacks anything.
     let status = wait_until(CONVERGE, "status to show every peer synced", || {
         let s = a.json(&["status", "--json"]);
-        let space_status = s["spaces"]
-            .as_array()?
-            .iter()
-            .find(|x| x["space"] == space.as_str())?
-            .clone();
+        let space_status = a.space_status(&space)?;
         let peers = space_status["peers"].as_array()?;
         let all_zero = peers.iter().all(|p| p["they_lack"] == 0 && p["we_lack"] == 0);
         (peers.len() == 2 && all_zero && space_status["sync"] == "synced").then_some(s)

@@ -205,6 +205,16 @@ impl Node {
             .unwrap_or_else(|e| panic!("{} {args:?} failed: {e}", self.name))
     }
 
+    /// This node's `status --json` entry for `space`, if it keeps the space.
+    pub fn space_status(&self, space: &str) -> Option<Value> {
+        let status = self.try_json(&["status", "--json"]).ok()?;
+        status["spaces"]
+            .as_array()?
+            .iter()
+            .find(|x| x["space"] == space)
+            .cloned()
+    }
+
     pub fn card(&self) -> String {
         self.json(&["id", "--json"])["card"].as_str().expect("card").to_string()
     }
