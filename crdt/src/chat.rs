@@ -130,10 +130,7 @@ impl ChatDoc {
         if change.deps().is_empty() {
             return Err(Violation::NoDeps);
         }
-        let messages = match &self.messages {
-            ObjId::Id(counter, actor, _) => ObjectId::Id(OpId(*counter, actor.clone())),
-            ObjId::Root => unreachable!("the messages map is created by genesis, never the root"),
-        };
+        let messages = self.messages_legacy_id();
         let expanded = change.decode();
         let start = change.start_op().get();
         // Entries created by this change, with the fields each has set.
@@ -183,22 +180,49 @@ impl ChatDoc {
     ///
     /// Returns the messages the changes created, in display order.
     pub fn apply(&mut self, changes: Vec<Change>) -> Result<Vec<Message>, Error> {
-        let before = self.doc.get_heads();
+        // Read the entries each change creates from the change itself: diffing the
+        // document before and after would cost time proportional to the whole
+        // document on every call.
+        let created: Vec<(String, u64, ActorId)> = changes.iter().flat_map(|c| self.created_entries(c)).collect();
         self.doc.apply_changes(changes)?;
-        let after = self.doc.get_heads();
-        let mut created: Vec<Message> = self
-            .doc
-            .diff(&before, &after)
+        let mut messages: Vec<Message> = created
             .into_iter()
-            .filter(|patch| patch.obj == self.messages)
-            .filter_map(|patch| match patch.action {
-                automerge::PatchAction::PutMap { key, .. } => self.message(&key),
-                _ => None,
+            .filter_map(|(key, counter, actor)| {
+                let all = self.doc.get_all(&self.messages, key.as_str()).ok()?;
+                all.into_iter()
+                    .find(|(_, id)| matches!(id, ObjId::Id(c, a, _) if *c == counter && *a == actor))
+                    .and_then(|(_, id)| read_message(&self.doc, &key, id))
             })
             .collect();
-        sort_for_display(&mut created);
-        created.dedup_by(|a, b| a.id == b.id);
-        Ok(created)
+        sort_for_display(&mut messages);
+        Ok(messages)
+    }
+
+    /// The message entries `change` creates: (id, op counter, actor).
+    fn created_entries(&self, change: &Change) -> Vec<(String, u64, ActorId)> {
+        use automerge::legacy::{Key, OpType};
+        let messages = self.messages_legacy_id();
+        let start = change.start_op().get();
+        change
+            .decode()
+            .operations
+            .into_iter()
+            .enumerate()
+            .filter(|(_, op)| op.obj == messages && matches!(op.action, OpType::Make(ObjType::Map)))
+            .filter_map(|(i, op)| match op.key {
+                Key::Map(key) => Some((key.to_string(), start + i as u64, change.actor_id().clone())),
+                Key::Seq(_) => None,
+            })
+            .collect()
+    }
+
+    /// The messages map's id in Automerge's expanded change format.
+    fn messages_legacy_id(&self) -> automerge::legacy::ObjectId {
+        use automerge::legacy::{ObjectId, OpId};
+        match &self.messages {
+            ObjId::Id(counter, actor, _) => ObjectId::Id(OpId(*counter, actor.clone())),
+            ObjId::Root => unreachable!("the messages map is created by genesis, never the root"),
+        }
     }
 
     /// One message by id.
@@ -378,8 +402,10 @@ mod tests {
         let cb = b
             .post(actor_id(&[2; 32], &doc, 1), &[msg("same", "from b")], 1)
             .unwrap();
-        a.apply(vec![cb]).unwrap();
-        b.apply(vec![ca]).unwrap();
+        // Each side learns exactly the other's entry, though both use one id.
+        let created = a.apply(vec![cb]).unwrap();
+        assert_eq!(created.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(), ["from b"]);
+        assert_eq!(b.apply(vec![ca]).unwrap()[0].text, "from a");
         let texts: Vec<String> = a.messages().into_iter().map(|m| m.text).collect();
         assert_eq!(texts.len(), 2, "{texts:?}");
         assert_eq!(a.messages(), b.messages());
