@@ -16,7 +16,7 @@ use libp2p::{
     PeerId, StreamProtocol, Swarm, connection_limits, identify, mdns,
     multiaddr::Protocol,
     noise, ping,
-    request_response::{self, ProtocolSupport, ResponseChannel},
+    request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel},
     swarm::{ConnectionId, NetworkBehaviour, SwarmEvent, behaviour::toggle::Toggle, dial_opts::DialOpts},
     tcp, yamux,
 };
@@ -51,6 +51,13 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_STREAMS: usize = 16;
 /// How often due redials are checked.
 const TICK: Duration = Duration::from_millis(200);
+/// Frames of envelopes in flight to one peer: well below the peer's
+/// [`MAX_STREAMS`], so pushes queue here (and coalesce into bigger frames)
+/// instead of being dropped by the peer for want of streams.
+const MAX_PUSHES_IN_FLIGHT: usize = 4;
+/// Bytes of envelopes queued for one peer. Beyond it the queue is dropped: the
+/// peer pulls what it lacks at its next offer.
+const OUTBOX_BYTES_CAP: usize = 32 << 20;
 
 /// Network configuration.
 #[derive(Debug, Clone)]
@@ -115,6 +122,11 @@ enum Internal {
         peer: PeerId,
         request: Request,
     },
+    /// Envelopes the peer lacks, to queue in its outbox.
+    Push {
+        peer: PeerId,
+        envelopes: Vec<Vec<u8>>,
+    },
     Respond {
         channel: ResponseChannel<Response>,
         response: Response,
@@ -127,6 +139,50 @@ struct StaticPeer {
     backoff: Backoff,
     next_dial: Instant,
     dialing: Option<ConnectionId>,
+}
+
+/// Envelopes waiting to be pushed to one peer, and the frames in flight.
+#[derive(Default)]
+struct Outbox {
+    queue: std::collections::VecDeque<Vec<u8>>,
+    bytes: usize,
+    in_flight: usize,
+}
+
+impl Outbox {
+    /// Queues envelopes; false (and the queue emptied) when the cap would break.
+    fn enqueue(&mut self, envelopes: impl IntoIterator<Item = Vec<u8>>) -> bool {
+        for env in envelopes {
+            self.bytes += env.len();
+            self.queue.push_back(env);
+        }
+        if self.bytes > OUTBOX_BYTES_CAP {
+            self.queue.clear();
+            self.bytes = 0;
+            return false;
+        }
+        true
+    }
+
+    /// The next frame to send, if a push may start now.
+    fn next_frame(&mut self) -> Option<Vec<Vec<u8>>> {
+        if self.in_flight >= MAX_PUSHES_IN_FLIGHT || self.queue.is_empty() {
+            return None;
+        }
+        let mut frame = Vec::new();
+        let mut size = 0;
+        while let Some(env) = self.queue.front() {
+            if !sync::fits_in_frame(frame.len(), size, env.len()) {
+                break;
+            }
+            let env = self.queue.pop_front().expect("front exists");
+            size += env.len();
+            self.bytes -= env.len();
+            frame.push(env);
+        }
+        self.in_flight += 1;
+        Some(frame)
+    }
 }
 
 struct Connected {
@@ -231,6 +287,9 @@ struct NetActor {
     internal_rx: mpsc::Receiver<Internal>,
     static_peers: Vec<StaticPeer>,
     connected: HashMap<PeerId, Connected>,
+    outboxes: HashMap<PeerId, Outbox>,
+    /// Push requests in flight, to credit the peer's outbox when they end.
+    pushes: HashMap<OutboundRequestId, PeerId>,
     mdns_peers: HashSet<PeerId>,
     listen: Vec<Multiaddr>,
     tasks: JoinSet<()>,
@@ -261,6 +320,8 @@ impl NetActor {
                 })
                 .collect(),
             connected: HashMap::new(),
+            outboxes: HashMap::new(),
+            pushes: HashMap::new(),
             mdns_peers: HashSet::new(),
             listen: Vec::new(),
             tasks: JoinSet::new(),
@@ -318,6 +379,7 @@ impl NetActor {
                     self.swarm.behaviour_mut().sync.send_request(&peer, Ok(request));
                 }
             }
+            Internal::Push { peer, envelopes } => self.push(peer, envelopes),
             Internal::Respond { channel, response } => {
                 let _ = self.swarm.behaviour_mut().sync.send_response(channel, response);
             }
@@ -341,12 +403,7 @@ impl NetActor {
                     .map(|(p, _)| *p)
                     .collect();
                 for peer in targets {
-                    for frame in sync::into_frames(envelopes.as_ref().clone()) {
-                        self.swarm
-                            .behaviour_mut()
-                            .sync
-                            .send_request(&peer, Ok(Request::Envelopes { envelopes: frame }));
-                    }
+                    self.push(peer, envelopes.as_ref().clone());
                 }
             }
             Ok(core::Event::Message { .. }) => {}
@@ -356,6 +413,43 @@ impl NetActor {
             }
             Err(broadcast::error::RecvError::Closed) => {}
         }
+    }
+
+    /// Queues envelopes for a connected peer and starts what pushes may start.
+    fn push(&mut self, peer: PeerId, envelopes: Vec<Vec<u8>>) {
+        if !self.connected.contains_key(&peer) {
+            return;
+        }
+        let outbox = self.outboxes.entry(peer).or_default();
+        if !outbox.enqueue(envelopes) {
+            warn!(%peer, "the peer is too far behind for live pushes; it catches up at its next offer");
+        }
+        self.flush(peer);
+    }
+
+    fn flush(&mut self, peer: PeerId) {
+        let Some(outbox) = self.outboxes.get_mut(&peer) else {
+            return;
+        };
+        while let Some(frame) = outbox.next_frame() {
+            let id = self
+                .swarm
+                .behaviour_mut()
+                .sync
+                .send_request(&peer, Ok(Request::Envelopes { envelopes: frame }));
+            self.pushes.insert(id, peer);
+        }
+    }
+
+    /// A push ended (acknowledged or failed): its slot frees up.
+    fn push_done(&mut self, id: OutboundRequestId) {
+        let Some(peer) = self.pushes.remove(&id) else {
+            return;
+        };
+        if let Some(outbox) = self.outboxes.get_mut(&peer) {
+            outbox.in_flight = outbox.in_flight.saturating_sub(1);
+        }
+        self.flush(peer);
     }
 
     fn handle_tick(&mut self) {
@@ -466,6 +560,9 @@ impl NetActor {
                 if let Some(c) = self.connected.remove(&peer_id) {
                     info!(peer = %c.device.fmt_short(), "disconnected");
                 }
+                // Unsent envelopes are pulled again after the reconnect.
+                self.outboxes.remove(&peer_id);
+                self.pushes.retain(|_, p| *p != peer_id);
                 let now = Instant::now();
                 for sp in &mut self.static_peers {
                     if sp.peer == Some(peer_id) {
@@ -500,6 +597,9 @@ impl NetActor {
         use request_response::{Event, Message};
         match event {
             Event::Message { peer, message, .. } => {
+                if let Message::Response { request_id, .. } = &message {
+                    self.push_done(*request_id);
+                }
                 let Some(device) = self.connected.get(&peer).map(|c| c.device) else {
                     return;
                 };
@@ -592,7 +692,13 @@ impl NetActor {
                 let device = device_of(&peer).map(|d| d.fmt_short()).unwrap_or_default();
                 debug!(%peer, %device, %error, "inbound sync request failed");
             }
-            Event::OutboundFailure { peer, error, .. } => {
+            Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                self.push_done(request_id);
                 let device = device_of(&peer).map(|d| d.fmt_short()).unwrap_or_default();
                 debug!(%peer, %device, %error, "sync request failed (the next offer repairs it)");
             }
@@ -602,17 +708,8 @@ impl NetActor {
 }
 
 async fn push_frames(out: &mpsc::Sender<Internal>, peer: PeerId, envelopes: Vec<Vec<u8>>) {
-    for frame in sync::into_frames(envelopes) {
-        if out
-            .send(Internal::Send {
-                peer,
-                request: Request::Envelopes { envelopes: frame },
-            })
-            .await
-            .is_err()
-        {
-            return;
-        }
+    if !envelopes.is_empty() {
+        let _ = out.send(Internal::Push { peer, envelopes }).await;
     }
 }
 
@@ -639,4 +736,39 @@ fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outbox_coalesces_and_limits_pushes_in_flight() {
+        let mut outbox = Outbox::default();
+        assert!(outbox.enqueue((0..10).map(|_| vec![0u8; 100])));
+        // Everything queued so far fits one frame.
+        assert_eq!(outbox.next_frame().map(|f| f.len()), Some(10));
+        assert_eq!(outbox.next_frame(), None, "nothing left to send");
+        for _ in 0..MAX_PUSHES_IN_FLIGHT + 2 {
+            assert!(outbox.enqueue([vec![1u8; sync::TARGET_FRAME_BYTES]]));
+        }
+        let mut sent = 1;
+        while outbox.next_frame().is_some() {
+            sent += 1;
+        }
+        assert_eq!(sent, MAX_PUSHES_IN_FLIGHT, "no more than the in-flight cap at once");
+        outbox.in_flight -= 1;
+        assert!(outbox.next_frame().is_some(), "a finished push frees a slot");
+    }
+
+    #[test]
+    fn outbox_gives_up_past_its_cap() {
+        let mut outbox = Outbox::default();
+        let big = vec![0u8; 1 << 20];
+        for _ in 0..OUTBOX_BYTES_CAP >> 20 {
+            assert!(outbox.enqueue([big.clone()]));
+        }
+        assert!(!outbox.enqueue([big]));
+        assert_eq!((outbox.queue.len(), outbox.bytes), (0, 0));
+    }
 }

@@ -168,14 +168,20 @@ pub fn encode<T: Serialize>(frame: &T) -> Vec<u8> {
     postcard::to_stdvec(frame).expect("frames always serialize")
 }
 
-/// Splits envelopes into frames of at most [`TARGET_FRAME_BYTES`] (a single larger
-/// envelope gets a frame of its own) and [`MAX_ENVELOPES_PER_FRAME`] items.
+/// Whether an envelope of `len` bytes joins a frame that holds `count` envelopes
+/// of `bytes` in total: frames stay within [`TARGET_FRAME_BYTES`] and
+/// [`MAX_ENVELOPES_PER_FRAME`], and a larger envelope gets a frame of its own.
+pub fn fits_in_frame(count: usize, bytes: usize, len: usize) -> bool {
+    count == 0 || (bytes + len <= TARGET_FRAME_BYTES && count < MAX_ENVELOPES_PER_FRAME)
+}
+
+/// Splits envelopes into frames by [`fits_in_frame`].
 pub fn into_frames(envelopes: Vec<Vec<u8>>) -> Vec<Vec<Vec<u8>>> {
     let mut frames = Vec::new();
     let mut current: Vec<Vec<u8>> = Vec::new();
     let mut size = 0;
     for env in envelopes {
-        if !current.is_empty() && (size + env.len() > TARGET_FRAME_BYTES || current.len() == MAX_ENVELOPES_PER_FRAME) {
+        if !fits_in_frame(current.len(), size, env.len()) {
             frames.push(std::mem::take(&mut current));
             size = 0;
         }
