@@ -392,7 +392,7 @@ impl Core {
             }
         }
         for bytes in self.store.pending()? {
-            if let Ok(env) = Envelope::decode(bytes)
+            if let Ok(env) = Envelope::decode_stored(bytes)
                 && let Some(space) = self.spaces.get_mut(&env.header().space)
             {
                 space.pending.insert(env);
@@ -415,7 +415,8 @@ impl Core {
             let done = rows.len() < CHUNK;
             for (order, bytes) in rows {
                 after = Some(order);
-                let env = Envelope::decode(bytes).map_err(|e| format!("stored envelope does not decode: {e}"))?;
+                let env =
+                    Envelope::decode_stored(bytes).map_err(|e| format!("stored envelope does not decode: {e}"))?;
                 let s = match space.as_mut() {
                     Some(s) => s,
                     None => {
@@ -1187,10 +1188,10 @@ impl Core {
 /// and how many were malformed (each warned about, naming the peer).
 fn decode_from(from: DeviceId, raw: Vec<Vec<u8>>) -> (Vec<Envelope>, u32) {
     let mut malformed = 0;
-    let envelopes = raw
+    let envelopes = Envelope::decode_all(raw)
         .into_iter()
-        .filter_map(|bytes| {
-            Envelope::decode(bytes)
+        .filter_map(|decoded| {
+            decoded
                 .inspect_err(|error| {
                     warn!(peer = %from.fmt_short(), %error, "rejected a malformed envelope");
                     malformed += 1;

@@ -139,6 +139,47 @@ impl std::fmt::Debug for Envelope {
 impl Envelope {
     /// Parses `bytes` and verifies the author's signature.
     pub fn decode(bytes: Vec<u8>) -> Result<Self, DecodeError> {
+        let env = Self::parse(bytes)?;
+        if identity::verify(&env.header.author, &env.signing_input(), &env.signature()) {
+            Ok(env)
+        } else {
+            Err(DecodeError::Signature)
+        }
+    }
+
+    /// Decodes many envelopes at once, verifying their signatures as a batch
+    /// (about twice as fast as one by one); the result is exactly what
+    /// [`Envelope::decode`] gives for each.
+    pub fn decode_all(raw: Vec<Vec<u8>>) -> Vec<Result<Self, DecodeError>> {
+        let parsed: Vec<Result<Self, DecodeError>> = raw.into_iter().map(Self::parse).collect();
+        let ok: Vec<&Self> = parsed.iter().filter_map(|r| r.as_ref().ok()).collect();
+        if identity::verify_batch(ok.iter().map(|e| (&e.header.author, e.signing_input(), e.signature()))) {
+            return parsed;
+        }
+        // Some signature is bad: find which, one by one.
+        parsed
+            .into_iter()
+            .map(|r| {
+                r.and_then(|env| {
+                    if identity::verify(&env.header.author, &env.signing_input(), &env.signature()) {
+                        Ok(env)
+                    } else {
+                        Err(DecodeError::Signature)
+                    }
+                })
+            })
+            .collect()
+    }
+
+    /// Decodes an envelope this node verified before storing it: everything is
+    /// checked but the signature, which start-up would otherwise re-verify for
+    /// every stored envelope. Never use it on bytes from a peer.
+    pub(crate) fn decode_stored(bytes: Vec<u8>) -> Result<Self, DecodeError> {
+        Self::parse(bytes)
+    }
+
+    /// Parses and checks everything but the signature.
+    fn parse(bytes: Vec<u8>) -> Result<Self, DecodeError> {
         if bytes.len() > MAX_ENVELOPE_BYTES {
             return Err(DecodeError::TooLarge(bytes.len()));
         }
@@ -173,7 +214,7 @@ impl Envelope {
             ));
         }
         let sig_start = body_start + body_len;
-        let env = Self {
+        Ok(Self {
             id: EnvelopeId::of(&bytes),
             bytes,
             header,
@@ -181,13 +222,17 @@ impl Envelope {
             header_end,
             body_start,
             sig_start,
-        };
-        let sig: [u8; 64] = env.bytes[sig_start..].try_into().map_err(|_| DecodeError::Truncated)?;
-        let input = signing_input(env.header.kind, env.header_bytes(), env.body());
-        if !identity::verify(&env.header.author, &input, &sig) {
-            return Err(DecodeError::Signature);
-        }
-        Ok(env)
+        })
+    }
+
+    fn signing_input(&self) -> Vec<u8> {
+        signing_input(self.header.kind, self.header_bytes(), self.body())
+    }
+
+    fn signature(&self) -> [u8; SIG_LEN] {
+        self.bytes[self.sig_start..]
+            .try_into()
+            .expect("parse leaves exactly 64 bytes of signature")
     }
 
     /// Seals one Automerge change under `epoch`.
@@ -421,6 +466,32 @@ mod tests {
             longer.extend(std::iter::repeat_n(0u8, extra));
             proptest::prop_assert!(Envelope::decode(longer).is_err());
         }
+    }
+
+    #[test]
+    fn batch_decoding_finds_the_bad_signature() {
+        let keys = DeviceKeys::generate();
+        let other = DeviceKeys::generate();
+        let epoch = EpochKey::generate(SpaceId([3; 16]));
+        let mut raw: Vec<Vec<u8>> = (1..=5)
+            .map(|seq| {
+                let signer = if seq % 2 == 0 { &keys } else { &other };
+                let mut h = header(signer, &epoch);
+                h.seq = seq;
+                Envelope::seal_content(signer, h, &epoch, b"change").into_bytes()
+            })
+            .collect();
+        let all_good = Envelope::decode_all(raw.clone());
+        assert!(all_good.iter().all(Result::is_ok));
+        raw[3][10] ^= 1;
+        raw.push(vec![9; 3]);
+        let verdicts: Vec<Result<(), DecodeError>> = Envelope::decode_all(raw.clone())
+            .into_iter()
+            .map(|r| r.map(drop))
+            .collect();
+        let one_by_one: Vec<Result<(), DecodeError>> = raw.into_iter().map(|b| Envelope::decode(b).map(drop)).collect();
+        assert_eq!(verdicts, one_by_one);
+        assert_eq!(verdicts.iter().filter(|v| v.is_err()).count(), 2);
     }
 
     #[test]
