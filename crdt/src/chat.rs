@@ -79,6 +79,24 @@ pub struct Message {
     pub lamport: u64,
 }
 
+/// A change that passed [`ChatDoc::validate`], with the messages it creates.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checked {
+    change: Change,
+    created: Vec<Message>,
+}
+
+impl Checked {
+    pub fn change(&self) -> &Change {
+        &self.change
+    }
+
+    /// The messages the change creates, in op order.
+    pub fn created(&self) -> &[Message] {
+        &self.created
+    }
+}
+
 /// One chat shard document.
 #[derive(Debug)]
 pub struct ChatDoc {
@@ -121,8 +139,9 @@ impl ChatDoc {
         self.doc.get_change_by_hash(&hash).ok_or(Error::EmptyChange)
     }
 
-    /// Checks `change` against the chat rules before it may be applied.
-    pub fn validate(&self, change: &Change) -> Result<(), Violation> {
+    /// Checks `change` against the chat rules before it may be applied, and reads
+    /// the messages it creates from its ops (so applying needs no document reads).
+    pub fn validate(&self, change: Change) -> Result<Checked, Violation> {
         use automerge::{
             ObjType as T,
             legacy::{Key, ObjectId, OpId, OpType},
@@ -131,11 +150,11 @@ impl ChatDoc {
             return Err(Violation::NoDeps);
         }
         let messages = self.messages_legacy_id();
-        let expanded = change.decode();
         let start = change.start_op().get();
-        // Entries created by this change, with the fields each has set.
-        let mut entries: std::collections::HashMap<OpId, Vec<String>> = std::collections::HashMap::new();
-        for (i, op) in expanded.operations.iter().enumerate() {
+        let actor = change.actor_id().clone();
+        // Entries created by this change, in op order, with the fields each has set.
+        let mut entries: Vec<(OpId, Message, Vec<String>)> = Vec::new();
+        for (i, op) in change.decode().operations.into_iter().enumerate() {
             let Key::Map(key) = &op.key else {
                 return Err(Violation::ForeignObject);
             };
@@ -146,74 +165,74 @@ impl ChatDoc {
                 if key.is_empty() || key.len() > MAX_ID_BYTES {
                     return Err(Violation::MessageId);
                 }
-                entries.insert(OpId(start + i as u64, change.actor_id().clone()), Vec::new());
+                let counter = start + i as u64;
+                let message = Message {
+                    id: key.to_string(),
+                    text: String::new(),
+                    sent_at_ms: 0,
+                    actor: actor.clone(),
+                    lamport: counter,
+                };
+                entries.push((OpId(counter, actor.clone()), message, Vec::new()));
                 continue;
             }
             let ObjectId::Id(obj) = &op.obj else {
                 return Err(Violation::ForeignObject);
             };
-            let fields = entries.get_mut(obj).ok_or(Violation::ForeignObject)?;
-            if op.insert || !op.pred.is_empty() {
+            let (_, message, fields) = entries
+                .iter_mut()
+                .find(|(id, ..)| id == obj)
+                .ok_or(Violation::ForeignObject)?;
+            if op.insert || !op.pred.is_empty() || fields.iter().any(|f| f == key.as_str()) {
                 return Err(Violation::EntryField);
             }
-            match (key.as_str(), &op.action) {
+            match (key.as_str(), op.action) {
                 ("text", OpType::Put(ScalarValue::Str(text))) => {
                     if text.len() > MAX_TEXT_BYTES {
                         return Err(Violation::TextTooLong);
                     }
+                    message.text = text.to_string();
                 }
-                ("sent_at", OpType::Put(ScalarValue::Timestamp(_))) => {}
+                ("sent_at", OpType::Put(ScalarValue::Timestamp(t))) => message.sent_at_ms = t,
                 _ => return Err(Violation::EntryField),
-            }
-            if fields.iter().any(|f| f == key.as_str()) {
-                return Err(Violation::EntryField);
             }
             fields.push(key.to_string());
         }
-        Ok(())
+        // An entry without text shows nowhere (as in `messages`).
+        let created = entries
+            .into_iter()
+            .filter(|(_, _, fields)| fields.iter().any(|f| f == "text"))
+            .map(|(_, m, _)| m)
+            .collect();
+        Ok(Checked { change, created })
     }
 
-    /// Applies remote changes in one call (Automerge's apply costs time proportional
-    /// to the document on every call, so callers batch).
+    /// Validates and applies remote changes in one call (Automerge's apply costs
+    /// time proportional to the document on every call, so callers batch).
     ///
     /// Callers hand over only changes whose dependencies are already applied.
-    ///
     /// Returns the messages the changes created, in display order.
     pub fn apply(&mut self, changes: Vec<Change>) -> Result<Vec<Message>, Error> {
-        // Read the entries each change creates from the change itself: diffing the
-        // document before and after would cost time proportional to the whole
-        // document on every call.
-        let created: Vec<(String, u64, ActorId)> = changes.iter().flat_map(|c| self.created_entries(c)).collect();
-        self.doc.apply_changes(changes)?;
-        let mut messages: Vec<Message> = created
+        let checked = changes
             .into_iter()
-            .filter_map(|(key, counter, actor)| {
-                let all = self.doc.get_all(&self.messages, key.as_str()).ok()?;
-                all.into_iter()
-                    .find(|(_, id)| matches!(id, ObjId::Id(c, a, _) if *c == counter && *a == actor))
-                    .and_then(|(_, id)| read_message(&self.doc, &key, id))
-            })
-            .collect();
-        sort_for_display(&mut messages);
-        Ok(messages)
+            .map(|c| self.validate(c))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.apply_checked(checked)
     }
 
-    /// The message entries `change` creates: (id, op counter, actor).
-    fn created_entries(&self, change: &Change) -> Vec<(String, u64, ActorId)> {
-        use automerge::legacy::{Key, OpType};
-        let messages = self.messages_legacy_id();
-        let start = change.start_op().get();
-        change
-            .decode()
-            .operations
+    /// Applies changes that passed [`ChatDoc::validate`], in one call.
+    pub fn apply_checked(&mut self, checked: Vec<Checked>) -> Result<Vec<Message>, Error> {
+        let mut created = Vec::new();
+        let changes: Vec<Change> = checked
             .into_iter()
-            .enumerate()
-            .filter(|(_, op)| op.obj == messages && matches!(op.action, OpType::Make(ObjType::Map)))
-            .filter_map(|(i, op)| match op.key {
-                Key::Map(key) => Some((key.to_string(), start + i as u64, change.actor_id().clone())),
-                Key::Seq(_) => None,
+            .map(|c| {
+                created.extend(c.created);
+                c.change
             })
-            .collect()
+            .collect();
+        self.doc.apply_changes(changes)?;
+        sort_for_display(&mut created);
+        Ok(created)
     }
 
     /// The messages map's id in Automerge's expanded change format.
@@ -350,7 +369,10 @@ mod tests {
         let c = a
             .post(actor_id(&[1; 32], &doc, 1), &[msg("x", "hi"), msg("y", "yo")], 5)
             .unwrap();
-        assert_eq!(ChatDoc::new(doc).validate(&c), Ok(()));
+        let checked = ChatDoc::new(doc).validate(c).unwrap();
+        let texts: Vec<&str> = checked.created().iter().map(|m| m.text.as_str()).collect();
+        assert_eq!(texts, ["hi", "yo"]);
+        assert_eq!(checked.created()[0].sent_at_ms, 5);
     }
 
     #[test]
@@ -365,30 +387,30 @@ mod tests {
         let wipe = raw_change(&room, mallory.clone(), |tx, _| {
             tx.put_object(ROOT, MESSAGES, ObjType::Map).unwrap();
         });
-        assert_eq!(room.validate(&wipe), Err(Violation::ForeignObject));
+        assert_eq!(room.validate(wipe).map(drop), Err(Violation::ForeignObject));
         let edit = raw_change(&room, mallory.clone(), |tx, _| {
             tx.put(&entry, "text", "rewritten").unwrap();
         });
-        assert_eq!(room.validate(&edit), Err(Violation::ForeignObject));
+        assert_eq!(room.validate(edit).map(drop), Err(Violation::ForeignObject));
         let delete = raw_change(&room, mallory.clone(), |tx, m| tx.delete(m, "x").unwrap());
-        assert_eq!(room.validate(&delete), Err(Violation::MessageMapOp));
+        assert_eq!(room.validate(delete).map(drop), Err(Violation::MessageMapOp));
         let overwrite = raw_change(&room, mallory.clone(), |tx, m| {
             tx.put_object(m, "x", ObjType::Map).unwrap();
         });
-        assert_eq!(room.validate(&overwrite), Err(Violation::MessageMapOp));
+        assert_eq!(room.validate(overwrite).map(drop), Err(Violation::MessageMapOp));
         let scalar = raw_change(&room, mallory.clone(), |tx, m| tx.put(m, "z", 1).unwrap());
-        assert_eq!(room.validate(&scalar), Err(Violation::MessageMapOp));
+        assert_eq!(room.validate(scalar).map(drop), Err(Violation::MessageMapOp));
         let extra = raw_change(&room, mallory.clone(), |tx, m| {
             let e = tx.put_object(m, "z", ObjType::Map).unwrap();
             tx.put(&e, "text", "t").unwrap();
             tx.put(&e, "admin", true).unwrap();
         });
-        assert_eq!(room.validate(&extra), Err(Violation::EntryField));
+        assert_eq!(room.validate(extra).map(drop), Err(Violation::EntryField));
         let long = raw_change(&room, mallory, |tx, m| {
             let e = tx.put_object(m, "z", ObjType::Map).unwrap();
             tx.put(&e, "text", "x".repeat(MAX_TEXT_BYTES + 1)).unwrap();
         });
-        assert_eq!(room.validate(&long), Err(Violation::TextTooLong));
+        assert_eq!(room.validate(long).map(drop), Err(Violation::TextTooLong));
     }
 
     #[test]

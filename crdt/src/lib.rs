@@ -46,6 +46,6 @@ pub enum Error {
     Automerge(#[from] automerge::AutomergeError),
     #[error("the transaction produced no change")]
     EmptyChange,
-    #[error("the document is missing its genesis schema: {0}")]
-    MissingSchema(&'static str),
+    #[error("the change breaks the document's rules: {0}")]
+    Rules(#[from] chat::Violation),
 }

@@ -18,7 +18,7 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use outpost_crdt::chat::{Message, NewMessage};
+use outpost_crdt::chat::{Checked, Message, NewMessage};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, info, warn};
@@ -829,7 +829,7 @@ impl Core {
         let mut dropped = 0u32;
 
         let mut stored: BTreeMap<SpaceId, Vec<Vec<u8>>> = BTreeMap::new();
-        let mut to_apply: BTreeMap<SpaceId, Vec<outpost_crdt::Change>> = BTreeMap::new();
+        let mut to_apply: BTreeMap<SpaceId, Vec<Checked>> = BTreeMap::new();
         let mut from_pending = BTreeSet::new();
         loop {
             let mut waiting = Vec::new();
@@ -867,9 +867,9 @@ impl Core {
                         }
                     }
                     Verdict::Wait => waiting.push(env),
-                    Verdict::Accept(change) => {
-                        let change = change.map(|c| *c);
-                        let order = space.record(&env, change.as_ref());
+                    Verdict::Accept(checked) => {
+                        let change = checked.map(|c| *c);
+                        let order = space.record(&env, change.as_ref().map(Checked::change));
                         tx.put_envelope(&new_envelope(&env), order)?;
                         if !from_pending.contains(&env.id()) {
                             ack.stored += 1;
@@ -942,7 +942,7 @@ impl Core {
     /// Applies accepted changes to a space's document in one call. A panic inside
     /// Automerge cannot take the node down: the panic is caught and logged; the
     /// envelopes stay stored and the document is rebuilt from them at the next start.
-    fn apply_changes(&mut self, space_id: SpaceId, changes: Vec<outpost_crdt::Change>, effects: &mut Effects) {
+    fn apply_changes(&mut self, space_id: SpaceId, changes: Vec<Checked>, effects: &mut Effects) {
         let Some(space) = self.spaces.get_mut(&space_id) else {
             return;
         };
@@ -952,7 +952,7 @@ impl Core {
         if changes.is_empty() {
             return;
         }
-        let result = std::panic::catch_unwind(AssertUnwindSafe(|| readable.chat.apply(changes)));
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| readable.chat.apply_checked(changes)));
         match result {
             Ok(Ok(created)) => {
                 for m in created {

@@ -6,7 +6,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use outpost_crdt::{Change, ChangeHash, chat::ChatDoc};
+use outpost_crdt::{
+    Change, ChangeHash,
+    chat::{ChatDoc, Checked},
+};
 
 use super::pending::{PENDING_BYTES_PER_SPACE_CAP, PENDING_PER_SPACE_CAP, Pending};
 use crate::{
@@ -21,8 +24,8 @@ use crate::{
 pub(crate) enum Verdict {
     /// Already stored (same bytes).
     Duplicate,
-    /// Valid; store it. Carries the decrypted change for readers.
-    Accept(Option<Box<Change>>),
+    /// Valid; store it. Carries the decrypted, checked change for readers.
+    Accept(Option<Box<Checked>>),
     /// Not yet decidable: parents or earlier seqs missing.
     Wait,
     /// Invalid, on every node alike.
@@ -183,10 +186,10 @@ impl Space {
         if deps != expected {
             return Verdict::Reject("Automerge dependencies differ from the header parents");
         }
-        if let Err(violation) = readable.chat.validate(&change) {
-            return Verdict::Reject(violation.reason());
+        match readable.chat.validate(change) {
+            Ok(checked) => Verdict::Accept(Some(Box::new(checked))),
+            Err(violation) => Verdict::Reject(violation.reason()),
         }
-        Verdict::Accept(Some(Box::new(change)))
     }
 
     /// Whoever sent us an envelope holds it: count it in that peer's view, so
