@@ -1683,19 +1683,24 @@ async fn sealed_vs_raw(h: &History, reps: usize, report: &mut Report) -> Result<
         let start = Instant::now();
         let mut order = 0;
         for frame in &env_frames {
+            // As the node does: one transaction per frame, each table opened once.
             let mut tx = store.begin()?;
-            for e in frame {
-                let hd = e.header();
-                let new = NewEnvelope {
-                    id: e.id(),
-                    space: hd.space,
-                    actor: hd.actor(),
-                    seq: hd.seq,
-                    bytes: e.as_bytes(),
-                };
-                tx.put_envelope(&new, order)?;
-                order += 1;
-            }
+            let rows: Vec<(NewEnvelope<'_>, u64)> = frame
+                .iter()
+                .map(|e| {
+                    let hd = e.header();
+                    order += 1;
+                    let new = NewEnvelope {
+                        id: e.id(),
+                        space: hd.space,
+                        actor: hd.actor(),
+                        seq: hd.seq,
+                        bytes: e.as_bytes(),
+                    };
+                    (new, order - 1)
+                })
+                .collect();
+            tx.put_envelopes(rows.iter().map(|(e, o)| (e, *o)))?;
             tx.commit()?;
         }
         t.store.push(start.elapsed());

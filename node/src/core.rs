@@ -828,7 +828,8 @@ impl Core {
         // Envelopes refused because a waiting set is full: reported once per batch.
         let mut dropped = 0u32;
 
-        let mut stored: BTreeMap<SpaceId, Vec<Vec<u8>>> = BTreeMap::new();
+        // Accepted envelopes with their log positions, written together at the end.
+        let mut accepted: Vec<(Envelope, u64)> = Vec::new();
         let mut to_apply: BTreeMap<SpaceId, Vec<Checked>> = BTreeMap::new();
         let mut from_pending = BTreeSet::new();
         loop {
@@ -870,12 +871,11 @@ impl Core {
                     Verdict::Accept(checked) => {
                         let change = checked.map(|c| *c);
                         let order = space.record(&env, change.as_ref().map(Checked::change));
-                        tx.put_envelope(&new_envelope(&env), order)?;
                         if !from_pending.contains(&env.id()) {
                             ack.stored += 1;
                         }
                         to_apply.entry(space_id).or_default().extend(change);
-                        stored.entry(space_id).or_default().push(env.into_bytes());
+                        accepted.push((env, order));
                         progressed.insert(space_id);
                     }
                 }
@@ -917,6 +917,13 @@ impl Core {
         if dropped > 0 {
             warn!(%peer, dropped, "refused envelopes that wait for parents or a genesis: waiting sets are full");
             ack.rejected += dropped;
+        }
+        let rows: Vec<(NewEnvelope<'_>, u64)> = accepted.iter().map(|(e, o)| (new_envelope(e), *o)).collect();
+        tx.put_envelopes(rows.iter().map(|(e, o)| (e, *o)))?;
+        drop(rows);
+        let mut stored: BTreeMap<SpaceId, Vec<Vec<u8>>> = BTreeMap::new();
+        for (env, _) in accepted {
+            stored.entry(env.header().space).or_default().push(env.into_bytes());
         }
         let touched: BTreeSet<SpaceId> = stored.keys().copied().collect();
         for (space_id, changes) in to_apply {

@@ -238,13 +238,35 @@ impl Txn {
         self.tx.set_two_phase_commit(on);
     }
 
-    /// Stores an envelope at the next position of its space's log.
+    /// Stores an envelope at position `order` of its space's log.
     pub fn put_envelope(&mut self, env: &NewEnvelope<'_>, order: u64) -> Result<()> {
-        self.open_table(ENVELOPES)?.insert(&env.id.0, env.bytes)?;
-        self.open_table(SPACE_LOG)?.insert((&env.space.0, order), &env.id.0)?;
-        self.open_table(WRITERS)?
-            .insert((&env.space.0, &env.actor.0, env.seq), &env.id.0)?;
-        self.open_table(PENDING)?.remove(&env.id.0)?;
+        self.put_envelopes(std::iter::once((env, order)))
+    }
+
+    /// Stores envelopes at their positions, opening each table once.
+    pub fn put_envelopes<'a, 'b: 'a>(
+        &mut self,
+        envs: impl IntoIterator<Item = (&'a NewEnvelope<'b>, u64)> + Clone,
+    ) -> Result<()> {
+        let mut table = self.open_table(ENVELOPES)?;
+        for (env, _) in envs.clone() {
+            table.insert(&env.id.0, env.bytes)?;
+        }
+        drop(table);
+        let mut table = self.open_table(SPACE_LOG)?;
+        for (env, order) in envs.clone() {
+            table.insert((&env.space.0, order), &env.id.0)?;
+        }
+        drop(table);
+        let mut table = self.open_table(WRITERS)?;
+        for (env, _) in envs.clone() {
+            table.insert((&env.space.0, &env.actor.0, env.seq), &env.id.0)?;
+        }
+        drop(table);
+        let mut table = self.open_table(PENDING)?;
+        for (env, _) in envs {
+            table.remove(&env.id.0)?;
+        }
         Ok(())
     }
 
