@@ -15,7 +15,6 @@ use std::{
     panic::AssertUnwindSafe,
     path::PathBuf,
     sync::Arc,
-    time::{SystemTime, UNIX_EPOCH},
 };
 
 use outpost_crdt::chat::{Checked, Message, NewMessage};
@@ -743,7 +742,7 @@ impl Core {
             return Ok(());
         }
         let actor = outpost_crdt::writer::actor_id(&me.0, &doc, incarnation);
-        let change = match readable.chat.post(actor, &msgs, now_ms() as i64) {
+        let change = match readable.chat.post(actor, &msgs, crate::clock::now_ms() as i64) {
             Ok(c) => c,
             Err(e) => {
                 for (_, _, reply) in waiting {
@@ -1141,7 +1140,7 @@ impl Core {
     /// Records what `peer` holds and returns, in topological order, every envelope
     /// of its entitled spaces that it lacks.
     fn missing_for(&mut self, peer: DeviceId, theirs: BTreeMap<SpaceId, VersionVector>) -> Result<Vec<Vec<u8>>> {
-        let now = now_ms();
+        let now = crate::clock::now_ms();
         let mut out = Vec::new();
         for (space_id, their_vv) in theirs {
             let Some(space) = self.spaces.get_mut(&space_id) else {
@@ -1176,7 +1175,7 @@ impl Core {
     }
 
     fn note_peer_holds(&mut self, peer: DeviceId, spaces: Vec<SpaceVv>) {
-        let now = now_ms();
+        let now = crate::clock::now_ms();
         for SpaceVv { space, vv } in spaces {
             if let Some(s) = self.spaces.get_mut(&space)
                 && s.state.entitled(&peer)
@@ -1263,11 +1262,4 @@ fn new_message_id() -> String {
     data_encoding::BASE32_NOPAD
         .encode(&rand::random::<[u8; 10]>())
         .to_lowercase()
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }

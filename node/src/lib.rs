@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod client;
+pub mod clock;
 pub mod control;
 pub mod core;
 pub mod crypto;

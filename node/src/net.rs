@@ -8,7 +8,7 @@ pub use libp2p::Multiaddr;
 
 use std::{
     collections::{HashMap, HashSet},
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use futures::StreamExt;
@@ -546,7 +546,7 @@ impl NetActor {
                         Connected {
                             device,
                             address: endpoint.get_remote_address().clone(),
-                            since_ms: now_ms(),
+                            since_ms: crate::clock::now_ms(),
                         },
                     );
                     self.start_sync(peer_id, device);
@@ -729,13 +729,6 @@ fn link_kind(addr: &Multiaddr, lan: bool) -> &'static str {
     } else {
         "direct"
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]
