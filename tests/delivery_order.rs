@@ -143,3 +143,23 @@ type History = (Vec<Vec<u8>>, SpaceId, std::sync::Arc<DeviceKeys>, Vec<MessageVi
 thread_local! {
     static HISTORY: std::cell::OnceCell<History> = const { std::cell::OnceCell::new() };
 }
+
+/// Idempotency keys are bounded: a client cannot make the node store arbitrary
+/// amounts of key text; a retried key returns the first send's id.
+#[test]
+fn client_ids_are_bounded_and_idempotent() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let keys = std::sync::Arc::new(DeviceKeys::generate());
+    let alice = peer(&keys);
+    rt.block_on(async {
+        let space = alice.core.create_chat("room".into(), vec![], vec![]).await.unwrap();
+        let long = "k".repeat(core::MAX_CLIENT_ID_BYTES + 1);
+        let err = alice.core.send(space, "x".into(), Some(long)).await.unwrap_err();
+        assert!(matches!(err, core::Error::Invalid(_)), "{err}");
+        let first = alice.core.send(space, "once".into(), Some("k1".into())).await.unwrap();
+        let again = alice.core.send(space, "once".into(), Some("k1".into())).await.unwrap();
+        assert_eq!(first.id, again.id);
+        assert!(!first.duplicate && again.duplicate);
+        assert_eq!(alice.core.messages(space, 10).await.unwrap().len(), 1);
+    });
+}

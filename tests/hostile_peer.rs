@@ -467,6 +467,11 @@ fn hostile_peer_is_refused_and_the_node_keeps_serving() {
     let s = a.space_status(&space_text).unwrap();
     assert!(s["pending"].as_u64().unwrap() <= 10_000);
     assert_eq!(s["sync"], "stuck", "envelopes wait for parents that never come: {s}");
+    assert_eq!(
+        s["equivocating"],
+        serde_json::json!([mallory.device_id().to_string()]),
+        "Mallory signed two envelopes for one position: {s}"
+    );
     assert!(s["pending_bytes"].as_u64().unwrap() <= 16 << 20);
     // Equivocation, actor mismatch, non-member author and the chat-rule breach
     // are counted against the space (malformed bytes cannot be attributed to one).

@@ -41,6 +41,11 @@ pub(crate) fn status(s: &StatusResponse) {
             "  {}  {}  {} {sync} ({} envelopes, {} waiting for parents, {} rejected)",
             sp.space, name, sp.role, sp.envelopes, sp.pending, sp.rejected
         );
+        for device in &sp.equivocating {
+            println!(
+                "    WARNING: device {device} signed two different envelopes for one position (cloned or compromised?)"
+            );
+        }
         if let Some(problem) = &sp.key_problem {
             println!("    cannot read: {problem}");
         }

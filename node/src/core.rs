@@ -43,6 +43,8 @@ pub const COMMAND_CAP: usize = 4096;
 pub const EVENT_CAP: usize = 8192;
 /// Longest message text accepted, in bytes (a chat rule every node enforces).
 pub use outpost_crdt::chat::MAX_TEXT_BYTES;
+/// Longest client request id (idempotency key), in bytes.
+pub const MAX_CLIENT_ID_BYTES: usize = 128;
 /// Most messages returned by one log request.
 pub const MAX_LOG_LIMIT: usize = 100_000;
 
@@ -113,6 +115,9 @@ pub struct SpaceStatus {
     /// Bytes of the envelopes waiting for their parents.
     pub pending_bytes: usize,
     pub rejected: u64,
+    /// Devices caught signing two different envelopes for one (writer, seq). Only
+    /// a device's own key can do that: a cloned or compromised device.
+    pub equivocating: Vec<DeviceId>,
     pub peers: Vec<PeerSyncStatus>,
 }
 
@@ -388,6 +393,11 @@ impl Core {
         for (space_id, _) in self.store.spaces()? {
             if let Err(why) = self.load_space(space_id) {
                 warn!(space = %space_id.fmt_short(), %why, "space could not be loaded");
+            }
+        }
+        for (space, device) in self.store.equivocations()? {
+            if let Some(s) = self.spaces.get_mut(&space) {
+                s.equivocators.insert(device);
             }
         }
         for bytes in self.store.pending()? {
@@ -715,6 +725,12 @@ impl Core {
         let mut waiting: Vec<PendingSend> = Vec::new();
         let mut batch_ids: HashMap<String, String> = HashMap::new();
         for (text, client_id, reply) in group {
+            if client_id.as_ref().is_some_and(|c| c.len() > MAX_CLIENT_ID_BYTES) {
+                let _ = reply.send(Err(Error::Invalid(format!(
+                    "a client id is at most {MAX_CLIENT_ID_BYTES} bytes"
+                ))));
+                continue;
+            }
             if text.len() > MAX_TEXT_BYTES {
                 let _ = reply.send(Err(Error::Invalid(format!(
                     "message of {} bytes exceeds {MAX_TEXT_BYTES}",
@@ -862,6 +878,17 @@ impl Core {
                         warn!(%peer, space = %space_id.fmt_short(), author = %env.header().author.fmt_short(), %reason, "rejected an envelope");
                         space.rejected += 1;
                         ack.rejected += 1;
+                        if space.pending.remove(&env.id()).is_some() {
+                            tx.remove_pending(&env.id())?;
+                        }
+                    }
+                    Verdict::Equivocation => {
+                        let author = env.header().author;
+                        warn!(%peer, space = %space_id.fmt_short(), author = %author.fmt_short(), "rejected an envelope: equivocation, its author signed a different envelope for the same (writer, seq); the device is flagged");
+                        space.rejected += 1;
+                        ack.rejected += 1;
+                        space.equivocators.insert(author);
+                        tx.put_equivocation(&space_id, &author, env.as_bytes())?;
                         if space.pending.remove(&env.id()).is_some() {
                             tx.remove_pending(&env.id())?;
                         }
@@ -1098,6 +1125,7 @@ impl Core {
             pending: s.pending.len(),
             pending_bytes: s.pending.bytes(),
             rejected: s.rejected,
+            equivocating: s.equivocators.iter().copied().collect(),
             peers,
         }
     }

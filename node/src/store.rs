@@ -36,6 +36,9 @@ const SPACES: TableDefinition<&[u8; 16], u8> = TableDefinition::new("spaces-1");
 const PENDING: TableDefinition<&[u8; 32], (&[u8; 16], &[u8])> = TableDefinition::new("pending-1");
 /// (space, client request id) → message id: makes retried sends idempotent.
 const CLIENT_IDS: TableDefinition<(&[u8; 16], &str), &str> = TableDefinition::new("client-ids-1");
+/// Evidence of equivocation: (space, device) → the second envelope it signed for
+/// a (writer, seq) that held another.
+const EQUIVOCATIONS: TableDefinition<(&[u8; 16], &[u8; 32]), &[u8]> = TableDefinition::new("equivocations-1");
 /// Device certificates learnt from peers: device → postcard(DeviceCert).
 const CERTS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("device-certs-1");
 
@@ -119,6 +122,7 @@ impl Store {
         tx.open_table(PENDING)?;
         tx.open_table(CLIENT_IDS)?;
         tx.open_table(CERTS)?;
+        tx.open_table(EQUIVOCATIONS)?;
         tx.set_two_phase_commit(true);
         tx.commit()?;
         Ok(())
@@ -209,6 +213,19 @@ impl Store {
         Ok(table.get((&space.0, client_id))?.map(|v| v.value().to_string()))
     }
 
+    /// Every (space, device) caught equivocating.
+    pub fn equivocations(&self) -> Result<Vec<(SpaceId, DeviceId)>> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(EQUIVOCATIONS)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (k, _) = row?;
+            let (space, device) = k.value();
+            out.push((SpaceId(*space), DeviceId(*device)));
+        }
+        Ok(out)
+    }
+
     /// Every stored device certificate (postcard bytes).
     pub fn certs(&self) -> Result<Vec<Vec<u8>>> {
         let tx = self.db.begin_read()?;
@@ -287,6 +304,15 @@ impl Txn {
 
     pub fn put_client_id(&mut self, space: &SpaceId, client_id: &str, msg_id: &str) -> Result<()> {
         self.open_table(CLIENT_IDS)?.insert((&space.0, client_id), msg_id)?;
+        Ok(())
+    }
+
+    /// Keeps the evidence that `device` equivocated in `space` (the first one caught).
+    pub fn put_equivocation(&mut self, space: &SpaceId, device: &DeviceId, evidence: &[u8]) -> Result<()> {
+        let mut table = self.open_table(EQUIVOCATIONS)?;
+        if table.get((&space.0, &device.0))?.is_none() {
+            table.insert((&space.0, &device.0), evidence)?;
+        }
         Ok(())
     }
 

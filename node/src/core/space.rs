@@ -4,7 +4,7 @@
 //! The decisions here are pure functions of the envelopes and the space state:
 //! [`Space::classify`] says what to do with an envelope, identically on every node.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use outpost_crdt::{
     Change, ChangeHash,
@@ -28,6 +28,9 @@ pub(crate) enum Verdict {
     Accept(Option<Box<Checked>>),
     /// Not yet decidable: parents or earlier seqs missing.
     Wait,
+    /// Signed by its author for a (writer, seq) that holds a different envelope:
+    /// refused, and the author is flagged.
+    Equivocation,
     /// Invalid, on every node alike.
     Reject(&'static str),
 }
@@ -62,6 +65,8 @@ pub(crate) struct Space {
     pub(crate) pending: Pending,
     pub(crate) peers: BTreeMap<DeviceId, PeerView>,
     pub(crate) rejected: u64,
+    /// Devices that signed two different envelopes for one (writer, seq).
+    pub(crate) equivocators: BTreeSet<DeviceId>,
 }
 
 impl Space {
@@ -101,6 +106,7 @@ impl Space {
             pending: Pending::new(PENDING_PER_SPACE_CAP, PENDING_BYTES_PER_SPACE_CAP),
             peers: BTreeMap::new(),
             rejected: 0,
+            equivocators: BTreeSet::new(),
         }
     }
 
@@ -119,7 +125,7 @@ impl Space {
             // Same (actor, seq), different bytes: the writer equivocated.
             return match stored_at(&actor, h.seq) {
                 Some(id) if id == env.id() => Verdict::Duplicate,
-                _ => Verdict::Reject("equivocation: a different envelope holds this (writer, seq)"),
+                _ => Verdict::Equivocation,
             };
         }
         match h.kind {
