@@ -1477,7 +1477,14 @@ fn sealed_wire(h: &History, author: DeviceCert, full: &SpaceVv, theirs: &SpaceVv
         spaces: vec![full.clone()],
     });
     for f in frames {
-        wire += request_len(&Request::Envelopes { envelopes: f.clone() });
+        // As the node pushes them: packed, shared header fields once per group.
+        let envelopes: Vec<Envelope> = f
+            .iter()
+            .map(|b| Envelope::decode(b.clone()).expect("history envelopes decode"))
+            .collect();
+        wire += request_len(&Request::Packed {
+            groups: sync::pack(&envelopes),
+        });
         wire += response_len(&Response::Ack(Ack {
             stored: f.len() as u32,
             vv: vec![full.clone()],

@@ -195,6 +195,11 @@ impl Hostile {
                             self.received.extend(envelopes);
                             Response::Ack(Ack::default())
                         }
+                        Request::Packed { groups } => {
+                            self.received
+                                .extend(sync::unpack(groups).expect("the daemon packs valid frames"));
+                            Response::Ack(Ack::default())
+                        }
                         Request::Offer { .. } => Response::Offer { spaces: Vec::new() },
                     };
                     let _ = self.swarm.behaviour_mut().send_response(channel, sync::encode(&answer));

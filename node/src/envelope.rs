@@ -229,7 +229,7 @@ impl Envelope {
         signing_input(self.header.kind, self.header_bytes(), self.body())
     }
 
-    fn signature(&self) -> [u8; SIG_LEN] {
+    pub fn signature(&self) -> [u8; SIG_LEN] {
         self.bytes[self.sig_start..]
             .try_into()
             .expect("parse leaves exactly 64 bytes of signature")
@@ -253,6 +253,21 @@ impl Envelope {
         let header_bytes = encode_header(&header);
         let body = postcard::to_stdvec(op).expect("control ops always serialize");
         Self::assemble(keys, header, header_bytes, body)
+    }
+
+    /// The exact bytes of the envelope with this header, body and signature (no
+    /// check is made: decode the result to verify it). Packed sync frames send
+    /// headers factored out and rebuild envelopes with this.
+    pub fn raw_from_parts(header: &Header, body: &[u8], sig: &[u8; SIG_LEN]) -> Vec<u8> {
+        let header_bytes = encode_header(header);
+        let mut bytes = Vec::with_capacity(1 + 10 + header_bytes.len() + body.len() + SIG_LEN);
+        bytes.push(VERSION);
+        write_varint(&mut bytes, header_bytes.len());
+        bytes.extend_from_slice(&header_bytes);
+        write_varint(&mut bytes, body.len());
+        bytes.extend_from_slice(body);
+        bytes.extend_from_slice(sig);
+        bytes
     }
 
     fn assemble(keys: &DeviceKeys, header: Header, header_bytes: Vec<u8>, body: Vec<u8>) -> Self {
@@ -321,7 +336,8 @@ impl Envelope {
         &self.bytes[self.header_start..self.header_end]
     }
 
-    fn body(&self) -> &[u8] {
+    /// The body as signed: sealed ciphertext (content) or the control op.
+    pub fn body(&self) -> &[u8] {
         &self.bytes[self.body_start..self.sig_start]
     }
 }

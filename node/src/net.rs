@@ -30,6 +30,7 @@ use tracing::{debug, info, warn};
 use self::codec::SyncCodec;
 use crate::{
     core::{self, CoreHandle},
+    envelope::Envelope,
     identity::DeviceKeys,
     ids::DeviceId,
     sync::{self, Backoff, Request, Response},
@@ -432,11 +433,7 @@ impl NetActor {
             return;
         };
         while let Some(frame) = outbox.next_frame() {
-            let id = self
-                .swarm
-                .behaviour_mut()
-                .sync
-                .send_request(&peer, Ok(Request::Envelopes { envelopes: frame }));
+            let id = self.swarm.behaviour_mut().sync.send_request(&peer, Ok(packed(frame)));
             self.pushes.insert(id, peer);
         }
     }
@@ -640,6 +637,11 @@ impl NetActor {
                             push_frames(&out, peer, outcome.push).await;
                         });
                     }
+                    // The codec rebuilds packed frames into `Envelopes`.
+                    Message::Request {
+                        request: Ok(Request::Packed { .. }),
+                        ..
+                    } => {}
                     Message::Request {
                         request: Ok(Request::Envelopes { envelopes }),
                         channel,
@@ -710,6 +712,19 @@ impl NetActor {
 async fn push_frames(out: &mpsc::Sender<Internal>, peer: PeerId, envelopes: Vec<Vec<u8>>) {
     if !envelopes.is_empty() {
         let _ = out.send(Internal::Push { peer, envelopes }).await;
+    }
+}
+
+/// A frame of envelopes with their shared header fields factored out. The bytes
+/// are this node's own store's (verified when stored), so parsing cannot fail;
+/// if it somehow did, the frame goes out unpacked.
+fn packed(frame: Vec<Vec<u8>>) -> Request {
+    let parsed: Result<Vec<Envelope>, _> = frame.iter().cloned().map(Envelope::decode_stored).collect();
+    match parsed {
+        Ok(envelopes) => Request::Packed {
+            groups: sync::pack(&envelopes),
+        },
+        Err(_) => Request::Envelopes { envelopes: frame },
     }
 }
 

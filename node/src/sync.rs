@@ -22,8 +22,9 @@ use std::{collections::BTreeMap, time::Duration};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    identity::DeviceCert,
-    ids::{ActorKey, SpaceId},
+    envelope::{Envelope, Header, Kind, MAX_CONTROL_HEADS, MAX_PARENTS},
+    identity::{DeviceCert, Sig},
+    ids::{ActorKey, DeviceId, DocId, EnvelopeId, EpochId, SpaceId},
 };
 
 /// The protocol id; a breaking change gets a new number.
@@ -84,8 +85,132 @@ pub struct SpaceVv {
 /// A request frame. postcard: append variants, never reorder.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
-    Offer { cert: DeviceCert, spaces: Vec<SpaceVv> },
-    Envelopes { envelopes: Vec<Vec<u8>> },
+    Offer {
+        cert: DeviceCert,
+        spaces: Vec<SpaceVv>,
+    },
+    Envelopes {
+        envelopes: Vec<Vec<u8>>,
+    },
+    /// The same envelopes with their shared header fields sent once per group
+    /// (see [`pack`]); the receiver rebuilds the exact bytes and verifies them.
+    Packed {
+        groups: Vec<PackedGroup>,
+    },
+}
+
+/// Consecutive envelopes that share kind, space, doc, epoch, writer and control
+/// heads: those fields travel once. About 160 bytes less per envelope.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackedGroup {
+    pub kind: Kind,
+    pub space: SpaceId,
+    pub doc: DocId,
+    pub epoch: EpochId,
+    pub author: DeviceId,
+    pub incarnation: u64,
+    pub control_heads: Vec<EnvelopeId>,
+    pub items: Vec<PackedItem>,
+}
+
+/// One envelope of a group: what differs from its neighbours.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackedItem {
+    pub seq: u64,
+    pub parents: PackedParents,
+    pub body: Vec<u8>,
+    pub sig: Sig,
+}
+
+/// An envelope's parents. postcard: append variants, never reorder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PackedParents {
+    /// Exactly the previous envelope of the group (a writer's usual case).
+    Previous,
+    Listed(Vec<EnvelopeId>),
+}
+
+/// Packs envelopes (in order) into groups that factor out shared header fields.
+pub fn pack(envelopes: &[Envelope]) -> Vec<PackedGroup> {
+    let mut groups: Vec<PackedGroup> = Vec::new();
+    let mut previous: Option<EnvelopeId> = None;
+    for env in envelopes {
+        let h = env.header();
+        let same_group = groups.last().is_some_and(|g| {
+            g.kind == h.kind
+                && g.space == h.space
+                && g.doc == h.doc
+                && g.epoch == h.epoch
+                && g.author == h.author
+                && g.incarnation == h.incarnation
+                && g.control_heads == h.control_heads
+        });
+        if !same_group {
+            groups.push(PackedGroup {
+                kind: h.kind,
+                space: h.space,
+                doc: h.doc,
+                epoch: h.epoch,
+                author: h.author,
+                incarnation: h.incarnation,
+                control_heads: h.control_heads.clone(),
+                items: Vec::new(),
+            });
+            previous = None;
+        }
+        let parents = match (h.parents.as_slice(), previous) {
+            ([only], Some(prev)) if *only == prev => PackedParents::Previous,
+            _ => PackedParents::Listed(h.parents.clone()),
+        };
+        groups
+            .last_mut()
+            .expect("a group was just ensured")
+            .items
+            .push(PackedItem {
+                seq: h.seq,
+                parents,
+                body: env.body().to_vec(),
+                sig: Sig(env.signature()),
+            });
+        previous = Some(env.id());
+    }
+    groups
+}
+
+/// Rebuilds the exact envelope bytes of packed groups. Nothing is trusted: the
+/// bytes are decoded and their signatures verified like any others.
+pub fn unpack(groups: Vec<PackedGroup>) -> Result<Vec<Vec<u8>>, FrameError> {
+    let mut out = Vec::new();
+    for g in groups {
+        if g.control_heads.len() > MAX_CONTROL_HEADS {
+            return Err(FrameError::Cap("control heads per group"));
+        }
+        let mut previous: Option<EnvelopeId> = None;
+        for item in g.items {
+            let parents = match item.parents {
+                PackedParents::Previous => vec![previous.ok_or(FrameError::Decode)?],
+                PackedParents::Listed(list) if list.len() > MAX_PARENTS => {
+                    return Err(FrameError::Cap("parents per envelope"));
+                }
+                PackedParents::Listed(list) => list,
+            };
+            let header = Header {
+                kind: g.kind,
+                space: g.space,
+                doc: g.doc,
+                epoch: g.epoch,
+                author: g.author,
+                incarnation: g.incarnation,
+                seq: item.seq,
+                parents,
+                control_heads: g.control_heads.clone(),
+            };
+            let bytes = Envelope::raw_from_parts(&header, &item.body, &item.sig.0);
+            previous = Some(EnvelopeId::of(&bytes));
+            out.push(bytes);
+        }
+    }
+    Ok(out)
 }
 
 /// A response frame. postcard: append variants, never reorder.
@@ -128,6 +253,11 @@ pub fn decode_request(bytes: &[u8]) -> Result<Request, FrameError> {
         Request::Offer { spaces, .. } => check_offer(spaces)?,
         Request::Envelopes { envelopes } => {
             if envelopes.len() > MAX_ENVELOPES_PER_FRAME {
+                return Err(FrameError::Cap("envelopes per frame"));
+            }
+        }
+        Request::Packed { groups } => {
+            if groups.iter().map(|g| g.items.len()).sum::<usize>() > MAX_ENVELOPES_PER_FRAME {
                 return Err(FrameError::Cap("envelopes per frame"));
             }
         }
@@ -230,14 +360,84 @@ impl Default for Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{crypto::EpochKey, identity::DeviceKeys};
+
+    /// A writer's chain of `n` envelopes (each the parent of the next), after
+    /// one envelope of another writer.
+    fn chain(n: u64) -> Vec<Envelope> {
+        let (alice, bob) = (DeviceKeys::generate(), DeviceKeys::generate());
+        let epoch = EpochKey::generate(SpaceId([4; 16]));
+        let header = |keys: &DeviceKeys, seq: u64, parents: Vec<EnvelopeId>| Header {
+            kind: Kind::Content,
+            space: epoch.space,
+            doc: epoch.space.chat_shard(0),
+            epoch: epoch.id,
+            author: keys.device_id(),
+            incarnation: 7,
+            seq,
+            parents,
+            control_heads: vec![EnvelopeId([9; 32])],
+        };
+        let first = Envelope::seal_content(&bob, header(&bob, 1, vec![]), &epoch, b"b1");
+        let mut out = vec![first.clone()];
+        let mut parents = vec![first.id()];
+        for seq in 1..=n {
+            let env = Envelope::seal_content(&alice, header(&alice, seq, parents), &epoch, &seq.to_le_bytes());
+            parents = vec![env.id()];
+            out.push(env);
+        }
+        out
+    }
+
+    #[test]
+    fn packing_round_trips_and_saves_the_shared_header() {
+        let envs = chain(20);
+        let raw: Vec<Vec<u8>> = envs.iter().map(|e| e.as_bytes().to_vec()).collect();
+        let groups = pack(&envs);
+        assert_eq!(groups.len(), 2, "bob's envelope, then alice's chain");
+        assert!(matches!(groups[1].items[1].parents, PackedParents::Previous));
+        let packed = Request::Packed { groups };
+        let plain = Request::Envelopes { envelopes: raw.clone() };
+        let (packed_len, plain_len) = (encode(&packed).len(), encode(&plain).len());
+        assert!(packed_len * 2 < plain_len, "{packed_len} vs {plain_len} bytes");
+        let Request::Packed { groups } = decode_request(&encode(&packed)).unwrap() else {
+            panic!("a packed frame decodes as packed");
+        };
+        assert_eq!(unpack(groups).unwrap(), raw);
+    }
+
+    #[test]
+    fn unpacking_rebuilds_nothing_it_cannot_verify() {
+        let envs = chain(3);
+        let mut groups = pack(&envs);
+        groups[1].items[2].body[0] ^= 1;
+        let rebuilt = unpack(groups).unwrap();
+        assert!(
+            Envelope::decode(rebuilt[3].clone()).is_err(),
+            "a changed body fails its signature"
+        );
+        let mut groups = pack(&envs);
+        groups[1].items[0].parents = PackedParents::Previous;
+        assert_eq!(
+            unpack(groups),
+            Err(FrameError::Decode),
+            "no previous envelope in a new group"
+        );
+    }
 
     proptest::proptest! {
         /// Arbitrary frames never panic the decoder, and what decodes respects
         /// every collection cap.
         #[test]
         fn arbitrary_frames_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2048)) {
-            if let Ok(Request::Envelopes { envelopes }) = decode_request(&bytes) {
-                proptest::prop_assert!(envelopes.len() <= MAX_ENVELOPES_PER_FRAME);
+            match decode_request(&bytes) {
+                Ok(Request::Envelopes { envelopes }) => {
+                    proptest::prop_assert!(envelopes.len() <= MAX_ENVELOPES_PER_FRAME);
+                }
+                Ok(Request::Packed { groups }) => {
+                    let _ = unpack(groups);
+                }
+                _ => {}
             }
             let _ = decode_response(&bytes);
         }

@@ -59,7 +59,13 @@ impl libp2p::request_response::Codec for SyncCodec {
         _: &StreamProtocol,
         io: &mut T,
     ) -> io::Result<Inbound> {
-        Ok(read_frame(io).await?.and_then(|frame| sync::decode_request(&frame)))
+        // Packed frames are rebuilt here, so the actor sees plain envelopes only.
+        Ok(read_frame(io)
+            .await?
+            .and_then(|frame| match sync::decode_request(&frame)? {
+                Request::Packed { groups } => sync::unpack(groups).map(|envelopes| Request::Envelopes { envelopes }),
+                other => Ok(other),
+            }))
     }
 
     async fn read_response<T: AsyncRead + Unpin + Send>(
