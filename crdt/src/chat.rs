@@ -253,11 +253,6 @@ impl ChatDoc {
         read_message(&self.doc, id, entry)
     }
 
-    /// Whether the change with this hash is part of the document.
-    pub fn has_change(&self, hash: &ChangeHash) -> bool {
-        self.doc.get_change_by_hash(hash).is_some()
-    }
-
     /// Every message, in display order.
     ///
     /// When writers created the same id concurrently, every entry shows: a writer

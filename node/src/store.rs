@@ -189,12 +189,6 @@ impl Store {
         Ok(writers.get((&space.0, &actor.0, seq))?.map(|v| EnvelopeId(*v.value())))
     }
 
-    pub fn envelope(&self, id: &EnvelopeId) -> Result<Option<Vec<u8>>> {
-        let tx = self.db.begin_read()?;
-        let envs = tx.open_table(ENVELOPES)?;
-        Ok(envs.get(&id.0)?.map(|v| v.value().to_vec()))
-    }
-
     /// Every pending envelope.
     pub fn pending(&self) -> Result<Vec<Vec<u8>>> {
         let tx = self.db.begin_read()?;
