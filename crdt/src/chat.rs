@@ -15,6 +15,8 @@ use automerge::{
 
 use crate::{DocId, Error, genesis};
 
+pub mod snapshot;
+
 const MESSAGES: &str = "messages";
 /// Chat validation rules implemented here; a space names the version it follows.
 pub const RULES_VERSION: u16 = 1;

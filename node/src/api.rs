@@ -278,6 +278,13 @@ async fn events(State(s): State<AppState>, Query(q): Query<EventsQuery>) -> Resu
                     line.push(b'\n');
                     return Some((Ok::<_, std::convert::Infallible>(Bytes::from(line)), (rx, stopping)));
                 }
+                // Too many messages at once to announce each: the follower re-reads.
+                Ok(core::Event::Bulk { space, messages }) if filter.is_none_or(|f| f == space) => {
+                    let mut line =
+                        serde_json::to_vec(&ApiEvent::Lagged { missed: messages }).expect("events serialize");
+                    line.push(b'\n');
+                    return Some((Ok(Bytes::from(line)), (rx, stopping)));
+                }
                 Ok(_) => continue,
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     let mut line = serde_json::to_vec(&ApiEvent::Lagged { missed }).expect("events serialize");

@@ -24,13 +24,14 @@ use tracing::{debug, info, warn};
 
 use self::{
     pending::{ORPHAN_BYTES_CAP, ORPHAN_CAP, Pending},
-    space::{PeerView, Space, Verdict},
+    space::{PeerView, SnapshotContent, SnapshotVerdict, Space, Verdict},
 };
 use crate::{
     control::{self, SpaceKind, SpaceState},
     envelope::{Envelope, Header, Kind},
     identity::{DeviceCert, DeviceKeys},
-    ids::{ActorKey, DeviceId, DocId, EnvelopeId, SpaceId},
+    ids::{DeviceId, DocId, EnvelopeId, SpaceId},
+    snapshot::Snapshot,
     store::{self, NewEnvelope, Participation, Store, Txn},
     sync::{Ack, SpaceVv, VersionVector},
 };
@@ -47,6 +48,15 @@ pub use outpost_crdt::chat::MAX_TEXT_BYTES;
 pub const MAX_CLIENT_ID_BYTES: usize = 128;
 /// Most messages returned by one log request.
 pub const MAX_LOG_LIMIT: usize = 100_000;
+/// Most messages announced one by one when a snapshot makes them visible at once;
+/// beyond this, one [`Event::Bulk`] tells followers to re-read.
+const MAX_MESSAGE_EVENTS_PER_SNAPSHOT: usize = 256;
+/// A peer lacking at least this share of a space's changes (in percent) gets a
+/// snapshot instead of the envelopes: loading a document beats replaying most of it.
+const SNAPSHOT_WHEN_LACKING_PERCENT: u64 = 50;
+/// A member makes a fresh snapshot to serve when the newest one it holds leaves
+/// more than this many changes (or an eighth of the space) to send as envelopes.
+const SNAPSHOT_STALE_CHANGES: u64 = 256;
 
 /// A user-facing failure of a core operation.
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +102,9 @@ pub enum Event {
     },
     /// A message became visible.
     Message { space: SpaceId, message: MessageView },
+    /// Many messages became visible at once (a snapshot was merged): followers
+    /// re-read instead of receiving one event each.
+    Bulk { space: SpaceId, messages: u64 },
 }
 
 /// Per-space state for `status`.
@@ -115,6 +128,8 @@ pub struct SpaceStatus {
     /// Bytes of the envelopes waiting for their parents.
     pub pending_bytes: usize,
     pub rejected: u64,
+    /// Snapshots held: whole documents that stand in for the envelopes they cover.
+    pub snapshots: usize,
     /// Devices caught signing two different envelopes for one (writer, seq). Only
     /// a device's own key can do that: a cloned or compromised device.
     pub equivocating: Vec<DeviceId>,
@@ -449,7 +464,15 @@ impl Core {
             }
         }
         let mut space = space.ok_or("the space has no genesis")?;
+        // Snapshots first: stored envelopes may build on changes only they hold.
+        let snapshots = self.store.snapshots(&space_id).map_err(|e| e.to_string())?;
+        for bytes in snapshots {
+            if let Err(why) = hold_stored_snapshot(&mut space, bytes) {
+                warn!(space = %space_id.fmt_short(), %why, "a stored snapshot could not be loaded; skipped");
+            }
+        }
         if let Some(r) = space.readable.as_mut() {
+            changes.retain(|c| !r.chat.has_change(&c.hash()));
             r.chat
                 .apply(changes)
                 .map_err(|e| format!("stored changes do not apply: {e}"))?;
@@ -767,18 +790,24 @@ impl Core {
                 return Ok(());
             }
         };
-        let parents = change
+        // Every dependency is a head of the document, and every head is a stored
+        // envelope or a snapshot's last (a writer's earlier changes have its later
+        // ones as dependants), so each has a known envelope.
+        let parents: Vec<EnvelopeId> = change
             .deps()
             .iter()
             .filter(|d| **d != readable.genesis_hash)
-            .map(|d| {
-                readable
-                    .env_of_change
-                    .get(d)
-                    .copied()
-                    .expect("every applied change has an envelope")
-            })
+            .filter_map(|d| readable.env_of_change.get(d).copied())
             .collect();
+        if parents.len() + usize::from(change.deps().contains(&readable.genesis_hash)) != change.deps().len() {
+            warn!(space = %space_id.fmt_short(), "a dependency of a new change has no known envelope; the send is refused and the document reloads");
+            for (_, _, reply) in waiting {
+                let _ = reply.send(Err(Error::Invalid(
+                    "internal: the document is out of step with the store; retry".into(),
+                )));
+            }
+            return Err(store::Error::Unavailable);
+        }
         let header = Header {
             kind: Kind::Content,
             space: space_id,
@@ -847,6 +876,31 @@ impl Core {
         let mut accepted: Vec<(Envelope, u64)> = Vec::new();
         let mut to_apply: BTreeMap<SpaceId, Vec<Checked>> = BTreeMap::new();
         let mut from_pending = BTreeSet::new();
+        // Snapshots before content: the content that follows one may build on it.
+        let (snapshots, rest): (Vec<_>, Vec<_>) = queue.into_iter().partition(|e| e.header().kind == Kind::Snapshot);
+        queue = rest;
+        let mut snapshot_spaces = BTreeSet::new();
+        for env in snapshots {
+            let space_id = env.header().space;
+            if !self.spaces.contains_key(&space_id) {
+                if self.orphans.insert(env) {
+                    ack.pending += 1;
+                } else {
+                    dropped += 1;
+                }
+                continue;
+            }
+            if self.ingest_snapshot(tx, from, env, &mut ack, effects)? {
+                snapshot_spaces.insert(space_id);
+                // What waited for changes the snapshot holds may be ready now.
+                if let Some(space) = self.spaces.get_mut(&space_id) {
+                    for env in space.pending.take_all() {
+                        from_pending.insert(env.id());
+                        queue.push(env);
+                    }
+                }
+            }
+        }
         loop {
             let mut waiting = Vec::new();
             let mut progressed = BTreeSet::new();
@@ -951,7 +1005,7 @@ impl Core {
         for (env, _) in accepted {
             stored.entry(env.header().space).or_default().push(env.into_bytes());
         }
-        let touched: BTreeSet<SpaceId> = stored.keys().copied().collect();
+        let touched: BTreeSet<SpaceId> = stored.keys().copied().chain(snapshot_spaces).collect();
         for (space_id, changes) in to_apply {
             self.apply_changes(space_id, changes, effects);
         }
@@ -972,6 +1026,130 @@ impl Core {
         Ok(ack)
     }
 
+    /// Takes a snapshot from a peer: checks it, merges its document (members) and
+    /// holds it. Returns whether it was accepted.
+    fn ingest_snapshot(
+        &mut self,
+        tx: &mut Txn,
+        from: Option<DeviceId>,
+        env: Envelope,
+        ack: &mut Ack,
+        effects: &mut Effects,
+    ) -> store::Result<bool> {
+        let peer = from.map(|d| d.fmt_short()).unwrap_or_default();
+        let space_id = env.header().space;
+        let maker = env.header().author;
+        let Some(space) = self.spaces.get_mut(&space_id) else {
+            return Ok(false);
+        };
+        let mut refuse = |space: &mut Space, reason: &dyn std::fmt::Display| {
+            warn!(%peer, space = %space_id.fmt_short(), maker = %maker.fmt_short(), %reason, "rejected a snapshot");
+            space.rejected += 1;
+            ack.rejected += 1;
+        };
+        // Checked before the last envelopes' signatures, which cost time per writer.
+        if !space.state.may_write(&maker) {
+            refuse(space, &"made by a device that may not write in this space");
+            return Ok(false);
+        }
+        let snap = match Snapshot::verify(env) {
+            Ok(snap) => snap,
+            Err(e) => {
+                refuse(space, &e);
+                return Ok(false);
+            }
+        };
+        let store = &self.store;
+        let verdict = space.classify_snapshot(&snap, |actor, seq| {
+            store.writer_at(&space_id, actor, seq).ok().flatten()
+        });
+        let content = match verdict {
+            SnapshotVerdict::Duplicate => {
+                ack.duplicate += 1;
+                if let Some(peer) = from {
+                    space.note_peer_covers(peer, snap.covers());
+                }
+                return Ok(false);
+            }
+            SnapshotVerdict::Reject(reason) => {
+                refuse(space, &reason);
+                return Ok(false);
+            }
+            SnapshotVerdict::Equivocation(device) => {
+                refuse(
+                    space,
+                    &"equivocation: a writer's last envelope differs from the one stored; the device is flagged",
+                );
+                space.equivocators.insert(device);
+                tx.put_equivocation(&space_id, &device, snap.envelope().as_bytes())?;
+                return Ok(false);
+            }
+            SnapshotVerdict::Accept(content) => content,
+        };
+        // Members merge first: a merge refused leaves nothing held.
+        let mut created = Vec::new();
+        let mut lasts = Vec::new();
+        if let (Some(content), Some(readable)) = (content, space.readable.as_mut()) {
+            let SnapshotContent { opened, lasts: mapped } = *content;
+            lasts = mapped;
+            let merged = std::panic::catch_unwind(AssertUnwindSafe(|| readable.chat.absorb(opened)));
+            match merged {
+                Ok(Ok(messages)) => created = messages,
+                Ok(Err(outpost_crdt::chat::snapshot::AbsorbError::Equivocation { actor, .. })) => {
+                    let actor = space::actor_key(&actor);
+                    let device = snap
+                        .lasts()
+                        .iter()
+                        .find(|l| l.header().actor() == actor)
+                        .map(|l| l.header().author);
+                    refuse(
+                        space,
+                        &"equivocation: the snapshot holds another change for a (writer, seq) this node holds",
+                    );
+                    if let Some(device) = device {
+                        space.equivocators.insert(device);
+                        tx.put_equivocation(&space_id, &device, snap.envelope().as_bytes())?;
+                    }
+                    return Ok(false);
+                }
+                Ok(Err(e)) => {
+                    refuse(space, &e);
+                    return Ok(false);
+                }
+                Err(_) => {
+                    refuse(space, &"Automerge panicked merging the snapshot");
+                    return Ok(false);
+                }
+            }
+        }
+        tx.put_snapshot(&space_id, &snap.id(), snap.envelope().as_bytes())?;
+        if let Some(peer) = from {
+            space.note_peer_covers(peer, snap.covers());
+        }
+        let covers = snap.covers().count_missing_in(&VersionVector::default());
+        for dropped in space.hold_snapshot(snap, &lasts) {
+            tx.remove_snapshot(&space_id, &dropped)?;
+        }
+        ack.stored += 1;
+        info!(%peer, space = %space_id.fmt_short(), changes = covers, messages = created.len(), "merged a snapshot");
+        if let Some(readable) = space.readable.as_ref() {
+            if created.len() > MAX_MESSAGE_EVENTS_PER_SNAPSHOT {
+                effects.events.push(Event::Bulk {
+                    space: space_id,
+                    messages: created.len() as u64,
+                });
+            } else {
+                for m in &created {
+                    effects.events.push(Event::Message {
+                        space: space_id,
+                        message: view(m, readable.author_of(&m.actor)),
+                    });
+                }
+            }
+        }
+        Ok(true)
+    }
+
     /// Applies accepted changes to a space's document in one call. A panic inside
     /// Automerge cannot take the node down: the panic is caught and logged; the
     /// envelopes stay stored and the document is rebuilt from them at the next start.
@@ -989,14 +1167,9 @@ impl Core {
         match result {
             Ok(Ok(created)) => {
                 for m in created {
-                    let author = readable
-                        .device_of_actor
-                        .get(&ActorKey(actor16(&m.actor)))
-                        .copied()
-                        .unwrap_or(DeviceId([0; 32]));
                     effects.events.push(Event::Message {
                         space: space_id,
-                        message: view(&m, author),
+                        message: view(&m, readable.author_of(&m.actor)),
                     });
                 }
             }
@@ -1061,14 +1234,7 @@ impl Core {
         let skip = all.len().saturating_sub(limit.min(MAX_LOG_LIMIT));
         Ok(all[skip..]
             .iter()
-            .map(|m| {
-                let author = readable
-                    .device_of_actor
-                    .get(&ActorKey(actor16(&m.actor)))
-                    .copied()
-                    .unwrap_or(DeviceId([0; 32]));
-                view(m, author)
-            })
+            .map(|m| view(m, readable.author_of(&m.actor)))
             .collect())
     }
 
@@ -1125,6 +1291,7 @@ impl Core {
             pending: s.pending.len(),
             pending_bytes: s.pending.bytes(),
             rejected: s.rejected,
+            snapshots: s.snapshots.len(),
             equivocating: s.equivocators.iter().copied().collect(),
             peers,
         }
@@ -1165,20 +1332,36 @@ impl Core {
         Ok(OfferOutcome { response, push })
     }
 
-    /// Records what `peer` holds and returns, in topological order, every envelope
-    /// of its entitled spaces that it lacks.
+    /// Records what `peer` holds and returns what it lacks of its entitled spaces:
+    /// per space, the genesis if it lacks it, then snapshots when it lacks much
+    /// (or what only a snapshot holds here), then envelopes in topological order.
     fn missing_for(&mut self, peer: DeviceId, theirs: BTreeMap<SpaceId, VersionVector>) -> Result<Vec<Vec<u8>>> {
         let now = crate::clock::now_ms();
         let mut out = Vec::new();
         for (space_id, their_vv) in theirs {
-            let Some(space) = self.spaces.get_mut(&space_id) else {
+            let Some(space) = self.spaces.get(&space_id) else {
                 continue;
             };
             if !space.state.entitled(&peer) {
                 continue;
             }
+            let snapshot = wants_snapshot(space, &their_vv);
+            if snapshot {
+                self.refresh_snapshot(space_id)?;
+            }
+            let Some(space) = self.spaces.get_mut(&space_id) else {
+                continue;
+            };
+            let mut floor = their_vv.clone();
+            let mut snapshots = Vec::new();
+            if snapshot {
+                for snap in space.snapshots.iter().filter(|s| !s.is_covered_by(&their_vv)) {
+                    floor.merge(snap.covers());
+                    snapshots.push(snap.envelope().as_bytes().to_vec());
+                }
+            }
             let mut found: Vec<(u64, Vec<u8>)> = Vec::new();
-            for (actor, from, to) in space.vv.missing_in(&their_vv) {
+            for (actor, from, to) in space.vv.missing_in(&floor) {
                 let rows = self
                     .store
                     .writer_range(&space_id, &actor, from, to)
@@ -1189,7 +1372,14 @@ impl Core {
                 }
             }
             found.sort_by_key(|(order, _)| *order);
-            out.extend(found.into_iter().map(|(_, b)| b));
+            let mut found = found.into_iter().peekable();
+            // The genesis (log position 0) goes first: a snapshot of a space the
+            // peer does not know yet would wait for it.
+            if let Some(genesis) = found.next_if(|(order, _)| *order == 0) {
+                out.push(genesis.1);
+            }
+            out.extend(snapshots);
+            out.extend(found.map(|(_, b)| b));
             let view = space.peers.entry(peer).or_default();
             // Version vectors only grow: merge, so a late offer never hides an
             // acknowledgement that overtook it. What we are about to push counts
@@ -1200,6 +1390,86 @@ impl Core {
             view.last_sync_ms = Some(now);
         }
         Ok(out)
+    }
+
+    /// Makes sure a member holds a snapshot close to its whole document before
+    /// serving one: it makes a fresh one when those it holds leave more than
+    /// [`SNAPSHOT_STALE_CHANGES`] changes (or an eighth of the space) uncovered.
+    /// The new snapshot is durable before it is served and replaces the others.
+    fn refresh_snapshot(&mut self, space_id: SpaceId) -> Result<()> {
+        let store_err = |e: store::Error| Error::Store(Arc::new(e));
+        let Some(space) = self.spaces.get(&space_id) else {
+            return Ok(());
+        };
+        let Some(readable) = space.readable.as_ref() else {
+            return Ok(());
+        };
+        let mut covered = VersionVector::default();
+        for snap in &space.snapshots {
+            covered.merge(snap.covers());
+        }
+        let uncovered = space.vv.count_missing_in(&covered);
+        if !space.snapshots.is_empty() && uncovered <= SNAPSHOT_STALE_CHANGES.max(space.changes_held() / 8) {
+            return Ok(());
+        }
+        let mut lasts = Vec::new();
+        for (actor, seq) in space.content_writers() {
+            let last = if space.stored_from.get(actor).is_some_and(|first| *first <= seq) {
+                let bytes = self
+                    .store
+                    .writer_range(&space_id, actor, seq, seq)
+                    .map_err(store_err)?
+                    .pop();
+                bytes.and_then(|b| Envelope::decode_stored(b).ok())
+            } else {
+                space
+                    .snapshots
+                    .iter()
+                    .flat_map(|s| s.lasts())
+                    .find(|l| l.header().actor() == *actor && l.header().seq == seq)
+                    .cloned()
+            };
+            let Some(last) = last else {
+                warn!(space = %space_id.fmt_short(), writer = %actor.fmt_short(), "no envelope for a writer's last change; serving envelopes instead of a snapshot");
+                return Ok(());
+            };
+            lasts.push(last);
+        }
+        let doc = readable.chat.save();
+        let snap = match Snapshot::make(
+            &self.keys,
+            &readable.key,
+            space.chat_doc(),
+            space.state.heads(),
+            lasts,
+            &doc,
+        ) {
+            Ok(snap) => snap,
+            Err(e) => {
+                debug!(space = %space_id.fmt_short(), error = %e, "no snapshot; serving envelopes");
+                return Ok(());
+            }
+        };
+        let mut tx = self.store.begin().map_err(store_err)?;
+        tx.put_snapshot(&space_id, &snap.id(), snap.envelope().as_bytes())
+            .map_err(store_err)?;
+        let replaced: Vec<EnvelopeId> = space
+            .snapshots
+            .iter()
+            .filter(|held| held.is_covered_by(snap.covers()))
+            .map(Snapshot::id)
+            .collect();
+        for id in &replaced {
+            tx.remove_snapshot(&space_id, id).map_err(store_err)?;
+        }
+        tx.commit().map_err(store_err)?;
+        let changes = snap.envelope().header().seq;
+        let bytes = snap.envelope().as_bytes().len();
+        if let Some(space) = self.spaces.get_mut(&space_id) {
+            space.hold_snapshot(snap, &[]);
+        }
+        info!(space = %space_id.fmt_short(), changes, bytes, "made a snapshot");
+        Ok(())
     }
 
     fn note_peer_holds(&mut self, peer: DeviceId, spaces: Vec<SpaceVv>) {
@@ -1216,6 +1486,40 @@ impl Core {
             }
         }
     }
+}
+
+/// Holds a snapshot read from the store at start-up; members merge its document
+/// (checked again: the store is not a trust boundary for Automerge input).
+fn hold_stored_snapshot(space: &mut Space, bytes: Vec<u8>) -> std::result::Result<(), String> {
+    let env = Envelope::decode_stored(bytes).map_err(|e| e.to_string())?;
+    let snap = Snapshot::from_stored(env).map_err(|e| e.to_string())?;
+    let mut lasts = Vec::new();
+    if space.readable.is_some() {
+        let SnapshotContent { opened, lasts: mapped } = space.open_snapshot(&snap)?;
+        if let Some(readable) = space.readable.as_mut() {
+            std::panic::catch_unwind(AssertUnwindSafe(|| readable.chat.absorb(opened)))
+                .map_err(|_| "Automerge panicked merging it".to_string())?
+                .map_err(|e| e.to_string())?;
+        }
+        lasts = mapped;
+    }
+    space.hold_snapshot(snap, &lasts);
+    Ok(())
+}
+
+/// Whether to serve a peer that holds `theirs` with snapshots: when it lacks at
+/// least [`SNAPSHOT_WHEN_LACKING_PERCENT`] of the space (and more than a few
+/// changes), or when part of what it lacks is held here only inside snapshots.
+fn wants_snapshot(space: &Space, theirs: &VersionVector) -> bool {
+    const MIN_CHANGES: u64 = 64;
+    let missing = space.vv.missing_in(theirs);
+    let only_in_snapshots = missing
+        .iter()
+        .any(|(actor, from, _)| space.stored_from.get(actor).is_none_or(|first| from < first));
+    let lacking: u64 = missing.iter().map(|(_, from, to)| to - from + 1).sum();
+    let can = space.readable.is_some() || !space.snapshots.is_empty();
+    only_in_snapshots
+        || (can && lacking >= MIN_CHANGES && lacking * 100 >= space.changes_held() * SNAPSHOT_WHEN_LACKING_PERCENT)
 }
 
 /// Decodes and signature-checks envelopes from `from`; returns the good ones
@@ -1275,14 +1579,6 @@ fn view(m: &Message, author: DeviceId) -> MessageView {
         sent_at_ms: m.sent_at_ms,
         lamport: m.lamport,
     }
-}
-
-fn actor16(actor: &outpost_crdt::ActorId) -> [u8; 16] {
-    let mut out = [0u8; 16];
-    let bytes = actor.to_bytes();
-    let n = bytes.len().min(16);
-    out[..n].copy_from_slice(&bytes[..n]);
-    out
 }
 
 /// A new message id: 80 random bits, base32 (16 characters).

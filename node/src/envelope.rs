@@ -12,7 +12,7 @@
 //!
 //! Content body = nonce(24) ‖ XChaCha20-Poly1305(epoch content key, change bytes),
 //! associated data "outpost/v1/content\0" ‖ version ‖ header. Control body =
-//! postcard(ControlOp), signed plaintext. The id of an envelope is BLAKE3 of its
+//! postcard(ControlOp), signed plaintext. Snapshot body: see [`crate::snapshot`]. The id of an envelope is BLAKE3 of its
 //! exact bytes; the signature covers exactly the stored bytes, never a re-encoding.
 
 use serde::{Deserialize, Serialize};
@@ -29,6 +29,10 @@ pub const VERSION: u8 = 1;
 /// Largest envelope accepted: a chat change is a few hundred bytes; 1 MiB leaves room
 /// for big pastes while bounding what one peer can make us hold per envelope.
 pub const MAX_ENVELOPE_BYTES: usize = 1 << 20;
+/// Largest snapshot envelope: a whole document, which must still travel in one
+/// sync frame ([`crate::sync::MAX_FRAME_BYTES`] is 4 MiB). A bigger document is
+/// synced change by change (chat history is sharded to stay well below this).
+pub const MAX_SNAPSHOT_BYTES: usize = 3 << 20;
 /// Largest header: ids plus parents and control heads stay well below this.
 pub const MAX_HEADER_BYTES: usize = 8 << 10;
 /// Most parents an envelope may name: a change depends on the heads its author saw;
@@ -48,6 +52,9 @@ pub enum Kind {
     Control,
     /// One encrypted Automerge change.
     Content,
+    /// A whole document sealed under the epoch key, with the signed last envelope of
+    /// every writer it covers (see [`crate::snapshot`]).
+    Snapshot,
 }
 
 impl Kind {
@@ -55,6 +62,7 @@ impl Kind {
         match self {
             Kind::Control => b"outpost/v1/control\0",
             Kind::Content => b"outpost/v1/content\0",
+            Kind::Snapshot => b"outpost/v1/snapshot\0",
         }
     }
 }
@@ -180,7 +188,7 @@ impl Envelope {
 
     /// Parses and checks everything but the signature.
     fn parse(bytes: Vec<u8>) -> Result<Self, DecodeError> {
-        if bytes.len() > MAX_ENVELOPE_BYTES {
+        if bytes.len() > MAX_SNAPSHOT_BYTES {
             return Err(DecodeError::TooLarge(bytes.len()));
         }
         let (&version, rest) = bytes.split_first().ok_or(DecodeError::Truncated)?;
@@ -207,6 +215,9 @@ impl Envelope {
         // could otherwise sign several encodings of one header (distinct ids).
         if encode_header(&header) != header_bytes {
             return Err(DecodeError::Header);
+        }
+        if header.kind != Kind::Snapshot && bytes.len() > MAX_ENVELOPE_BYTES {
+            return Err(DecodeError::TooLarge(bytes.len()));
         }
         if header.parents.len() > MAX_PARENTS || header.control_heads.len() > MAX_CONTROL_HEADS {
             return Err(DecodeError::TooManyRefs(
@@ -240,10 +251,17 @@ impl Envelope {
         debug_assert_eq!(header.kind, Kind::Content);
         debug_assert_eq!(header.author, keys.device_id());
         let header_bytes = encode_header(&header);
-        let (nonce, ct) = epoch.seal(&content_aad(&header_bytes), change);
-        let mut body = Vec::with_capacity(NONCE_LEN + ct.len());
-        body.extend_from_slice(&nonce);
-        body.extend_from_slice(&ct);
+        let body = seal(epoch, header.kind, &header_bytes, change);
+        Self::assemble(keys, header, header_bytes, body)
+    }
+
+    /// Signs an envelope whose body `make_body` builds; it gets the encoded
+    /// header, to seal parts of the body with the header as associated data
+    /// ([`seal`]).
+    pub(crate) fn sign_with(keys: &DeviceKeys, header: Header, make_body: impl FnOnce(&[u8]) -> Vec<u8>) -> Self {
+        debug_assert_eq!(header.author, keys.device_id());
+        let header_bytes = encode_header(&header);
+        let body = make_body(&header_bytes);
         Self::assemble(keys, header, header_bytes, body)
     }
 
@@ -296,12 +314,21 @@ impl Envelope {
 
     /// Decrypts a content envelope's change bytes.
     pub fn open_content(&self, epoch: &EpochKey) -> Result<Vec<u8>, crate::crypto::Error> {
-        let body = self.body();
-        if self.header.kind != Kind::Content || body.len() < NONCE_LEN {
+        if self.header.kind != Kind::Content {
             return Err(crate::crypto::Error::Aead);
         }
-        let nonce: [u8; NONCE_LEN] = body[..NONCE_LEN].try_into().map_err(|_| crate::crypto::Error::Aead)?;
-        epoch.open(&nonce, &content_aad(self.header_bytes()), &body[NONCE_LEN..])
+        self.open_sealed(epoch, self.body())
+    }
+
+    /// Decrypts `sealed` (nonce ‖ ciphertext, part of this envelope's body) that
+    /// was sealed with this envelope's kind and header as associated data.
+    pub(crate) fn open_sealed(&self, epoch: &EpochKey, sealed: &[u8]) -> Result<Vec<u8>, crate::crypto::Error> {
+        if sealed.len() < NONCE_LEN {
+            return Err(crate::crypto::Error::Aead);
+        }
+        let (nonce, ct) = sealed.split_at(NONCE_LEN);
+        let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| crate::crypto::Error::Aead)?;
+        epoch.open(&nonce, &sealed_aad(self.header.kind, self.header_bytes()), ct)
     }
 
     /// Decodes a control envelope's operation.
@@ -357,8 +384,18 @@ fn signing_input(kind: Kind, header: &[u8], body: &[u8]) -> Vec<u8> {
     m
 }
 
-fn content_aad(header: &[u8]) -> Vec<u8> {
-    let ctx = Kind::Content.signing_context();
+/// nonce(24) ‖ XChaCha20-Poly1305(epoch content key, plaintext), bound to the
+/// envelope's kind and exact header bytes.
+pub(crate) fn seal(epoch: &EpochKey, kind: Kind, header: &[u8], plaintext: &[u8]) -> Vec<u8> {
+    let (nonce, ct) = epoch.seal(&sealed_aad(kind, header), plaintext);
+    let mut sealed = Vec::with_capacity(NONCE_LEN + ct.len());
+    sealed.extend_from_slice(&nonce);
+    sealed.extend_from_slice(&ct);
+    sealed
+}
+
+fn sealed_aad(kind: Kind, header: &[u8]) -> Vec<u8> {
+    let ctx = kind.signing_context();
     let mut aad = Vec::with_capacity(ctx.len() + 1 + header.len());
     aad.extend_from_slice(ctx);
     aad.push(VERSION);
@@ -443,12 +480,16 @@ mod tests {
     #[test]
     fn caps_are_enforced() {
         assert_eq!(
-            Envelope::decode(vec![1; MAX_ENVELOPE_BYTES + 1]),
-            Err(DecodeError::TooLarge(MAX_ENVELOPE_BYTES + 1))
+            Envelope::decode(vec![1; MAX_SNAPSHOT_BYTES + 1]),
+            Err(DecodeError::TooLarge(MAX_SNAPSHOT_BYTES + 1))
         );
         assert_eq!(Envelope::decode(vec![2, 0]), Err(DecodeError::Version(2)));
         let keys = DeviceKeys::generate();
         let epoch = EpochKey::generate(SpaceId([3; 16]));
+        // Only snapshots may exceed the envelope cap.
+        let big = Envelope::seal_content(&keys, header(&keys, &epoch), &epoch, &vec![0; MAX_ENVELOPE_BYTES]);
+        let len = big.as_bytes().len();
+        assert_eq!(Envelope::decode(big.into_bytes()), Err(DecodeError::TooLarge(len)));
         let mut h = header(&keys, &epoch);
         h.parents = vec![EnvelopeId([0; 32]); MAX_PARENTS + 1];
         let env = Envelope::seal_content(&keys, h, &epoch, b"x");
@@ -517,8 +558,7 @@ mod tests {
         let h = header(&keys, &epoch);
         let mut header_bytes = encode_header(&h);
         header_bytes.push(0);
-        let (nonce, ct) = epoch.seal(&content_aad(&header_bytes), b"change");
-        let body = [&nonce[..], &ct].concat();
+        let body = seal(&epoch, Kind::Content, &header_bytes, b"change");
         let env = Envelope::assemble(&keys, h, header_bytes, body);
         assert_eq!(Envelope::decode(env.into_bytes()), Err(DecodeError::Header));
     }

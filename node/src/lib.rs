@@ -13,5 +13,6 @@ pub mod home;
 pub mod identity;
 pub mod ids;
 pub mod net;
+pub mod snapshot;
 pub mod store;
 pub mod sync;

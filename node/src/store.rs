@@ -39,6 +39,10 @@ const CLIENT_IDS: TableDefinition<(&[u8; 16], &str), &str> = TableDefinition::ne
 /// Evidence of equivocation: (space, device) → the second envelope it signed for
 /// a (writer, seq) that held another.
 const EQUIVOCATIONS: TableDefinition<(&[u8; 16], &[u8; 32]), &[u8]> = TableDefinition::new("equivocations-1");
+/// Snapshots this node holds: (space, snapshot envelope id) → exact envelope bytes.
+/// Kept apart from `envelopes-1`: a snapshot is not in the space's log or writer
+/// index, and a newer one replaces it.
+const SNAPSHOTS: TableDefinition<(&[u8; 16], &[u8; 32]), &[u8]> = TableDefinition::new("snapshots-1");
 /// Device certificates learnt from peers: device → postcard(DeviceCert).
 const CERTS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("device-certs-1");
 
@@ -123,6 +127,7 @@ impl Store {
         tx.open_table(CLIENT_IDS)?;
         tx.open_table(CERTS)?;
         tx.open_table(EQUIVOCATIONS)?;
+        tx.open_table(SNAPSHOTS)?;
         tx.set_two_phase_commit(true);
         tx.commit()?;
         Ok(())
@@ -220,6 +225,17 @@ impl Store {
         Ok(out)
     }
 
+    /// The snapshots held for `space` (exact envelope bytes).
+    pub fn snapshots(&self, space: &SpaceId) -> Result<Vec<Vec<u8>>> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(SNAPSHOTS)?;
+        let mut out = Vec::new();
+        for row in table.range((&space.0, &[0u8; 32])..=(&space.0, &[0xffu8; 32]))? {
+            out.push(row?.1.value().to_vec());
+        }
+        Ok(out)
+    }
+
     /// Every stored device certificate (postcard bytes).
     pub fn certs(&self) -> Result<Vec<Vec<u8>>> {
         let tx = self.db.begin_read()?;
@@ -310,6 +326,16 @@ impl Txn {
         Ok(())
     }
 
+    pub fn put_snapshot(&mut self, space: &SpaceId, id: &EnvelopeId, bytes: &[u8]) -> Result<()> {
+        self.open_table(SNAPSHOTS)?.insert((&space.0, &id.0), bytes)?;
+        Ok(())
+    }
+
+    pub fn remove_snapshot(&mut self, space: &SpaceId, id: &EnvelopeId) -> Result<()> {
+        self.open_table(SNAPSHOTS)?.remove((&space.0, &id.0))?;
+        Ok(())
+    }
+
     pub fn put_cert(&mut self, device: &DeviceId, cert: &[u8]) -> Result<()> {
         self.open_table(CERTS)?.insert(&device.0, cert)?;
         Ok(())
@@ -343,6 +369,9 @@ mod tests {
             };
             tx.put_envelope(&env, 0).unwrap();
             tx.put_client_id(&space, "c1", "m1").unwrap();
+            tx.put_snapshot(&space, &EnvelopeId([7; 32]), b"snap").unwrap();
+            tx.put_snapshot(&SpaceId([2; 16]), &EnvelopeId([8; 32]), b"other")
+                .unwrap();
             tx.commit().unwrap();
             assert!(matches!(Store::open(dir.path()), Err(Error::AlreadyOpen)));
         }
@@ -354,5 +383,6 @@ mod tests {
             vec![b"abc".to_vec()]
         );
         assert_eq!(store.client_id(&space, "c1").unwrap().as_deref(), Some("m1"));
+        assert_eq!(store.snapshots(&space).unwrap(), vec![b"snap".to_vec()]);
     }
 }

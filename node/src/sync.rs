@@ -58,6 +58,13 @@ impl VersionVector {
         *entry = (*entry).max(seq);
     }
 
+    /// Holds everything `other` holds too (pointwise maximum).
+    pub fn merge(&mut self, other: &VersionVector) {
+        for (actor, seq) in &other.0 {
+            self.advance(*actor, *seq);
+        }
+    }
+
     /// What `theirs` lacks of `self`: (actor, first missing seq, last seq).
     pub fn missing_in(&self, theirs: &VersionVector) -> Vec<(ActorKey, u64, u64)> {
         self.0

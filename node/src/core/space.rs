@@ -7,8 +7,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use outpost_crdt::{
-    Change, ChangeHash,
-    chat::{ChatDoc, Checked},
+    ActorId, Change, ChangeHash,
+    chat::{ChatDoc, Checked, snapshot as chat_snapshot},
 };
 
 use super::pending::{PENDING_BYTES_PER_SPACE_CAP, PENDING_PER_SPACE_CAP, Pending};
@@ -17,8 +17,14 @@ use crate::{
     crypto::EpochKey,
     envelope::{Envelope, Kind},
     ids::{ActorKey, DeviceId, DocId, EnvelopeId},
+    snapshot::Snapshot,
     sync::VersionVector,
 };
+
+/// Most snapshots held per space. A member replaces what it holds with one fresh
+/// snapshot of its own document when it serves one; a replicator keeps those that
+/// no other covers.
+pub(crate) const MAX_SNAPSHOTS_PER_SPACE: usize = 4;
 
 /// What to do with an envelope.
 pub(crate) enum Verdict {
@@ -33,6 +39,24 @@ pub(crate) enum Verdict {
     Equivocation,
     /// Invalid, on every node alike.
     Reject(&'static str),
+}
+
+/// What to do with a snapshot.
+pub(crate) enum SnapshotVerdict {
+    /// Covers nothing this node does not hold.
+    Duplicate,
+    /// Valid; hold it. Members get the checked document to merge.
+    Accept(Option<Box<SnapshotContent>>),
+    /// A writer's last envelope differs from the one stored for its (writer, seq).
+    Equivocation(DeviceId),
+    Reject(&'static str),
+}
+
+/// A snapshot's document, checked, with the changes its last envelopes carry.
+pub(crate) struct SnapshotContent {
+    pub(crate) opened: chat_snapshot::Opened,
+    /// For each last envelope: its id and the hash of its change.
+    pub(crate) lasts: Vec<(EnvelopeId, ChangeHash)>,
 }
 
 /// What a peer is known to hold of this space.
@@ -67,6 +91,16 @@ pub(crate) struct Space {
     pub(crate) rejected: u64,
     /// Devices that signed two different envelopes for one (writer, seq).
     pub(crate) equivocators: BTreeSet<DeviceId>,
+    /// Snapshots held (at most [`MAX_SNAPSHOTS_PER_SPACE`]), none covered by another.
+    pub(crate) snapshots: Vec<Snapshot>,
+    /// Each writer's newest envelope held, stored or a snapshot's last: (seq, id).
+    /// A writer's next envelope must name it as a parent.
+    pub(crate) last_env: HashMap<ActorKey, (u64, EnvelopeId)>,
+    /// The first seq of each writer stored as an envelope; below it, only
+    /// snapshots hold that writer's changes.
+    pub(crate) stored_from: HashMap<ActorKey, u64>,
+    /// The last envelopes of held snapshots: known ids that are not stored.
+    pub(crate) snapshot_lasts: BTreeSet<EnvelopeId>,
 }
 
 impl Space {
@@ -107,12 +141,24 @@ impl Space {
             peers: BTreeMap::new(),
             rejected: 0,
             equivocators: BTreeSet::new(),
+            snapshots: Vec::new(),
+            last_env: HashMap::new(),
+            stored_from: HashMap::new(),
+            snapshot_lasts: BTreeSet::new(),
         }
+    }
+
+    /// Whether this node holds the envelope `id`, stored or as a snapshot's last.
+    fn holds(&self, id: &EnvelopeId) -> bool {
+        self.order.contains_key(id) || self.snapshot_lasts.contains(id)
     }
 
     /// Decides what to do with `env`, given everything stored so far.
     pub(crate) fn classify(&self, env: &Envelope, stored_at: impl Fn(&ActorKey, u64) -> Option<EnvelopeId>) -> Verdict {
         let h = env.header();
+        if h.kind == Kind::Snapshot {
+            return Verdict::Reject("a snapshot outside the snapshot path");
+        }
         if self.order.contains_key(&env.id()) {
             return Verdict::Duplicate;
         }
@@ -135,6 +181,7 @@ impl Space {
                 Verdict::Reject("unexpected control operation")
             }
             Kind::Content => self.classify_content(env, h.seq == have + 1),
+            Kind::Snapshot => unreachable!("snapshots returned above"),
         }
     }
 
@@ -152,7 +199,21 @@ impl Space {
         if !self.state.may_write(&h.author) {
             return Verdict::Reject("author may not write in this space");
         }
-        if !next_in_seq || h.parents.iter().any(|p| !self.order.contains_key(p)) {
+        if !next_in_seq {
+            return Verdict::Wait;
+        }
+        // A writer's envelopes form a chain: each names the writer's previous one.
+        if let Some((seq, previous)) = self.last_env.get(&h.actor())
+            && *seq + 1 == h.seq
+            && !h.parents.contains(previous)
+        {
+            return Verdict::Reject("does not name its writer's previous envelope as a parent");
+        }
+        // Parents this node never saw: without a snapshot they have not arrived
+        // yet; with one, they may be envelopes the snapshot covers (only their
+        // changes are known, checked below by members).
+        let unknown = h.parents.iter().filter(|p| !self.holds(p)).count();
+        if unknown > 0 && self.snapshots.is_empty() {
             return Verdict::Wait;
         }
         let Some(readable) = &self.readable else {
@@ -172,25 +233,28 @@ impl Space {
             return Verdict::Reject("Automerge seq differs from the header seq");
         }
         // The change's Automerge deps must be exactly the changes its header
-        // parents carry, or the genesis when it names no parents.
-        let mut expected: Vec<ChangeHash> = if h.parents.is_empty() {
-            vec![readable.genesis_hash]
-        } else {
-            let found: Vec<ChangeHash> = h
-                .parents
-                .iter()
-                .filter_map(|p| readable.change_of_env.get(p).copied())
-                .collect();
-            if found.len() != h.parents.len() {
-                return Verdict::Reject("a parent envelope carries no change");
+        // parents carry, or the genesis when it names no parents. A parent known
+        // only through a snapshot's document (not by id) must be a change the
+        // document holds.
+        let deps = change.deps();
+        if h.parents.is_empty() {
+            if deps != [readable.genesis_hash] {
+                return Verdict::Reject("Automerge dependencies differ from the header parents");
             }
-            found
-        };
-        let mut deps = change.deps().to_vec();
-        expected.sort();
-        deps.sort();
-        if deps != expected {
-            return Verdict::Reject("Automerge dependencies differ from the header parents");
+        } else {
+            let mut known = Vec::with_capacity(h.parents.len());
+            for p in h.parents.iter().filter(|p| self.holds(p)) {
+                match readable.change_of_env.get(p) {
+                    Some(hash) => known.push(*hash),
+                    None => return Verdict::Reject("a parent envelope carries no change"),
+                }
+            }
+            if deps.len() != h.parents.len() || known.iter().any(|k| !deps.contains(k)) {
+                return Verdict::Reject("Automerge dependencies differ from the header parents");
+            }
+            if deps.iter().any(|d| !known.contains(d) && !readable.chat.has_change(d)) {
+                return Verdict::Wait;
+            }
         }
         match readable.chat.validate(change) {
             Ok(checked) => Verdict::Accept(Some(Box::new(checked))),
@@ -207,20 +271,210 @@ impl Space {
         }
     }
 
+    /// A peer that sent a snapshot holds what it covers.
+    pub(crate) fn note_peer_covers(&mut self, peer: DeviceId, covers: &VersionVector) {
+        if self.state.entitled(&peer) {
+            let view = self.peers.entry(peer).or_default();
+            for (actor, seq) in &covers.0 {
+                view.vv.advance(*actor, *seq);
+            }
+        }
+    }
+
     /// Records an accepted envelope in memory (the caller persists it).
     pub(crate) fn record(&mut self, env: &Envelope, change: Option<&Change>) -> u64 {
         let h = env.header();
         let order = self.next_order;
         self.next_order += 1;
         self.order.insert(env.id(), order);
-        self.vv.advance(h.actor(), h.seq);
+        self.stored_from.entry(h.actor()).or_insert(h.seq);
+        self.advance_writer(env);
         self.pending.remove(&env.id());
         if let (Some(r), Some(change)) = (self.readable.as_mut(), change) {
-            r.change_of_env.insert(env.id(), change.hash());
-            r.env_of_change.insert(change.hash(), env.id());
-            r.device_of_actor.insert(h.actor(), h.author);
+            r.map_change(env, change.hash());
         }
         order
+    }
+
+    /// `env` is held (stored or a snapshot's last): its writer is held up to it.
+    fn advance_writer(&mut self, env: &Envelope) {
+        let h = env.header();
+        self.vv.advance(h.actor(), h.seq);
+        let last = self.last_env.entry(h.actor()).or_insert((h.seq, env.id()));
+        if h.seq > last.0 {
+            *last = (h.seq, env.id());
+        }
+    }
+
+    /// Decides what to do with a snapshot (its clear part already verified).
+    /// `stored_at` finds the envelope stored for a (writer, seq).
+    pub(crate) fn classify_snapshot(
+        &self,
+        snap: &Snapshot,
+        stored_at: impl Fn(&ActorKey, u64) -> Option<EnvelopeId>,
+    ) -> SnapshotVerdict {
+        let h = snap.envelope().header();
+        if h.doc != self.chat_doc() {
+            return SnapshotVerdict::Reject("snapshot of an unknown document");
+        }
+        if h.control_heads != self.state.heads() || h.epoch != self.state.epoch {
+            return SnapshotVerdict::Reject("snapshot sealed under another epoch or control heads");
+        }
+        if !self.state.may_write(&h.author) {
+            return SnapshotVerdict::Reject("snapshot made by a device that may not write in this space");
+        }
+        for last in snap.lasts() {
+            let l = last.header();
+            if l.control_heads != self.state.heads() || l.epoch != self.state.epoch || !self.state.may_write(&l.author)
+            {
+                return SnapshotVerdict::Reject("a snapshot's writer may not write in this space");
+            }
+            if l.seq <= self.vv.get(&l.actor())
+                && stored_at(&l.actor(), l.seq).is_some_and(|stored| stored != last.id())
+            {
+                return SnapshotVerdict::Equivocation(l.author);
+            }
+        }
+        if snap.is_covered_by(&self.vv) || self.snapshots.iter().any(|s| s.id() == snap.id()) {
+            return SnapshotVerdict::Duplicate;
+        }
+        if self.snapshots.len() >= MAX_SNAPSHOTS_PER_SPACE
+            && !self.snapshots.iter().any(|held| held.is_covered_by(snap.covers()))
+        {
+            return SnapshotVerdict::Reject("this node holds as many snapshots of the space as it keeps");
+        }
+        if self.readable.is_none() {
+            return SnapshotVerdict::Accept(None);
+        }
+        match self.open_snapshot(snap) {
+            Ok(content) => SnapshotVerdict::Accept(Some(Box::new(content))),
+            Err(reason) => SnapshotVerdict::Reject(reason),
+        }
+    }
+
+    /// Decrypts a snapshot and checks its document against its last envelopes
+    /// (see `outpost_crdt::chat::snapshot`). Members only.
+    pub(crate) fn open_snapshot(&self, snap: &Snapshot) -> Result<SnapshotContent, &'static str> {
+        let Some(readable) = &self.readable else {
+            return Err("this device holds no key for the space");
+        };
+        let Ok(doc) = snap.open(&readable.key) else {
+            return Err("snapshot does not decrypt under the epoch key");
+        };
+        let mut declared: BTreeMap<ActorId, (u64, ChangeHash)> = BTreeMap::new();
+        let mut lasts = Vec::with_capacity(snap.lasts().len());
+        for last in snap.lasts() {
+            let l = last.header();
+            let Some(change) = last
+                .open_content(&readable.key)
+                .ok()
+                .and_then(|plain| Change::from_bytes(plain).ok())
+            else {
+                return Err("a snapshot's last envelope does not open");
+            };
+            if change.actor_id().to_bytes() != actor_bytes(&l.actor()) || change.seq() != l.seq {
+                return Err("a snapshot's last envelope has another actor or seq inside");
+            }
+            declared.insert(change.actor_id().clone(), (change.seq(), change.hash()));
+            lasts.push((last.id(), change.hash()));
+        }
+        let opened = std::panic::catch_unwind(|| chat_snapshot::open(&self.chat_doc(), &doc, &declared));
+        match opened {
+            Ok(Ok(opened)) => Ok(SnapshotContent { opened, lasts }),
+            Ok(Err(e)) => Err(snapshot_reason(&e)),
+            Err(_) => Err("Automerge panicked loading the snapshot"),
+        }
+    }
+
+    /// Holds an accepted snapshot: its covers join the version vector, and the
+    /// snapshots it covers are dropped. Returns the ids dropped (the caller
+    /// removes them from the store). Members merge the document separately.
+    ///
+    /// `lasts` maps the snapshot's last envelopes to their changes, in the order of
+    /// [`Snapshot::lasts`] (from [`Space::open_snapshot`]); it is empty for a
+    /// snapshot this node made, whose lasts it holds already.
+    pub(crate) fn hold_snapshot(&mut self, snap: Snapshot, lasts: &[(EnvelopeId, ChangeHash)]) -> Vec<EnvelopeId> {
+        for last in snap.lasts() {
+            self.advance_writer(last);
+        }
+        if let Some(r) = self.readable.as_mut() {
+            for (last, (id, hash)) in snap.lasts().iter().zip(lasts) {
+                debug_assert_eq!(last.id(), *id);
+                r.map_change(last, *hash);
+            }
+        }
+        let (dropped, kept): (Vec<Snapshot>, Vec<Snapshot>) = std::mem::take(&mut self.snapshots)
+            .into_iter()
+            .partition(|held| held.is_covered_by(snap.covers()));
+        self.snapshots = kept;
+        self.snapshots.push(snap);
+        self.snapshot_lasts = self
+            .snapshots
+            .iter()
+            .flat_map(|s| s.lasts().iter().map(Envelope::id))
+            .collect();
+        dropped.iter().map(Snapshot::id).collect()
+    }
+
+    /// The writers whose changes the chat document holds, with the device of each.
+    pub(crate) fn content_writers(&self) -> impl Iterator<Item = (&ActorKey, u64)> + '_ {
+        self.vv
+            .0
+            .iter()
+            .filter(|(actor, _)| {
+                self.readable
+                    .as_ref()
+                    .is_some_and(|r| r.device_of_actor.contains_key(actor))
+            })
+            .map(|(a, s)| (a, *s))
+    }
+
+    /// The number of changes held: stored or covered by a snapshot.
+    pub(crate) fn changes_held(&self) -> u64 {
+        self.vv.0.values().sum()
+    }
+}
+
+impl Readable {
+    /// The device that writes as `actor`; all zero for an actor this node cannot
+    /// attribute (never the case for a change it accepted).
+    pub(crate) fn author_of(&self, actor: &ActorId) -> DeviceId {
+        self.device_of_actor
+            .get(&actor_key(actor))
+            .copied()
+            .unwrap_or(DeviceId([0; 32]))
+    }
+
+    fn map_change(&mut self, env: &Envelope, hash: ChangeHash) {
+        let h = env.header();
+        self.change_of_env.insert(env.id(), hash);
+        self.env_of_change.insert(hash, env.id());
+        self.device_of_actor.insert(h.actor(), h.author);
+    }
+}
+
+/// The node's key for an Automerge actor (actors are 16 bytes; see `writer`).
+pub(crate) fn actor_key(actor: &ActorId) -> ActorKey {
+    let mut out = [0u8; 16];
+    let bytes = actor.to_bytes();
+    let n = bytes.len().min(16);
+    out[..n].copy_from_slice(&bytes[..n]);
+    ActorKey(out)
+}
+
+/// A fixed description of why a snapshot's document is refused, for logs and counters.
+fn snapshot_reason(e: &chat_snapshot::SnapshotError) -> &'static str {
+    use chat_snapshot::SnapshotError as E;
+    match e {
+        E::Load => "snapshot: not a loadable document",
+        E::MissingDeps => "snapshot: changes with missing dependencies",
+        E::Genesis => "snapshot: wrong genesis",
+        E::UnknownWriter => "snapshot: a change by an undeclared writer",
+        E::Seq => "snapshot: a duplicate seq or one past a writer's last",
+        E::Gap => "snapshot: a writer's changes have a gap",
+        E::NotChained => "snapshot: a change does not follow its writer's previous one",
+        E::LastChange => "snapshot: a writer's last change differs from the signed one",
+        E::Rules(v) => v.reason(),
     }
 }
 
