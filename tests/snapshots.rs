@@ -3,123 +3,14 @@
 //! changes in through one. Runs the real core (redb, sealing, validation) in-process;
 //! `tests/three_daemons.rs` covers the same path between daemon processes.
 
-use std::sync::Arc;
+mod inproc;
 
+use inproc::{Node, deliver, kinds, served, stored};
 use outpost_crdt::{
     chat::{ChatDoc, NewMessage},
     writer,
 };
-use outpost_node::{
-    control::SpaceState,
-    core::{self, CoreHandle, Event, SpaceStatus},
-    envelope::{Envelope, Kind},
-    identity::{DeviceCert, DeviceKeys},
-    ids::{DeviceId, SpaceId},
-    snapshot::Snapshot,
-    sync::{self, Ack},
-};
-
-struct Node {
-    keys: Arc<DeviceKeys>,
-    dir: tempfile::TempDir,
-    core: CoreHandle,
-    thread: std::thread::JoinHandle<()>,
-}
-
-impl Node {
-    fn new() -> Self {
-        let keys = Arc::new(DeviceKeys::generate());
-        let dir = tempfile::tempdir().unwrap();
-        let (core, thread) = core::spawn(dir.path().to_path_buf(), keys.clone()).unwrap();
-        Self {
-            keys,
-            dir,
-            core,
-            thread,
-        }
-    }
-
-    fn device(&self) -> DeviceId {
-        self.keys.device_id()
-    }
-
-    fn cert(&self) -> DeviceCert {
-        self.keys.cert()
-    }
-
-    /// Stops the core (every handle dropped, thread joined) and starts it again on
-    /// the same store.
-    fn restart(self) -> Self {
-        let Node {
-            keys,
-            dir,
-            core,
-            thread,
-        } = self;
-        drop(core);
-        thread.join().unwrap();
-        let (core, thread) = core::spawn(dir.path().to_path_buf(), keys.clone()).unwrap();
-        Self {
-            keys,
-            dir,
-            core,
-            thread,
-        }
-    }
-
-    async fn status(&self, space: SpaceId) -> SpaceStatus {
-        let all = self.core.status().await.unwrap();
-        all.into_iter().find(|s| s.space == space).unwrap()
-    }
-}
-
-/// What `server` pushes to `client` when the client offers what it holds.
-async fn served(server: &Node, client: &Node, space: SpaceId) -> Vec<Vec<u8>> {
-    let offer = client.core.make_offer(server.device()).await.unwrap();
-    let mut theirs = offer;
-    if theirs.iter().all(|s| s.space != space) {
-        theirs.push(sync::SpaceVv {
-            space,
-            vv: Default::default(),
-        });
-    }
-    server.core.take_offer(client.device(), theirs).await.unwrap().push
-}
-
-/// Delivers envelopes frame by frame, as sync does; returns the summed ack.
-async fn deliver(from: &Node, to: &Node, envelopes: Vec<Vec<u8>>) -> Ack {
-    let mut total = Ack::default();
-    for frame in sync::into_frames(envelopes) {
-        let ack = to.core.ingest(from.device(), frame).await.unwrap();
-        total.stored += ack.stored;
-        total.duplicate += ack.duplicate;
-        total.pending += ack.pending;
-        total.rejected += ack.rejected;
-    }
-    total
-}
-
-fn kinds(envelopes: &[Vec<u8>]) -> (usize, usize, usize) {
-    let mut counts = (0, 0, 0);
-    for bytes in envelopes {
-        match Envelope::decode(bytes.clone()).unwrap().header().kind {
-            Kind::Control => counts.0 += 1,
-            Kind::Content => counts.1 += 1,
-            Kind::Snapshot => counts.2 += 1,
-        }
-    }
-    counts
-}
-
-fn stored(rx: &mut tokio::sync::broadcast::Receiver<Event>) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    while let Ok(ev) = rx.try_recv() {
-        if let Event::Stored { envelopes, .. } = ev {
-            out.extend(envelopes.iter().cloned());
-        }
-    }
-    out
-}
+use outpost_node::{control::SpaceState, envelope::Envelope, snapshot::Snapshot};
 
 #[test]
 fn a_fresh_member_catches_up_from_a_snapshot_then_follows_envelope_by_envelope() {

@@ -279,7 +279,7 @@ async fn events(State(s): State<AppState>, Query(q): Query<EventsQuery>) -> Resu
                     return Some((Ok::<_, std::convert::Infallible>(Bytes::from(line)), (rx, stopping)));
                 }
                 // Too many messages at once to announce each: the follower re-reads.
-                Ok(core::Event::Bulk { space, messages }) if filter.is_none_or(|f| f == space) => {
+                Ok(core::Event::Reload { space, messages }) if filter.is_none_or(|f| f == space) => {
                     let mut line =
                         serde_json::to_vec(&ApiEvent::Lagged { missed: messages }).expect("events serialize");
                     line.push(b'\n');

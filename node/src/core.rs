@@ -30,7 +30,7 @@ use crate::{
     control::{self, SpaceKind, SpaceState},
     envelope::{Envelope, Header, Kind},
     identity::{DeviceCert, DeviceKeys},
-    ids::{DeviceId, DocId, EnvelopeId, SpaceId},
+    ids::{ActorKey, DeviceId, DocId, EnvelopeId, SpaceId},
     snapshot::Snapshot,
     store::{self, NewEnvelope, Participation, Store, Txn},
     sync::{Ack, SpaceVv, VersionVector},
@@ -49,7 +49,7 @@ pub const MAX_CLIENT_ID_BYTES: usize = 128;
 /// Most messages returned by one log request.
 pub const MAX_LOG_LIMIT: usize = 100_000;
 /// Most messages announced one by one when a snapshot makes them visible at once;
-/// beyond this, one [`Event::Bulk`] tells followers to re-read.
+/// beyond this, one [`Event::Reload`] tells followers to re-read.
 const MAX_MESSAGE_EVENTS_PER_SNAPSHOT: usize = 256;
 /// A peer lacking at least this share of a space's changes (in percent) gets a
 /// snapshot instead of the envelopes: loading a document beats replaying most of it.
@@ -102,9 +102,9 @@ pub enum Event {
     },
     /// A message became visible.
     Message { space: SpaceId, message: MessageView },
-    /// Many messages became visible at once (a snapshot was merged): followers
-    /// re-read instead of receiving one event each.
-    Bulk { space: SpaceId, messages: u64 },
+    /// The log changed in bulk (a snapshot was merged, or a frozen writer's
+    /// messages were removed): followers re-read instead of receiving one event each.
+    Reload { space: SpaceId, messages: u64 },
 }
 
 /// Per-space state for `status`.
@@ -353,6 +353,8 @@ struct Core {
     incarnations: HashMap<DocId, u64>,
     /// Envelopes of spaces not known yet, waiting for their genesis (memory only).
     orphans: Pending,
+    /// Spaces where a writer was frozen in the current batch: purged after it commits.
+    purges: BTreeSet<SpaceId>,
     events: broadcast::Sender<Event>,
 }
 
@@ -390,6 +392,7 @@ impl Core {
             certs: HashMap::new(),
             incarnations: HashMap::new(),
             orphans: Pending::new(ORPHAN_CAP, ORPHAN_BYTES_CAP),
+            purges: BTreeSet::new(),
             events,
         }
     }
@@ -405,28 +408,49 @@ impl Core {
                 self.certs.insert(cert.device, cert);
             }
         }
+        let mut frozen: BTreeMap<SpaceId, Vec<store::Frozen>> = BTreeMap::new();
+        for f in self.store.frozen()? {
+            frozen.entry(f.space).or_default().push(f);
+        }
+        let mut pending: BTreeMap<SpaceId, Vec<Envelope>> = BTreeMap::new();
+        for bytes in self.store.pending()? {
+            if let Ok(env) = Envelope::decode_stored(bytes) {
+                pending.entry(env.header().space).or_default().push(env);
+            }
+        }
         for (space_id, _) in self.store.spaces()? {
-            if let Err(why) = self.load_space(space_id) {
+            let frozen = frozen.remove(&space_id).unwrap_or_default();
+            let pending = pending.remove(&space_id).unwrap_or_default();
+            if let Err(why) = self.load_space(space_id, frozen, pending) {
                 warn!(space = %space_id.fmt_short(), %why, "space could not be loaded");
             }
         }
-        for (space, device) in self.store.equivocations()? {
-            if let Some(s) = self.spaces.get_mut(&space) {
-                s.equivocators.insert(device);
-            }
-        }
-        for bytes in self.store.pending()? {
-            if let Ok(env) = Envelope::decode_stored(bytes)
-                && let Some(space) = self.spaces.get_mut(&env.header().space)
-            {
-                space.pending.insert(env);
-            }
+        // A crash between freezing a writer and purging its envelopes leaves them
+        // stored: purge now.
+        let unpurged: Vec<SpaceId> = self
+            .spaces
+            .values()
+            .filter(|s| {
+                s.frozen.iter().any(|(actor, (from, _))| s.vv.get(actor) >= *from)
+                    || s.snapshots.iter().any(|snap| s.covers_frozen(snap))
+            })
+            .map(|s| s.state.space)
+            .collect();
+        for space_id in unpurged {
+            self.purge(space_id)?;
         }
         info!(spaces = self.spaces.len(), "store loaded");
         Ok(())
     }
 
-    fn load_space(&mut self, space_id: SpaceId) -> std::result::Result<(), String> {
+    /// Rebuilds one space from the store: its log, snapshots and invalid ids, plus
+    /// its frozen writers and pending envelopes (read by the caller).
+    fn load_space(
+        &mut self,
+        space_id: SpaceId,
+        frozen: Vec<store::Frozen>,
+        pending: Vec<Envelope>,
+    ) -> std::result::Result<(), String> {
         const CHUNK: usize = 4096;
         let mut after = None;
         let mut space: Option<Space> = None;
@@ -447,7 +471,7 @@ impl Core {
                         let state = SpaceState::from_genesis(&env).map_err(|e| e.to_string())?;
                         let key = self.unwrap_key(&state);
                         let mut s = Space::new(state, key);
-                        s.record(&env, None);
+                        s.record_at(&env, None, order);
                         space = Some(s);
                         continue;
                     }
@@ -456,7 +480,7 @@ impl Core {
                     let plain = env.open_content(&r.key).ok()?;
                     outpost_crdt::Change::from_bytes(plain).ok()
                 });
-                s.record(&env, change.as_ref());
+                s.record_at(&env, change.as_ref(), order);
                 changes.extend(change);
             }
             if done {
@@ -464,6 +488,18 @@ impl Core {
             }
         }
         let mut space = space.ok_or("the space has no genesis")?;
+        for f in frozen {
+            if let Ok(env) = Envelope::decode_stored(f.twins[0].clone()) {
+                space.equivocators.insert(env.header().author);
+            }
+            space.frozen.insert(f.actor, (f.seq, f.twins));
+        }
+        for id in self.store.invalid(&space_id).map_err(|e| e.to_string())? {
+            space.mark_invalid(id);
+        }
+        for env in pending {
+            space.pending.insert(env);
+        }
         // Snapshots first: stored envelopes may build on changes only they hold.
         let snapshots = self.store.snapshots(&space_id).map_err(|e| e.to_string())?;
         for bytes in snapshots {
@@ -584,6 +620,11 @@ impl Core {
             None => {
                 for event in effects.events.drain(..) {
                     let _ = self.events.send(event);
+                }
+                for space in std::mem::take(&mut self.purges) {
+                    if let Err(e) = self.purge(space) {
+                        warn!(space = %space.fmt_short(), error = %e, "purging a frozen writer failed; it is retried at the next start");
+                    }
                 }
             }
             Some(e) => {
@@ -876,6 +917,7 @@ impl Core {
         let mut accepted: Vec<(Envelope, u64)> = Vec::new();
         let mut to_apply: BTreeMap<SpaceId, Vec<Checked>> = BTreeMap::new();
         let mut from_pending = BTreeSet::new();
+        let mut purges = BTreeSet::new();
         // Snapshots before content: the content that follows one may build on it.
         let (snapshots, rest): (Vec<_>, Vec<_>) = queue.into_iter().partition(|e| e.header().kind == Kind::Snapshot);
         queue = rest;
@@ -890,7 +932,7 @@ impl Core {
                 }
                 continue;
             }
-            if self.ingest_snapshot(tx, from, env, &mut ack, effects)? {
+            if self.ingest_snapshot(tx, from, env, &mut ack, effects, &mut purges)? {
                 snapshot_spaces.insert(space_id);
                 // What waited for changes the snapshot holds may be ready now.
                 if let Some(space) = self.spaces.get_mut(&space_id) {
@@ -914,8 +956,17 @@ impl Core {
                     }
                     continue;
                 };
+                // What this node holds at (actor, seq): accepted earlier in this
+                // batch (not committed yet), or stored.
                 let store = &self.store;
-                let verdict = space.classify(&env, |actor, seq| store.writer_at(&space_id, actor, seq).ok().flatten());
+                let held_at = |actor: &ActorKey, seq: u64| -> Option<Vec<u8>> {
+                    accepted
+                        .iter()
+                        .find(|(e, _)| e.header().seq == seq && e.header().actor() == *actor)
+                        .map(|(e, _)| e.as_bytes().to_vec())
+                        .or_else(|| store.writer_range(&space_id, actor, seq, seq).ok()?.pop())
+                };
+                let verdict = space.classify(&env, |actor, seq| held_at(actor, seq).map(|b| EnvelopeId::of(&b)));
                 if let (Some(peer), Verdict::Duplicate | Verdict::Accept(_)) = (from, &verdict) {
                     space.note_peer_holds(peer, &env);
                 }
@@ -937,12 +988,47 @@ impl Core {
                         }
                     }
                     Verdict::Equivocation => {
-                        let author = env.header().author;
-                        warn!(%peer, space = %space_id.fmt_short(), author = %author.fmt_short(), "rejected an envelope: equivocation, its author signed a different envelope for the same (writer, seq); the device is flagged");
+                        let h = env.header();
+                        warn!(%peer, space = %space_id.fmt_short(), author = %h.author.fmt_short(), seq = h.seq, "rejected an envelope: equivocation, its author signed a different envelope for the same (writer, seq); the writer is frozen before it and the device flagged");
                         space.rejected += 1;
                         ack.rejected += 1;
-                        space.equivocators.insert(author);
-                        tx.put_equivocation(&space_id, &author, env.as_bytes())?;
+                        let first = held_at(&h.actor(), h.seq)
+                            .or_else(|| space.snapshot_last(&h.actor(), h.seq).map(|l| l.as_bytes().to_vec()));
+                        if let Some(first) = first
+                            && freeze(tx, space, first, &env)?
+                        {
+                            purges.insert(space_id);
+                        }
+                        if space.pending.remove(&env.id()).is_some() {
+                            tx.remove_pending(&env.id())?;
+                        }
+                    }
+                    Verdict::Covered => match space.note_covered(&env) {
+                        None => {
+                            if !from_pending.contains(&env.id()) {
+                                ack.duplicate += 1;
+                            }
+                            if space.pending.remove(&env.id()).is_some() {
+                                tx.remove_pending(&env.id())?;
+                            }
+                        }
+                        Some(first) => {
+                            let h = env.header();
+                            warn!(%peer, space = %space_id.fmt_short(), author = %h.author.fmt_short(), seq = h.seq, "rejected an envelope: equivocation, two different envelopes for one (writer, seq); the writer is frozen before it and the device flagged");
+                            space.rejected += 1;
+                            ack.rejected += 1;
+                            if freeze(tx, space, first, &env)? {
+                                purges.insert(space_id);
+                            }
+                        }
+                    },
+                    Verdict::Invalid(reason) => {
+                        debug!(%peer, space = %space_id.fmt_short(), author = %env.header().author.fmt_short(), %reason, "refused an envelope of a frozen writer");
+                        space.rejected += 1;
+                        ack.rejected += 1;
+                        if space.mark_invalid(env.id()) {
+                            tx.put_invalid(&space_id, &env.id())?;
+                        }
                         if space.pending.remove(&env.id()).is_some() {
                             tx.remove_pending(&env.id())?;
                         }
@@ -994,6 +1080,7 @@ impl Core {
             }
             space.pending.insert(env);
         }
+        self.purges.extend(purges);
         if dropped > 0 {
             warn!(%peer, dropped, "refused envelopes that wait for parents or a genesis: waiting sets are full");
             ack.rejected += dropped;
@@ -1035,6 +1122,7 @@ impl Core {
         env: Envelope,
         ack: &mut Ack,
         effects: &mut Effects,
+        purges: &mut BTreeSet<SpaceId>,
     ) -> store::Result<bool> {
         let peer = from.map(|d| d.fmt_short()).unwrap_or_default();
         let space_id = env.header().space;
@@ -1075,13 +1163,21 @@ impl Core {
                 refuse(space, &reason);
                 return Ok(false);
             }
-            SnapshotVerdict::Equivocation(device) => {
+            SnapshotVerdict::Equivocation(last) => {
                 refuse(
                     space,
-                    &"equivocation: a writer's last envelope differs from the one stored; the device is flagged",
+                    &"equivocation: a writer's last envelope differs from the one stored; the writer is frozen before it and the device flagged",
                 );
-                space.equivocators.insert(device);
-                tx.put_equivocation(&space_id, &device, snap.envelope().as_bytes())?;
+                let h = last.header();
+                let first = match self.store.writer_range(&space_id, &h.actor(), h.seq, h.seq)?.pop() {
+                    Some(first) => Some(first),
+                    None => space.snapshot_last(&h.actor(), h.seq).map(|l| l.as_bytes().to_vec()),
+                };
+                if let Some(first) = first
+                    && freeze(tx, space, first, &last)?
+                {
+                    purges.insert(space_id);
+                }
                 return Ok(false);
             }
             SnapshotVerdict::Accept(content) => content,
@@ -1102,14 +1198,14 @@ impl Core {
                         .iter()
                         .find(|l| l.header().actor() == actor)
                         .map(|l| l.header().author);
+                    // The writer's two signed chains disagree at (actor, seq), but the
+                    // twin inside the snapshot is no signed envelope a peer could check
+                    // on its own: flag the device, refuse the snapshot, freeze nothing.
                     refuse(
                         space,
                         &"equivocation: the snapshot holds another change for a (writer, seq) this node holds",
                     );
-                    if let Some(device) = device {
-                        space.equivocators.insert(device);
-                        tx.put_equivocation(&space_id, &device, snap.envelope().as_bytes())?;
-                    }
+                    space.equivocators.extend(device);
                     return Ok(false);
                 }
                 Ok(Err(e)) => {
@@ -1134,7 +1230,7 @@ impl Core {
         info!(%peer, space = %space_id.fmt_short(), changes = covers, messages = created.len(), "merged a snapshot");
         if let Some(readable) = space.readable.as_ref() {
             if created.len() > MAX_MESSAGE_EVENTS_PER_SNAPSHOT {
-                effects.events.push(Event::Bulk {
+                effects.events.push(Event::Reload {
                     space: space_id,
                     messages: created.len() as u64,
                 });
@@ -1148,6 +1244,96 @@ impl Core {
             }
         }
         Ok(true)
+    }
+
+    /// Removes what a writer's freeze made invalid: its envelopes from the freeze on,
+    /// every envelope built on them (both remembered in `invalid-1`), and the held
+    /// snapshots that cover them. Envelopes that built on a dropped snapshot's
+    /// history go back to pending until a peer serves it again. Then the space is
+    /// rebuilt from the store. Runs in its own transaction, after the batch that
+    /// froze the writer committed.
+    fn purge(&mut self, space_id: SpaceId) -> store::Result<()> {
+        const CHUNK: usize = 4096;
+        let Some(space) = self.spaces.get(&space_id) else {
+            return Ok(());
+        };
+        let frozen: BTreeMap<ActorKey, u64> = space.frozen.iter().map(|(a, (from, _))| (*a, *from)).collect();
+        let (dropped, kept): (Vec<&Snapshot>, Vec<&Snapshot>) =
+            space.snapshots.iter().partition(|snap| space.covers_frozen(snap));
+        let mut known: BTreeSet<EnvelopeId> = kept.iter().flat_map(|s| s.lasts().iter().map(Envelope::id)).collect();
+        let snapshots_left = !kept.is_empty();
+        let mut invalid = space.invalid.clone();
+        let mut tx = self.store.begin()?;
+        for snap in &dropped {
+            tx.remove_snapshot(&space_id, &snap.id())?;
+        }
+        let dropped = dropped.len();
+        let (mut removed, mut requeued) = (0u64, 0u64);
+        let mut after = None;
+        loop {
+            let rows = self.store.space_log(&space_id, after, CHUNK)?;
+            let done = rows.len() < CHUNK;
+            for (order, bytes) in rows {
+                after = Some(order);
+                let Ok(env) = Envelope::decode_stored(bytes) else {
+                    continue;
+                };
+                let h = env.header();
+                if h.kind == Kind::Control {
+                    known.insert(env.id());
+                    continue;
+                }
+                let bad = frozen.get(&h.actor()).is_some_and(|from| h.seq >= *from)
+                    || h.parents.iter().any(|p| invalid.contains(p));
+                // Without a snapshot left, a parent never stored is one only a
+                // dropped snapshot held.
+                let unparented = !snapshots_left && h.parents.iter().any(|p| !known.contains(p));
+                if bad {
+                    tx.delete_envelope(&new_envelope(&env), order)?;
+                    tx.put_invalid(&space_id, &env.id())?;
+                    invalid.insert(env.id());
+                    removed += 1;
+                } else if unparented {
+                    tx.delete_envelope(&new_envelope(&env), order)?;
+                    tx.put_pending(&env.id(), &space_id, env.as_bytes())?;
+                    requeued += 1;
+                } else {
+                    known.insert(env.id());
+                }
+            }
+            if done {
+                break;
+            }
+        }
+        tx.commit()?;
+        let frozen_rows: Vec<store::Frozen> = self
+            .store
+            .frozen()?
+            .into_iter()
+            .filter(|f| f.space == space_id)
+            .collect();
+        let pending: Vec<Envelope> = self
+            .store
+            .pending()?
+            .into_iter()
+            .filter_map(|b| Envelope::decode_stored(b).ok())
+            .filter(|e| e.header().space == space_id)
+            .collect();
+        let old = self.spaces.remove(&space_id);
+        if let Err(why) = self.load_space(space_id, frozen_rows, pending) {
+            warn!(space = %space_id.fmt_short(), %why, "space could not be rebuilt after a purge");
+        }
+        if let (Some(old), Some(new)) = (old, self.spaces.get_mut(&space_id)) {
+            new.peers = old.peers;
+            new.rejected = old.rejected;
+            new.equivocators.extend(old.equivocators);
+        }
+        warn!(space = %space_id.fmt_short(), removed, requeued, snapshots = dropped, "purged what a frozen writer made invalid");
+        let _ = self.events.send(Event::Reload {
+            space: space_id,
+            messages: removed,
+        });
+        Ok(())
     }
 
     /// Applies accepted changes to a space's document in one call. A panic inside
@@ -1381,6 +1567,13 @@ impl Core {
             out.extend(snapshots);
             out.extend(found.map(|(_, b)| b));
             let view = space.peers.entry(peer).or_default();
+            // Every peer learns each freeze once per run: the twins are the evidence,
+            // and a peer holding either one freezes the writer as this node did.
+            for (actor, (_, twins)) in &space.frozen {
+                if view.evidence_sent.insert(*actor) {
+                    out.extend(twins.iter().cloned());
+                }
+            }
             // Version vectors only grow: merge, so a late offer never hides an
             // acknowledgement that overtook it. What we are about to push counts
             // as theirs only once acknowledged.
@@ -1486,6 +1679,28 @@ impl Core {
             }
         }
     }
+}
+
+/// Freezes the writer of `second`, caught signing it for a (writer, seq) that
+/// holds `first`: from that seq on its envelopes are invalid on every node that
+/// learns the twins (they are sent to every peer). Returns whether the freeze is
+/// new or earlier than the one known, i.e. whether a purge must follow.
+fn freeze(tx: &mut Txn, space: &mut Space, first: Vec<u8>, second: &Envelope) -> store::Result<bool> {
+    let h = second.header();
+    let actor = h.actor();
+    space.equivocators.insert(h.author);
+    if space.frozen.get(&actor).is_some_and(|(from, _)| *from <= h.seq) {
+        return Ok(false);
+    }
+    let frozen = store::Frozen {
+        space: h.space,
+        actor,
+        seq: h.seq,
+        twins: [first, second.as_bytes().to_vec()],
+    };
+    tx.put_frozen(&frozen)?;
+    space.frozen.insert(actor, (frozen.seq, frozen.twins));
+    Ok(true)
 }
 
 /// Holds a snapshot read from the store at start-up; members merge its document

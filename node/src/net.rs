@@ -407,7 +407,7 @@ impl NetActor {
                     self.push(peer, envelopes.as_ref().clone());
                 }
             }
-            Ok(core::Event::Message { .. } | core::Event::Bulk { .. }) => {}
+            Ok(core::Event::Message { .. } | core::Event::Reload { .. }) => {}
             Err(broadcast::error::RecvError::Lagged(n)) => {
                 warn!(missed = n, "fell behind the core's events; re-syncing every peer");
                 self.resync_all();

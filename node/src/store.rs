@@ -36,9 +36,15 @@ const SPACES: TableDefinition<&[u8; 16], u8> = TableDefinition::new("spaces-1");
 const PENDING: TableDefinition<&[u8; 32], (&[u8; 16], &[u8])> = TableDefinition::new("pending-1");
 /// (space, client request id) → message id: makes retried sends idempotent.
 const CLIENT_IDS: TableDefinition<(&[u8; 16], &str), &str> = TableDefinition::new("client-ids-1");
-/// Evidence of equivocation: (space, device) → the second envelope it signed for
-/// a (writer, seq) that held another.
-const EQUIVOCATIONS: TableDefinition<(&[u8; 16], &[u8; 32]), &[u8]> = TableDefinition::new("equivocations-1");
+/// Writers frozen for equivocation: (space, actor) → (seq, first twin, second twin).
+/// The writer's signed envelopes at `seq` differ; it is frozen at `seq − 1`, and the
+/// twins are the evidence every peer is sent.
+const FROZEN: TableDefinition<(&[u8; 16], &[u8; 16]), FrozenRow> = TableDefinition::new("frozen-1");
+/// (freeze seq, first twin, second twin).
+type FrozenRow = (u64, &'static [u8], &'static [u8]);
+/// Envelopes refused for good because they are, or build on, an envelope of a
+/// frozen writer: (space, envelope id) → 0. Their descendants are refused too.
+const INVALID: TableDefinition<(&[u8; 16], &[u8; 32]), u8> = TableDefinition::new("invalid-1");
 /// Snapshots this node holds: (space, snapshot envelope id) → exact envelope bytes.
 /// Kept apart from `envelopes-1`: a snapshot is not in the space's log or writer
 /// index, and a newer one replaces it.
@@ -85,6 +91,17 @@ pub struct Store {
     db: Database,
 }
 
+/// A writer frozen for equivocation, with the evidence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frozen {
+    pub space: SpaceId,
+    pub actor: ActorKey,
+    /// The seq at which the writer signed two envelopes; it is frozen at `seq − 1`.
+    pub seq: u64,
+    /// The two envelopes (exact bytes) signed for (actor, seq).
+    pub twins: [Vec<u8>; 2],
+}
+
 /// One envelope to persist, with the indexes that locate it.
 pub struct NewEnvelope<'a> {
     pub id: EnvelopeId,
@@ -126,7 +143,8 @@ impl Store {
         tx.open_table(PENDING)?;
         tx.open_table(CLIENT_IDS)?;
         tx.open_table(CERTS)?;
-        tx.open_table(EQUIVOCATIONS)?;
+        tx.open_table(FROZEN)?;
+        tx.open_table(INVALID)?;
         tx.open_table(SNAPSHOTS)?;
         tx.set_two_phase_commit(true);
         tx.commit()?;
@@ -212,15 +230,32 @@ impl Store {
         Ok(table.get((&space.0, client_id))?.map(|v| v.value().to_string()))
     }
 
-    /// Every (space, device) caught equivocating.
-    pub fn equivocations(&self) -> Result<Vec<(SpaceId, DeviceId)>> {
+    /// Every frozen writer: (space, actor, freeze seq, first twin, second twin).
+    pub fn frozen(&self) -> Result<Vec<Frozen>> {
         let tx = self.db.begin_read()?;
-        let table = tx.open_table(EQUIVOCATIONS)?;
+        let table = tx.open_table(FROZEN)?;
         let mut out = Vec::new();
         for row in table.iter()? {
-            let (k, _) = row?;
-            let (space, device) = k.value();
-            out.push((SpaceId(*space), DeviceId(*device)));
+            let (k, v) = row?;
+            let (space, actor) = k.value();
+            let (seq, first, second) = v.value();
+            out.push(Frozen {
+                space: SpaceId(*space),
+                actor: ActorKey(*actor),
+                seq,
+                twins: [first.to_vec(), second.to_vec()],
+            });
+        }
+        Ok(out)
+    }
+
+    /// The envelopes of `space` refused for building on a frozen writer.
+    pub fn invalid(&self, space: &SpaceId) -> Result<Vec<EnvelopeId>> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(INVALID)?;
+        let mut out = Vec::new();
+        for row in table.range((&space.0, &[0u8; 32])..=(&space.0, &[0xffu8; 32]))? {
+            out.push(EnvelopeId(*row?.0.value().1));
         }
         Ok(out)
     }
@@ -317,12 +352,27 @@ impl Txn {
         Ok(())
     }
 
-    /// Keeps the evidence that `device` equivocated in `space` (the first one caught).
-    pub fn put_equivocation(&mut self, space: &SpaceId, device: &DeviceId, evidence: &[u8]) -> Result<()> {
-        let mut table = self.open_table(EQUIVOCATIONS)?;
-        if table.get((&space.0, &device.0))?.is_none() {
-            table.insert((&space.0, &device.0), evidence)?;
-        }
+    /// Freezes `frozen.actor` at `frozen.seq − 1`, keeping the twins as evidence.
+    pub fn put_frozen(&mut self, frozen: &Frozen) -> Result<()> {
+        let [first, second] = &frozen.twins;
+        self.open_table(FROZEN)?.insert(
+            (&frozen.space.0, &frozen.actor.0),
+            (frozen.seq, first.as_slice(), second.as_slice()),
+        )?;
+        Ok(())
+    }
+
+    pub fn put_invalid(&mut self, space: &SpaceId, id: &EnvelopeId) -> Result<()> {
+        self.open_table(INVALID)?.insert((&space.0, &id.0), 0)?;
+        Ok(())
+    }
+
+    /// Removes a stored envelope from every table that indexes it.
+    pub fn delete_envelope(&mut self, env: &NewEnvelope<'_>, order: u64) -> Result<()> {
+        self.open_table(ENVELOPES)?.remove(&env.id.0)?;
+        self.open_table(SPACE_LOG)?.remove((&env.space.0, order))?;
+        self.open_table(WRITERS)?
+            .remove((&env.space.0, &env.actor.0, env.seq))?;
         Ok(())
     }
 

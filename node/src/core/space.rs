@@ -4,7 +4,7 @@
 //! The decisions here are pure functions of the envelopes and the space state:
 //! [`Space::classify`] says what to do with an envelope, identically on every node.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use outpost_crdt::{
     ActorId, Change, ChangeHash,
@@ -21,6 +21,11 @@ use crate::{
     sync::VersionVector,
 };
 
+/// Most envelopes remembered as invalid per space (built on a frozen writer): a
+/// frozen device can sign without end; beyond this, its further envelopes are
+/// still refused but their descendants only wait.
+pub(crate) const MAX_INVALID_PER_SPACE: usize = 65_536;
+
 /// Most snapshots held per space. A member replaces what it holds with one fresh
 /// snapshot of its own document when it serves one; a replicator keeps those that
 /// no other covers.
@@ -35,10 +40,17 @@ pub(crate) enum Verdict {
     /// Not yet decidable: parents or earlier seqs missing.
     Wait,
     /// Signed by its author for a (writer, seq) that holds a different envelope:
-    /// refused, and the author is flagged.
+    /// the writer is frozen before that seq, the author flagged.
     Equivocation,
     /// Invalid, on every node alike.
     Reject(&'static str),
+    /// Its (writer, seq) is held only inside a snapshot, which does not name the
+    /// envelope: it cannot be compared with what is held. Two different ones for
+    /// one position are still equivocation (the core remembers what it saw).
+    Covered,
+    /// Invalid for good: an envelope of a frozen writer at or past its freeze, or one
+    /// that builds on such an envelope. Remembered, so its descendants are refused too.
+    Invalid(&'static str),
 }
 
 /// What to do with a snapshot.
@@ -47,8 +59,9 @@ pub(crate) enum SnapshotVerdict {
     Duplicate,
     /// Valid; hold it. Members get the checked document to merge.
     Accept(Option<Box<SnapshotContent>>),
-    /// A writer's last envelope differs from the one stored for its (writer, seq).
-    Equivocation(DeviceId),
+    /// A writer's last envelope (carried here) differs from the one stored for
+    /// its (writer, seq).
+    Equivocation(Box<Envelope>),
     Reject(&'static str),
 }
 
@@ -64,6 +77,8 @@ pub(crate) struct SnapshotContent {
 pub(crate) struct PeerView {
     pub(crate) vv: VersionVector,
     pub(crate) last_sync_ms: Option<u64>,
+    /// Frozen writers whose evidence this peer was sent (this run).
+    pub(crate) evidence_sent: BTreeSet<ActorKey>,
 }
 
 /// The readable side of a space (members holding the epoch key).
@@ -91,6 +106,14 @@ pub(crate) struct Space {
     pub(crate) rejected: u64,
     /// Devices that signed two different envelopes for one (writer, seq).
     pub(crate) equivocators: BTreeSet<DeviceId>,
+    /// Writers frozen for equivocation → the seq from which their envelopes are
+    /// invalid, with the two envelopes signed for that seq (the evidence).
+    pub(crate) frozen: BTreeMap<ActorKey, (u64, [Vec<u8>; 2])>,
+    /// Envelopes refused for good (see [`Verdict::Invalid`]).
+    pub(crate) invalid: HashSet<EnvelopeId>,
+    /// Envelopes seen for positions only a snapshot holds ([`Verdict::Covered`]),
+    /// kept to catch a twin arriving later (memory only, bounded).
+    pub(crate) covered_seen: HashMap<(ActorKey, u64), Vec<u8>>,
     /// Snapshots held (at most [`MAX_SNAPSHOTS_PER_SPACE`]), none covered by another.
     pub(crate) snapshots: Vec<Snapshot>,
     /// Each writer's newest envelope held, stored or a snapshot's last: (seq, id).
@@ -141,6 +164,9 @@ impl Space {
             peers: BTreeMap::new(),
             rejected: 0,
             equivocators: BTreeSet::new(),
+            frozen: BTreeMap::new(),
+            invalid: HashSet::new(),
+            covered_seen: HashMap::new(),
             snapshots: Vec::new(),
             last_env: HashMap::new(),
             stored_from: HashMap::new(),
@@ -163,15 +189,28 @@ impl Space {
             return Verdict::Duplicate;
         }
         let actor = h.actor();
+        if let Some((from, twins)) = self.frozen.get(&actor)
+            && h.seq >= *from
+        {
+            if twins.iter().any(|t| EnvelopeId::of(t) == env.id()) {
+                return Verdict::Duplicate;
+            }
+            return Verdict::Invalid("its writer is frozen: the device signed two envelopes for one position");
+        }
+        if h.parents.iter().any(|p| self.invalid.contains(p)) {
+            return Verdict::Invalid("builds on an envelope of a frozen writer");
+        }
         let have = self.vv.get(&actor);
         if h.seq == 0 {
             return Verdict::Reject("seq 0");
         }
         if h.seq <= have {
             // Same (actor, seq), different bytes: the writer equivocated.
-            return match stored_at(&actor, h.seq) {
+            let held = stored_at(&actor, h.seq).or_else(|| self.snapshot_last(&actor, h.seq).map(Envelope::id));
+            return match held {
                 Some(id) if id == env.id() => Verdict::Duplicate,
-                _ => Verdict::Equivocation,
+                Some(_) => Verdict::Equivocation,
+                None => Verdict::Covered,
             };
         }
         match h.kind {
@@ -281,11 +320,19 @@ impl Space {
         }
     }
 
-    /// Records an accepted envelope in memory (the caller persists it).
+    /// Records an accepted envelope in memory at the next log position (the
+    /// caller persists it there).
     pub(crate) fn record(&mut self, env: &Envelope, change: Option<&Change>) -> u64 {
-        let h = env.header();
         let order = self.next_order;
-        self.next_order += 1;
+        self.record_at(env, change, order);
+        order
+    }
+
+    /// Records an envelope stored at log position `order` (start-up replay: a
+    /// purge may have left gaps, and new positions must follow the last one).
+    pub(crate) fn record_at(&mut self, env: &Envelope, change: Option<&Change>, order: u64) {
+        let h = env.header();
+        self.next_order = self.next_order.max(order + 1);
         self.order.insert(env.id(), order);
         self.stored_from.entry(h.actor()).or_insert(h.seq);
         self.advance_writer(env);
@@ -293,7 +340,44 @@ impl Space {
         if let (Some(r), Some(change)) = (self.readable.as_mut(), change) {
             r.map_change(env, change.hash());
         }
-        order
+    }
+
+    /// Remembers an envelope as invalid for good (bounded; see [`MAX_INVALID_PER_SPACE`]).
+    pub(crate) fn mark_invalid(&mut self, id: EnvelopeId) -> bool {
+        self.invalid.len() < MAX_INVALID_PER_SPACE && self.invalid.insert(id)
+    }
+
+    /// The last envelope of a held snapshot at (actor, seq), if there is one.
+    pub(crate) fn snapshot_last(&self, actor: &ActorKey, seq: u64) -> Option<&Envelope> {
+        self.snapshots
+            .iter()
+            .flat_map(|s| s.lasts())
+            .find(|l| l.header().seq == seq && l.header().actor() == *actor)
+    }
+
+    /// Remembers an envelope whose position only a snapshot holds; returns a
+    /// different one seen before for the same position (equivocation), if any.
+    /// Bounded: past the cap, nothing more is remembered.
+    pub(crate) fn note_covered(&mut self, env: &Envelope) -> Option<Vec<u8>> {
+        const MAX_COVERED_SEEN: usize = 1024;
+        let key = (env.header().actor(), env.header().seq);
+        match self.covered_seen.get(&key) {
+            Some(seen) if EnvelopeId::of(seen) != env.id() => Some(seen.clone()),
+            Some(_) => None,
+            None => {
+                if self.covered_seen.len() < MAX_COVERED_SEEN {
+                    self.covered_seen.insert(key, env.as_bytes().to_vec());
+                }
+                None
+            }
+        }
+    }
+
+    /// Whether a snapshot covers a frozen writer at or past its freeze.
+    pub(crate) fn covers_frozen(&self, snap: &Snapshot) -> bool {
+        self.frozen
+            .iter()
+            .any(|(actor, (from, _))| snap.covers().get(actor) >= *from)
     }
 
     /// `env` is held (stored or a snapshot's last): its writer is held up to it.
@@ -332,7 +416,10 @@ impl Space {
             if l.seq <= self.vv.get(&l.actor())
                 && stored_at(&l.actor(), l.seq).is_some_and(|stored| stored != last.id())
             {
-                return SnapshotVerdict::Equivocation(l.author);
+                return SnapshotVerdict::Equivocation(Box::new(last.clone()));
+            }
+            if self.frozen.get(&l.actor()).is_some_and(|(from, _)| l.seq >= *from) {
+                return SnapshotVerdict::Reject("snapshot covers a frozen writer past its freeze");
             }
         }
         if snap.is_covered_by(&self.vv) || self.snapshots.iter().any(|s| s.id() == snap.id()) {
