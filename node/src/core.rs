@@ -1615,12 +1615,7 @@ impl Core {
                     .pop();
                 bytes.and_then(|b| Envelope::decode_stored(b).ok())
             } else {
-                space
-                    .snapshots
-                    .iter()
-                    .flat_map(|s| s.lasts())
-                    .find(|l| l.header().actor() == *actor && l.header().seq == seq)
-                    .cloned()
+                space.snapshot_last(actor, seq).cloned()
             };
             let Some(last) = last else {
                 warn!(space = %space_id.fmt_short(), writer = %actor.fmt_short(), "no envelope for a writer's last change; serving envelopes instead of a snapshot");
