@@ -37,13 +37,18 @@ pub(crate) fn status(s: &StatusResponse) {
             SyncState::Syncing => "syncing",
             SyncState::Stuck => "STUCK",
         };
+        let snapshots = match sp.snapshots {
+            0 => String::new(),
+            1 => ", 1 snapshot".to_string(),
+            n => format!(", {n} snapshots"),
+        };
         println!(
-            "  {}  {}  {} {sync} ({} envelopes, {} waiting for parents, {} rejected)",
+            "  {}  {}  {} {sync} ({} envelopes{snapshots}, {} waiting for parents, {} rejected)",
             sp.space, name, sp.role, sp.envelopes, sp.pending, sp.rejected
         );
         for device in &sp.equivocating {
             println!(
-                "    WARNING: device {device} signed two different envelopes for one position (cloned or compromised?)"
+                "    WARNING: device {device} signed two different envelopes for one position (cloned or compromised?); its messages from there on are removed everywhere"
             );
         }
         if let Some(problem) = &sp.key_problem {
