@@ -69,7 +69,9 @@ pub struct Snapshot {
     env: Envelope,
     lasts: Vec<Envelope>,
     covers: VersionVector,
-    sealed: Vec<u8>,
+    /// Where the sealed document starts in the envelope's body: it is the body's
+    /// last field, so it runs to the end (kept as an offset, not a second copy).
+    sealed_at: usize,
 }
 
 impl Snapshot {
@@ -120,11 +122,13 @@ impl Snapshot {
         if total != h.seq {
             return Err(Error::Count);
         }
+        let sealed_at = env.body().len() - body.sealed.len();
+        debug_assert_eq!(&env.body()[sealed_at..], body.sealed.as_slice());
         Ok(Self {
             env,
             lasts,
             covers,
-            sealed: body.sealed,
+            sealed_at,
         })
     }
 
@@ -165,7 +169,7 @@ impl Snapshot {
 
     /// Decrypts the document (`Automerge::save()` bytes).
     pub fn open(&self, epoch: &EpochKey) -> Result<Vec<u8>, crate::crypto::Error> {
-        self.env.open_sealed(epoch, &self.sealed)
+        self.env.open_sealed(epoch, &self.env.body()[self.sealed_at..])
     }
 
     /// For each covered writer, its last covered seq.
