@@ -54,6 +54,10 @@ const MAX_MESSAGE_EVENTS_PER_SNAPSHOT: usize = 256;
 /// A peer lacking at least this share of a space's changes (in percent) gets a
 /// snapshot instead of the envelopes: loading a document beats replaying most of it.
 const SNAPSHOT_WHEN_LACKING_PERCENT: u64 = 50;
+/// Most bytes pushed in answer to one offer (or one catch-up): bounds the memory a
+/// peer lacking a large history makes this node use, and stays well within the
+/// network's per-peer outbox.
+pub const CATCH_UP_BYTES: usize = 8 << 20;
 /// A member makes a fresh snapshot to serve when the newest one it holds leaves
 /// more than this many changes (or an eighth of the space) to send as envelopes.
 const SNAPSHOT_STALE_CHANGES: u64 = 256;
@@ -179,6 +183,9 @@ pub struct Sent {
 pub struct OfferOutcome {
     pub response: Vec<SpaceVv>,
     pub push: Vec<Vec<u8>>,
+    /// The push stopped at [`CATCH_UP_BYTES`]: ask for the rest with
+    /// [`CoreHandle::catch_up`] once the peer has acknowledged it.
+    pub more: bool,
 }
 
 type Reply<T> = oneshot::Sender<Result<T>>;
@@ -223,6 +230,10 @@ enum ToCore {
     TakeOffer {
         peer: DeviceId,
         spaces: Vec<SpaceVv>,
+        reply: Reply<OfferOutcome>,
+    },
+    CatchUp {
+        peer: DeviceId,
         reply: Reply<OfferOutcome>,
     },
     PeerHolds {
@@ -313,6 +324,11 @@ impl CoreHandle {
 
     pub async fn take_offer(&self, peer: DeviceId, spaces: Vec<SpaceVv>) -> Result<OfferOutcome> {
         self.call(|reply| ToCore::TakeOffer { peer, spaces, reply }).await
+    }
+
+    /// The next part of what `peer` lacks, after it acknowledged a partial push.
+    pub async fn catch_up(&self, peer: DeviceId) -> Result<OfferOutcome> {
+        self.call(|reply| ToCore::CatchUp { peer, reply }).await
     }
 
     /// Records what `peer` says it holds (its answer to our offer, or an ack).
@@ -658,6 +674,9 @@ impl Core {
             }
             ToCore::TakeOffer { peer, spaces, reply } => {
                 let _ = reply.send(self.take_offer(peer, spaces));
+            }
+            ToCore::CatchUp { peer, reply } => {
+                let _ = reply.send(self.catch_up(peer));
             }
             ToCore::PeerHolds { peer, spaces } => self.note_peer_holds(peer, spaces),
             // Writes reach here only when no transaction could be opened.
@@ -1514,16 +1533,24 @@ impl Core {
         for space in &offered {
             theirs_by_space.entry(*space).or_default();
         }
-        let push = self.missing_for(peer, theirs_by_space)?;
-        Ok(OfferOutcome { response, push })
+        let (push, more) = self.missing_for(peer, theirs_by_space)?;
+        Ok(OfferOutcome { response, push, more })
     }
 
     /// Records what `peer` holds and returns what it lacks of its entitled spaces:
     /// per space, the genesis if it lacks it, then snapshots when it lacks much
     /// (or what only a snapshot holds here), then envelopes in topological order.
-    fn missing_for(&mut self, peer: DeviceId, theirs: BTreeMap<SpaceId, VersionVector>) -> Result<Vec<Vec<u8>>> {
+    /// At most about [`CATCH_UP_BYTES`]: the flag says more follows (the network
+    /// asks for it with [`CoreHandle::catch_up`] once the peer acknowledged these).
+    fn missing_for(
+        &mut self,
+        peer: DeviceId,
+        theirs: BTreeMap<SpaceId, VersionVector>,
+    ) -> Result<(Vec<Vec<u8>>, bool)> {
         let now = crate::clock::now_ms();
         let mut out = Vec::new();
+        let mut budget = CATCH_UP_BYTES;
+        let mut more = false;
         for (space_id, their_vv) in theirs {
             let Some(space) = self.spaces.get(&space_id) else {
                 continue;
@@ -1546,18 +1573,14 @@ impl Core {
                     snapshots.push(snap.envelope().as_bytes().to_vec());
                 }
             }
-            let mut found: Vec<(u64, Vec<u8>)> = Vec::new();
-            for (actor, from, to) in space.vv.missing_in(&floor) {
-                let rows = self
-                    .store
-                    .writer_range(&space_id, &actor, from, to)
-                    .map_err(|e| Error::Store(Arc::new(e)))?;
-                for bytes in rows {
-                    let id = EnvelopeId::of(&bytes);
-                    found.push((space.order.get(&id).copied().unwrap_or(u64::MAX), bytes));
-                }
-            }
-            found.sort_by_key(|(order, _)| *order);
+            budget = budget.saturating_sub(snapshots.iter().map(Vec::len).sum());
+            let (found, truncated) = if budget == 0 {
+                (Vec::new(), !space.vv.missing_in(&floor).is_empty())
+            } else {
+                envelopes_beyond(&self.store, space, &floor, budget).map_err(|e| Error::Store(Arc::new(e)))?
+            };
+            budget = budget.saturating_sub(found.iter().map(|(_, b)| b.len()).sum());
+            more |= truncated;
             let mut found = found.into_iter().peekable();
             // The genesis (log position 0) goes first: a snapshot of a space the
             // peer does not know yet would wait for it.
@@ -1582,7 +1605,29 @@ impl Core {
             }
             view.last_sync_ms = Some(now);
         }
-        Ok(out)
+        Ok((out, more))
+    }
+
+    /// What `peer` still lacks after it acknowledged a partial push: the next part,
+    /// from what it is known to hold (its offers and acks).
+    fn catch_up(&mut self, peer: DeviceId) -> Result<OfferOutcome> {
+        let theirs: BTreeMap<SpaceId, VersionVector> = self
+            .spaces
+            .values()
+            .filter(|s| s.state.entitled(&peer))
+            .map(|s| {
+                (
+                    s.state.space,
+                    s.peers.get(&peer).map(|v| v.vv.clone()).unwrap_or_default(),
+                )
+            })
+            .collect();
+        let (push, more) = self.missing_for(peer, theirs)?;
+        Ok(OfferOutcome {
+            response: Vec::new(),
+            push,
+            more,
+        })
     }
 
     /// Makes sure a member holds a snapshot close to its whole document before
@@ -1696,6 +1741,63 @@ fn freeze(tx: &mut Txn, space: &mut Space, first: Vec<u8>, second: &Envelope) ->
     tx.put_frozen(&frozen)?;
     space.frozen.insert(actor, (frozen.seq, frozen.twins));
     Ok(true)
+}
+
+/// An envelope's log position and its exact bytes.
+type LogEntry = (u64, Vec<u8>);
+
+/// The envelopes of `space` beyond `floor`, in arrival (topological) order, up to
+/// about `budget` bytes (at least one); the flag says some were left out. Scans the
+/// space's log from the first missing envelope, so memory stays within the budget
+/// however much the peer lacks.
+fn envelopes_beyond(
+    store: &Store,
+    space: &Space,
+    floor: &VersionVector,
+    budget: usize,
+) -> store::Result<(Vec<LogEntry>, bool)> {
+    const CHUNK: usize = 1024;
+    let missing = space.vv.missing_in(floor);
+    let mut start = u64::MAX;
+    for (actor, from, to) in &missing {
+        // Below `stored_from` only snapshots hold the writer: nothing to send there.
+        let first = (*from).max(space.stored_from.get(actor).copied().unwrap_or(u64::MAX));
+        if first <= *to
+            && let Some(id) = store.writer_at(&space.state.space, actor, first)?
+            && let Some(order) = space.order.get(&id)
+        {
+            start = start.min(*order);
+        }
+    }
+    let mut out = Vec::new();
+    if start == u64::MAX {
+        return Ok((out, false));
+    }
+    let mut size = 0;
+    let mut after = start.checked_sub(1);
+    loop {
+        let rows = store.space_log(&space.state.space, after, CHUNK)?;
+        let done = rows.len() < CHUNK;
+        for (order, bytes) in rows {
+            after = Some(order);
+            let Ok(env) = Envelope::decode_stored(bytes) else {
+                continue;
+            };
+            let h = env.header();
+            if h.seq <= floor.get(&h.actor()) {
+                continue;
+            }
+            let len = env.as_bytes().len();
+            if !out.is_empty() && size + len > budget {
+                return Ok((out, true));
+            }
+            size += len;
+            out.push((order, env.into_bytes()));
+        }
+        if done {
+            return Ok((out, false));
+        }
+    }
 }
 
 /// Holds a snapshot read from the store at start-up; members merge its document

@@ -123,10 +123,12 @@ enum Internal {
         peer: PeerId,
         request: Request,
     },
-    /// Envelopes the peer lacks, to queue in its outbox.
+    /// Envelopes the peer lacks, to queue in its outbox; `more` when the core
+    /// stopped at its catch-up budget and has more to send once these are acked.
     Push {
         peer: PeerId,
         envelopes: Vec<Vec<u8>>,
+        more: bool,
     },
     Respond {
         channel: ResponseChannel<Response>,
@@ -148,6 +150,9 @@ struct Outbox {
     queue: std::collections::VecDeque<Vec<u8>>,
     bytes: usize,
     in_flight: usize,
+    /// A catch-up stopped at the core's budget: ask for the next part once
+    /// everything queued has been acknowledged.
+    more: bool,
 }
 
 impl Outbox {
@@ -160,9 +165,20 @@ impl Outbox {
         if self.bytes > OUTBOX_BYTES_CAP {
             self.queue.clear();
             self.bytes = 0;
+            self.more = false;
             return false;
         }
         true
+    }
+
+    /// Whether the catch-up should continue now: everything pushed is
+    /// acknowledged and the core said more follows. Clears the flag.
+    fn take_resume(&mut self) -> bool {
+        let resume = self.more && self.queue.is_empty() && self.in_flight == 0;
+        if resume {
+            self.more = false;
+        }
+        resume
     }
 
     /// The next frame to send, if a push may start now.
@@ -380,7 +396,12 @@ impl NetActor {
                     self.swarm.behaviour_mut().sync.send_request(&peer, Ok(request));
                 }
             }
-            Internal::Push { peer, envelopes } => self.push(peer, envelopes),
+            Internal::Push { peer, envelopes, more } => {
+                self.push(peer, envelopes);
+                if more && let Some(outbox) = self.outboxes.get_mut(&peer) {
+                    outbox.more = true;
+                }
+            }
             Internal::Respond { channel, response } => {
                 let _ = self.swarm.behaviour_mut().sync.send_response(channel, response);
             }
@@ -438,15 +459,19 @@ impl NetActor {
         }
     }
 
-    /// A push ended (acknowledged or failed): its slot frees up.
-    fn push_done(&mut self, id: OutboundRequestId) {
+    /// A push ended (acknowledged or failed): its slot frees up. True when it was
+    /// the last of a partial catch-up, whose next part should be asked for.
+    fn push_done(&mut self, id: OutboundRequestId) -> bool {
         let Some(peer) = self.pushes.remove(&id) else {
-            return;
+            return false;
         };
+        let mut resume = false;
         if let Some(outbox) = self.outboxes.get_mut(&peer) {
             outbox.in_flight = outbox.in_flight.saturating_sub(1);
+            resume = outbox.take_resume();
         }
         self.flush(peer);
+        resume
     }
 
     fn handle_tick(&mut self) {
@@ -594,9 +619,10 @@ impl NetActor {
         use request_response::{Event, Message};
         match event {
             Event::Message { peer, message, .. } => {
-                if let Message::Response { request_id, .. } = &message {
-                    self.push_done(*request_id);
-                }
+                let resume = match &message {
+                    Message::Response { request_id, .. } => self.push_done(*request_id),
+                    Message::Request { .. } => false,
+                };
                 let Some(device) = self.connected.get(&peer).map(|c| c.device) else {
                     return;
                 };
@@ -634,7 +660,7 @@ impl NetActor {
                                     },
                                 })
                                 .await;
-                            push_frames(&out, peer, outcome.push).await;
+                            push_frames(&out, peer, outcome.push, outcome.more).await;
                         });
                     }
                     // The codec rebuilds packed frames into `Envelopes`.
@@ -686,7 +712,13 @@ impl NetActor {
                         if ack.rejected > 0 {
                             warn!(peer = %device.fmt_short(), rejected = ack.rejected, "peer rejected envelopes we sent");
                         }
-                        self.spawn(async move { core.note_peer_holds(device, ack.vv).await });
+                        self.spawn(async move {
+                            core.note_peer_holds(device, ack.vv).await;
+                            // The peer has everything of the last part: send the next.
+                            if resume && let Ok(outcome) = core.catch_up(device).await {
+                                push_frames(&out, peer, outcome.push, outcome.more).await;
+                            }
+                        });
                     }
                 }
             }
@@ -709,9 +741,9 @@ impl NetActor {
     }
 }
 
-async fn push_frames(out: &mpsc::Sender<Internal>, peer: PeerId, envelopes: Vec<Vec<u8>>) {
+async fn push_frames(out: &mpsc::Sender<Internal>, peer: PeerId, envelopes: Vec<Vec<u8>>, more: bool) {
     if !envelopes.is_empty() {
-        let _ = out.send(Internal::Push { peer, envelopes }).await;
+        let _ = out.send(Internal::Push { peer, envelopes, more }).await;
     }
 }
 
@@ -767,6 +799,19 @@ mod tests {
         assert_eq!(sent, MAX_PUSHES_IN_FLIGHT, "no more than the in-flight cap at once");
         outbox.in_flight -= 1;
         assert!(outbox.next_frame().is_some(), "a finished push frees a slot");
+    }
+
+    #[test]
+    fn a_partial_catch_up_resumes_once_everything_is_acknowledged() {
+        let mut outbox = Outbox::default();
+        assert!(outbox.enqueue([vec![0u8; 100], vec![1u8; 100]]));
+        outbox.more = true;
+        let frame = outbox.next_frame().unwrap();
+        assert_eq!(frame.len(), 2);
+        assert!(!outbox.take_resume(), "a frame is still in flight");
+        outbox.in_flight -= 1;
+        assert!(outbox.take_resume());
+        assert!(!outbox.take_resume(), "once only");
     }
 
     #[test]

@@ -59,6 +59,8 @@ pub struct Node {
     pub peers: Vec<String>,
     /// Listen (and be dialled) over QUIC instead of TCP.
     pub quic: bool,
+    /// `--resync-secs` (2 unless a test needs to rule periodic resync out).
+    pub resync_secs: u32,
     child: Option<Child>,
     log_index: usize,
 }
@@ -73,6 +75,7 @@ impl Node {
             port: free_port(),
             peers: Vec::new(),
             quic: false,
+            resync_secs: 2,
             child: None,
             log_index: 0,
         };
@@ -112,9 +115,15 @@ impl Node {
         self.log_index += 1;
         let log = std::fs::File::create(self.home.join(format!("daemon-{}.log", self.log_index))).expect("create log");
         let mut cmd = Command::new(outpost_bin());
-        cmd.arg("--home")
-            .arg(&self.home)
-            .args(["daemon", "--no-mdns", "--resync-secs", "2", "--listen", &self.addr()]);
+        let resync = self.resync_secs.to_string();
+        cmd.arg("--home").arg(&self.home).args([
+            "daemon",
+            "--no-mdns",
+            "--resync-secs",
+            &resync,
+            "--listen",
+            &self.addr(),
+        ]);
         for p in peers {
             cmd.args(["--peer", p]);
         }

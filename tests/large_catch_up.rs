@@ -1,0 +1,102 @@
+//! A peer lacking more than one push's budget ([`core::CATCH_UP_BYTES`]) gets the
+//! history in bounded parts: memory stays bounded on the serving side, and the
+//! catch-up does not wait for periodic resync. Between daemons the next part is
+//! asked for when the previous one is acknowledged (net's outbox), or sooner when
+//! frames processed out of order leave envelopes waiting (the receiver re-offers).
+
+mod common;
+mod inproc;
+
+use std::time::Duration;
+
+use common::wait_until;
+use outpost_node::{core, sync};
+
+/// `n` bytes of text that no compressor shrinks (a snapshot of it stays large).
+fn noise(seed: u64, n: usize) -> String {
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407) | 1;
+    (0..n)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            char::from(b'a' + (state % 26) as u8)
+        })
+        .collect()
+}
+
+#[test]
+fn the_core_serves_a_large_deficit_in_bounded_parts() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let alice = inproc::Node::new();
+        let bob = inproc::Node::new();
+        let space = alice
+            .core
+            .create_chat("archive".into(), vec![bob.cert().to_card()], vec![])
+            .await
+            .unwrap();
+        for i in 0..150 {
+            alice.core.send(space, noise(i, 60_000), None).await.unwrap();
+        }
+        let push = inproc::served(&alice, &bob, space).await;
+        inproc::deliver(&alice, &bob, push).await;
+        // Bob now lacks 145 of 296 changes (under half: envelopes, not a
+        // snapshot), about 8.7 MB: more than one push may carry.
+        for i in 150..295 {
+            alice.core.send(space, noise(i, 60_000), None).await.unwrap();
+        }
+        let offer = bob.core.make_offer(alice.device()).await.unwrap();
+        let first = alice.core.take_offer(bob.device(), offer).await.unwrap();
+        assert!(first.more, "the first part stops at the budget");
+        let bytes: usize = first.push.iter().map(Vec::len).sum();
+        assert!(bytes <= core::CATCH_UP_BYTES, "{bytes} bytes in one part");
+        let mut push = first.push;
+        let mut parts = 1;
+        loop {
+            for frame in sync::into_frames(push) {
+                let ack = bob.core.ingest(alice.device(), frame).await.unwrap();
+                assert_eq!((ack.rejected, ack.pending), (0, 0));
+                alice.core.note_peer_holds(bob.device(), ack.vv).await;
+            }
+            let next = alice.core.catch_up(bob.device()).await.unwrap();
+            if next.push.is_empty() {
+                assert!(!next.more);
+                break;
+            }
+            parts += 1;
+            push = next.push;
+        }
+        assert_eq!(parts, 2);
+        let expected = alice.core.messages(space, 1000).await.unwrap();
+        assert_eq!(expected.len(), 295);
+        assert_eq!(bob.core.messages(space, 1000).await.unwrap(), expected);
+    });
+}
+
+#[test]
+fn daemons_continue_a_large_catch_up_without_waiting_for_resync() {
+    let root = tempfile::tempdir().unwrap();
+    let mut a = common::Node::init(root.path(), "a");
+    let mut b = common::Node::init(root.path(), "b");
+    // Periodic resync far beyond the test's deadline: only continuation can finish.
+    a.resync_secs = 3600;
+    b.resync_secs = 3600;
+    a.start(&[]);
+    let space = a.create_chat("archive", &[&b], &[]);
+    // 20 MB of incompressible text: too big for a snapshot, more than two pushes.
+    for i in 0..340 {
+        a.send(&space, &noise(i, 60_000));
+    }
+    b.start(&[a.addr()]);
+    let log = wait_until(Duration::from_secs(60), "b to catch up on 340 large messages", || {
+        let texts = b.log_texts(&space);
+        (texts.len() == 340).then_some(texts)
+    });
+    assert_eq!(log, a.log_texts(&space));
+    let status = b.space_status(&space).unwrap();
+    assert_eq!(
+        (status["snapshots"].as_u64(), status["pending"].as_u64()),
+        (Some(0), Some(0))
+    );
+}
