@@ -279,6 +279,45 @@ mod tests {
         assert_eq!(Snapshot::verify(env).err(), Some(Error::Last(DecodeError::Signature)));
     }
 
+    proptest::proptest! {
+        /// A snapshot with any byte flipped, cut or extended is refused without a panic,
+        /// by the envelope decoder or by the snapshot's own checks.
+        #[test]
+        fn mutated_snapshots_are_refused(pos in 0usize..4096, xor in 1u8..=255, cut in 0usize..4096) {
+            let maker = DeviceKeys::generate();
+            let epoch = EpochKey::generate(SpaceId([5; 16]));
+            let lasts = vec![last(&maker, &epoch, 1, 3)];
+            let snap = Snapshot::make(&maker, &epoch, epoch.space.chat_shard(0), Vec::new(), lasts, b"doc").unwrap();
+            let bytes = snap.envelope().as_bytes().to_vec();
+            let mut flipped = bytes.clone();
+            let i = pos % flipped.len();
+            flipped[i] ^= xor;
+            let refused = |b: Vec<u8>| Envelope::decode(b).map_or(true, |env| Snapshot::verify(env).is_err());
+            proptest::prop_assert!(refused(flipped));
+            proptest::prop_assert!(refused(bytes[..cut % bytes.len()].to_vec()));
+        }
+
+        /// Arbitrary bytes signed as a snapshot body never panic the checks.
+        #[test]
+        fn arbitrary_bodies_never_panic(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            let maker = DeviceKeys::generate();
+            let epoch = EpochKey::generate(SpaceId([5; 16]));
+            let header = Header {
+                kind: Kind::Snapshot,
+                space: epoch.space,
+                doc: epoch.space.chat_shard(0),
+                epoch: epoch.id,
+                author: maker.device_id(),
+                incarnation: 0,
+                seq: 0,
+                parents: Vec::new(),
+                control_heads: Vec::new(),
+            };
+            let env = Envelope::sign_with(&maker, header, |_| body.clone());
+            let _ = Snapshot::verify(env);
+        }
+    }
+
     #[test]
     fn oversized_documents_are_not_snapshotted() {
         let maker = DeviceKeys::generate();
