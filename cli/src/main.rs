@@ -13,9 +13,10 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use futures::StreamExt;
 use outpost_node::{
-    api::{ApiEvent, CreateChat, Created, IdResponse, SendMessage, StatusResponse},
+    api::{ApiEvent, CreateChat, Created, IdResponse, Invite, SendMessage, StatusResponse},
     client::Client,
-    core::{MessageView, Sent, SpaceSummary},
+    control::Role,
+    core::{Invited, Members, MessageView, Sent, SpaceSummary},
     daemon,
     identity::DeviceKeys,
 };
@@ -51,6 +52,51 @@ enum Command {
     /// Chat spaces.
     #[command(subcommand)]
     Chat(ChatCommand),
+    /// Who is in a space, and adding members.
+    #[command(subcommand)]
+    Space(SpaceCommand),
+}
+
+#[derive(Subcommand)]
+enum SpaceCommand {
+    /// Add a member device to a space (owners and admins). The device gets the
+    /// space's key and its whole history as soon as it connects to any member.
+    Invite {
+        space: String,
+        /// The device's card (from `outpost id` on it) or, if this node has met it, its device id.
+        #[arg(value_name = "CARD|DEVICE_ID")]
+        member: String,
+        /// What it may do: read, write, or also manage members (admin, owner).
+        #[arg(long, value_enum, default_value_t = RoleArg::Writer)]
+        role: RoleArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a space's members with their roles, and its replicate-only nodes.
+    Members {
+        space: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum RoleArg {
+    Reader,
+    Writer,
+    Admin,
+    Owner,
+}
+
+impl From<RoleArg> for Role {
+    fn from(r: RoleArg) -> Self {
+        match r {
+            RoleArg::Reader => Role::Reader,
+            RoleArg::Writer => Role::Writer,
+            RoleArg::Admin => Role::Admin,
+            RoleArg::Owner => Role::Owner,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -222,6 +268,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             init_logging("warn");
             chat(&client, cmd).await?;
         }
+        Command::Space(cmd) => {
+            init_logging("warn");
+            space(&client, cmd).await?;
+        }
     }
     Ok(())
 }
@@ -311,6 +361,41 @@ async fn chat(client: &Client, cmd: ChatCommand) -> anyhow::Result<()> {
                     let name = s.name.as_deref().unwrap_or("(not readable here)");
                     println!("{}  {}  {} members", s.space, name, s.members.len());
                 }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn space(client: &Client, cmd: SpaceCommand) -> anyhow::Result<()> {
+    match cmd {
+        SpaceCommand::Invite {
+            space,
+            member,
+            role,
+            json,
+        } => {
+            let invited: Invited = client
+                .post(
+                    &format!("/v1/spaces/{space}/members"),
+                    &Invite {
+                        member,
+                        role: role.into(),
+                    },
+                )
+                .await?;
+            if json {
+                output::json(&invited)?;
+            } else {
+                println!("added {} as {}", invited.device, output::role(invited.role));
+            }
+        }
+        SpaceCommand::Members { space, json } => {
+            let members: Members = client.get(&format!("/v1/spaces/{space}/members")).await?;
+            if json {
+                output::json(&members)?;
+            } else {
+                output::members(&members);
             }
         }
     }

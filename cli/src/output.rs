@@ -3,7 +3,8 @@
 use outpost_node::{
     api::StatusResponse,
     clock::utc,
-    core::{MessageView, SyncState},
+    control::Role,
+    core::{Members, MessageView, SyncState},
 };
 
 pub(crate) fn json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
@@ -62,5 +63,28 @@ pub(crate) fn status(s: &StatusResponse) {
             let when = p.last_sync_ms.map_or("never".to_string(), |ms| utc(ms as i64));
             println!("    {}  {state}  (last sync {when} UTC)", p.device.fmt_short());
         }
+    }
+}
+
+/// A role as people read it.
+pub(crate) fn role(role: Role) -> &'static str {
+    match role {
+        Role::Reader => "reader",
+        Role::Writer => "writer",
+        Role::Admin => "admin",
+        Role::Owner => "owner",
+    }
+}
+
+pub(crate) fn members(m: &Members) {
+    for member in &m.members {
+        let added = member.added_by.map_or("named at creation".to_string(), |by| {
+            format!("added by {}", by.fmt_short())
+        });
+        let me = if member.me { "  (this device)" } else { "" };
+        println!("{}  {:<6}  {added}{me}", member.device, role(member.role));
+    }
+    for r in &m.replicators {
+        println!("{r}  replicator (stores ciphertext, never reads)");
     }
 }

@@ -9,6 +9,8 @@
 //! | POST | `/v1/chats` | create a chat space `{name, members, replicators}` |
 //! | POST | `/v1/chats/{space}/messages` | send `{text, client_id?}`; returns after the durable commit |
 //! | GET | `/v1/chats/{space}/messages?limit=N` | the latest N messages in display order |
+//! | POST | `/v1/spaces/{space}/members` | add a member `{member, role}` (owners and admins); returns after the durable commit |
+//! | GET | `/v1/spaces/{space}/members` | the space's members with roles, and its replicators |
 //! | GET | `/v1/events[?space=S]` | NDJSON stream of live events |
 //!
 //! Errors are `{code, message, hint}` with a matching HTTP status; `code` is stable.
@@ -27,7 +29,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
 
 use crate::{
-    core::{self, CoreHandle, MessageView, Sent, SpaceStatus, SpaceSummary},
+    control::Role,
+    core::{self, CoreHandle, Invited, Members, MessageView, Sent, SpaceStatus, SpaceSummary},
     identity::DeviceCert,
     ids::{DeviceId, SpaceId},
     net::{NetHandle, NetStatus, PeerStatus},
@@ -76,6 +79,18 @@ pub struct SendMessage {
     pub client_id: Option<String>,
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Invite {
+    /// The device's card, or its id if this node has met it.
+    pub member: String,
+    #[serde(default = "default_role")]
+    pub role: Role,
+}
+
+fn default_role() -> Role {
+    Role::Writer
+}
+
 /// One line of the event stream.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -116,6 +131,7 @@ pub fn router(core: CoreHandle, net: NetHandle, cert: DeviceCert, stopping: watc
         .route("/v1/id", get(id))
         .route("/v1/status", get(status))
         .route("/v1/spaces", get(spaces))
+        .route("/v1/spaces/{space}/members", post(invite).get(members))
         .route("/v1/chats", post(create_chat))
         .route("/v1/chats/{space}/messages", post(send).get(log))
         .route("/v1/events", get(events))
@@ -164,6 +180,12 @@ impl From<core::Error> for Failure {
                 Some("list spaces with `outpost chat list`"),
             ),
             E::NotWritable(_) => error(StatusCode::FORBIDDEN, "forbidden", msg, None),
+            E::NotAllowed(_) => error(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                msg,
+                Some("`outpost space members SPACE` shows who may"),
+            ),
             E::KeyMissing { .. } => error(
                 StatusCode::CONFLICT,
                 "key_missing",
@@ -226,6 +248,20 @@ async fn status(State(s): State<AppState>) -> Result<Json<StatusResponse>, Failu
 
 async fn spaces(State(s): State<AppState>) -> Result<Json<Vec<SpaceSummary>>, Failure> {
     Ok(Json(s.core.spaces().await?))
+}
+
+async fn invite(
+    State(s): State<AppState>,
+    Path(space): Path<String>,
+    Json(req): Json<Invite>,
+) -> Result<Json<Invited>, Failure> {
+    let space = parse_space(&space)?;
+    Ok(Json(s.core.invite(space, req.member, req.role).await?))
+}
+
+async fn members(State(s): State<AppState>, Path(space): Path<String>) -> Result<Json<Members>, Failure> {
+    let space = parse_space(&space)?;
+    Ok(Json(s.core.members(space).await?))
 }
 
 async fn create_chat(State(s): State<AppState>, Json(req): Json<CreateChat>) -> Result<Json<Created>, Failure> {

@@ -1,9 +1,21 @@
 //! Control log: signed plaintext operations that define a space's members, roles and
 //! key epochs.
 //!
-//! This slice has one operation, `Genesis`, which creates the space, names its
-//! members (with roles) and replicate-only nodes, and grants the first epoch key by
-//! wrapping it for every member device. Later operations (add, remove, rotate, …)
+//! The log is a DAG: `Genesis` is its root; every later operation names, as its
+//! envelope's `parents`, the control heads its author had seen (its *causal
+//! point*). An operation is valid only if its author's role at its causal point
+//! allows it, so validity is a pure function of the operation and its causal past:
+//! identical on every node, and once valid, always valid.
+//!
+//! Operations so far:
+//! - `Genesis` creates the space, names its members (with roles) and replicate-only
+//!   nodes, and grants the first epoch key by wrapping it for every member device;
+//! - `Add` adds a member device with a role, wrapping the current epoch key for it.
+//!   Owners and admins may add; only an owner may add an owner.
+//!
+//! The membership at heads H is the genesis plus every `Add` in the causal past of
+//! H. When concurrent adds give one device different roles, the lower one counts
+//! (ambiguity resolves toward less authority). Later operations (remove, rotate, …)
 //! append variants to [`ControlOp`]; they never reorder.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -33,7 +45,22 @@ const NAME_AAD: &[u8] = b"outpost/v1/space-name\0";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ControlOp {
     Genesis(Genesis),
+    Add(Add),
 }
+
+/// Adds a member device to a space.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Add {
+    pub member: Member,
+    /// The epoch whose key `wrap` carries: the epoch at the operation's causal point.
+    pub epoch: EpochId,
+    /// That epoch's key, wrapped for the new device.
+    pub wrap: Wrap,
+}
+
+/// Most control operations a space may hold after its genesis (each is a few
+/// hundred bytes and is folded in memory).
+pub const MAX_CONTROL_OPS: usize = 16_384;
 
 /// What kind of space this is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,8 +68,10 @@ pub enum SpaceKind {
     Chat,
 }
 
-/// A member's role. Ordered by authority.
+/// A member's role. Ordered by authority. (JSON spells it in lower case; postcard
+/// encodes the variant index.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Role {
     Reader,
     Writer,
@@ -102,6 +131,42 @@ pub enum InvalidOp {
     Duplicate,
     #[error("space name exceeds {MAX_NAME_BYTES} bytes")]
     Name,
+    #[error("a space has exactly one genesis")]
+    SecondGenesis,
+    #[error("the operation's causal point names control operations this node does not hold")]
+    UnknownParents,
+    #[error("the author's role at the operation's causal point does not allow it")]
+    NotAllowed,
+    #[error("the device is already a member or replicator at the operation's causal point")]
+    AlreadyMember,
+    #[error("the key wrap is for another epoch or device than the operation names")]
+    Wrap,
+    #[error("the space holds {MAX_CONTROL_OPS} control operations, its cap")]
+    TooManyOps,
+}
+
+impl InvalidOp {
+    /// A fixed description, for logs and counters.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            InvalidOp::Decode => "control: does not decode",
+            InvalidOp::SpaceId => "control: space id not derived from its creator",
+            InvalidOp::Position => "control: malformed header for a control operation",
+            InvalidOp::RulesVersion(_) => "control: unknown rules version",
+            InvalidOp::Creator => "control: the creator is not an owner",
+            InvalidOp::Cert => "control: a device certificate does not verify",
+            InvalidOp::TooMany(_) => "control: too many members or replicators",
+            InvalidOp::Wraps => "control: wrap set does not match the members",
+            InvalidOp::Duplicate => "control: a device listed twice",
+            InvalidOp::Name => "control: space name too long",
+            InvalidOp::SecondGenesis => "control: a second genesis",
+            InvalidOp::UnknownParents => "control: unknown causal point",
+            InvalidOp::NotAllowed => "control: the author's role does not allow it",
+            InvalidOp::AlreadyMember => "control: the device is already in the space",
+            InvalidOp::Wrap => "control: key wrap for another epoch or device",
+            InvalidOp::TooManyOps => "control: too many operations",
+        }
+    }
 }
 
 /// Derives the id of a space created by `creator` with `nonce`.
@@ -168,6 +233,45 @@ pub fn create_space(
     Ok((env, epoch))
 }
 
+/// Signs an `Add` of `cert` with `role`, made at the current heads of `state`, and
+/// checks it as every peer will. `parents` are the heads plus, when the writer has
+/// written before, its previous operation (a writer's envelopes form a chain).
+pub fn add_member(
+    keys: &DeviceKeys,
+    state: &SpaceState,
+    epoch: &EpochKey,
+    writer: (u64, u64, Option<EnvelopeId>),
+    cert: &DeviceCert,
+    role: Role,
+) -> Result<Envelope, InvalidOp> {
+    let (incarnation, seq, previous) = writer;
+    let mut parents = state.heads();
+    if let Some(previous) = previous
+        && !parents.contains(&previous)
+    {
+        parents.push(previous);
+    }
+    let header = Header {
+        kind: Kind::Control,
+        space: state.space,
+        doc: state.space.control_doc(),
+        epoch: EpochId([0; 16]),
+        author: keys.device_id(),
+        incarnation,
+        seq,
+        parents,
+        control_heads: Vec::new(),
+    };
+    let add = Add {
+        member: Member { cert: *cert, role },
+        epoch: epoch.id,
+        wrap: epoch.wrap_for(cert),
+    };
+    let env = Envelope::sign_control(keys, header, &ControlOp::Add(add));
+    state.check(&env)?;
+    Ok(env)
+}
+
 fn name_aad(space: &SpaceId) -> Vec<u8> {
     let mut aad = NAME_AAD.to_vec();
     aad.extend_from_slice(&space.0);
@@ -181,16 +285,31 @@ pub struct SpaceState {
     pub kind: SpaceKind,
     pub genesis: EnvelopeId,
     pub epoch: EpochId,
+    /// The members at the current heads (the whole log).
     pub members: BTreeMap<DeviceId, Member>,
     pub replicators: BTreeSet<DeviceId>,
     genesis_op: Genesis,
+    /// Every operation after the genesis, by envelope id.
+    ops: BTreeMap<EnvelopeId, Applied>,
+    /// The control log's heads: operations no other names as a parent.
+    heads: BTreeSet<EnvelopeId>,
+}
+
+/// A valid operation after the genesis, with its place in the DAG.
+#[derive(Debug, Clone)]
+struct Applied {
+    parents: Vec<EnvelopeId>,
+    author: DeviceId,
+    add: Add,
 }
 
 impl SpaceState {
     /// Validates a genesis envelope and returns the state it defines.
     pub fn from_genesis(env: &Envelope) -> Result<Self, InvalidOp> {
         let h = env.header();
-        let ControlOp::Genesis(g) = env.control_op().map_err(|_| InvalidOp::Decode)?;
+        let ControlOp::Genesis(g) = env.control_op().map_err(|_| InvalidOp::Decode)? else {
+            return Err(InvalidOp::Position);
+        };
         if space_id(&h.author, &g.nonce) != h.space {
             return Err(InvalidOp::SpaceId);
         }
@@ -241,7 +360,121 @@ impl SpaceState {
             members,
             replicators,
             genesis_op: g,
+            ops: BTreeMap::new(),
+            heads: BTreeSet::from([env.id()]),
         })
+    }
+
+    /// Checks a control operation (not the genesis) against its causal point:
+    /// `Ok` means it is valid now and forever. The caller has verified the
+    /// signature and that the envelope is its writer's next.
+    pub fn check(&self, env: &Envelope) -> Result<(), InvalidOp> {
+        let h = env.header();
+        if h.kind != Kind::Control
+            || h.doc != self.space.control_doc()
+            || h.epoch != EpochId([0; 16])
+            || !h.control_heads.is_empty()
+            || h.parents.is_empty()
+        {
+            return Err(InvalidOp::Position);
+        }
+        let op = env.control_op().map_err(|_| InvalidOp::Decode)?;
+        let ControlOp::Add(add) = op else {
+            return Err(InvalidOp::SecondGenesis);
+        };
+        if self.ops.len() >= MAX_CONTROL_OPS {
+            return Err(InvalidOp::TooManyOps);
+        }
+        let at = self.members_at(&h.parents).ok_or(InvalidOp::UnknownParents)?;
+        let author = at.get(&h.author).map(|m| m.role);
+        let allowed = match (author, add.member.role) {
+            (Some(Role::Owner), _) => true,
+            (Some(Role::Admin), role) => role <= Role::Admin,
+            _ => false,
+        };
+        if !allowed {
+            return Err(InvalidOp::NotAllowed);
+        }
+        let device = add.member.cert.device;
+        if at.contains_key(&device) || self.replicators.contains(&device) {
+            return Err(InvalidOp::AlreadyMember);
+        }
+        if !add.member.cert.verify() {
+            return Err(InvalidOp::Cert);
+        }
+        if add.epoch != self.epoch || add.wrap.recipient != device {
+            return Err(InvalidOp::Wrap);
+        }
+        Ok(())
+    }
+
+    /// Applies a control operation that passed [`SpaceState::check`].
+    pub fn apply(&mut self, env: &Envelope) {
+        let Ok(ControlOp::Add(add)) = env.control_op() else {
+            return;
+        };
+        let h = env.header();
+        for p in &h.parents {
+            self.heads.remove(p);
+        }
+        self.heads.insert(env.id());
+        self.ops.insert(
+            env.id(),
+            Applied {
+                parents: h.parents.clone(),
+                author: h.author,
+                add,
+            },
+        );
+        self.members = self
+            .members_at(&self.heads.iter().copied().collect::<Vec<_>>())
+            .expect("the heads are known operations");
+    }
+
+    /// Whether every id is the genesis or a known operation.
+    pub fn knows(&self, heads: &[EnvelopeId]) -> bool {
+        heads.iter().all(|h| *h == self.genesis || self.ops.contains_key(h))
+    }
+
+    /// The members at the causal point `heads`: the genesis's plus every `Add` in
+    /// the causal past; concurrent adds of one device keep the lower role. `None`
+    /// when a head is unknown.
+    pub fn members_at(&self, heads: &[EnvelopeId]) -> Option<BTreeMap<DeviceId, Member>> {
+        let mut members: BTreeMap<DeviceId, Member> = self
+            .genesis_op
+            .members
+            .iter()
+            .map(|m| (m.cert.device, m.clone()))
+            .collect();
+        let mut seen = BTreeSet::new();
+        let mut stack: Vec<EnvelopeId> = heads.to_vec();
+        while let Some(id) = stack.pop() {
+            if id == self.genesis || !seen.insert(id) {
+                continue;
+            }
+            let op = self.ops.get(&id)?;
+            stack.extend(op.parents.iter().copied());
+            let m = &op.add.member;
+            members
+                .entry(m.cert.device)
+                .and_modify(|held| held.role = held.role.min(m.role))
+                .or_insert_with(|| m.clone());
+        }
+        Some(members)
+    }
+
+    /// Whether `device` may write content at the causal point `heads`.
+    pub fn may_write_at(&self, heads: &[EnvelopeId], device: &DeviceId) -> bool {
+        self.members_at(heads)
+            .is_some_and(|m| m.get(device).is_some_and(|m| m.role >= Role::Writer))
+    }
+
+    /// Who added each member after the genesis (for `space members`).
+    pub fn added_by(&self, device: &DeviceId) -> Option<DeviceId> {
+        self.ops
+            .values()
+            .find(|op| op.add.member.cert.device == *device)
+            .map(|op| op.author)
     }
 
     /// Whether `device` may receive this space's envelopes (member or replicator).
@@ -254,15 +487,20 @@ impl SpaceState {
         self.members.get(device).is_some_and(|m| m.role >= Role::Writer)
     }
 
-    /// The current control heads (genesis only, in this slice).
+    /// The current control heads, sorted.
     pub fn heads(&self) -> Vec<EnvelopeId> {
-        vec![self.genesis]
+        self.heads.iter().copied().collect()
     }
 
-    /// Unwraps the current epoch key, if this device is a member.
+    /// Unwraps the current epoch key, if this device is a member: from the
+    /// genesis, or from the operation that added it.
     pub fn unwrap_key(&self, keys: &DeviceKeys) -> Option<Result<EpochKey, crate::crypto::Error>> {
+        let me = keys.device_id();
         let WrapSet::Direct(wraps) = &self.genesis_op.wraps;
-        let wrap = wraps.iter().find(|w| w.recipient == keys.device_id())?;
+        let wrap = wraps
+            .iter()
+            .find(|w| w.recipient == me)
+            .or_else(|| self.ops.values().map(|op| &op.add.wrap).find(|w| w.recipient == me))?;
         Some(EpochKey::unwrap(self.space, &self.genesis_op.epoch_commit, wrap, keys))
     }
 
@@ -300,6 +538,86 @@ mod tests {
         let bob = DeviceKeys::generate();
         let err = create_space(&alice, 1, "ops", SpaceKind::Chat, &[bob.cert()], &[bob.device_id()]).unwrap_err();
         assert_eq!(err, InvalidOp::Duplicate);
+    }
+
+    fn writer(seq: u64) -> (u64, u64, Option<EnvelopeId>) {
+        (7, seq, None)
+    }
+
+    #[test]
+    fn owners_and_admins_add_members_and_the_membership_follows_the_dag() {
+        let alice = DeviceKeys::generate();
+        let bob = DeviceKeys::generate();
+        let carol = DeviceKeys::generate();
+        let dave = DeviceKeys::generate();
+        let (genesis, key) = create_space(&alice, 1, "ops", SpaceKind::Chat, &[bob.cert()], &[]).unwrap();
+        let mut state = SpaceState::from_genesis(&genesis).unwrap();
+        // Bob is a writer: he may not add anyone.
+        let err = add_member(&bob, &state, &key, writer(1), &carol.cert(), Role::Reader).unwrap_err();
+        assert_eq!(err, InvalidOp::NotAllowed);
+        // Alice adds Carol as an admin; Carol's key comes from the operation.
+        let add = add_member(&alice, &state, &key, writer(1), &carol.cert(), Role::Admin).unwrap();
+        let before = state.heads();
+        state.apply(&add);
+        assert_eq!(state.heads(), vec![add.id()]);
+        assert_eq!(state.members[&carol.device_id()].role, Role::Admin);
+        assert_eq!(state.unwrap_key(&carol).unwrap().unwrap().id, key.id);
+        assert_eq!(state.added_by(&carol.device_id()), Some(alice.device_id()));
+        // At the causal point before the add, Carol was no member.
+        assert!(!state.may_write_at(&before, &carol.device_id()));
+        assert!(state.may_write_at(&state.heads(), &carol.device_id()));
+        // Carol, an admin, may add Dave, but not as an owner, and not twice.
+        let err = add_member(&carol, &state, &key, writer(1), &dave.cert(), Role::Owner).unwrap_err();
+        assert_eq!(err, InvalidOp::NotAllowed);
+        let err = add_member(&carol, &state, &key, writer(1), &bob.cert(), Role::Reader).unwrap_err();
+        assert_eq!(err, InvalidOp::AlreadyMember);
+        let add_dave = add_member(&carol, &state, &key, writer(1), &dave.cert(), Role::Writer).unwrap();
+        assert_eq!(state.check(&add_dave), Ok(()));
+        // The same operation checked against a state without Carol's add: unknown
+        // causal point, so nodes wait for it instead of judging.
+        let fresh = SpaceState::from_genesis(&genesis).unwrap();
+        assert_eq!(fresh.check(&add_dave), Err(InvalidOp::UnknownParents));
+    }
+
+    #[test]
+    fn concurrent_adds_of_one_device_keep_the_lower_role() {
+        let alice = DeviceKeys::generate();
+        let bob = DeviceKeys::generate();
+        let carol = DeviceKeys::generate();
+        let (genesis, key) = create_space(&alice, 1, "ops", SpaceKind::Chat, &[], &[]).unwrap();
+        let mut state = SpaceState::from_genesis(&genesis).unwrap();
+        let as_admin = add_member(&alice, &state, &key, writer(1), &carol.cert(), Role::Admin).unwrap();
+        let add_bob = add_member(&alice, &state, &key, (8, 1, None), &bob.cert(), Role::Owner).unwrap();
+        state.apply(&add_bob);
+        // Concurrently (same causal point as the first), Bob adds Carol as a reader.
+        let mut header = as_admin.header().clone();
+        header.author = bob.device_id();
+        let as_reader = Envelope::sign_control(
+            &bob,
+            Header {
+                parents: vec![add_bob.id()],
+                ..header
+            },
+            &ControlOp::Add(Add {
+                member: Member {
+                    cert: carol.cert(),
+                    role: Role::Reader,
+                },
+                epoch: key.id,
+                wrap: key.wrap_for(&carol.cert()),
+            }),
+        );
+        assert_eq!(state.check(&as_admin), Ok(()));
+        assert_eq!(state.check(&as_reader), Ok(()));
+        let mut one = state.clone();
+        one.apply(&as_admin);
+        one.apply(&as_reader);
+        let mut other = state.clone();
+        other.apply(&as_reader);
+        other.apply(&as_admin);
+        assert_eq!(one.members[&carol.device_id()].role, Role::Reader);
+        assert_eq!(one.members, other.members);
+        assert_eq!(one.heads(), other.heads());
     }
 
     #[test]

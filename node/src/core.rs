@@ -27,7 +27,7 @@ use self::{
     space::{PeerView, SnapshotContent, SnapshotVerdict, Space, Verdict},
 };
 use crate::{
-    control::{self, SpaceKind, SpaceState},
+    control::{self, ControlOp, Role, SpaceKind, SpaceState},
     envelope::{Envelope, Header, Kind},
     identity::{DeviceCert, DeviceKeys},
     ids::{ActorKey, DeviceId, DocId, EnvelopeId, SpaceId},
@@ -75,6 +75,8 @@ pub enum Error {
     UnknownDevice(String),
     #[error("invalid input: {0}")]
     Invalid(String),
+    #[error("not allowed: {0}")]
+    NotAllowed(String),
     #[error("storage failure; the operation was not applied")]
     Store(#[source] Arc<store::Error>),
     #[error("the node is shutting down")]
@@ -171,6 +173,34 @@ pub struct SpaceSummary {
     pub replicators: Vec<DeviceId>,
 }
 
+/// A member of a space, as `space members` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MemberView {
+    pub device: DeviceId,
+    pub role: Role,
+    /// Who added it; `None` for members named by the genesis.
+    pub added_by: Option<DeviceId>,
+    /// This device.
+    pub me: bool,
+}
+
+/// A space's members and replicate-only nodes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Members {
+    pub space: SpaceId,
+    pub members: Vec<MemberView>,
+    pub replicators: Vec<DeviceId>,
+}
+
+/// What an invitation produced.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Invited {
+    pub device: DeviceId,
+    pub role: Role,
+    /// The control operation that added it.
+    pub op: EnvelopeId,
+}
+
 /// What a send produced.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Sent {
@@ -235,6 +265,16 @@ enum ToCore {
     CatchUp {
         peer: DeviceId,
         reply: Reply<OfferOutcome>,
+    },
+    Invite {
+        space: SpaceId,
+        member: String,
+        role: Role,
+        reply: Reply<Invited>,
+    },
+    Members {
+        space: SpaceId,
+        reply: Reply<Members>,
     },
     PeerHolds {
         peer: DeviceId,
@@ -326,6 +366,22 @@ impl CoreHandle {
         self.call(|reply| ToCore::TakeOffer { peer, spaces, reply }).await
     }
 
+    /// Adds a member device (card or known device id) with `role`; returns once the
+    /// signed operation is durable.
+    pub async fn invite(&self, space: SpaceId, member: String, role: Role) -> Result<Invited> {
+        self.call(|reply| ToCore::Invite {
+            space,
+            member,
+            role,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn members(&self, space: SpaceId) -> Result<Members> {
+        self.call(|reply| ToCore::Members { space, reply }).await
+    }
+
     /// The next part of what `peer` lacks, after it acknowledged a partial push.
     pub async fn catch_up(&self, peer: DeviceId) -> Result<OfferOutcome> {
         self.call(|reply| ToCore::CatchUp { peer, reply }).await
@@ -371,7 +427,53 @@ struct Core {
     orphans: Pending,
     /// Spaces where a writer was frozen in the current batch: purged after it commits.
     purges: BTreeSet<SpaceId>,
+    /// Spaces this device was added to in the current batch: rebuilt with the key
+    /// after it commits.
+    rebuilds: BTreeSet<SpaceId>,
     events: broadcast::Sender<Event>,
+}
+
+/// Whether the control operations `ops` (of any space, in any order) make `me` a
+/// member or replicator of the space `genesis` creates: they are checked and
+/// applied as their causal order allows, exactly as ingest would.
+fn admits(genesis: &Envelope, ops: &[&Envelope], me: &DeviceId) -> bool {
+    let Ok(mut state) = SpaceState::from_genesis(genesis) else {
+        return false;
+    };
+    let mut left: Vec<&Envelope> = ops
+        .iter()
+        .copied()
+        .filter(|e| e.header().space == state.space && e.header().kind == Kind::Control)
+        .collect();
+    loop {
+        let before = left.len();
+        left.retain(|env| {
+            if !state.knows(&env.header().parents) {
+                return true;
+            }
+            if state.check(env).is_ok() {
+                state.apply(env);
+            }
+            false
+        });
+        if state.entitled(me) {
+            return true;
+        }
+        if left.len() == before {
+            return false;
+        }
+    }
+}
+
+/// What became of a snapshot from a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SnapshotOutcome {
+    /// Held (and merged, for members).
+    Held,
+    /// Names control operations not held yet: it waits with the pending envelopes.
+    Wait,
+    /// Refused or a duplicate (counted in the ack).
+    Done,
 }
 
 /// Runs once a batch's transaction has committed (`None`) or failed.
@@ -409,6 +511,7 @@ impl Core {
             incarnations: HashMap::new(),
             orphans: Pending::new(ORPHAN_CAP, ORPHAN_BYTES_CAP),
             purges: BTreeSet::new(),
+            rebuilds: BTreeSet::new(),
             events,
         }
     }
@@ -467,43 +570,14 @@ impl Core {
         frozen: Vec<store::Frozen>,
         pending: Vec<Envelope>,
     ) -> std::result::Result<(), String> {
-        const CHUNK: usize = 4096;
-        let mut after = None;
-        let mut space: Option<Space> = None;
-        let mut changes = Vec::new();
-        loop {
-            let rows = self
-                .store
-                .space_log(&space_id, after, CHUNK)
-                .map_err(|e| e.to_string())?;
-            let done = rows.len() < CHUNK;
-            for (order, bytes) in rows {
-                after = Some(order);
-                let env =
-                    Envelope::decode_stored(bytes).map_err(|e| format!("stored envelope does not decode: {e}"))?;
-                let s = match space.as_mut() {
-                    Some(s) => s,
-                    None => {
-                        let state = SpaceState::from_genesis(&env).map_err(|e| e.to_string())?;
-                        let key = self.unwrap_key(&state);
-                        let mut s = Space::new(state, key);
-                        s.record_at(&env, None, order);
-                        space = Some(s);
-                        continue;
-                    }
-                };
-                let change = s.readable.as_ref().and_then(|r| {
-                    let plain = env.open_content(&r.key).ok()?;
-                    outpost_crdt::Change::from_bytes(plain).ok()
-                });
-                s.record_at(&env, change.as_ref(), order);
-                changes.extend(change);
-            }
-            if done {
-                break;
-            }
+        let (mut space, mut changes) = self.replay_log(space_id, None)?;
+        // A device added after the genesis learns its key from a later operation:
+        // replay once more with it, so the content before that operation decrypts.
+        if space.readable.is_none()
+            && let Some(key) = self.unwrap_key(&space.state)
+        {
+            (space, changes) = self.replay_log(space_id, Some(key))?;
         }
-        let mut space = space.ok_or("the space has no genesis")?;
         for f in frozen {
             if let Ok(env) = Envelope::decode_stored(f.twins[0].clone()) {
                 space.equivocators.insert(env.header().author);
@@ -531,6 +605,56 @@ impl Core {
         }
         self.spaces.insert(space_id, space);
         Ok(())
+    }
+
+    /// Replays a space's log in arrival order: the genesis, control operations
+    /// (applied to the membership) and content (recorded, and decrypted when the
+    /// key is known). `key` overrides what the genesis grants this device.
+    fn replay_log(
+        &self,
+        space_id: SpaceId,
+        mut key: Option<std::result::Result<crate::crypto::EpochKey, String>>,
+    ) -> std::result::Result<(Space, Vec<outpost_crdt::Change>), String> {
+        const CHUNK: usize = 4096;
+        let mut after = None;
+        let mut space: Option<Space> = None;
+        let mut changes = Vec::new();
+        loop {
+            let rows = self
+                .store
+                .space_log(&space_id, after, CHUNK)
+                .map_err(|e| e.to_string())?;
+            let done = rows.len() < CHUNK;
+            for (order, bytes) in rows {
+                after = Some(order);
+                let env =
+                    Envelope::decode_stored(bytes).map_err(|e| format!("stored envelope does not decode: {e}"))?;
+                let s = match space.as_mut() {
+                    Some(s) => s,
+                    None => {
+                        let state = SpaceState::from_genesis(&env).map_err(|e| e.to_string())?;
+                        let key = key.take().or_else(|| self.unwrap_key(&state));
+                        let mut s = Space::new(state, key);
+                        s.record_at(&env, None, order);
+                        space = Some(s);
+                        continue;
+                    }
+                };
+                if env.header().kind == Kind::Control {
+                    s.state.apply(&env);
+                }
+                let change = s.readable.as_ref().and_then(|r| {
+                    let plain = env.open_content(&r.key).ok()?;
+                    outpost_crdt::Change::from_bytes(plain).ok()
+                });
+                s.record_at(&env, change.as_ref(), order);
+                changes.extend(change);
+            }
+            if done {
+                break;
+            }
+        }
+        Ok((space.ok_or("the space has no genesis")?, changes))
     }
 
     fn unwrap_key(&self, state: &SpaceState) -> Option<std::result::Result<crate::crypto::EpochKey, String>> {
@@ -602,6 +726,22 @@ impl Core {
                     .ingest(txn, Some(from), envelopes, &mut effects)
                     .map(|ack| effects.reply(reply, ack)),
                 ToCore::LearnCert { cert } => self.learn_cert(txn, cert),
+                ToCore::Invite {
+                    space,
+                    member,
+                    role,
+                    reply,
+                } => match self.invite(txn, space, &member, role, &mut effects) {
+                    Ok(Ok(invited)) => {
+                        effects.reply(reply, invited);
+                        Ok(())
+                    }
+                    Ok(Err(e)) => {
+                        let _ = reply.send(Err(e));
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                },
                 other => {
                     reads.push(other);
                     Ok(())
@@ -642,9 +782,22 @@ impl Core {
                         warn!(space = %space.fmt_short(), error = %e, "purging a frozen writer failed; it is retried at the next start");
                     }
                 }
+                for space in std::mem::take(&mut self.rebuilds) {
+                    match self.rebuild(space) {
+                        Ok(()) => {
+                            info!(space = %space.fmt_short(), "added to a space: it is readable now");
+                            let _ = self.events.send(Event::Reload { space, messages: 0 });
+                        }
+                        Err(e) => {
+                            warn!(space = %space.fmt_short(), error = %e, "rebuilding a space failed; it is rebuilt at the next start")
+                        }
+                    }
+                }
             }
             Some(e) => {
                 warn!(error = %e, "group commit failed; nothing in it was acknowledged");
+                self.purges.clear();
+                self.rebuilds.clear();
                 if let Err(e) = self.load() {
                     warn!(error = %e, "reloading after a failed commit failed too");
                 }
@@ -678,6 +831,10 @@ impl Core {
             ToCore::CatchUp { peer, reply } => {
                 let _ = reply.send(self.catch_up(peer));
             }
+            ToCore::Members { space, reply } => {
+                let _ = reply.send(self.members(space));
+            }
+            ToCore::Invite { reply, .. } => fail_unavailable(reply),
             ToCore::PeerHolds { peer, spaces } => self.note_peer_holds(peer, spaces),
             // Writes reach here only when no transaction could be opened.
             ToCore::CreateChat { reply, .. } => fail_unavailable(reply),
@@ -766,6 +923,100 @@ impl Core {
         self.spaces.insert(space_id, space);
         info!(space = %space_id.fmt_short(), "chat space created");
         Ok(Ok(space_id))
+    }
+
+    /// Adds a member device to a space with a signed `Add` (see `control`). The
+    /// outer error aborts the batch; the inner one is the caller's mistake.
+    fn invite(
+        &mut self,
+        tx: &mut Txn,
+        space_id: SpaceId,
+        member: &str,
+        role: Role,
+        effects: &mut Effects,
+    ) -> store::Result<Result<Invited>> {
+        let cert = match self.resolve_cert(member) {
+            Ok(cert) => cert,
+            Err(e) => return Ok(Err(e)),
+        };
+        let me = self.me;
+        let Some(space) = self.spaces.get_mut(&space_id) else {
+            return Ok(Err(Error::UnknownSpace(space_id)));
+        };
+        let mine = space.state.members.get(&me).map(|m| m.role);
+        if !matches!(mine, Some(Role::Owner | Role::Admin)) {
+            return Ok(Err(Error::NotAllowed(
+                "only owners and admins of a space may add members".into(),
+            )));
+        }
+        if role == Role::Owner && mine != Some(Role::Owner) {
+            return Ok(Err(Error::NotAllowed("only an owner may add an owner".into())));
+        }
+        if space.state.entitled(&cert.device) {
+            return Ok(Err(Error::Invalid(format!(
+                "device {} is already in the space",
+                cert.device.fmt_short()
+            ))));
+        }
+        let Some(readable) = space.readable.as_ref() else {
+            return Ok(Err(Error::KeyMissing {
+                space: space_id,
+                why: space
+                    .key_problem
+                    .clone()
+                    .unwrap_or_else(|| "no key for the current epoch".into()),
+            }));
+        };
+        let doc = space_id.control_doc();
+        let incarnation = *self.incarnations.entry(doc).or_insert_with(rand::random);
+        let actor = ActorKey(outpost_crdt::writer::actor_bytes(&me.0, &doc, incarnation));
+        let seq = space.vv.get(&actor) + 1;
+        let previous = space.last_env.get(&actor).map(|(_, id)| *id);
+        let env = match control::add_member(
+            &self.keys,
+            &space.state,
+            &readable.key,
+            (incarnation, seq, previous),
+            &cert,
+            role,
+        ) {
+            Ok(env) => env,
+            Err(e) => return Ok(Err(Error::Invalid(e.to_string()))),
+        };
+        let order = space.record(&env, None);
+        space.state.apply(&env);
+        tx.put_envelope(&new_envelope(&env), order)?;
+        let invited = Invited {
+            device: cert.device,
+            role,
+            op: env.id(),
+        };
+        effects.events.push(stored_event(space, vec![env.into_bytes()], None));
+        info!(space = %space_id.fmt_short(), device = %cert.device.fmt_short(), ?role, "added a member");
+        if self.certs.get(&cert.device) != Some(&cert) {
+            tx.put_cert(&cert.device, &postcard::to_stdvec(&cert).expect("certs serialize"))?;
+            self.certs.insert(cert.device, cert);
+        }
+        Ok(Ok(invited))
+    }
+
+    fn members(&self, space_id: SpaceId) -> Result<Members> {
+        let space = self.spaces.get(&space_id).ok_or(Error::UnknownSpace(space_id))?;
+        let state = &space.state;
+        Ok(Members {
+            space: space_id,
+            members: state
+                .members
+                .values()
+                .map(|m| MemberView {
+                    device: m.cert.device,
+                    role: m.role,
+                    added_by: state.added_by(&m.cert.device),
+                    me: m.cert.device == self.me,
+                })
+                .collect(),
+            replicators: state.replicators.iter().copied().collect(),
+        })
     }
 
     /// Posts every waiting send of one space as one Automerge change.
@@ -912,13 +1163,20 @@ impl Core {
         effects: &mut Effects,
     ) -> store::Result<Ack> {
         let peer = from.map(|d| d.fmt_short()).unwrap_or_default();
+        let me = self.me;
         let mut ack = Ack::default();
         // Geneses first: content of a new space waits for it.
-        let (geneses, mut queue): (Vec<_>, Vec<_>) = queue
-            .into_iter()
-            .partition(|e| e.header().kind == Kind::Control && !self.spaces.contains_key(&e.header().space));
+        let (geneses, mut queue): (Vec<_>, Vec<_>) = queue.into_iter().partition(|e| {
+            !self.spaces.contains_key(&e.header().space) && matches!(e.control_op(), Ok(ControlOp::Genesis(_)))
+        });
         for env in geneses {
-            match self.accept_genesis(tx, env, from, effects)? {
+            // A genesis that does not name this device is kept when an operation
+            // that comes with it (or waits as an orphan) adds this device.
+            let space = env.header().space;
+            let mut ops: Vec<&Envelope> = queue.iter().filter(|e| e.header().space == space).collect();
+            ops.extend(self.orphans.iter().filter(|e| e.header().space == space));
+            let admitted = admits(&env, &ops, &self.me);
+            match self.accept_genesis(tx, env, from, admitted, effects)? {
                 Ok(true) => ack.stored += 1,
                 Ok(false) => ack.duplicate += 1,
                 Err(reason) => {
@@ -937,36 +1195,30 @@ impl Core {
         let mut to_apply: BTreeMap<SpaceId, Vec<Checked>> = BTreeMap::new();
         let mut from_pending = BTreeSet::new();
         let mut purges = BTreeSet::new();
-        // Snapshots before content: the content that follows one may build on it.
-        let (snapshots, rest): (Vec<_>, Vec<_>) = queue.into_iter().partition(|e| e.header().kind == Kind::Snapshot);
-        queue = rest;
         let mut snapshot_spaces = BTreeSet::new();
-        for env in snapshots {
-            let space_id = env.header().space;
-            if !self.spaces.contains_key(&space_id) {
-                if self.orphans.insert(env) {
-                    ack.pending += 1;
-                } else {
-                    dropped += 1;
-                }
-                continue;
-            }
-            if self.ingest_snapshot(tx, from, env, &mut ack, effects, &mut purges)? {
-                snapshot_spaces.insert(space_id);
-                // What waited for changes the snapshot holds may be ready now.
-                if let Some(space) = self.spaces.get_mut(&space_id) {
-                    for env in space.pending.take_all() {
-                        from_pending.insert(env.id());
-                        queue.push(env);
-                    }
-                }
-            }
-        }
         loop {
             let mut waiting = Vec::new();
             let mut progressed = BTreeSet::new();
             for env in queue.drain(..) {
                 let space_id = env.header().space;
+                if env.header().kind == Kind::Snapshot && self.spaces.contains_key(&space_id) {
+                    let outcome = self.ingest_snapshot(tx, from, &env, &mut ack, effects, &mut purges)?;
+                    if outcome == SnapshotOutcome::Wait {
+                        waiting.push(env);
+                        continue;
+                    }
+                    if outcome == SnapshotOutcome::Held {
+                        // What waited for changes the snapshot holds may be ready now.
+                        progressed.insert(space_id);
+                        snapshot_spaces.insert(space_id);
+                    }
+                    if let Some(space) = self.spaces.get_mut(&space_id)
+                        && space.pending.remove(&env.id()).is_some()
+                    {
+                        tx.remove_pending(&env.id())?;
+                    }
+                    continue;
+                }
                 let Some(space) = self.spaces.get_mut(&space_id) else {
                     if self.orphans.insert(env) {
                         ack.pending += 1;
@@ -1056,6 +1308,14 @@ impl Core {
                     Verdict::Accept(checked) => {
                         let change = checked.map(|c| *c);
                         let order = space.record(&env, change.as_ref().map(Checked::change));
+                        if env.header().kind == Kind::Control {
+                            space.state.apply(&env);
+                            // Added to a space it could not read: rebuild it with the key
+                            // once the batch is durable (what arrived before gets decrypted).
+                            if space.readable.is_none() && space.state.members.contains_key(&me) {
+                                self.rebuilds.insert(space_id);
+                            }
+                        }
                         if !from_pending.contains(&env.id()) {
                             ack.stored += 1;
                         }
@@ -1138,16 +1398,16 @@ impl Core {
         &mut self,
         tx: &mut Txn,
         from: Option<DeviceId>,
-        env: Envelope,
+        env: &Envelope,
         ack: &mut Ack,
         effects: &mut Effects,
         purges: &mut BTreeSet<SpaceId>,
-    ) -> store::Result<bool> {
+    ) -> store::Result<SnapshotOutcome> {
         let peer = from.map(|d| d.fmt_short()).unwrap_or_default();
         let space_id = env.header().space;
         let maker = env.header().author;
         let Some(space) = self.spaces.get_mut(&space_id) else {
-            return Ok(false);
+            return Ok(SnapshotOutcome::Done);
         };
         let mut refuse = |space: &mut Space, reason: &dyn std::fmt::Display| {
             warn!(%peer, space = %space_id.fmt_short(), maker = %maker.fmt_short(), %reason, "rejected a snapshot");
@@ -1157,13 +1417,13 @@ impl Core {
         // Checked before the last envelopes' signatures, which cost time per writer.
         if !space.state.may_write(&maker) {
             refuse(space, &"made by a device that may not write in this space");
-            return Ok(false);
+            return Ok(SnapshotOutcome::Done);
         }
-        let snap = match Snapshot::verify(env) {
+        let snap = match Snapshot::verify(env.clone()) {
             Ok(snap) => snap,
             Err(e) => {
                 refuse(space, &e);
-                return Ok(false);
+                return Ok(SnapshotOutcome::Done);
             }
         };
         let store = &self.store;
@@ -1171,16 +1431,17 @@ impl Core {
             store.writer_at(&space_id, actor, seq).ok().flatten()
         });
         let content = match verdict {
+            SnapshotVerdict::Wait => return Ok(SnapshotOutcome::Wait),
             SnapshotVerdict::Duplicate => {
                 ack.duplicate += 1;
                 if let Some(peer) = from {
                     space.note_peer_covers(peer, snap.covers());
                 }
-                return Ok(false);
+                return Ok(SnapshotOutcome::Done);
             }
             SnapshotVerdict::Reject(reason) => {
                 refuse(space, &reason);
-                return Ok(false);
+                return Ok(SnapshotOutcome::Done);
             }
             SnapshotVerdict::Equivocation(last) => {
                 refuse(
@@ -1197,7 +1458,7 @@ impl Core {
                 {
                     purges.insert(space_id);
                 }
-                return Ok(false);
+                return Ok(SnapshotOutcome::Done);
             }
             SnapshotVerdict::Accept(content) => content,
         };
@@ -1225,15 +1486,15 @@ impl Core {
                         &"equivocation: the snapshot holds another change for a (writer, seq) this node holds",
                     );
                     space.equivocators.extend(device);
-                    return Ok(false);
+                    return Ok(SnapshotOutcome::Done);
                 }
                 Ok(Err(e)) => {
                     refuse(space, &e);
-                    return Ok(false);
+                    return Ok(SnapshotOutcome::Done);
                 }
                 Err(_) => {
                     refuse(space, &"Automerge panicked merging the snapshot");
-                    return Ok(false);
+                    return Ok(SnapshotOutcome::Done);
                 }
             }
         }
@@ -1262,7 +1523,7 @@ impl Core {
                 }
             }
         }
-        Ok(true)
+        Ok(SnapshotOutcome::Held)
     }
 
     /// Removes what a writer's freeze made invalid: its envelopes from the freeze on,
@@ -1325,7 +1586,19 @@ impl Core {
             }
         }
         tx.commit()?;
-        let frozen_rows: Vec<store::Frozen> = self
+        self.rebuild(space_id)?;
+        warn!(space = %space_id.fmt_short(), removed, requeued, snapshots = dropped, "purged what a frozen writer made invalid");
+        let _ = self.events.send(Event::Reload {
+            space: space_id,
+            messages: removed,
+        });
+        Ok(())
+    }
+
+    /// Rebuilds a space from the store (after a purge, or once this device got its
+    /// key), keeping what is not on disk: peer views, counters, flags.
+    fn rebuild(&mut self, space_id: SpaceId) -> store::Result<()> {
+        let frozen: Vec<store::Frozen> = self
             .store
             .frozen()?
             .into_iter()
@@ -1339,19 +1612,14 @@ impl Core {
             .filter(|e| e.header().space == space_id)
             .collect();
         let old = self.spaces.remove(&space_id);
-        if let Err(why) = self.load_space(space_id, frozen_rows, pending) {
-            warn!(space = %space_id.fmt_short(), %why, "space could not be rebuilt after a purge");
+        if let Err(why) = self.load_space(space_id, frozen, pending) {
+            warn!(space = %space_id.fmt_short(), %why, "space could not be rebuilt");
         }
         if let (Some(old), Some(new)) = (old, self.spaces.get_mut(&space_id)) {
             new.peers = old.peers;
             new.rejected = old.rejected;
             new.equivocators.extend(old.equivocators);
         }
-        warn!(space = %space_id.fmt_short(), removed, requeued, snapshots = dropped, "purged what a frozen writer made invalid");
-        let _ = self.events.send(Event::Reload {
-            space: space_id,
-            messages: removed,
-        });
         Ok(())
     }
 
@@ -1387,11 +1655,14 @@ impl Core {
         }
     }
 
+    /// Keeps a new space from its genesis, if the genesis names this device or
+    /// `admitted` (an operation that arrived with it adds this device).
     fn accept_genesis(
         &mut self,
         tx: &mut Txn,
         env: Envelope,
         from: Option<DeviceId>,
+        admitted: bool,
         effects: &mut Effects,
     ) -> store::Result<std::result::Result<bool, String>> {
         let state = match SpaceState::from_genesis(&env) {
@@ -1405,7 +1676,7 @@ impl Core {
                 Err("a different genesis for a known space".into())
             });
         }
-        if !state.entitled(&self.me) {
+        if !state.entitled(&self.me) && !admitted {
             return Ok(Err("this device is neither member nor replicator of the space".into()));
         }
         let key = self.unwrap_key(&state);
@@ -1579,16 +1850,15 @@ impl Core {
             } else {
                 envelopes_beyond(&self.store, space, &floor, budget).map_err(|e| Error::Store(Arc::new(e)))?
             };
-            budget = budget.saturating_sub(found.iter().map(|(_, b)| b.len()).sum());
+            budget = budget.saturating_sub(found.iter().map(|(_, e)| e.as_bytes().len()).sum());
             more |= truncated;
-            let mut found = found.into_iter().peekable();
-            // The genesis (log position 0) goes first: a snapshot of a space the
-            // peer does not know yet would wait for it.
-            if let Some(genesis) = found.next_if(|(order, _)| *order == 0) {
-                out.push(genesis.1);
-            }
+            // Control operations (the genesis first) go before snapshots and content,
+            // which name them as control heads and would wait for them.
+            let (control, content): (Vec<LogEntry>, Vec<LogEntry>) =
+                found.into_iter().partition(|(_, e)| e.header().kind == Kind::Control);
+            out.extend(control.into_iter().map(|(_, e)| e.into_bytes()));
             out.extend(snapshots);
-            out.extend(found.map(|(_, b)| b));
+            out.extend(content.into_iter().map(|(_, e)| e.into_bytes()));
             let view = space.peers.entry(peer).or_default();
             // Every peer learns each freeze once per run: the twins are the evidence,
             // and a peer holding either one freezes the writer as this node did.
@@ -1743,8 +2013,8 @@ fn freeze(tx: &mut Txn, space: &mut Space, first: Vec<u8>, second: &Envelope) ->
     Ok(true)
 }
 
-/// An envelope's log position and its exact bytes.
-type LogEntry = (u64, Vec<u8>);
+/// An envelope with its log position.
+type LogEntry = (u64, Envelope);
 
 /// The envelopes of `space` beyond `floor`, in arrival (topological) order, up to
 /// about `budget` bytes (at least one); the flag says some were left out. Scans the
@@ -1792,7 +2062,7 @@ fn envelopes_beyond(
                 return Ok((out, true));
             }
             size += len;
-            out.push((order, env.into_bytes()));
+            out.push((order, env));
         }
         if done {
             return Ok((out, false));

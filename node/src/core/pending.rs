@@ -81,6 +81,11 @@ impl Pending {
         self.take_all();
     }
 
+    /// Every waiting envelope.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Envelope> {
+        self.envelopes.values()
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.envelopes.len()
     }

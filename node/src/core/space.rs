@@ -57,6 +57,8 @@ pub(crate) enum Verdict {
 pub(crate) enum SnapshotVerdict {
     /// Covers nothing this node does not hold.
     Duplicate,
+    /// Names control operations this node does not hold yet.
+    Wait,
     /// Valid; hold it. Members get the checked document to merge.
     Accept(Option<Box<SnapshotContent>>),
     /// A writer's last envelope (carried here) differs from the one stored for
@@ -214,13 +216,36 @@ impl Space {
             };
         }
         match h.kind {
-            Kind::Control => {
-                // Genesis is the only control operation in this version, and it is
-                // stored when the space is created.
-                Verdict::Reject("unexpected control operation")
-            }
+            Kind::Control => self.classify_control(env, h.seq == have + 1),
             Kind::Content => self.classify_content(env, h.seq == have + 1),
             Kind::Snapshot => unreachable!("snapshots returned above"),
+        }
+    }
+
+    /// A control operation after the genesis (see `control`): valid iff its author's
+    /// role at its causal point (its parents) allows it.
+    fn classify_control(&self, env: &Envelope, next_in_seq: bool) -> Verdict {
+        let h = env.header();
+        if !next_in_seq || !self.state.knows(&h.parents) {
+            return Verdict::Wait;
+        }
+        if let Some(reason) = self.breaks_chain(env) {
+            return Verdict::Reject(reason);
+        }
+        match self.state.check(env) {
+            Ok(()) => Verdict::Accept(None),
+            Err(e) => Verdict::Reject(e.reason()),
+        }
+    }
+
+    /// A writer's envelopes form a chain: each names the writer's previous one.
+    fn breaks_chain(&self, env: &Envelope) -> Option<&'static str> {
+        let h = env.header();
+        match self.last_env.get(&h.actor()) {
+            Some((seq, previous)) if *seq + 1 == h.seq && !h.parents.contains(previous) => {
+                Some("does not name its writer's previous envelope as a parent")
+            }
+            _ => None,
         }
     }
 
@@ -229,24 +254,24 @@ impl Space {
         if h.doc != self.chat_doc() {
             return Verdict::Reject("unknown document");
         }
-        if h.control_heads != self.state.heads() {
-            return Verdict::Reject("control heads unknown to this space");
+        if h.control_heads.is_empty() {
+            return Verdict::Reject("content names no control heads");
+        }
+        if !self.state.knows(&h.control_heads) {
+            // Control operations travel like any envelope: they may come later.
+            return Verdict::Wait;
         }
         if h.epoch != self.state.epoch {
             return Verdict::Reject("sealed under an epoch that is not the space's epoch at its control heads");
         }
-        if !self.state.may_write(&h.author) {
+        if !self.state.may_write_at(&h.control_heads, &h.author) {
             return Verdict::Reject("author may not write in this space");
         }
         if !next_in_seq {
             return Verdict::Wait;
         }
-        // A writer's envelopes form a chain: each names the writer's previous one.
-        if let Some((seq, previous)) = self.last_env.get(&h.actor())
-            && *seq + 1 == h.seq
-            && !h.parents.contains(previous)
-        {
-            return Verdict::Reject("does not name its writer's previous envelope as a parent");
+        if let Some(reason) = self.breaks_chain(env) {
+            return Verdict::Reject(reason);
         }
         // Parents this node never saw: without a snapshot they have not arrived
         // yet; with one, they may be envelopes the snapshot covers (only their
@@ -401,16 +426,23 @@ impl Space {
         if h.doc != self.chat_doc() {
             return SnapshotVerdict::Reject("snapshot of an unknown document");
         }
-        if h.control_heads != self.state.heads() || h.epoch != self.state.epoch {
-            return SnapshotVerdict::Reject("snapshot sealed under another epoch or control heads");
+        if snap
+            .lasts()
+            .iter()
+            .any(|l| !self.state.knows(&l.header().control_heads))
+            || !self.state.knows(&h.control_heads)
+        {
+            return SnapshotVerdict::Wait;
         }
-        if !self.state.may_write(&h.author) {
+        if h.epoch != self.state.epoch {
+            return SnapshotVerdict::Reject("snapshot sealed under another epoch");
+        }
+        if !self.state.may_write_at(&h.control_heads, &h.author) {
             return SnapshotVerdict::Reject("snapshot made by a device that may not write in this space");
         }
         for last in snap.lasts() {
             let l = last.header();
-            if l.control_heads != self.state.heads() || l.epoch != self.state.epoch || !self.state.may_write(&l.author)
-            {
+            if l.epoch != self.state.epoch || !self.state.may_write_at(&l.control_heads, &l.author) {
                 return SnapshotVerdict::Reject("a snapshot's writer may not write in this space");
             }
             if l.seq <= self.vv.get(&l.actor())
