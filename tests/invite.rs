@@ -30,7 +30,9 @@ fn an_invited_device_gets_the_history_and_joins_the_conversation() {
     for i in 0..5 {
         a.send(&space, &format!("before c joined {i}"));
     }
-    wait_until(CONVERGE, "b to have the history", || (b.log_texts(&space).len() == 5).then_some(()));
+    wait_until(CONVERGE, "b to have the history", || {
+        (b.log_texts(&space).len() == 5).then_some(())
+    });
     // C is connected to A but not in the space: it holds nothing of it.
     assert!(c.space_status(&space).is_none());
 
@@ -52,9 +54,8 @@ fn an_invited_device_gets_the_history_and_joins_the_conversation() {
     wait_until(CONVERGE, "everyone to see c's message and c as a member", || {
         let all = [&a, &b, &c];
         let logs: Vec<Vec<String>> = all.iter().map(|n| n.log_texts(&space)).collect();
-        (logs.iter().all(|l| l.len() == 6 && *l == logs[0])
-            && all.iter().all(|n| member_count(n, &space) == Some(3)))
-        .then_some(())
+        (logs.iter().all(|l| l.len() == 6 && *l == logs[0]) && all.iter().all(|n| member_count(n, &space) == Some(3)))
+            .then_some(())
     });
     let members = c.json(&["space", "members", &space, "--json"]);
     let me = members["members"]

@@ -18,7 +18,10 @@
 //! (ambiguity resolves toward less authority). Later operations (remove, rotate, …)
 //! append variants to [`ControlOp`]; they never reorder.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    sync::{Arc, Mutex},
+};
 
 use serde::{Deserialize, Serialize};
 
@@ -293,7 +296,13 @@ pub struct SpaceState {
     ops: BTreeMap<EnvelopeId, Applied>,
     /// The control log's heads: operations no other names as a parent.
     heads: BTreeSet<EnvelopeId>,
+    /// Roles at causal points other than the current heads (see `may_write_at`).
+    /// Valid forever: an operation's causal past never changes.
+    roles_at: Arc<Mutex<RolesAt>>,
 }
+
+/// Roles by causal point (sorted heads).
+type RolesAt = HashMap<Vec<EnvelopeId>, BTreeMap<DeviceId, Role>>;
 
 /// A valid operation after the genesis, with its place in the DAG.
 #[derive(Debug, Clone)]
@@ -362,6 +371,7 @@ impl SpaceState {
             genesis_op: g,
             ops: BTreeMap::new(),
             heads: BTreeSet::from([env.id()]),
+            roles_at: Arc::default(),
         })
     }
 
@@ -463,10 +473,28 @@ impl SpaceState {
         Some(members)
     }
 
-    /// Whether `device` may write content at the causal point `heads`.
+    /// Whether `device` may write content at the causal point `heads`. Content
+    /// mostly names the current heads, whose membership is kept; other causal
+    /// points are folded once and remembered (a bounded cache).
     pub fn may_write_at(&self, heads: &[EnvelopeId], device: &DeviceId) -> bool {
-        self.members_at(heads)
-            .is_some_and(|m| m.get(device).is_some_and(|m| m.role >= Role::Writer))
+        const CACHED: usize = 64;
+        if heads.len() == self.heads.len() && heads.iter().all(|h| self.heads.contains(h)) {
+            return self.may_write(device);
+        }
+        let mut key = heads.to_vec();
+        key.sort();
+        let mut cache = self.roles_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !cache.contains_key(&key) {
+            let Some(members) = self.members_at(heads) else {
+                return false;
+            };
+            if cache.len() >= CACHED {
+                cache.clear();
+            }
+            let roles = members.into_iter().map(|(d, m)| (d, m.role)).collect();
+            cache.insert(key.clone(), roles);
+        }
+        cache[&key].get(device).is_some_and(|role| *role >= Role::Writer)
     }
 
     /// Who added each member after the genesis (for `space members`).

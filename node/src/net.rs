@@ -163,9 +163,11 @@ impl Outbox {
             self.queue.push_back(env);
         }
         if self.bytes > OUTBOX_BYTES_CAP {
+            // Start over from what the peer acknowledges: once the frames in
+            // flight are answered, the core serves the next part from there.
             self.queue.clear();
             self.bytes = 0;
-            self.more = false;
+            self.more = true;
             return false;
         }
         true
@@ -397,6 +399,13 @@ impl NetActor {
                 }
             }
             Internal::Push { peer, envelopes, more } => {
+                // A partial catch-up is under way for this peer: it goes on from what
+                // the peer acknowledges, so a second one (from a new offer) would
+                // only send the same envelopes twice.
+                if more && self.outboxes.get(&peer).is_some_and(|o| o.more) {
+                    debug!(%peer, "a catch-up is under way; not starting another");
+                    return;
+                }
                 self.push(peer, envelopes);
                 if more && let Some(outbox) = self.outboxes.get_mut(&peer) {
                     outbox.more = true;
@@ -444,9 +453,26 @@ impl NetActor {
         }
         let outbox = self.outboxes.entry(peer).or_default();
         if !outbox.enqueue(envelopes) {
-            warn!(%peer, "the peer is too far behind for live pushes; it catches up at its next offer");
+            warn!(%peer, "too much queued for the peer; it is served again from what it acknowledges");
+            if outbox.take_resume() {
+                self.resume_catch_up(peer);
+            }
         }
         self.flush(peer);
+    }
+
+    /// Asks the core for the next part of what `peer` lacks and queues it.
+    fn resume_catch_up(&mut self, peer: PeerId) {
+        let Some(device) = self.connected.get(&peer).map(|c| c.device) else {
+            return;
+        };
+        let core = self.core.clone();
+        let out = self.internal_tx.clone();
+        self.spawn(async move {
+            if let Ok(outcome) = core.catch_up(device).await {
+                push_frames(&out, peer, outcome.push, outcome.more).await;
+            }
+        });
     }
 
     fn flush(&mut self, peer: PeerId) {
@@ -732,7 +758,11 @@ impl NetActor {
                 error,
                 ..
             } => {
-                self.push_done(request_id);
+                // A failed part of a catch-up is served again from what the peer
+                // acknowledged, once nothing else is in flight.
+                if self.push_done(request_id) {
+                    self.resume_catch_up(peer);
+                }
                 let device = device_of(&peer).map(|d| d.fmt_short()).unwrap_or_default();
                 debug!(%peer, %device, %error, "sync request failed (the next offer repairs it)");
             }
@@ -823,5 +853,6 @@ mod tests {
         }
         assert!(!outbox.enqueue([big]));
         assert_eq!((outbox.queue.len(), outbox.bytes), (0, 0));
+        assert!(outbox.take_resume(), "nothing in flight: the catch-up restarts at once");
     }
 }
