@@ -648,6 +648,89 @@ mod tests {
         assert_eq!(one.heads(), other.heads());
     }
 
+    /// Delivers to `to` every operation of `from` it lacks, in an order its causal
+    /// points allow (as a node does), checking each as it would.
+    fn sync(from: &[Envelope], to: &mut SpaceState, to_ops: &mut Vec<Envelope>) {
+        let mut missing: Vec<&Envelope> = from.iter().filter(|e| !to_ops.contains(e)).collect();
+        while !missing.is_empty() {
+            let before = missing.len();
+            missing.retain(|env| {
+                if !to.knows(&env.header().parents) {
+                    return true;
+                }
+                assert_eq!(
+                    to.check(env),
+                    Ok(()),
+                    "an operation valid where it was made is valid everywhere"
+                );
+                to.apply(env);
+                to_ops.push((*env).clone());
+                false
+            });
+            assert!(missing.len() < before, "causal delivery always makes progress");
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 48, .. Default::default() })]
+
+        /// Three partitioned replicas add members concurrently (whoever holds an
+        /// owner or admin role there) and sync in random pairs; once everything is
+        /// exchanged, all hold the same members, roles and heads.
+        #[test]
+        fn replicas_converge_on_the_same_membership(steps in proptest::collection::vec((0usize..3, 0usize..3, 0usize..6, 0usize..4, proptest::prelude::any::<bool>()), 1..40)) {
+            let devices: Vec<DeviceKeys> = (0..7).map(|_| DeviceKeys::generate()).collect();
+            let (genesis, key) = create_space(&devices[0], 1, "ops", SpaceKind::Chat, &[], &[]).unwrap();
+            let base = SpaceState::from_genesis(&genesis).unwrap();
+            let mut replicas: Vec<(SpaceState, Vec<Envelope>)> = (0..3).map(|_| (base.clone(), Vec::new())).collect();
+            let roles = [Role::Reader, Role::Writer, Role::Admin, Role::Owner];
+            let mut incarnation = 100;
+            for (node, other, device, role, is_sync) in steps {
+                if is_sync {
+                    if node != other {
+                        let from = replicas[other].1.clone();
+                        let (state, ops) = &mut replicas[node];
+                        sync(&from, state, ops);
+                    }
+                    continue;
+                }
+                // Some member with authority on this replica adds a device.
+                let (state, ops) = &mut replicas[node];
+                let target = &devices[device + 1];
+                let author = devices.iter().find(|d| {
+                    state.members.get(&d.device_id()).is_some_and(|m| m.role >= Role::Admin)
+                });
+                let Some(author) = author else { continue };
+                incarnation += 1;
+                match add_member(author, state, &key, (incarnation, 1, None), &target.cert(), roles[role]) {
+                    Ok(env) => {
+                        state.apply(&env);
+                        ops.push(env);
+                    }
+                    Err(e) => proptest::prop_assert!(
+                        matches!(e, InvalidOp::AlreadyMember | InvalidOp::NotAllowed),
+                        "{e:?}"
+                    ),
+                }
+            }
+            for _ in 0..2 {
+                for i in 0..3 {
+                    for j in 0..3 {
+                        if i != j {
+                            let from = replicas[j].1.clone();
+                            let (state, ops) = &mut replicas[i];
+                            sync(&from, state, ops);
+                        }
+                    }
+                }
+            }
+            for (state, _) in &replicas[1..] {
+                proptest::prop_assert_eq!(&state.members, &replicas[0].0.members);
+                proptest::prop_assert_eq!(state.heads(), replicas[0].0.heads());
+            }
+        }
+    }
+
     #[test]
     fn forged_genesis_is_rejected() {
         let alice = DeviceKeys::generate();
