@@ -1,7 +1,8 @@
 //! `outpost space invite` between daemon processes: an owner adds a device that
 //! was never named by the space; it receives the key and the whole history from
 //! the members it is connected to, writes, and every node agrees on who is in the
-//! space. A writer's invite is refused with exit code 4.
+//! space. A writer's invite is refused with exit code 4. A replicator named later
+//! holds the space but cannot read it (exit code 6).
 
 mod common;
 
@@ -22,9 +23,11 @@ fn an_invited_device_gets_the_history_and_joins_the_conversation() {
     let mut a = Node::init(root.path(), "a");
     let mut b = Node::init(root.path(), "b");
     let mut c = Node::init(root.path(), "c");
-    a.start(&[b.addr(), c.addr()]);
+    let mut r = Node::init(root.path(), "r");
+    a.start(&[b.addr(), c.addr(), r.addr()]);
     b.start(&[a.addr()]);
     c.start(&[a.addr()]);
+    r.start(&[a.addr()]);
 
     let space = a.create_chat("ops", &[&b], &[]);
     for i in 0..5 {
@@ -42,7 +45,7 @@ fn an_invited_device_gets_the_history_and_joins_the_conversation() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("not allowed"));
 
     let invited = a.json(&["space", "invite", &space, &c.card(), "--role", "writer", "--json"]);
-    assert_eq!(invited["role"], "writer");
+    assert_eq!(invited["grant"]["member"], "writer");
     assert_eq!(invited["device"], c.device_id().as_str());
 
     let history = wait_until(CONVERGE, "c to read the history", || {
@@ -69,4 +72,15 @@ fn an_invited_device_gets_the_history_and_joins_the_conversation() {
     assert_eq!(me["added_by"], a.device_id().as_str());
     let human = String::from_utf8_lossy(&c.cli(&["space", "members", &space]).stdout).into_owned();
     assert!(human.contains("(this device)") && human.contains("owner"), "{human}");
+
+    // A replicator named later stores the space and cannot read it.
+    let invited = a.json(&["space", "invite", &space, &r.card(), "--replicator", "--json"]);
+    assert_eq!(invited["grant"], "replicator");
+    let status = wait_until(CONVERGE, "r to hold all of the space", || {
+        let s = r.space_status(&space)?;
+        (s["role"] == "replicator" && s["sync"] == "synced" && s["envelopes"].as_u64()? >= 8).then_some(s)
+    });
+    assert_eq!(status["readable"], false);
+    let out = r.cli(&["chat", "log", &space]);
+    assert_eq!(out.status.code(), Some(6), "{}", String::from_utf8_lossy(&out.stderr));
 }

@@ -8,7 +8,7 @@ mod inproc;
 use inproc::{Node, deliver, served, stored};
 use outpost_node::{
     control::{Add, ControlOp, Member, Role, SpaceState},
-    core,
+    core::{self, Grant},
     envelope::{Envelope, Header, Kind},
     ids::EpochId,
 };
@@ -38,17 +38,20 @@ fn an_added_device_reads_the_history_and_writes_and_a_forged_add_is_refused() {
         // Bob is a writer: he may not add anyone.
         let err = bob
             .core
-            .invite(space, carol.cert().to_card(), Role::Reader)
+            .invite(space, carol.cert().to_card(), Grant::Member(Role::Reader))
             .await
             .unwrap_err();
         assert!(matches!(err, core::Error::NotAllowed(_)), "{err}");
 
         let invited = alice
             .core
-            .invite(space, carol.cert().to_card(), Role::Writer)
+            .invite(space, carol.cert().to_card(), Grant::Member(Role::Writer))
             .await
             .unwrap();
-        assert_eq!((invited.device, invited.role), (carol.device(), Role::Writer));
+        assert_eq!(
+            (invited.device, invited.grant),
+            (carol.device(), Grant::Member(Role::Writer))
+        );
         let adds: Vec<Envelope> = stored(&mut alice_rx)
             .into_iter()
             .map(|b| Envelope::decode(b).unwrap())
@@ -123,5 +126,66 @@ fn an_added_device_reads_the_history_and_writes_and_a_forged_add_is_refused() {
         let carol = carol.restart();
         assert_eq!(carol.core.messages(space, 1000).await.unwrap(), expected);
         assert_eq!(carol.core.members(space).await.unwrap().members.len(), 3);
+    });
+}
+
+#[test]
+fn a_replicator_named_later_holds_and_serves_the_space_without_the_key() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let alice = Node::new();
+        let bob = Node::new();
+        let carol = Node::new();
+        let rex = Node::new();
+        let space = alice
+            .core
+            .create_chat("room".into(), vec![bob.cert().to_card()], vec![])
+            .await
+            .unwrap();
+        for i in 0..100 {
+            alice.core.send(space, format!("message {i}"), None).await.unwrap();
+        }
+        let push = served(&alice, &bob, space).await;
+        deliver(&alice, &bob, push).await;
+        let err = bob
+            .core
+            .invite(space, rex.cert().to_card(), Grant::Replicator)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, core::Error::NotAllowed(_)), "{err}");
+        let invited = alice
+            .core
+            .invite(space, rex.device().to_string(), Grant::Replicator)
+            .await
+            .unwrap();
+        assert_eq!(invited.grant, Grant::Replicator);
+        let members = alice.core.members(space).await.unwrap();
+        assert_eq!(members.replicators, vec![rex.device()]);
+
+        // Rex takes everything but can read nothing.
+        let push = served(&alice, &rex, space).await;
+        assert_eq!(deliver(&alice, &rex, push).await.rejected, 0);
+        let err = rex.core.messages(space, 10).await.unwrap_err();
+        assert!(matches!(err, core::Error::KeyMissing { .. }), "{err}");
+        let status = rex.status(space).await;
+        assert_eq!((status.role.as_str(), status.readable), ("replicator", false));
+
+        // Carol, added afterwards, gets the whole space from Rex alone.
+        alice
+            .core
+            .invite(space, carol.cert().to_card(), Grant::Member(Role::Reader))
+            .await
+            .unwrap();
+        let push = served(&alice, &rex, space).await;
+        deliver(&alice, &rex, push).await;
+        let push = served(&rex, &carol, space).await;
+        assert_eq!(deliver(&rex, &carol, push).await.rejected, 0);
+        assert_eq!(
+            carol.core.messages(space, 1000).await.unwrap(),
+            alice.core.messages(space, 1000).await.unwrap()
+        );
+        // A reader may not write.
+        let err = carol.core.send(space, "hi".into(), None).await.unwrap_err();
+        assert!(matches!(err, core::Error::NotWritable(_)), "{err}");
     });
 }

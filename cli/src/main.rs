@@ -16,7 +16,7 @@ use outpost_node::{
     api::{ApiEvent, CreateChat, Created, IdResponse, Invite, SendMessage, StatusResponse},
     client::Client,
     control::Role,
-    core::{Invited, Members, MessageView, Sent, SpaceSummary},
+    core::{Grant, Invited, Members, MessageView, Sent, SpaceSummary},
     daemon,
     identity::DeviceKeys,
 };
@@ -61,14 +61,19 @@ enum Command {
 enum SpaceCommand {
     /// Add a member device to a space (owners and admins). The device gets the
     /// space's key and its whole history as soon as it connects to any member.
+    /// With `--replicator`, name a replicate-only node instead: it stores and
+    /// forwards the space for availability and never gets the key.
     Invite {
         space: String,
         /// The device's card (from `outpost id` on it) or, if this node has met it, its device id.
         #[arg(value_name = "CARD|DEVICE_ID")]
         member: String,
         /// What it may do: read, write, or also manage members (admin, owner).
-        #[arg(long, value_enum, default_value_t = RoleArg::Writer)]
+        #[arg(long, value_enum, default_value_t = RoleArg::Writer, conflicts_with = "replicator")]
         role: RoleArg,
+        /// A replicate-only node, not a member.
+        #[arg(long)]
+        replicator: bool,
         #[arg(long)]
         json: bool,
     },
@@ -373,6 +378,7 @@ async fn space(client: &Client, cmd: SpaceCommand) -> anyhow::Result<()> {
             space,
             member,
             role,
+            replicator,
             json,
         } => {
             let invited: Invited = client
@@ -381,13 +387,18 @@ async fn space(client: &Client, cmd: SpaceCommand) -> anyhow::Result<()> {
                     &Invite {
                         member,
                         role: role.into(),
+                        replicator,
                     },
                 )
                 .await?;
             if json {
                 output::json(&invited)?;
             } else {
-                println!("added {} as {}", invited.device, output::role(invited.role));
+                let what = match invited.grant {
+                    Grant::Member(role) => output::role(role),
+                    Grant::Replicator => "replicator",
+                };
+                println!("added {} as {what}", invited.device);
             }
         }
         SpaceCommand::Members { space, json } => {

@@ -9,7 +9,7 @@
 //! | POST | `/v1/chats` | create a chat space `{name, members, replicators}` |
 //! | POST | `/v1/chats/{space}/messages` | send `{text, client_id?}`; returns after the durable commit |
 //! | GET | `/v1/chats/{space}/messages?limit=N` | the latest N messages in display order |
-//! | POST | `/v1/spaces/{space}/members` | add a member `{member, role}` (owners and admins); returns after the durable commit |
+//! | POST | `/v1/spaces/{space}/members` | add a member `{member, role}` or a replicator `{member, replicator: true}` (owners and admins); returns after the durable commit |
 //! | GET | `/v1/spaces/{space}/members` | the space's members with roles, and its replicators |
 //! | GET | `/v1/events[?space=S]` | NDJSON stream of live events |
 //!
@@ -83,8 +83,12 @@ pub struct SendMessage {
 pub struct Invite {
     /// The device's card, or its id if this node has met it.
     pub member: String,
+    /// The member's role (default writer).
     #[serde(default = "default_role")]
     pub role: Role,
+    /// Name it a replicate-only node instead: it never gets the key (`role` is ignored).
+    #[serde(default)]
+    pub replicator: bool,
 }
 
 fn default_role() -> Role {
@@ -256,7 +260,12 @@ async fn invite(
     Json(req): Json<Invite>,
 ) -> Result<Json<Invited>, Failure> {
     let space = parse_space(&space)?;
-    Ok(Json(s.core.invite(space, req.member, req.role).await?))
+    let grant = if req.replicator {
+        core::Grant::Replicator
+    } else {
+        core::Grant::Member(req.role)
+    };
+    Ok(Json(s.core.invite(space, req.member, grant).await?))
 }
 
 async fn members(State(s): State<AppState>, Path(space): Path<String>) -> Result<Json<Members>, Failure> {

@@ -12,10 +12,12 @@
 //!   nodes, and grants the first epoch key by wrapping it for every member device;
 //! - `Add` adds a member device with a role, wrapping the current epoch key for it.
 //!   Owners and admins may add; only an owner may add an owner.
+//! - `AddReplicator` names a replicate-only node. Owners and admins may.
 //!
-//! The membership at heads H is the genesis plus every `Add` in the causal past of
-//! H. When concurrent adds give one device different roles, the lower one counts
-//! (ambiguity resolves toward less authority). Later operations (remove, rotate, …)
+//! The membership at heads H is the genesis plus every `Add` and `AddReplicator`
+//! in the causal past of H. Ambiguity from concurrent operations resolves toward
+//! less authority: concurrent adds of one device keep the lower role, and a device
+//! both added and named a replicator concurrently is a replicator. Later operations (remove, rotate, …)
 //! append variants to [`ControlOp`]; they never reorder.
 
 use std::{
@@ -49,6 +51,8 @@ const NAME_AAD: &[u8] = b"outpost/v1/space-name\0";
 pub enum ControlOp {
     Genesis(Genesis),
     Add(Add),
+    /// Names a replicate-only node: it stores and forwards the space, never reads it.
+    AddReplicator(DeviceId),
 }
 
 /// Adds a member device to a space.
@@ -236,6 +240,45 @@ pub fn create_space(
     Ok((env, epoch))
 }
 
+/// Signs an `AddReplicator` of `device`, made at the current heads of `state`, and
+/// checks it as every peer will (see [`add_member`] for `writer`).
+pub fn add_replicator(
+    keys: &DeviceKeys,
+    state: &SpaceState,
+    writer: (u64, u64, Option<EnvelopeId>),
+    device: DeviceId,
+) -> Result<Envelope, InvalidOp> {
+    let env = Envelope::sign_control(
+        keys,
+        control_header(keys, state, writer),
+        &ControlOp::AddReplicator(device),
+    );
+    state.check(&env)?;
+    Ok(env)
+}
+
+/// The header of a control operation by `keys` at the current heads of `state`.
+fn control_header(keys: &DeviceKeys, state: &SpaceState, writer: (u64, u64, Option<EnvelopeId>)) -> Header {
+    let (incarnation, seq, previous) = writer;
+    let mut parents = state.heads();
+    if let Some(previous) = previous
+        && !parents.contains(&previous)
+    {
+        parents.push(previous);
+    }
+    Header {
+        kind: Kind::Control,
+        space: state.space,
+        doc: state.space.control_doc(),
+        epoch: EpochId([0; 16]),
+        author: keys.device_id(),
+        incarnation,
+        seq,
+        parents,
+        control_heads: Vec::new(),
+    }
+}
+
 /// Signs an `Add` of `cert` with `role`, made at the current heads of `state`, and
 /// checks it as every peer will. `parents` are the heads plus, when the writer has
 /// written before, its previous operation (a writer's envelopes form a chain).
@@ -247,24 +290,7 @@ pub fn add_member(
     cert: &DeviceCert,
     role: Role,
 ) -> Result<Envelope, InvalidOp> {
-    let (incarnation, seq, previous) = writer;
-    let mut parents = state.heads();
-    if let Some(previous) = previous
-        && !parents.contains(&previous)
-    {
-        parents.push(previous);
-    }
-    let header = Header {
-        kind: Kind::Control,
-        space: state.space,
-        doc: state.space.control_doc(),
-        epoch: EpochId([0; 16]),
-        author: keys.device_id(),
-        incarnation,
-        seq,
-        parents,
-        control_heads: Vec::new(),
-    };
+    let header = control_header(keys, state, writer);
     let add = Add {
         member: Member { cert: *cert, role },
         epoch: epoch.id,
@@ -309,7 +335,7 @@ type RolesAt = HashMap<Vec<EnvelopeId>, BTreeMap<DeviceId, Role>>;
 struct Applied {
     parents: Vec<EnvelopeId>,
     author: DeviceId,
-    add: Add,
+    op: ControlOp,
 }
 
 impl SpaceState {
@@ -389,15 +415,18 @@ impl SpaceState {
             return Err(InvalidOp::Position);
         }
         let op = env.control_op().map_err(|_| InvalidOp::Decode)?;
-        let ControlOp::Add(add) = op else {
-            return Err(InvalidOp::SecondGenesis);
-        };
         if self.ops.len() >= MAX_CONTROL_OPS {
             return Err(InvalidOp::TooManyOps);
         }
-        let at = self.members_at(&h.parents).ok_or(InvalidOp::UnknownParents)?;
-        let author = at.get(&h.author).map(|m| m.role);
-        let allowed = match (author, add.member.role) {
+        let (members, replicators) = self.membership_at(&h.parents).ok_or(InvalidOp::UnknownParents)?;
+        let author = members.get(&h.author).map(|m| m.role);
+        let (device, granted) = match &op {
+            ControlOp::Genesis(_) => return Err(InvalidOp::SecondGenesis),
+            ControlOp::Add(add) => (add.member.cert.device, add.member.role),
+            // Naming a replicator grants no role; an admin's authority suffices.
+            ControlOp::AddReplicator(device) => (*device, Role::Reader),
+        };
+        let allowed = match (author, granted) {
             (Some(Role::Owner), _) => true,
             (Some(Role::Admin), role) => role <= Role::Admin,
             _ => false,
@@ -405,24 +434,28 @@ impl SpaceState {
         if !allowed {
             return Err(InvalidOp::NotAllowed);
         }
-        let device = add.member.cert.device;
-        if at.contains_key(&device) || self.replicators.contains(&device) {
+        if members.contains_key(&device) || replicators.contains(&device) {
             return Err(InvalidOp::AlreadyMember);
         }
-        if !add.member.cert.verify() {
-            return Err(InvalidOp::Cert);
-        }
-        if add.epoch != self.epoch || add.wrap.recipient != device {
-            return Err(InvalidOp::Wrap);
+        if let ControlOp::Add(add) = &op {
+            if !add.member.cert.verify() {
+                return Err(InvalidOp::Cert);
+            }
+            if add.epoch != self.epoch || add.wrap.recipient != device {
+                return Err(InvalidOp::Wrap);
+            }
         }
         Ok(())
     }
 
     /// Applies a control operation that passed [`SpaceState::check`].
     pub fn apply(&mut self, env: &Envelope) {
-        let Ok(ControlOp::Add(add)) = env.control_op() else {
+        let Ok(op) = env.control_op() else {
             return;
         };
+        if matches!(op, ControlOp::Genesis(_)) {
+            return;
+        }
         let h = env.header();
         for p in &h.parents {
             self.heads.remove(p);
@@ -433,11 +466,11 @@ impl SpaceState {
             Applied {
                 parents: h.parents.clone(),
                 author: h.author,
-                add,
+                op,
             },
         );
-        self.members = self
-            .members_at(&self.heads.iter().copied().collect::<Vec<_>>())
+        (self.members, self.replicators) = self
+            .membership_at(&self.heads.iter().copied().collect::<Vec<_>>())
             .expect("the heads are known operations");
     }
 
@@ -446,16 +479,23 @@ impl SpaceState {
         heads.iter().all(|h| *h == self.genesis || self.ops.contains_key(h))
     }
 
-    /// The members at the causal point `heads`: the genesis's plus every `Add` in
-    /// the causal past; concurrent adds of one device keep the lower role. `None`
-    /// when a head is unknown.
+    /// The members at the causal point `heads` (see [`SpaceState::membership_at`]).
     pub fn members_at(&self, heads: &[EnvelopeId]) -> Option<BTreeMap<DeviceId, Member>> {
+        self.membership_at(heads).map(|(members, _)| members)
+    }
+
+    /// Members and replicators at the causal point `heads`: the genesis's plus every
+    /// `Add` and `AddReplicator` in the causal past. Concurrent adds of one device
+    /// keep the lower role; a device both added and named a replicator is a
+    /// replicator. `None` when a head is unknown.
+    pub fn membership_at(&self, heads: &[EnvelopeId]) -> Option<(BTreeMap<DeviceId, Member>, BTreeSet<DeviceId>)> {
         let mut members: BTreeMap<DeviceId, Member> = self
             .genesis_op
             .members
             .iter()
             .map(|m| (m.cert.device, m.clone()))
             .collect();
+        let mut replicators: BTreeSet<DeviceId> = self.genesis_op.replicators.iter().copied().collect();
         let mut seen = BTreeSet::new();
         let mut stack: Vec<EnvelopeId> = heads.to_vec();
         while let Some(id) = stack.pop() {
@@ -464,13 +504,22 @@ impl SpaceState {
             }
             let op = self.ops.get(&id)?;
             stack.extend(op.parents.iter().copied());
-            let m = &op.add.member;
-            members
-                .entry(m.cert.device)
-                .and_modify(|held| held.role = held.role.min(m.role))
-                .or_insert_with(|| m.clone());
+            match &op.op {
+                ControlOp::Add(add) => {
+                    let m = &add.member;
+                    members
+                        .entry(m.cert.device)
+                        .and_modify(|held| held.role = held.role.min(m.role))
+                        .or_insert_with(|| m.clone());
+                }
+                ControlOp::AddReplicator(device) => {
+                    replicators.insert(*device);
+                }
+                ControlOp::Genesis(_) => {}
+            }
         }
-        Some(members)
+        members.retain(|device, _| !replicators.contains(device));
+        Some((members, replicators))
     }
 
     /// Whether `device` may write content at the causal point `heads`. Content
@@ -501,7 +550,11 @@ impl SpaceState {
     pub fn added_by(&self, device: &DeviceId) -> Option<DeviceId> {
         self.ops
             .values()
-            .find(|op| op.add.member.cert.device == *device)
+            .find(|op| match &op.op {
+                ControlOp::Add(add) => add.member.cert.device == *device,
+                ControlOp::AddReplicator(named) => named == device,
+                ControlOp::Genesis(_) => false,
+            })
             .map(|op| op.author)
     }
 
@@ -525,10 +578,15 @@ impl SpaceState {
     pub fn unwrap_key(&self, keys: &DeviceKeys) -> Option<Result<EpochKey, crate::crypto::Error>> {
         let me = keys.device_id();
         let WrapSet::Direct(wraps) = &self.genesis_op.wraps;
-        let wrap = wraps
-            .iter()
-            .find(|w| w.recipient == me)
-            .or_else(|| self.ops.values().map(|op| &op.add.wrap).find(|w| w.recipient == me))?;
+        let wrap = wraps.iter().find(|w| w.recipient == me).or_else(|| {
+            self.ops
+                .values()
+                .filter_map(|op| match &op.op {
+                    ControlOp::Add(add) => Some(&add.wrap),
+                    _ => None,
+                })
+                .find(|w| w.recipient == me)
+        })?;
         Some(EpochKey::unwrap(self.space, &self.genesis_op.epoch_commit, wrap, keys))
     }
 

@@ -192,11 +192,21 @@ pub struct Members {
     pub replicators: Vec<DeviceId>,
 }
 
+/// What an invitation grants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Grant {
+    /// A member with this role: it gets the key.
+    Member(Role),
+    /// A replicate-only node: it stores and forwards ciphertext, never the key.
+    Replicator,
+}
+
 /// What an invitation produced.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Invited {
     pub device: DeviceId,
-    pub role: Role,
+    pub grant: Grant,
     /// The control operation that added it.
     pub op: EnvelopeId,
 }
@@ -269,7 +279,7 @@ enum ToCore {
     Invite {
         space: SpaceId,
         member: String,
-        role: Role,
+        grant: Grant,
         reply: Reply<Invited>,
     },
     Members {
@@ -366,13 +376,13 @@ impl CoreHandle {
         self.call(|reply| ToCore::TakeOffer { peer, spaces, reply }).await
     }
 
-    /// Adds a member device (card or known device id) with `role`; returns once the
-    /// signed operation is durable.
-    pub async fn invite(&self, space: SpaceId, member: String, role: Role) -> Result<Invited> {
+    /// Adds a member device (card or known device id) or a replicator; returns once
+    /// the signed operation is durable.
+    pub async fn invite(&self, space: SpaceId, member: String, grant: Grant) -> Result<Invited> {
         self.call(|reply| ToCore::Invite {
             space,
             member,
-            role,
+            grant,
             reply,
         })
         .await
@@ -729,9 +739,9 @@ impl Core {
                 ToCore::Invite {
                     space,
                     member,
-                    role,
+                    grant,
                     reply,
-                } => match self.invite(txn, space, &member, role, &mut effects) {
+                } => match self.invite(txn, space, &member, grant, &mut effects) {
                     Ok(Ok(invited)) => {
                         effects.reply(reply, invited);
                         Ok(())
@@ -925,19 +935,26 @@ impl Core {
         Ok(Ok(space_id))
     }
 
-    /// Adds a member device to a space with a signed `Add` (see `control`). The
-    /// outer error aborts the batch; the inner one is the caller's mistake.
+    /// Adds a member device (a signed `Add`) or a replicator (`AddReplicator`) to a
+    /// space (see `control`). The outer error aborts the batch; the inner one is the
+    /// caller's mistake.
     fn invite(
         &mut self,
         tx: &mut Txn,
         space_id: SpaceId,
         member: &str,
-        role: Role,
+        grant: Grant,
         effects: &mut Effects,
     ) -> store::Result<Result<Invited>> {
-        let cert = match self.resolve_cert(member) {
-            Ok(cert) => cert,
-            Err(e) => return Ok(Err(e)),
+        let (cert, device) = match grant {
+            Grant::Member(_) => match self.resolve_cert(member) {
+                Ok(cert) => (Some(cert), cert.device),
+                Err(e) => return Ok(Err(e)),
+            },
+            Grant::Replicator => match self.resolve_device(member) {
+                Ok(device) => (None, device),
+                Err(e) => return Ok(Err(e)),
+            },
         };
         let me = self.me;
         let Some(space) = self.spaces.get_mut(&space_id) else {
@@ -949,13 +966,13 @@ impl Core {
                 "only owners and admins of a space may add members".into(),
             )));
         }
-        if role == Role::Owner && mine != Some(Role::Owner) {
+        if grant == Grant::Member(Role::Owner) && mine != Some(Role::Owner) {
             return Ok(Err(Error::NotAllowed("only an owner may add an owner".into())));
         }
-        if space.state.entitled(&cert.device) {
+        if space.state.entitled(&device) {
             return Ok(Err(Error::Invalid(format!(
                 "device {} is already in the space",
-                cert.device.fmt_short()
+                device.fmt_short()
             ))));
         }
         let Some(readable) = space.readable.as_ref() else {
@@ -972,14 +989,14 @@ impl Core {
         let actor = ActorKey(outpost_crdt::writer::actor_bytes(&me.0, &doc, incarnation));
         let seq = space.vv.get(&actor) + 1;
         let previous = space.last_env.get(&actor).map(|(_, id)| *id);
-        let env = match control::add_member(
-            &self.keys,
-            &space.state,
-            &readable.key,
-            (incarnation, seq, previous),
-            &cert,
-            role,
-        ) {
+        let writer = (incarnation, seq, previous);
+        let made = match (grant, &cert) {
+            (Grant::Member(role), Some(cert)) => {
+                control::add_member(&self.keys, &space.state, &readable.key, writer, cert, role)
+            }
+            _ => control::add_replicator(&self.keys, &space.state, writer, device),
+        };
+        let env = match made {
             Ok(env) => env,
             Err(e) => return Ok(Err(Error::Invalid(e.to_string()))),
         };
@@ -987,13 +1004,15 @@ impl Core {
         space.state.apply(&env);
         tx.put_envelope(&new_envelope(&env), order)?;
         let invited = Invited {
-            device: cert.device,
-            role,
+            device,
+            grant,
             op: env.id(),
         };
         effects.events.push(stored_event(space, vec![env.into_bytes()], None));
-        info!(space = %space_id.fmt_short(), device = %cert.device.fmt_short(), ?role, "added a member");
-        if self.certs.get(&cert.device) != Some(&cert) {
+        info!(space = %space_id.fmt_short(), device = %device.fmt_short(), ?grant, "added to a space");
+        if let Some(cert) = cert
+            && self.certs.get(&cert.device) != Some(&cert)
+        {
             tx.put_cert(&cert.device, &postcard::to_stdvec(&cert).expect("certs serialize"))?;
             self.certs.insert(cert.device, cert);
         }
