@@ -8,7 +8,12 @@
 mod inproc;
 
 use inproc::{Node, deliver, kinds, served, stored};
-use outpost_node::{control::SpaceState, envelope::Envelope, ids::SpaceId};
+use outpost_node::{
+    control::{Add, ControlOp, Member, Role, SpaceState},
+    core::Grant,
+    envelope::{Envelope, Kind},
+    ids::SpaceId,
+};
 
 async fn texts(node: &Node, space: SpaceId) -> Vec<String> {
     node.core
@@ -119,5 +124,72 @@ fn an_equivocating_writer_is_frozen_on_every_node_and_stays_frozen() {
         let push = served(&alice, &bob, space).await;
         deliver(&alice, &bob, push).await;
         assert_eq!(texts(&bob, space).await, log);
+    });
+}
+
+/// An equivocating control writer: its operations go, so the member it added is no
+/// member, and the content written under that operation goes with it.
+#[test]
+fn an_equivocating_admin_loses_its_additions_and_what_was_written_under_them() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let alice = Node::new();
+        let bob = Node::new();
+        let carol = Node::new();
+        let dave = Node::new();
+        let members = vec![bob.cert().to_card()];
+        let mut alice_rx = alice.core.subscribe();
+        let space = alice.core.create_chat("room".into(), members, vec![]).await.unwrap();
+        alice.core.send(space, "hello".into(), None).await.unwrap();
+        alice
+            .core
+            .invite(space, carol.cert().to_card(), Grant::Member(Role::Writer))
+            .await
+            .unwrap();
+        let sent = stored(&mut alice_rx);
+        let add = sent
+            .iter()
+            .map(|b| Envelope::decode(b.clone()).unwrap())
+            .find(|e| e.header().kind == Kind::Control && !e.header().parents.is_empty())
+            .unwrap();
+        // The same control writer and seq, adding someone else: a twin.
+        let genesis = Envelope::decode(sent[0].clone()).unwrap();
+        let epoch = SpaceState::from_genesis(&genesis)
+            .unwrap()
+            .unwrap_key(&alice.keys)
+            .unwrap()
+            .unwrap();
+        let twin = Envelope::sign_control(
+            &alice.keys,
+            add.header().clone(),
+            &ControlOp::Add(Add {
+                member: Member {
+                    cert: dave.cert(),
+                    role: Role::Writer,
+                },
+                epoch: epoch.id,
+                wrap: epoch.wrap_for(&dave.cert()),
+            }),
+        );
+        assert_ne!(twin.id(), add.id());
+
+        // Bob has the add and Carol's message written under it.
+        deliver(&alice, &bob, sent.clone()).await;
+        let push = served(&bob, &carol, space).await;
+        deliver(&bob, &carol, push).await;
+        let mut carol_rx = carol.core.subscribe();
+        carol.core.send(space, "carol here".into(), None).await.unwrap();
+        assert_eq!(deliver(&carol, &bob, stored(&mut carol_rx)).await.stored, 1);
+        assert_eq!(bob.core.members(space).await.unwrap().members.len(), 3);
+        assert_eq!(texts(&bob, space).await, ["hello", "carol here"]);
+
+        let ack = deliver(&alice, &bob, vec![twin.as_bytes().to_vec()]).await;
+        assert_eq!(ack.rejected, 1);
+        let members = bob.core.members(space).await.unwrap();
+        let devices: Vec<_> = members.members.iter().map(|m| m.device).collect();
+        assert_eq!(devices.len(), 2, "carol's add is gone: {devices:?}");
+        assert!(!devices.contains(&carol.device()));
+        assert_eq!(texts(&bob, space).await, ["hello"]);
+        assert_eq!(bob.status(space).await.equivocating, vec![alice.device()]);
     });
 }

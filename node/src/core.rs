@@ -1578,12 +1578,13 @@ impl Core {
                     continue;
                 };
                 let h = env.header();
-                if h.kind == Kind::Control {
+                if h.kind == Kind::Control && h.parents.is_empty() {
+                    // The genesis.
                     known.insert(env.id());
                     continue;
                 }
                 let bad = frozen.get(&h.actor()).is_some_and(|from| h.seq >= *from)
-                    || h.parents.iter().any(|p| invalid.contains(p));
+                    || h.parents.iter().chain(&h.control_heads).any(|p| invalid.contains(p));
                 // Without a snapshot left, a parent never stored is one only a
                 // dropped snapshot held.
                 let unparented = !snapshots_left && h.parents.iter().any(|p| !known.contains(p));

@@ -199,7 +199,13 @@ impl Space {
             }
             return Verdict::Invalid("its writer is frozen: the device signed two envelopes for one position");
         }
-        if h.parents.iter().any(|p| self.invalid.contains(p)) {
+        // Control heads count too: content written under a frozen writer's control
+        // operation builds on it.
+        if h.parents
+            .iter()
+            .chain(&h.control_heads)
+            .any(|p| self.invalid.contains(p))
+        {
             return Verdict::Invalid("builds on an envelope of a frozen writer");
         }
         let have = self.vv.get(&actor);
