@@ -1,0 +1,319 @@
+//! Ingesting envelopes from peers (or from the pending set): classify, store in
+//! arrival order, apply to the documents, announce. Geneses first, snapshots in
+//! the same loop, equivocations frozen.
+
+use super::*;
+
+impl Core {
+    /// Verifies, stores and applies envelopes from a peer (or from the pending set).
+    pub(super) fn ingest(
+        &mut self,
+        tx: &mut Txn,
+        from: Option<DeviceId>,
+        queue: Vec<Envelope>,
+        effects: &mut Effects,
+    ) -> store::Result<Ack> {
+        let peer = from.map(|d| d.fmt_short()).unwrap_or_default();
+        let me = self.me;
+        let mut ack = Ack::default();
+        // Geneses first: content of a new space waits for it.
+        let (geneses, mut queue): (Vec<_>, Vec<_>) = queue.into_iter().partition(|e| {
+            !self.spaces.contains_key(&e.header().space) && matches!(e.control_op(), Ok(ControlOp::Genesis(_)))
+        });
+        for env in geneses {
+            // A genesis that does not name this device is kept when an operation
+            // that comes with it (or waits as an orphan) adds this device.
+            let space = env.header().space;
+            let mut ops: Vec<&Envelope> = queue.iter().filter(|e| e.header().space == space).collect();
+            ops.extend(self.orphans.iter().filter(|e| e.header().space == space));
+            let admitted = admits(&env, &ops, &self.me);
+            match self.accept_genesis(tx, env, from, admitted, effects)? {
+                Ok(true) => ack.stored += 1,
+                Ok(false) => ack.duplicate += 1,
+                Err(reason) => {
+                    warn!(%peer, %reason, "rejected a space genesis");
+                    ack.rejected += 1;
+                }
+            }
+        }
+        let spaces = &self.spaces;
+        queue.extend(self.orphans.take_where(|e| spaces.contains_key(&e.header().space)));
+        // Envelopes refused because a waiting set is full: reported once per batch.
+        let mut dropped = 0u32;
+
+        // Accepted envelopes with their log positions, written together at the end.
+        let mut accepted: Vec<(Envelope, u64)> = Vec::new();
+        let mut to_apply: BTreeMap<SpaceId, Vec<Checked>> = BTreeMap::new();
+        let mut from_pending = BTreeSet::new();
+        let mut purges = BTreeSet::new();
+        let mut snapshot_spaces = BTreeSet::new();
+        loop {
+            let mut waiting = Vec::new();
+            let mut progressed = BTreeSet::new();
+            for env in queue.drain(..) {
+                let space_id = env.header().space;
+                if env.header().kind == Kind::Snapshot && self.spaces.contains_key(&space_id) {
+                    let outcome = self.ingest_snapshot(tx, from, &env, &mut ack, effects, &mut purges)?;
+                    if outcome == SnapshotOutcome::Wait {
+                        waiting.push(env);
+                        continue;
+                    }
+                    if outcome == SnapshotOutcome::Held {
+                        // What waited for changes the snapshot holds may be ready now.
+                        progressed.insert(space_id);
+                        snapshot_spaces.insert(space_id);
+                    }
+                    if let Some(space) = self.spaces.get_mut(&space_id)
+                        && space.pending.remove(&env.id()).is_some()
+                    {
+                        tx.remove_pending(&env.id())?;
+                    }
+                    continue;
+                }
+                let Some(space) = self.spaces.get_mut(&space_id) else {
+                    if self.orphans.insert(env) {
+                        ack.pending += 1;
+                    } else {
+                        dropped += 1;
+                    }
+                    continue;
+                };
+                // What this node holds at (actor, seq): accepted earlier in this
+                // batch (not committed yet), or stored.
+                let store = &self.store;
+                let held_at = |actor: &ActorKey, seq: u64| -> Option<Vec<u8>> {
+                    accepted
+                        .iter()
+                        .find(|(e, _)| e.header().seq == seq && e.header().actor() == *actor)
+                        .map(|(e, _)| e.as_bytes().to_vec())
+                        .or_else(|| store.writer_range(&space_id, actor, seq, seq).ok()?.pop())
+                };
+                let verdict = space.classify(&env, |actor, seq| held_at(actor, seq).map(|b| EnvelopeId::of(&b)));
+                if let (Some(peer), Verdict::Duplicate | Verdict::Accept(_)) = (from, &verdict) {
+                    space.note_peer_holds(peer, &env);
+                }
+                match verdict {
+                    Verdict::Duplicate => {
+                        if !from_pending.contains(&env.id()) {
+                            ack.duplicate += 1;
+                        }
+                        if space.pending.remove(&env.id()).is_some() {
+                            tx.remove_pending(&env.id())?;
+                        }
+                    }
+                    Verdict::Reject(reason) => {
+                        warn!(%peer, space = %space_id.fmt_short(), author = %env.header().author.fmt_short(), %reason, "rejected an envelope");
+                        space.rejected += 1;
+                        ack.rejected += 1;
+                        if space.pending.remove(&env.id()).is_some() {
+                            tx.remove_pending(&env.id())?;
+                        }
+                    }
+                    Verdict::Equivocation => {
+                        let h = env.header();
+                        warn!(%peer, space = %space_id.fmt_short(), author = %h.author.fmt_short(), seq = h.seq, "rejected an envelope: equivocation, its author signed a different envelope for the same (writer, seq); the writer is frozen before it and the device flagged");
+                        space.rejected += 1;
+                        ack.rejected += 1;
+                        let first = held_at(&h.actor(), h.seq)
+                            .or_else(|| space.snapshot_last(&h.actor(), h.seq).map(|l| l.as_bytes().to_vec()));
+                        if let Some(first) = first
+                            && freeze(tx, space, first, &env)?
+                        {
+                            purges.insert(space_id);
+                        }
+                        if space.pending.remove(&env.id()).is_some() {
+                            tx.remove_pending(&env.id())?;
+                        }
+                    }
+                    Verdict::Covered => match space.note_covered(&env) {
+                        None => {
+                            if !from_pending.contains(&env.id()) {
+                                ack.duplicate += 1;
+                            }
+                            if space.pending.remove(&env.id()).is_some() {
+                                tx.remove_pending(&env.id())?;
+                            }
+                        }
+                        Some(first) => {
+                            let h = env.header();
+                            warn!(%peer, space = %space_id.fmt_short(), author = %h.author.fmt_short(), seq = h.seq, "rejected an envelope: equivocation, two different envelopes for one (writer, seq); the writer is frozen before it and the device flagged");
+                            space.rejected += 1;
+                            ack.rejected += 1;
+                            if freeze(tx, space, first, &env)? {
+                                purges.insert(space_id);
+                            }
+                        }
+                    },
+                    Verdict::Invalid(reason) => {
+                        debug!(%peer, space = %space_id.fmt_short(), author = %env.header().author.fmt_short(), %reason, "refused an envelope of a frozen writer");
+                        space.rejected += 1;
+                        ack.rejected += 1;
+                        if space.mark_invalid(env.id()) {
+                            tx.put_invalid(&space_id, &env.id())?;
+                        }
+                        if space.pending.remove(&env.id()).is_some() {
+                            tx.remove_pending(&env.id())?;
+                        }
+                    }
+                    Verdict::Wait => waiting.push(env),
+                    Verdict::Accept(checked) => {
+                        let change = checked.map(|c| *c);
+                        let order = space.record(&env, change.as_ref().map(Checked::change));
+                        if env.header().kind == Kind::Control {
+                            space.state.apply(&env);
+                            // Added to a space it could not read: rebuild it with the key
+                            // once the batch is durable (what arrived before gets decrypted).
+                            if space.readable.is_none() && space.state.members.contains_key(&me) {
+                                self.rebuilds.insert(space_id);
+                            }
+                        }
+                        if !from_pending.contains(&env.id()) {
+                            ack.stored += 1;
+                        }
+                        to_apply.entry(space_id).or_default().extend(change);
+                        accepted.push((env, order));
+                        progressed.insert(space_id);
+                    }
+                }
+            }
+            if progressed.is_empty() {
+                queue = waiting;
+                break;
+            }
+            // Anything that waited may be ready now, including earlier pending ones.
+            queue = waiting;
+            for space_id in progressed {
+                if let Some(space) = self.spaces.get_mut(&space_id) {
+                    for env in space.pending.take_all() {
+                        from_pending.insert(env.id());
+                        queue.push(env);
+                    }
+                }
+            }
+        }
+        for env in queue {
+            let space_id = env.header().space;
+            let Some(space) = self.spaces.get_mut(&space_id) else {
+                continue;
+            };
+            let fresh = !from_pending.contains(&env.id());
+            if !space.pending.holds_or_admits(&env) {
+                if !fresh {
+                    tx.remove_pending(&env.id())?;
+                }
+                dropped += 1;
+                continue;
+            }
+            if fresh {
+                tx.put_pending(&env.id(), &space_id, env.as_bytes())?;
+                ack.pending += 1;
+            }
+            space.pending.insert(env);
+        }
+        self.purges.extend(purges);
+        if dropped > 0 {
+            warn!(%peer, dropped, "refused envelopes that wait for parents or a genesis: waiting sets are full");
+            ack.rejected += dropped;
+        }
+        let rows: Vec<(NewEnvelope<'_>, u64)> = accepted.iter().map(|(e, o)| (new_envelope(e), *o)).collect();
+        tx.put_envelopes(rows.iter().map(|(e, o)| (e, *o)))?;
+        drop(rows);
+        let mut stored: BTreeMap<SpaceId, Vec<Vec<u8>>> = BTreeMap::new();
+        for (env, _) in accepted {
+            stored.entry(env.header().space).or_default().push(env.into_bytes());
+        }
+        let touched: BTreeSet<SpaceId> = stored.keys().copied().chain(snapshot_spaces).collect();
+        for (space_id, changes) in to_apply {
+            self.apply_changes(space_id, changes, effects);
+        }
+        ack.vv = touched
+            .iter()
+            .filter_map(|id| self.spaces.get(id))
+            .filter(|s| from.is_none_or(|peer| s.state.entitled(&peer)))
+            .map(|s| SpaceVv {
+                space: s.state.space,
+                vv: s.vv.clone(),
+            })
+            .collect();
+        for (space_id, envelopes) in stored {
+            if let Some(space) = self.spaces.get(&space_id) {
+                effects.events.push(stored_event(space, envelopes, from));
+            }
+        }
+        Ok(ack)
+    }
+
+    /// Keeps a new space from its genesis, if the genesis names this device or
+    /// `admitted` (an operation that arrived with it adds this device).
+    pub(super) fn accept_genesis(
+        &mut self,
+        tx: &mut Txn,
+        env: Envelope,
+        from: Option<DeviceId>,
+        admitted: bool,
+        effects: &mut Effects,
+    ) -> store::Result<std::result::Result<bool, String>> {
+        let state = match SpaceState::from_genesis(&env) {
+            Ok(s) => s,
+            Err(e) => return Ok(Err(e.to_string())),
+        };
+        if let Some(existing) = self.spaces.get(&state.space) {
+            return Ok(if existing.state.genesis == env.id() {
+                Ok(false)
+            } else {
+                Err("a different genesis for a known space".into())
+            });
+        }
+        if !state.entitled(&self.me) && !admitted {
+            return Ok(Err("this device is neither member nor replicator of the space".into()));
+        }
+        let key = self.unwrap_key(&state);
+        let space_id = state.space;
+        let mut space = Space::new(state, key);
+        if let Some(why) = &space.key_problem {
+            warn!(space = %space_id.fmt_short(), %why, "joined a space whose key does not open");
+        }
+        let order = space.record(&env, None);
+        if let Some(peer) = from {
+            space.note_peer_holds(peer, &env);
+        }
+        tx.put_space(&space_id, Participation::Named)?;
+        tx.put_envelope(&new_envelope(&env), order)?;
+        effects.events.push(stored_event(&space, vec![env.into_bytes()], from));
+        info!(space = %space_id.fmt_short(), readable = space.readable.is_some(), "joined a space");
+        self.spaces.insert(space_id, space);
+        Ok(Ok(true))
+    }
+
+    /// Applies accepted changes to a space's document in one call. A panic inside
+    /// Automerge cannot take the node down: the panic is caught and logged; the
+    /// envelopes stay stored and the document is rebuilt from them at the next start.
+    pub(super) fn apply_changes(&mut self, space_id: SpaceId, changes: Vec<Checked>, effects: &mut Effects) {
+        let Some(space) = self.spaces.get_mut(&space_id) else {
+            return;
+        };
+        let Some(readable) = space.readable.as_mut() else {
+            return;
+        };
+        if changes.is_empty() {
+            return;
+        }
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| readable.chat.apply_checked(changes)));
+        match result {
+            Ok(Ok(created)) => {
+                for m in created {
+                    effects.events.push(Event::Message {
+                        space: space_id,
+                        message: view(&m, readable.author_of(&m.actor)),
+                    });
+                }
+            }
+            Ok(Err(e)) => {
+                warn!(space = %space_id.fmt_short(), error = %e, "Automerge refused validated changes")
+            }
+            Err(_) => {
+                warn!(space = %space_id.fmt_short(), "Automerge panicked applying stored changes; this space's view may be incomplete until the daemon restarts")
+            }
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! Start-up: rebuilding every space from the store (log replay, control
+//! operations, snapshots, frozen writers, pending envelopes).
+
+use super::*;
+
+impl Core {
+    /// Rebuilds every in-memory structure from the store.
+    pub(super) fn load(&mut self) -> store::Result<()> {
+        self.spaces.clear();
+        self.orphans.clear();
+        for bytes in self.store.certs()? {
+            if let Ok(cert) = postcard::from_bytes::<DeviceCert>(&bytes)
+                && cert.verify()
+            {
+                self.certs.insert(cert.device, cert);
+            }
+        }
+        let mut frozen: BTreeMap<SpaceId, Vec<store::Frozen>> = BTreeMap::new();
+        for f in self.store.frozen()? {
+            frozen.entry(f.space).or_default().push(f);
+        }
+        let mut pending: BTreeMap<SpaceId, Vec<Envelope>> = BTreeMap::new();
+        for bytes in self.store.pending()? {
+            if let Ok(env) = Envelope::decode_stored(bytes) {
+                pending.entry(env.header().space).or_default().push(env);
+            }
+        }
+        for (space_id, _) in self.store.spaces()? {
+            let frozen = frozen.remove(&space_id).unwrap_or_default();
+            let pending = pending.remove(&space_id).unwrap_or_default();
+            if let Err(why) = self.load_space(space_id, frozen, pending) {
+                warn!(space = %space_id.fmt_short(), %why, "space could not be loaded");
+            }
+        }
+        // A crash between freezing a writer and purging its envelopes leaves them
+        // stored: purge now.
+        let unpurged: Vec<SpaceId> = self
+            .spaces
+            .values()
+            .filter(|s| {
+                s.frozen.iter().any(|(actor, (from, _))| s.vv.get(actor) >= *from)
+                    || s.snapshots.iter().any(|snap| s.covers_frozen(snap))
+            })
+            .map(|s| s.state.space)
+            .collect();
+        for space_id in unpurged {
+            self.purge(space_id)?;
+        }
+        info!(spaces = self.spaces.len(), "store loaded");
+        Ok(())
+    }
+
+    /// Rebuilds one space from the store: its log, snapshots and invalid ids, plus
+    /// its frozen writers and pending envelopes (read by the caller).
+    pub(super) fn load_space(
+        &mut self,
+        space_id: SpaceId,
+        frozen: Vec<store::Frozen>,
+        pending: Vec<Envelope>,
+    ) -> std::result::Result<(), String> {
+        let (mut space, mut changes) = self.replay_log(space_id, None)?;
+        // A device added after the genesis learns its key from a later operation:
+        // replay once more with it, so the content before that operation decrypts.
+        if space.readable.is_none()
+            && let Some(key) = self.unwrap_key(&space.state)
+        {
+            (space, changes) = self.replay_log(space_id, Some(key))?;
+        }
+        for f in frozen {
+            if let Ok(env) = Envelope::decode_stored(f.twins[0].clone()) {
+                space.equivocators.insert(env.header().author);
+            }
+            space.frozen.insert(f.actor, (f.seq, f.twins));
+        }
+        for id in self.store.invalid(&space_id).map_err(|e| e.to_string())? {
+            space.mark_invalid(id);
+        }
+        for env in pending {
+            space.pending.insert(env);
+        }
+        // Snapshots first: stored envelopes may build on changes only they hold.
+        let snapshots = self.store.snapshots(&space_id).map_err(|e| e.to_string())?;
+        for bytes in snapshots {
+            if let Err(why) = hold_stored_snapshot(&mut space, bytes) {
+                warn!(space = %space_id.fmt_short(), %why, "a stored snapshot could not be loaded; skipped");
+            }
+        }
+        if let Some(r) = space.readable.as_mut() {
+            changes.retain(|c| !r.chat.has_change(&c.hash()));
+            r.chat
+                .apply(changes)
+                .map_err(|e| format!("stored changes do not apply: {e}"))?;
+        }
+        self.spaces.insert(space_id, space);
+        Ok(())
+    }
+
+    /// Replays a space's log in arrival order: the genesis, control operations
+    /// (applied to the membership) and content (recorded, and decrypted when the
+    /// key is known). `key` overrides what the genesis grants this device.
+    pub(super) fn replay_log(
+        &self,
+        space_id: SpaceId,
+        mut key: Option<std::result::Result<crate::crypto::EpochKey, String>>,
+    ) -> std::result::Result<(Space, Vec<outpost_crdt::Change>), String> {
+        const CHUNK: usize = 4096;
+        let mut after = None;
+        let mut space: Option<Space> = None;
+        let mut changes = Vec::new();
+        loop {
+            let rows = self
+                .store
+                .space_log(&space_id, after, CHUNK)
+                .map_err(|e| e.to_string())?;
+            let done = rows.len() < CHUNK;
+            for (order, bytes) in rows {
+                after = Some(order);
+                let env =
+                    Envelope::decode_stored(bytes).map_err(|e| format!("stored envelope does not decode: {e}"))?;
+                let s = match space.as_mut() {
+                    Some(s) => s,
+                    None => {
+                        let state = SpaceState::from_genesis(&env).map_err(|e| e.to_string())?;
+                        let key = key.take().or_else(|| self.unwrap_key(&state));
+                        let mut s = Space::new(state, key);
+                        s.record_at(&env, None, order);
+                        space = Some(s);
+                        continue;
+                    }
+                };
+                if env.header().kind == Kind::Control {
+                    s.state.apply(&env);
+                }
+                let change = s.readable.as_ref().and_then(|r| {
+                    let plain = env.open_content(&r.key).ok()?;
+                    outpost_crdt::Change::from_bytes(plain).ok()
+                });
+                s.record_at(&env, change.as_ref(), order);
+                changes.extend(change);
+            }
+            if done {
+                break;
+            }
+        }
+        Ok((space.ok_or("the space has no genesis")?, changes))
+    }
+
+    pub(super) fn unwrap_key(
+        &self,
+        state: &SpaceState,
+    ) -> Option<std::result::Result<crate::crypto::EpochKey, String>> {
+        state
+            .unwrap_key(&self.keys)
+            .map(|r| r.map_err(|e| format!("epoch key wrap does not open: {e}")))
+    }
+}
