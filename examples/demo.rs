@@ -8,7 +8,8 @@
 //! store, libp2p swarm on loopback and local API socket, exactly what
 //! `outpost daemon` runs), creates an end-to-end encrypted chat, cuts one node
 //! off, keeps writing on both sides, brings it back, and prints the three chat
-//! logs: identical, in the same order. Every step talks to the nodes through
+//! logs: identical, in the same order. Then a fourth node is invited and
+//! receives the key and the whole history. Every step talks to the nodes through
 //! their local API, as the `outpost` CLI does; the equivalent command is
 //! printed beside each step.
 
@@ -20,9 +21,10 @@ use std::{
 
 use anyhow::{Context, bail};
 use outpost_node::{
-    api::{CreateChat, Created, IdResponse, SendMessage},
+    api::{CreateChat, Created, IdResponse, Invite, SendMessage},
     client::Client,
-    core::{MessageView, Sent},
+    control::Role,
+    core::{Invited, MessageView, Sent},
     daemon,
     identity::DeviceKeys,
 };
@@ -223,7 +225,28 @@ async fn main() -> anyhow::Result<()> {
         let who = names.iter().find(|(d, _)| *d == m.author).map_or("?", |(_, n)| *n);
         println!("  [{who}] {}", m.text);
     }
-    for node in [&mut a, &mut b, &mut c] {
+
+    println!("\n5. A new colleague's device d joins: a invites it; d gets the key and the history");
+    let mut d = Node::init(root.path(), "d")?;
+    d.start(&[a.addr()]).await?;
+    let invite = Invite {
+        member: d.card().await?,
+        role: Role::Writer,
+        replicator: false,
+    };
+    let invited: Invited = a.client().post(&format!("/v1/spaces/{space}/members"), &invite).await?;
+    println!(
+        "  a  outpost space invite {} <d's card> --role writer  → op {}",
+        short(&space),
+        short(&invited.op.to_string())
+    );
+    let on_d = wait_for("d to read the history", || async {
+        d.log(&space).await.filter(|l| l.len() == log.len())
+    })
+    .await?;
+    println!("  d reads all {} messages, same order: {}", on_d.len(), on_d == log);
+
+    for node in [&mut a, &mut b, &mut c, &mut d] {
         node.stop().await?;
     }
     Ok(())
