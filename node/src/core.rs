@@ -983,6 +983,15 @@ fn fail_unavailable<T>(reply: Reply<T>) {
     let _ = reply.send(Err(Error::Store(Arc::new(store::Error::Unavailable))));
 }
 
+/// The exact bytes of the envelope this node holds at (actor, seq) of `space`:
+/// stored, or the last envelope of a held snapshot.
+fn held_envelope(store: &Store, space: &Space, actor: &ActorKey, seq: u64) -> store::Result<Option<Vec<u8>>> {
+    if let Some(bytes) = store.writer_range(&space.state.space, actor, seq, seq)?.pop() {
+        return Ok(Some(bytes));
+    }
+    Ok(space.snapshot_last(actor, seq).map(|l| l.as_bytes().to_vec()))
+}
+
 fn new_envelope(env: &Envelope) -> NewEnvelope<'_> {
     let h = env.header();
     NewEnvelope {

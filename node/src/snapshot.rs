@@ -235,9 +235,8 @@ mod tests {
         assert!(!snap.envelope().as_bytes().windows(7).any(|w| w == b"the doc"));
     }
 
-    /// A snapshot envelope with exactly these last envelopes, however wrong.
-    fn raw_snapshot(maker: &DeviceKeys, epoch: &EpochKey, lasts: Vec<Vec<u8>>, seq: u64) -> Envelope {
-        let header = Header {
+    fn snapshot_header(maker: &DeviceKeys, epoch: &EpochKey, seq: u64) -> Header {
+        Header {
             kind: Kind::Snapshot,
             space: epoch.space,
             doc: epoch.space.chat_shard(0),
@@ -247,8 +246,12 @@ mod tests {
             seq,
             parents: Vec::new(),
             control_heads: Vec::new(),
-        };
-        Envelope::sign_with(maker, header, |header_bytes| {
+        }
+    }
+
+    /// A snapshot envelope with exactly these last envelopes, however wrong.
+    fn raw_snapshot(maker: &DeviceKeys, epoch: &EpochKey, lasts: Vec<Vec<u8>>, seq: u64) -> Envelope {
+        Envelope::sign_with(maker, snapshot_header(maker, epoch, seq), |header_bytes| {
             let sealed = envelope::seal(epoch, Kind::Snapshot, header_bytes, b"doc");
             postcard::to_stdvec(&Body { lasts, sealed }).unwrap()
         })
@@ -302,18 +305,7 @@ mod tests {
         fn arbitrary_bodies_never_panic(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
             let maker = DeviceKeys::generate();
             let epoch = EpochKey::generate(SpaceId([5; 16]));
-            let header = Header {
-                kind: Kind::Snapshot,
-                space: epoch.space,
-                doc: epoch.space.chat_shard(0),
-                epoch: epoch.id,
-                author: maker.device_id(),
-                incarnation: 0,
-                seq: 0,
-                parents: Vec::new(),
-                control_heads: Vec::new(),
-            };
-            let env = Envelope::sign_with(&maker, header, |_| body.clone());
+            let env = Envelope::sign_with(&maker, snapshot_header(&maker, &epoch, 0), |_| body.clone());
             let _ = Snapshot::verify(env);
         }
     }

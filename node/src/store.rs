@@ -6,7 +6,7 @@
 //! metadata: no plaintext content and no key material (epoch keys are re-derived
 //! at start-up by unwrapping with the device key).
 
-use std::path::Path;
+use std::{ops::ControlFlow, path::Path};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
@@ -171,23 +171,28 @@ impl Store {
         Ok(out)
     }
 
-    /// A space's envelopes in arrival (topological) order, starting after `after`.
-    pub fn space_log(&self, space: &SpaceId, after: Option<u64>, limit: usize) -> Result<Vec<(u64, Vec<u8>)>> {
+    /// Visits a space's envelopes in arrival (topological) order from log position
+    /// `from` on, in one read transaction and without buffering: `visit` gets each
+    /// (position, exact bytes) and stops the scan by returning `Break`, whose value
+    /// is returned.
+    pub fn scan_log<B>(
+        &self,
+        space: &SpaceId,
+        from: u64,
+        mut visit: impl FnMut(u64, Vec<u8>) -> ControlFlow<B>,
+    ) -> Result<Option<B>> {
         let tx = self.db.begin_read()?;
         let log = tx.open_table(SPACE_LOG)?;
         let envs = tx.open_table(ENVELOPES)?;
-        let start = after.map_or(0, |a| a + 1);
-        let mut out = Vec::new();
-        for row in log.range((&space.0, start)..=(&space.0, u64::MAX))? {
+        for row in log.range((&space.0, from)..=(&space.0, u64::MAX))? {
             let (k, id) = row?;
-            if let Some(bytes) = envs.get(id.value())? {
-                out.push((k.value().1, bytes.value().to_vec()));
-            }
-            if out.len() >= limit {
-                break;
+            if let Some(bytes) = envs.get(id.value())?
+                && let ControlFlow::Break(b) = visit(k.value().1, bytes.value().to_vec())
+            {
+                return Ok(Some(b));
             }
         }
-        Ok(out)
+        Ok(None)
     }
 
     /// Envelopes of `actor` in `space` with seq in `from..=to`.
@@ -427,7 +432,14 @@ mod tests {
         }
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(store.spaces().unwrap(), vec![(space, Participation::Named)]);
-        assert_eq!(store.space_log(&space, None, 10).unwrap(), vec![(0, b"abc".to_vec())]);
+        let mut log = Vec::new();
+        store
+            .scan_log(&space, 0, |order, bytes| {
+                log.push((order, bytes));
+                ControlFlow::<()>::Continue(())
+            })
+            .unwrap();
+        assert_eq!(log, vec![(0, b"abc".to_vec())]);
         assert_eq!(
             store.writer_range(&space, &ActorKey([2; 16]), 1, 5).unwrap(),
             vec![b"abc".to_vec()]

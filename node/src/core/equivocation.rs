@@ -1,6 +1,8 @@
 //! Equivocation: freezing a writer caught signing two envelopes for one
 //! position, purging what the freeze made invalid, and rebuilding a space.
 
+use std::ops::ControlFlow;
+
 use super::*;
 
 impl Core {
@@ -11,7 +13,6 @@ impl Core {
     /// rebuilt from the store. Runs in its own transaction, after the batch that
     /// froze the writer committed.
     pub(super) fn purge(&mut self, space_id: SpaceId) -> store::Result<()> {
-        const CHUNK: usize = 4096;
         let Some(space) = self.spaces.get(&space_id) else {
             return Ok(());
         };
@@ -27,42 +28,41 @@ impl Core {
         }
         let dropped = dropped.len();
         let (mut removed, mut requeued) = (0u64, 0u64);
-        let mut after = None;
-        loop {
-            let rows = self.store.space_log(&space_id, after, CHUNK)?;
-            let done = rows.len() < CHUNK;
-            for (order, bytes) in rows {
-                after = Some(order);
-                let Ok(env) = Envelope::decode_stored(bytes) else {
-                    continue;
-                };
-                let h = env.header();
-                if h.kind == Kind::Control && h.parents.is_empty() {
-                    // The genesis.
-                    known.insert(env.id());
-                    continue;
-                }
-                let bad = frozen.get(&h.actor()).is_some_and(|from| h.seq >= *from)
-                    || h.parents.iter().chain(&h.control_heads).any(|p| invalid.contains(p));
-                // Without a snapshot left, a parent never stored is one only a
-                // dropped snapshot held.
-                let unparented = !snapshots_left && h.parents.iter().any(|p| !known.contains(p));
-                if bad {
-                    tx.delete_envelope(&new_envelope(&env), order)?;
-                    tx.put_invalid(&space_id, &env.id())?;
-                    invalid.insert(env.id());
-                    removed += 1;
-                } else if unparented {
-                    tx.delete_envelope(&new_envelope(&env), order)?;
-                    tx.put_pending(&env.id(), &space_id, env.as_bytes())?;
-                    requeued += 1;
-                } else {
-                    known.insert(env.id());
-                }
+        let failed = self.store.scan_log(&space_id, 0, |order, bytes| {
+            let Ok(env) = Envelope::decode_stored(bytes) else {
+                return ControlFlow::Continue(());
+            };
+            let h = env.header();
+            if h.kind == Kind::Control && h.parents.is_empty() {
+                // The genesis.
+                known.insert(env.id());
+                return ControlFlow::Continue(());
             }
-            if done {
-                break;
+            let bad = frozen.get(&h.actor()).is_some_and(|from| h.seq >= *from)
+                || h.parents.iter().chain(&h.control_heads).any(|p| invalid.contains(p));
+            // Without a snapshot left, a parent never stored is one only a
+            // dropped snapshot held.
+            let unparented = !snapshots_left && h.parents.iter().any(|p| !known.contains(p));
+            let written = if bad {
+                removed += 1;
+                invalid.insert(env.id());
+                tx.delete_envelope(&new_envelope(&env), order)
+                    .and_then(|()| tx.put_invalid(&space_id, &env.id()))
+            } else if unparented {
+                requeued += 1;
+                tx.delete_envelope(&new_envelope(&env), order)
+                    .and_then(|()| tx.put_pending(&env.id(), &space_id, env.as_bytes()))
+            } else {
+                known.insert(env.id());
+                Ok(())
+            };
+            match written {
+                Ok(()) => ControlFlow::Continue(()),
+                Err(e) => ControlFlow::Break(e),
             }
+        })?;
+        if let Some(e) = failed {
+            return Err(e);
         }
         tx.commit()?;
         self.rebuild(space_id)?;

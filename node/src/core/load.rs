@@ -1,6 +1,8 @@
 //! Start-up: rebuilding every space from the store (log replay, control
 //! operations, snapshots, frozen writers, pending envelopes).
 
+use std::ops::ControlFlow;
+
 use super::*;
 
 impl Core {
@@ -103,29 +105,27 @@ impl Core {
         space_id: SpaceId,
         mut key: Option<std::result::Result<crate::crypto::EpochKey, String>>,
     ) -> std::result::Result<(Space, Vec<outpost_crdt::Change>), String> {
-        const CHUNK: usize = 4096;
-        let mut after = None;
         let mut space: Option<Space> = None;
         let mut changes = Vec::new();
-        loop {
-            let rows = self
-                .store
-                .space_log(&space_id, after, CHUNK)
-                .map_err(|e| e.to_string())?;
-            let done = rows.len() < CHUNK;
-            for (order, bytes) in rows {
-                after = Some(order);
-                let env =
-                    Envelope::decode_stored(bytes).map_err(|e| format!("stored envelope does not decode: {e}"))?;
+        let failed = self
+            .store
+            .scan_log(&space_id, 0, |order, bytes| {
+                let env = match Envelope::decode_stored(bytes) {
+                    Ok(env) => env,
+                    Err(e) => return ControlFlow::Break(format!("stored envelope does not decode: {e}")),
+                };
                 let s = match space.as_mut() {
                     Some(s) => s,
                     None => {
-                        let state = SpaceState::from_genesis(&env).map_err(|e| e.to_string())?;
+                        let state = match SpaceState::from_genesis(&env) {
+                            Ok(state) => state,
+                            Err(e) => return ControlFlow::Break(e.to_string()),
+                        };
                         let key = key.take().or_else(|| self.unwrap_key(&state));
                         let mut s = Space::new(state, key);
                         s.record_at(&env, None, order);
                         space = Some(s);
-                        continue;
+                        return ControlFlow::Continue(());
                     }
                 };
                 if env.header().kind == Kind::Control {
@@ -137,10 +137,11 @@ impl Core {
                 });
                 s.record_at(&env, change.as_ref(), order);
                 changes.extend(change);
-            }
-            if done {
-                break;
-            }
+                ControlFlow::Continue(())
+            })
+            .map_err(|e| e.to_string())?;
+        if let Some(why) = failed {
+            return Err(why);
         }
         Ok((space.ok_or("the space has no genesis")?, changes))
     }

@@ -2,6 +2,8 @@
 //! operations first, then snapshots when they lack much, then envelopes), in
 //! bounded parts, and making the snapshots a member serves.
 
+use std::ops::ControlFlow;
+
 use super::*;
 
 /// An envelope with its log position.
@@ -170,16 +172,9 @@ impl Core {
         }
         let mut lasts = Vec::new();
         for (actor, seq) in space.content_writers() {
-            let last = if space.stored_from.get(actor).is_some_and(|first| *first <= seq) {
-                let bytes = self
-                    .store
-                    .writer_range(&space_id, actor, seq, seq)
-                    .map_err(store_err)?
-                    .pop();
-                bytes.and_then(|b| Envelope::decode_stored(b).ok())
-            } else {
-                space.snapshot_last(actor, seq).cloned()
-            };
+            let last = held_envelope(&self.store, space, actor, seq)
+                .map_err(store_err)?
+                .and_then(|b| Envelope::decode_stored(b).ok());
             let Some(last) = last else {
                 warn!(space = %space_id.fmt_short(), writer = %actor.fmt_short(), "no envelope for a writer's last change; serving envelopes instead of a snapshot");
                 return Ok(());
@@ -249,7 +244,6 @@ pub(super) fn envelopes_beyond(
     floor: &VersionVector,
     budget: usize,
 ) -> store::Result<(Vec<LogEntry>, bool)> {
-    const CHUNK: usize = 1024;
     let missing = space.vv.missing_in(floor);
     let mut start = u64::MAX;
     for (actor, from, to) in &missing {
@@ -267,30 +261,23 @@ pub(super) fn envelopes_beyond(
         return Ok((out, false));
     }
     let mut size = 0;
-    let mut after = start.checked_sub(1);
-    loop {
-        let rows = store.space_log(&space.state.space, after, CHUNK)?;
-        let done = rows.len() < CHUNK;
-        for (order, bytes) in rows {
-            after = Some(order);
-            let Ok(env) = Envelope::decode_stored(bytes) else {
-                continue;
-            };
-            let h = env.header();
-            if h.seq <= floor.get(&h.actor()) {
-                continue;
-            }
-            let len = env.as_bytes().len();
-            if !out.is_empty() && size + len > budget {
-                return Ok((out, true));
-            }
-            size += len;
-            out.push((order, env));
+    let truncated = store.scan_log(&space.state.space, start, |order, bytes| {
+        let Ok(env) = Envelope::decode_stored(bytes) else {
+            return ControlFlow::Continue(());
+        };
+        let h = env.header();
+        if h.seq <= floor.get(&h.actor()) {
+            return ControlFlow::Continue(());
         }
-        if done {
-            return Ok((out, false));
+        let len = env.as_bytes().len();
+        if !out.is_empty() && size + len > budget {
+            return ControlFlow::Break(());
         }
-    }
+        size += len;
+        out.push((order, env));
+        ControlFlow::Continue(())
+    })?;
+    Ok((out, truncated.is_some()))
 }
 
 /// Whether to serve a peer that holds `theirs` with snapshots: when it lacks at

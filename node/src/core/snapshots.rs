@@ -76,11 +76,7 @@ impl Core {
                     &"equivocation: a writer's last envelope differs from the one stored; the writer is frozen before it and the device flagged",
                 );
                 let h = last.header();
-                let first = match self.store.writer_range(&space_id, &h.actor(), h.seq, h.seq)?.pop() {
-                    Some(first) => Some(first),
-                    None => space.snapshot_last(&h.actor(), h.seq).map(|l| l.as_bytes().to_vec()),
-                };
-                if let Some(first) = first
+                if let Some(first) = held_envelope(&self.store, space, &h.actor(), h.seq)?
                     && freeze(tx, space, first, &last)?
                 {
                     purges.insert(space_id);
