@@ -16,7 +16,7 @@ use outpost_node::{
     api::{ApiEvent, CreateChat, Created, IdResponse, Invite, SendMessage, StatusResponse},
     client::Client,
     control::Role,
-    core::{Grant, Invited, Members, MessageView, Sent, SpaceSummary},
+    core::{Changed, Grant, Invited, MemberChange, Members, MessageView, Sent, SpaceSummary},
     daemon,
     identity::DeviceKeys,
 };
@@ -52,7 +52,7 @@ enum Command {
     /// Chat spaces.
     #[command(subcommand)]
     Chat(ChatCommand),
-    /// Who is in a space, and adding members.
+    /// Who is in a space: members, roles, removal, leaving, key rotation.
     #[command(subcommand)]
     Space(SpaceCommand),
 }
@@ -79,6 +79,42 @@ enum SpaceCommand {
     },
     /// List a space's members with their roles, and its replicate-only nodes.
     Members {
+        space: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a member device or replicator (owners and admins; only owners
+    /// remove owners). The same signed operation starts a new key epoch wrapped
+    /// only for the remaining members: the removed device reads nothing written
+    /// after the removal reaches its writers.
+    Remove {
+        space: String,
+        #[arg(value_name = "CARD|DEVICE_ID")]
+        member: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a member's role (owners; admins for roles up to admin). A demotion
+    /// also voids what the member did concurrently with it (see docs/protocol.md).
+    Role {
+        space: String,
+        #[arg(value_name = "CARD|DEVICE_ID")]
+        member: String,
+        #[arg(value_enum)]
+        role: RoleArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Leave a space: this device removes itself and rotates the key for the
+    /// others. It keeps what it could read, and receives nothing new.
+    Leave {
+        space: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start a new key epoch for the current members (any member; done
+    /// automatically whenever the members change).
+    Rotate {
         space: String,
         #[arg(long)]
         json: bool,
@@ -409,6 +445,38 @@ async fn space(client: &Client, cmd: SpaceCommand) -> anyhow::Result<()> {
                 output::members(&members);
             }
         }
+        SpaceCommand::Remove { space, member, json } => {
+            change(client, &space, MemberChange::Remove(member), json, "removed").await?
+        }
+        SpaceCommand::Role {
+            space,
+            member,
+            role,
+            json,
+        } => {
+            change(
+                client,
+                &space,
+                MemberChange::SetRole(member, role.into()),
+                json,
+                "role changed",
+            )
+            .await?
+        }
+        SpaceCommand::Leave { space, json } => {
+            change(client, &space, MemberChange::Leave, json, "left the space").await?
+        }
+        SpaceCommand::Rotate { space, json } => change(client, &space, MemberChange::Rotate, json, "rotated").await?,
+    }
+    Ok(())
+}
+
+async fn change(client: &Client, space: &str, change: MemberChange, json: bool, done: &str) -> anyhow::Result<()> {
+    let changed: Changed = client.post(&format!("/v1/spaces/{space}/changes"), &change).await?;
+    if json {
+        output::json(&changed)?;
+    } else {
+        println!("{done}; the space's key epoch is now {}", changed.epoch);
     }
     Ok(())
 }

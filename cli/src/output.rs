@@ -47,6 +47,13 @@ pub(crate) fn status(s: &StatusResponse) {
             "  {}  {}  {} {sync} ({} envelopes{snapshots}, {} waiting for parents, {} rejected)",
             sp.space, name, sp.role, sp.envelopes, sp.pending, sp.rejected
         );
+        println!("    key epoch {}", sp.epoch.fmt_short());
+        if sp.ignored_ops > 0 || sp.invalid_ops > 0 {
+            println!(
+                "    membership: {} operations without effect (made concurrently with their author's removal or demotion), {} refused as invalid",
+                sp.ignored_ops, sp.invalid_ops
+            );
+        }
         for device in &sp.equivocating {
             println!(
                 "    WARNING: device {device} signed two different envelopes for one position (cloned or compromised?); its messages from there on are removed everywhere"

@@ -30,7 +30,7 @@ use tokio::sync::{broadcast, watch};
 
 use crate::{
     control::Role,
-    core::{self, CoreHandle, Invited, Members, MessageView, Sent, SpaceStatus, SpaceSummary},
+    core::{self, Changed, CoreHandle, Invited, MemberChange, Members, MessageView, Sent, SpaceStatus, SpaceSummary},
     identity::DeviceCert,
     ids::{DeviceId, SpaceId},
     net::{NetHandle, NetStatus, PeerStatus},
@@ -136,6 +136,7 @@ pub fn router(core: CoreHandle, net: NetHandle, cert: DeviceCert, stopping: watc
         .route("/v1/status", get(status))
         .route("/v1/spaces", get(spaces))
         .route("/v1/spaces/{space}/members", post(invite).get(members))
+        .route("/v1/spaces/{space}/changes", post(change_members))
         .route("/v1/chats", post(create_chat))
         .route("/v1/chats/{space}/messages", post(send).get(log))
         .route("/v1/events", get(events))
@@ -266,6 +267,17 @@ async fn invite(
         core::Grant::Member(req.role)
     };
     Ok(Json(s.core.invite(space, req.member, grant).await?))
+}
+
+/// Body: a [`MemberChange`] as JSON, e.g. `{"remove": "<device>"}`,
+/// `{"set_role": ["<device>", "admin"]}`, `"leave"` or `"rotate"`.
+async fn change_members(
+    State(s): State<AppState>,
+    Path(space): Path<String>,
+    Json(change): Json<MemberChange>,
+) -> Result<Json<Changed>, Failure> {
+    let space = parse_space(&space)?;
+    Ok(Json(s.core.change_members(space, change).await?))
 }
 
 async fn members(State(s): State<AppState>, Path(space): Path<String>) -> Result<Json<Members>, Failure> {

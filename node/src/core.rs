@@ -44,10 +44,11 @@ use self::{
     space::{PeerView, SnapshotContent, SnapshotVerdict, Space, Verdict},
 };
 use crate::{
-    control::{self, ControlOp, Role, SpaceKind, SpaceState},
+    control::{self, ControlOp, Keyring, Role, SpaceKind, SpaceState},
+    crypto::EpochKey,
     envelope::{Envelope, Header, Kind},
     identity::{DeviceCert, DeviceKeys},
-    ids::{ActorKey, DeviceId, DocId, EnvelopeId, SpaceId},
+    ids::{ActorKey, DeviceId, DocId, EnvelopeId, EpochId, SpaceId},
     snapshot::Snapshot,
     store::{self, NewEnvelope, Participation, Store, Txn},
     sync::{Ack, SpaceVv, VersionVector},
@@ -123,8 +124,16 @@ pub struct SpaceStatus {
     pub space: SpaceId,
     pub name: Option<String>,
     pub kind: String,
-    /// "member" or "replicator".
+    /// "member", "replicator", or "removed" (this device is no longer in the
+    /// space: it keeps what it could read, and receives nothing new).
     pub role: String,
+    /// The current key epoch (merged id when concurrent rotations merged).
+    pub epoch: EpochId,
+    /// Control operations in the log that have no effect under strong remove
+    /// (their author was removed or demoted concurrently), on every node alike.
+    pub ignored_ops: usize,
+    /// Control operations refused as invalid (e.g. signed by a non-admin).
+    pub invalid_ops: u64,
     /// One word for people and scripts: "synced" (nothing waits, no known peer
     /// lacks anything either way), "syncing" (peers are known to lack changes or
     /// to hold changes we lack), "stuck" (envelopes wait for parents nobody has
@@ -215,6 +224,30 @@ pub struct Invited {
     pub op: EnvelopeId,
 }
 
+/// A change to a space's membership or keys, made by this device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberChange {
+    /// Removes a member device or replicator (card or device id); a removed member
+    /// starts a new epoch the removed device never receives.
+    Remove(String),
+    /// Changes a member's role.
+    SetRole(String, Role),
+    /// Removes this device from the space.
+    Leave,
+    /// Starts a new epoch for the current members.
+    Rotate,
+}
+
+/// What a membership change produced.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Changed {
+    /// The signed control operation.
+    pub op: EnvelopeId,
+    /// The space's epoch after it.
+    pub epoch: EpochId,
+}
+
 /// What a send produced.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Sent {
@@ -289,6 +322,11 @@ enum ToCore {
     Members {
         space: SpaceId,
         reply: Reply<Members>,
+    },
+    Change {
+        space: SpaceId,
+        change: MemberChange,
+        reply: Reply<Changed>,
     },
     PeerHolds {
         peer: DeviceId,
@@ -392,6 +430,12 @@ impl CoreHandle {
         .await
     }
 
+    /// Removes a member, changes a role, leaves or rotates; returns once the signed
+    /// operation is durable.
+    pub async fn change_members(&self, space: SpaceId, change: MemberChange) -> Result<Changed> {
+        self.call(|reply| ToCore::Change { space, change, reply }).await
+    }
+
     pub async fn members(&self, space: SpaceId) -> Result<Members> {
         self.call(|reply| ToCore::Members { space, reply }).await
     }
@@ -468,6 +512,17 @@ impl Effects {
                 Some(e) => Err(Error::Store(e.clone())),
             });
         }));
+    }
+
+    /// Replies with `outcome` once the batch commits; a caller's mistake (the
+    /// error) is answered at once, since nothing of it was written.
+    fn reply_result<T: Send + 'static>(&mut self, reply: Reply<T>, outcome: Result<T>) {
+        match outcome {
+            Ok(value) => self.reply(reply, value),
+            Err(e) => {
+                let _ = reply.send(Err(e));
+            }
+        }
     }
 }
 
@@ -555,17 +610,12 @@ impl Core {
                     member,
                     grant,
                     reply,
-                } => match self.invite(txn, space, &member, grant, &mut effects) {
-                    Ok(Ok(invited)) => {
-                        effects.reply(reply, invited);
-                        Ok(())
-                    }
-                    Ok(Err(e)) => {
-                        let _ = reply.send(Err(e));
-                        Ok(())
-                    }
-                    Err(e) => Err(e),
-                },
+                } => self
+                    .invite(txn, space, &member, grant, &mut effects)
+                    .map(|outcome| effects.reply_result(reply, outcome)),
+                ToCore::Change { space, change, reply } => self
+                    .change_members(txn, space, change, &mut effects)
+                    .map(|outcome| effects.reply_result(reply, outcome)),
                 other => {
                     reads.push(other);
                     Ok(())
@@ -659,6 +709,7 @@ impl Core {
                 let _ = reply.send(self.members(space));
             }
             ToCore::Invite { reply, .. } => fail_unavailable(reply),
+            ToCore::Change { reply, .. } => fail_unavailable(reply),
             ToCore::PeerHolds { peer, spaces } => self.note_peer_holds(peer, spaces),
             // Writes reach here only when no transaction could be opened.
             ToCore::CreateChat { reply, .. } => fail_unavailable(reply),
@@ -737,7 +788,9 @@ impl Core {
         };
         let state = SpaceState::from_genesis(&genesis).expect("create_space validated its own genesis");
         let space_id = state.space;
-        let mut space = Space::new(state, Some(Ok(key)));
+        let mut keys = Keyring::default();
+        keys.insert(key);
+        let mut space = Space::new(state, keys);
         let order = space.record(&genesis, None);
         tx.put_space(&space_id, Participation::Named)?;
         tx.put_envelope(&new_envelope(&genesis), order)?;
@@ -770,13 +823,26 @@ impl Core {
             }
             return Ok(());
         }
+        // Nobody seals under an epoch a non-member can derive.
+        if let Err(e) = self.make_epoch_clean(tx, space_id, false, effects)? {
+            let why = e.to_string();
+            for (_, _, reply) in group {
+                let _ = reply.send(Err(Error::KeyMissing {
+                    space: space_id,
+                    why: why.clone(),
+                }));
+            }
+            return Ok(());
+        }
+        let space = self.spaces.get_mut(&space_id).expect("found above");
         let doc = space.chat_doc();
         let incarnation = *self.incarnations.entry(doc).or_insert_with(rand::random);
-        let Some(readable) = space.readable.as_mut() else {
+        let epoch = space.state.current().epoch.clone();
+        let (Some(readable), Some(key)) = (space.readable.as_mut(), space.keys.key_for(&epoch)) else {
             let why = space
                 .key_problem
                 .clone()
-                .unwrap_or_else(|| "no key for the current epoch".into());
+                .unwrap_or_else(|| "this device holds no key for the current epoch".into());
             for (_, _, reply) in group {
                 let _ = reply.send(Err(Error::KeyMissing {
                     space: space_id,
@@ -853,14 +919,14 @@ impl Core {
             kind: Kind::Content,
             space: space_id,
             doc,
-            epoch: space.state.epoch,
+            epoch: epoch.id,
             author: me,
             incarnation,
             seq: change.seq(),
             parents,
             control_heads: space.state.heads(),
         };
-        let env = Envelope::seal_content(&self.keys, header, &readable.key, change.raw_bytes());
+        let env = Envelope::seal_content(&self.keys, header, &key, change.raw_bytes());
         let created: Vec<MessageView> = msgs
             .iter()
             .filter_map(|m| readable.chat.message(&m.id))
@@ -943,9 +1009,14 @@ impl Core {
             kind: "chat".into(),
             role: if s.state.members.contains_key(&self.me) {
                 "member".into()
-            } else {
+            } else if s.state.replicators.contains(&self.me) {
                 "replicator".into()
+            } else {
+                "removed".into()
             },
+            epoch: s.state.epoch,
+            ignored_ops: s.state.current().void.len(),
+            invalid_ops: s.invalid_control,
             sync,
             readable: s.readable.is_some(),
             key_problem: s.key_problem.clone(),

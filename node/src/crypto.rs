@@ -20,6 +20,8 @@ const WRAP_INFO: &[u8] = b"outpost/v1/wrap\0";
 const EPOCH_COMMIT_CONTEXT: &str = "outpost/epoch-commit/v1";
 const EPOCH_ID_CONTEXT: &str = "outpost/epoch-id/v1";
 const CONTENT_KEY_CONTEXT: &str = "outpost/content-key/v1";
+const MERGED_KEY_CONTEXT: &str = "outpost/epoch-merge/v1";
+const LINK_AAD: &[u8] = b"outpost/v1/history-link\0";
 
 /// Why decryption or unwrapping failed. Deliberately carries no detail: an AEAD
 /// failure must not leak which part was wrong.
@@ -154,6 +156,50 @@ impl EpochKey {
         }
     }
 
+    /// The key of a merged epoch (several concurrent rotations): derived from every
+    /// component key, so only a device holding all of them can derive it. `parts`
+    /// must be sorted by epoch id, as [`crate::control::Epoch`] keeps them.
+    pub fn merge(space: SpaceId, id: EpochId, parts: &[&EpochKey]) -> Self {
+        let mut input = space.0.to_vec();
+        input.extend_from_slice(&id.0);
+        for part in parts {
+            input.extend_from_slice(&part.id.0);
+            input.extend_from_slice(&part.key.0);
+        }
+        let secret = SecretKey(blake3::derive_key(MERGED_KEY_CONTEXT, &input));
+        input.zeroize();
+        let mut key = Self::from_secret(space, secret);
+        key.id = id;
+        key
+    }
+
+    /// A history link: `parent`'s key sealed under this (newer) key, so a holder of
+    /// this key can read what was written under the parent.
+    pub fn link_to(&self, parent: &EpochKey) -> HistoryLink {
+        let (nonce, sealed) = self.seal(&link_aad(&self.space, &self.id, &parent.id), &parent.key.0);
+        HistoryLink {
+            parent: parent.id,
+            nonce,
+            sealed,
+        }
+    }
+
+    /// Follows a history link from this key, checking the parent's commitment.
+    pub fn follow(&self, link: &HistoryLink, parent_commit: &[u8; 32]) -> Result<EpochKey, Error> {
+        let mut raw = self.open(
+            &link.nonce,
+            &link_aad(&self.space, &self.id, &link.parent),
+            &link.sealed,
+        )?;
+        let bytes: [u8; 32] = raw.as_slice().try_into().map_err(|_| Error::Aead)?;
+        raw.zeroize();
+        let key = Self::from_secret(self.space, SecretKey(bytes));
+        if key.commitment() != *parent_commit || key.id != link.parent {
+            return Err(Error::Commitment);
+        }
+        Ok(key)
+    }
+
     /// Unwraps `wrap` with this device's keys and checks the epoch's commitment.
     pub fn unwrap(space: SpaceId, commit: &[u8; 32], wrap: &Wrap, keys: &DeviceKeys) -> Result<Self, Error> {
         let epoch = Self::id_of(&space, commit);
@@ -197,6 +243,22 @@ pub struct Wrap {
     pub ephemeral: [u8; 32],
     pub nonce: [u8; 24],
     pub ciphertext: Vec<u8>,
+}
+
+/// An older epoch's key sealed under a newer one (see [`EpochKey::link_to`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryLink {
+    pub parent: EpochId,
+    pub nonce: [u8; 24],
+    pub sealed: Vec<u8>,
+}
+
+fn link_aad(space: &SpaceId, epoch: &EpochId, parent: &EpochId) -> Vec<u8> {
+    let mut aad = LINK_AAD.to_vec();
+    aad.extend_from_slice(&space.0);
+    aad.extend_from_slice(&epoch.0);
+    aad.extend_from_slice(&parent.0);
+    aad
 }
 
 fn aead(key: &SecretKey) -> XChaCha20Poly1305 {
@@ -251,6 +313,29 @@ mod tests {
         // A commitment to another key is refused.
         let other = EpochKey::generate(space);
         assert!(EpochKey::unwrap(space, &other.commitment(), &wrap, &alice).is_err());
+    }
+
+    #[test]
+    fn history_links_and_merged_keys() {
+        let space = SpaceId([5; 16]);
+        let old = EpochKey::generate(space);
+        let new = EpochKey::generate(space);
+        let link = new.link_to(&old);
+        let got = new.follow(&link, &old.commitment()).unwrap();
+        assert_eq!((got.id, got.commitment()), (old.id, old.commitment()));
+        // Only the newer key opens the link, and only for the committed parent.
+        assert!(old.follow(&link, &old.commitment()).is_err());
+        assert_eq!(new.follow(&link, &new.commitment()).unwrap_err(), Error::Commitment);
+        // A merged key depends on every component.
+        let id = EpochId([9; 16]);
+        let third = EpochKey::generate(space);
+        let a = EpochKey::merge(space, id, &[&old, &new]);
+        let b = EpochKey::merge(space, id, &[&old, &new]);
+        let c = EpochKey::merge(space, id, &[&old, &third]);
+        let (nonce, ct) = a.seal(b"ad", b"x");
+        assert_eq!(b.open(&nonce, b"ad", &ct).unwrap(), b"x");
+        assert!(c.open(&nonce, b"ad", &ct).is_err());
+        assert_eq!(a.id, id);
     }
 
     #[test]

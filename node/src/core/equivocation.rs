@@ -97,6 +97,7 @@ impl Core {
         if let (Some(old), Some(new)) = (old, self.spaces.get_mut(&space_id)) {
             new.peers = old.peers;
             new.rejected = old.rejected;
+            new.invalid_control = old.invalid_control;
             new.equivocators.extend(old.equivocators);
         }
         Ok(())

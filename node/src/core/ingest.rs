@@ -14,7 +14,6 @@ impl Core {
         effects: &mut Effects,
     ) -> store::Result<Ack> {
         let peer = from.map(|d| d.fmt_short()).unwrap_or_default();
-        let me = self.me;
         let mut ack = Ack::default();
         // Geneses first: content of a new space waits for it.
         let (geneses, mut queue): (Vec<_>, Vec<_>) = queue.into_iter().partition(|e| {
@@ -47,6 +46,7 @@ impl Core {
         let mut from_pending = BTreeSet::new();
         let mut purges = BTreeSet::new();
         let mut snapshot_spaces = BTreeSet::new();
+        let mut control_spaces = BTreeSet::new();
         loop {
             let mut waiting = Vec::new();
             let mut progressed = BTreeSet::new();
@@ -104,6 +104,9 @@ impl Core {
                     Verdict::Reject(reason) => {
                         warn!(%peer, space = %space_id.fmt_short(), author = %env.header().author.fmt_short(), %reason, "rejected an envelope");
                         space.rejected += 1;
+                        if env.header().kind == Kind::Control {
+                            space.invalid_control += 1;
+                        }
                         ack.rejected += 1;
                         if space.pending.remove(&env.id()).is_some() {
                             tx.remove_pending(&env.id())?;
@@ -161,9 +164,11 @@ impl Core {
                         let order = space.record(&env, change.as_ref().map(Checked::change));
                         if env.header().kind == Kind::Control {
                             space.state.apply(&env);
-                            // Added to a space it could not read: rebuild it with the key
-                            // once the batch is durable (what arrived before gets decrypted).
-                            if space.readable.is_none() && space.state.members.contains_key(&me) {
+                            control_spaces.insert(space_id);
+                            // A key arrived (added to the space, or a rotation or link):
+                            // rebuild once the batch is durable, so what arrived before
+                            // it gets decrypted.
+                            if space.unlock(&self.keys) && space.needs_rebuild() {
                                 self.rebuilds.insert(space_id);
                             }
                         }
@@ -209,6 +214,13 @@ impl Core {
                 ack.pending += 1;
             }
             space.pending.insert(env);
+        }
+        // Membership changed: a member holding the key rotates it if the epoch no
+        // longer matches the members (the clean-epoch rule), in this same batch.
+        for space_id in control_spaces {
+            if let Err(e) = self.make_epoch_clean(tx, space_id, false, effects)? {
+                debug!(space = %space_id.fmt_short(), error = %e, "the epoch is not clean, and this device cannot rotate it");
+            }
         }
         self.purges.extend(purges);
         if dropped > 0 {
@@ -267,9 +279,11 @@ impl Core {
         if !state.entitled(&self.me) && !admitted {
             return Ok(Err("this device is neither member nor replicator of the space".into()));
         }
-        let key = self.unwrap_key(&state);
+        let mut keys = Keyring::default();
+        keys.unlock(&state, &self.keys);
         let space_id = state.space;
-        let mut space = Space::new(state, key);
+        let mut space = Space::new(state, keys);
+        space.unlock(&self.keys);
         if let Some(why) = &space.key_problem {
             warn!(space = %space_id.fmt_short(), %why, "joined a space whose key does not open");
         }

@@ -60,14 +60,12 @@ impl Core {
         frozen: Vec<store::Frozen>,
         pending: Vec<Envelope>,
     ) -> std::result::Result<(), String> {
-        let (mut space, mut changes) = self.replay_log(space_id, None)?;
-        // A device added after the genesis learns its key from a later operation:
-        // replay once more with it, so the content before that operation decrypts.
-        if space.readable.is_none()
-            && let Some(key) = self.unwrap_key(&space.state)
-        {
-            (space, changes) = self.replay_log(space_id, Some(key))?;
-        }
+        // Keys come from the whole control log (a later operation may give this
+        // device the key of earlier content), so read it first.
+        let mut keys = Keyring::default();
+        keys.unlock(&self.control_state(space_id)?, &self.keys);
+        let (mut space, mut changes) = self.replay_log(space_id, keys)?;
+        space.unlock(&self.keys);
         for f in frozen {
             if let Ok(env) = Envelope::decode_stored(f.twins[0].clone()) {
                 space.equivocators.insert(env.header().author);
@@ -97,14 +95,42 @@ impl Core {
         Ok(())
     }
 
+    /// A space's control log as stored (its operations were checked when stored).
+    fn control_state(&self, space_id: SpaceId) -> std::result::Result<SpaceState, String> {
+        let mut state: Option<SpaceState> = None;
+        let failed = self
+            .store
+            .scan_log(&space_id, 0, |_, bytes| {
+                let env = match Envelope::decode_stored(bytes) {
+                    Ok(env) if env.header().kind == Kind::Control => env,
+                    Ok(_) => return ControlFlow::Continue(()),
+                    Err(e) => return ControlFlow::Break(format!("stored envelope does not decode: {e}")),
+                };
+                match state.as_mut() {
+                    Some(state) => state.apply(&env),
+                    None => match SpaceState::from_genesis(&env) {
+                        Ok(genesis) => state = Some(genesis),
+                        Err(e) => return ControlFlow::Break(e.to_string()),
+                    },
+                }
+                ControlFlow::Continue(())
+            })
+            .map_err(|e| e.to_string())?;
+        if let Some(why) = failed {
+            return Err(why);
+        }
+        state.ok_or_else(|| "the space has no genesis".into())
+    }
+
     /// Replays a space's log in arrival order: the genesis, control operations
-    /// (applied to the membership) and content (recorded, and decrypted when the
-    /// key is known). `key` overrides what the genesis grants this device.
+    /// (applied to the membership) and content (recorded, and decrypted when
+    /// `keys` hold its epoch's key and its parents opened).
     pub(super) fn replay_log(
         &self,
         space_id: SpaceId,
-        mut key: Option<std::result::Result<crate::crypto::EpochKey, String>>,
+        keys: Keyring,
     ) -> std::result::Result<(Space, Vec<outpost_crdt::Change>), String> {
+        let mut keys = Some(keys);
         let mut space: Option<Space> = None;
         let mut changes = Vec::new();
         let failed = self
@@ -121,8 +147,7 @@ impl Core {
                             Ok(state) => state,
                             Err(e) => return ControlFlow::Break(e.to_string()),
                         };
-                        let key = key.take().or_else(|| self.unwrap_key(&state));
-                        let mut s = Space::new(state, key);
+                        let mut s = Space::new(state, keys.take().unwrap_or_default());
                         s.record_at(&env, None, order);
                         space = Some(s);
                         return ControlFlow::Continue(());
@@ -132,7 +157,10 @@ impl Core {
                     s.state.apply(&env);
                 }
                 let change = s.readable.as_ref().and_then(|r| {
-                    let plain = env.open_content(&r.key).ok()?;
+                    if env.header().kind != Kind::Content || env.header().parents.iter().any(|p| r.locked.contains(p)) {
+                        return None;
+                    }
+                    let plain = env.open_content(&s.key_of(&env)?).ok()?;
                     outpost_crdt::Change::from_bytes(plain).ok()
                 });
                 s.record_at(&env, change.as_ref(), order);
@@ -144,14 +172,5 @@ impl Core {
             return Err(why);
         }
         Ok((space.ok_or("the space has no genesis")?, changes))
-    }
-
-    pub(super) fn unwrap_key(
-        &self,
-        state: &SpaceState,
-    ) -> Option<std::result::Result<crate::crypto::EpochKey, String>> {
-        state
-            .unwrap_key(&self.keys)
-            .map(|r| r.map_err(|e| format!("epoch key wrap does not open: {e}")))
     }
 }

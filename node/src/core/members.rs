@@ -1,5 +1,7 @@
-//! Membership changes made here (`space invite`) and the view of a space's
-//! members, plus the admission check for a genesis that arrives with an `Add`.
+//! Membership and key changes made here (`space invite|remove|role|leave`, and
+//! the rotation any member makes when the epoch is not clean), the view of a
+//! space's members, and the admission check for a genesis that arrives with an
+//! `Add`.
 
 use super::*;
 
@@ -44,40 +46,31 @@ impl Core {
                 device.fmt_short()
             ))));
         }
-        let Some(readable) = space.readable.as_ref() else {
-            return Ok(Err(Error::KeyMissing {
-                space: space_id,
-                why: space
-                    .key_problem
-                    .clone()
-                    .unwrap_or_else(|| "no key for the current epoch".into()),
-            }));
-        };
-        let doc = space_id.control_doc();
-        let incarnation = *self.incarnations.entry(doc).or_insert_with(rand::random);
-        let actor = ActorKey(outpost_crdt::writer::actor_bytes(&me.0, &doc, incarnation));
-        let seq = space.vv.get(&actor) + 1;
-        let previous = space.last_env.get(&actor).map(|(_, id)| *id);
-        let writer = (incarnation, seq, previous);
-        let made = match (grant, &cert) {
-            (Grant::Member(role), Some(cert)) => {
-                control::add_member(&self.keys, &space.state, &readable.key, writer, cert, role)
+        if let Grant::Member(_) = grant {
+            // An add wraps the current epoch's key, which must be one epoch.
+            if let Err(e) = self.make_epoch_clean(tx, space_id, true, effects)? {
+                return Ok(Err(e));
             }
+        }
+        let writer = self.control_writer(space_id);
+        let space = self.spaces.get(&space_id).expect("checked above");
+        let made = match (grant, &cert) {
+            (Grant::Member(role), Some(cert)) => match space.keys.key_for(&space.state.current().epoch) {
+                Some(key) => control::add_member(&self.keys, &space.state, &key, writer, cert, role),
+                None => return Ok(Err(key_missing(space))),
+            },
             _ => control::add_replicator(&self.keys, &space.state, writer, device),
         };
         let env = match made {
             Ok(env) => env,
             Err(e) => return Ok(Err(Error::Invalid(e.to_string()))),
         };
-        let order = space.record(&env, None);
-        space.state.apply(&env);
-        tx.put_envelope(&new_envelope(&env), order)?;
         let invited = Invited {
             device,
             grant,
             op: env.id(),
         };
-        effects.events.push(stored_event(space, vec![env.into_bytes()], None));
+        self.store_control(tx, env, None, effects)?;
         info!(space = %space_id.fmt_short(), device = %device.fmt_short(), ?grant, "added to a space");
         if let Some(cert) = cert
             && self.certs.get(&cert.device) != Some(&cert)
@@ -86,6 +79,165 @@ impl Core {
             self.certs.insert(cert.device, cert);
         }
         Ok(Ok(invited))
+    }
+
+    /// Removes a member, changes a role, leaves, or rotates (see [`MemberChange`]).
+    /// The outer error aborts the batch; the inner one is the caller's mistake.
+    pub(super) fn change_members(
+        &mut self,
+        tx: &mut Txn,
+        space_id: SpaceId,
+        change: MemberChange,
+        effects: &mut Effects,
+    ) -> store::Result<Result<Changed>> {
+        let me = self.me;
+        let Some(space) = self.spaces.get(&space_id) else {
+            return Ok(Err(Error::UnknownSpace(space_id)));
+        };
+        let mine = space.state.members.get(&me).map(|m| m.role);
+        let target = match &change {
+            MemberChange::Remove(who) | MemberChange::SetRole(who, _) => match self.resolve_device(who) {
+                Ok(device) => device,
+                Err(e) => return Ok(Err(e)),
+            },
+            MemberChange::Leave | MemberChange::Rotate => me,
+        };
+        let theirs = space.state.members.get(&target).map(|m| m.role);
+        // Refuse early, with a reason a person can act on; `control` checks again.
+        let refusal = match &change {
+            MemberChange::Remove(_) if !space.state.entitled(&target) => Some(Error::Invalid(format!(
+                "device {} is not in the space",
+                target.fmt_short()
+            ))),
+            MemberChange::Remove(_) | MemberChange::SetRole(..) if !matches!(mine, Some(Role::Owner | Role::Admin)) => {
+                Some(Error::NotAllowed(
+                    "only owners and admins of a space may remove members or change roles".into(),
+                ))
+            }
+            MemberChange::Remove(_) | MemberChange::SetRole(..)
+                if mine == Some(Role::Admin) && theirs == Some(Role::Owner) =>
+            {
+                Some(Error::NotAllowed("only an owner may remove or demote an owner".into()))
+            }
+            MemberChange::SetRole(_, Role::Owner) if mine != Some(Role::Owner) => {
+                Some(Error::NotAllowed("only an owner may make an owner".into()))
+            }
+            MemberChange::SetRole(..) if theirs.is_none() => Some(Error::Invalid(format!(
+                "device {} is not a member of the space",
+                target.fmt_short()
+            ))),
+            MemberChange::Leave | MemberChange::Rotate if mine.is_none() => {
+                Some(Error::Invalid("this device is not a member of the space".into()))
+            }
+            _ => None,
+        };
+        if let Some(refusal) = refusal {
+            return Ok(Err(refusal));
+        }
+        let writer = self.control_writer(space_id);
+        let space = self.spaces.get(&space_id).expect("checked above");
+        let current = space.keys.parts_of(&space.state.current().epoch);
+        let made = match change {
+            MemberChange::Remove(_) | MemberChange::Leave => {
+                let Some(current) = current else {
+                    return Ok(Err(key_missing(space)));
+                };
+                control::remove(&self.keys, &space.state, writer, &[target], &current)
+            }
+            MemberChange::SetRole(_, role) => {
+                control::set_role(&self.keys, &space.state, writer, target, role).map(|e| (e, None))
+            }
+            MemberChange::Rotate => {
+                let Some(current) = current else {
+                    return Ok(Err(key_missing(space)));
+                };
+                control::rotate(&self.keys, &space.state, writer, &current).map(|(e, k)| (e, Some(k)))
+            }
+        };
+        let (env, key) = match made {
+            Ok(made) => made,
+            Err(e) => return Ok(Err(Error::Invalid(e.to_string()))),
+        };
+        let op = env.id();
+        self.store_control(tx, env, key, effects)?;
+        let space = &self.spaces[&space_id];
+        info!(space = %space_id.fmt_short(), device = %target.fmt_short(), epoch = %space.state.epoch.fmt_short(), "membership changed");
+        Ok(Ok(Changed {
+            op,
+            epoch: space.state.epoch,
+        }))
+    }
+
+    /// The clean-epoch rule: when devices other than exactly the members can
+    /// derive the current epoch's key (a concurrent add missed a rotation, a
+    /// removal came without one) or it is a merged epoch and `single` is asked
+    /// for, a member holding the key rotates before anyone seals or wraps under it.
+    /// Concurrent rotations by several members merge harmlessly.
+    pub(super) fn make_epoch_clean(
+        &mut self,
+        tx: &mut Txn,
+        space_id: SpaceId,
+        single: bool,
+        effects: &mut Effects,
+    ) -> store::Result<Result<()>> {
+        let Some(space) = self.spaces.get(&space_id) else {
+            return Ok(Ok(()));
+        };
+        let current = space.state.current();
+        if current.is_clean() && !(single && current.epoch.is_merged()) {
+            return Ok(Ok(()));
+        }
+        if !space.state.members.contains_key(&self.me) {
+            return Ok(Ok(()));
+        }
+        let Some(parts) = space.keys.parts_of(&current.epoch) else {
+            return Ok(Err(key_missing(space)));
+        };
+        let writer = self.control_writer(space_id);
+        let space = &self.spaces[&space_id];
+        match control::rotate(&self.keys, &space.state, writer, &parts) {
+            Ok((env, key)) => {
+                info!(space = %space_id.fmt_short(), epoch = %key.id.fmt_short(), "rotated the epoch key to match the members");
+                self.store_control(tx, env, Some(key), effects)?;
+                Ok(Ok(()))
+            }
+            Err(e) => Ok(Err(Error::Invalid(format!("could not rotate the epoch key: {e}")))),
+        }
+    }
+
+    /// This device's position for its next control operation in a space.
+    fn control_writer(&mut self, space_id: SpaceId) -> control::WriterPos {
+        let doc = space_id.control_doc();
+        let incarnation = *self.incarnations.entry(doc).or_insert_with(rand::random);
+        let actor = ActorKey(outpost_crdt::writer::actor_bytes(&self.me.0, &doc, incarnation));
+        let space = &self.spaces[&space_id];
+        let seq = space.vv.get(&actor) + 1;
+        let previous = space.last_env.get(&actor).map(|(_, id)| *id);
+        (incarnation, seq, previous)
+    }
+
+    /// Records, applies and stores a control operation made here; `key` is the
+    /// epoch key it started, if any.
+    fn store_control(
+        &mut self,
+        tx: &mut Txn,
+        env: Envelope,
+        key: Option<EpochKey>,
+        effects: &mut Effects,
+    ) -> store::Result<()> {
+        let space = self
+            .spaces
+            .get_mut(&env.header().space)
+            .expect("the caller found the space");
+        let order = space.record(&env, None);
+        space.state.apply(&env);
+        if let Some(key) = key {
+            space.keys.insert(key);
+        }
+        space.unlock(&self.keys);
+        tx.put_envelope(&new_envelope(&env), order)?;
+        effects.events.push(stored_event(space, vec![env.into_bytes()], None));
+        Ok(())
     }
 
     pub(super) fn members(&self, space_id: SpaceId) -> Result<Members> {
@@ -105,6 +257,16 @@ impl Core {
                 .collect(),
             replicators: state.replicators.iter().copied().collect(),
         })
+    }
+}
+
+fn key_missing(space: &Space) -> Error {
+    Error::KeyMissing {
+        space: space.state.space,
+        why: space
+            .key_problem
+            .clone()
+            .unwrap_or_else(|| "this device holds no key for the current epoch".into()),
     }
 }
 

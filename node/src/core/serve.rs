@@ -159,9 +159,15 @@ impl Core {
         let Some(space) = self.spaces.get(&space_id) else {
             return Ok(());
         };
-        let Some(readable) = space.readable.as_ref() else {
+        // A snapshot is sealed under the current epoch: only when this device holds
+        // its key, that key reaches exactly the members, and nothing is locked.
+        let current = space.state.current();
+        let (Some(readable), Some(key)) = (space.readable.as_ref(), space.keys.key_for(&current.epoch)) else {
             return Ok(());
         };
+        if !current.is_clean() || !readable.locked.is_empty() {
+            return Ok(());
+        }
         let mut covered = VersionVector::default();
         for snap in &space.snapshots {
             covered.merge(snap.covers());
@@ -182,14 +188,7 @@ impl Core {
             lasts.push(last);
         }
         let doc = readable.chat.save();
-        let snap = match Snapshot::make(
-            &self.keys,
-            &readable.key,
-            space.chat_doc(),
-            space.state.heads(),
-            lasts,
-            &doc,
-        ) {
+        let snap = match Snapshot::make(&self.keys, &key, space.chat_doc(), space.state.heads(), lasts, &doc) {
             Ok(snap) => snap,
             Err(e) => {
                 debug!(space = %space_id.fmt_short(), error = %e, "no snapshot; serving envelopes");

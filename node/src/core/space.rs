@@ -13,9 +13,9 @@ use outpost_crdt::{
 
 use super::pending::{PENDING_BYTES_PER_SPACE_CAP, PENDING_PER_SPACE_CAP, Pending};
 use crate::{
-    control::{SpaceKind, SpaceState},
-    crypto::EpochKey,
+    control::{Keyring, SpaceKind, SpaceState},
     envelope::{Envelope, Kind},
+    identity::DeviceKeys,
     ids::{ActorKey, DeviceId, DocId, EnvelopeId},
     snapshot::Snapshot,
     sync::VersionVector,
@@ -83,10 +83,13 @@ pub(crate) struct PeerView {
     pub(crate) evidence_sent: BTreeSet<ActorKey>,
 }
 
-/// The readable side of a space (members holding the epoch key).
+/// The readable side of a space (members holding an epoch key).
 pub(crate) struct Readable {
-    pub(crate) key: EpochKey,
     pub(crate) chat: ChatDoc,
+    /// Content stored but not applied to `chat`: sealed under an epoch whose key
+    /// this device lacks, or built on such content. Applied by a rebuild once
+    /// the key arrives.
+    pub(crate) locked: HashSet<EnvelopeId>,
     pub(crate) genesis_hash: ChangeHash,
     pub(crate) change_of_env: HashMap<EnvelopeId, ChangeHash>,
     pub(crate) env_of_change: HashMap<ChangeHash, EnvelopeId>,
@@ -96,8 +99,11 @@ pub(crate) struct Readable {
 pub(crate) struct Space {
     pub(crate) state: SpaceState,
     pub(crate) name: Option<String>,
+    /// The epoch keys this device holds (see [`Space::unlock`]).
+    pub(crate) keys: Keyring,
+    /// Present iff `keys` holds any key.
     pub(crate) readable: Option<Readable>,
-    /// Why this device cannot read the space, when it should be able to.
+    /// Why this device cannot read (all of) the space, when it should be able to.
     pub(crate) key_problem: Option<String>,
     pub(crate) vv: VersionVector,
     /// Arrival order of every stored envelope (a topological order).
@@ -106,6 +112,8 @@ pub(crate) struct Space {
     pub(crate) pending: Pending,
     pub(crate) peers: BTreeMap<DeviceId, PeerView>,
     pub(crate) rejected: u64,
+    /// Control operations among `rejected`.
+    pub(crate) invalid_control: u64,
     /// Devices that signed two different envelopes for one (writer, seq).
     pub(crate) equivocators: BTreeSet<DeviceId>,
     /// Writers frozen for equivocation → the seq from which their envelopes are
@@ -134,37 +142,35 @@ impl Space {
         self.state.space.chat_shard(0)
     }
 
-    pub(crate) fn new(state: SpaceState, key: Option<Result<EpochKey, String>>) -> Self {
+    /// A space as `state` defines it, readable with `keys` when it holds any.
+    pub(crate) fn new(state: SpaceState, keys: Keyring) -> Self {
         let chat_doc = state.space.chat_shard(0);
-        let (readable, key_problem) = match key {
-            Some(Ok(key)) => {
-                let (_, genesis_hash) = ChatDoc::genesis(&chat_doc);
-                let readable = Readable {
-                    key,
-                    chat: ChatDoc::new(chat_doc),
-                    genesis_hash,
-                    change_of_env: HashMap::new(),
-                    env_of_change: HashMap::new(),
-                    device_of_actor: HashMap::new(),
-                };
-                (Some(readable), None)
+        let readable = (!keys.is_empty()).then(|| {
+            let (_, genesis_hash) = ChatDoc::genesis(&chat_doc);
+            Readable {
+                chat: ChatDoc::new(chat_doc),
+                locked: HashSet::new(),
+                genesis_hash,
+                change_of_env: HashMap::new(),
+                env_of_change: HashMap::new(),
+                device_of_actor: HashMap::new(),
             }
-            Some(Err(why)) => (None, Some(why)),
-            None => (None, None),
-        };
-        let name = readable.as_ref().and_then(|r| state.name(&r.key));
+        });
+        let name = state.name(&keys);
         debug_assert_eq!(state.kind, SpaceKind::Chat);
         Self {
             state,
             name,
+            keys,
             readable,
-            key_problem,
+            key_problem: None,
             vv: VersionVector::default(),
             order: HashMap::new(),
             next_order: 0,
             pending: Pending::new(PENDING_PER_SPACE_CAP, PENDING_BYTES_PER_SPACE_CAP),
             peers: BTreeMap::new(),
             rejected: 0,
+            invalid_control: 0,
             equivocators: BTreeSet::new(),
             frozen: BTreeMap::new(),
             invalid: HashSet::new(),
@@ -173,6 +179,47 @@ impl Space {
             last_env: HashMap::new(),
             stored_from: HashMap::new(),
             snapshot_lasts: BTreeSet::new(),
+        }
+    }
+
+    /// Unlocks what the control log now gives `device` and says in `key_problem`
+    /// what is still missing. Returns whether a new key opened: the caller
+    /// rebuilds the space if that makes stored content readable.
+    pub(crate) fn unlock(&mut self, device: &DeviceKeys) -> bool {
+        let before = self.keys.len();
+        let failed = self.keys.unlock(&self.state, device);
+        let gained = self.keys.len() > before;
+        if self.name.is_none() {
+            self.name = self.state.name(&self.keys);
+        }
+        let me = device.device_id();
+        let current = &self.state.current().epoch;
+        let locked = self.readable.as_ref().map_or(0, |r| r.locked.len());
+        self.key_problem = if let Some((epoch, e)) = failed.first() {
+            Some(format!(
+                "the key of epoch {} was sent to this device but does not open ({e}); ask a member to rotate the space's key",
+                epoch.fmt_short()
+            ))
+        } else if self.state.members.contains_key(&me) && self.keys.key_for(current).is_none() {
+            Some(format!(
+                "no key yet for the current epoch {}: it was made without this device (a concurrent change); any member holding it rotates the key, and it arrives with the control log from any peer",
+                current.id.fmt_short()
+            ))
+        } else if locked > 0 && !gained {
+            Some(format!(
+                "{locked} envelopes are sealed under epochs this device holds no key for"
+            ))
+        } else {
+            None
+        };
+        gained
+    }
+
+    /// Whether opening keys would let this node read stored content it could not.
+    pub(crate) fn needs_rebuild(&self) -> bool {
+        match &self.readable {
+            None => !self.keys.is_empty(),
+            Some(r) => !r.locked.is_empty(),
         }
     }
 
@@ -267,7 +314,10 @@ impl Space {
             // Control operations travel like any envelope: they may come later.
             return Verdict::Wait;
         }
-        if h.epoch != self.state.epoch {
+        let Some(epoch) = self.state.epoch_at(&h.control_heads) else {
+            return Verdict::Wait;
+        };
+        if h.epoch != epoch.id {
             return Verdict::Reject("sealed under an epoch that is not the space's epoch at its control heads");
         }
         if !self.state.may_write_at(&h.control_heads, &h.author) {
@@ -290,7 +340,13 @@ impl Space {
             // Replicate-only: everything checkable in clear has been checked.
             return Verdict::Accept(None);
         };
-        let Ok(plain) = env.open_content(&readable.key) else {
+        let key = self.keys.key_for(&epoch);
+        let Some(key) = key.filter(|_| !h.parents.iter().any(|p| readable.locked.contains(p))) else {
+            // This device lacks the key (or a parent's): stored like a replicator
+            // would, locked until the key arrives.
+            return Verdict::Accept(None);
+        };
+        let Ok(plain) = env.open_content(&key) else {
             return Verdict::Reject("does not decrypt under the epoch key");
         };
         let Ok(change) = Change::from_bytes(plain) else {
@@ -368,8 +424,12 @@ impl Space {
         self.stored_from.entry(h.actor()).or_insert(h.seq);
         self.advance_writer(env);
         self.pending.remove(&env.id());
-        if let (Some(r), Some(change)) = (self.readable.as_mut(), change) {
-            r.map_change(env, change.hash());
+        match (self.readable.as_mut(), change) {
+            (Some(r), Some(change)) => r.map_change(env, change.hash()),
+            (Some(r), None) if h.kind == Kind::Content => {
+                r.locked.insert(env.id());
+            }
+            _ => {}
         }
     }
 
@@ -440,15 +500,15 @@ impl Space {
         {
             return SnapshotVerdict::Wait;
         }
-        if h.epoch != self.state.epoch {
-            return SnapshotVerdict::Reject("snapshot sealed under another epoch");
+        if !self.sealed_at_its_heads(snap.envelope()) {
+            return SnapshotVerdict::Reject("snapshot sealed under another epoch than the one at its control heads");
         }
         if !self.state.may_write_at(&h.control_heads, &h.author) {
             return SnapshotVerdict::Reject("snapshot made by a device that may not write in this space");
         }
         for last in snap.lasts() {
             let l = last.header();
-            if l.epoch != self.state.epoch || !self.state.may_write_at(&l.control_heads, &l.author) {
+            if !self.sealed_at_its_heads(last) || !self.state.may_write_at(&l.control_heads, &l.author) {
                 return SnapshotVerdict::Reject("a snapshot's writer may not write in this space");
             }
             if l.seq <= self.vv.get(&l.actor())
@@ -471,28 +531,48 @@ impl Space {
         if self.readable.is_none() {
             return SnapshotVerdict::Accept(None);
         }
+        if std::iter::once(snap.envelope())
+            .chain(snap.lasts())
+            .any(|e| self.key_of(e).is_none())
+        {
+            // A member lacking a key waits for it (snapshots are an optimisation;
+            // the envelopes they cover also arrive one by one).
+            return SnapshotVerdict::Wait;
+        }
         match self.open_snapshot(snap) {
             Ok(content) => SnapshotVerdict::Accept(Some(Box::new(content))),
             Err(reason) => SnapshotVerdict::Reject(reason),
         }
     }
 
+    /// Whether `env` names the epoch at its own control heads (known ones).
+    fn sealed_at_its_heads(&self, env: &Envelope) -> bool {
+        let h = env.header();
+        self.state.epoch_at(&h.control_heads).is_some_and(|e| e.id == h.epoch)
+    }
+
+    /// The key of the epoch `env` is sealed under, if this device holds it.
+    pub(crate) fn key_of(&self, env: &Envelope) -> Option<crate::crypto::EpochKey> {
+        let epoch = self.state.epoch_at(&env.header().control_heads)?;
+        (epoch.id == env.header().epoch).then(|| self.keys.key_for(&epoch))?
+    }
+
     /// Decrypts a snapshot and checks its document against its last envelopes
     /// (see `outpost_crdt::chat::snapshot`). Members only.
     pub(crate) fn open_snapshot(&self, snap: &Snapshot) -> Result<SnapshotContent, &'static str> {
-        let Some(readable) = &self.readable else {
-            return Err("this device holds no key for the space");
+        let Some(key) = self.key_of(snap.envelope()) else {
+            return Err("this device holds no key for the snapshot's epoch");
         };
-        let Ok(doc) = snap.open(&readable.key) else {
+        let Ok(doc) = snap.open(&key) else {
             return Err("snapshot does not decrypt under the epoch key");
         };
         let mut declared: BTreeMap<ActorId, (u64, ChangeHash)> = BTreeMap::new();
         let mut lasts = Vec::with_capacity(snap.lasts().len());
         for last in snap.lasts() {
             let l = last.header();
-            let Some(change) = last
-                .open_content(&readable.key)
-                .ok()
+            let Some(change) = self
+                .key_of(last)
+                .and_then(|key| last.open_content(&key).ok())
                 .and_then(|plain| Change::from_bytes(plain).ok())
             else {
                 return Err("a snapshot's last envelope does not open");

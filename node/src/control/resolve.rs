@@ -1,0 +1,482 @@
+//! Resolution: the members, roles and epoch a control log defines at heads H.
+//!
+//! A pure function of the causal past P of H (each operation in P passed
+//! [`SpaceState::check`] at its own causal point):
+//!
+//! 1. **Strong remove.** A *removal* is a `Remove`, or a `SetRole` that lowered
+//!    its target's role. An operation whose author is the target of a removal
+//!    concurrent with it (neither in the other's past) is *void*. Removals that
+//!    void each other in a cycle (A removes B while B removes A, or longer) are
+//!    exempt from each other: they all take effect. Among removals the voiding
+//!    relation is decided over the strongly connected components of "r1 would
+//!    void r2", sources first, so it is well founded.
+//! 2. **Cascade.** Walking P in canonical topological order (depth, id), an
+//!    operation takes effect iff it is not void and its author's standing at its
+//!    causal point, counting only operations that took effect, allows it. So an
+//!    add by a concurrently removed admin is void, and what the added device did
+//!    loses its effect too. A removal that thereby loses its effect no longer
+//!    voids anything; resolution repeats without it until nothing changes (at
+//!    most once per removal).
+//! 3. **Standing.** A device's standing is decided by the operations that took
+//!    effect and name it, keeping those not followed by another (the frontier):
+//!    any removal in the frontier wins over a concurrent add or role change; a
+//!    replicator naming wins over a member add (it reads nothing); concurrent
+//!    roles keep the lowest.
+//! 4. **Epoch.** The rotations that took effect and are not followed by another:
+//!    one gives the epoch; several give their merge. Who can derive an epoch's key
+//!    is physical, not a matter of effect: every wrap in P counts, void or not,
+//!    and a holder of a newer epoch holds what it links.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use super::{Applied, ControlOp, Member, Role};
+use crate::{
+    crypto::EpochKey,
+    ids::{DeviceId, EnvelopeId, EpochId, SpaceId, derive16},
+};
+
+const MERGED_ID_CONTEXT: &str = "outpost/epoch-merge-id/v1";
+
+/// A device's place in a space.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Standing {
+    Member(Member),
+    Replicator,
+}
+
+/// An epoch: one rotation's, or the merge of concurrent rotations (`parts`,
+/// sorted, more than one), whose key derives from every part's key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Epoch {
+    pub id: EpochId,
+    pub parts: Vec<EpochId>,
+}
+
+impl Epoch {
+    fn of(space: &SpaceId, mut parts: Vec<EpochId>) -> Self {
+        parts.sort();
+        parts.dedup();
+        let id = match parts.as_slice() {
+            [one] => *one,
+            _ => {
+                let mut input = space.0.to_vec();
+                for p in &parts {
+                    input.extend_from_slice(&p.0);
+                }
+                EpochId(derive16(MERGED_ID_CONTEXT, &input))
+            }
+        };
+        Self { id, parts }
+    }
+
+    pub fn is_merged(&self) -> bool {
+        self.parts.len() > 1
+    }
+}
+
+/// The state a control log defines at some heads.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub members: BTreeMap<DeviceId, Member>,
+    pub replicators: BTreeSet<DeviceId>,
+    pub epoch: Epoch,
+    /// Devices that can derive the current epoch's key.
+    pub holders: BTreeSet<DeviceId>,
+    /// Operations in the causal past that have no effect here (strong remove).
+    pub void: BTreeSet<EnvelopeId>,
+    /// Every epoch started in the causal past.
+    pub(super) epochs_seen: BTreeSet<EpochId>,
+}
+
+impl Resolved {
+    pub fn standing(&self, device: &DeviceId) -> Option<Standing> {
+        match self.members.get(device) {
+            Some(m) => Some(Standing::Member(m.clone())),
+            None => self.replicators.contains(device).then_some(Standing::Replicator),
+        }
+    }
+
+    /// Whether exactly the member devices can derive the current epoch's key.
+    /// When not, a member holding it rotates before anyone writes (see `core`).
+    pub fn is_clean(&self) -> bool {
+        self.holders.len() == self.members.len() && self.members.keys().all(|d| self.holders.contains(d))
+    }
+}
+
+/// Whether an author with `author` standing may make `op`; `role_of` gives other
+/// devices' roles at the same causal point. Shared by validity and resolution.
+pub(super) fn permits(
+    author: Option<Standing>,
+    author_id: &DeviceId,
+    op: &ControlOp,
+    role_of: impl Fn(&DeviceId) -> Option<Role>,
+) -> bool {
+    let role = match &author {
+        Some(Standing::Member(m)) => Some(m.role),
+        _ => None,
+    };
+    match op {
+        ControlOp::Genesis(_) => false,
+        ControlOp::Add(add) => match role {
+            Some(Role::Owner) => true,
+            Some(Role::Admin) => add.member.role <= Role::Admin,
+            _ => false,
+        },
+        ControlOp::AddReplicator(_) => role >= Some(Role::Admin),
+        // Anyone may leave; owners remove anyone; admins anyone but owners.
+        ControlOp::Remove(remove) => remove.devices.iter().all(|d| {
+            (d == author_id && author.is_some())
+                || role == Some(Role::Owner)
+                || (role == Some(Role::Admin) && role_of(d) < Some(Role::Owner))
+        }),
+        ControlOp::SetRole(set) => {
+            role == Some(Role::Owner)
+                || (role == Some(Role::Admin) && set.role <= Role::Admin && role_of(&set.device) <= Some(Role::Admin))
+        }
+        // Key distribution is mechanical: any member may rotate.
+        ControlOp::Rotate(_) => role.is_some(),
+    }
+}
+
+/// What an operation says about one device.
+#[derive(Clone, Copy)]
+enum Entry<'a> {
+    Member(&'a Member),
+    Replicator,
+    Removed,
+    Role(Role),
+}
+
+/// The causal past of some heads, in canonical topological order, with ancestry.
+struct Dag<'a> {
+    ops: Vec<(EnvelopeId, &'a Applied)>,
+    /// Row i holds bit j iff op j is in the causal past of op i.
+    ancestors: Vec<u64>,
+    words: usize,
+    /// Op indices naming each device (ascending).
+    by_target: HashMap<DeviceId, Vec<usize>>,
+    /// Op indices by author (ascending).
+    by_author: HashMap<DeviceId, Vec<usize>>,
+}
+
+impl<'a> Dag<'a> {
+    fn new(log: &'a BTreeMap<EnvelopeId, Applied>, heads: &[EnvelopeId]) -> Option<Self> {
+        let mut seen = HashSet::new();
+        let mut stack = heads.to_vec();
+        let mut ops = Vec::new();
+        while let Some(id) = stack.pop() {
+            if !seen.insert(id) {
+                continue;
+            }
+            let op = log.get(&id)?;
+            stack.extend(op.parents.iter().copied());
+            ops.push((id, op));
+        }
+        ops.sort_by_key(|(id, op)| (op.depth, *id));
+        let index: HashMap<EnvelopeId, usize> = ops.iter().enumerate().map(|(i, (id, _))| (*id, i)).collect();
+        let words = ops.len().div_ceil(64);
+        let mut ancestors = vec![0u64; ops.len() * words];
+        let mut by_target: HashMap<DeviceId, Vec<usize>> = HashMap::new();
+        let mut by_author: HashMap<DeviceId, Vec<usize>> = HashMap::new();
+        for (i, (_, op)) in ops.iter().enumerate() {
+            // Parents are shallower, so their rows are complete.
+            let (done, rest) = ancestors.split_at_mut(i * words);
+            let row = &mut rest[..words];
+            for p in &op.parents {
+                let j = index[p];
+                for (w, word) in row.iter_mut().enumerate() {
+                    *word |= done[j * words + w];
+                }
+                row[j / 64] |= 1 << (j % 64);
+            }
+            for (device, _) in entries(&op.op) {
+                by_target.entry(device).or_default().push(i);
+            }
+            by_author.entry(op.author).or_default().push(i);
+        }
+        Some(Self {
+            ops,
+            ancestors,
+            words,
+            by_target,
+            by_author,
+        })
+    }
+
+    /// Whether op `a` is in the causal past of op `b`.
+    fn before(&self, a: usize, b: usize) -> bool {
+        self.ancestors[b * self.words + a / 64] & (1 << (a % 64)) != 0
+    }
+
+    fn concurrent(&self, a: usize, b: usize) -> bool {
+        a != b && !self.before(a, b) && !self.before(b, a)
+    }
+
+    fn op(&self, i: usize) -> &'a Applied {
+        self.ops[i].1
+    }
+
+    /// `device`'s standing decided by the operations `counted` names.
+    fn standing(&self, device: &DeviceId, counted: impl Fn(usize) -> bool) -> Option<Standing> {
+        let set: Vec<usize> = self
+            .by_target
+            .get(device)?
+            .iter()
+            .copied()
+            .filter(|&t| counted(t))
+            .collect();
+        let entry = |t: usize| {
+            entries(&self.op(t).op)
+                .find(|(d, _)| d == device)
+                .map(|(_, e)| e)
+                .expect("by_target indexes the operations naming the device")
+        };
+        let mut role: Option<Role> = None;
+        let mut replicator = false;
+        for &t in &set {
+            if set.iter().any(|&u| self.before(t, u)) {
+                continue; // followed by another: not in the frontier
+            }
+            match entry(t) {
+                Entry::Removed => return None,
+                Entry::Replicator => replicator = true,
+                Entry::Member(m) => role = Some(role.map_or(m.role, |r| r.min(m.role))),
+                Entry::Role(r) => role = Some(role.map_or(r, |held| held.min(r))),
+            }
+        }
+        if replicator {
+            return Some(Standing::Replicator);
+        }
+        let cert = set.iter().rev().find_map(|&t| match entry(t) {
+            Entry::Member(m) => Some(m.cert),
+            _ => None,
+        })?;
+        Some(Standing::Member(Member { cert, role: role? }))
+    }
+}
+
+/// What `op` says about each device it names.
+fn entries(op: &ControlOp) -> Box<dyn Iterator<Item = (DeviceId, Entry<'_>)> + '_> {
+    match op {
+        ControlOp::Genesis(g) => Box::new(
+            g.members
+                .iter()
+                .map(|m| (m.cert.device, Entry::Member(m)))
+                .chain(g.replicators.iter().map(|d| (*d, Entry::Replicator))),
+        ),
+        ControlOp::Add(add) => Box::new(std::iter::once((add.member.cert.device, Entry::Member(&add.member)))),
+        ControlOp::AddReplicator(d) => Box::new(std::iter::once((*d, Entry::Replicator))),
+        ControlOp::Remove(r) => Box::new(r.devices.iter().map(|d| (*d, Entry::Removed))),
+        ControlOp::SetRole(s) => Box::new(std::iter::once((s.device, Entry::Role(s.role)))),
+        ControlOp::Rotate(_) => Box::new(std::iter::empty()),
+    }
+}
+
+/// The devices a removal takes authority from.
+fn removed_by(op: &ControlOp) -> &[DeviceId] {
+    match op {
+        ControlOp::Remove(r) => &r.devices,
+        ControlOp::SetRole(s) => std::slice::from_ref(&s.device),
+        _ => &[],
+    }
+}
+
+/// The state the operations `log` of `space` define at `heads`; `None` when a
+/// head is unknown.
+pub(super) fn resolve(space: &SpaceId, log: &BTreeMap<EnvelopeId, Applied>, heads: &[EnvelopeId]) -> Option<Resolved> {
+    let dag = Dag::new(log, heads)?;
+    let n = dag.ops.len();
+    let mut active: Vec<usize> = (0..n).filter(|&i| dag.op(i).op.is_removal(dag.op(i).demotes)).collect();
+    let (void, effective) = loop {
+        let void = voids(&dag, &active);
+        let effective = walk(&dag, &void);
+        let kept: Vec<usize> = active.iter().copied().filter(|&r| effective[r] || void[r]).collect();
+        if kept.len() == active.len() {
+            break (void, effective);
+        }
+        active = kept;
+    };
+    debug_assert!(void.iter().zip(&effective).all(|(v, e)| !(*v && *e)));
+
+    let mut members = BTreeMap::new();
+    let mut replicators = BTreeSet::new();
+    for device in dag.by_target.keys() {
+        match dag.standing(device, |t| effective[t]) {
+            Some(Standing::Member(m)) => {
+                members.insert(*device, m);
+            }
+            Some(Standing::Replicator) => {
+                replicators.insert(*device);
+            }
+            None => {}
+        }
+    }
+    let epoch_of = |i: usize| {
+        dag.op(i)
+            .op
+            .rotation()
+            .map(|(commit, _, _)| EpochKey::id_of(space, commit))
+    };
+    let rotations: Vec<usize> = (0..n).filter(|&i| effective[i] && epoch_of(i).is_some()).collect();
+    let latest = rotations
+        .iter()
+        .filter(|&&r| !rotations.iter().any(|&s| dag.before(r, s)))
+        .filter_map(|&r| epoch_of(r))
+        .collect();
+    let epoch = Epoch::of(space, latest);
+    let holders = holders(&dag, space, &epoch);
+    Some(Resolved {
+        members,
+        replicators,
+        epoch,
+        holders,
+        void: (1..n).filter(|&i| !effective[i]).map(|i| dag.ops[i].0).collect(),
+        epochs_seen: (0..n).filter_map(epoch_of).collect(),
+    })
+}
+
+/// Which operations are void (rule 1), given the removals still `active`.
+fn voids(dag: &Dag, active: &[usize]) -> Vec<bool> {
+    let m = active.len();
+    let targets = |k: usize| removed_by(&dag.op(active[k]).op);
+    // Edge k → l: removal k takes authority from the author of removal l, concurrently.
+    let mut out: Vec<Vec<usize>> = vec![Vec::new(); m];
+    let mut into: Vec<Vec<usize>> = vec![Vec::new(); m];
+    for k in 0..m {
+        for l in 0..m {
+            if targets(k).contains(&dag.op(active[l]).author) && dag.concurrent(active[k], active[l]) {
+                out[k].push(l);
+                into[l].push(k);
+            }
+        }
+    }
+    let component = components(&out, &into);
+    // Components are numbered sources first, so every edge from another
+    // component comes from one already decided.
+    let mut order: Vec<usize> = (0..m).collect();
+    order.sort_by_key(|&k| component[k]);
+    let mut void_removal = vec![false; m];
+    for k in order {
+        void_removal[k] = into[k]
+            .iter()
+            .any(|&from| component[from] != component[k] && !void_removal[from]);
+    }
+    let position: HashMap<usize, usize> = active.iter().enumerate().map(|(k, &i)| (i, k)).collect();
+    let mut void = vec![false; dag.ops.len()];
+    for k in 0..m {
+        if void_removal[k] {
+            void[active[k]] = true;
+            continue;
+        }
+        for device in targets(k) {
+            for &i in dag.by_author.get(device).into_iter().flatten() {
+                let same_cycle = position.get(&i).is_some_and(|&l| component[l] == component[k]);
+                if dag.concurrent(active[k], i) && !same_cycle {
+                    void[i] = true;
+                }
+            }
+        }
+    }
+    void
+}
+
+/// Strongly connected components (Kosaraju, iterative), numbered in topological
+/// order of the component graph: sources first.
+fn components(out: &[Vec<usize>], into: &[Vec<usize>]) -> Vec<usize> {
+    let m = out.len();
+    let mut visited = vec![false; m];
+    let mut finished = Vec::with_capacity(m);
+    for start in 0..m {
+        if visited[start] {
+            continue;
+        }
+        visited[start] = true;
+        let mut stack = vec![(start, 0usize)];
+        while let Some((v, next)) = stack.last_mut() {
+            if let Some(&w) = out[*v].get(*next) {
+                *next += 1;
+                if !visited[w] {
+                    visited[w] = true;
+                    stack.push((w, 0));
+                }
+            } else {
+                finished.push(*v);
+                stack.pop();
+            }
+        }
+    }
+    let mut component = vec![usize::MAX; m];
+    let mut count = 0;
+    for &start in finished.iter().rev() {
+        if component[start] != usize::MAX {
+            continue;
+        }
+        component[start] = count;
+        let mut stack = vec![start];
+        while let Some(v) = stack.pop() {
+            for &w in &into[v] {
+                if component[w] == usize::MAX {
+                    component[w] = count;
+                    stack.push(w);
+                }
+            }
+        }
+        count += 1;
+    }
+    component
+}
+
+/// Which operations take effect (rule 2): not void, and allowed by the author's
+/// standing at its causal point among operations that took effect.
+fn walk(dag: &Dag, void: &[bool]) -> Vec<bool> {
+    let n = dag.ops.len();
+    let mut effective = vec![false; n];
+    effective[0] = true; // the genesis: the only operation of depth 0
+    for i in 1..n {
+        if void[i] {
+            continue;
+        }
+        let counted = |t: usize| t < i && effective[t] && dag.before(t, i);
+        let op = dag.op(i);
+        let author = dag.standing(&op.author, counted);
+        effective[i] = permits(author, &op.author, &op.op, |d| match dag.standing(d, counted) {
+            Some(Standing::Member(m)) => Some(m.role),
+            _ => None,
+        });
+    }
+    effective
+}
+
+/// Devices that can derive `epoch`'s key from the wraps and links in the DAG.
+fn holders(dag: &Dag, space: &SpaceId, epoch: &Epoch) -> BTreeSet<DeviceId> {
+    let mut direct: HashMap<EpochId, BTreeSet<DeviceId>> = HashMap::new();
+    // Parent epoch → the epochs linking to it.
+    let mut linked_from: HashMap<EpochId, Vec<EpochId>> = HashMap::new();
+    for (_, op) in &dag.ops {
+        if let Some((commit, wraps, links)) = op.op.rotation() {
+            let id = EpochKey::id_of(space, commit);
+            direct.entry(id).or_default().extend(wraps.iter().map(|w| w.recipient));
+            for link in links {
+                linked_from.entry(link.parent).or_default().push(id);
+            }
+        }
+        if let ControlOp::Add(add) = &op.op {
+            direct.entry(add.epoch).or_default().insert(add.wrap.recipient);
+        }
+    }
+    let of_part = |part: EpochId| {
+        let mut holders = BTreeSet::new();
+        let mut seen = HashSet::new();
+        let mut stack = vec![part];
+        while let Some(e) = stack.pop() {
+            if seen.insert(e) {
+                holders.extend(direct.get(&e).into_iter().flatten().copied());
+                stack.extend(linked_from.get(&e).into_iter().flatten().copied());
+            }
+        }
+        holders
+    };
+    let mut parts = epoch.parts.iter().map(|p| of_part(*p));
+    let first = parts.next().unwrap_or_default();
+    parts.fold(first, |acc, h| acc.intersection(&h).copied().collect())
+}
