@@ -105,6 +105,11 @@ impl Keyring {
         epoch.parts.iter().map(|p| self.keys.get(p).cloned()).collect()
     }
 
+    /// Every epoch key held (single epochs; merged keys derive from these).
+    pub fn keys(&self) -> impl Iterator<Item = &EpochKey> {
+        self.keys.values()
+    }
+
     pub fn len(&self) -> usize {
         self.keys.len()
     }

@@ -236,7 +236,17 @@ impl Core {
         }
         space.unlock(&self.keys);
         tx.put_envelope(&new_envelope(&env), order)?;
-        effects.events.push(stored_event(space, vec![env.into_bytes()], None));
+        let removed = match env.control_op() {
+            Ok(ControlOp::Remove(remove)) => remove.devices,
+            _ => Vec::new(),
+        };
+        let mut event = stored_event(space, vec![env.into_bytes()], None);
+        // A removed device is told (the operation carries no key for it), so its
+        // status says it was removed instead of waiting for messages forever.
+        if let Event::Stored { entitled, .. } = &mut event {
+            Arc::make_mut(entitled).extend(removed);
+        }
+        effects.events.push(event);
         Ok(())
     }
 
