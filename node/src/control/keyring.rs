@@ -100,9 +100,9 @@ impl Keyring {
         }
     }
 
-    /// The keys of `epoch`'s parts, for linking a rotation to it.
-    pub fn parts_of(&self, epoch: &Epoch) -> Option<Vec<EpochKey>> {
-        epoch.parts.iter().map(|p| self.keys.get(p).cloned()).collect()
+    /// The keys of `epochs` (e.g. the tips a rotation links), if all are held.
+    pub fn keys_of(&self, epochs: &[EpochId]) -> Option<Vec<EpochKey>> {
+        epochs.iter().map(|p| self.keys.get(p).cloned()).collect()
     }
 
     /// Every epoch key held (single epochs; merged keys derive from these).

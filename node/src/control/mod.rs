@@ -106,8 +106,8 @@ pub struct Rotate {
     /// Commitment to the new key; the epoch id derives from it.
     pub commit: [u8; 32],
     pub wraps: WrapSet,
-    /// The parent epochs' keys sealed under the new key (one per component of
-    /// the epoch at the causal point), sorted by parent id.
+    /// Earlier epochs' keys sealed under the new key: one per *tip* at the causal
+    /// point (an epoch no other links to), sorted by parent id.
     pub links: Vec<HistoryLink>,
 }
 
@@ -359,19 +359,19 @@ pub fn add_replicator(
 }
 
 /// Signs a `Remove` of `devices` at the current heads of `state`. When a member
-/// goes, the operation carries a new epoch for the others, linked from `current`
-/// (the keys of the current epoch's components); returns that new key too.
+/// goes, the operation carries a new epoch for the others, linked to `tips` (the
+/// keys of [`Resolved::tips`]); returns that new key too.
 pub fn remove(
     keys: &DeviceKeys,
     state: &SpaceState,
     writer: WriterPos,
     devices: &[DeviceId],
-    current: &[EpochKey],
+    tips: &[EpochKey],
 ) -> Result<(Envelope, Option<EpochKey>), InvalidOp> {
     let gone: BTreeSet<DeviceId> = devices.iter().copied().collect();
     let (rotate, key) = if gone.iter().any(|d| state.members.contains_key(d)) {
         let stay = state.members.values().filter(|m| !gone.contains(&m.cert.device));
-        let (rotate, key) = new_rotation(state.space, stay, current);
+        let (rotate, key) = new_rotation(state.space, stay, tips);
         (Some(rotate), Some(key))
     } else {
         (None, None)
@@ -394,26 +394,26 @@ pub fn set_role(
     sign(keys, state, writer, &ControlOp::SetRole(SetRole { device, role }))
 }
 
-/// Signs a `Rotate` for the current members of `state`, linked from `current`
-/// (the keys of the current epoch's components); returns the new key.
+/// Signs a `Rotate` for the current members of `state`, linked to `tips` (the
+/// keys of [`Resolved::tips`]); returns the new key.
 pub fn rotate(
     keys: &DeviceKeys,
     state: &SpaceState,
     writer: WriterPos,
-    current: &[EpochKey],
+    tips: &[EpochKey],
 ) -> Result<(Envelope, EpochKey), InvalidOp> {
-    let (rotate, key) = new_rotation(state.space, state.members.values(), current);
+    let (rotate, key) = new_rotation(state.space, state.members.values(), tips);
     Ok((sign(keys, state, writer, &ControlOp::Rotate(rotate))?, key))
 }
 
 fn new_rotation<'a>(
     space: SpaceId,
     recipients: impl Iterator<Item = &'a Member>,
-    current: &[EpochKey],
+    tips: &[EpochKey],
 ) -> (Rotate, EpochKey) {
     let key = EpochKey::generate(space);
     let wraps = recipients.map(|m| key.wrap_for(&m.cert)).collect();
-    let mut links: Vec<HistoryLink> = current.iter().map(|parent| key.link_to(parent)).collect();
+    let mut links: Vec<HistoryLink> = tips.iter().map(|parent| key.link_to(parent)).collect();
     links.sort_by_key(|l| l.parent);
     let rotate = Rotate {
         commit: key.commitment(),
@@ -649,7 +649,7 @@ impl SpaceState {
         wraps_match(rotate.wraps.wraps(), recipients)?;
         let id = EpochKey::id_of(&self.space, &rotate.commit);
         let linked: Vec<EpochId> = rotate.links.iter().map(|l| l.parent).collect();
-        if at.epochs_seen.contains(&id) || linked != at.epoch.parts {
+        if at.epochs_seen.contains(&id) || linked != at.tips {
             return Err(InvalidOp::Rotation);
         }
         Ok(())

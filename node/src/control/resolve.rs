@@ -25,7 +25,9 @@
 //! 4. **Epoch.** The rotations that took effect and are not followed by another:
 //!    one gives the epoch; several give their merge. Who can derive an epoch's key
 //!    is physical, not a matter of effect: every wrap in P counts, void or not,
-//!    and a holder of a newer epoch holds what it links.
+//!    and a holder of a newer epoch holds what it links. The *tips* are the epochs
+//!    no other links to; the next rotation links them all, so content sealed
+//!    under a void rotation's epoch stays readable to every later member.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -82,6 +84,10 @@ pub struct Resolved {
     pub epoch: Epoch,
     /// Devices that can derive the current epoch's key.
     pub holders: BTreeSet<DeviceId>,
+    /// The epochs started in the causal past that no other epoch there links to
+    /// (sorted). A rotation links exactly these, so the newest key opens every
+    /// epoch, including those of rotations that lost (void) or merged away.
+    pub tips: Vec<EpochId>,
     /// Operations in the causal past that have no effect here (strong remove).
     pub void: BTreeSet<EnvelopeId>,
     /// Every epoch started in the causal past.
@@ -96,10 +102,13 @@ impl Resolved {
         }
     }
 
-    /// Whether exactly the member devices can derive the current epoch's key.
-    /// When not, a member holding it rotates before anyone writes (see `core`).
+    /// Whether exactly the member devices can derive the current epoch's key, and
+    /// that key opens every epoch (the tips are its parts). When not, a member
+    /// holding the tips' keys rotates before anyone writes (see `core`).
     pub fn is_clean(&self) -> bool {
-        self.holders.len() == self.members.len() && self.members.keys().all(|d| self.holders.contains(d))
+        self.holders.len() == self.members.len()
+            && self.members.keys().all(|d| self.holders.contains(d))
+            && self.tips == self.epoch.parts
     }
 }
 
@@ -325,13 +334,21 @@ pub(super) fn resolve(space: &SpaceId, log: &BTreeMap<EnvelopeId, Applied>, head
         .collect();
     let epoch = Epoch::of(space, latest);
     let holders = holders(&dag, space, &epoch);
+    let linked: BTreeSet<EpochId> = dag
+        .ops
+        .iter()
+        .filter_map(|(_, op)| op.op.rotation())
+        .flat_map(|(_, _, links)| links.iter().map(|l| l.parent))
+        .collect();
+    let epochs_seen: BTreeSet<EpochId> = (0..n).filter_map(epoch_of).collect();
     Some(Resolved {
         members,
         replicators,
         epoch,
         holders,
         void: (1..n).filter(|&i| !effective[i]).map(|i| dag.ops[i].0).collect(),
-        epochs_seen: (0..n).filter_map(epoch_of).collect(),
+        tips: epochs_seen.difference(&linked).copied().collect(),
+        epochs_seen,
     })
 }
 

@@ -240,10 +240,13 @@ impl Replica {
         ring
     }
 
+    /// The keys of the tips a rotation by `who` links (see `Resolved::tips`).
+    fn tips(&self, who: &DeviceKeys) -> Option<Vec<EpochKey>> {
+        self.ring(who).keys_of(&self.state.current().tips)
+    }
+
     fn parts(&self, who: &DeviceKeys) -> Vec<EpochKey> {
-        self.ring(who)
-            .parts_of(&self.state.current().epoch)
-            .expect("the author holds the epoch")
+        self.tips(who).expect("the author holds every tip")
     }
 
     fn add(&mut self, by: &DeviceKeys, who: &DeviceKeys, role: Role) -> Envelope {
@@ -387,15 +390,26 @@ fn removal_voids_the_removed_admins_concurrent_changes_and_what_built_on_them() 
     a.remove(&alice, &[&bob]);
     b.add(&bob, &erin, Role::Admin);
     b.remove(&erin, &[&dave]);
+    let erins = b.state.epoch;
     heal(&mut a, &mut b);
     assert!(!a.is_member(&bob));
     assert!(!a.is_member(&erin), "added by a concurrently removed admin");
     assert!(a.is_member(&dave), "removed by a member whose add is void");
     assert_eq!(a.state.current().void.len(), 2);
-    // Erin got the old key through the void add, which Alice's epoch replaced;
-    // Dave's removal rotated, but it is void, so Alice's epoch stands.
+    // Erin got the old key through the void add, which Alice's epoch replaced.
+    // Erin's removal of Dave rotated too: void, so Alice's epoch stands, but its
+    // epoch is a tip (whatever was sealed under it must stay readable), so a
+    // member rotates to link it.
     assert!(!a.can_read_now(&erin) && !a.can_read_now(&bob));
+    assert!(!a.state.current().is_clean());
+    a.rotate(&alice);
+    heal(&mut a, &mut b);
     assert!(a.state.current().is_clean());
+    assert!(!a.can_read_now(&erin) && !a.can_read_now(&bob) && a.can_read_now(&dave));
+    assert!(
+        a.ring(&dave).get(&erins).is_some(),
+        "the void epoch's content stays readable"
+    );
 }
 
 /// Worked example 4: a demotion racing the demoted admin's rotation and add:
@@ -598,15 +612,15 @@ proptest::proptest! {
             }
             let r = &mut replicas[node];
             let target = &devices[target];
-            // The most senior member here acts.
-            let Some(author) = devices
+            // The most senior member here holding every tip's key acts.
+            let Some((author, parts)) = devices
                 .iter()
                 .filter(|d| r.is_member(d) && r.can_read_now(d))
-                .max_by_key(|d| r.role(d))
+                .filter_map(|d| Some((d, r.tips(d)?)))
+                .max_by_key(|(d, _)| r.role(d))
             else {
                 continue;
             };
-            let parts = r.parts(author);
             let made = match action {
                 0 if !r.state.entitled(&target.device_id()) => {
                     let key = r.ring(author).key_for(&r.state.current().epoch);
@@ -652,7 +666,7 @@ proptest::proptest! {
         // The clean-epoch rule: one rotation by a member holding the key makes the
         // epoch reach exactly the members (if no member holds it, none can write).
         let mut last = replicas[0].clone();
-        if let Some(rotator) = devices.iter().find(|d| last.is_member(d) && last.can_read_now(d)) {
+        if let Some(rotator) = devices.iter().find(|d| last.is_member(d) && last.tips(d).is_some()) {
             last.rotate(rotator);
             proptest::prop_assert!(last.state.current().is_clean());
             for d in &devices {

@@ -136,7 +136,7 @@ impl Core {
         }
         let writer = self.control_writer(space_id);
         let space = self.spaces.get(&space_id).expect("checked above");
-        let current = space.keys.parts_of(&space.state.current().epoch);
+        let current = space.keys.keys_of(&space.state.current().tips);
         let made = match change {
             MemberChange::Remove(_) | MemberChange::Leave => {
                 let Some(current) = current else {
@@ -190,7 +190,7 @@ impl Core {
         if !space.state.members.contains_key(&self.me) {
             return Ok(Ok(()));
         }
-        let Some(parts) = space.keys.parts_of(&current.epoch) else {
+        let Some(parts) = space.keys.keys_of(&current.tips) else {
             return Ok(Err(key_missing(space)));
         };
         let writer = self.control_writer(space_id);
