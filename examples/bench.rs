@@ -1505,12 +1505,12 @@ fn sealed_wire(
     acks: Option<&[Ack]>,
 ) -> usize {
     let mut wire = request_len(&Request::Offer {
-        cert: author,
+        cert: Box::new(author),
         spaces: vec![full.clone()],
     }) + response_len(&Response::Offer {
         spaces: vec![theirs.clone()],
     }) + request_len(&Request::Offer {
-        cert: h.reader.cert(),
+        cert: Box::new(h.reader.cert()),
         spaces: if theirs.vv.0.is_empty() {
             vec![]
         } else {

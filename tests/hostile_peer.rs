@@ -328,7 +328,7 @@ fn hostile_peer_is_refused_and_the_node_keeps_serving() {
         let mut h = Hostile::connect(&mallory, &a.addr()).await;
         // Mallory pulls the space like any member.
         let offer = Request::Offer {
-            cert: mallory.cert(),
+            cert: Box::new(mallory.cert()),
             spaces: Vec::new(),
         };
         assert!(matches!(

@@ -264,6 +264,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let name = std::fs::read_to_string(home.join("name")).ok();
             let id = serde_json::json!({
                 "device_id": keys.device_id(),
+                "user_id": keys.user_id(),
                 "peer_id": peer_id,
                 "name": name,
                 "card": keys.cert().to_card(),
@@ -274,6 +275,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 output::json(&id)?;
             } else {
                 println!("device id  {}", keys.device_id());
+                println!("user id    {}", keys.user_id());
                 println!("peer id    {peer_id}");
                 if let Some(name) = name {
                     println!("name       {name}");

@@ -31,8 +31,8 @@ use tokio::sync::{broadcast, watch};
 use crate::{
     control::Role,
     core::{self, Changed, CoreHandle, Invited, MemberChange, Members, MessageView, Sent, SpaceStatus, SpaceSummary},
-    identity::DeviceCert,
-    ids::{DeviceId, SpaceId},
+    identity::DeviceKeys,
+    ids::{DeviceId, SpaceId, UserId},
     net::{NetHandle, NetStatus, PeerStatus},
 };
 
@@ -42,6 +42,8 @@ pub const DEFAULT_LOG_LIMIT: usize = 50;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IdResponse {
     pub device_id: DeviceId,
+    /// The user this device belongs to.
+    pub user_id: UserId,
     pub peer_id: String,
     /// The device card others pass to `--member`.
     pub card: String,
@@ -123,14 +125,14 @@ pub struct ApiError {
 struct AppState {
     core: CoreHandle,
     net: NetHandle,
-    cert: Arc<DeviceCert>,
+    keys: Arc<DeviceKeys>,
     /// Turns true when the daemon shuts down: open event streams end, so the
     /// server's graceful shutdown does not wait on `chat tail` forever.
     stopping: watch::Receiver<bool>,
 }
 
 /// The router serving the local API.
-pub fn router(core: CoreHandle, net: NetHandle, cert: DeviceCert, stopping: watch::Receiver<bool>) -> Router {
+pub fn router(core: CoreHandle, net: NetHandle, keys: Arc<DeviceKeys>, stopping: watch::Receiver<bool>) -> Router {
     Router::new()
         .route("/v1/id", get(id))
         .route("/v1/status", get(status))
@@ -144,7 +146,7 @@ pub fn router(core: CoreHandle, net: NetHandle, cert: DeviceCert, stopping: watc
         .with_state(AppState {
             core,
             net,
-            cert: Arc::new(cert),
+            keys,
             stopping,
         })
 }
@@ -231,10 +233,12 @@ async fn net_status(net: &NetHandle) -> NetStatus {
 
 async fn id(State(s): State<AppState>) -> Json<IdResponse> {
     let net = net_status(&s.net).await;
+    let cert = s.keys.cert();
     Json(IdResponse {
-        device_id: s.cert.device,
+        device_id: cert.device,
+        user_id: cert.user,
         peer_id: net.peer_id,
-        card: s.cert.to_card(),
+        card: cert.to_card(),
         listen: net.listen,
     })
 }
@@ -243,7 +247,7 @@ async fn status(State(s): State<AppState>) -> Result<Json<StatusResponse>, Failu
     let spaces = s.core.status().await?;
     let net = net_status(&s.net).await;
     Ok(Json(StatusResponse {
-        device_id: s.cert.device,
+        device_id: s.keys.device_id(),
         peer_id: net.peer_id,
         listen: net.listen,
         peers: net.peers,

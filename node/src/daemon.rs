@@ -60,7 +60,7 @@ pub async fn run(
         return Err(Error::AlreadyRunning(socket));
     }
     let (core, core_thread) = core::spawn(config.home.clone(), keys.clone())?;
-    let (net, net_task) = net::spawn(config.net.clone(), &keys, core.clone())?;
+    let (net, net_task) = net::spawn(config.net.clone(), keys.clone(), core.clone())?;
 
     let api_err = |source| Error::Api {
         path: socket.clone(),
@@ -76,7 +76,7 @@ pub async fn run(
     info!(device = %keys.device_id(), socket = %socket.display(), "daemon ready");
 
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
-    let app = api::router(core.clone(), net.clone(), keys.cert(), stopping);
+    let app = api::router(core.clone(), net.clone(), keys.clone(), stopping);
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;

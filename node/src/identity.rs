@@ -1,30 +1,48 @@
-//! Device identity: an ed25519 signing key (also the libp2p identity) and an X25519
-//! key-agreement key, bound together by a signature (the device certificate).
+//! Device and user identity.
 //!
-//! Key files are written 0600 inside a 0700 home; secrets zeroize on drop and never
-//! print.
+//! A device has an ed25519 signing key (also its libp2p identity) and an X25519
+//! key-agreement key. A user (a person) has an ed25519 user key that certifies the
+//! user's devices. The device certificate binds all of it, signed both ways: the
+//! device signs (its agreement key, its user), and the user key signs (the
+//! device, its agreement key). Neither side alone can claim the other.
+//!
+//! `outpost init` creates a device and a new user whose key stays on that device
+//! (the user's *primary*); `device join` moves a device to another user (see
+//! `core::devices`). Key files are written 0600 inside a 0700 home; secrets
+//! zeroize on drop and never print.
 
 use std::{
     fs,
     io::Write,
     os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt},
     path::{Path, PathBuf},
+    sync::RwLock,
 };
 
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::ids::DeviceId;
+use crate::ids::{DeviceId, UserId};
 
 /// File name of the device's secret keys inside the home.
 pub const KEY_FILE: &str = "device.key";
-/// Magic + format version at the start of the key file.
+/// File name of the user key, on the device that created the user.
+pub const USER_KEY_FILE: &str = "user.key";
+/// File name of the device's user link: the user id and the user's signature.
+pub const USER_LINK_FILE: &str = "user.link";
+/// Magic + format version at the start of the key files.
 const KEY_FILE_MAGIC: &[u8; 8] = b"OPDKEY\x00\x01";
-/// Signature context binding the X25519 key to the device.
+const USER_KEY_MAGIC: &[u8; 8] = b"OPUKEY\x00\x01";
+const USER_LINK_MAGIC: &[u8; 8] = b"OPULNK\x00\x01";
+/// Signature context of the device's half of its certificate.
 const CERT_CONTEXT: &[u8] = b"outpost/v1/device-cert\0";
+/// Signature context of the user's half.
+const USER_LINK_CONTEXT: &[u8] = b"outpost/v1/user-link\0";
 /// Prefix of a printable device card.
 const CARD_PREFIX: &str = "opd1";
+/// Bytes in a card: device, agreement key, user, two signatures.
+const CARD_BYTES: usize = 32 + 32 + 32 + 64 + 64;
 
 /// Why loading or creating an identity failed.
 #[derive(Debug, thiserror::Error)]
@@ -43,10 +61,12 @@ pub enum Error {
     },
 }
 
-/// A device's secret keys.
+/// A device's secret keys, and its certificate (which names its user).
 pub struct DeviceKeys {
     signing: SigningKey,
     agreement: x25519_dalek::StaticSecret,
+    /// Changes only when the device joins another user.
+    cert: RwLock<DeviceCert>,
 }
 
 impl std::fmt::Debug for DeviceKeys {
@@ -58,18 +78,66 @@ impl std::fmt::Debug for DeviceKeys {
 }
 
 impl DeviceKeys {
-    /// Fresh random keys.
+    /// Fresh random keys, for a new user of their own.
     pub fn generate() -> Self {
-        let signing = Zeroizing::new(rand::random::<[u8; 32]>());
-        let agreement = Zeroizing::new(rand::random::<[u8; 32]>());
-        Self::from_secret_bytes(&signing, &agreement)
+        Self::generate_for(&UserKeys::generate())
     }
 
-    fn from_secret_bytes(signing: &[u8; 32], agreement: &[u8; 32]) -> Self {
+    /// Fresh random keys for a device of `user`.
+    pub fn generate_for(user: &UserKeys) -> Self {
+        let signing = Zeroizing::new(rand::random::<[u8; 32]>());
+        let agreement = Zeroizing::new(rand::random::<[u8; 32]>());
+        let keys = Self::from_secret_bytes(&signing, &agreement, user.user_id(), Sig([0; 64]));
+        let link = user.link(&keys.device_id(), &keys.agreement_public());
+        keys.set_user(user.user_id(), link);
+        keys
+    }
+
+    fn from_secret_bytes(signing: &[u8; 32], agreement: &[u8; 32], user: UserId, user_sig: Sig) -> Self {
+        let signing = SigningKey::from_bytes(signing);
+        let agreement = x25519_dalek::StaticSecret::from(*agreement);
+        let device = DeviceId(signing.verifying_key().to_bytes());
+        let agreement_public = x25519_dalek::PublicKey::from(&agreement).to_bytes();
+        let sig = signing
+            .sign(&DeviceCert::signing_input(&device, &agreement_public, &user))
+            .to_bytes();
+        let cert = DeviceCert {
+            device,
+            agreement: agreement_public,
+            user,
+            sig: Sig(sig),
+            user_sig,
+        };
         Self {
-            signing: SigningKey::from_bytes(signing),
-            agreement: x25519_dalek::StaticSecret::from(*agreement),
+            signing,
+            agreement,
+            cert: RwLock::new(cert),
         }
+    }
+
+    /// Makes this a device of `user`, whose key signed `user_sig` (see
+    /// [`UserKeys::link`]). Fails, changing nothing, if the signature is not the
+    /// user's over this device.
+    pub fn set_user(&self, user: UserId, user_sig: Sig) -> bool {
+        let device = self.device_id();
+        let agreement = self.agreement_public();
+        let cert = DeviceCert {
+            device,
+            agreement,
+            user,
+            sig: Sig(self.sign(&DeviceCert::signing_input(&device, &agreement, &user))),
+            user_sig,
+        };
+        if !cert.verify() {
+            return false;
+        }
+        *self.cert.write().unwrap_or_else(std::sync::PoisonError::into_inner) = cert;
+        true
+    }
+
+    /// The user this device belongs to.
+    pub fn user_id(&self) -> UserId {
+        self.cert().user
     }
 
     pub fn device_id(&self) -> DeviceId {
@@ -88,16 +156,9 @@ impl DeviceKeys {
         &self.agreement
     }
 
-    /// The certificate binding this device's X25519 key to its signing key.
+    /// The certificate binding this device's X25519 key and user to its signing key.
     pub fn cert(&self) -> DeviceCert {
-        let device = self.device_id();
-        let agreement = self.agreement_public();
-        let sig = self.sign(&DeviceCert::signing_input(&device, &agreement));
-        DeviceCert {
-            device,
-            agreement,
-            sig: Sig(sig),
-        }
+        *self.cert.read().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The libp2p identity: the same ed25519 key.
@@ -107,58 +168,149 @@ impl DeviceKeys {
             .expect("a 32-byte ed25519 secret is always a valid libp2p key")
     }
 
-    /// Loads the keys from `home`.
+    /// Loads the keys and user link from `home`.
     pub fn load(home: &Path) -> Result<Self, Error> {
-        let path = home.join(KEY_FILE);
-        let bytes = Zeroizing::new(fs::read(&path).map_err(|source| {
-            if source.kind() == std::io::ErrorKind::NotFound {
-                Error::Missing(home.to_path_buf())
-            } else {
-                Error::Io {
-                    path: path.clone(),
-                    source,
-                }
-            }
-        })?);
-        if bytes.len() != 8 + 64 || &bytes[..8] != KEY_FILE_MAGIC {
-            return Err(Error::Corrupt(path));
-        }
+        let bytes = read_key_file(home, KEY_FILE, KEY_FILE_MAGIC, 64)?;
+        let link = read_key_file(home, USER_LINK_FILE, USER_LINK_MAGIC, 96)?;
         let mut signing = Zeroizing::new([0u8; 32]);
         let mut agreement = Zeroizing::new([0u8; 32]);
-        signing.copy_from_slice(&bytes[8..40]);
-        agreement.copy_from_slice(&bytes[40..72]);
-        Ok(Self::from_secret_bytes(&signing, &agreement))
-    }
-
-    /// Creates a new identity in `home` (0700), written 0600. Refuses to overwrite.
-    pub fn create(home: &Path) -> Result<Self, Error> {
-        ensure_private_dir(home)?;
-        let path = home.join(KEY_FILE);
-        let keys = Self::generate();
-        let mut contents = Zeroizing::new(Vec::with_capacity(72));
-        contents.extend_from_slice(KEY_FILE_MAGIC);
-        contents.extend_from_slice(&keys.signing.to_bytes());
-        contents.extend_from_slice(&keys.agreement.to_bytes());
-        let io = |source| Error::Io {
-            path: path.clone(),
-            source,
-        };
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| {
-                if e.kind() == std::io::ErrorKind::AlreadyExists {
-                    Error::AlreadyExists(home.to_path_buf())
-                } else {
-                    io(e)
-                }
-            })?;
-        file.write_all(&contents).map_err(io)?;
-        file.sync_all().map_err(io)?;
+        signing.copy_from_slice(&bytes[..32]);
+        agreement.copy_from_slice(&bytes[32..64]);
+        let user = UserId(link[..32].try_into().expect("32 bytes"));
+        let user_sig = Sig(link[32..96].try_into().expect("64 bytes"));
+        let keys = Self::from_secret_bytes(&signing, &agreement, user, user_sig);
+        if !keys.cert().verify() {
+            return Err(Error::Corrupt(home.join(USER_LINK_FILE)));
+        }
         Ok(keys)
     }
+
+    /// Creates a new identity in `home` (0700), files written 0600: a device, and
+    /// a new user whose key stays here. Refuses to overwrite.
+    pub fn create(home: &Path) -> Result<Self, Error> {
+        ensure_private_dir(home)?;
+        let user = UserKeys::generate();
+        let keys = Self::generate_for(&user);
+        let mut contents = Zeroizing::new(Vec::with_capacity(64));
+        contents.extend_from_slice(&keys.signing.to_bytes());
+        contents.extend_from_slice(&keys.agreement.to_bytes());
+        write_key_file(home, KEY_FILE, KEY_FILE_MAGIC, &contents, false)?;
+        write_key_file(home, USER_KEY_FILE, USER_KEY_MAGIC, &user.signing.to_bytes(), false)?;
+        keys.save_user_link(home)?;
+        Ok(keys)
+    }
+
+    /// Writes the current user link to `home` (replacing it), so the device stays
+    /// with its user across restarts.
+    pub fn save_user_link(&self, home: &Path) -> Result<(), Error> {
+        let cert = self.cert();
+        let mut link = Vec::with_capacity(96);
+        link.extend_from_slice(&cert.user.0);
+        link.extend_from_slice(&cert.user_sig.0);
+        write_key_file(home, USER_LINK_FILE, USER_LINK_MAGIC, &link, true)
+    }
+}
+
+/// A user's key: certifies the user's devices. Held by the device that created
+/// the user.
+pub struct UserKeys {
+    signing: SigningKey,
+}
+
+impl std::fmt::Debug for UserKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserKeys")
+            .field("user", &self.user_id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl UserKeys {
+    pub fn generate() -> Self {
+        let secret = Zeroizing::new(rand::random::<[u8; 32]>());
+        Self {
+            signing: SigningKey::from_bytes(&secret),
+        }
+    }
+
+    pub fn user_id(&self) -> UserId {
+        UserId(self.signing.verifying_key().to_bytes())
+    }
+
+    /// The user's half of a device certificate: the user claims the device.
+    pub fn link(&self, device: &DeviceId, agreement: &[u8; 32]) -> Sig {
+        Sig(self
+            .signing
+            .sign(&DeviceCert::link_input(&self.user_id(), device, agreement))
+            .to_bytes())
+    }
+
+    /// The user key in `home`, if this device holds it (it created the user).
+    pub fn load(home: &Path) -> Result<Option<Self>, Error> {
+        match read_key_file(home, USER_KEY_FILE, USER_KEY_MAGIC, 32) {
+            Ok(bytes) => Ok(Some(Self {
+                signing: SigningKey::from_bytes(&bytes[..32].try_into().expect("32 bytes")),
+            })),
+            Err(Error::Missing(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Reads `magic ‖ len bytes` from `home/name`.
+fn read_key_file(home: &Path, name: &str, magic: &[u8; 8], len: usize) -> Result<Zeroizing<Vec<u8>>, Error> {
+    let path = home.join(name);
+    let bytes = Zeroizing::new(fs::read(&path).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            Error::Missing(home.to_path_buf())
+        } else {
+            Error::Io {
+                path: path.clone(),
+                source,
+            }
+        }
+    })?);
+    if bytes.len() != 8 + len || &bytes[..8] != magic {
+        return Err(Error::Corrupt(path));
+    }
+    Ok(Zeroizing::new(bytes[8..].to_vec()))
+}
+
+/// Writes `magic ‖ contents` to `home/name`, 0600, durably. Without `replace`,
+/// refuses to overwrite; with it, writes a temporary file and renames it over.
+fn write_key_file(home: &Path, name: &str, magic: &[u8; 8], contents: &[u8], replace: bool) -> Result<(), Error> {
+    let path = home.join(name);
+    let target = if replace {
+        home.join(format!("{name}.new"))
+    } else {
+        path.clone()
+    };
+    let io = |source| Error::Io {
+        path: path.clone(),
+        source,
+    };
+    let mut options = fs::OpenOptions::new();
+    options.write(true).mode(0o600);
+    if replace {
+        options.create(true).truncate(true);
+    } else {
+        options.create_new(true);
+    }
+    let mut file = options.open(&target).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            Error::AlreadyExists(home.to_path_buf())
+        } else {
+            io(e)
+        }
+    })?;
+    let mut bytes = Zeroizing::new(magic.to_vec());
+    bytes.extend_from_slice(contents);
+    file.write_all(&bytes).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    if replace {
+        fs::rename(&target, &path).map_err(io)?;
+    }
+    Ok(())
 }
 
 /// Creates `dir` with mode 0700, or forces an existing one to 0700.
@@ -240,13 +392,18 @@ pub fn verify_batch<'a>(items: impl Iterator<Item = (&'a DeviceId, Vec<u8>, [u8;
     ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok()
 }
 
-/// A device's public keys, bound by the device's own signature.
+/// A device's public keys and its user, signed by both the device and the user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceCert {
     pub device: DeviceId,
     /// X25519 public key for key wrapping.
     pub agreement: [u8; 32],
+    /// The user this device belongs to.
+    pub user: UserId,
+    /// The device's signature over (device, agreement, user).
     pub sig: Sig,
+    /// The user's signature over (user, device, agreement).
+    pub user_sig: Sig,
 }
 
 /// Why a device card did not parse.
@@ -261,29 +418,52 @@ pub enum CardError {
 }
 
 impl DeviceCert {
-    fn signing_input(device: &DeviceId, agreement: &[u8; 32]) -> Vec<u8> {
-        let mut m = Vec::with_capacity(CERT_CONTEXT.len() + 64);
+    fn signing_input(device: &DeviceId, agreement: &[u8; 32], user: &UserId) -> Vec<u8> {
+        let mut m = Vec::with_capacity(CERT_CONTEXT.len() + 96);
         m.extend_from_slice(CERT_CONTEXT);
+        m.extend_from_slice(&device.0);
+        m.extend_from_slice(agreement);
+        m.extend_from_slice(&user.0);
+        m
+    }
+
+    fn link_input(user: &UserId, device: &DeviceId, agreement: &[u8; 32]) -> Vec<u8> {
+        let mut m = Vec::with_capacity(USER_LINK_CONTEXT.len() + 96);
+        m.extend_from_slice(USER_LINK_CONTEXT);
+        m.extend_from_slice(&user.0);
         m.extend_from_slice(&device.0);
         m.extend_from_slice(agreement);
         m
     }
 
-    /// Whether the signature binds the agreement key to the device.
+    /// Whether the device and its user both signed: the agreement key and the user
+    /// are the device's, and the user claims the device.
     pub fn verify(&self) -> bool {
-        verify(
-            &self.device,
-            &Self::signing_input(&self.device, &self.agreement),
-            &self.sig.0,
+        verify_batch(
+            [
+                (
+                    &self.device,
+                    Self::signing_input(&self.device, &self.agreement, &self.user),
+                    self.sig.0,
+                ),
+                (
+                    &DeviceId(self.user.0),
+                    Self::link_input(&self.user, &self.device, &self.agreement),
+                    self.user_sig.0,
+                ),
+            ]
+            .into_iter(),
         )
     }
 
     /// A printable form to hand to other people (`opd1…`).
     pub fn to_card(&self) -> String {
-        let mut raw = Vec::with_capacity(128);
+        let mut raw = Vec::with_capacity(CARD_BYTES);
         raw.extend_from_slice(&self.device.0);
         raw.extend_from_slice(&self.agreement);
+        raw.extend_from_slice(&self.user.0);
         raw.extend_from_slice(&self.sig.0);
+        raw.extend_from_slice(&self.user_sig.0);
         format!(
             "{CARD_PREFIX}{}",
             data_encoding::BASE32_NOPAD.encode(&raw).to_lowercase()
@@ -296,19 +476,16 @@ impl DeviceCert {
         let raw = data_encoding::BASE32_NOPAD
             .decode(body.to_uppercase().as_bytes())
             .map_err(|_| CardError::Encoding)?;
-        if raw.len() != 128 {
+        if raw.len() != CARD_BYTES {
             return Err(CardError::Encoding);
         }
-        let mut device = [0u8; 32];
-        let mut agreement = [0u8; 32];
-        let mut sig = [0u8; 64];
-        device.copy_from_slice(&raw[..32]);
-        agreement.copy_from_slice(&raw[32..64]);
-        sig.copy_from_slice(&raw[64..]);
+        let part = |from: usize, to: usize| raw[from..to].to_vec();
         let cert = Self {
-            device: DeviceId(device),
-            agreement,
-            sig: Sig(sig),
+            device: DeviceId(part(0, 32).try_into().expect("32 bytes")),
+            agreement: part(32, 64).try_into().expect("32 bytes"),
+            user: UserId(part(64, 96).try_into().expect("32 bytes")),
+            sig: Sig(part(96, 160).try_into().expect("64 bytes")),
+            user_sig: Sig(part(160, 224).try_into().expect("64 bytes")),
         };
         if cert.verify() {
             Ok(cert)
@@ -333,6 +510,18 @@ mod tests {
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&home), 0o700);
         assert_eq!(mode(&home.join(KEY_FILE)), 0o600);
+        assert_eq!(mode(&home.join(USER_KEY_FILE)), 0o600);
+        assert_eq!(loaded.cert(), keys.cert());
+        let user = UserKeys::load(&home)
+            .unwrap()
+            .expect("the creating device holds the user key");
+        assert_eq!(user.user_id(), keys.user_id());
+        // Moving to another user: only with that user's signature over this device.
+        let other = UserKeys::generate();
+        assert!(!loaded.set_user(other.user_id(), user.link(&keys.device_id(), &keys.agreement_public())));
+        assert!(loaded.set_user(other.user_id(), other.link(&keys.device_id(), &keys.agreement_public())));
+        loaded.save_user_link(&home).unwrap();
+        assert_eq!(DeviceKeys::load(&home).unwrap().user_id(), other.user_id());
         assert!(matches!(DeviceKeys::create(&home), Err(Error::AlreadyExists(_))));
     }
 
@@ -348,6 +537,11 @@ mod tests {
             DeviceCert::from_card(&other.to_card()),
             Err(CardError::Signature)
         ));
+        // A user cannot claim someone else's device, nor a device another user.
+        let mut claimed = cert;
+        claimed.user = other.user;
+        claimed.user_sig = other.user_sig;
+        assert!(!claimed.verify());
         assert!(matches!(DeviceCert::from_card("xyz"), Err(CardError::Prefix)));
     }
 

@@ -81,6 +81,10 @@ hex_id!(
     DeviceId, 32, "a device id"
 );
 hex_id!(
+    /// A user (a person): the ed25519 key that certifies the user's devices.
+    UserId, 32, "a user id"
+);
+hex_id!(
     /// A space: the unit of sharing, sync and access.
     SpaceId, 16, "a space id"
 );

@@ -8,6 +8,7 @@ pub use libp2p::Multiaddr;
 
 use std::{
     collections::{HashMap, HashSet},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -226,10 +227,10 @@ pub enum Error {
 /// Starts the network actor on the current tokio runtime.
 pub fn spawn(
     config: Config,
-    keys: &DeviceKeys,
+    keys: Arc<DeviceKeys>,
     core: CoreHandle,
 ) -> Result<(NetHandle, tokio::task::JoinHandle<()>), Error> {
-    let swarm = build_swarm(keys, config.mdns)?;
+    let swarm = build_swarm(&keys, config.mdns)?;
     let mut actor = NetActor::new(swarm, core, keys, &config);
     for addr in &config.listen {
         actor.swarm.listen_on(addr.clone()).map_err(|source| Error::Listen {
@@ -300,7 +301,9 @@ pub fn device_of(peer: &PeerId) -> Option<DeviceId> {
 struct NetActor {
     swarm: Swarm<Behaviour>,
     core: CoreHandle,
-    cert: crate::identity::DeviceCert,
+    /// This device (its certificate changes when it joins another user).
+    keys: Arc<DeviceKeys>,
+    me: DeviceId,
     events: broadcast::Receiver<core::Event>,
     internal_tx: mpsc::Sender<Internal>,
     internal_rx: mpsc::Receiver<Internal>,
@@ -317,14 +320,15 @@ struct NetActor {
 }
 
 impl NetActor {
-    fn new(swarm: Swarm<Behaviour>, core: CoreHandle, keys: &DeviceKeys, config: &Config) -> Self {
+    fn new(swarm: Swarm<Behaviour>, core: CoreHandle, keys: Arc<DeviceKeys>, config: &Config) -> Self {
         let (internal_tx, internal_rx) = mpsc::channel(CHANNEL_CAP);
         let now = Instant::now();
         Self {
             swarm,
             events: core.subscribe(),
             core,
-            cert: keys.cert(),
+            me: keys.device_id(),
+            keys,
             internal_tx,
             internal_rx,
             static_peers: config
@@ -428,9 +432,7 @@ impl NetActor {
                 let targets: Vec<PeerId> = self
                     .connected
                     .iter()
-                    .filter(|(_, c)| {
-                        entitled.contains(&c.device) && Some(c.device) != from && c.device != self.cert.device
-                    })
+                    .filter(|(_, c)| entitled.contains(&c.device) && Some(c.device) != from && c.device != self.me)
                     .map(|(p, _)| *p)
                     .collect();
                 for peer in targets {
@@ -538,7 +540,7 @@ impl NetActor {
     /// Sends our offer to a peer (from a task: the core answers asynchronously).
     fn start_sync(&mut self, peer: PeerId, device: DeviceId) {
         let core = self.core.clone();
-        let cert = self.cert;
+        let cert = Box::new(self.keys.cert());
         let out = self.internal_tx.clone();
         self.spawn(async move {
             if let Ok(spaces) = core.make_offer(device).await {
@@ -654,7 +656,7 @@ impl NetActor {
                 };
                 let core = self.core.clone();
                 let out = self.internal_tx.clone();
-                let cert = self.cert;
+                let cert = Box::new(self.keys.cert());
                 match message {
                     Message::Request {
                         request: Err(error), ..
@@ -673,7 +675,7 @@ impl NetActor {
                     } => {
                         self.spawn(async move {
                             if their_cert.device == device {
-                                core.learn_cert(their_cert).await;
+                                core.learn_cert(*their_cert).await;
                             }
                             let Ok(outcome) = core.take_offer(device, spaces).await else {
                                 return;

@@ -93,7 +93,7 @@ pub struct SpaceVv {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
     Offer {
-        cert: DeviceCert,
+        cert: Box<DeviceCert>,
         spaces: Vec<SpaceVv>,
     },
     Envelopes {

@@ -579,7 +579,7 @@ impl SpaceState {
         }
         let at = self.resolved(&h.parents).ok_or(InvalidOp::UnknownParents)?;
         let author = at.standing(&h.author);
-        if !resolve::permits(author, &h.author, &op, |d| at.members.get(d).map(|m| m.role)) {
+        if !resolve::permits(author, &h.author, &op, |d| at.members.get(d).cloned()) {
             return Err(InvalidOp::NotAllowed);
         }
         let member_devices = || at.members.keys().copied().collect::<BTreeSet<_>>();

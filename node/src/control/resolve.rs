@@ -42,7 +42,7 @@ const MERGED_ID_CONTEXT: &str = "outpost/epoch-merge-id/v1";
 /// A device's place in a space.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Standing {
-    Member(Member),
+    Member(Box<Member>),
     Replicator,
 }
 
@@ -97,7 +97,7 @@ pub struct Resolved {
 impl Resolved {
     pub fn standing(&self, device: &DeviceId) -> Option<Standing> {
         match self.members.get(device) {
-            Some(m) => Some(Standing::Member(m.clone())),
+            Some(m) => Some(Standing::Member(Box::new(m.clone()))),
             None => self.replicators.contains(device).then_some(Standing::Replicator),
         }
     }
@@ -112,29 +112,36 @@ impl Resolved {
     }
 }
 
-/// Whether an author with `author` standing may make `op`; `role_of` gives other
-/// devices' roles at the same causal point. Shared by validity and resolution.
+/// Whether an author with `author` standing may make `op`; `member_of` gives
+/// other devices' membership at the same causal point. Shared by validity and
+/// resolution. A device acts for its user: it may add its user's other devices
+/// (with at most its own role) and remove them (revocation).
 pub(super) fn permits(
     author: Option<Standing>,
     author_id: &DeviceId,
     op: &ControlOp,
-    role_of: impl Fn(&DeviceId) -> Option<Role>,
+    member_of: impl Fn(&DeviceId) -> Option<Member>,
 ) -> bool {
-    let role = match &author {
-        Some(Standing::Member(m)) => Some(m.role),
-        _ => None,
+    let (role, user) = match &author {
+        Some(Standing::Member(m)) => (Some(m.role), Some(m.cert.user)),
+        _ => (None, None),
     };
+    let role_of = |d: &DeviceId| member_of(d).map(|m| m.role);
+    let sibling = |d: &DeviceId| user.is_some() && member_of(d).map(|m| m.cert.user) == user;
     match op {
         ControlOp::Genesis(_) => false,
         ControlOp::Add(add) => match role {
             Some(Role::Owner) => true,
-            Some(Role::Admin) => add.member.role <= Role::Admin,
-            _ => false,
+            Some(Role::Admin) if add.member.role <= Role::Admin => true,
+            Some(own) => Some(add.member.cert.user) == user && add.member.role <= own,
+            None => false,
         },
         ControlOp::AddReplicator(_) => role >= Some(Role::Admin),
-        // Anyone may leave; owners remove anyone; admins anyone but owners.
+        // Anyone may leave, and remove their user's devices; owners remove
+        // anyone; admins anyone but owners.
         ControlOp::Remove(remove) => remove.devices.iter().all(|d| {
             (d == author_id && author.is_some())
+                || sibling(d)
                 || role == Some(Role::Owner)
                 || (role == Some(Role::Admin) && role_of(d) < Some(Role::Owner))
         }),
@@ -260,7 +267,7 @@ impl<'a> Dag<'a> {
             Entry::Member(m) => Some(m.cert),
             _ => None,
         })?;
-        Some(Standing::Member(Member { cert, role: role? }))
+        Some(Standing::Member(Box::new(Member { cert, role: role? })))
     }
 }
 
@@ -312,7 +319,7 @@ pub(super) fn resolve(space: &SpaceId, log: &BTreeMap<EnvelopeId, Applied>, head
     for device in dag.by_target.keys() {
         match dag.standing(device, |t| effective[t]) {
             Some(Standing::Member(m)) => {
-                members.insert(*device, m);
+                members.insert(*device, *m);
             }
             Some(Standing::Replicator) => {
                 replicators.insert(*device);
@@ -457,7 +464,7 @@ fn walk(dag: &Dag, void: &[bool]) -> Vec<bool> {
         let op = dag.op(i);
         let author = dag.standing(&op.author, counted);
         effective[i] = permits(author, &op.author, &op.op, |d| match dag.standing(d, counted) {
-            Some(Standing::Member(m)) => Some(m.role),
+            Some(Standing::Member(m)) => Some(*m),
             _ => None,
         });
     }

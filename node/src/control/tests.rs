@@ -2,6 +2,7 @@
 //! docs/protocol.md and a convergence property.
 
 use super::*;
+use crate::identity::UserKeys;
 
 #[test]
 fn genesis_round_trip_and_key_access() {
@@ -673,5 +674,42 @@ proptest::proptest! {
                 proptest::prop_assert_eq!(last.can_read_now(d), last.is_member(d));
             }
         }
+    }
+}
+
+/// A device acts for its user: Carol's laptop (a writer) adds her phone with
+/// at most her own role, and any of her devices revokes another; nobody else's.
+#[test]
+fn a_device_adds_and_revokes_its_users_devices() {
+    let (mut r, [alice, _bob, carol, dave, _]) = team();
+    let carol_user = UserKeys::generate();
+    // Carol's devices belong to one user (the team helper gave each its own).
+    let laptop = DeviceKeys::generate_for(&carol_user);
+    let phone = DeviceKeys::generate_for(&carol_user);
+    r.add(&alice, &laptop, Role::Writer);
+    let key = r.ring(&laptop).key_for(&r.state.current().epoch).unwrap();
+    assert_eq!(
+        add_member(&laptop, &r.state, &key, fresh(), &phone.cert(), Role::Admin).unwrap_err(),
+        InvalidOp::NotAllowed,
+        "not above her own role"
+    );
+    let stranger = DeviceKeys::generate();
+    assert_eq!(
+        add_member(&laptop, &r.state, &key, fresh(), &stranger.cert(), Role::Reader).unwrap_err(),
+        InvalidOp::NotAllowed,
+        "a writer adds only her own devices"
+    );
+    r.add(&laptop, &phone, Role::Writer);
+    assert!(r.can_read_now(&phone));
+    // The phone revokes the laptop (lost): a removal with a new epoch.
+    r.remove(&phone, &[&laptop]);
+    assert!(!r.is_member(&laptop) && !r.can_read_now(&laptop));
+    // But not Dave, nor the unrelated `carol` device of the team.
+    let parts = r.parts(&phone);
+    for other in [&dave, &carol] {
+        assert_eq!(
+            remove(&phone, &r.state, fresh(), &[other.device_id()], &parts).unwrap_err(),
+            InvalidOp::NotAllowed
+        );
     }
 }
