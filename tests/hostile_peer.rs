@@ -201,6 +201,9 @@ impl Hostile {
                             Response::Ack(Ack::default())
                         }
                         Request::Offer { .. } => Response::Offer { spaces: Vec::new() },
+                        Request::Join(_) => Response::Joined(Box::new(outpost_node::link::JoinOutcome::Refused(
+                            "mallory links no one".into(),
+                        ))),
                     };
                     let _ = self.swarm.behaviour_mut().send_response(channel, sync::encode(&answer));
                 }

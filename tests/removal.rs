@@ -10,17 +10,10 @@
 
 mod common;
 
-use std::{collections::BTreeMap, ops::ControlFlow, time::Duration};
+use std::{collections::BTreeMap, time::Duration};
 
-use common::{Node, wait_until};
-use outpost_node::{
-    control::{Keyring, SpaceState},
-    envelope::{Envelope, Kind},
-    identity::DeviceKeys,
-    ids::{DeviceId, SpaceId},
-    snapshot::Snapshot,
-    store::Store,
-};
+use common::{Node, plaintext_reachable, plaintext_reachable_after, wait_until};
+use outpost_node::control::ControlOp;
 use serde_json::Value;
 
 const CONVERGE: Duration = Duration::from_secs(60);
@@ -53,66 +46,6 @@ fn converged(nodes: &[&Node], space: &str) -> (BTreeMap<String, String>, String)
 fn is_clean(node: &Node, space: &str) -> bool {
     node.space_status(space)
         .is_some_and(|s| s["key_problem"].is_null() && s["readable"] == true)
-}
-
-/// With every key the control log stored at `home` can give the device whose
-/// home is `removed` (wraps addressed to it, links from them, merges), tries to
-/// open every content envelope and snapshot of `space`. Returns the plaintext
-/// bytes opened from those made before and after the device's removal.
-fn plaintext_reachable(home: &std::path::Path, removed: &std::path::Path, space: &str) -> (usize, usize) {
-    let keys = DeviceKeys::load(removed).expect("the removed device's identity");
-    let me: DeviceId = keys.device_id();
-    let space: SpaceId = space.parse().unwrap();
-    let store = Store::open(home).expect("open the store of a stopped daemon");
-    let mut log = Vec::new();
-    store
-        .scan_log(&space, 0, |_, bytes| {
-            log.push(Envelope::decode(bytes).expect("stored envelopes verify"));
-            ControlFlow::<()>::Continue(())
-        })
-        .unwrap();
-    let mut state = SpaceState::from_genesis(&log[0]).unwrap();
-    for env in log.iter().filter(|e| e.header().kind == Kind::Control).skip(1) {
-        state.apply(env);
-    }
-    let mut ring = Keyring::default();
-    ring.unlock(&state, &keys);
-    assert!(!ring.is_empty(), "the removed device held keys before its removal");
-    let after_removal = |env: &Envelope| {
-        !state
-            .members_at(&env.header().control_heads)
-            .expect("known heads")
-            .contains_key(&me)
-    };
-    let snapshots: Vec<Envelope> = store
-        .snapshots(&space)
-        .unwrap()
-        .into_iter()
-        .map(|b| Envelope::decode(b).unwrap())
-        .collect();
-    let (mut before, mut after) = (0, 0);
-    for env in log.iter().filter(|e| e.header().kind == Kind::Content) {
-        let opened: usize = ring
-            .keys()
-            .filter_map(|k| env.open_content(k).ok())
-            .map(|p| p.len())
-            .sum();
-        if after_removal(env) {
-            after += opened
-        } else {
-            before += opened
-        }
-    }
-    for env in snapshots {
-        let snap = Snapshot::verify(env.clone()).unwrap();
-        let opened: usize = ring.keys().filter_map(|k| snap.open(k).ok()).map(|p| p.len()).sum();
-        if after_removal(&env) {
-            after += opened
-        } else {
-            before += opened
-        }
-    }
-    (before, after)
 }
 
 #[test]
@@ -295,7 +228,13 @@ fn a_demotion_voids_the_demoted_admins_concurrent_add() {
     for n in [&mut a, &mut b, &mut c, &mut d] {
         n.stop();
     }
-    let (_, after) = plaintext_reachable(&a.home, &d.home, &space);
+    // After: the demotion is in the envelope's causal past.
+    let (_, after) = plaintext_reachable_after(
+        &a.home,
+        &d.home,
+        &space,
+        |op, _| matches!(op, ControlOp::SetRole(s) if s.role == outpost_node::control::Role::Writer),
+    );
     assert_eq!(after, 0, "d opens nothing sealed after the demotion was merged");
 }
 

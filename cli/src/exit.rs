@@ -12,7 +12,7 @@
 
 use std::process::ExitCode;
 
-use outpost_node::{client, identity};
+use outpost_node::{client, identity, link};
 
 pub(crate) fn report(err: &anyhow::Error) -> ExitCode {
     let (code, hint) = classify(err);
@@ -51,6 +51,9 @@ fn classify(err: &anyhow::Error) -> (u8, Option<String>) {
             }
             client::Error::Transport(_) => (1, None),
         };
+    }
+    if err.downcast_ref::<link::TicketError>().is_some() {
+        return (2, None);
     }
     if let Some(e) = err.downcast_ref::<identity::Error>() {
         return match e {

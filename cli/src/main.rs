@@ -13,10 +13,13 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use futures::StreamExt;
 use outpost_node::{
-    api::{ApiEvent, CreateChat, Created, IdResponse, Invite, SendMessage, StatusResponse},
+    api::{ApiEvent, CreateChat, Created, IdResponse, Invite, Join, LinkTicket, SendMessage, StatusResponse},
     client::Client,
     control::Role,
-    core::{Changed, Grant, Invited, MemberChange, Members, MessageView, Sent, SpaceSummary},
+    core::{
+        Changed, DeviceView, Grant, Invited, Joined, LinkState, Linked, MemberChange, Members, MessageView, Revoked,
+        Sent, SpaceSummary,
+    },
     daemon,
     identity::DeviceKeys,
 };
@@ -55,6 +58,50 @@ enum Command {
     /// Who is in a space: members, roles, removal, leaving, key rotation.
     #[command(subcommand)]
     Space(SpaceCommand),
+    /// Your devices: link a new one to your user, list them, revoke a lost one.
+    #[command(subcommand)]
+    Device(DeviceCommand),
+}
+
+#[derive(Subcommand)]
+enum DeviceCommand {
+    /// Link a new device to your user. Prints a ticket (valid 10 minutes) to pass
+    /// to `outpost device join` on the new device, then waits: when the new device
+    /// asks, both show a six-digit code; confirm here if they match. The new device
+    /// is then added, with your role, to every space you are in, and syncs them.
+    /// Run it on the device that created your user (the first one).
+    Link {
+        /// Confirm the first valid request without asking (scripts).
+        #[arg(long)]
+        yes: bool,
+        /// Print the ticket and the result as JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Join this device to the user of the device that printed TICKET. Shows the
+    /// code to compare with the other device, asks, then waits for the other
+    /// device to confirm (within a minute).
+    Join {
+        ticket: String,
+        /// Do not ask (scripts).
+        #[arg(long)]
+        yes: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List your user's devices known here (active and revoked).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a device of yours (lost or stolen): it is removed from every space
+    /// you share, each under a new key epoch, and reads nothing written after.
+    Revoke {
+        #[arg(value_name = "DEVICE_ID|CARD")]
+        device: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -315,6 +362,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             init_logging("warn");
             space(&client, cmd).await?;
         }
+        Command::Device(cmd) => {
+            init_logging("warn");
+            device(&client, &home, cmd).await?;
+        }
     }
     Ok(())
 }
@@ -471,6 +522,102 @@ async fn space(client: &Client, cmd: SpaceCommand) -> anyhow::Result<()> {
         SpaceCommand::Rotate { space, json } => change(client, &space, MemberChange::Rotate, json, "rotated").await?,
     }
     Ok(())
+}
+
+async fn device(client: &Client, home: &std::path::Path, cmd: DeviceCommand) -> anyhow::Result<()> {
+    match cmd {
+        DeviceCommand::Link { yes, json } => {
+            let made: LinkTicket = client.post("/v1/devices/link", &serde_json::json!({})).await?;
+            if json {
+                output::json_line(&made)?;
+            } else {
+                println!("On the new device, run:\n\n  outpost device join {}\n", made.ticket);
+                println!("Waiting for it (the ticket expires in 10 minutes)...");
+            }
+            let (device, code) = loop {
+                let state: LinkState = client.get(&format!("/v1/devices/link/{}", made.id)).await?;
+                match state {
+                    LinkState::Waiting { .. } => tokio::time::sleep(std::time::Duration::from_millis(300)).await,
+                    LinkState::Requested { device, code } => break (device, code),
+                    LinkState::Linked { .. } | LinkState::Expired => {
+                        anyhow::bail!(
+                            "the ticket expired before a device asked to join; run `outpost device link` again"
+                        )
+                    }
+                }
+            };
+            if !json {
+                println!("Device {device} asks to join. Confirmation code: {code}");
+            }
+            if !yes && !ask("Does the new device show the same code?")? {
+                anyhow::bail!("not confirmed; the device was not linked");
+            }
+            let linked: Linked = client
+                .post(&format!("/v1/devices/link/{}/confirm", made.id), &serde_json::json!({}))
+                .await?;
+            if json {
+                output::json_line(&linked)?;
+            } else {
+                println!("linked {}; added to {} spaces", linked.device, linked.spaces.len());
+            }
+        }
+        DeviceCommand::Join { ticket, yes, json } => {
+            let parsed = outpost_node::link::Ticket::from_text(&ticket, outpost_node::clock::now_ms())?;
+            let me = DeviceKeys::load(home)?.device_id();
+            let code = outpost_node::link::confirmation_code(&parsed.secret, &parsed.device, &me);
+            if !json {
+                println!(
+                    "Confirmation code: {code}\nCheck that your other device shows the same code, then confirm there."
+                );
+            }
+            if !yes && !ask("Join the user of that device?")? {
+                anyhow::bail!("not joined");
+            }
+            let joined: Joined = client.post("/v1/devices/join", &Join { ticket }).await?;
+            if json {
+                output::json(&joined)?;
+            } else {
+                println!(
+                    "this device now belongs to user {} (with {} other devices); it receives your spaces as the other device adds it",
+                    joined.user,
+                    joined.siblings.len()
+                );
+            }
+        }
+        DeviceCommand::List { json } => {
+            let devices: Vec<DeviceView> = client.get("/v1/devices").await?;
+            if json {
+                output::json(&devices)?;
+            } else {
+                output::devices(&devices);
+            }
+        }
+        DeviceCommand::Revoke { device, json } => {
+            let revoked: Revoked = client
+                .post(&format!("/v1/devices/{device}/revoke"), &serde_json::json!({}))
+                .await?;
+            if json {
+                output::json(&revoked)?;
+            } else {
+                println!(
+                    "revoked {}; removed from {} spaces, each under a new key epoch",
+                    revoked.device,
+                    revoked.spaces.len()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Asks a yes/no question on the terminal; anything but y/yes is no.
+fn ask(question: &str) -> anyhow::Result<bool> {
+    use std::io::Write;
+    print!("{question} [y/N] ");
+    std::io::stdout().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    Ok(matches!(answer.trim().to_lowercase().as_str(), "y" | "yes"))
 }
 
 async fn change(client: &Client, space: &str, change: MemberChange, json: bool, done: &str) -> anyhow::Result<()> {

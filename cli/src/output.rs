@@ -4,7 +4,7 @@ use outpost_node::{
     api::StatusResponse,
     clock::utc,
     control::Role,
-    core::{Members, MessageView, SyncState},
+    core::{DeviceView, Members, MessageView, SyncState},
 };
 
 pub(crate) fn json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
@@ -84,14 +84,27 @@ pub(crate) fn role(role: Role) -> &'static str {
 }
 
 pub(crate) fn members(m: &Members) {
-    for member in &m.members {
-        let added = member.added_by.map_or("named at creation".to_string(), |by| {
-            format!("added by {}", by.fmt_short())
-        });
-        let me = if member.me { "  (this device)" } else { "" };
-        println!("{}  {:<6}  {added}{me}", member.device, role(member.role));
+    let mut users: Vec<_> = m.members.iter().map(|x| x.user).collect();
+    users.dedup();
+    users.sort();
+    users.dedup();
+    for user in users {
+        println!("user {user}");
+        for member in m.members.iter().filter(|x| x.user == user) {
+            let added = member.added_by.map_or("named at creation".to_string(), |by| {
+                format!("added by {}", by.fmt_short())
+            });
+            let me = if member.me { "  (this device)" } else { "" };
+            println!("  device {}  {:<6}  {added}{me}", member.device, role(member.role));
+        }
     }
     for r in &m.replicators {
         println!("{r}  replicator (stores ciphertext, never reads)");
+    }
+}
+
+pub(crate) fn devices(devices: &[DeviceView]) {
+    for d in devices {
+        println!("{}  {:<11}  since {} UTC", d.device, d.status, utc(d.since_ms as i64));
     }
 }

@@ -30,9 +30,13 @@ use tokio::sync::{broadcast, watch};
 
 use crate::{
     control::Role,
-    core::{self, Changed, CoreHandle, Invited, MemberChange, Members, MessageView, Sent, SpaceStatus, SpaceSummary},
+    core::{
+        self, Changed, CoreHandle, DeviceView, Invited, Joined, LinkState, Linked, MemberChange, Members, MessageView,
+        Revoked, Sent, SpaceStatus, SpaceSummary,
+    },
     identity::DeviceKeys,
     ids::{DeviceId, SpaceId, UserId},
+    link::{JoinOutcome, Ticket},
     net::{NetHandle, NetStatus, PeerStatus},
 };
 
@@ -139,6 +143,12 @@ pub fn router(core: CoreHandle, net: NetHandle, keys: Arc<DeviceKeys>, stopping:
         .route("/v1/spaces", get(spaces))
         .route("/v1/spaces/{space}/members", post(invite).get(members))
         .route("/v1/spaces/{space}/changes", post(change_members))
+        .route("/v1/devices", get(devices))
+        .route("/v1/devices/link", post(link))
+        .route("/v1/devices/link/{id}", get(link_state))
+        .route("/v1/devices/link/{id}/confirm", post(confirm_link))
+        .route("/v1/devices/join", post(join))
+        .route("/v1/devices/{device}/revoke", post(revoke))
         .route("/v1/chats", post(create_chat))
         .route("/v1/chats/{space}/messages", post(send).get(log))
         .route("/v1/events", get(events))
@@ -282,6 +292,88 @@ async fn change_members(
 ) -> Result<Json<Changed>, Failure> {
     let space = parse_space(&space)?;
     Ok(Json(s.core.change_members(space, change).await?))
+}
+
+async fn devices(State(s): State<AppState>) -> Result<Json<Vec<DeviceView>>, Failure> {
+    Ok(Json(s.core.devices().await?))
+}
+
+/// A link ticket made by `POST /v1/devices/link`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LinkTicket {
+    /// Give this to `outpost device join` on the new device.
+    pub ticket: String,
+    /// Poll `GET /v1/devices/link/{id}` for a join request.
+    pub id: String,
+    pub expires_ms: u64,
+}
+
+async fn link(State(s): State<AppState>) -> Result<Json<LinkTicket>, Failure> {
+    let net = net_status(&s.net).await;
+    let ticket = s.core.link_ticket(net.listen).await?;
+    Ok(Json(LinkTicket {
+        ticket: ticket.to_text(),
+        id: data_encoding::HEXLOWER.encode(&ticket.id()),
+        expires_ms: ticket.expires_ms,
+    }))
+}
+
+fn parse_link_id(text: &str) -> Result<[u8; 16], Failure> {
+    data_encoding::HEXLOWER
+        .decode(text.as_bytes())
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| {
+            error(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                "a link id is 32 hex characters".into(),
+                None,
+            )
+        })
+}
+
+async fn link_state(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<LinkState>, Failure> {
+    Ok(Json(s.core.link_state(parse_link_id(&id)?).await?))
+}
+
+async fn confirm_link(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Linked>, Failure> {
+    Ok(Json(s.core.confirm_link(parse_link_id(&id)?).await?))
+}
+
+/// Body of `POST /v1/devices/join`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Join {
+    pub ticket: String,
+}
+
+/// Joins the user of the device that made the ticket: asks it (it confirms),
+/// then stores the link. Returns once this device belongs to that user.
+async fn join(State(s): State<AppState>, Json(req): Json<Join>) -> Result<Json<Joined>, Failure> {
+    let ticket = Ticket::from_text(&req.ticket, crate::clock::now_ms())
+        .map_err(|e| error(StatusCode::BAD_REQUEST, "invalid", e.to_string(), None))?;
+    if ticket.device == s.keys.device_id() {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            "this ticket was made by this device; run `outpost device join` on the new device".into(),
+            None,
+        ));
+    }
+    let request = core::join_request(&s.keys, &ticket);
+    match s.net.join(ticket.clone(), request).await {
+        JoinOutcome::Accepted(response) => Ok(Json(s.core.joined(ticket.user, response).await?)),
+        JoinOutcome::Refused(why) => Err(error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("the other device refused: {why}"),
+            Some("make a fresh ticket with `outpost device link` and confirm the code there within a minute"),
+        )),
+    }
+}
+
+async fn revoke(State(s): State<AppState>, Path(device): Path<String>) -> Result<Json<Revoked>, Failure> {
+    Ok(Json(s.core.revoke(device).await?))
 }
 
 async fn members(State(s): State<AppState>, Path(space): Path<String>) -> Result<Json<Members>, Failure> {

@@ -13,6 +13,7 @@
 //! `space` holds one space's state and its pure validation, `pending` the bounded
 //! waiting sets.
 
+mod devices;
 mod equivocation;
 mod ingest;
 mod load;
@@ -36,7 +37,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, info, warn};
 
+pub use self::devices::{DeviceRecord, DeviceView, Joined, LinkState, Linked, Revoked, join_request};
 use self::{
+    devices::PendingLink,
     equivocation::freeze,
     members::admits,
     pending::{ORPHAN_BYTES_CAP, ORPHAN_CAP, Pending},
@@ -47,8 +50,9 @@ use crate::{
     control::{self, ControlOp, Keyring, Role, SpaceKind, SpaceState},
     crypto::EpochKey,
     envelope::{Envelope, Header, Kind},
-    identity::{DeviceCert, DeviceKeys},
-    ids::{ActorKey, DeviceId, DocId, EnvelopeId, EpochId, SpaceId},
+    identity::{DeviceCert, DeviceKeys, UserKeys},
+    ids::{ActorKey, DeviceId, DocId, EnvelopeId, EpochId, SpaceId, UserId},
+    link::{JoinOutcome, JoinRequest, JoinResponse, Ticket},
     snapshot::Snapshot,
     store::{self, NewEnvelope, Participation, Store, Txn},
     sync::{Ack, SpaceVv, VersionVector},
@@ -190,6 +194,8 @@ pub struct SpaceSummary {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MemberView {
     pub device: DeviceId,
+    /// The user the device belongs to (a member is a user: all its devices).
+    pub user: UserId,
     pub role: Role,
     /// Who added it; `None` for members named by the genesis.
     pub added_by: Option<DeviceId>,
@@ -228,12 +234,15 @@ pub struct Invited {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MemberChange {
-    /// Removes a member device or replicator (card or device id); a removed member
-    /// starts a new epoch the removed device never receives.
+    /// Removes a member user, every device of it (named by a device card, device
+    /// id or user id), or a replicator. Starts a new epoch the removed devices
+    /// never receive.
     Remove(String),
-    /// Changes a member's role.
+    /// Removes one device (a device of one's own user, or as owner/admin).
+    RemoveDevice(String),
+    /// Changes a member user's role (all its devices).
     SetRole(String, Role),
-    /// Removes this device from the space.
+    /// Removes this user (all its devices) from the space.
     Leave,
     /// Starts a new epoch for the current members.
     Rotate,
@@ -327,6 +336,35 @@ enum ToCore {
         space: SpaceId,
         change: MemberChange,
         reply: Reply<Changed>,
+    },
+    LinkTicket {
+        addrs: Vec<String>,
+        reply: Reply<Ticket>,
+    },
+    LinkState {
+        id: [u8; 16],
+        reply: Reply<LinkState>,
+    },
+    JoinRequest {
+        from: DeviceId,
+        request: Box<JoinRequest>,
+        reply: oneshot::Sender<JoinOutcome>,
+    },
+    ConfirmLink {
+        id: [u8; 16],
+        reply: Reply<Linked>,
+    },
+    Joined {
+        user: UserId,
+        response: Box<JoinResponse>,
+        reply: Reply<Joined>,
+    },
+    Devices {
+        reply: Reply<Vec<DeviceView>>,
+    },
+    Revoke {
+        device: String,
+        reply: Reply<Revoked>,
     },
     PeerHolds {
         peer: DeviceId,
@@ -436,6 +474,52 @@ impl CoreHandle {
         self.call(|reply| ToCore::Change { space, change, reply }).await
     }
 
+    /// A ticket for linking a new device to this user (see [`crate::link`]).
+    pub async fn link_ticket(&self, addrs: Vec<String>) -> Result<Ticket> {
+        self.call(|reply| ToCore::LinkTicket { addrs, reply }).await
+    }
+
+    pub async fn link_state(&self, id: [u8; 16]) -> Result<LinkState> {
+        self.call(|reply| ToCore::LinkState { id, reply }).await
+    }
+
+    /// A device asks to join through a ticket made here; resolves when the person
+    /// confirms (or the ticket is refused).
+    pub async fn join_request(&self, from: DeviceId, request: JoinRequest) -> JoinOutcome {
+        let (reply, rx) = oneshot::channel();
+        let request = Box::new(request);
+        if self
+            .tx
+            .send(ToCore::JoinRequest { from, request, reply })
+            .await
+            .is_err()
+        {
+            return JoinOutcome::Refused("the node is shutting down".into());
+        }
+        rx.await
+            .unwrap_or_else(|_| JoinOutcome::Refused("the ticket was not confirmed".into()))
+    }
+
+    pub async fn confirm_link(&self, id: [u8; 16]) -> Result<Linked> {
+        self.call(|reply| ToCore::ConfirmLink { id, reply }).await
+    }
+
+    /// The primary accepted this device into `user`.
+    pub async fn joined(&self, user: UserId, response: JoinResponse) -> Result<Joined> {
+        let response = Box::new(response);
+        self.call(|reply| ToCore::Joined { user, response, reply }).await
+    }
+
+    pub async fn devices(&self) -> Result<Vec<DeviceView>> {
+        self.call(|reply| ToCore::Devices { reply }).await
+    }
+
+    /// Revokes a device of this user (card or device id); returns once the
+    /// removals are durable.
+    pub async fn revoke(&self, device: String) -> Result<Revoked> {
+        self.call(|reply| ToCore::Revoke { device, reply }).await
+    }
+
     pub async fn members(&self, space: SpaceId) -> Result<Members> {
         self.call(|reply| ToCore::Members { space, reply }).await
     }
@@ -459,6 +543,8 @@ pub fn spawn(
     let store = Store::open(&home)?;
     let (events, _) = broadcast::channel(EVENT_CAP);
     let mut core = Core::new(keys, store, events.clone());
+    core.user_keys = devices::load_user_keys(&home).filter(|u| u.user_id() == core.keys.user_id());
+    core.home = Some(home);
     core.load()?;
     let (tx, rx) = mpsc::channel(COMMAND_CAP);
     let handle = CoreHandle {
@@ -489,6 +575,14 @@ struct Core {
     /// after it commits.
     rebuilds: BTreeSet<SpaceId>,
     events: broadcast::Sender<Event>,
+    /// The node's home (where the user link is saved); `None` in some tests.
+    home: Option<PathBuf>,
+    /// The user key, on the device that created the user (it links new devices).
+    user_keys: Option<UserKeys>,
+    /// This user's devices as recorded here.
+    devices: BTreeMap<DeviceId, DeviceRecord>,
+    /// Link tickets made here and not yet used or expired (memory only).
+    links: HashMap<[u8; 16], PendingLink>,
 }
 
 /// Runs once a batch's transaction has committed (`None`) or failed.
@@ -539,6 +633,10 @@ impl Core {
             purges: BTreeSet::new(),
             rebuilds: BTreeSet::new(),
             events,
+            home: None,
+            user_keys: None,
+            devices: BTreeMap::new(),
+            links: HashMap::new(),
         }
     }
 
@@ -615,6 +713,15 @@ impl Core {
                     .map(|outcome| effects.reply_result(reply, outcome)),
                 ToCore::Change { space, change, reply } => self
                     .change_members(txn, space, change, &mut effects)
+                    .map(|outcome| effects.reply_result(reply, outcome)),
+                ToCore::ConfirmLink { id, reply } => self
+                    .confirm_link(txn, id, &mut effects)
+                    .map(|outcome| effects.reply_result(reply, outcome)),
+                ToCore::Joined { user, response, reply } => self
+                    .joined(txn, user, *response)
+                    .map(|outcome| effects.reply_result(reply, outcome)),
+                ToCore::Revoke { device, reply } => self
+                    .revoke(txn, &device, &mut effects)
                     .map(|outcome| effects.reply_result(reply, outcome)),
                 other => {
                     reads.push(other);
@@ -710,6 +817,19 @@ impl Core {
             }
             ToCore::Invite { reply, .. } => fail_unavailable(reply),
             ToCore::Change { reply, .. } => fail_unavailable(reply),
+            ToCore::ConfirmLink { reply, .. } => fail_unavailable(reply),
+            ToCore::Joined { reply, .. } => fail_unavailable(reply),
+            ToCore::Revoke { reply, .. } => fail_unavailable(reply),
+            ToCore::LinkTicket { addrs, reply } => {
+                let _ = reply.send(self.link_ticket(addrs));
+            }
+            ToCore::LinkState { id, reply } => {
+                let _ = reply.send(Ok(self.link_state(id)));
+            }
+            ToCore::JoinRequest { from, request, reply } => self.join_request(from, *request, reply),
+            ToCore::Devices { reply } => {
+                let _ = reply.send(Ok(self.device_list()));
+            }
             ToCore::PeerHolds { peer, spaces } => self.note_peer_holds(peer, spaces),
             // Writes reach here only when no transaction could be opened.
             ToCore::CreateChat { reply, .. } => fail_unavailable(reply),
@@ -799,6 +919,8 @@ impl Core {
             .push(stored_event(&space, vec![genesis.into_bytes()], None));
         self.spaces.insert(space_id, space);
         info!(space = %space_id.fmt_short(), "chat space created");
+        // Members are users: this user's other devices join too.
+        self.add_my_devices(tx, space_id, effects)?;
         Ok(Ok(space_id))
     }
 

@@ -135,6 +135,20 @@ impl DeviceKeys {
         true
     }
 
+    /// This device's certificate for `user`, with the device's half signed and the
+    /// user's half empty (a join request: the user's key signs it).
+    pub fn cert_for_user(&self, user: UserId) -> DeviceCert {
+        let device = self.device_id();
+        let agreement = self.agreement_public();
+        DeviceCert {
+            device,
+            agreement,
+            user,
+            sig: Sig(self.sign(&DeviceCert::signing_input(&device, &agreement, &user))),
+            user_sig: Sig([0; 64]),
+        }
+    }
+
     /// The user this device belongs to.
     pub fn user_id(&self) -> UserId {
         self.cert().user
@@ -235,6 +249,16 @@ impl UserKeys {
 
     pub fn user_id(&self) -> UserId {
         UserId(self.signing.verifying_key().to_bytes())
+    }
+
+    /// Completes `cert` (the device's half, from [`DeviceKeys::cert_for_user`]) with
+    /// the user's half; `None` unless the result verifies.
+    pub fn complete(&self, cert: &DeviceCert) -> Option<DeviceCert> {
+        let done = DeviceCert {
+            user_sig: self.link(&cert.device, &cert.agreement),
+            ..*cert
+        };
+        (done.user == self.user_id() && done.verify()).then_some(done)
     }
 
     /// The user's half of a device certificate: the user claims the device.

@@ -12,6 +12,7 @@ pub mod envelope;
 pub mod home;
 pub mod identity;
 pub mod ids;
+pub mod link;
 pub mod net;
 pub mod snapshot;
 pub mod store;

@@ -34,6 +34,7 @@ use crate::{
     envelope::Envelope,
     identity::DeviceKeys,
     ids::DeviceId,
+    link::{JoinOutcome, JoinRequest, Ticket},
     sync::{self, Backoff, Request, Response},
 };
 
@@ -92,7 +93,14 @@ pub struct NetStatus {
 }
 
 enum ToNet {
-    Status { reply: oneshot::Sender<NetStatus> },
+    Status {
+        reply: oneshot::Sender<NetStatus>,
+    },
+    Join {
+        ticket: Box<Ticket>,
+        request: Box<JoinRequest>,
+        reply: oneshot::Sender<JoinOutcome>,
+    },
 }
 
 /// A cheap handle to the network actor.
@@ -106,6 +114,26 @@ impl NetHandle {
         let (reply, rx) = oneshot::channel();
         self.tx.send(ToNet::Status { reply }).await.ok()?;
         rx.await.ok()
+    }
+
+    /// Dials the device a link ticket names and asks to join its user; resolves
+    /// with its answer (after the person there confirms), or a refusal when it
+    /// cannot be reached in time.
+    pub async fn join(&self, ticket: Ticket, request: JoinRequest) -> JoinOutcome {
+        let (reply, rx) = oneshot::channel();
+        let cmd = ToNet::Join {
+            ticket: Box::new(ticket),
+            request: Box::new(request),
+            reply,
+        };
+        if self.tx.send(cmd).await.is_err() {
+            return JoinOutcome::Refused("the node is shutting down".into());
+        }
+        rx.await.unwrap_or_else(|_| {
+            JoinOutcome::Refused(
+                "the other device did not answer (unreachable, or not confirmed within a minute)".into(),
+            )
+        })
     }
 }
 
@@ -312,6 +340,8 @@ struct NetActor {
     outboxes: HashMap<PeerId, Outbox>,
     /// Push requests in flight, to credit the peer's outbox when they end.
     pushes: HashMap<OutboundRequestId, PeerId>,
+    /// Join requests in flight, with who waits for the answer.
+    joins: HashMap<OutboundRequestId, oneshot::Sender<JoinOutcome>>,
     mdns_peers: HashSet<PeerId>,
     listen: Vec<Multiaddr>,
     tasks: JoinSet<()>,
@@ -345,6 +375,7 @@ impl NetActor {
             connected: HashMap::new(),
             outboxes: HashMap::new(),
             pushes: HashMap::new(),
+            joins: HashMap::new(),
             mdns_peers: HashSet::new(),
             listen: Vec::new(),
             tasks: JoinSet::new(),
@@ -391,6 +422,23 @@ impl NetActor {
                     listen: self.listen.iter().map(|a| a.to_string()).collect(),
                     peers,
                 });
+            }
+            ToNet::Join { ticket, request, reply } => {
+                let Ok(key) = libp2p::identity::ed25519::PublicKey::try_from_bytes(&ticket.device.0) else {
+                    let _ = reply.send(JoinOutcome::Refused("the ticket names no valid device".into()));
+                    return;
+                };
+                let peer = libp2p::identity::PublicKey::from(key).to_peer_id();
+                for addr in ticket.addrs.iter().filter_map(|a| a.parse::<Multiaddr>().ok()) {
+                    self.swarm.add_peer_address(peer, addr);
+                }
+                // Dials if needed; Noise proves the peer is the ticket's device.
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .sync
+                    .send_request(&peer, Ok(Request::Join(request)));
+                self.joins.insert(id, reply);
             }
         }
     }
@@ -697,6 +745,29 @@ impl NetActor {
                         ..
                     } => {}
                     Message::Request {
+                        request: Ok(Request::Join(request)),
+                        channel,
+                        ..
+                    } => {
+                        self.spawn(async move {
+                            let outcome = core.join_request(device, *request).await;
+                            let _ = out
+                                .send(Internal::Respond {
+                                    channel,
+                                    response: Response::Joined(Box::new(outcome)),
+                                })
+                                .await;
+                        });
+                    }
+                    Message::Response {
+                        request_id,
+                        response: Response::Joined(outcome),
+                    } => {
+                        if let Some(reply) = self.joins.remove(&request_id) {
+                            let _ = reply.send(*outcome);
+                        }
+                    }
+                    Message::Request {
                         request: Ok(Request::Envelopes { envelopes }),
                         channel,
                         ..
@@ -760,6 +831,12 @@ impl NetActor {
                 error,
                 ..
             } => {
+                if let Some(reply) = self.joins.remove(&request_id) {
+                    let _ = reply.send(JoinOutcome::Refused(format!(
+                        "could not reach the other device: {error}"
+                    )));
+                    return;
+                }
                 // A failed part of a catch-up is served again from what the peer
                 // acknowledged, once nothing else is in flight.
                 if self.push_done(request_id) {

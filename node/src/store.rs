@@ -51,6 +51,9 @@ const INVALID: TableDefinition<(&[u8; 16], &[u8; 32]), u8> = TableDefinition::ne
 const SNAPSHOTS: TableDefinition<(&[u8; 16], &[u8; 32]), &[u8]> = TableDefinition::new("snapshots-1");
 /// Device certificates learnt from peers: device → postcard(DeviceCert).
 const CERTS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("device-certs-1");
+/// This device's user's devices (linked here, or known when this device joined):
+/// device → postcard(`core::devices::DeviceRecord`).
+const USER_DEVICES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("user-devices-1");
 
 /// A store failure. Always fatal for the operation; the node reports it and the
 /// caller's write is not acknowledged.
@@ -143,6 +146,7 @@ impl Store {
         tx.open_table(PENDING)?;
         tx.open_table(CLIENT_IDS)?;
         tx.open_table(CERTS)?;
+        tx.open_table(USER_DEVICES)?;
         tx.open_table(FROZEN)?;
         tx.open_table(INVALID)?;
         tx.open_table(SNAPSHOTS)?;
@@ -286,6 +290,17 @@ impl Store {
         }
         Ok(out)
     }
+
+    /// This user's devices as recorded here (postcard bytes).
+    pub fn user_devices(&self) -> Result<Vec<Vec<u8>>> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(USER_DEVICES)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            out.push(row?.1.value().to_vec());
+        }
+        Ok(out)
+    }
 }
 
 /// A write transaction: every write of one group commit.
@@ -393,6 +408,11 @@ impl Txn {
 
     pub fn put_cert(&mut self, device: &DeviceId, cert: &[u8]) -> Result<()> {
         self.open_table(CERTS)?.insert(&device.0, cert)?;
+        Ok(())
+    }
+
+    pub fn put_user_device(&mut self, device: &DeviceId, record: &[u8]) -> Result<()> {
+        self.open_table(USER_DEVICES)?.insert(&device.0, record)?;
         Ok(())
     }
 

@@ -25,6 +25,7 @@ use crate::{
     envelope::{Envelope, Header, Kind, MAX_CONTROL_HEADS, MAX_PARENTS},
     identity::{DeviceCert, Sig},
     ids::{ActorKey, DeviceId, DocId, EnvelopeId, EpochId, SpaceId},
+    link::{JoinOutcome, JoinRequest},
 };
 
 /// The protocol id; a breaking change gets a new number.
@@ -104,6 +105,8 @@ pub enum Request {
     Packed {
         groups: Vec<PackedGroup>,
     },
+    /// A device asks to join this device's user (see [`crate::link`]).
+    Join(Box<JoinRequest>),
 }
 
 /// Consecutive envelopes that share kind, space, doc, epoch, writer and control
@@ -225,7 +228,11 @@ pub fn unpack(groups: Vec<PackedGroup>) -> Result<Vec<Vec<u8>>, FrameError> {
 pub enum Response {
     Offer { spaces: Vec<SpaceVv> },
     Ack(Ack),
+    Joined(Box<JoinOutcome>),
 }
+
+/// Most sibling devices a join answer may list.
+pub const MAX_SIBLINGS: usize = 256;
 
 /// What the receiver did with a frame of envelopes.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -268,6 +275,7 @@ pub fn decode_request(bytes: &[u8]) -> Result<Request, FrameError> {
                 return Err(FrameError::Cap("envelopes per frame"));
             }
         }
+        Request::Join(_) => {}
     }
     Ok(req)
 }
@@ -277,8 +285,16 @@ pub fn decode_response(bytes: &[u8]) -> Result<Response, FrameError> {
         return Err(FrameError::TooLarge(bytes.len()));
     }
     let resp: Response = decode_exact(bytes)?;
-    if let Response::Offer { spaces } = &resp {
-        check_offer(spaces)?;
+    match &resp {
+        Response::Offer { spaces } => check_offer(spaces)?,
+        Response::Joined(outcome) => {
+            if let JoinOutcome::Accepted(r) = outcome.as_ref()
+                && r.siblings.len() > MAX_SIBLINGS
+            {
+                return Err(FrameError::Cap("sibling devices"));
+            }
+        }
+        Response::Ack(_) => {}
     }
     Ok(resp)
 }

@@ -11,6 +11,14 @@ use std::{
     time::{Duration, Instant},
 };
 
+use outpost_node::{
+    control::{ControlOp, Keyring, SpaceState},
+    envelope::{Envelope, Kind},
+    identity::DeviceKeys,
+    ids::{DeviceId, SpaceId},
+    snapshot::Snapshot,
+    store::Store,
+};
 use serde_json::Value;
 
 /// The `outpost` binary built by this `cargo test` run (the cli package's own
@@ -285,4 +293,102 @@ impl Drop for Node {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// With every key the control log stored at `home` can give the device whose
+/// home is `removed` (wraps addressed to it, links from them, merges), tries to
+/// open every content envelope and snapshot of `space`. Returns the plaintext
+/// bytes opened from those made before and after the device's removal.
+pub fn plaintext_reachable(home: &std::path::Path, removed: &std::path::Path, space: &str) -> (usize, usize) {
+    plaintext_reachable_after(
+        home,
+        removed,
+        space,
+        |op, me| matches!(op, ControlOp::Remove(r) if r.devices.contains(me)),
+    )
+}
+
+/// Like [`plaintext_reachable`], with "after" meaning: a control operation for
+/// which `cut(op, device)` holds is in the causal past of the envelope's
+/// control heads.
+pub fn plaintext_reachable_after(
+    home: &std::path::Path,
+    removed: &std::path::Path,
+    space: &str,
+    cut: impl Fn(&ControlOp, &DeviceId) -> bool,
+) -> (usize, usize) {
+    let keys = DeviceKeys::load(removed).expect("the removed device's identity");
+    let me: DeviceId = keys.device_id();
+    let space: SpaceId = space.parse().unwrap();
+    let store = Store::open(home).expect("open the store of a stopped daemon");
+    let mut log = Vec::new();
+    store
+        .scan_log(&space, 0, |_, bytes| {
+            log.push(Envelope::decode(bytes).expect("stored envelopes verify"));
+            std::ops::ControlFlow::<()>::Continue(())
+        })
+        .unwrap();
+    let mut state = SpaceState::from_genesis(&log[0]).unwrap();
+    for env in log.iter().filter(|e| e.header().kind == Kind::Control).skip(1) {
+        state.apply(env);
+    }
+    let mut ring = Keyring::default();
+    ring.unlock(&state, &keys);
+    assert!(!ring.is_empty(), "the removed device held keys before its removal");
+    // Written after the removal: a removal of the device is in the causal past
+    // of the envelope's control heads (content from before the device was
+    // added is history it may read).
+    let parents: std::collections::HashMap<_, _> = log
+        .iter()
+        .filter(|e| e.header().kind == Kind::Control)
+        .map(|e| (e.id(), e.header().parents.clone()))
+        .collect();
+    let removals: Vec<_> = log
+        .iter()
+        .filter(|e| e.control_op().is_ok_and(|op| cut(&op, &me)))
+        .map(Envelope::id)
+        .collect();
+    assert!(!removals.is_empty(), "the cut is in the log");
+    let after_removal = |env: &Envelope| {
+        let mut seen = std::collections::HashSet::new();
+        let mut stack = env.header().control_heads.clone();
+        while let Some(id) = stack.pop() {
+            if removals.contains(&id) {
+                return true;
+            }
+            if seen.insert(id) {
+                stack.extend(parents.get(&id).into_iter().flatten().copied());
+            }
+        }
+        false
+    };
+    let snapshots: Vec<Envelope> = store
+        .snapshots(&space)
+        .unwrap()
+        .into_iter()
+        .map(|b| Envelope::decode(b).unwrap())
+        .collect();
+    let (mut before, mut after) = (0, 0);
+    for env in log.iter().filter(|e| e.header().kind == Kind::Content) {
+        let opened: usize = ring
+            .keys()
+            .filter_map(|k| env.open_content(k).ok())
+            .map(|p| p.len())
+            .sum();
+        if after_removal(env) {
+            after += opened
+        } else {
+            before += opened
+        }
+    }
+    for env in snapshots {
+        let snap = Snapshot::verify(env.clone()).unwrap();
+        let opened: usize = ring.keys().filter_map(|k| snap.open(k).ok()).map(|p| p.len()).sum();
+        if after_removal(&env) {
+            after += opened
+        } else {
+            before += opened
+        }
+    }
+    (before, after)
 }

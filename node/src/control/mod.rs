@@ -775,6 +775,13 @@ impl SpaceState {
             .map(|op| op.author)
     }
 
+    /// Whether any operation in the log removes `device` (effective or not).
+    pub fn ever_removed(&self, device: &DeviceId) -> bool {
+        self.ops
+            .values()
+            .any(|op| matches!(&op.op, ControlOp::Remove(r) if r.devices.contains(device)))
+    }
+
     /// Whether `device` may receive this space's envelopes (member or replicator).
     pub fn entitled(&self, device: &DeviceId) -> bool {
         self.members.contains_key(device) || self.replicators.contains(device)

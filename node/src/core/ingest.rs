@@ -19,6 +19,10 @@ impl Core {
         let (geneses, mut queue): (Vec<_>, Vec<_>) = queue.into_iter().partition(|e| {
             !self.spaces.contains_key(&e.header().space) && matches!(e.control_op(), Ok(ControlOp::Genesis(_)))
         });
+        // Whether this device was a member of each space touched by control
+        // operations, before this batch: when it becomes one, it adds its user's
+        // other devices.
+        let mut was_member: BTreeMap<SpaceId, bool> = BTreeMap::new();
         for env in geneses {
             // A genesis that does not name this device is kept when an operation
             // that comes with it (or waits as an orphan) adds this device.
@@ -27,7 +31,10 @@ impl Core {
             ops.extend(self.orphans.iter().filter(|e| e.header().space == space));
             let admitted = admits(&env, &ops, &self.me);
             match self.accept_genesis(tx, env, from, admitted, effects)? {
-                Ok(true) => ack.stored += 1,
+                Ok(true) => {
+                    ack.stored += 1;
+                    was_member.insert(space, false);
+                }
                 Ok(false) => ack.duplicate += 1,
                 Err(reason) => {
                     warn!(%peer, %reason, "rejected a space genesis");
@@ -163,6 +170,9 @@ impl Core {
                         let change = checked.map(|c| *c);
                         let order = space.record(&env, change.as_ref().map(Checked::change));
                         if env.header().kind == Kind::Control {
+                            was_member
+                                .entry(space_id)
+                                .or_insert_with(|| space.state.members.contains_key(&self.me));
                             space.state.apply(&env);
                             control_spaces.insert(space_id);
                             // A key arrived (added to the space, or a rotation or link):
@@ -220,6 +230,15 @@ impl Core {
         for space_id in control_spaces {
             if let Err(e) = self.make_epoch_clean(tx, space_id, false, effects)? {
                 debug!(space = %space_id.fmt_short(), error = %e, "the epoch is not clean, and this device cannot rotate it");
+            }
+        }
+        for (space_id, was) in was_member {
+            let now = self
+                .spaces
+                .get(&space_id)
+                .is_some_and(|s| s.state.members.contains_key(&self.me));
+            if now && !was {
+                self.add_my_devices(tx, space_id, effects)?;
             }
         }
         self.purges.extend(purges);

@@ -10,6 +10,19 @@ impl Core {
     pub(super) fn load(&mut self) -> store::Result<()> {
         self.spaces.clear();
         self.orphans.clear();
+        self.load_devices()?;
+        let cert = self.keys.cert();
+        if self.devices.get(&self.me).map(|r| r.cert) != Some(cert) {
+            let mut tx = self.store.begin()?;
+            let record = DeviceRecord {
+                cert,
+                revoked: false,
+                since_ms: crate::clock::now_ms(),
+            };
+            tx.put_user_device(&self.me, &postcard::to_stdvec(&record).expect("records serialize"))?;
+            tx.commit()?;
+            self.devices.insert(self.me, record);
+        }
         for bytes in self.store.certs()? {
             if let Ok(cert) = postcard::from_bytes::<DeviceCert>(&bytes)
                 && cert.verify()

@@ -17,72 +17,130 @@ impl Core {
         grant: Grant,
         effects: &mut Effects,
     ) -> store::Result<Result<Invited>> {
-        let (cert, device) = match grant {
+        let cert = match grant {
             Grant::Member(_) => match self.resolve_cert(member) {
-                Ok(cert) => (Some(cert), cert.device),
+                Ok(cert) => Target::Member(cert),
                 Err(e) => return Ok(Err(e)),
             },
             Grant::Replicator => match self.resolve_device(member) {
-                Ok(device) => (None, device),
+                Ok(device) => Target::Replicator(device),
                 Err(e) => return Ok(Err(e)),
             },
         };
-        let me = self.me;
-        let Some(space) = self.spaces.get_mut(&space_id) else {
-            return Ok(Err(Error::UnknownSpace(space_id)));
+        let outcome = match cert {
+            Target::Member(cert) => self.invite_cert(tx, space_id, cert, grant, effects)?,
+            Target::Replicator(device) => self.invite_replicator(tx, space_id, device, effects)?,
         };
-        let mine = space.state.members.get(&me).map(|m| m.role);
-        if !matches!(mine, Some(Role::Owner | Role::Admin)) {
-            return Ok(Err(Error::NotAllowed(
-                "only owners and admins of a space may add members".into(),
-            )));
+        Ok(outcome)
+    }
+
+    /// Adds the member device `cert` with `grant`'s role. Its user's other devices
+    /// follow when it connects (it adds them itself, see `devices`).
+    pub(super) fn invite_cert(
+        &mut self,
+        tx: &mut Txn,
+        space_id: SpaceId,
+        cert: DeviceCert,
+        grant: Grant,
+        effects: &mut Effects,
+    ) -> store::Result<Result<Invited>> {
+        let Grant::Member(role) = grant else {
+            return self.invite_replicator(tx, space_id, cert.device, effects);
+        };
+        if let Err(e) = self.may_invite(space_id, &cert, role) {
+            return Ok(Err(e));
         }
-        if grant == Grant::Member(Role::Owner) && mine != Some(Role::Owner) {
-            return Ok(Err(Error::NotAllowed("only an owner may add an owner".into())));
-        }
-        if space.state.entitled(&device) {
-            return Ok(Err(Error::Invalid(format!(
-                "device {} is already in the space",
-                device.fmt_short()
-            ))));
-        }
-        if let Grant::Member(_) = grant {
-            // An add wraps the current epoch's key, which must be one epoch.
-            if let Err(e) = self.make_epoch_clean(tx, space_id, true, effects)? {
-                return Ok(Err(e));
-            }
+        // An add wraps the current epoch's key, which must be one clean epoch.
+        if let Err(e) = self.make_epoch_clean(tx, space_id, true, effects)? {
+            return Ok(Err(e));
         }
         let writer = self.control_writer(space_id);
-        let space = self.spaces.get(&space_id).expect("checked above");
-        let made = match (grant, &cert) {
-            (Grant::Member(role), Some(cert)) => match space.keys.key_for(&space.state.current().epoch) {
-                Some(key) => control::add_member(&self.keys, &space.state, &key, writer, cert, role),
-                None => return Ok(Err(key_missing(space))),
-            },
-            _ => control::add_replicator(&self.keys, &space.state, writer, device),
+        let space = &self.spaces[&space_id];
+        let Some(key) = space.keys.key_for(&space.state.current().epoch) else {
+            return Ok(Err(key_missing(space)));
         };
-        let env = match made {
+        let env = match control::add_member(&self.keys, &space.state, &key, writer, &cert, role) {
             Ok(env) => env,
             Err(e) => return Ok(Err(Error::Invalid(e.to_string()))),
         };
         let invited = Invited {
-            device,
+            device: cert.device,
             grant,
             op: env.id(),
         };
         self.store_control(tx, env, None, effects)?;
-        info!(space = %space_id.fmt_short(), device = %device.fmt_short(), ?grant, "added to a space");
-        if let Some(cert) = cert
-            && self.certs.get(&cert.device) != Some(&cert)
-        {
+        info!(space = %space_id.fmt_short(), device = %cert.device.fmt_short(), ?role, "added to a space");
+        if self.certs.get(&cert.device) != Some(&cert) {
             tx.put_cert(&cert.device, &postcard::to_stdvec(&cert).expect("certs serialize"))?;
             self.certs.insert(cert.device, cert);
         }
         Ok(Ok(invited))
     }
 
-    /// Removes a member, changes a role, leaves, or rotates (see [`MemberChange`]).
-    /// The outer error aborts the batch; the inner one is the caller's mistake.
+    fn invite_replicator(
+        &mut self,
+        tx: &mut Txn,
+        space_id: SpaceId,
+        device: DeviceId,
+        effects: &mut Effects,
+    ) -> store::Result<Result<Invited>> {
+        let Some(space) = self.spaces.get(&space_id) else {
+            return Ok(Err(Error::UnknownSpace(space_id)));
+        };
+        if !matches!(
+            space.state.members.get(&self.me).map(|m| m.role),
+            Some(Role::Owner | Role::Admin)
+        ) {
+            return Ok(Err(Error::NotAllowed(
+                "only owners and admins of a space may name replicators".into(),
+            )));
+        }
+        if space.state.entitled(&device) {
+            return Ok(Err(already_in(&device)));
+        }
+        let writer = self.control_writer(space_id);
+        let space = &self.spaces[&space_id];
+        let env = match control::add_replicator(&self.keys, &space.state, writer, device) {
+            Ok(env) => env,
+            Err(e) => return Ok(Err(Error::Invalid(e.to_string()))),
+        };
+        let invited = Invited {
+            device,
+            grant: Grant::Replicator,
+            op: env.id(),
+        };
+        self.store_control(tx, env, None, effects)?;
+        info!(space = %space_id.fmt_short(), device = %device.fmt_short(), "named a replicator");
+        Ok(Ok(invited))
+    }
+
+    /// Refuses an add this device may not make, with a reason a person can act
+    /// on (`control` checks again).
+    fn may_invite(&self, space_id: SpaceId, cert: &DeviceCert, role: Role) -> Result<()> {
+        let space = self.spaces.get(&space_id).ok_or(Error::UnknownSpace(space_id))?;
+        let mine = space.state.members.get(&self.me);
+        let sibling = mine.is_some_and(|m| m.cert.user == cert.user);
+        match mine.map(|m| m.role) {
+            None => return Err(Error::NotAllowed("this device is not a member of the space".into())),
+            Some(Role::Owner) => {}
+            Some(Role::Admin) if role <= Role::Admin => {}
+            Some(Role::Admin) => return Err(Error::NotAllowed("only an owner may add an owner".into())),
+            Some(own) if sibling && role <= own => {}
+            Some(_) => {
+                return Err(Error::NotAllowed(
+                    "only owners and admins of a space may add members (anyone may add their own devices, up to their own role)".into(),
+                ));
+            }
+        }
+        if space.state.entitled(&cert.device) {
+            return Err(already_in(&cert.device));
+        }
+        Ok(())
+    }
+
+    /// Removes a member user (all its devices) or one device, changes a user's
+    /// role, leaves, or rotates (see [`MemberChange`]). The outer error aborts the
+    /// batch; the inner one is the caller's mistake.
     pub(super) fn change_members(
         &mut self,
         tx: &mut Txn,
@@ -94,78 +152,106 @@ impl Core {
         let Some(space) = self.spaces.get(&space_id) else {
             return Ok(Err(Error::UnknownSpace(space_id)));
         };
-        let mine = space.state.members.get(&me).map(|m| m.role);
-        let target = match &change {
-            MemberChange::Remove(who) | MemberChange::SetRole(who, _) => match self.resolve_device(who) {
-                Ok(device) => device,
-                Err(e) => return Ok(Err(e)),
-            },
-            MemberChange::Leave | MemberChange::Rotate => me,
+        let mine = space.state.members.get(&me).cloned();
+        let targets = match &change {
+            MemberChange::Remove(who) | MemberChange::SetRole(who, _) => self.user_in(space, who),
+            MemberChange::RemoveDevice(who) => self.resolve_device(who).and_then(|d| {
+                if space.state.entitled(&d) {
+                    Ok(vec![d])
+                } else {
+                    Err(not_in(&d))
+                }
+            }),
+            MemberChange::Leave => Ok(mine
+                .as_ref()
+                .map(|m| user_devices(space, &m.cert.user))
+                .unwrap_or_default()),
+            MemberChange::Rotate => Ok(vec![me]),
         };
-        let theirs = space.state.members.get(&target).map(|m| m.role);
-        // Refuse early, with a reason a person can act on; `control` checks again.
-        let refusal = match &change {
-            MemberChange::Remove(_) if !space.state.entitled(&target) => Some(Error::Invalid(format!(
-                "device {} is not in the space",
-                target.fmt_short()
-            ))),
-            MemberChange::Remove(_) | MemberChange::SetRole(..) if !matches!(mine, Some(Role::Owner | Role::Admin)) => {
-                Some(Error::NotAllowed(
-                    "only owners and admins of a space may remove members or change roles".into(),
-                ))
-            }
-            MemberChange::Remove(_) | MemberChange::SetRole(..)
-                if mine == Some(Role::Admin) && theirs == Some(Role::Owner) =>
-            {
-                Some(Error::NotAllowed("only an owner may remove or demote an owner".into()))
-            }
-            MemberChange::SetRole(_, Role::Owner) if mine != Some(Role::Owner) => {
-                Some(Error::NotAllowed("only an owner may make an owner".into()))
-            }
-            MemberChange::SetRole(..) if theirs.is_none() => Some(Error::Invalid(format!(
-                "device {} is not a member of the space",
-                target.fmt_short()
-            ))),
-            MemberChange::Leave | MemberChange::Rotate if mine.is_none() => {
-                Some(Error::Invalid("this device is not a member of the space".into()))
-            }
-            _ => None,
+        let targets = match targets {
+            Ok(t) => t,
+            Err(e) => return Ok(Err(e)),
         };
-        if let Some(refusal) = refusal {
+        if let Some(refusal) = refusal(space, mine.as_ref(), &change, &targets) {
             return Ok(Err(refusal));
         }
-        let writer = self.control_writer(space_id);
-        let space = self.spaces.get(&space_id).expect("checked above");
-        let current = space.keys.keys_of(&space.state.current().tips);
-        let made = match change {
-            MemberChange::Remove(_) | MemberChange::Leave => {
-                let Some(current) = current else {
+        let tips = space.keys.keys_of(&space.state.current().tips);
+        let mut last = None;
+        let roles: Vec<(DeviceId, Role)> = match &change {
+            MemberChange::SetRole(_, role) => targets
+                .iter()
+                .filter(|d| space.state.members.get(d).is_some_and(|m| m.role != *role))
+                .map(|d| (*d, *role))
+                .collect(),
+            _ => Vec::new(),
+        };
+        match change {
+            MemberChange::Remove(_) | MemberChange::RemoveDevice(_) | MemberChange::Leave | MemberChange::Rotate => {
+                let Some(tips) = tips else {
                     return Ok(Err(key_missing(space)));
                 };
-                control::remove(&self.keys, &space.state, writer, &[target], &current)
-            }
-            MemberChange::SetRole(_, role) => {
-                control::set_role(&self.keys, &space.state, writer, target, role).map(|e| (e, None))
-            }
-            MemberChange::Rotate => {
-                let Some(current) = current else {
-                    return Ok(Err(key_missing(space)));
+                let writer = self.control_writer(space_id);
+                let space = &self.spaces[&space_id];
+                let made = if matches!(change, MemberChange::Rotate) {
+                    control::rotate(&self.keys, &space.state, writer, &tips).map(|(e, k)| (e, Some(k)))
+                } else {
+                    control::remove(&self.keys, &space.state, writer, &targets, &tips)
                 };
-                control::rotate(&self.keys, &space.state, writer, &current).map(|(e, k)| (e, Some(k)))
+                let (env, key) = match made {
+                    Ok(made) => made,
+                    Err(e) => return Ok(Err(Error::Invalid(e.to_string()))),
+                };
+                last = Some(env.id());
+                self.store_control(tx, env, key, effects)?;
             }
-        };
-        let (env, key) = match made {
-            Ok(made) => made,
-            Err(e) => return Ok(Err(Error::Invalid(e.to_string()))),
-        };
-        let op = env.id();
-        self.store_control(tx, env, key, effects)?;
+            MemberChange::SetRole(..) => {
+                for (device, role) in roles {
+                    let writer = self.control_writer(space_id);
+                    let space = &self.spaces[&space_id];
+                    let env = match control::set_role(&self.keys, &space.state, writer, device, role) {
+                        Ok(env) => env,
+                        Err(e) => return Ok(Err(Error::Invalid(e.to_string()))),
+                    };
+                    last = Some(env.id());
+                    self.store_control(tx, env, None, effects)?;
+                }
+            }
+        }
         let space = &self.spaces[&space_id];
-        info!(space = %space_id.fmt_short(), device = %target.fmt_short(), epoch = %space.state.epoch.fmt_short(), "membership changed");
+        let Some(op) = last else {
+            return Ok(Err(Error::Invalid(
+                "nothing to change: the member already has that role".into(),
+            )));
+        };
+        info!(space = %space_id.fmt_short(), devices = targets.len(), epoch = %space.state.epoch.fmt_short(), "membership changed");
         Ok(Ok(Changed {
             op,
             epoch: space.state.epoch,
         }))
+    }
+
+    /// The devices in `space` of the user `who` names: a device card or id (its
+    /// user), or a user id. A replicator stands alone.
+    fn user_in(&self, space: &Space, who: &str) -> Result<Vec<DeviceId>> {
+        let user = match self.resolve_device(who) {
+            Ok(device) if space.state.replicators.contains(&device) => return Ok(vec![device]),
+            Ok(device) => match space.state.members.get(&device) {
+                Some(m) => m.cert.user,
+                None => return Err(not_in(&device)),
+            },
+            Err(e) => match who.trim().parse::<UserId>() {
+                Ok(user) => user,
+                Err(_) => return Err(e),
+            },
+        };
+        let devices = user_devices(space, &user);
+        if devices.is_empty() {
+            return Err(Error::Invalid(format!(
+                "user {} has no device in the space",
+                user.fmt_short()
+            )));
+        }
+        Ok(devices)
     }
 
     /// The clean-epoch rule: when devices other than exactly the members can
@@ -260,6 +346,7 @@ impl Core {
                 .values()
                 .map(|m| MemberView {
                     device: m.cert.device,
+                    user: m.cert.user,
                     role: m.role,
                     added_by: state.added_by(&m.cert.device),
                     me: m.cert.device == self.me,
@@ -268,6 +355,72 @@ impl Core {
             replicators: state.replicators.iter().copied().collect(),
         })
     }
+}
+
+/// What `invite` was given: a member's certificate, or a replicator's device.
+enum Target {
+    Member(DeviceCert),
+    Replicator(DeviceId),
+}
+
+/// The member devices of `user` in `space`.
+fn user_devices(space: &Space, user: &UserId) -> Vec<DeviceId> {
+    space
+        .state
+        .members
+        .values()
+        .filter(|m| m.cert.user == *user)
+        .map(|m| m.cert.device)
+        .collect()
+}
+
+/// Refuses a change this device may not make, with a reason a person can act on
+/// (`control` checks again).
+fn refusal(
+    space: &Space,
+    mine: Option<&control::Member>,
+    change: &MemberChange,
+    targets: &[DeviceId],
+) -> Option<Error> {
+    let Some(mine) = mine else {
+        return Some(Error::Invalid("this device is not a member of the space".into()));
+    };
+    let role_of = |d: &DeviceId| space.state.members.get(d).map(|m| m.role);
+    let own = |d: &DeviceId| {
+        space
+            .state
+            .members
+            .get(d)
+            .is_some_and(|m| m.cert.user == mine.cert.user)
+    };
+    let manager = matches!(mine.role, Role::Owner | Role::Admin);
+    match change {
+        MemberChange::Leave | MemberChange::Rotate => None,
+        MemberChange::Remove(_) | MemberChange::RemoveDevice(_) if targets.iter().all(own) => None,
+        MemberChange::Remove(_) | MemberChange::RemoveDevice(_) | MemberChange::SetRole(..) if !manager => {
+            Some(Error::NotAllowed(
+                "only owners and admins of a space may remove members or change roles (anyone may remove their own devices)".into(),
+            ))
+        }
+        _ if mine.role == Role::Admin && targets.iter().any(|d| role_of(d) == Some(Role::Owner)) => {
+            Some(Error::NotAllowed("only an owner may remove or demote an owner".into()))
+        }
+        MemberChange::SetRole(_, Role::Owner) if mine.role != Role::Owner => {
+            Some(Error::NotAllowed("only an owner may make an owner".into()))
+        }
+        MemberChange::SetRole(..) if targets.iter().any(|d| role_of(d).is_none()) => {
+            Some(Error::Invalid("a replicator has no role; invite it as a member instead".into()))
+        }
+        _ => None,
+    }
+}
+
+fn not_in(device: &DeviceId) -> Error {
+    Error::Invalid(format!("device {} is not in the space", device.fmt_short()))
+}
+
+fn already_in(device: &DeviceId) -> Error {
+    Error::Invalid(format!("device {} is already in the space", device.fmt_short()))
 }
 
 fn key_missing(space: &Space) -> Error {
