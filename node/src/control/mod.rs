@@ -655,15 +655,16 @@ impl SpaceState {
         Ok(())
     }
 
-    /// Applies a control operation that passed [`SpaceState::check`].
+    /// Applies a control operation that passed [`SpaceState::check`]. One whose
+    /// parents are not all known is ignored (the caller applies in causal order).
     pub fn apply(&mut self, env: &Envelope) {
         let Ok(op) = env.control_op() else {
             return;
         };
-        if matches!(op, ControlOp::Genesis(_)) || self.ops.contains_key(&env.id()) {
+        let h = env.header();
+        if matches!(op, ControlOp::Genesis(_)) || self.ops.contains_key(&env.id()) || !self.knows(&h.parents) {
             return;
         }
-        let h = env.header();
         let depth = 1 + h
             .parents
             .iter()

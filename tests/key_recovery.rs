@@ -1,0 +1,231 @@
+//! Keys under concurrent membership changes, on real cores in-process:
+//!
+//! - a member that lacks the current epoch's key says so in `status`, with the
+//!   reason, cannot send (a clear error, nothing lost), and recovers by itself
+//!   once a peer holding the key syncs with it: a member rotates, and the new
+//!   key's history links open everything it missed;
+//! - forged membership operations (a writer removing someone, a removed admin
+//!   acting after its removal, an add replaying an earlier epoch's key) are
+//!   refused by every core, counted in `status`, and change nothing.
+
+mod inproc;
+
+use inproc::{Node, deliver, served, stored};
+use outpost_node::{
+    control::{Add, ControlOp, Keyring, Member, Remove, Role, SpaceState},
+    core::{self, Grant, MemberChange},
+    envelope::{Envelope, Header, Kind},
+    identity::DeviceKeys,
+    ids::{EpochId, SpaceId},
+};
+
+/// Every control operation in `envelopes`, as a state (genesis first).
+fn control_state(envelopes: &[Vec<u8>]) -> SpaceState {
+    let ops: Vec<Envelope> = envelopes
+        .iter()
+        .map(|b| Envelope::decode(b.clone()).unwrap())
+        .filter(|e| e.header().kind == Kind::Control)
+        .collect();
+    let mut state = SpaceState::from_genesis(&ops[0]).unwrap();
+    let mut left: Vec<&Envelope> = ops[1..].iter().collect();
+    while !left.is_empty() {
+        let before = left.len();
+        left.retain(|op| {
+            let ready = state.knows(&op.header().parents);
+            if ready {
+                state.apply(op);
+            }
+            !ready
+        });
+        assert!(left.len() < before, "every parent is in the log");
+    }
+    state
+}
+
+/// Signs `op` by `keys` at the heads of `state`, as a fresh control writer.
+fn forge(keys: &DeviceKeys, state: &SpaceState, op: ControlOp) -> Vec<u8> {
+    let header = Header {
+        kind: Kind::Control,
+        space: state.space,
+        doc: state.space.control_doc(),
+        epoch: EpochId([0; 16]),
+        author: keys.device_id(),
+        incarnation: rand::random(),
+        seq: 1,
+        parents: state.heads(),
+        control_heads: Vec::new(),
+    };
+    Envelope::sign_control(keys, header, &op).into_bytes()
+}
+
+async fn sync(from: &Node, to: &Node, space: SpaceId) {
+    let push = served(from, to, space).await;
+    let ack = deliver(from, to, push).await;
+    assert_eq!(ack.rejected, 0);
+}
+
+#[test]
+fn a_member_missing_the_current_key_says_why_and_recovers_when_a_holder_syncs() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let [alice, bob, carol, dave] = [(); 4].map(|_| Node::new());
+        let mut alice_rx = alice.core.subscribe();
+        let space = alice
+            .core
+            .create_chat(
+                "room".into(),
+                vec![bob.cert().to_card(), carol.cert().to_card()],
+                vec![],
+            )
+            .await
+            .unwrap();
+        let bob_id = bob.device().to_string();
+        alice
+            .core
+            .change_members(space, MemberChange::SetRole(bob_id, Role::Admin))
+            .await
+            .unwrap();
+        sync(&alice, &bob, space).await;
+        alice.core.send(space, "before".into(), None).await.unwrap();
+
+        // Partition: Alice removes Carol and writes under the new epoch; Bob adds
+        // Dave, who joins under the old one.
+        let mut log = stored(&mut alice_rx);
+        alice
+            .core
+            .change_members(space, MemberChange::Remove(carol.device().to_string()))
+            .await
+            .unwrap();
+        alice.core.send(space, "after carol left".into(), None).await.unwrap();
+        let alice_side = stored(&mut alice_rx);
+        log.extend(alice_side.clone());
+        bob.core
+            .invite(space, dave.cert().to_card(), Grant::Member(Role::Writer))
+            .await
+            .unwrap();
+        sync(&bob, &dave, space).await;
+        assert_eq!(dave.status(space).await.key_problem, None);
+
+        // Alice's side reaches Dave first (relayed as-is): the epoch is now one
+        // he was never given.
+        let ack = deliver(&alice, &dave, alice_side).await;
+        assert_eq!(ack.rejected, 0, "nothing is refused for lack of a key");
+        let status = dave.status(space).await;
+        let problem = status.key_problem.expect("dave says what is missing");
+        assert!(problem.contains("no key yet for the current epoch"), "{problem}");
+        let err = dave.core.send(space, "hello?".into(), None).await.unwrap_err();
+        assert!(matches!(err, core::Error::KeyMissing { .. }), "{err}");
+
+        // Bob and Alice sync (both ways): whoever holds the key rotates for
+        // Dave, and Dave, syncing with Alice, gets it and reads everything.
+        sync(&bob, &alice, space).await;
+        sync(&alice, &bob, space).await;
+        sync(&alice, &dave, space).await;
+        sync(&bob, &dave, space).await;
+        let status = dave.status(space).await;
+        assert_eq!(status.key_problem, None, "{status:?}");
+        let texts: Vec<String> = dave
+            .core
+            .messages(space, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.text)
+            .collect();
+        assert_eq!(texts, ["before", "after carol left"]);
+        dave.core.send(space, "hello from dave".into(), None).await.unwrap();
+        sync(&dave, &alice, space).await;
+        let last = alice.core.messages(space, 1).await.unwrap();
+        assert_eq!(last[0].text, "hello from dave");
+        // Carol, removed, was never given an epoch after her removal.
+        log.extend(stored(&mut alice_rx));
+        let mut carol_ring = Keyring::default();
+        carol_ring.unlock(&control_state(&log), &carol.keys);
+        assert_eq!(carol_ring.len(), 1, "only the epoch she was removed from");
+    });
+}
+
+#[test]
+fn forged_membership_operations_are_refused_by_every_core() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let [alice, bob, carol, erin] = [(); 4].map(|_| Node::new());
+        let mut alice_rx = alice.core.subscribe();
+        let space = alice
+            .core
+            .create_chat(
+                "room".into(),
+                vec![bob.cert().to_card(), carol.cert().to_card()],
+                vec![],
+            )
+            .await
+            .unwrap();
+        alice
+            .core
+            .change_members(space, MemberChange::SetRole(carol.device().to_string(), Role::Admin))
+            .await
+            .unwrap();
+        sync(&alice, &bob, space).await;
+        sync(&alice, &carol, space).await;
+        let mut log = stored(&mut alice_rx);
+        let state = control_state(&log);
+        let mut old = Keyring::default();
+        old.unlock(&state, &carol.keys);
+        let old_key = old.key_for(&state.current().epoch).unwrap();
+
+        // Bob, a writer, removes Carol.
+        let by_writer = forge(
+            &bob.keys,
+            &state,
+            ControlOp::Remove(Remove {
+                devices: vec![carol.device()],
+                rotate: None,
+            }),
+        );
+        // Alice removes Carol; Carol, knowing it, adds Erin anyway.
+        alice
+            .core
+            .change_members(space, MemberChange::Remove(carol.device().to_string()))
+            .await
+            .unwrap();
+        log.extend(stored(&mut alice_rx));
+        let after = control_state(&log);
+        let by_removed = forge(
+            &carol.keys,
+            &after,
+            ControlOp::Add(Add {
+                member: Member {
+                    cert: erin.cert(),
+                    role: Role::Writer,
+                },
+                epoch: after.epoch,
+                wrap: old_key.wrap_for(&erin.cert()),
+            }),
+        );
+        // Alice's own add, replaying the epoch before Carol's removal.
+        let replayed = forge(
+            &alice.keys,
+            &after,
+            ControlOp::Add(Add {
+                member: Member {
+                    cert: erin.cert(),
+                    role: Role::Writer,
+                },
+                epoch: old_key.id,
+                wrap: old_key.wrap_for(&erin.cert()),
+            }),
+        );
+        sync(&alice, &bob, space).await;
+        for (i, forged) in [by_writer, by_removed, replayed].into_iter().enumerate() {
+            for node in [&alice, &bob] {
+                let ack = deliver(&carol, node, vec![forged.clone()]).await;
+                assert_eq!((ack.stored, ack.rejected), (0, 1), "forgery {i}");
+                let status = node.status(space).await;
+                assert_eq!(status.invalid_ops, i as u64 + 1);
+                let members = node.core.members(space).await.unwrap().members;
+                assert_eq!(members.len(), 2, "alice and bob only");
+            }
+        }
+        assert!(served(&alice, &erin, space).await.is_empty(), "erin gets nothing");
+    });
+}
