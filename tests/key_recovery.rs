@@ -12,11 +12,11 @@ mod inproc;
 
 use inproc::{Node, deliver, served, stored};
 use outpost_node::{
-    control::{Add, ControlOp, Keyring, Member, Remove, Role, SpaceState},
+    control::{Add, ControlOp, Keyring, Member, Remove, Role, SpaceState, control_header},
     core::{self, Grant, MemberChange},
-    envelope::{Envelope, Header, Kind},
+    envelope::{Envelope, Kind},
     identity::DeviceKeys,
-    ids::{EpochId, SpaceId},
+    ids::SpaceId,
 };
 
 /// Every control operation in `envelopes`, as a state (genesis first).
@@ -44,17 +44,7 @@ fn control_state(envelopes: &[Vec<u8>]) -> SpaceState {
 
 /// Signs `op` by `keys` at the heads of `state`, as a fresh control writer.
 fn forge(keys: &DeviceKeys, state: &SpaceState, op: ControlOp) -> Vec<u8> {
-    let header = Header {
-        kind: Kind::Control,
-        space: state.space,
-        doc: state.space.control_doc(),
-        epoch: EpochId([0; 16]),
-        author: keys.device_id(),
-        incarnation: rand::random(),
-        seq: 1,
-        parents: state.heads(),
-        control_heads: Vec::new(),
-    };
+    let header = control_header(keys.device_id(), state, (rand::random(), 1, None));
     Envelope::sign_control(keys, header, &op).into_bytes()
 }
 
@@ -64,28 +54,28 @@ async fn sync(from: &Node, to: &Node, space: SpaceId) {
     assert_eq!(ack.rejected, 0);
 }
 
+/// Alice creates a space with Bob and Carol (writers), makes `admin` an admin,
+/// and syncs it to Bob.
+async fn team(alice: &Node, bob: &Node, carol: &Node, admin: &Node) -> SpaceId {
+    let members = vec![bob.cert().to_card(), carol.cert().to_card()];
+    let space = alice.core.create_chat("room".into(), members, vec![]).await.unwrap();
+    let admin = admin.device().to_string();
+    alice
+        .core
+        .change_members(space, MemberChange::SetRole(admin, Role::Admin))
+        .await
+        .unwrap();
+    sync(alice, bob, space).await;
+    space
+}
+
 #[test]
 fn a_member_missing_the_current_key_says_why_and_recovers_when_a_holder_syncs() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let [alice, bob, carol, dave] = [(); 4].map(|_| Node::new());
         let mut alice_rx = alice.core.subscribe();
-        let space = alice
-            .core
-            .create_chat(
-                "room".into(),
-                vec![bob.cert().to_card(), carol.cert().to_card()],
-                vec![],
-            )
-            .await
-            .unwrap();
-        let bob_id = bob.device().to_string();
-        alice
-            .core
-            .change_members(space, MemberChange::SetRole(bob_id, Role::Admin))
-            .await
-            .unwrap();
-        sync(&alice, &bob, space).await;
+        let space = team(&alice, &bob, &carol, &bob).await;
         alice.core.send(space, "before".into(), None).await.unwrap();
 
         // Partition: Alice removes Carol and writes under the new epoch; Bob adds
@@ -151,21 +141,7 @@ fn forged_membership_operations_are_refused_by_every_core() {
     rt.block_on(async {
         let [alice, bob, carol, erin] = [(); 4].map(|_| Node::new());
         let mut alice_rx = alice.core.subscribe();
-        let space = alice
-            .core
-            .create_chat(
-                "room".into(),
-                vec![bob.cert().to_card(), carol.cert().to_card()],
-                vec![],
-            )
-            .await
-            .unwrap();
-        alice
-            .core
-            .change_members(space, MemberChange::SetRole(carol.device().to_string(), Role::Admin))
-            .await
-            .unwrap();
-        sync(&alice, &bob, space).await;
+        let space = team(&alice, &bob, &carol, &carol).await;
         sync(&alice, &carol, space).await;
         let mut log = stored(&mut alice_rx);
         let state = control_state(&log);

@@ -7,10 +7,9 @@ mod inproc;
 
 use inproc::{Node, deliver, served, stored};
 use outpost_node::{
-    control::{Add, ControlOp, Member, Role, SpaceState},
+    control::{Add, ControlOp, Member, Role, SpaceState, control_header},
     core::{self, Grant},
-    envelope::{Envelope, Header, Kind},
-    ids::EpochId,
+    envelope::{Envelope, Kind},
 };
 
 #[test]
@@ -92,17 +91,7 @@ fn an_added_device_reads_the_history_and_writes_and_a_forged_add_is_refused() {
         let key = state.unwrap_key(&bob.keys).unwrap().unwrap();
         let forged = Envelope::sign_control(
             &bob.keys,
-            Header {
-                kind: Kind::Control,
-                space,
-                doc: space.control_doc(),
-                epoch: EpochId([0; 16]),
-                author: bob.device(),
-                incarnation: 99,
-                seq: 1,
-                parents: state.heads(),
-                control_heads: Vec::new(),
-            },
+            control_header(bob.device(), &state, (99, 1, None)),
             &ControlOp::Add(Add {
                 member: Member {
                     cert: dave.cert(),

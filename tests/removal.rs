@@ -108,6 +108,18 @@ fn a_removed_device_reads_nothing_written_after_its_removal() {
     }
 }
 
+/// Owner A, admin B and writer C share a space, all connected; D is not started.
+fn team(root: &std::path::Path) -> (String, [Node; 4]) {
+    let [mut a, mut b, mut c, d] = ["a", "b", "c", "d"].map(|name| Node::init(root, name));
+    a.start(&[]);
+    b.start(&[a.addr()]);
+    c.start(&[a.addr(), b.addr()]);
+    let space = a.create_chat("ops", &[&b, &c], &[]);
+    a.json(&["space", "role", &space, &b.device_id(), "admin", "--json"]);
+    converged(&[&a, &b, &c], &space);
+    (space, [a, b, c, d])
+}
+
 /// Partition: the owner removes C on one side while the admin adds D and C
 /// writes on the other. After healing: C is out, D is in, C's concurrent message
 /// stays (it was valid where it was written), every node has the same members,
@@ -115,16 +127,7 @@ fn a_removed_device_reads_nothing_written_after_its_removal() {
 #[test]
 fn a_partitioned_add_remove_and_edit_converge() {
     let root = tempfile::tempdir().unwrap();
-    let mut a = Node::init(root.path(), "a");
-    let mut b = Node::init(root.path(), "b");
-    let mut c = Node::init(root.path(), "c");
-    let mut d = Node::init(root.path(), "d");
-    a.start(&[]);
-    b.start(&[a.addr()]);
-    c.start(&[a.addr(), b.addr()]);
-    let space = a.create_chat("ops", &[&b, &c], &[]);
-    a.json(&["space", "role", &space, &b.device_id(), "admin", "--json"]);
-    converged(&[&a, &b, &c], &space);
+    let (space, [mut a, mut b, mut c, mut d]) = team(root.path());
     let d_card = d.card();
 
     // Partition: A alone; B and C (and D) together.
@@ -187,16 +190,7 @@ fn a_partitioned_add_remove_and_edit_converge() {
 #[test]
 fn a_demotion_voids_the_demoted_admins_concurrent_add() {
     let root = tempfile::tempdir().unwrap();
-    let mut a = Node::init(root.path(), "a");
-    let mut b = Node::init(root.path(), "b");
-    let mut c = Node::init(root.path(), "c");
-    let mut d = Node::init(root.path(), "d");
-    a.start(&[]);
-    b.start(&[a.addr()]);
-    c.start(&[a.addr(), b.addr()]);
-    let space = a.create_chat("ops", &[&b, &c], &[]);
-    a.json(&["space", "role", &space, &b.device_id(), "admin", "--json"]);
-    converged(&[&a, &b, &c], &space);
+    let (space, [mut a, mut b, mut c, mut d]) = team(root.path());
     let d_card = d.card();
 
     a.stop();

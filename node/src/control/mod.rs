@@ -305,8 +305,10 @@ pub fn create_space(
 /// previous operation). A writer's envelopes form a chain.
 pub type WriterPos = (u64, u64, Option<EnvelopeId>);
 
-/// Signs `op` at the current heads of `state` and checks it as every peer will.
-fn sign(keys: &DeviceKeys, state: &SpaceState, writer: WriterPos, op: &ControlOp) -> Result<Envelope, InvalidOp> {
+/// The header of a control operation by `author` at the current heads of
+/// `state`: its parents are the heads plus, when the writer wrote before, its
+/// previous operation.
+pub fn control_header(author: DeviceId, state: &SpaceState, writer: WriterPos) -> Header {
     let (incarnation, seq, previous) = writer;
     let mut parents = state.heads();
     if let Some(previous) = previous
@@ -314,18 +316,22 @@ fn sign(keys: &DeviceKeys, state: &SpaceState, writer: WriterPos, op: &ControlOp
     {
         parents.push(previous);
     }
-    let header = Header {
+    Header {
         kind: Kind::Control,
         space: state.space,
         doc: state.space.control_doc(),
         epoch: EpochId([0; 16]),
-        author: keys.device_id(),
+        author,
         incarnation,
         seq,
         parents,
         control_heads: Vec::new(),
-    };
-    let env = Envelope::sign_control(keys, header, op);
+    }
+}
+
+/// Signs `op` at the current heads of `state` and checks it as every peer will.
+fn sign(keys: &DeviceKeys, state: &SpaceState, writer: WriterPos, op: &ControlOp) -> Result<Envelope, InvalidOp> {
+    let env = Envelope::sign_control(keys, control_header(keys.device_id(), state, writer), op);
     state.check(&env)?;
     Ok(env)
 }

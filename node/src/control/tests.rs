@@ -577,17 +577,7 @@ fn forged_membership_operations_are_refused() {
 }
 
 fn header_at(state: &SpaceState, author: &DeviceKeys) -> Header {
-    Header {
-        kind: Kind::Control,
-        space: state.space,
-        doc: state.space.control_doc(),
-        epoch: EpochId([0; 16]),
-        author: author.device_id(),
-        incarnation: rand::random(),
-        seq: 1,
-        parents: state.heads(),
-        control_heads: Vec::new(),
-    }
+    control_header(author.device_id(), state, fresh())
 }
 
 proptest::proptest! {
