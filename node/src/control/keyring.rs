@@ -105,6 +105,11 @@ impl Keyring {
         epochs.iter().map(|p| self.keys.get(p).cloned()).collect()
     }
 
+    /// The keys of those of `epochs` held (a rotation links what its author holds).
+    pub fn keys_held(&self, epochs: &[EpochId]) -> Vec<EpochKey> {
+        epochs.iter().filter_map(|p| self.keys.get(p).cloned()).collect()
+    }
+
     /// Every epoch key held (single epochs; merged keys derive from these).
     pub fn keys(&self) -> impl Iterator<Item = &EpochKey> {
         self.keys.values()

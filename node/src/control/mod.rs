@@ -54,9 +54,14 @@ pub const MAX_MEMBERS: usize = 2048;
 pub const MAX_REPLICATORS: usize = 64;
 /// Longest space name, in bytes.
 pub const MAX_NAME_BYTES: usize = 256;
-/// Most control operations a space may hold, its genesis included. Resolution
-/// keeps one ancestor bit per pair of operations (2 MiB at the cap).
+/// Most control operations an operation's causal past may hold, its genesis
+/// included (a consensus rule: counted over the causal past, not what a node
+/// holds). Resolution keeps one ancestor bit per pair of operations (2 MiB here).
 pub const MAX_CONTROL_OPS: usize = 4096;
+/// Most control operations a node stores per space: a resource limit, not a
+/// validity rule (beyond it operations wait, bounded, rather than being
+/// refused), against floods of concurrent operations with small pasts.
+pub const MAX_STORED_CONTROL_OPS: usize = 2 * MAX_CONTROL_OPS;
 const SPACE_ID_CONTEXT: &str = "outpost/space-id/v1";
 const NAME_AAD: &[u8] = b"outpost/v1/space-name\0";
 
@@ -106,8 +111,8 @@ pub struct Rotate {
     /// Commitment to the new key; the epoch id derives from it.
     pub commit: [u8; 32],
     pub wraps: WrapSet,
-    /// Earlier epochs' keys sealed under the new key: one per *tip* at the causal
-    /// point (an epoch no other links to), sorted by parent id.
+    /// Earlier epochs' keys sealed under the new key: for *tips* at the causal
+    /// point (epochs no other links to) its author holds, sorted by parent id.
     pub links: Vec<HistoryLink>,
 }
 
@@ -580,10 +585,11 @@ impl SpaceState {
             return Err(InvalidOp::Position);
         }
         let op = env.control_op().map_err(|_| InvalidOp::Decode)?;
-        if self.ops.len() >= MAX_CONTROL_OPS {
+        let at = self.resolved(&h.parents).ok_or(InvalidOp::UnknownParents)?;
+        // Counted over the causal past, so every node decides alike.
+        if at.past_len >= MAX_CONTROL_OPS {
             return Err(InvalidOp::TooManyOps);
         }
-        let at = self.resolved(&h.parents).ok_or(InvalidOp::UnknownParents)?;
         let author = at.standing(&h.author);
         if !resolve::permits(author, &h.author, &op, |d| at.members.get(d).cloned()) {
             return Err(InvalidOp::NotAllowed);
@@ -650,12 +656,15 @@ impl SpaceState {
     }
 
     /// A rotation wraps for exactly `recipients`, starts an epoch not seen in
-    /// its causal past, and links exactly the components of the epoch it follows.
+    /// its causal past, and links only tips there (sorted, each once): its author
+    /// links those it can open, so one undecryptable epoch cannot stop everyone
+    /// from ever rotating again.
     fn check_rotation(&self, at: &Resolved, rotate: &Rotate, recipients: BTreeSet<DeviceId>) -> Result<(), InvalidOp> {
         wraps_match(rotate.wraps.wraps(), recipients)?;
         let id = EpochKey::id_of(&self.space, &rotate.commit);
-        let linked: Vec<EpochId> = rotate.links.iter().map(|l| l.parent).collect();
-        if at.epochs_seen.contains(&id) || linked != at.tips {
+        let sorted = rotate.links.windows(2).all(|w| w[0].parent < w[1].parent);
+        let all_tips = rotate.links.iter().all(|l| at.tips.contains(&l.parent));
+        if at.epochs_seen.contains(&id) || !sorted || !all_tips {
             return Err(InvalidOp::Rotation);
         }
         Ok(())
@@ -688,6 +697,10 @@ impl SpaceState {
         if let Some((commit, _, _)) = op.rotation() {
             self.commits.insert(EpochKey::id_of(&self.space, commit), *commit);
         }
+        // Made at the current heads: nothing is concurrent with it.
+        let linear =
+            h.parents.iter().all(|p| self.heads.contains(p)) && self.heads.iter().all(|p| h.parents.contains(p));
+        let extended = linear.then(|| self.current.extended(&self.space, &op));
         for p in &h.parents {
             self.heads.remove(p);
         }
@@ -702,13 +715,27 @@ impl SpaceState {
                 demotes,
             },
         );
-        self.refresh();
+        match extended {
+            Some(next) => {
+                debug_assert_eq!(
+                    Some(&next),
+                    resolve::resolve(&self.space, &self.ops, &self.heads()).as_ref(),
+                    "extending the state equals resolving it again"
+                );
+                self.set_current(next);
+            }
+            None => self.refresh(),
+        }
     }
 
     /// Recomputes the state at the current heads.
     fn refresh(&mut self) {
         let heads = self.heads();
         let resolved = resolve::resolve(&self.space, &self.ops, &heads).expect("the heads are known operations");
+        self.set_current(resolved);
+    }
+
+    fn set_current(&mut self, resolved: Resolved) {
         self.members = resolved.members.clone();
         self.replicators = resolved.replicators.clone();
         self.epoch = resolved.epoch.id;

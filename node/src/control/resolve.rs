@@ -77,7 +77,7 @@ impl Epoch {
 }
 
 /// The state a control log defines at some heads.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resolved {
     pub members: BTreeMap<DeviceId, Member>,
     pub replicators: BTreeSet<DeviceId>,
@@ -85,9 +85,17 @@ pub struct Resolved {
     /// Devices that can derive the current epoch's key.
     pub holders: BTreeSet<DeviceId>,
     /// The epochs started in the causal past that no other epoch there links to
-    /// (sorted). A rotation links exactly these, so the newest key opens every
-    /// epoch, including those of rotations that lost (void) or merged away.
+    /// (sorted). A rotation may link any of them; its author links every one it
+    /// holds, so the newest key opens every epoch, including those of rotations
+    /// that lost (void) or merged away.
     pub tips: Vec<EpochId>,
+    /// The tips not in the causal past of the current epoch's rotations: no
+    /// rotator has seen them yet (e.g. a void rotation concurrent with the
+    /// current one). Once a rotation follows a tip, the tip is settled, linked or
+    /// not (its author may not have been able to open it).
+    pub open_tips: Vec<EpochId>,
+    /// Operations in the causal past, the genesis included.
+    pub(super) past_len: usize,
     /// Operations in the causal past that have no effect here (strong remove).
     pub void: BTreeSet<EnvelopeId>,
     /// Every epoch started in the causal past.
@@ -102,13 +110,60 @@ impl Resolved {
         }
     }
 
+    /// The state after `op`, whose parents are exactly the heads this state was
+    /// resolved at (the common case: a log growing without concurrency). Such an
+    /// operation is concurrent with nothing, so it voids nothing, nothing voids
+    /// it, and it alone forms the frontier of every device it names: the same
+    /// result as resolving again, in time proportional to the operation.
+    pub(super) fn extended(&self, space: &SpaceId, op: &ControlOp) -> Resolved {
+        let mut next = self.clone();
+        next.past_len += 1;
+        for (device, entry) in entries(op) {
+            match entry {
+                Entry::Removed => {
+                    next.members.remove(&device);
+                    next.replicators.remove(&device);
+                }
+                Entry::Replicator => {
+                    next.members.remove(&device);
+                    next.replicators.insert(device);
+                }
+                Entry::Member(m) => {
+                    next.replicators.remove(&device);
+                    next.members.insert(device, m.clone());
+                }
+                Entry::Role(role) => {
+                    if let Some(m) = next.members.get_mut(&device) {
+                        m.role = role;
+                    }
+                }
+            }
+        }
+        if let Some((commit, wraps, links)) = op.rotation() {
+            let id = EpochKey::id_of(space, commit);
+            next.epoch = Epoch { id, parts: vec![id] };
+            next.holders = wraps.iter().map(|w| w.recipient).collect();
+            next.tips.retain(|t| !links.iter().any(|l| l.parent == *t));
+            if let Err(at) = next.tips.binary_search(&id) {
+                next.tips.insert(at, id);
+            }
+            next.open_tips = vec![id];
+            next.epochs_seen.insert(id);
+        } else if let ControlOp::Add(add) = op
+            && add.epoch == next.epoch.id
+        {
+            next.holders.insert(add.wrap.recipient);
+        }
+        next
+    }
+
     /// Whether exactly the member devices can derive the current epoch's key, and
-    /// that key opens every epoch (the tips are its parts). When not, a member
-    /// holding the tips' keys rotates before anyone writes (see `core`).
+    /// no tip is open besides the epoch's own parts. When not, a member rotates
+    /// before anyone writes (see `core::members::make_epoch_clean`).
     pub fn is_clean(&self) -> bool {
         self.holders.len() == self.members.len()
             && self.members.keys().all(|d| self.holders.contains(d))
-            && self.tips == self.epoch.parts
+            && self.open_tips.iter().all(|t| self.epoch.parts.contains(t))
     }
 }
 
@@ -140,10 +195,10 @@ pub(super) fn permits(
         // Anyone may leave, and remove their user's devices; owners remove
         // anyone; admins anyone but owners.
         ControlOp::Remove(remove) => remove.devices.iter().all(|d| {
-            (d == author_id && author.is_some())
-                || sibling(d)
-                || role == Some(Role::Owner)
+            role == Some(Role::Owner)
+                || (d == author_id && author.is_some())
                 || (role == Some(Role::Admin) && role_of(d) < Some(Role::Owner))
+                || sibling(d)
         }),
         ControlOp::SetRole(set) => {
             role == Some(Role::Owner)
@@ -247,11 +302,20 @@ impl<'a> Dag<'a> {
                 .map(|(_, e)| e)
                 .expect("by_target indexes the operations naming the device")
         };
+        // Followed by another of the set: not in the frontier. One pass over the
+        // set's ancestor rows, so a device named by many operations stays cheap.
+        let mut followed = vec![0u64; self.words];
+        for &u in &set {
+            let row = &self.ancestors[u * self.words..(u + 1) * self.words];
+            for (w, word) in followed.iter_mut().zip(row) {
+                *w |= word;
+            }
+        }
         let mut role: Option<Role> = None;
         let mut replicator = false;
         for &t in &set {
-            if set.iter().any(|&u| self.before(t, u)) {
-                continue; // followed by another: not in the frontier
+            if followed[t / 64] & (1 << (t % 64)) != 0 {
+                continue;
             }
             match entry(t) {
                 Entry::Removed => return None,
@@ -334,12 +398,12 @@ pub(super) fn resolve(space: &SpaceId, log: &BTreeMap<EnvelopeId, Applied>, head
             .map(|(commit, _, _)| EpochKey::id_of(space, commit))
     };
     let rotations: Vec<usize> = (0..n).filter(|&i| effective[i] && epoch_of(i).is_some()).collect();
-    let latest = rotations
+    let latest: Vec<usize> = rotations
         .iter()
-        .filter(|&&r| !rotations.iter().any(|&s| dag.before(r, s)))
-        .filter_map(|&r| epoch_of(r))
+        .copied()
+        .filter(|&r| !rotations.iter().any(|&s| dag.before(r, s)))
         .collect();
-    let epoch = Epoch::of(space, latest);
+    let epoch = Epoch::of(space, latest.iter().filter_map(|&r| epoch_of(r)).collect());
     let holders = holders(&dag, space, &epoch);
     let linked: BTreeSet<EpochId> = dag
         .ops
@@ -348,13 +412,22 @@ pub(super) fn resolve(space: &SpaceId, log: &BTreeMap<EnvelopeId, Applied>, head
         .flat_map(|(_, _, links)| links.iter().map(|l| l.parent))
         .collect();
     let epochs_seen: BTreeSet<EpochId> = (0..n).filter_map(epoch_of).collect();
+    let tips: Vec<EpochId> = epochs_seen.difference(&linked).copied().collect();
+    let settled = |tip: &EpochId| {
+        (0..n)
+            .filter(|&o| epoch_of(o) == Some(*tip))
+            .all(|o| latest.iter().any(|&r| dag.before(o, r)))
+    };
+    let open_tips = tips.iter().copied().filter(|t| !settled(t)).collect();
     Some(Resolved {
         members,
         replicators,
         epoch,
         holders,
         void: (1..n).filter(|&i| !effective[i]).map(|i| dag.ops[i].0).collect(),
-        tips: epochs_seen.difference(&linked).copied().collect(),
+        tips,
+        open_tips,
+        past_len: n,
         epochs_seen,
     })
 }

@@ -199,6 +199,11 @@ impl Core {
                 "no device has asked to join with this ticket yet".into(),
             )));
         };
+        if reply.is_closed() {
+            return Ok(Err(Error::Invalid(
+                "the new device stopped waiting (confirm within a minute of its request); run `outpost device join` there again".into(),
+            )));
+        }
         let Some(cert) = self.user_keys.as_ref().and_then(|u| u.complete(&half)) else {
             let _ = reply.send(JoinOutcome::Refused("the certificate does not verify".into()));
             return Ok(Err(Error::Invalid(
@@ -210,7 +215,7 @@ impl Core {
         let siblings = self
             .devices
             .values()
-            .filter(|r| !r.revoked && r.cert.device != cert.device)
+            .filter(|r| !r.revoked && r.cert.device != cert.device && !self.removed_anywhere(&r.cert.device))
             .map(|r| r.cert)
             .collect();
         let spaces = self.add_device_everywhere(tx, &cert, effects)?;
@@ -258,8 +263,8 @@ impl Core {
     }
 
     /// After this device was added to spaces: adds its user's other active
-    /// devices there too, unless the space removed them before (that was someone's
-    /// decision, not an omission).
+    /// devices there too, unless a space here removed them before (revoked by a
+    /// sibling, or removed by an admin: a decision, not an omission).
     pub(super) fn add_my_devices(
         &mut self,
         tx: &mut Txn,
@@ -276,7 +281,7 @@ impl Core {
             .devices
             .values()
             .filter(|r| !r.revoked && r.cert.device != self.me && r.cert.user == self.keys.user_id())
-            .filter(|r| !space.state.entitled(&r.cert.device) && !space.state.ever_removed(&r.cert.device))
+            .filter(|r| !space.state.entitled(&r.cert.device) && !self.removed_anywhere(&r.cert.device))
             .map(|r| r.cert)
             .collect();
         for cert in missing {
@@ -384,6 +389,12 @@ impl Core {
         }
         info!(device = %device.fmt_short(), spaces = spaces.len(), "revoked a device of this user");
         Ok(Ok(Revoked { device, spaces }))
+    }
+
+    /// Whether any space here ever removed `device`: a sibling revoked it, or an
+    /// admin removed it on purpose. Either way it is not added back automatically.
+    fn removed_anywhere(&self, device: &DeviceId) -> bool {
+        self.spaces.values().any(|s| s.state.ever_removed(device))
     }
 
     fn record_device(&mut self, tx: &mut Txn, cert: DeviceCert, revoked: bool) -> store::Result<()> {

@@ -100,8 +100,20 @@ impl Core {
         }
         if let Some(r) = space.readable.as_mut() {
             changes.retain(|c| !r.chat.has_change(&c.hash()));
+            // Content stored while this device lacked its key was checked only in
+            // clear; the chat rules are checked now. A change that breaks them is
+            // left out (and logged), never allowed to stop the space from loading.
+            let mut checked = Vec::with_capacity(changes.len());
+            for change in changes {
+                match r.chat.validate(change) {
+                    Ok(c) => checked.push(c),
+                    Err(v) => {
+                        warn!(space = %space_id.fmt_short(), reason = v.reason(), "a stored change breaks the chat rules; left out")
+                    }
+                }
+            }
             r.chat
-                .apply(changes)
+                .apply_checked(checked)
                 .map_err(|e| format!("stored changes do not apply: {e}"))?;
         }
         self.spaces.insert(space_id, space);
@@ -170,11 +182,16 @@ impl Core {
                     s.state.apply(&env);
                 }
                 let change = s.readable.as_ref().and_then(|r| {
-                    if env.header().kind != Kind::Content || env.header().parents.iter().any(|p| r.locked.contains(p)) {
+                    let h = env.header();
+                    if h.kind != Kind::Content || h.parents.iter().any(|p| r.locked.contains(p)) {
                         return None;
                     }
                     let plain = env.open_content(&s.key_of(&env)?).ok()?;
-                    outpost_crdt::Change::from_bytes(plain).ok()
+                    let change = outpost_crdt::Change::from_bytes(plain).ok()?;
+                    // The checks ingest makes after decrypting, for content that
+                    // was stored locked: the change is the author's, at its seq.
+                    let bound = change.actor_id().to_bytes() == h.actor().0 && change.seq() == h.seq;
+                    bound.then_some(change)
                 });
                 s.record_at(&env, change.as_ref(), order);
                 changes.extend(change);

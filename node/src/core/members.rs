@@ -175,7 +175,7 @@ impl Core {
         if let Some(refusal) = refusal(space, mine.as_ref(), &change, &targets) {
             return Ok(Err(refusal));
         }
-        let tips = space.keys.keys_of(&space.state.current().tips);
+        let tips = space.keys.keys_held(&space.state.current().tips);
         let mut last = None;
         let roles: Vec<(DeviceId, Role)> = match &change {
             MemberChange::SetRole(_, role) => targets
@@ -187,9 +187,9 @@ impl Core {
         };
         match change {
             MemberChange::Remove(_) | MemberChange::RemoveDevice(_) | MemberChange::Leave | MemberChange::Rotate => {
-                let Some(tips) = tips else {
+                if !space.can_rotate() {
                     return Ok(Err(key_missing(space)));
-                };
+                }
                 let writer = self.control_writer(space_id);
                 let space = &self.spaces[&space_id];
                 let made = if matches!(change, MemberChange::Rotate) {
@@ -256,9 +256,11 @@ impl Core {
 
     /// The clean-epoch rule: when devices other than exactly the members can
     /// derive the current epoch's key (a concurrent add missed a rotation, a
-    /// removal came without one) or it is a merged epoch and `single` is asked
-    /// for, a member holding the key rotates before anyone seals or wraps under it.
-    /// Concurrent rotations by several members merge harmlessly.
+    /// removal came without one), a rotation has not yet followed some epoch
+    /// (an open tip), the current key was sent to this device but does not open,
+    /// or it is a merged epoch and `single` is asked for: a member that can
+    /// ([`Space::can_rotate`]) rotates before anyone seals or wraps under it,
+    /// linking every earlier epoch it holds. Concurrent rotations merge.
     pub(super) fn make_epoch_clean(
         &mut self,
         tx: &mut Txn,
@@ -270,18 +272,20 @@ impl Core {
             return Ok(Ok(()));
         };
         let current = space.state.current();
-        if current.is_clean() && !(single && current.epoch.is_merged()) {
+        let unreadable = current.epoch.parts.iter().any(|p| space.failed_keys.contains(p));
+        if current.is_clean() && !unreadable && !(single && current.epoch.is_merged()) {
             return Ok(Ok(()));
         }
         if !space.state.members.contains_key(&self.me) {
             return Ok(Ok(()));
         }
-        let Some(parts) = space.keys.keys_of(&current.tips) else {
+        if !space.can_rotate() {
             return Ok(Err(key_missing(space)));
-        };
+        }
+        let tips = space.keys.keys_held(&current.tips);
         let writer = self.control_writer(space_id);
         let space = &self.spaces[&space_id];
-        match control::rotate(&self.keys, &space.state, writer, &parts) {
+        match control::rotate(&self.keys, &space.state, writer, &tips) {
             Ok((env, key)) => {
                 info!(space = %space_id.fmt_short(), epoch = %key.id.fmt_short(), "rotated the epoch key to match the members");
                 self.store_control(tx, env, Some(key), effects)?;

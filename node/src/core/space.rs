@@ -13,7 +13,7 @@ use outpost_crdt::{
 
 use super::pending::{PENDING_BYTES_PER_SPACE_CAP, PENDING_PER_SPACE_CAP, Pending};
 use crate::{
-    control::{Keyring, SpaceKind, SpaceState},
+    control::{Keyring, MAX_STORED_CONTROL_OPS, SpaceKind, SpaceState},
     envelope::{Envelope, Kind},
     identity::DeviceKeys,
     ids::{ActorKey, DeviceId, DocId, EnvelopeId},
@@ -101,6 +101,9 @@ pub(crate) struct Space {
     pub(crate) name: Option<String>,
     /// The epoch keys this device holds (see [`Space::unlock`]).
     pub(crate) keys: Keyring,
+    /// Epochs whose key was sent to this device but does not open (a broken or
+    /// malicious wrap or link): a rotation does not wait for them.
+    pub(crate) failed_keys: BTreeSet<crate::ids::EpochId>,
     /// Present iff `keys` holds any key.
     pub(crate) readable: Option<Readable>,
     /// Why this device cannot read (all of) the space, when it should be able to.
@@ -162,6 +165,7 @@ impl Space {
             state,
             name,
             keys,
+            failed_keys: BTreeSet::new(),
             readable,
             key_problem: None,
             vv: VersionVector::default(),
@@ -189,6 +193,7 @@ impl Space {
         let before = self.keys.len();
         let failed = self.keys.unlock(&self.state, device);
         let gained = self.keys.len() > before;
+        self.failed_keys = failed.iter().map(|(epoch, _)| *epoch).collect();
         if self.name.is_none() {
             self.name = self.state.name(&self.keys);
         }
@@ -213,6 +218,17 @@ impl Space {
             None
         };
         gained
+    }
+
+    /// Whether this device may rotate now: it holds (or was sent a broken key for)
+    /// every open tip. Otherwise a member that holds them rotates, and this device
+    /// waits rather than cutting off history it could still receive.
+    pub(crate) fn can_rotate(&self) -> bool {
+        self.state
+            .current()
+            .open_tips
+            .iter()
+            .all(|t| self.keys.get(t).is_some() || self.failed_keys.contains(t))
     }
 
     /// Whether opening keys would let this node read stored content it could not.
@@ -279,7 +295,9 @@ impl Space {
     /// role at its causal point (its parents) allows it.
     fn classify_control(&self, env: &Envelope, next_in_seq: bool) -> Verdict {
         let h = env.header();
-        if !next_in_seq || !self.state.knows(&h.parents) {
+        // A resource limit, not a validity rule: beyond it operations wait (in
+        // the bounded pending set) instead of being judged.
+        if !next_in_seq || !self.state.knows(&h.parents) || self.state.len() >= MAX_STORED_CONTROL_OPS {
             return Verdict::Wait;
         }
         if let Some(reason) = self.breaks_chain(env) {
