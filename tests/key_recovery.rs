@@ -12,7 +12,7 @@ mod inproc;
 
 use inproc::{Node, deliver, served, stored};
 use outpost_node::{
-    control::{Add, ControlOp, Keyring, Member, Remove, Role, SpaceState, control_header},
+    control::{self, Add, ControlOp, Keyring, Member, Remove, Role, SpaceState, WrapSet, control_header},
     core::{self, Grant, MemberChange},
     envelope::{Envelope, Kind},
     identity::DeviceKeys,
@@ -203,5 +203,99 @@ fn forged_membership_operations_are_refused_by_every_core() {
             }
         }
         assert!(served(&alice, &erin, space).await.is_empty(), "erin gets nothing");
+    });
+}
+
+/// Re-signs `env` (a rotation by `keys`) with the wraps for `victims` replaced by
+/// bytes that open for nobody: a valid operation carrying a broken key.
+fn break_wraps(keys: &DeviceKeys, env: &Envelope, victims: &[&Node]) -> Vec<u8> {
+    let ControlOp::Rotate(mut rotate) = env.control_op().unwrap() else {
+        panic!("a rotation");
+    };
+    let WrapSet::Direct(wraps) = &mut rotate.wraps;
+    for wrap in wraps.iter_mut() {
+        if victims.iter().any(|v| v.device() == wrap.recipient) {
+            wrap.ciphertext = vec![0x5a; wrap.ciphertext.len()];
+        }
+    }
+    Envelope::sign_control(keys, env.header().clone(), &ControlOp::Rotate(rotate)).into_bytes()
+}
+
+/// Signs a rotation by `keys` at the heads of `state`, as a fresh writer.
+fn rotation(keys: &DeviceKeys, state: &SpaceState) -> Envelope {
+    let mut ring = Keyring::default();
+    ring.unlock(state, keys);
+    let tips = ring.keys_held(&state.current().tips);
+    control::rotate(keys, state, (rand::random(), 1, None), &tips)
+        .unwrap()
+        .0
+}
+
+/// A rotation whose key does not open for some members (a member's, sent to Bob
+/// broken) or for anyone (a removed member's, backdated before its removal):
+/// each is a valid operation, and neither stops the space. Whoever was sent a
+/// key that does not open rotates again, linking what it holds.
+#[test]
+fn an_undecryptable_rotation_cannot_stop_the_space() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let [alice, bob, carol, _] = [(); 4].map(|_| Node::new());
+        let mut alice_rx = alice.core.subscribe();
+        let space = team(&alice, &bob, &carol, &bob).await;
+        sync(&alice, &carol, space).await;
+        let mut log = stored(&mut alice_rx);
+        let before_removal = control_state(&log);
+
+        // Carol, a writer, rotates with Bob's wrap broken.
+        let broken = break_wraps(&carol.keys, &rotation(&carol.keys, &before_removal), &[&bob]);
+        for node in [&alice, &bob] {
+            assert_eq!(deliver(&carol, node, vec![broken.clone()]).await.stored, 1);
+        }
+        // Bob rotated on receipt; he and Alice converge on his epoch and talk.
+        sync(&bob, &alice, space).await;
+        for node in [&alice, &bob] {
+            let status = node.status(space).await;
+            assert_eq!(status.key_problem, None, "{status:?}");
+        }
+        assert_eq!(alice.status(space).await.epoch, bob.status(space).await.epoch);
+        bob.core
+            .send(space, "bob after the broken key".into(), None)
+            .await
+            .unwrap();
+        sync(&bob, &alice, space).await;
+        assert_eq!(
+            alice.core.messages(space, 1).await.unwrap()[0].text,
+            "bob after the broken key"
+        );
+
+        // Alice removes Carol; Carol answers with a rotation backdated before her
+        // removal, wrapped so that nobody can open it.
+        alice
+            .core
+            .change_members(space, MemberChange::Remove(carol.device().to_string()))
+            .await
+            .unwrap();
+        sync(&alice, &bob, space).await;
+        log.extend(stored(&mut alice_rx));
+        let backdated = break_wraps(&carol.keys, &rotation(&carol.keys, &before_removal), &[&alice, &bob]);
+        for node in [&alice, &bob] {
+            let ack = deliver(&carol, node, vec![backdated.clone()]).await;
+            assert_eq!((ack.stored, ack.rejected), (1, 0), "valid where it was made, and void");
+        }
+        sync(&alice, &bob, space).await;
+        sync(&bob, &alice, space).await;
+        for node in [&alice, &bob] {
+            let status = node.status(space).await;
+            assert_eq!(status.key_problem, None, "{status:?}");
+            node.core.send(space, "still talking".into(), None).await.unwrap();
+        }
+        sync(&alice, &bob, space).await;
+        sync(&bob, &alice, space).await;
+        let (a, b) = (
+            alice.core.messages(space, 100).await.unwrap(),
+            bob.core.messages(space, 100).await.unwrap(),
+        );
+        assert_eq!(a, b);
+        assert_eq!(a.iter().filter(|m| m.text == "still talking").count(), 2);
     });
 }

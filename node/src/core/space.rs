@@ -200,9 +200,15 @@ impl Space {
         let me = device.device_id();
         let current = &self.state.current().epoch;
         let locked = self.readable.as_ref().map_or(0, |r| r.locked.len());
-        self.key_problem = if let Some((epoch, e)) = failed.first() {
+        // A broken key matters while it is the current epoch's (or an open tip):
+        // a rotation replaces it (this device makes one), and then it is history.
+        let open = &self.state.current().open_tips;
+        let broken = failed
+            .iter()
+            .find(|(epoch, _)| current.parts.contains(epoch) || open.contains(epoch));
+        self.key_problem = if let Some((epoch, e)) = broken {
             Some(format!(
-                "the key of epoch {} was sent to this device but does not open ({e}); ask a member to rotate the space's key",
+                "the key of epoch {} was sent to this device but does not open ({e}); this device rotates the space's key when it can write, or any member can with `outpost space rotate`",
                 epoch.fmt_short()
             ))
         } else if self.state.members.contains_key(&me) && self.keys.key_for(current).is_none() {
