@@ -261,3 +261,28 @@ fn a_member_offline_during_two_epoch_changes_reads_everything() {
     let (_, epoch) = converged(&[&a, &b], &space);
     assert_eq!(b.space_status(&space).unwrap()["epoch"], epoch.as_str());
 }
+
+/// `space leave` and `space rotate` from the CLI: a writer leaves (the others
+/// re-key without it), any member rotates, and the last owner cannot leave.
+#[test]
+fn leave_and_rotate_from_the_cli() {
+    let root = tempfile::tempdir().unwrap();
+    let (space, [a, b, c, _d]) = team(root.path());
+    let (_, before) = converged(&[&a, &b, &c], &space);
+    let left = c.json(&["space", "leave", &space, "--json"]);
+    assert_ne!(left["epoch"], before.as_str());
+    let (members, epoch) = converged(&[&a, &b], &space);
+    assert!(!members.contains_key(&c.device_id()));
+    assert_eq!(c.space_status(&space).unwrap()["role"], "removed");
+    let rotated = b.json(&["space", "rotate", &space, "--json"]);
+    assert_ne!(rotated["epoch"], epoch.as_str());
+    let (_, now) = converged(&[&a, &b], &space);
+    assert_eq!(now, rotated["epoch"].as_str().unwrap());
+    let out = a.cli(&["space", "leave", &space]);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("without an owner"));
+    a.send(&space, "a stays");
+    wait_until(CONVERGE, "b to read it", || {
+        b.log_texts(&space).contains(&"a stays".to_string()).then_some(())
+    });
+}
