@@ -6,17 +6,22 @@
 //!   key's history links open everything it missed;
 //! - forged membership operations (a writer removing someone, a removed admin
 //!   acting after its removal, an add replaying an earlier epoch's key) are
-//!   refused by every core, counted in `status`, and change nothing.
+//!   refused by every core, counted in `status`, and change nothing;
+//! - content is judged at the causal point it names: a reader's message naming
+//!   its demotion is refused everywhere, one written before it stays valid;
+//! - a rotation whose key does not open (for one member, or for anyone) cannot
+//!   stop a space.
 
 mod inproc;
 
 use inproc::{Node, deliver, served, stored};
+use outpost_crdt::chat::{ChatDoc, NewMessage};
 use outpost_node::{
     control::{self, Add, ControlOp, Keyring, Member, Remove, Role, SpaceState, WrapSet, control_header},
     core::{self, Grant, MemberChange},
-    envelope::{Envelope, Kind},
+    envelope::{Envelope, Header, Kind},
     identity::DeviceKeys,
-    ids::SpaceId,
+    ids::{EnvelopeId, SpaceId},
 };
 
 /// Every control operation in `envelopes`, as a state (genesis first).
@@ -297,5 +302,76 @@ fn an_undecryptable_rotation_cannot_stop_the_space() {
         );
         assert_eq!(a, b);
         assert_eq!(a.iter().filter(|m| m.text == "still talking").count(), 2);
+    });
+}
+
+/// A message from `author` (a fresh writer, seq 1, concurrent with everything)
+/// claiming the causal point `heads`, sealed under the epoch there.
+fn message_at(
+    author: &DeviceKeys,
+    state: &SpaceState,
+    heads: Vec<outpost_node::ids::EnvelopeId>,
+    text: &str,
+) -> Vec<u8> {
+    let doc = state.space.chat_shard(0);
+    let incarnation = rand::random();
+    let actor = outpost_crdt::writer::actor_id(&author.device_id().0, &doc, incarnation);
+    let message = NewMessage {
+        id: format!("m-{incarnation}"),
+        text: text.into(),
+    };
+    let change = ChatDoc::new(doc).post(actor, &[message], 1).unwrap();
+    let epoch = state.epoch_at(&heads).unwrap();
+    let mut ring = Keyring::default();
+    ring.unlock(state, author);
+    let header = Header {
+        kind: Kind::Content,
+        space: state.space,
+        doc,
+        epoch: epoch.id,
+        author: author.device_id(),
+        incarnation,
+        seq: 1,
+        parents: Vec::new(),
+        control_heads: heads,
+    };
+    Envelope::seal_content(author, header, &ring.key_for(&epoch).unwrap(), change.raw_bytes()).into_bytes()
+}
+
+/// Content is judged at the causal point it names: Bob, demoted to reader, is
+/// refused by every core for a message naming the demotion, while his message
+/// written before he knew of it (naming the earlier heads) stays valid
+/// everywhere. His own core refuses to send once it knows.
+#[test]
+fn a_readers_content_is_refused_by_every_core() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let [alice, bob, carol, _] = [(); 4].map(|_| Node::new());
+        let mut alice_rx = alice.core.subscribe();
+        let space = team(&alice, &bob, &carol, &carol).await;
+        sync(&alice, &carol, space).await;
+        let mut log = stored(&mut alice_rx);
+        let before = control_state(&log).heads();
+        alice
+            .core
+            .change_members(space, MemberChange::SetRole(bob.device().to_string(), Role::Reader))
+            .await
+            .unwrap();
+        sync(&alice, &carol, space).await;
+        sync(&alice, &bob, space).await;
+        log.extend(stored(&mut alice_rx));
+        let state = control_state(&log);
+        let after = state.heads();
+        assert_ne!(after, before);
+        let refused = message_at(&bob.keys, &state, after, "as a reader");
+        let earlier = message_at(&bob.keys, &state, before, "written before he knew");
+        for node in [&alice, &carol] {
+            let ack = deliver(&bob, node, vec![refused.clone()]).await;
+            assert_eq!((ack.stored, ack.rejected), (0, 1));
+            let ack = deliver(&bob, node, vec![earlier.clone()]).await;
+            assert_eq!((ack.stored, ack.rejected), (1, 0));
+        }
+        let err = bob.core.send(space, "hello".into(), None).await.unwrap_err();
+        assert!(matches!(err, core::Error::NotWritable(_)), "{err}");
     });
 }
