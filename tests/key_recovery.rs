@@ -307,12 +307,7 @@ fn an_undecryptable_rotation_cannot_stop_the_space() {
 
 /// A message from `author` (a fresh writer, seq 1, concurrent with everything)
 /// claiming the causal point `heads`, sealed under the epoch there.
-fn message_at(
-    author: &DeviceKeys,
-    state: &SpaceState,
-    heads: Vec<outpost_node::ids::EnvelopeId>,
-    text: &str,
-) -> Vec<u8> {
+fn message_at(author: &DeviceKeys, state: &SpaceState, heads: Vec<EnvelopeId>, text: &str) -> Vec<u8> {
     let doc = state.space.chat_shard(0);
     let incarnation = rand::random();
     let actor = outpost_crdt::writer::actor_id(&author.device_id().0, &doc, incarnation);
