@@ -106,10 +106,12 @@ enum DeviceCommand {
 
 #[derive(Subcommand)]
 enum SpaceCommand {
-    /// Add a member device to a space (owners and admins). The device gets the
-    /// space's key and its whole history as soon as it connects to any member.
-    /// With `--replicator`, name a replicate-only node instead: it stores and
-    /// forwards the space for availability and never gets the key.
+    /// Add a member to a space (owners and admins; anyone may add their own
+    /// devices). Name the person by one device's card: that device gets the
+    /// space's key and its whole history as soon as it connects to any member,
+    /// and then adds the user's other devices itself. With `--replicator`, name a
+    /// replicate-only node instead: it stores and forwards the space for
+    /// availability and never gets the key.
     Invite {
         space: String,
         /// The device's card (from `outpost id` on it) or, if this node has met it, its device id.
@@ -130,30 +132,32 @@ enum SpaceCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Remove a member device or replicator (owners and admins; only owners
-    /// remove owners). The same signed operation starts a new key epoch wrapped
-    /// only for the remaining members: the removed device reads nothing written
-    /// after the removal reaches its writers.
+    /// Remove a member (the user, all their devices; name them by a device card,
+    /// device id or user id) or a replicator. Owners and admins; only owners
+    /// remove owners. The same signed operation starts a new key epoch wrapped
+    /// only for the remaining devices: the removed ones read nothing written after
+    /// the removal reaches its writers.
     Remove {
         space: String,
-        #[arg(value_name = "CARD|DEVICE_ID")]
+        #[arg(value_name = "CARD|DEVICE_ID|USER_ID")]
         member: String,
         #[arg(long)]
         json: bool,
     },
-    /// Change a member's role (owners; admins for roles up to admin). A demotion
-    /// also voids what the member did concurrently with it (see docs/protocol.md).
+    /// Change a member's role, on all their devices (owners; admins for roles up
+    /// to admin). A demotion also voids what the member did concurrently with it
+    /// (see docs/protocol.md).
     Role {
         space: String,
-        #[arg(value_name = "CARD|DEVICE_ID")]
+        #[arg(value_name = "CARD|DEVICE_ID|USER_ID")]
         member: String,
         #[arg(value_enum)]
         role: RoleArg,
         #[arg(long)]
         json: bool,
     },
-    /// Leave a space: this device removes itself and rotates the key for the
-    /// others. It keeps what it could read, and receives nothing new.
+    /// Leave a space: your devices are removed and the key rotated for the others.
+    /// They keep what they could read, and receive nothing new.
     Leave {
         space: String,
         #[arg(long)]
