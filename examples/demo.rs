@@ -9,7 +9,8 @@
 //! `outpost daemon` runs), creates an end-to-end encrypted chat, cuts one node
 //! off, keeps writing on both sides, brings it back, and prints the three chat
 //! logs: identical, in the same order. Then a fourth node is invited and
-//! receives the key and the whole history. Every step talks to the nodes through
+//! receives the key and the whole history, and one node is removed: the key
+//! changes and it reads nothing written after. Every step talks to the nodes through
 //! their local API, as the `outpost` CLI does; the equivalent command is
 //! printed beside each step.
 
@@ -24,7 +25,7 @@ use outpost_node::{
     api::{CreateChat, Created, IdResponse, Invite, SendMessage},
     client::Client,
     control::Role,
-    core::{Invited, MessageView, Sent},
+    core::{Changed, Invited, MemberChange, MessageView, Sent},
     daemon,
     identity::DeviceKeys,
 };
@@ -245,6 +246,31 @@ async fn main() -> anyhow::Result<()> {
     })
     .await?;
     println!("  d reads all {} messages, same order: {}", on_d.len(), on_d == log);
+
+    println!("\n6. c's laptop is lost: a removes c; the key changes and c reads nothing new");
+    let c_id = c.client().get::<IdResponse>("/v1/id").await?.device_id;
+    let removed: Changed = a
+        .client()
+        .post(
+            &format!("/v1/spaces/{space}/changes"),
+            &MemberChange::Remove(c_id.to_string()),
+        )
+        .await?;
+    println!(
+        "  a  outpost space remove {} {}  → key epoch {}",
+        short(&space),
+        short(&c_id.to_string()),
+        short(&removed.epoch.to_string())
+    );
+    a.send(&space, "new door code is 4711").await?;
+    converged(&[&a, &b, &d], &space, log.len() + 1).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let on_c = c.log(&space).await.unwrap_or_default();
+    println!(
+        "  a, b and d read the new message; c still holds {} messages, none of them new: {}",
+        on_c.len(),
+        on_c.iter().all(|m| m.text != "new door code is 4711")
+    );
 
     for node in [&mut a, &mut b, &mut c, &mut d] {
         node.stop().await?;
