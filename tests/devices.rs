@@ -97,6 +97,22 @@ fn a_linked_device_reads_every_space_of_its_user_and_nothing_after_revocation() 
             .contains(&"alice from her phone".to_string())
             .then_some(())
     });
+    // A space made later for Alice (named by her laptop's card only) reaches
+    // her phone too: the laptop adds its user's other devices. Removing Alice,
+    // the user, removes both.
+    let later = bob.create_chat("later", &[&laptop], &[]);
+    bob.send(&later, "for alice, on every device");
+    wait_until(CONVERGE, "the phone to be added by the laptop and read", || {
+        phone
+            .log_texts(&later)
+            .contains(&"for alice, on every device".to_string())
+            .then_some(())
+    });
+    let removed = bob.json(&["space", "remove", &later, &alice, "--json"]);
+    assert!(removed["epoch"].is_string());
+    let members = bob.json(&["space", "members", &later, "--json"]);
+    assert_eq!(members["members"].as_array().unwrap().len(), 1, "only bob is left");
+
     // Only the device holding the user key links; bob cannot revoke alice's phone.
     let out = phone.cli(&["device", "link", "--yes"]);
     assert_eq!(out.status.code(), Some(4), "{}", String::from_utf8_lossy(&out.stderr));

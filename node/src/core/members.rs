@@ -233,11 +233,16 @@ impl Core {
     /// The devices in `space` of the user `who` names: a device card or id (its
     /// user), or a user id. A replicator stands alone.
     fn user_in(&self, space: &Space, who: &str) -> Result<Vec<DeviceId>> {
+        // Device and user ids look alike (64 hex characters): a device of the
+        // space first, else a user with devices in it.
         let user = match self.resolve_device(who) {
             Ok(device) if space.state.replicators.contains(&device) => return Ok(vec![device]),
             Ok(device) => match space.state.members.get(&device) {
                 Some(m) => m.cert.user,
-                None => return Err(not_in(&device)),
+                None => match who.trim().parse::<UserId>() {
+                    Ok(user) if !user_devices(space, &user).is_empty() => user,
+                    _ => return Err(not_in(&device)),
+                },
             },
             Err(e) => match who.trim().parse::<UserId>() {
                 Ok(user) => user,
