@@ -58,6 +58,10 @@ pub const MAX_NAME_BYTES: usize = 256;
 /// included (a consensus rule: counted over the causal past, not what a node
 /// holds). Resolution keeps one ancestor bit per pair of operations (2 MiB here).
 pub const MAX_CONTROL_OPS: usize = 4096;
+/// Most control operations a member below admin may make in a space (counted
+/// in an operation's causal past): adding and revoking its own devices, leaving,
+/// rotating. Owners and admins are bounded by [`MAX_CONTROL_OPS`] only.
+pub const MAX_OPS_PER_MEMBER: usize = 256;
 /// Most control operations a node stores per space: a resource limit, not a
 /// validity rule (beyond it operations wait, bounded, rather than being
 /// refused), against floods of concurrent operations with small pasts.
@@ -586,11 +590,17 @@ impl SpaceState {
         }
         let op = env.control_op().map_err(|_| InvalidOp::Decode)?;
         let at = self.resolved(&h.parents).ok_or(InvalidOp::UnknownParents)?;
-        // Counted over the causal past, so every node decides alike.
-        if at.past_len >= MAX_CONTROL_OPS {
+        let author = at.standing(&h.author);
+        // Caps, counted over the causal past so every node decides alike. Owners
+        // and admins may always remove (a member filling the log can be removed);
+        // other members may make only so many operations.
+        let manager = matches!(&author, Some(Standing::Member(m)) if m.role >= Role::Admin);
+        if at.past_len >= MAX_CONTROL_OPS && !(manager && matches!(op, ControlOp::Remove(_))) {
             return Err(InvalidOp::TooManyOps);
         }
-        let author = at.standing(&h.author);
+        if !manager && at.authored.get(&h.author).copied().unwrap_or(0) >= MAX_OPS_PER_MEMBER {
+            return Err(InvalidOp::TooManyOps);
+        }
         if !resolve::permits(author, &h.author, &op, |d| at.members.get(d).cloned()) {
             return Err(InvalidOp::NotAllowed);
         }
@@ -700,7 +710,7 @@ impl SpaceState {
         // Made at the current heads: nothing is concurrent with it.
         let linear =
             h.parents.iter().all(|p| self.heads.contains(p)) && self.heads.iter().all(|p| h.parents.contains(p));
-        let extended = linear.then(|| self.current.extended(&self.space, &op));
+        let extended = linear.then(|| self.current.extended(&self.space, &h.author, &op));
         for p in &h.parents {
             self.heads.remove(p);
         }

@@ -96,6 +96,8 @@ pub struct Resolved {
     pub open_tips: Vec<EpochId>,
     /// Operations in the causal past, the genesis included.
     pub(super) past_len: usize,
+    /// Operations in the causal past by each author.
+    pub(super) authored: BTreeMap<DeviceId, usize>,
     /// Operations in the causal past that have no effect here (strong remove).
     pub void: BTreeSet<EnvelopeId>,
     /// Every epoch started in the causal past.
@@ -115,9 +117,10 @@ impl Resolved {
     /// operation is concurrent with nothing, so it voids nothing, nothing voids
     /// it, and it alone forms the frontier of every device it names: the same
     /// result as resolving again, in time proportional to the operation.
-    pub(super) fn extended(&self, space: &SpaceId, op: &ControlOp) -> Resolved {
+    pub(super) fn extended(&self, space: &SpaceId, author: &DeviceId, op: &ControlOp) -> Resolved {
         let mut next = self.clone();
         next.past_len += 1;
+        *next.authored.entry(*author).or_default() += 1;
         for (device, entry) in entries(op) {
             match entry {
                 Entry::Removed => {
@@ -428,6 +431,7 @@ pub(super) fn resolve(space: &SpaceId, log: &BTreeMap<EnvelopeId, Applied>, head
         tips,
         open_tips,
         past_len: n,
+        authored: dag.by_author.iter().map(|(d, ops)| (*d, ops.len())).collect(),
         epochs_seen,
     })
 }

@@ -703,3 +703,20 @@ fn a_device_adds_and_revokes_its_users_devices() {
         );
     }
 }
+
+/// A member below admin may make only so many operations (counted in the causal
+/// past); an owner can still remove it.
+#[test]
+fn a_member_cannot_fill_the_log() {
+    let (mut r, [alice, _bob, carol, _, _]) = team();
+    for _ in 0..MAX_OPS_PER_MEMBER {
+        r.rotate(&carol);
+    }
+    let tips = r.parts(&carol);
+    assert_eq!(
+        rotate(&carol, &r.state, fresh(), &tips).unwrap_err(),
+        InvalidOp::TooManyOps
+    );
+    r.remove(&alice, &[&carol]);
+    assert!(!r.is_member(&carol));
+}
