@@ -31,7 +31,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use super::{Applied, ControlOp, Member, Role};
+use super::{ControlOp, Member, Role, state::Applied};
 use crate::{
     crypto::EpochKey,
     ids::{DeviceId, EnvelopeId, EpochId, SpaceId, derive16},
