@@ -61,7 +61,7 @@ use outpost_crdt::{
 use outpost_node::{
     api::{CreateChat, Created, SendMessage},
     client::Client,
-    control::SpaceState,
+    control::{self, SpaceState},
     core::{self, Event, MAX_LOG_LIMIT},
     envelope::{Envelope, Kind},
     identity::{DeviceCert, DeviceKeys},
@@ -821,6 +821,7 @@ async fn run_daemons(
             "/v1/chats",
             &CreateChat {
                 name: "bench".into(),
+                history: control::History::Shared,
                 members: vec![card],
                 replicators: vec![],
             },
@@ -1342,7 +1343,12 @@ async fn build_history(messages: usize, per_change: usize) -> Result<History> {
     let (core, thread) = core::spawn(dir.path().to_path_buf(), author_keys.clone())?;
     let mut events = core.subscribe();
     let space = core
-        .create_chat("bench".into(), vec![reader.cert().to_card()], vec![])
+        .create_chat(
+            "bench".into(),
+            control::History::Shared,
+            vec![reader.cert().to_card()],
+            vec![],
+        )
         .await?;
     let mut sealed = Vec::new();
     let mut drain = |events: &mut tokio::sync::broadcast::Receiver<Event>| -> Result<()> {

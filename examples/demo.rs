@@ -24,7 +24,7 @@ use anyhow::{Context, bail};
 use outpost_node::{
     api::{CreateChat, Created, IdResponse, Invite, SendMessage},
     client::Client,
-    control::Role,
+    control::{History, Role},
     core::{Changed, Invited, MemberChange, MessageView, Sent},
     daemon,
     identity::DeviceKeys,
@@ -176,6 +176,7 @@ async fn main() -> anyhow::Result<()> {
 
     let create = CreateChat {
         name: "branch-office".into(),
+        history: History::Shared,
         members: vec![b.card().await?, c.card().await?],
         replicators: Vec::new(),
     };

@@ -19,7 +19,7 @@
 use std::time::{Duration, Instant};
 
 use outpost_node::{
-    control::{self, Keyring, Role, SpaceKind, SpaceState},
+    control::{self, History, Keyring, Role, SpaceKind, SpaceState},
     crypto::EpochKey,
     envelope::Envelope,
     identity::{DeviceCert, DeviceKeys},
@@ -82,7 +82,8 @@ fn rotation(members: usize, rows: &mut Vec<Row>) {
     let owner = DeviceKeys::generate();
     let others: Vec<DeviceKeys> = (0..members).map(|_| DeviceKeys::generate()).collect();
     let certs: Vec<DeviceCert> = others.iter().map(DeviceKeys::cert).collect();
-    let (genesis, key) = control::create_space(&owner, 1, "bench", SpaceKind::Chat, &certs, &[]).unwrap();
+    let (genesis, key) =
+        control::create_space(&owner, 1, "bench", SpaceKind::Chat, History::Shared, &certs, &[]).unwrap();
     let state = SpaceState::from_genesis(&genesis).unwrap();
     let gone = [others[0].device_id()];
     let mut made = None;
@@ -165,7 +166,8 @@ fn rotation(members: usize, rows: &mut Vec<Row>) {
 fn resolution(n: usize, rows: &mut Vec<Row>) {
     let admins: Vec<DeviceKeys> = (0..3).map(|_| DeviceKeys::generate()).collect();
     let certs: Vec<DeviceCert> = admins[1..].iter().map(DeviceKeys::cert).collect();
-    let (genesis, first) = control::create_space(&admins[0], 1, "bench", SpaceKind::Chat, &certs, &[]).unwrap();
+    let (genesis, first) =
+        control::create_space(&admins[0], 1, "bench", SpaceKind::Chat, History::Shared, &certs, &[]).unwrap();
     let mut state = SpaceState::from_genesis(&genesis).unwrap();
     // Every admin holds every key (they are members throughout).
     let mut ring = Keyring::default();

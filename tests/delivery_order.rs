@@ -5,6 +5,7 @@
 use std::collections::BTreeSet;
 
 use outpost_node::{
+    control::History,
     core::{self, CoreHandle, Event, MessageView},
     identity::DeviceKeys,
     ids::SpaceId,
@@ -50,6 +51,7 @@ fn history(rt: &tokio::runtime::Runtime) -> (Vec<Vec<u8>>, SpaceId, std::sync::A
             .core
             .create_chat(
                 "room".into(),
+                History::Shared,
                 vec![bob_keys.cert().to_card(), carol_keys.cert().to_card()],
                 vec![],
             )
@@ -138,10 +140,10 @@ proptest! {
     }
 }
 
-type History = (Vec<Vec<u8>>, SpaceId, std::sync::Arc<DeviceKeys>, Vec<MessageView>);
+type Recorded = (Vec<Vec<u8>>, SpaceId, std::sync::Arc<DeviceKeys>, Vec<MessageView>);
 
 thread_local! {
-    static HISTORY: std::cell::OnceCell<History> = const { std::cell::OnceCell::new() };
+    static HISTORY: std::cell::OnceCell<Recorded> = const { std::cell::OnceCell::new() };
 }
 
 /// Idempotency keys are bounded: a client cannot make the node store arbitrary
@@ -152,7 +154,11 @@ fn client_ids_are_bounded_and_idempotent() {
     let keys = std::sync::Arc::new(DeviceKeys::generate());
     let alice = peer(&keys);
     rt.block_on(async {
-        let space = alice.core.create_chat("room".into(), vec![], vec![]).await.unwrap();
+        let space = alice
+            .core
+            .create_chat("room".into(), History::Shared, vec![], vec![])
+            .await
+            .unwrap();
         let long = "k".repeat(core::MAX_CLIENT_ID_BYTES + 1);
         let err = alice.core.send(space, "x".into(), Some(long)).await.unwrap_err();
         assert!(matches!(err, core::Error::Invalid(_)), "{err}");

@@ -9,7 +9,7 @@ mod inproc;
 
 use inproc::{Node, deliver, kinds, served, stored};
 use outpost_node::{
-    control::{Add, ControlOp, Member, Role, SpaceState},
+    control::{Add, AddKey, ControlOp, History, Member, Role, SpaceState},
     core::Grant,
     envelope::{Envelope, Kind},
     ids::SpaceId,
@@ -36,7 +36,11 @@ fn an_equivocating_writer_is_frozen_on_every_node_and_stays_frozen() {
         let mallory = Node::new();
         let members = [&bob, &carol, &dave, &mallory].map(|n| n.cert().to_card()).to_vec();
         let mut alice_rx = alice.core.subscribe();
-        let space = alice.core.create_chat("room".into(), members, vec![]).await.unwrap();
+        let space = alice
+            .core
+            .create_chat("room".into(), History::Shared, members, vec![])
+            .await
+            .unwrap();
         let genesis = Envelope::decode(stored(&mut alice_rx).remove(0)).unwrap();
         for i in 0..100 {
             alice.core.send(space, format!("alice {i}"), None).await.unwrap();
@@ -139,7 +143,11 @@ fn an_equivocating_admin_loses_its_additions_and_what_was_written_under_them() {
         let dave = Node::new();
         let members = vec![bob.cert().to_card()];
         let mut alice_rx = alice.core.subscribe();
-        let space = alice.core.create_chat("room".into(), members, vec![]).await.unwrap();
+        let space = alice
+            .core
+            .create_chat("room".into(), History::Shared, members, vec![])
+            .await
+            .unwrap();
         alice.core.send(space, "hello".into(), None).await.unwrap();
         alice
             .core
@@ -167,8 +175,11 @@ fn an_equivocating_admin_loses_its_additions_and_what_was_written_under_them() {
                     cert: dave.cert(),
                     role: Role::Writer,
                 },
-                epoch: epoch.id,
-                wrap: epoch.wrap_for(&dave.cert()),
+                key: AddKey::Current {
+                    epoch: epoch.id,
+                    wrap: epoch.wrap_for(&dave.cert()),
+                    grants: Vec::new(),
+                },
             }),
         );
         assert_ne!(twin.id(), add.id());

@@ -17,7 +17,9 @@ mod inproc;
 use inproc::{Node, deliver, served, stored};
 use outpost_crdt::chat::{ChatDoc, NewMessage};
 use outpost_node::{
-    control::{self, Add, ControlOp, Keyring, Member, Remove, Role, SpaceState, WrapSet, control_header},
+    control::{
+        self, Add, AddKey, ControlOp, History, Keyring, Member, Remove, Role, SpaceState, WrapSet, control_header,
+    },
     core::{self, Grant, MemberChange},
     envelope::{Envelope, Header, Kind},
     identity::DeviceKeys,
@@ -63,7 +65,11 @@ async fn sync(from: &Node, to: &Node, space: SpaceId) {
 /// and syncs it to Bob.
 async fn team(alice: &Node, bob: &Node, carol: &Node, admin: &Node) -> SpaceId {
     let members = vec![bob.cert().to_card(), carol.cert().to_card()];
-    let space = alice.core.create_chat("room".into(), members, vec![]).await.unwrap();
+    let space = alice
+        .core
+        .create_chat("room".into(), History::Shared, members, vec![])
+        .await
+        .unwrap();
     let admin = admin.device().to_string();
     alice
         .core
@@ -179,8 +185,11 @@ fn forged_membership_operations_are_refused_by_every_core() {
                     cert: erin.cert(),
                     role: Role::Writer,
                 },
-                epoch: after.epoch,
-                wrap: old_key.wrap_for(&erin.cert()),
+                key: AddKey::Current {
+                    epoch: after.epoch,
+                    wrap: old_key.wrap_for(&erin.cert()),
+                    grants: Vec::new(),
+                },
             }),
         );
         // Alice's own add, replaying the epoch before Carol's removal.
@@ -192,8 +201,11 @@ fn forged_membership_operations_are_refused_by_every_core() {
                     cert: erin.cert(),
                     role: Role::Writer,
                 },
-                epoch: old_key.id,
-                wrap: old_key.wrap_for(&erin.cert()),
+                key: AddKey::Current {
+                    epoch: old_key.id,
+                    wrap: old_key.wrap_for(&erin.cert()),
+                    grants: Vec::new(),
+                },
             }),
         );
         sync(&alice, &bob, space).await;

@@ -10,7 +10,7 @@ mod inproc;
 use std::time::Duration;
 
 use common::wait_until;
-use outpost_node::{core, sync};
+use outpost_node::{control::History, core, sync};
 
 /// `n` bytes of text that no compressor shrinks (a snapshot of it stays large).
 fn noise(seed: u64, n: usize) -> String {
@@ -33,7 +33,7 @@ fn the_core_serves_a_large_deficit_in_bounded_parts() {
         let bob = inproc::Node::new();
         let space = alice
             .core
-            .create_chat("archive".into(), vec![bob.cert().to_card()], vec![])
+            .create_chat("archive".into(), History::Shared, vec![bob.cert().to_card()], vec![])
             .await
             .unwrap();
         for i in 0..150 {

@@ -7,7 +7,7 @@ mod inproc;
 
 use inproc::{Node, deliver, served, stored};
 use outpost_node::{
-    control::{Add, ControlOp, Member, Role, SpaceState, control_header},
+    control::{Add, AddKey, ControlOp, History, Member, Role, SpaceState, control_header},
     core::{self, Grant},
     envelope::{Envelope, Kind},
 };
@@ -23,7 +23,7 @@ fn an_added_device_reads_the_history_and_writes_and_a_forged_add_is_refused() {
         let mut alice_rx = alice.core.subscribe();
         let space = alice
             .core
-            .create_chat("room".into(), vec![bob.cert().to_card()], vec![])
+            .create_chat("room".into(), History::Shared, vec![bob.cert().to_card()], vec![])
             .await
             .unwrap();
         let genesis = Envelope::decode(stored(&mut alice_rx).remove(0)).unwrap();
@@ -97,8 +97,11 @@ fn an_added_device_reads_the_history_and_writes_and_a_forged_add_is_refused() {
                     cert: dave.cert(),
                     role: Role::Writer,
                 },
-                epoch: key.id,
-                wrap: key.wrap_for(&dave.cert()),
+                key: AddKey::Current {
+                    epoch: key.id,
+                    wrap: key.wrap_for(&dave.cert()),
+                    grants: Vec::new(),
+                },
             }),
         );
         for node in [&alice, &carol] {
@@ -128,7 +131,7 @@ fn a_replicator_named_later_holds_and_serves_the_space_without_the_key() {
         let rex = Node::new();
         let space = alice
             .core
-            .create_chat("room".into(), vec![bob.cert().to_card()], vec![])
+            .create_chat("room".into(), History::Shared, vec![bob.cert().to_card()], vec![])
             .await
             .unwrap();
         for i in 0..100 {

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use inproc::{Node, deliver, served};
 use outpost_node::{
-    control::Role,
+    control::{History, Role},
     core::{Grant, MemberChange},
     ids::{DeviceId, SpaceId},
 };
@@ -72,7 +72,7 @@ proptest! {
         rt.block_on(async {
             let mut nodes: Vec<Node> = (0..4).map(|_| Node::new()).collect();
             let cards: Vec<String> = nodes.iter().map(|n| n.cert().to_card()).collect();
-            let space = nodes[0].core.create_chat("sim".into(), cards[1..].to_vec(), vec![]).await.unwrap();
+            let space = nodes[0].core.create_chat("sim".into(), History::Shared, cards[1..].to_vec(), vec![]).await.unwrap();
             nodes[0]
                 .core
                 .change_members(space, MemberChange::SetRole(nodes[1].device().to_string(), Role::Admin))

@@ -7,7 +7,7 @@ mod inproc;
 
 use inproc::{Node, deliver, served};
 use outpost_node::{
-    control::Role,
+    control::{History, Role},
     core::{Grant, MessageView},
     ids::SpaceId,
 };
@@ -47,7 +47,7 @@ proptest! {
             let mut nodes = vec![Node::new(), Node::new(), Node::new()];
             let space = nodes[0]
                 .core
-                .create_chat("sim".into(), vec![nodes[1].cert().to_card()], vec![])
+                .create_chat("sim".into(), History::Shared, vec![nodes[1].cert().to_card()], vec![])
                 .await
                 .unwrap();
             let mut invited = false;

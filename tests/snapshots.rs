@@ -10,7 +10,11 @@ use outpost_crdt::{
     chat::{ChatDoc, NewMessage},
     writer,
 };
-use outpost_node::{control::SpaceState, envelope::Envelope, snapshot::Snapshot};
+use outpost_node::{
+    control::{History, SpaceState},
+    envelope::Envelope,
+    snapshot::Snapshot,
+};
 
 #[test]
 fn a_fresh_member_catches_up_from_a_snapshot_then_follows_envelope_by_envelope() {
@@ -25,7 +29,7 @@ fn a_fresh_member_catches_up_from_a_snapshot_then_follows_envelope_by_envelope()
         let replicators = vec![rex.cert().to_card()];
         let space = alice
             .core
-            .create_chat("room".into(), members, replicators)
+            .create_chat("room".into(), History::Shared, members, replicators)
             .await
             .unwrap();
         // 300 sends, one change each: a long history.
@@ -101,7 +105,11 @@ fn a_snapshot_cannot_put_words_in_another_writers_mouth() {
         let carol = Node::new();
         let members = vec![mallory.cert().to_card(), carol.cert().to_card()];
         let mut alice_rx = alice.core.subscribe();
-        let space = alice.core.create_chat("room".into(), members, vec![]).await.unwrap();
+        let space = alice
+            .core
+            .create_chat("room".into(), History::Shared, members, vec![])
+            .await
+            .unwrap();
         for i in 0..3 {
             alice.core.send(space, format!("real {i}"), None).await.unwrap();
         }

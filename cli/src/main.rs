@@ -15,7 +15,7 @@ use futures::StreamExt;
 use outpost_node::{
     api::{ApiEvent, CreateChat, Created, IdResponse, Invite, Join, LinkTicket, SendMessage, StatusResponse},
     client::Client,
-    control::Role,
+    control::{History, Role},
     core::{
         Changed, DeviceView, Grant, Invited, Joined, LinkState, Linked, MemberChange, Members, MessageView, Revoked,
         Sent, SpaceSummary,
@@ -191,6 +191,21 @@ impl From<RoleArg> for Role {
     }
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum HistoryArg {
+    Shared,
+    FromJoin,
+}
+
+impl From<HistoryArg> for History {
+    fn from(h: HistoryArg) -> Self {
+        match h {
+            HistoryArg::Shared => History::Shared,
+            HistoryArg::FromJoin => History::FromJoin,
+        }
+    }
+}
+
 #[derive(Args)]
 struct JsonFlag {
     /// Print machine-readable JSON.
@@ -225,6 +240,12 @@ enum ChatCommand {
         /// A replicate-only node: stores and forwards the space, never reads it. Repeatable.
         #[arg(long, value_name = "CARD|DEVICE_ID")]
         replicator: Vec<String>,
+        /// Whether people added later read what was written before they joined
+        /// (`shared`), or only what is written from their join on (`from-join`:
+        /// the join starts a key epoch that opens nothing older). Another device
+        /// of a member's user reads what that user reads either way.
+        #[arg(long, value_enum, default_value = "shared")]
+        history: HistoryArg,
         #[arg(long)]
         json: bool,
     },
@@ -380,6 +401,7 @@ async fn chat(client: &Client, cmd: ChatCommand) -> anyhow::Result<()> {
             name,
             member,
             replicator,
+            history,
             json,
         } => {
             let created: Created = client
@@ -387,6 +409,7 @@ async fn chat(client: &Client, cmd: ChatCommand) -> anyhow::Result<()> {
                     "/v1/chats",
                     &CreateChat {
                         name,
+                        history: history.into(),
                         members: member,
                         replicators: replicator,
                     },
@@ -457,7 +480,11 @@ async fn chat(client: &Client, cmd: ChatCommand) -> anyhow::Result<()> {
             } else {
                 for s in spaces {
                     let name = s.name.as_deref().unwrap_or("(not readable here)");
-                    println!("{}  {}  {} members", s.space, name, s.members.len());
+                    let history = match s.history {
+                        History::Shared => "",
+                        History::FromJoin => "  (history from join)",
+                    };
+                    println!("{}  {}  {} members{history}", s.space, name, s.members.len());
                 }
             }
         }

@@ -3,7 +3,7 @@
 use outpost_node::{
     api::StatusResponse,
     clock::utc,
-    control::Role,
+    control::{History, Role},
     core::{DeviceView, Members, MessageView, SyncState},
 };
 
@@ -48,6 +48,12 @@ pub(crate) fn status(s: &StatusResponse) {
             sp.space, name, sp.role, sp.envelopes, sp.pending, sp.rejected
         );
         println!("    key epoch {}", sp.epoch.fmt_short());
+        if sp.history == History::FromJoin {
+            println!(
+                "    history: from-join ({} envelopes written before this device joined: stored and forwarded, not readable here)",
+                sp.before_join
+            );
+        }
         if sp.ignored_ops > 0 || sp.invalid_ops > 0 {
             println!(
                 "    membership: {} operations without effect (made concurrently with their author's removal or demotion), {} refused as invalid",

@@ -104,17 +104,24 @@ impl Checked {
 pub struct ChatDoc {
     doc: Automerge,
     messages: ObjId,
+    genesis: ChangeHash,
 }
 
 impl ChatDoc {
     /// A shard at genesis.
     pub fn new(doc_id: DocId) -> Self {
-        let (doc, _) = Self::genesis(&doc_id);
+        let (doc, genesis) = Self::genesis(&doc_id);
         let messages = match doc.get(ROOT, MESSAGES) {
             Ok(Some((Value::Object(ObjType::Map), id))) => id,
             _ => unreachable!("genesis creates the messages map"),
         };
-        Self { doc, messages }
+        Self { doc, messages, genesis }
+    }
+
+    /// The hash of this document's genesis change: the one dependency of a
+    /// writer's first change when nothing else is there.
+    pub fn genesis_hash(&self) -> ChangeHash {
+        self.genesis
     }
 
     /// The genesis document and the hash of its only change.

@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
 
 use crate::{
-    control::Role,
+    control::{History, Role},
     core::{
         self, Changed, CoreHandle, DeviceView, Invited, Joined, LinkState, Linked, MemberChange, Members, MessageView,
         Revoked, Sent, SpaceStatus, SpaceSummary,
@@ -66,6 +66,9 @@ pub struct StatusResponse {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CreateChat {
     pub name: String,
+    /// Whether members added later read what was written before they joined.
+    #[serde(default)]
+    pub history: History,
     #[serde(default)]
     pub members: Vec<String>,
     #[serde(default)]
@@ -382,7 +385,10 @@ async fn members(State(s): State<AppState>, Path(space): Path<String>) -> Result
 }
 
 async fn create_chat(State(s): State<AppState>, Json(req): Json<CreateChat>) -> Result<Json<Created>, Failure> {
-    let space = s.core.create_chat(req.name, req.members, req.replicators).await?;
+    let space = s
+        .core
+        .create_chat(req.name, req.history, req.members, req.replicators)
+        .await?;
     Ok(Json(Created { space }))
 }
 

@@ -44,10 +44,10 @@ use self::{
     members::admits,
     pending::{ORPHAN_BYTES_CAP, ORPHAN_CAP, Pending},
     snapshots::{SnapshotOutcome, hold_stored_snapshot},
-    space::{PeerView, SnapshotContent, SnapshotVerdict, Space, Verdict},
+    space::{ContentChange, PeerView, SnapshotContent, SnapshotVerdict, Space, Verdict},
 };
 use crate::{
-    control::{self, ControlOp, Keyring, Role, SpaceKind, SpaceState},
+    control::{self, ControlOp, Epoch, History, Keyring, Role, SpaceKind, SpaceState},
     crypto::EpochKey,
     envelope::{Envelope, Header, Kind},
     identity::{DeviceCert, DeviceKeys, UserKeys},
@@ -131,8 +131,14 @@ pub struct SpaceStatus {
     /// "member", "replicator", or "removed" (this device is no longer in the
     /// space: it keeps what it could read, and receives nothing new).
     pub role: String,
+    /// Whether members added later read the history ("shared") or only what
+    /// is written from their join on ("from-join").
+    pub history: History,
     /// The current key epoch (merged id when concurrent rotations merged).
     pub epoch: EpochId,
+    /// From-join spaces: stored envelopes this device cannot open because they
+    /// were written before it joined (it stores and forwards them).
+    pub before_join: usize,
     /// Control operations in the log that have no effect under strong remove
     /// (their author was removed or demoted concurrently), on every node alike.
     pub ignored_ops: usize,
@@ -185,6 +191,7 @@ pub struct SpaceSummary {
     pub space: SpaceId,
     pub name: Option<String>,
     pub kind: String,
+    pub history: History,
     pub readable: bool,
     pub members: Vec<DeviceId>,
     pub replicators: Vec<DeviceId>,
@@ -279,6 +286,7 @@ type Reply<T> = oneshot::Sender<Result<T>>;
 enum ToCore {
     CreateChat {
         name: String,
+        history: History,
         members: Vec<String>,
         replicators: Vec<String>,
         reply: Reply<SpaceId>,
@@ -396,9 +404,16 @@ impl CoreHandle {
     }
 
     /// Creates a chat space; `members` and `replicators` are device cards or ids.
-    pub async fn create_chat(&self, name: String, members: Vec<String>, replicators: Vec<String>) -> Result<SpaceId> {
+    pub async fn create_chat(
+        &self,
+        name: String,
+        history: History,
+        members: Vec<String>,
+        replicators: Vec<String>,
+    ) -> Result<SpaceId> {
         self.call(|reply| ToCore::CreateChat {
             name,
+            history,
             members,
             replicators,
             reply,
@@ -676,10 +691,11 @@ impl Core {
             let result = match cmd {
                 ToCore::CreateChat {
                     name,
+                    history,
                     members,
                     replicators,
                     reply,
-                } => match self.create_chat(txn, &name, &members, &replicators, &mut effects) {
+                } => match self.create_chat(txn, &name, history, &members, &replicators, &mut effects) {
                     Ok(Ok(space)) => {
                         effects.reply(reply, space);
                         Ok(())
@@ -875,6 +891,7 @@ impl Core {
         &mut self,
         tx: &mut Txn,
         name: &str,
+        history: History,
         members: &[String],
         replicators: &[String],
         effects: &mut Effects,
@@ -900,6 +917,7 @@ impl Core {
             control_doc_incarnation,
             name,
             SpaceKind::Chat,
+            history,
             &certs,
             &replicators,
         ) {
@@ -957,9 +975,9 @@ impl Core {
             return Ok(());
         }
         let space = self.spaces.get_mut(&space_id).expect("found above");
-        let doc = space.chat_doc();
-        let incarnation = *self.incarnations.entry(doc).or_insert_with(rand::random);
         let epoch = space.state.current().epoch.clone();
+        let doc = space.state.content_doc(&epoch.id);
+        let incarnation = *self.incarnations.entry(doc).or_insert_with(rand::random);
         let (Some(readable), Some(key)) = (space.readable.as_mut(), space.keys.key_for(&epoch)) else {
             let why = space
                 .key_problem
@@ -1010,7 +1028,9 @@ impl Core {
             return Ok(());
         }
         let actor = outpost_crdt::writer::actor_id(&me.0, &doc, incarnation);
-        let change = match readable.chat.post(actor, &msgs, crate::clock::now_ms() as i64) {
+        let shard = readable.shard_mut(doc, &epoch);
+        let genesis_hash = shard.chat.genesis_hash();
+        let change = match shard.chat.post(actor, &msgs, crate::clock::now_ms() as i64) {
             Ok(c) => c,
             Err(e) => {
                 for (_, _, reply) in waiting {
@@ -1025,10 +1045,10 @@ impl Core {
         let parents: Vec<EnvelopeId> = change
             .deps()
             .iter()
-            .filter(|d| **d != readable.genesis_hash)
+            .filter(|d| **d != genesis_hash)
             .filter_map(|d| readable.env_of_change.get(d).copied())
             .collect();
-        if parents.len() + usize::from(change.deps().contains(&readable.genesis_hash)) != change.deps().len() {
+        if parents.len() + usize::from(change.deps().contains(&genesis_hash)) != change.deps().len() {
             warn!(space = %space_id.fmt_short(), "a dependency of a new change has no known envelope; the send is refused and the document reloads");
             for (_, _, reply) in waiting {
                 let _ = reply.send(Err(Error::Invalid(
@@ -1049,9 +1069,10 @@ impl Core {
             control_heads: space.state.heads(),
         };
         let env = Envelope::seal_content(&self.keys, header, &key, change.raw_bytes());
+        let shard = &readable.docs[&doc];
         let created: Vec<MessageView> = msgs
             .iter()
-            .filter_map(|m| readable.chat.message(&m.id))
+            .filter_map(|m| shard.chat.message(&m.id))
             .map(|m| view(&m, me))
             .collect();
         let order = space.record(&env, Some(&change));
@@ -1081,7 +1102,7 @@ impl Core {
                 .clone()
                 .unwrap_or_else(|| "this device is a replicator: it stores the space but holds no key".into()),
         })?;
-        let all = readable.chat.messages();
+        let all = readable.messages(&space.state);
         let skip = all.len().saturating_sub(limit.min(MAX_LOG_LIMIT));
         Ok(all[skip..]
             .iter()
@@ -1096,6 +1117,7 @@ impl Core {
                 space: s.state.space,
                 name: s.name.clone(),
                 kind: "chat".into(),
+                history: s.state.history,
                 readable: s.readable.is_some(),
                 members: s.state.members.keys().copied().collect(),
                 replicators: s.state.replicators.iter().copied().collect(),
@@ -1136,7 +1158,9 @@ impl Core {
             } else {
                 "removed".into()
             },
+            history: s.state.history,
             epoch: s.state.epoch,
+            before_join: s.before_join(),
             ignored_ops: s.state.current().void.len(),
             invalid_ops: s.invalid_control,
             sync,

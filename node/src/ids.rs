@@ -113,6 +113,13 @@ impl SpaceId {
         input.extend_from_slice(&k.to_le_bytes());
         DocId(derive16("outpost/chat-shard/v1", &input))
     }
+
+    /// The chat document of one epoch of a from-join space.
+    pub fn epoch_doc(&self, epoch: &EpochId) -> DocId {
+        let mut input = self.0.to_vec();
+        input.extend_from_slice(&epoch.0);
+        DocId(derive16("outpost/epoch-doc/v1", &input))
+    }
 }
 
 impl EnvelopeId {

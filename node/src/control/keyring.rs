@@ -1,10 +1,10 @@
 //! The epoch keys one device holds for one space, unlocked from the control log:
-//! wraps addressed to the device, then history links from the keys it holds to
+//! wraps (and grants) addressed to the device, then history links from the keys it holds to
 //! older ones, then merged keys derived from their parts.
 
 use std::collections::BTreeMap;
 
-use super::{ControlOp, Epoch, SpaceState};
+use super::{Epoch, SpaceState};
 use crate::{
     crypto::{EpochKey, Error},
     identity::DeviceKeys,
@@ -24,26 +24,21 @@ impl Keyring {
         let me = keys.device_id();
         let mut failed = BTreeMap::new();
         for applied in state.ops.values() {
-            let wrap = match &applied.op {
-                ControlOp::Add(add) => Some((add.epoch, &add.wrap)),
-                op => op.rotation().and_then(|(commit, wraps, _)| {
-                    let id = EpochKey::id_of(&state.space, commit);
-                    wraps.iter().find(|w| w.recipient == me).map(|w| (id, w))
-                }),
-            };
-            let Some((epoch, wrap)) = wrap.filter(|(e, w)| w.recipient == me && !self.keys.contains_key(e)) else {
-                continue;
-            };
-            let Some(commit) = state.commits.get(&epoch) else {
-                continue;
-            };
-            match EpochKey::unwrap(state.space, commit, wrap, keys) {
-                Ok(key) => {
-                    failed.remove(&epoch);
-                    self.keys.insert(epoch, key);
+            for (epoch, wrap) in applied.op.key_wraps(&state.space) {
+                if wrap.recipient != me || self.keys.contains_key(&epoch) {
+                    continue;
                 }
-                Err(e) => {
-                    failed.entry(epoch).or_insert(e);
+                let Some(commit) = state.commits.get(&epoch) else {
+                    continue;
+                };
+                match EpochKey::unwrap(state.space, commit, wrap, keys) {
+                    Ok(key) => {
+                        failed.remove(&epoch);
+                        self.keys.insert(epoch, key);
+                    }
+                    Err(e) => {
+                        failed.entry(epoch).or_insert(e);
+                    }
                 }
             }
         }

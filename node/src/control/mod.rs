@@ -44,7 +44,7 @@ use crate::{
     crypto::{EpochKey, HistoryLink, Wrap},
     envelope::{Envelope, Header, Kind},
     identity::{DeviceCert, DeviceKeys},
-    ids::{DeviceId, EnvelopeId, EpochId, SpaceId, derive16},
+    ids::{DeviceId, DocId, EnvelopeId, EpochId, SpaceId, derive16},
 };
 
 /// Validation rules this build implements; a space names the version it follows.
@@ -72,6 +72,9 @@ const SPACE_ID_CONTEXT: &str = "outpost/space-id/v1";
 const NAME_AAD: &[u8] = b"outpost/v1/space-name\0";
 
 /// A control-log operation (postcard: append variants, never reorder).
+// Most operations are `Add`s, the largest variant (a certificate and a wrap):
+// boxing it would save nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ControlOp {
     Genesis(Genesis),
@@ -87,11 +90,40 @@ pub enum ControlOp {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Add {
     pub member: Member,
-    /// The epoch whose key `wrap` carries: the epoch at the operation's causal
-    /// point, which must not be a merged epoch (rotate first).
+    pub key: AddKey,
+}
+
+/// How an `Add` gives the new device its keys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AddKey {
+    /// The key of the epoch at the operation's causal point (which must not be
+    /// merged: rotate first), wrapped for the new device. In a from-join space
+    /// this form adds another device of a user already in the space, and
+    /// `grants` carry that user's keys of earlier epochs; elsewhere `grants` is
+    /// empty (history links give the rest).
+    Current {
+        epoch: EpochId,
+        wrap: Wrap,
+        grants: Vec<KeyGrant>,
+    },
+    /// A from-join space, a user not in it yet: a new epoch for the members and
+    /// the newcomer, linked to no earlier epoch, with the space name sealed
+    /// under it (the newcomer holds no key the genesis name opens with).
+    Join { rotate: Rotate, name: SealedName },
+}
+
+/// An earlier epoch's key wrapped for a new device of a member's user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyGrant {
     pub epoch: EpochId,
-    /// That epoch's key, wrapped for the new device.
     pub wrap: Wrap,
+}
+
+/// The space name sealed under an epoch key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedName {
+    pub nonce: [u8; 24],
+    pub sealed: Vec<u8>,
 }
 
 /// Removes member devices or replicators. Removing a member starts a new epoch
@@ -128,6 +160,20 @@ pub enum SpaceKind {
     Chat,
 }
 
+/// Whether a new member reads what was written before it joined.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum History {
+    /// Every member reads the whole history: each epoch key links back to the
+    /// ones before it.
+    #[default]
+    Shared,
+    /// A new user reads from its join on: the join starts an epoch linked to no
+    /// earlier one, and content is written into one document per epoch, so
+    /// nothing after a join depends on what was written before it.
+    FromJoin,
+}
+
 /// A member's role. Ordered by authority. (JSON spells it in lower case; postcard
 /// encodes the variant index.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -160,6 +206,7 @@ pub struct Genesis {
     /// Commitment to the first epoch key.
     pub epoch_commit: [u8; 32],
     pub wraps: WrapSet,
+    pub history: History,
 }
 
 /// How an epoch key reaches member devices. An enum so a tree scheme can come later.
@@ -218,6 +265,10 @@ pub enum InvalidOp {
     SameRole,
     #[error("the space holds {MAX_CONTROL_OPS} control operations, its cap")]
     TooManyOps,
+    #[error(
+        "a from-join space adds a new user with a new epoch linked to nothing, and another device of a member with the current key"
+    )]
+    JoinForm,
 }
 
 impl InvalidOp {
@@ -244,6 +295,7 @@ impl InvalidOp {
             InvalidOp::LastOwner => "control: would leave the space without an owner",
             InvalidOp::SameRole => "control: the member already has that role",
             InvalidOp::TooManyOps => "control: too many operations",
+            InvalidOp::JoinForm => "control: an add of the wrong form for the space's history",
         }
     }
 }
@@ -261,6 +313,7 @@ pub fn create_space(
     incarnation: u64,
     name: &str,
     kind: SpaceKind,
+    history: History,
     others: &[DeviceCert],
     replicators: &[DeviceId],
 ) -> Result<(Envelope, EpochKey), InvalidOp> {
@@ -283,7 +336,10 @@ pub fn create_space(
         }
     }
     let wraps = members.iter().map(|m| epoch.wrap_for(&m.cert)).collect();
-    let (name_nonce, name_sealed) = epoch.seal(&name_aad(&space), name.as_bytes());
+    let SealedName {
+        nonce: name_nonce,
+        sealed: name_sealed,
+    } = seal_name(&epoch, name);
     let genesis = Genesis {
         rules_version: RULES_VERSION,
         nonce,
@@ -294,6 +350,7 @@ pub fn create_space(
         replicators: replicators.to_vec(),
         epoch_commit: epoch.commitment(),
         wraps: WrapSet::Direct(wraps),
+        history,
     };
     let header = Header {
         kind: Kind::Control,
@@ -357,12 +414,59 @@ pub fn add_member(
     cert: &DeviceCert,
     role: Role,
 ) -> Result<Envelope, InvalidOp> {
+    add_device(keys, state, epoch, &[], writer, cert, role)
+}
+
+/// [`add_member`] granting the keys of earlier epochs `grants` too: a from-join
+/// space, another device of a user already in it.
+pub fn add_device(
+    keys: &DeviceKeys,
+    state: &SpaceState,
+    epoch: &EpochKey,
+    grants: &[EpochKey],
+    writer: WriterPos,
+    cert: &DeviceCert,
+    role: Role,
+) -> Result<Envelope, InvalidOp> {
+    let mut grants: Vec<KeyGrant> = grants
+        .iter()
+        .filter(|k| k.id != epoch.id)
+        .map(|k| KeyGrant {
+            epoch: k.id,
+            wrap: k.wrap_for(cert),
+        })
+        .collect();
+    grants.sort_by_key(|g| g.epoch);
     let add = Add {
         member: Member { cert: *cert, role },
-        epoch: epoch.id,
-        wrap: epoch.wrap_for(cert),
+        key: AddKey::Current {
+            epoch: epoch.id,
+            wrap: epoch.wrap_for(cert),
+            grants,
+        },
     };
     sign(keys, state, writer, &ControlOp::Add(add))
+}
+
+/// Signs the `Add` of a new user's device `cert` to a from-join space: a new
+/// epoch for the members and the newcomer, linked to nothing, carrying the space
+/// `name`. Returns the new key too.
+pub fn join(
+    keys: &DeviceKeys,
+    state: &SpaceState,
+    writer: WriterPos,
+    cert: &DeviceCert,
+    role: Role,
+    name: &str,
+) -> Result<(Envelope, EpochKey), InvalidOp> {
+    let member = Member { cert: *cert, role };
+    let (rotate, key) = new_rotation(state.space, state.members.values().chain([&member]), &[]);
+    let name = seal_name(&key, name);
+    let add = Add {
+        member,
+        key: AddKey::Join { rotate, name },
+    };
+    Ok((sign(keys, state, writer, &ControlOp::Add(add))?, key))
 }
 
 /// Signs an `AddReplicator` of `device` at the current heads of `state`.
@@ -440,6 +544,11 @@ fn new_rotation<'a>(
     (rotate, key)
 }
 
+fn seal_name(key: &EpochKey, name: &str) -> SealedName {
+    let (nonce, sealed) = key.seal(&name_aad(&key.space), name.as_bytes());
+    SealedName { nonce, sealed }
+}
+
 fn name_aad(space: &SpaceId) -> Vec<u8> {
     let mut aad = NAME_AAD.to_vec();
     aad.extend_from_slice(&space.0);
@@ -454,7 +563,43 @@ impl ControlOp {
             ControlOp::Rotate(r) | ControlOp::Remove(Remove { rotate: Some(r), .. }) => {
                 Some((&r.commit, r.wraps.wraps(), &r.links))
             }
+            ControlOp::Add(Add {
+                key: AddKey::Join { rotate: r, .. },
+                ..
+            }) => Some((&r.commit, r.wraps.wraps(), &r.links)),
             _ => None,
+        }
+    }
+
+    /// Whether this operation is a from-join `Add` of a new user: everything
+    /// before it is history the newcomer does not read.
+    fn is_join(&self) -> bool {
+        matches!(
+            self,
+            ControlOp::Add(Add {
+                key: AddKey::Join { .. },
+                ..
+            })
+        )
+    }
+
+    /// Every epoch key this operation wraps, with its epoch: a rotation's wraps,
+    /// or an `Add`'s current key and grants.
+    fn key_wraps(&self, space: &SpaceId) -> Vec<(EpochId, &Wrap)> {
+        match self {
+            ControlOp::Add(Add {
+                key: AddKey::Current { epoch, wrap, grants },
+                ..
+            }) => std::iter::once((*epoch, wrap))
+                .chain(grants.iter().map(|g| (g.epoch, &g.wrap)))
+                .collect(),
+            op => match op.rotation() {
+                Some((commit, wraps, _)) => {
+                    let id = EpochKey::id_of(space, commit);
+                    wraps.iter().map(|w| (id, w)).collect()
+                }
+                None => Vec::new(),
+            },
         }
     }
 

@@ -146,16 +146,24 @@ impl Resolved {
             let id = EpochKey::id_of(space, commit);
             next.epoch = Epoch { id, parts: vec![id] };
             next.holders = wraps.iter().map(|w| w.recipient).collect();
+            if op.is_join() {
+                // Every earlier epoch is in a join's causal past: none is a tip.
+                next.tips.clear();
+            }
             next.tips.retain(|t| !links.iter().any(|l| l.parent == *t));
             if let Err(at) = next.tips.binary_search(&id) {
                 next.tips.insert(at, id);
             }
             next.open_tips = vec![id];
             next.epochs_seen.insert(id);
-        } else if let ControlOp::Add(add) = op
-            && add.epoch == next.epoch.id
-        {
-            next.holders.insert(add.wrap.recipient);
+        } else {
+            let current = next.epoch.id;
+            next.holders.extend(
+                op.key_wraps(space)
+                    .into_iter()
+                    .filter(|(epoch, _)| *epoch == current)
+                    .map(|(_, w)| w.recipient),
+            );
         }
         next
     }
@@ -408,14 +416,24 @@ pub(super) fn resolve(space: &SpaceId, log: &BTreeMap<EnvelopeId, Applied>, head
         .collect();
     let epoch = Epoch::of(space, latest.iter().filter_map(|&r| epoch_of(r)).collect());
     let holders = holders(&dag, space, &epoch);
-    let linked: BTreeSet<EpochId> = dag
-        .ops
-        .iter()
-        .filter_map(|(_, op)| op.op.rotation())
-        .flat_map(|(_, _, links)| links.iter().map(|l| l.parent))
-        .collect();
+    // Epoch → the earlier epochs its key opens directly (its links).
+    let mut links_of: HashMap<EpochId, Vec<EpochId>> = HashMap::new();
+    for (_, op) in &dag.ops {
+        if let Some((commit, _, links)) = op.op.rotation() {
+            links_of
+                .entry(EpochKey::id_of(space, commit))
+                .or_default()
+                .extend(links.iter().map(|l| l.parent));
+        }
+    }
+    let linked: BTreeSet<EpochId> = links_of.values().flatten().copied().collect();
     let epochs_seen: BTreeSet<EpochId> = (0..n).filter_map(epoch_of).collect();
-    let tips: Vec<EpochId> = epochs_seen.difference(&linked).copied().collect();
+    let before_join = before_joins(&dag, epoch_of);
+    let tips: Vec<EpochId> = epochs_seen
+        .difference(&linked)
+        .copied()
+        .filter(|t| !opens_any(&links_of, *t, &before_join))
+        .collect();
     let settled = |tip: &EpochId| {
         (0..n)
             .filter(|&o| epoch_of(o) == Some(*tip))
@@ -434,6 +452,35 @@ pub(super) fn resolve(space: &SpaceId, log: &BTreeMap<EnvelopeId, Applied>, head
         authored: dag.by_author.iter().map(|(d, ops)| (*d, ops.len())).collect(),
         epochs_seen,
     })
+}
+
+/// The epochs started before a from-join `Add` of a new user (in its causal
+/// past), void or not: what a newcomer must never be able to open.
+fn before_joins(dag: &Dag, epoch_of: impl Fn(usize) -> Option<EpochId>) -> HashSet<EpochId> {
+    let joins: Vec<usize> = (0..dag.ops.len()).filter(|&j| dag.op(j).op.is_join()).collect();
+    (0..dag.ops.len())
+        .filter(|&r| joins.iter().any(|&j| dag.before(r, j)))
+        .filter_map(epoch_of)
+        .collect()
+}
+
+/// Whether the key of `epoch` opens (itself, or through links, transitively)
+/// any epoch of `set`.
+fn opens_any(links_of: &HashMap<EpochId, Vec<EpochId>>, epoch: EpochId, set: &HashSet<EpochId>) -> bool {
+    if set.is_empty() {
+        return false;
+    }
+    let mut seen = HashSet::new();
+    let mut stack = vec![epoch];
+    while let Some(e) = stack.pop() {
+        if set.contains(&e) {
+            return true;
+        }
+        if seen.insert(e) {
+            stack.extend(links_of.get(&e).into_iter().flatten().copied());
+        }
+    }
+    false
 }
 
 /// Which operations are void (rule 1), given the removals still `active`.
@@ -554,15 +601,14 @@ fn holders(dag: &Dag, space: &SpaceId, epoch: &Epoch) -> BTreeSet<DeviceId> {
     // Parent epoch → the epochs linking to it.
     let mut linked_from: HashMap<EpochId, Vec<EpochId>> = HashMap::new();
     for (_, op) in &dag.ops {
-        if let Some((commit, wraps, links)) = op.op.rotation() {
+        for (epoch, wrap) in op.op.key_wraps(space) {
+            direct.entry(epoch).or_default().insert(wrap.recipient);
+        }
+        if let Some((commit, _, links)) = op.op.rotation() {
             let id = EpochKey::id_of(space, commit);
-            direct.entry(id).or_default().extend(wraps.iter().map(|w| w.recipient));
             for link in links {
                 linked_from.entry(link.parent).or_default().push(id);
             }
-        }
-        if let ControlOp::Add(add) = &op.op {
-            direct.entry(add.epoch).or_default().insert(add.wrap.recipient);
         }
     }
     let of_part = |part: EpochId| {

@@ -9,6 +9,7 @@ use super::*;
 pub struct SpaceState {
     pub space: SpaceId,
     pub kind: SpaceKind,
+    pub history: History,
     pub genesis: EnvelopeId,
     /// The current epoch (at the current heads).
     pub epoch: EpochId,
@@ -19,6 +20,9 @@ pub struct SpaceState {
     pub(super) ops: BTreeMap<EnvelopeId, Applied>,
     /// Every epoch ever started → its commitment.
     pub(super) commits: BTreeMap<EpochId, [u8; 32]>,
+    /// Every epoch ever started → the depth of the operation that started it
+    /// (the shallowest, should two start it).
+    depths: BTreeMap<EpochId, u32>,
     /// The control log's heads: operations no other names as a parent.
     heads: BTreeSet<EnvelopeId>,
     /// The state at the current heads.
@@ -88,6 +92,7 @@ impl SpaceState {
         wraps_match(g.wraps.wraps(), members.keys().copied().collect())?;
         let epoch = EpochKey::id_of(&h.space, &g.epoch_commit);
         let kind = g.kind;
+        let history = g.history;
         let ops = BTreeMap::from([(
             env.id(),
             Applied {
@@ -102,6 +107,7 @@ impl SpaceState {
         Ok(Self {
             space: h.space,
             kind,
+            history,
             genesis: env.id(),
             epoch,
             members: current.members.clone(),
@@ -110,6 +116,7 @@ impl SpaceState {
                 epoch,
                 *ops[&env.id()].op.rotation().expect("a genesis starts an epoch").0,
             )]),
+            depths: BTreeMap::from([(epoch, 0)]),
             ops,
             heads: BTreeSet::from([env.id()]),
             current: Arc::new(current),
@@ -157,8 +164,36 @@ impl SpaceState {
                 if !add.member.cert.verify() {
                     return Err(InvalidOp::Cert);
                 }
-                if at.epoch.is_merged() || add.epoch != at.epoch.id || add.wrap.recipient != device {
-                    return Err(InvalidOp::Wrap);
+                let newcomer = self.history == History::FromJoin
+                    && !at.members.values().any(|m| m.cert.user == add.member.cert.user);
+                match &add.key {
+                    AddKey::Current { epoch, wrap, grants } if !newcomer => {
+                        if at.epoch.is_merged() || *epoch != at.epoch.id || wrap.recipient != device {
+                            return Err(InvalidOp::Wrap);
+                        }
+                        if !grants.is_empty() && self.history == History::Shared {
+                            return Err(InvalidOp::JoinForm);
+                        }
+                        let sorted = grants.windows(2).all(|w| w[0].epoch < w[1].epoch);
+                        let known = grants.iter().all(|g| {
+                            g.wrap.recipient == device && g.epoch != *epoch && at.epochs_seen.contains(&g.epoch)
+                        });
+                        if !sorted || !known {
+                            return Err(InvalidOp::Wrap);
+                        }
+                    }
+                    AddKey::Join { rotate, name } if newcomer => {
+                        if name.sealed.len() > MAX_NAME_BYTES + 16 {
+                            return Err(InvalidOp::Name);
+                        }
+                        if !rotate.links.is_empty() {
+                            return Err(InvalidOp::Rotation);
+                        }
+                        let mut recipients = member_devices();
+                        recipients.insert(device);
+                        self.check_rotation(&at, rotate, recipients)?;
+                    }
+                    _ => return Err(InvalidOp::JoinForm),
                 }
             }
             ControlOp::AddReplicator(device) => {
@@ -247,7 +282,10 @@ impl SpaceState {
             _ => false,
         };
         if let Some((commit, _, _)) = op.rotation() {
-            self.commits.insert(EpochKey::id_of(&self.space, commit), *commit);
+            let id = EpochKey::id_of(&self.space, commit);
+            self.commits.insert(id, *commit);
+            let d = self.depths.entry(id).or_insert(depth);
+            *d = (*d).min(depth);
         }
         // Made at the current heads: nothing is concurrent with it.
         let linear =
@@ -347,6 +385,32 @@ impl SpaceState {
         self.resolved(heads).map(|r| r.epoch.clone())
     }
 
+    /// Where content sealed under `epoch` is written: the space's one chat
+    /// document, or in a from-join space one document per epoch (so nothing
+    /// written after a join depends on anything before it).
+    pub fn content_doc(&self, epoch: &EpochId) -> DocId {
+        match self.history {
+            History::Shared => self.space.chat_shard(0),
+            History::FromJoin => self.space.epoch_doc(epoch),
+        }
+    }
+
+    /// A display rank for content sealed under `epoch`: the depth of the
+    /// deepest operation starting one of its parts, then the epoch id. Content
+    /// causally after other content is sealed under an epoch of equal or higher
+    /// rank (its control heads include the other's), so ordering documents by
+    /// rank keeps causal order across them.
+    pub fn epoch_rank(&self, epoch: &Epoch) -> (u32, EpochId) {
+        let depth = epoch
+            .parts
+            .iter()
+            .filter_map(|p| self.depths.get(p))
+            .max()
+            .copied()
+            .unwrap_or(0);
+        (depth, epoch.id)
+    }
+
     /// Who added each member after the genesis (for `space members`): the author
     /// of the newest add of that device.
     pub fn added_by(&self, device: &DeviceId) -> Option<DeviceId> {
@@ -403,14 +467,36 @@ impl SpaceState {
         }
     }
 
-    /// The decrypted space name (sealed under the first epoch).
+    /// The decrypted space name: sealed under the first epoch, and again under
+    /// every from-join epoch a newcomer starts (the earliest one held opens it).
     pub fn name(&self, ring: &Keyring) -> Option<String> {
-        let ControlOp::Genesis(g) = &self.ops[&self.genesis].op else {
-            unreachable!("the genesis entry holds the genesis");
-        };
-        let key = ring.get(&EpochKey::id_of(&self.space, &g.epoch_commit))?;
-        let raw = key.open(&g.name_nonce, &name_aad(&self.space), &g.name_sealed).ok()?;
-        String::from_utf8(raw).ok()
+        let mut sealed: Vec<(u32, EpochId, &[u8; 24], &[u8])> = self
+            .ops
+            .values()
+            .filter_map(|applied| match &applied.op {
+                ControlOp::Genesis(g) => Some((
+                    0,
+                    EpochKey::id_of(&self.space, &g.epoch_commit),
+                    &g.name_nonce,
+                    g.name_sealed.as_slice(),
+                )),
+                ControlOp::Add(Add {
+                    key: AddKey::Join { rotate, name },
+                    ..
+                }) => Some((
+                    applied.depth,
+                    EpochKey::id_of(&self.space, &rotate.commit),
+                    &name.nonce,
+                    name.sealed.as_slice(),
+                )),
+                _ => None,
+            })
+            .collect();
+        sealed.sort_by_key(|(depth, ..)| *depth);
+        sealed.iter().find_map(|(_, epoch, nonce, ciphertext)| {
+            let raw = ring.get(epoch)?.open(nonce, &name_aad(&self.space), ciphertext).ok()?;
+            String::from_utf8(raw).ok()
+        })
     }
 }
 

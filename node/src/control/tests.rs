@@ -4,12 +4,23 @@
 use super::*;
 use crate::identity::UserKeys;
 
+mod from_join;
+
 #[test]
 fn genesis_round_trip_and_key_access() {
     let alice = DeviceKeys::generate();
     let bob = DeviceKeys::generate();
     let relay = DeviceKeys::generate();
-    let (env, key) = create_space(&alice, 1, "ops", SpaceKind::Chat, &[bob.cert()], &[relay.device_id()]).unwrap();
+    let (env, key) = create_space(
+        &alice,
+        1,
+        "ops",
+        SpaceKind::Chat,
+        History::Shared,
+        &[bob.cert()],
+        &[relay.device_id()],
+    )
+    .unwrap();
     let env = Envelope::decode(env.into_bytes()).unwrap();
     let state = SpaceState::from_genesis(&env).unwrap();
     assert_eq!(state.epoch, key.id);
@@ -27,7 +38,16 @@ fn genesis_round_trip_and_key_access() {
 fn a_device_is_member_or_replicator_not_both() {
     let alice = DeviceKeys::generate();
     let bob = DeviceKeys::generate();
-    let err = create_space(&alice, 1, "ops", SpaceKind::Chat, &[bob.cert()], &[bob.device_id()]).unwrap_err();
+    let err = create_space(
+        &alice,
+        1,
+        "ops",
+        SpaceKind::Chat,
+        History::Shared,
+        &[bob.cert()],
+        &[bob.device_id()],
+    )
+    .unwrap_err();
     assert_eq!(err, InvalidOp::Duplicate);
 }
 
@@ -41,7 +61,7 @@ fn owners_and_admins_add_members_and_the_membership_follows_the_dag() {
     let bob = DeviceKeys::generate();
     let carol = DeviceKeys::generate();
     let dave = DeviceKeys::generate();
-    let (genesis, key) = create_space(&alice, 1, "ops", SpaceKind::Chat, &[bob.cert()], &[]).unwrap();
+    let (genesis, key) = create_space(&alice, 1, "ops", SpaceKind::Chat, History::Shared, &[bob.cert()], &[]).unwrap();
     let mut state = SpaceState::from_genesis(&genesis).unwrap();
     // Bob is a writer: he may not add anyone.
     let err = add_member(&bob, &state, &key, writer(1), &carol.cert(), Role::Reader).unwrap_err();
@@ -75,7 +95,7 @@ fn concurrent_adds_of_one_device_keep_the_lower_role() {
     let alice = DeviceKeys::generate();
     let bob = DeviceKeys::generate();
     let carol = DeviceKeys::generate();
-    let (genesis, key) = create_space(&alice, 1, "ops", SpaceKind::Chat, &[], &[]).unwrap();
+    let (genesis, key) = create_space(&alice, 1, "ops", SpaceKind::Chat, History::Shared, &[], &[]).unwrap();
     let mut state = SpaceState::from_genesis(&genesis).unwrap();
     let as_admin = add_member(&alice, &state, &key, writer(1), &carol.cert(), Role::Admin).unwrap();
     let add_bob = add_member(&alice, &state, &key, (8, 1, None), &bob.cert(), Role::Owner).unwrap();
@@ -94,8 +114,11 @@ fn concurrent_adds_of_one_device_keep_the_lower_role() {
                 cert: carol.cert(),
                 role: Role::Reader,
             },
-            epoch: key.id,
-            wrap: key.wrap_for(&carol.cert()),
+            key: AddKey::Current {
+                epoch: key.id,
+                wrap: key.wrap_for(&carol.cert()),
+                grants: Vec::new(),
+            },
         }),
     );
     assert_eq!(state.check(&as_admin), Ok(()));
@@ -143,7 +166,7 @@ proptest::proptest! {
     #[test]
     fn replicas_converge_on_the_same_membership(steps in proptest::collection::vec((0usize..3, 0usize..3, 0usize..6, 0usize..4, proptest::prelude::any::<bool>()), 1..40)) {
         let devices: Vec<DeviceKeys> = (0..7).map(|_| DeviceKeys::generate()).collect();
-        let (genesis, key) = create_space(&devices[0], 1, "ops", SpaceKind::Chat, &[], &[]).unwrap();
+        let (genesis, key) = create_space(&devices[0], 1, "ops", SpaceKind::Chat, History::Shared, &[], &[]).unwrap();
         let base = SpaceState::from_genesis(&genesis).unwrap();
         let mut replicas: Vec<(SpaceState, Vec<Envelope>)> = (0..3).map(|_| (base.clone(), Vec::new())).collect();
         let roles = [Role::Reader, Role::Writer, Role::Admin, Role::Owner];
@@ -199,7 +222,7 @@ proptest::proptest! {
 fn forged_genesis_is_rejected() {
     let alice = DeviceKeys::generate();
     let mallory = DeviceKeys::generate();
-    let (env, _) = create_space(&alice, 1, "ops", SpaceKind::Chat, &[], &[]).unwrap();
+    let (env, _) = create_space(&alice, 1, "ops", SpaceKind::Chat, History::Shared, &[], &[]).unwrap();
     // Mallory re-signs Alice's genesis for the same space id: the id is bound to
     // the creator's key, so it no longer derives.
     let mut header = env.header().clone();
@@ -251,8 +274,7 @@ impl Replica {
     }
 
     fn add(&mut self, by: &DeviceKeys, who: &DeviceKeys, role: Role) -> Envelope {
-        let key = self.ring(by).key_for(&self.state.current().epoch).unwrap();
-        let env = add_member(by, &self.state, &key, fresh(), &who.cert(), role).unwrap();
+        let env = make_add(by, &self.state, &self.ring(by), who, role).unwrap();
         self.take(env)
     }
 
@@ -288,6 +310,30 @@ impl Replica {
     }
 }
 
+/// The `Add` of `who` by `by` as the core makes it: a new user of a from-join
+/// space joins with a new epoch; another device of a member's user gets the
+/// current key, and in a from-join space every key `by` holds when `by` is of
+/// the same user.
+fn make_add(
+    by: &DeviceKeys,
+    state: &SpaceState,
+    ring: &Keyring,
+    who: &DeviceKeys,
+    role: Role,
+) -> Result<Envelope, InvalidOp> {
+    let from_join = state.history == History::FromJoin;
+    if from_join && !state.members.values().any(|m| m.cert.user == who.cert().user) {
+        return join(by, state, fresh(), &who.cert(), role, "team").map(|(env, _)| env);
+    }
+    let key = ring.key_for(&state.current().epoch).ok_or(InvalidOp::Wrap)?;
+    let grants: Vec<EpochKey> = if from_join && by.cert().user == who.cert().user {
+        ring.keys().cloned().collect()
+    } else {
+        Vec::new()
+    };
+    add_device(by, state, &key, &grants, fresh(), &who.cert(), role)
+}
+
 /// A writer position that never repeats (the chain rule is the core's).
 fn fresh() -> WriterPos {
     (rand::random(), 1, None)
@@ -307,6 +353,10 @@ fn heal(a: &mut Replica, b: &mut Replica) {
 
 /// Owner Alice and admin Bob; Carol and Dave are writers.
 fn team() -> (Replica, [DeviceKeys; 5]) {
+    team_with(History::Shared)
+}
+
+fn team_with(history: History) -> (Replica, [DeviceKeys; 5]) {
     let people = [(); 5].map(|_| DeviceKeys::generate());
     let [alice, bob, carol, dave, _] = &people;
     let (genesis, _) = create_space(
@@ -314,6 +364,7 @@ fn team() -> (Replica, [DeviceKeys; 5]) {
         1,
         "team",
         SpaceKind::Chat,
+        history,
         &[bob.cert(), carol.cert(), dave.cert()],
         &[],
     )
@@ -588,9 +639,13 @@ proptest::proptest! {
     /// agree on members, roles, epoch, void operations and key holders, and after
     /// one rotation by a member the epoch reaches exactly the members.
     #[test]
-    fn replicas_converge_under_removals_and_rotations(steps in proptest::collection::vec((0usize..3, 0usize..3, 0usize..6, 0usize..5, 0usize..4), 1..32)) {
+    fn replicas_converge_under_removals_and_rotations(
+        steps in proptest::collection::vec((0usize..3, 0usize..3, 0usize..6, 0usize..5, 0usize..4), 1..32),
+        from_join in proptest::bool::ANY,
+    ) {
+        let history = if from_join { History::FromJoin } else { History::Shared };
         let devices: Vec<DeviceKeys> = (0..6).map(|_| DeviceKeys::generate()).collect();
-        let (genesis, _) = create_space(&devices[0], 1, "ops", SpaceKind::Chat, &[devices[1].cert()], &[]).unwrap();
+        let (genesis, _) = create_space(&devices[0], 1, "ops", SpaceKind::Chat, history, &[devices[1].cert()], &[]).unwrap();
         let mut replicas: Vec<Replica> = (0..3).map(|_| Replica::new(&genesis)).collect();
         let roles = [Role::Reader, Role::Writer, Role::Admin, Role::Owner];
         for (node, other, target, action, role) in steps {
@@ -614,12 +669,12 @@ proptest::proptest! {
             };
             let made = match action {
                 0 if !r.state.entitled(&target.device_id()) => {
-                    let key = r.ring(author).key_for(&r.state.current().epoch);
-                    match key {
-                        Some(key) if !r.state.current().epoch.is_merged() => {
-                            add_member(author, &r.state, &key, fresh(), &target.cert(), roles[role])
-                        }
-                        _ => rotate(author, &r.state, fresh(), &parts).map(|(e, _)| e),
+                    // An add wraps the current key, which must not be merged
+                    // (a from-join newcomer gets a new epoch instead).
+                    if r.state.current().epoch.is_merged() && history == History::Shared {
+                        rotate(author, &r.state, fresh(), &parts).map(|(e, _)| e)
+                    } else {
+                        make_add(author, &r.state, &r.ring(author), target, roles[role])
                     }
                 }
                 1 => remove(author, &r.state, fresh(), &[target.device_id()], &parts).map(|(e, _)| e),
@@ -662,6 +717,14 @@ proptest::proptest! {
             proptest::prop_assert!(last.state.current().is_clean());
             for d in &devices {
                 proptest::prop_assert_eq!(last.can_read_now(d), last.is_member(d));
+            }
+        }
+        // From-join: no device can open an epoch started before every join of it.
+        if history == History::FromJoin {
+            for d in &devices[2..] {
+                let before = from_join::before_every_join(&last.state, d);
+                let ring = last.ring(d);
+                proptest::prop_assert!(before.iter().all(|e| ring.get(e).is_none()));
             }
         }
     }

@@ -49,7 +49,7 @@ impl Core {
 
         // Accepted envelopes with their log positions, written together at the end.
         let mut accepted: Vec<(Envelope, u64)> = Vec::new();
-        let mut to_apply: BTreeMap<SpaceId, Vec<Checked>> = BTreeMap::new();
+        let mut to_apply: BTreeMap<SpaceId, Vec<ContentChange>> = BTreeMap::new();
         let mut from_pending = BTreeSet::new();
         let mut purges = BTreeSet::new();
         let mut snapshot_spaces = BTreeSet::new();
@@ -168,7 +168,7 @@ impl Core {
                     Verdict::Wait => waiting.push(env),
                     Verdict::Accept(checked) => {
                         let change = checked.map(|c| *c);
-                        let order = space.record(&env, change.as_ref().map(Checked::change));
+                        let order = space.record(&env, change.as_ref().map(|c| c.checked.change()));
                         if env.header().kind == Kind::Control {
                             was_member
                                 .entry(space_id)
@@ -318,34 +318,39 @@ impl Core {
         Ok(Ok(true))
     }
 
-    /// Applies accepted changes to a space's document in one call. A panic inside
-    /// Automerge cannot take the node down: the panic is caught and logged; the
-    /// envelopes stay stored and the document is rebuilt from them at the next start.
-    pub(super) fn apply_changes(&mut self, space_id: SpaceId, changes: Vec<Checked>, effects: &mut Effects) {
+    /// Applies accepted changes to a space's documents, one call per document. A
+    /// panic inside Automerge cannot take the node down: the panic is caught and
+    /// logged; the envelopes stay stored and the document is rebuilt from them at
+    /// the next start.
+    pub(super) fn apply_changes(&mut self, space_id: SpaceId, changes: Vec<ContentChange>, effects: &mut Effects) {
         let Some(space) = self.spaces.get_mut(&space_id) else {
             return;
         };
         let Some(readable) = space.readable.as_mut() else {
             return;
         };
-        if changes.is_empty() {
-            return;
+        let mut by_doc: BTreeMap<DocId, (Epoch, Vec<Checked>)> = BTreeMap::new();
+        for ContentChange { doc, epoch, checked } in changes {
+            by_doc.entry(doc).or_insert_with(|| (epoch, Vec::new())).1.push(checked);
         }
-        let result = std::panic::catch_unwind(AssertUnwindSafe(|| readable.chat.apply_checked(changes)));
-        match result {
-            Ok(Ok(created)) => {
-                for m in created {
-                    effects.events.push(Event::Message {
-                        space: space_id,
-                        message: view(&m, readable.author_of(&m.actor)),
-                    });
+        for (doc, (epoch, changes)) in by_doc {
+            let shard = readable.shard_mut(doc, &epoch);
+            let result = std::panic::catch_unwind(AssertUnwindSafe(|| shard.chat.apply_checked(changes)));
+            match result {
+                Ok(Ok(created)) => {
+                    for m in created {
+                        effects.events.push(Event::Message {
+                            space: space_id,
+                            message: view(&m, readable.author_of(&m.actor)),
+                        });
+                    }
                 }
-            }
-            Ok(Err(e)) => {
-                warn!(space = %space_id.fmt_short(), error = %e, "Automerge refused validated changes")
-            }
-            Err(_) => {
-                warn!(space = %space_id.fmt_short(), "Automerge panicked applying stored changes; this space's view may be incomplete until the daemon restarts")
+                Ok(Err(e)) => {
+                    warn!(space = %space_id.fmt_short(), error = %e, "Automerge refused validated changes")
+                }
+                Err(_) => {
+                    warn!(space = %space_id.fmt_short(), "Automerge panicked applying stored changes; this space's view may be incomplete until the daemon restarts")
+                }
             }
         }
     }

@@ -5,6 +5,10 @@ use std::ops::ControlFlow;
 
 use super::*;
 
+/// A space rebuilt from its log, with the changes decrypted on the way (their
+/// document and epoch), still to be applied.
+type Replayed = (Space, Vec<(DocId, Epoch, outpost_crdt::Change)>);
+
 impl Core {
     /// Rebuilds every in-memory structure from the store.
     pub(super) fn load(&mut self) -> store::Result<()> {
@@ -99,22 +103,26 @@ impl Core {
             }
         }
         if let Some(r) = space.readable.as_mut() {
-            changes.retain(|c| !r.chat.has_change(&c.hash()));
+            changes.retain(|(_, _, c)| !r.has_change(&c.hash()));
             // Content stored while this device lacked its key was checked only in
             // clear; the chat rules are checked now. A change that breaks them is
             // left out (and logged), never allowed to stop the space from loading.
-            let mut checked = Vec::with_capacity(changes.len());
-            for change in changes {
-                match r.chat.validate(change) {
-                    Ok(c) => checked.push(c),
+            let mut by_doc: BTreeMap<DocId, (Epoch, Vec<Checked>)> = BTreeMap::new();
+            for (doc, epoch, change) in changes {
+                let shard = r.shard_mut(doc, &epoch);
+                match shard.chat.validate(change) {
+                    Ok(c) => by_doc.entry(doc).or_insert_with(|| (epoch, Vec::new())).1.push(c),
                     Err(v) => {
                         warn!(space = %space_id.fmt_short(), reason = v.reason(), "a stored change breaks the chat rules; left out")
                     }
                 }
             }
-            r.chat
-                .apply_checked(checked)
-                .map_err(|e| format!("stored changes do not apply: {e}"))?;
+            for (doc, (epoch, checked)) in by_doc {
+                r.shard_mut(doc, &epoch)
+                    .chat
+                    .apply_checked(checked)
+                    .map_err(|e| format!("stored changes do not apply: {e}"))?;
+            }
         }
         self.spaces.insert(space_id, space);
         Ok(())
@@ -150,11 +158,7 @@ impl Core {
     /// Replays a space's log in arrival order: the genesis, control operations
     /// (applied to the membership) and content (recorded, and decrypted when
     /// `keys` hold its epoch's key and its parents opened).
-    pub(super) fn replay_log(
-        &self,
-        space_id: SpaceId,
-        keys: Keyring,
-    ) -> std::result::Result<(Space, Vec<outpost_crdt::Change>), String> {
+    pub(super) fn replay_log(&self, space_id: SpaceId, keys: Keyring) -> std::result::Result<Replayed, String> {
         let mut keys = Some(keys);
         let mut space: Option<Space> = None;
         let mut changes = Vec::new();
@@ -186,14 +190,15 @@ impl Core {
                     if h.kind != Kind::Content || h.parents.iter().any(|p| r.locked.contains(p)) {
                         return None;
                     }
+                    let epoch = s.state.epoch_at(&h.control_heads)?;
                     let plain = env.open_content(&s.key_of(&env)?).ok()?;
                     let change = outpost_crdt::Change::from_bytes(plain).ok()?;
                     // The checks ingest makes after decrypting, for content that
                     // was stored locked: the change is the author's, at its seq.
                     let bound = change.actor_id().to_bytes() == h.actor().0 && change.seq() == h.seq;
-                    bound.then_some(change)
+                    bound.then_some((h.doc, epoch, change))
                 });
-                s.record_at(&env, change.as_ref(), order);
+                s.record_at(&env, change.as_ref().map(|(_, _, c)| c), order);
                 changes.extend(change);
                 ControlFlow::Continue(())
             })

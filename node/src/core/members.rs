@@ -56,11 +56,26 @@ impl Core {
         }
         let writer = self.control_writer(space_id);
         let space = &self.spaces[&space_id];
-        let Some(key) = space.keys.key_for(&space.state.current().epoch) else {
-            return Ok(Err(key_missing(space)));
+        let state = &space.state;
+        let from_join = state.history == History::FromJoin;
+        let added = if from_join && !state.members.values().any(|m| m.cert.user == cert.user) {
+            // A new user of a from-join space: a new epoch, linked to nothing.
+            let name = space.name.clone().unwrap_or_default();
+            control::join(&self.keys, state, writer, &cert, role, &name).map(|(env, key)| (env, Some(key)))
+        } else {
+            let Some(key) = space.keys.key_for(&state.current().epoch) else {
+                return Ok(Err(key_missing(space)));
+            };
+            // Another device of this device's own user reads what this one reads.
+            let grants: Vec<EpochKey> = if from_join && cert.user == self.keys.cert().user {
+                space.keys.keys().cloned().collect()
+            } else {
+                Vec::new()
+            };
+            control::add_device(&self.keys, state, &key, &grants, writer, &cert, role).map(|env| (env, None))
         };
-        let env = match control::add_member(&self.keys, &space.state, &key, writer, &cert, role) {
-            Ok(env) => env,
+        let (env, new_key) = match added {
+            Ok(added) => added,
             Err(e) => return Ok(Err(Error::Invalid(e.to_string()))),
         };
         let invited = Invited {
@@ -68,7 +83,7 @@ impl Core {
             grant,
             op: env.id(),
         };
-        self.store_control(tx, env, None, effects)?;
+        self.store_control(tx, env, new_key, effects)?;
         info!(space = %space_id.fmt_short(), device = %cert.device.fmt_short(), ?role, "added to a space");
         if self.certs.get(&cert.device) != Some(&cert) {
             tx.put_cert(&cert.device, &postcard::to_stdvec(&cert).expect("certs serialize"))?;

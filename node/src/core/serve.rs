@@ -165,9 +165,12 @@ impl Core {
         let (Some(readable), Some(key)) = (space.readable.as_ref(), space.keys.key_for(&current.epoch)) else {
             return Ok(());
         };
-        if !current.is_clean() || !readable.locked.is_empty() {
+        if !current.is_clean() || !readable.locked.is_empty() || space.state.history != History::Shared {
             return Ok(());
         }
+        let Some(shard) = readable.docs.get(&space.chat_doc()) else {
+            return Ok(());
+        };
         let mut covered = VersionVector::default();
         for snap in &space.snapshots {
             covered.merge(snap.covers());
@@ -187,7 +190,7 @@ impl Core {
             };
             lasts.push(last);
         }
-        let doc = readable.chat.save();
+        let doc = shard.chat.save();
         let snap = match Snapshot::make(&self.keys, &key, space.chat_doc(), space.state.heads(), lasts, &doc) {
             Ok(snap) => snap,
             Err(e) => {

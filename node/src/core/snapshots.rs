@@ -88,10 +88,13 @@ impl Core {
         // Members merge first: a merge refused leaves nothing held.
         let mut created = Vec::new();
         let mut lasts = Vec::new();
-        if let (Some(content), Some(readable)) = (content, space.readable.as_mut()) {
+        let doc = space.chat_doc();
+        let epoch = space.state.epoch_at(&snap.envelope().header().control_heads);
+        if let (Some(content), Some(readable), Some(epoch)) = (content, space.readable.as_mut(), epoch) {
             let SnapshotContent { opened, lasts: mapped } = *content;
             lasts = mapped;
-            let merged = std::panic::catch_unwind(AssertUnwindSafe(|| readable.chat.absorb(opened)));
+            let shard = readable.shard_mut(doc, &epoch);
+            let merged = std::panic::catch_unwind(AssertUnwindSafe(|| shard.chat.absorb(opened)));
             match merged {
                 Ok(Ok(messages)) => created = messages,
                 Ok(Err(outpost_crdt::chat::snapshot::AbsorbError::Equivocation { actor, .. })) => {
@@ -158,8 +161,10 @@ pub(super) fn hold_stored_snapshot(space: &mut Space, bytes: Vec<u8>) -> std::re
     let mut lasts = Vec::new();
     if space.readable.is_some() {
         let SnapshotContent { opened, lasts: mapped } = space.open_snapshot(&snap)?;
-        if let Some(readable) = space.readable.as_mut() {
-            std::panic::catch_unwind(AssertUnwindSafe(|| readable.chat.absorb(opened)))
+        let doc = space.chat_doc();
+        let epoch = space.state.epoch_at(&snap.envelope().header().control_heads);
+        if let (Some(readable), Some(epoch)) = (space.readable.as_mut(), epoch) {
+            std::panic::catch_unwind(AssertUnwindSafe(|| readable.shard_mut(doc, &epoch).chat.absorb(opened)))
                 .map_err(|_| "Automerge panicked merging it".to_string())?
                 .map_err(|e| e.to_string())?;
         }

@@ -13,10 +13,10 @@ use outpost_crdt::{
 
 use super::pending::{PENDING_BYTES_PER_SPACE_CAP, PENDING_PER_SPACE_CAP, Pending};
 use crate::{
-    control::{Keyring, MAX_STORED_CONTROL_OPS, SpaceKind, SpaceState},
+    control::{Epoch, History, Keyring, MAX_STORED_CONTROL_OPS, SpaceKind, SpaceState},
     envelope::{Envelope, Kind},
     identity::DeviceKeys,
-    ids::{ActorKey, DeviceId, DocId, EnvelopeId},
+    ids::{ActorKey, DeviceId, DocId, EnvelopeId, EpochId},
     snapshot::Snapshot,
     sync::VersionVector,
 };
@@ -36,7 +36,7 @@ pub(crate) enum Verdict {
     /// Already stored (same bytes).
     Duplicate,
     /// Valid; store it. Carries the decrypted, checked change for readers.
-    Accept(Option<Box<Checked>>),
+    Accept(Option<Box<ContentChange>>),
     /// Not yet decidable: parents or earlier seqs missing.
     Wait,
     /// Signed by its author for a (writer, seq) that holds a different envelope:
@@ -67,6 +67,14 @@ pub(crate) enum SnapshotVerdict {
     Reject(&'static str),
 }
 
+/// An accepted content change, decrypted and checked, with the document it
+/// belongs to and the epoch it was sealed under.
+pub(crate) struct ContentChange {
+    pub(crate) doc: DocId,
+    pub(crate) epoch: Epoch,
+    pub(crate) checked: Checked,
+}
+
 /// A snapshot's document, checked, with the changes its last envelopes carry.
 pub(crate) struct SnapshotContent {
     pub(crate) opened: chat_snapshot::Opened,
@@ -85,15 +93,28 @@ pub(crate) struct PeerView {
 
 /// The readable side of a space (members holding an epoch key).
 pub(crate) struct Readable {
-    pub(crate) chat: ChatDoc,
-    /// Content stored but not applied to `chat`: sealed under an epoch whose key
-    /// this device lacks, or built on such content. Applied by a rebuild once
-    /// the key arrives.
+    /// The chat documents this device reads, made at their first change: the
+    /// space's one document, or in a from-join space one per epoch
+    /// ([`SpaceState::content_doc`]).
+    pub(crate) docs: BTreeMap<DocId, Shard>,
+    /// Content stored but not applied: sealed under an epoch whose key this
+    /// device lacks, or built on such content. Applied by a rebuild once the
+    /// key arrives.
     pub(crate) locked: HashSet<EnvelopeId>,
-    pub(crate) genesis_hash: ChangeHash,
-    pub(crate) change_of_env: HashMap<EnvelopeId, ChangeHash>,
+    /// The epochs locked content is sealed under (not counting content locked
+    /// only for a locked parent): a key for one of them calls for a rebuild.
+    pub(crate) locked_epochs: BTreeMap<EpochId, Epoch>,
+    pub(crate) change_of_env: HashMap<EnvelopeId, (DocId, ChangeHash)>,
     pub(crate) env_of_change: HashMap<ChangeHash, EnvelopeId>,
     pub(crate) device_of_actor: HashMap<ActorKey, DeviceId>,
+}
+
+/// One chat document of a space.
+pub(crate) struct Shard {
+    pub(crate) chat: ChatDoc,
+    /// The epoch its content is sealed under (one per document in a from-join
+    /// space): it orders the documents for display.
+    pub(crate) epoch: Epoch,
 }
 
 pub(crate) struct Space {
@@ -140,24 +161,21 @@ pub(crate) struct Space {
 }
 
 impl Space {
-    /// The only content document of a chat space in this version: shard 0.
+    /// The document snapshots cover: a shared-history space's one chat
+    /// document (from-join spaces are not snapshotted in this version).
     pub(crate) fn chat_doc(&self) -> DocId {
         self.state.space.chat_shard(0)
     }
 
     /// A space as `state` defines it, readable with `keys` when it holds any.
     pub(crate) fn new(state: SpaceState, keys: Keyring) -> Self {
-        let chat_doc = state.space.chat_shard(0);
-        let readable = (!keys.is_empty()).then(|| {
-            let (_, genesis_hash) = ChatDoc::genesis(&chat_doc);
-            Readable {
-                chat: ChatDoc::new(chat_doc),
-                locked: HashSet::new(),
-                genesis_hash,
-                change_of_env: HashMap::new(),
-                env_of_change: HashMap::new(),
-                device_of_actor: HashMap::new(),
-            }
+        let readable = (!keys.is_empty()).then(|| Readable {
+            docs: BTreeMap::new(),
+            locked: HashSet::new(),
+            locked_epochs: BTreeMap::new(),
+            change_of_env: HashMap::new(),
+            env_of_change: HashMap::new(),
+            device_of_actor: HashMap::new(),
         });
         let name = state.name(&keys);
         debug_assert_eq!(state.kind, SpaceKind::Chat);
@@ -199,7 +217,12 @@ impl Space {
         }
         let me = device.device_id();
         let current = &self.state.current().epoch;
-        let locked = self.readable.as_ref().map_or(0, |r| r.locked.len());
+        // In a from-join space, content this device cannot open was written
+        // before it joined: history it is not meant to read, not a problem.
+        let locked = match self.state.history {
+            History::Shared => self.readable.as_ref().map_or(0, |r| r.locked.len()),
+            History::FromJoin => 0,
+        };
         // A broken key matters while it is the current epoch's (or an open tip):
         // a rotation replaces it (this device makes one), and then it is history.
         let open = &self.state.current().open_tips;
@@ -237,11 +260,21 @@ impl Space {
             .all(|t| self.keys.get(t).is_some() || self.failed_keys.contains(t))
     }
 
-    /// Whether opening keys would let this node read stored content it could not.
+    /// Whether the keys held would let this node read stored content it could not.
     pub(crate) fn needs_rebuild(&self) -> bool {
         match &self.readable {
             None => !self.keys.is_empty(),
-            Some(r) => !r.locked.is_empty(),
+            Some(r) => r.locked_epochs.values().any(|e| self.keys.key_for(e).is_some()),
+        }
+    }
+
+    /// Stored content this device cannot open in a from-join space: written
+    /// before it joined.
+    pub(crate) fn before_join(&self) -> usize {
+        match (self.state.history, &self.readable) {
+            (History::FromJoin, Some(r)) => r.locked.len(),
+            (History::FromJoin, None) => self.order.len().saturating_sub(self.state.len()),
+            (History::Shared, _) => 0,
         }
     }
 
@@ -328,9 +361,6 @@ impl Space {
 
     fn classify_content(&self, env: &Envelope, next_in_seq: bool) -> Verdict {
         let h = env.header();
-        if h.doc != self.chat_doc() {
-            return Verdict::Reject("unknown document");
-        }
         if h.control_heads.is_empty() {
             return Verdict::Reject("content names no control heads");
         }
@@ -343,6 +373,9 @@ impl Space {
         };
         if h.epoch != epoch.id {
             return Verdict::Reject("sealed under an epoch that is not the space's epoch at its control heads");
+        }
+        if h.doc != self.state.content_doc(&epoch.id) {
+            return Verdict::Reject("written into another document than its epoch's");
         }
         if !self.state.may_write_at(&h.control_heads, &h.author) {
             return Verdict::Reject("author may not write in this space");
@@ -387,27 +420,44 @@ impl Space {
         // only through a snapshot's document (not by id) must be a change the
         // document holds.
         let deps = change.deps();
+        let fresh;
+        let chat = match readable.docs.get(&h.doc) {
+            Some(shard) => &shard.chat,
+            None => {
+                // The document's first change (or one built on changes of this
+                // batch): its deterministic genesis stands in.
+                fresh = ChatDoc::new(h.doc);
+                &fresh
+            }
+        };
         if h.parents.is_empty() {
-            if deps != [readable.genesis_hash] {
+            if deps != [chat.genesis_hash()] {
                 return Verdict::Reject("Automerge dependencies differ from the header parents");
             }
         } else {
             let mut known = Vec::with_capacity(h.parents.len());
             for p in h.parents.iter().filter(|p| self.holds(p)) {
                 match readable.change_of_env.get(p) {
-                    Some(hash) => known.push(*hash),
+                    Some((doc, _)) if *doc != h.doc => {
+                        return Verdict::Reject("a parent envelope is content of another document");
+                    }
+                    Some((_, hash)) => known.push(*hash),
                     None => return Verdict::Reject("a parent envelope carries no change"),
                 }
             }
             if deps.len() != h.parents.len() || known.iter().any(|k| !deps.contains(k)) {
                 return Verdict::Reject("Automerge dependencies differ from the header parents");
             }
-            if deps.iter().any(|d| !known.contains(d) && !readable.chat.has_change(d)) {
+            if deps.iter().any(|d| !known.contains(d) && !chat.has_change(d)) {
                 return Verdict::Wait;
             }
         }
-        match readable.chat.validate(change) {
-            Ok(checked) => Verdict::Accept(Some(Box::new(checked))),
+        match chat.validate(change) {
+            Ok(checked) => Verdict::Accept(Some(Box::new(ContentChange {
+                doc: h.doc,
+                epoch,
+                checked,
+            }))),
             Err(violation) => Verdict::Reject(violation.reason()),
         }
     }
@@ -452,6 +502,11 @@ impl Space {
             (Some(r), Some(change)) => r.map_change(env, change.hash()),
             (Some(r), None) if h.kind == Kind::Content => {
                 r.locked.insert(env.id());
+                if !h.parents.iter().any(|p| r.locked.contains(p))
+                    && let Some(epoch) = self.state.epoch_at(&h.control_heads)
+                {
+                    r.locked_epochs.insert(epoch.id, epoch);
+                }
             }
             _ => {}
         }
@@ -513,8 +568,8 @@ impl Space {
         stored_at: impl Fn(&ActorKey, u64) -> Option<EnvelopeId>,
     ) -> SnapshotVerdict {
         let h = snap.envelope().header();
-        if h.doc != self.chat_doc() {
-            return SnapshotVerdict::Reject("snapshot of an unknown document");
+        if h.doc != self.chat_doc() || self.state.history != History::Shared {
+            return SnapshotVerdict::Reject("snapshot of an unknown document (only shared-history spaces use them)");
         }
         if snap
             .lasts()
@@ -665,6 +720,27 @@ impl Space {
 }
 
 impl Readable {
+    /// The document `doc`, made at its genesis when this is its first change.
+    pub(crate) fn shard_mut(&mut self, doc: DocId, epoch: &Epoch) -> &mut Shard {
+        self.docs.entry(doc).or_insert_with(|| Shard {
+            chat: ChatDoc::new(doc),
+            epoch: epoch.clone(),
+        })
+    }
+
+    /// Whether any document holds the change `hash`.
+    pub(crate) fn has_change(&self, hash: &ChangeHash) -> bool {
+        self.docs.values().any(|s| s.chat.has_change(hash))
+    }
+
+    /// Every message, in display order: documents by epoch rank (see
+    /// [`SpaceState::epoch_rank`]), then each document's own order.
+    pub(crate) fn messages(&self, state: &SpaceState) -> Vec<outpost_crdt::chat::Message> {
+        let mut shards: Vec<&Shard> = self.docs.values().collect();
+        shards.sort_by_cached_key(|s| state.epoch_rank(&s.epoch));
+        shards.iter().flat_map(|s| s.chat.messages()).collect()
+    }
+
     /// The device that writes as `actor`; all zero for an actor this node cannot
     /// attribute (never the case for a change it accepted).
     pub(crate) fn author_of(&self, actor: &ActorId) -> DeviceId {
@@ -676,7 +752,7 @@ impl Readable {
 
     fn map_change(&mut self, env: &Envelope, hash: ChangeHash) {
         let h = env.header();
-        self.change_of_env.insert(env.id(), hash);
+        self.change_of_env.insert(env.id(), (h.doc, hash));
         self.env_of_change.insert(hash, env.id());
         self.device_of_actor.insert(h.actor(), h.author);
     }
