@@ -9,41 +9,11 @@
 
 mod common;
 
-use std::{
-    io::{BufRead, BufReader},
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::time::Duration;
 
-use common::{Node, outpost_bin, plaintext_reachable, wait_until};
-use serde_json::Value;
+use common::{Node, link, plaintext_reachable, user_of, wait_until};
 
 const CONVERGE: Duration = Duration::from_secs(60);
-
-fn user_of(node: &Node) -> String {
-    node.json(&["id", "--json"])["user_id"].as_str().unwrap().to_string()
-}
-
-/// Links `new` to the user of `primary`, both sides confirming with `--yes`;
-/// returns what the primary reports (the spaces the device was added to).
-fn link(primary: &Node, new: &Node) -> Value {
-    let mut linker = Command::new(outpost_bin())
-        .arg("--home")
-        .arg(&primary.home)
-        .args(["device", "link", "--yes", "--json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn device link");
-    let mut lines = BufReader::new(linker.stdout.take().unwrap()).lines();
-    let ticket: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
-    let ticket = ticket["ticket"].as_str().unwrap().to_string();
-    let joined = new.json(&["device", "join", &ticket, "--yes", "--json"]);
-    assert_eq!(joined["user"], user_of(primary).as_str());
-    let linked: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
-    assert!(linker.wait().unwrap().success());
-    linked
-}
 
 #[test]
 fn a_linked_device_reads_every_space_of_its_user_and_nothing_after_revocation() {

@@ -5,6 +5,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::{
+    io::{BufRead, BufReader},
     net::TcpListener,
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
@@ -293,6 +294,32 @@ impl Drop for Node {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// The user id of `node`'s device.
+pub fn user_of(node: &Node) -> String {
+    node.json(&["id", "--json"])["user_id"].as_str().unwrap().to_string()
+}
+
+/// Links `new` to the user of `primary`, both sides confirming with `--yes`;
+/// returns what the primary reports (the spaces the device was added to).
+pub fn link(primary: &Node, new: &Node) -> Value {
+    let mut linker = Command::new(outpost_bin())
+        .arg("--home")
+        .arg(&primary.home)
+        .args(["device", "link", "--yes", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn device link");
+    let mut lines = BufReader::new(linker.stdout.take().unwrap()).lines();
+    let ticket: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    let ticket = ticket["ticket"].as_str().unwrap().to_string();
+    let joined = new.json(&["device", "join", &ticket, "--yes", "--json"]);
+    assert_eq!(joined["user"], user_of(primary).as_str());
+    let linked: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert!(linker.wait().unwrap().success());
+    linked
 }
 
 /// With every key the control log stored at `home` can give the device whose
