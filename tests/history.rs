@@ -51,8 +51,11 @@ fn a_newcomer_reads_from_its_join_on_and_its_other_device_reads_the_same() {
         (alice.log_texts(&space).len() == 2).then_some(())
     });
 
-    let erin_card = erin.card();
-    alice.json(&["space", "invite", &space, &erin_card, "--json"]);
+    // Members are users: Alice names Erin by her user id (she has met Erin's device).
+    let erin_user = common::user_of(&erin);
+    wait_until(CONVERGE, "Alice to invite Erin by her user id", || {
+        alice.try_json(&["space", "invite", &space, &erin_user, "--json"]).ok()
+    });
     let listed = wait_until(CONVERGE, "Erin to hold the room and read its name", || {
         let spaces = erin.try_json(&["chat", "list", "--json"]).ok()?;
         let room = spaces

@@ -114,8 +114,9 @@ enum SpaceCommand {
     /// availability and never gets the key.
     Invite {
         space: String,
-        /// The device's card (from `outpost id` on it) or, if this node has met it, its device id.
-        #[arg(value_name = "CARD|DEVICE_ID")]
+        /// The device's card (from `outpost id` on it), or, if this node has met it, its device
+        /// id or its user's id. Members are users: the user's other devices follow.
+        #[arg(value_name = "CARD|DEVICE_ID|USER_ID")]
         member: String,
         /// What it may do: read, write, or also manage members (admin, owner).
         #[arg(long, value_enum, default_value_t = RoleArg::Writer, conflicts_with = "replicator")]

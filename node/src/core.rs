@@ -80,7 +80,9 @@ pub enum Error {
     NotWritable(SpaceId),
     #[error("this device cannot read space {space}: {why}")]
     KeyMissing { space: SpaceId, why: String },
-    #[error("unknown device {0}: pass its device card (`outpost id` on that device prints it) or connect to it first")]
+    #[error(
+        "unknown device or user {0}: pass a device card (`outpost id` on that device prints it), or connect to one of the user's devices first"
+    )]
     UnknownDevice(String),
     #[error("invalid input: {0}")]
     Invalid(String),
@@ -872,8 +874,17 @@ impl Core {
         if device == self.me {
             return Ok(self.keys.cert());
         }
+        if let Some(cert) = self.certs.get(&device) {
+            return Ok(*cert);
+        }
+        // A user id: one of the user's devices this node has met (the others
+        // follow once it is in, see `devices`). Ids of users and devices look
+        // alike, and a device id is tried first.
+        let user = UserId(device.0);
         self.certs
-            .get(&device)
+            .values()
+            .filter(|c| c.user == user)
+            .min_by_key(|c| c.device)
             .copied()
             .ok_or_else(|| Error::UnknownDevice(text.to_string()))
     }
