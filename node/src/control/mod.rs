@@ -44,7 +44,7 @@ use crate::{
     crypto::{EpochKey, HistoryLink, Wrap},
     envelope::{Envelope, Header, Kind},
     identity::{DeviceCert, DeviceKeys},
-    ids::{DeviceId, DocId, EnvelopeId, EpochId, SpaceId, derive16},
+    ids::{DeviceId, DocId, EnvelopeId, EpochId, SpaceId, UserId, derive16},
 };
 
 /// Validation rules this build implements; a space names the version it follows.

@@ -164,8 +164,7 @@ impl SpaceState {
                 if !add.member.cert.verify() {
                     return Err(InvalidOp::Cert);
                 }
-                let newcomer = self.history == History::FromJoin
-                    && !at.members.values().any(|m| m.cert.user == add.member.cert.user);
+                let newcomer = joins(self.history, &at.members, &add.member.cert.user);
                 match &add.key {
                     AddKey::Current { epoch, wrap, grants } if !newcomer => {
                         if at.epoch.is_merged() || *epoch != at.epoch.id || wrap.recipient != device {
@@ -385,6 +384,12 @@ impl SpaceState {
         self.resolved(heads).map(|r| r.epoch.clone())
     }
 
+    /// Whether adding a device of `user` now is a join (a from-join space, a user
+    /// with no member device): it must start an epoch linked to nothing.
+    pub fn is_join(&self, user: &UserId) -> bool {
+        joins(self.history, &self.members, user)
+    }
+
     /// Where content sealed under `epoch` is written: the space's one chat
     /// document, or in a from-join space one document per epoch (so nothing
     /// written after a join depends on anything before it).
@@ -498,6 +503,11 @@ impl SpaceState {
             String::from_utf8(raw).ok()
         })
     }
+}
+
+/// Whether adding a device of `user` to `members` is a join (see [`History`]).
+fn joins(history: History, members: &BTreeMap<DeviceId, Member>, user: &UserId) -> bool {
+    history == History::FromJoin && !members.values().any(|m| m.cert.user == *user)
 }
 
 /// Checks that `wraps` hold exactly one wrap per device of `devices`.

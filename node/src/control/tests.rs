@@ -321,12 +321,11 @@ fn make_add(
     who: &DeviceKeys,
     role: Role,
 ) -> Result<Envelope, InvalidOp> {
-    let from_join = state.history == History::FromJoin;
-    if from_join && !state.members.values().any(|m| m.cert.user == who.cert().user) {
+    if state.is_join(&who.cert().user) {
         return join(by, state, fresh(), &who.cert(), role, "team").map(|(env, _)| env);
     }
     let key = ring.key_for(&state.current().epoch).ok_or(InvalidOp::Wrap)?;
-    let grants: Vec<EpochKey> = if from_join && by.cert().user == who.cert().user {
+    let grants: Vec<EpochKey> = if state.history == History::FromJoin && by.cert().user == who.cert().user {
         ring.keys().cloned().collect()
     } else {
         Vec::new()

@@ -57,8 +57,7 @@ impl Core {
         let writer = self.control_writer(space_id);
         let space = &self.spaces[&space_id];
         let state = &space.state;
-        let from_join = state.history == History::FromJoin;
-        let added = if from_join && !state.members.values().any(|m| m.cert.user == cert.user) {
+        let added = if state.is_join(&cert.user) {
             // A new user of a from-join space: a new epoch, linked to nothing.
             let name = space.name.clone().unwrap_or_default();
             control::join(&self.keys, state, writer, &cert, role, &name).map(|(env, key)| (env, Some(key)))
@@ -67,7 +66,7 @@ impl Core {
                 return Ok(Err(key_missing(space)));
             };
             // Another device of this device's own user reads what this one reads.
-            let grants: Vec<EpochKey> = if from_join && cert.user == self.keys.cert().user {
+            let grants: Vec<EpochKey> = if state.history == History::FromJoin && cert.user == self.keys.cert().user {
                 space.keys.keys().cloned().collect()
             } else {
                 Vec::new()
