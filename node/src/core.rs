@@ -880,11 +880,12 @@ impl Core {
         // A user id: one of the user's devices this node has met (the others
         // follow once it is in, see `devices`). Ids of users and devices look
         // alike, and a device id is tried first.
+        // A device removed from some space (revoked or lost) comes last.
         let user = UserId(device.0);
         self.certs
             .values()
             .filter(|c| c.user == user)
-            .min_by_key(|c| c.device)
+            .min_by_key(|c| (self.removed_anywhere(&c.device), c.device))
             .copied()
             .ok_or_else(|| Error::UnknownDevice(text.to_string()))
     }

@@ -393,7 +393,7 @@ impl Core {
 
     /// Whether any space here ever removed `device`: a sibling revoked it, or an
     /// admin removed it on purpose. Either way it is not added back automatically.
-    fn removed_anywhere(&self, device: &DeviceId) -> bool {
+    pub(super) fn removed_anywhere(&self, device: &DeviceId) -> bool {
         self.spaces.values().any(|s| s.state.ever_removed(device))
     }
 

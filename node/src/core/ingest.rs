@@ -333,6 +333,9 @@ impl Core {
         for ContentChange { doc, epoch, checked } in changes {
             by_doc.entry(doc).or_insert_with(|| (epoch, Vec::new())).1.push(checked);
         }
+        // Documents in display order, so events come in the order of the log.
+        let mut by_doc: Vec<(DocId, (Epoch, Vec<Checked>))> = by_doc.into_iter().collect();
+        by_doc.sort_by_cached_key(|(_, (epoch, _))| space.state.epoch_rank(epoch));
         for (doc, (epoch, changes)) in by_doc {
             let shard = readable.shard_mut(doc, &epoch);
             let result = std::panic::catch_unwind(AssertUnwindSafe(|| shard.chat.apply_checked(changes)));

@@ -58,9 +58,12 @@ impl Core {
         let space = &self.spaces[&space_id];
         let state = &space.state;
         let added = if state.is_join(&cert.user) {
-            // A new user of a from-join space: a new epoch, linked to nothing.
-            let name = space.name.clone().unwrap_or_default();
-            control::join(&self.keys, state, writer, &cert, role, &name).map(|(env, key)| (env, Some(key)))
+            // A new user of a from-join space: a new epoch, linked to nothing,
+            // with the name sealed again (which this device must be able to read).
+            let Some(name) = space.name.as_deref() else {
+                return Ok(Err(key_missing(space)));
+            };
+            control::join(&self.keys, state, writer, &cert, role, name).map(|(env, key)| (env, Some(key)))
         } else {
             let Some(key) = space.keys.key_for(&state.current().epoch) else {
                 return Ok(Err(key_missing(space)));

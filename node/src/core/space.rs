@@ -158,6 +158,10 @@ pub(crate) struct Space {
     pub(crate) stored_from: HashMap<ActorKey, u64>,
     /// The last envelopes of held snapshots: known ids that are not stored.
     pub(crate) snapshot_lasts: BTreeSet<EnvelopeId>,
+    /// From-join spaces: the document of every stored content envelope, so that
+    /// "a parent is in its child's document" is checked in clear, alike on
+    /// every node, whatever keys it holds.
+    pub(crate) doc_of: HashMap<EnvelopeId, DocId>,
 }
 
 impl Space {
@@ -201,6 +205,7 @@ impl Space {
             last_env: HashMap::new(),
             stored_from: HashMap::new(),
             snapshot_lasts: BTreeSet::new(),
+            doc_of: HashMap::new(),
         }
     }
 
@@ -393,6 +398,9 @@ impl Space {
         if unknown > 0 && self.snapshots.is_empty() {
             return Verdict::Wait;
         }
+        if self.state.history == History::FromJoin && h.parents.iter().any(|p| self.doc_of.get(p) != Some(&h.doc)) {
+            return Verdict::Reject("a parent envelope is content of another document");
+        }
         let Some(readable) = &self.readable else {
             // Replicate-only: everything checkable in clear has been checked.
             return Verdict::Accept(None);
@@ -495,6 +503,9 @@ impl Space {
         let h = env.header();
         self.next_order = self.next_order.max(order + 1);
         self.order.insert(env.id(), order);
+        if h.kind == Kind::Content && self.state.history == History::FromJoin {
+            self.doc_of.insert(env.id(), h.doc);
+        }
         self.stored_from.entry(h.actor()).or_insert(h.seq);
         self.advance_writer(env);
         self.pending.remove(&env.id());
