@@ -10,7 +10,9 @@
 //! - content is judged at the causal point it names: a reader's message naming
 //!   its demotion is refused everywhere, one written before it stays valid;
 //! - a rotation whose key does not open (for one member, or for anyone) cannot
-//!   stop a space.
+//!   stop a space;
+//! - in a from-join space, content building on another document's content is
+//!   refused in clear, by members and newcomers alike.
 
 mod inproc;
 
@@ -380,5 +382,60 @@ fn a_readers_content_is_refused_by_every_core() {
         }
         let err = bob.core.send(space, "hello".into(), None).await.unwrap_err();
         assert!(matches!(err, core::Error::NotWritable(_)), "{err}");
+    });
+}
+
+/// In a from-join space, content must build on content of its own document (its
+/// epoch's), and every core decides that in clear: a message in the newest
+/// epoch's document naming a message from before Erin's join as its parent is
+/// refused by Bob (who can read that parent) and by Erin (who cannot) alike.
+#[test]
+fn a_parent_in_another_document_is_refused_by_every_core() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let [alice, bob, erin] = [(); 3].map(|_| Node::new());
+        let mut alice_rx = alice.core.subscribe();
+        let space = alice
+            .core
+            .create_chat("room".into(), History::FromJoin, vec![bob.cert().to_card()], vec![])
+            .await
+            .unwrap();
+        alice.core.send(space, "before Erin".into(), None).await.unwrap();
+        alice
+            .core
+            .invite(space, erin.cert().to_card(), Grant::Member(Role::Writer))
+            .await
+            .unwrap();
+        sync(&alice, &bob, space).await;
+        sync(&alice, &erin, space).await;
+        let log = stored(&mut alice_rx);
+        let state = control_state(&log);
+        let old = log
+            .iter()
+            .map(|b| Envelope::decode(b.clone()).unwrap())
+            .find(|e| e.header().kind == Kind::Content)
+            .expect("Alice's message");
+        let epoch = state.current().epoch.clone();
+        let doc = state.content_doc(&epoch.id);
+        assert_ne!(old.header().doc, doc, "the join started another document");
+        let key = state.unwrap_key(&alice.keys).unwrap().unwrap();
+        let header = Header {
+            kind: Kind::Content,
+            space,
+            doc,
+            epoch: epoch.id,
+            author: alice.device(),
+            incarnation: rand::random(),
+            seq: 1,
+            parents: vec![old.id()],
+            control_heads: state.heads(),
+        };
+        let forged = Envelope::seal_content(&alice.keys, header, &key, b"builds across documents").into_bytes();
+        for node in [&bob, &erin] {
+            let ack = deliver(&alice, node, vec![forged.clone()]).await;
+            assert_eq!(ack.rejected, 1, "refused alike, whatever keys the node holds");
+            assert_eq!(node.status(space).await.rejected, 1);
+        }
+        assert_eq!(erin.core.messages(space, 10).await.unwrap().len(), 0);
     });
 }
