@@ -282,7 +282,7 @@ impl UserKeys {
 }
 
 /// Reads `magic ‖ len bytes` from `home/name`.
-fn read_key_file(home: &Path, name: &str, magic: &[u8; 8], len: usize) -> Result<Zeroizing<Vec<u8>>, Error> {
+pub(crate) fn read_key_file(home: &Path, name: &str, magic: &[u8; 8], len: usize) -> Result<Zeroizing<Vec<u8>>, Error> {
     let path = home.join(name);
     let bytes = Zeroizing::new(fs::read(&path).map_err(|source| {
         if source.kind() == std::io::ErrorKind::NotFound {
@@ -302,7 +302,13 @@ fn read_key_file(home: &Path, name: &str, magic: &[u8; 8], len: usize) -> Result
 
 /// Writes `magic ‖ contents` to `home/name`, 0600, durably. Without `replace`,
 /// refuses to overwrite; with it, writes a temporary file and renames it over.
-fn write_key_file(home: &Path, name: &str, magic: &[u8; 8], contents: &[u8], replace: bool) -> Result<(), Error> {
+pub(crate) fn write_key_file(
+    home: &Path,
+    name: &str,
+    magic: &[u8; 8],
+    contents: &[u8],
+    replace: bool,
+) -> Result<(), Error> {
     let path = home.join(name);
     let target = if replace {
         home.join(format!("{name}.new"))

@@ -11,9 +11,9 @@ pub use outpost_crdt::DocId;
 #[derive(Debug, thiserror::Error)]
 #[error("{what} must be {len} hex characters, got {got:?}")]
 pub struct ParseIdError {
-    what: &'static str,
-    len: usize,
-    got: String,
+    pub(crate) what: &'static str,
+    pub(crate) len: usize,
+    pub(crate) got: String,
 }
 
 macro_rules! hex_id {
@@ -75,6 +75,7 @@ macro_rules! hex_id {
 
     };
 }
+pub(crate) use hex_id;
 
 hex_id!(
     /// A device: its ed25519 public key (also its libp2p identity).

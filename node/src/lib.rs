@@ -14,6 +14,7 @@ pub mod identity;
 pub mod ids;
 pub mod link;
 pub mod net;
+pub mod org;
 pub mod snapshot;
 pub mod store;
 pub mod sync;

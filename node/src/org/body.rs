@@ -1,0 +1,226 @@
+//! The policy body: the org chart and the rules every node enforces.
+//!
+//! Departments form a tree by construction: a department's parent comes before
+//! it in the list, so there is no cycle to detect after decoding, only an index
+//! to check.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::PolicyError;
+use crate::ids::DeviceId;
+
+/// Most departments a policy holds.
+pub const MAX_DEPARTMENTS: usize = 100_000;
+/// Most members a policy holds.
+pub const MAX_MEMBERS: usize = 200_000;
+/// Deepest department path (the root department is depth 1).
+pub const MAX_DEPTH: usize = 32;
+/// Longest text field (names, titles, ids, emails, phones), in bytes.
+pub const MAX_FIELD_BYTES: usize = 256;
+/// Most devices one member has.
+pub const MAX_DEVICES_PER_MEMBER: usize = 64;
+
+/// One policy version's content (postcard, fields in this order).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    pub name: String,
+    pub departments: Vec<Department>,
+    pub members: Vec<OrgMember>,
+    pub rules: SpaceRules,
+    /// Devices no node may open a session with, whoever they belonged to.
+    pub revoked: Vec<DeviceId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Department {
+    pub name: String,
+    /// Index of the parent department, always lower than this one's; `None` for a root.
+    pub parent: Option<u32>,
+    /// Hidden from everyone outside it except admins.
+    pub hidden: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrgMember {
+    /// The org's own member id (e.g. an employee number): stable across versions.
+    pub id: String,
+    pub name: String,
+    pub department: u32,
+    pub title: String,
+    pub email: String,
+    pub phone: String,
+    pub head: bool,
+    pub role: OrgRole,
+    pub devices: Vec<DeviceId>,
+    pub status: MemberStatus,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrgRole {
+    Member,
+    /// Administers the subtree of this department.
+    DepartmentAdmin(u32),
+    SuperAdmin,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberStatus {
+    Active,
+    Offboarded,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpaceRules {
+    /// Whether members below admin may create spaces.
+    pub members_create_spaces: bool,
+    /// Whether members may invite people outside the org.
+    pub invite_outsiders: bool,
+}
+
+impl Default for SpaceRules {
+    fn default() -> Self {
+        Self {
+            members_create_spaces: true,
+            invite_outsiders: false,
+        }
+    }
+}
+
+impl Policy {
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_stdvec(self).expect("policies serialize")
+    }
+
+    /// Decodes and checks a body: canonical bytes, caps, a department tree,
+    /// unique member ids, references in range.
+    pub fn decode(bytes: &[u8]) -> Result<Self, PolicyError> {
+        let policy: Policy = postcard::from_bytes(bytes).map_err(|_| PolicyError::Decode)?;
+        if policy.encode() != bytes {
+            return Err(PolicyError::Decode);
+        }
+        policy.check().map_err(|_| PolicyError::Decode)?;
+        Ok(policy)
+    }
+
+    /// The structural rules of a body, with a reason a person can act on.
+    pub fn check(&self) -> Result<(), String> {
+        if self.departments.len() > MAX_DEPARTMENTS || self.members.len() > MAX_MEMBERS {
+            return Err("too many departments or members".into());
+        }
+        if self.name.len() > MAX_FIELD_BYTES {
+            return Err("the org name is too long".into());
+        }
+        for (i, d) in self.departments.iter().enumerate() {
+            if d.name.is_empty() || d.name.len() > MAX_FIELD_BYTES || d.name.contains('/') {
+                return Err(format!(
+                    "department {i}: a name is 1 to {MAX_FIELD_BYTES} bytes, without '/'"
+                ));
+            }
+            if d.parent.is_some_and(|p| p as usize >= i) {
+                return Err(format!("department {i}: its parent must come before it"));
+            }
+            if self.depth(i as u32) > MAX_DEPTH {
+                return Err(format!("department {i}: deeper than {MAX_DEPTH} levels"));
+            }
+        }
+        let mut ids = BTreeSet::new();
+        for m in &self.members {
+            let fields = [&m.id, &m.name, &m.title, &m.email, &m.phone];
+            if m.id.is_empty() || fields.iter().any(|f| f.len() > MAX_FIELD_BYTES) {
+                return Err(format!(
+                    "member {:?}: an id is required and fields are at most {MAX_FIELD_BYTES} bytes",
+                    m.id
+                ));
+            }
+            if !ids.insert(m.id.as_str()) {
+                return Err(format!("member {:?} is listed twice", m.id));
+            }
+            let in_range = |d: u32| (d as usize) < self.departments.len();
+            if !in_range(m.department) || matches!(m.role, OrgRole::DepartmentAdmin(d) if !in_range(d)) {
+                return Err(format!("member {:?} names an unknown department", m.id));
+            }
+            if m.devices.len() > MAX_DEVICES_PER_MEMBER {
+                return Err(format!("member {:?} has too many devices", m.id));
+            }
+        }
+        Ok(())
+    }
+
+    /// The depth of department `i` (a root is 1).
+    fn depth(&self, i: u32) -> usize {
+        let mut depth = 1;
+        let mut at = self.departments[i as usize].parent;
+        while let Some(p) = at {
+            depth += 1;
+            at = self.departments.get(p as usize).and_then(|d| d.parent);
+            if depth > MAX_DEPTH {
+                break;
+            }
+        }
+        depth
+    }
+
+    /// The path of department `i`, e.g. `总部/技术部/前端组`.
+    pub fn path(&self, i: u32) -> String {
+        let mut parts = Vec::new();
+        let mut at = Some(i);
+        while let Some(d) = at.and_then(|d| self.departments.get(d as usize)) {
+            parts.push(d.name.as_str());
+            at = d.parent;
+            if parts.len() > MAX_DEPTH {
+                break;
+            }
+        }
+        parts.reverse();
+        parts.join("/")
+    }
+
+    /// Whether `device` is revoked by this policy.
+    pub fn is_revoked(&self, device: &DeviceId) -> bool {
+        self.revoked.contains(device)
+    }
+
+    /// What changes from `self` to `next`, one line each, for people.
+    pub fn diff(&self, next: &Policy) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.name != next.name {
+            out.push(format!("name: {:?} -> {:?}", self.name, next.name));
+        }
+        let paths = |p: &Policy| -> BTreeSet<String> { (0..p.departments.len() as u32).map(|i| p.path(i)).collect() };
+        let (old_paths, new_paths) = (paths(self), paths(next));
+        out.extend(new_paths.difference(&old_paths).map(|p| format!("+ department {p}")));
+        out.extend(old_paths.difference(&new_paths).map(|p| format!("- department {p}")));
+        let by_id = |p: &Policy| -> BTreeMap<String, (OrgMember, String)> {
+            p.members
+                .iter()
+                .map(|m| (m.id.clone(), (m.clone(), p.path(m.department))))
+                .collect()
+        };
+        let (old, new) = (by_id(self), by_id(next));
+        for (id, (m, path)) in &new {
+            match old.get(id) {
+                None => out.push(format!("+ member {id} {} ({path})", m.name)),
+                Some((before, old_path)) if (before, old_path) != (m, path) => {
+                    out.push(format!("~ member {id} {} ({old_path} -> {path})", m.name))
+                }
+                Some(_) => {}
+            }
+        }
+        for (id, (m, path)) in &old {
+            if !new.contains_key(id) {
+                out.push(format!("- member {id} {} ({path})", m.name));
+            }
+        }
+        for d in next.revoked.iter().filter(|d| !self.revoked.contains(d)) {
+            out.push(format!("revoke device {d}"));
+        }
+        if self.rules != next.rules {
+            out.push(format!("rules: {:?} -> {:?}", self.rules, next.rules));
+        }
+        out
+    }
+}
