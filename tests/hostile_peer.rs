@@ -204,6 +204,7 @@ impl Hostile {
                         Request::Join(_) => Response::Joined(Box::new(outpost_node::link::JoinOutcome::Refused(
                             "mallory links no one".into(),
                         ))),
+                        Request::Policy(_) => Response::Policy(None),
                     };
                     let _ = self.swarm.behaviour_mut().send_response(channel, sync::encode(&answer));
                 }

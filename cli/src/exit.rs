@@ -34,7 +34,22 @@ fn chain(err: &anyhow::Error) -> String {
     parts.join(": ")
 }
 
+/// A person's input that cannot work, caught before anything is sent.
+#[derive(Debug)]
+pub(crate) struct Usage(pub(crate) String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
 fn classify(err: &anyhow::Error) -> (u8, Option<String>) {
+    if err.downcast_ref::<Usage>().is_some() {
+        return (2, None);
+    }
     if let Some(e) = err.downcast_ref::<client::Error>() {
         return match e {
             client::Error::NotRunning(_) => (3, None),

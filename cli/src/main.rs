@@ -5,6 +5,7 @@
 //! and the exit code says what kind of failure it was (see [`exit`]).
 
 mod exit;
+mod org;
 mod output;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
@@ -61,6 +62,9 @@ enum Command {
     /// Your devices: link a new one to your user, list them, revoke a lost one.
     #[command(subcommand)]
     Device(DeviceCommand),
+    /// The organisation: an admin-signed policy every node verifies offline.
+    #[command(subcommand)]
+    Org(org::OrgCmd),
 }
 
 #[derive(Subcommand)]
@@ -391,6 +395,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Device(cmd) => {
             init_logging("warn");
             device(&client, &home, cmd).await?;
+        }
+        Command::Org(cmd) => {
+            init_logging("warn");
+            org::run(&client, &home, cmd).await?;
         }
     }
     Ok(())

@@ -32,7 +32,7 @@ use crate::{
     control::{History, Role},
     core::{
         self, Changed, CoreHandle, DeviceView, Invited, Joined, LinkState, Linked, MemberChange, Members, MessageView,
-        Revoked, Sent, SpaceStatus, SpaceSummary,
+        OrgCommand, OrgView, Revoked, Sent, SpaceStatus, SpaceSummary,
     },
     identity::DeviceKeys,
     ids::{DeviceId, SpaceId, UserId},
@@ -153,6 +153,7 @@ pub fn router(core: CoreHandle, net: NetHandle, keys: Arc<DeviceKeys>, stopping:
         .route("/v1/devices/join", post(join))
         .route("/v1/devices/{device}/revoke", post(revoke))
         .route("/v1/chats", post(create_chat))
+        .route("/v1/org", get(org_show).post(org_command))
         .route("/v1/chats/{space}/messages", post(send).get(log))
         .route("/v1/events", get(events))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such API endpoint".into(), None) })
@@ -221,6 +222,13 @@ impl From<core::Error> for Failure {
                 Some("check disk space and the daemon log"),
             ),
             E::Stopped => error(StatusCode::SERVICE_UNAVAILABLE, "stopped", msg, None),
+            E::NotFound(_) => error(StatusCode::NOT_FOUND, "not_found", msg, None),
+            E::NotAdmin(_) => error(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                msg,
+                Some("`outpost org show` lists the admin keys and this device's"),
+            ),
         }
     }
 }
@@ -382,6 +390,14 @@ async fn revoke(State(s): State<AppState>, Path(device): Path<String>) -> Result
 async fn members(State(s): State<AppState>, Path(space): Path<String>) -> Result<Json<Members>, Failure> {
     let space = parse_space(&space)?;
     Ok(Json(s.core.members(space).await?))
+}
+
+async fn org_show(State(s): State<AppState>) -> Result<Json<OrgView>, Failure> {
+    Ok(Json(s.core.org_show().await?))
+}
+
+async fn org_command(State(s): State<AppState>, Json(cmd): Json<OrgCommand>) -> Result<Json<OrgView>, Failure> {
+    Ok(Json(s.core.org(cmd).await?))
 }
 
 async fn create_chat(State(s): State<AppState>, Json(req): Json<CreateChat>) -> Result<Json<Created>, Failure> {

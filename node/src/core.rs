@@ -18,6 +18,7 @@ mod equivocation;
 mod ingest;
 mod load;
 mod members;
+mod org;
 mod pending;
 mod serve;
 mod snapshots;
@@ -37,7 +38,6 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, info, warn};
 
-pub use self::devices::{DeviceRecord, DeviceView, Joined, LinkState, Linked, Revoked, join_request};
 use self::{
     devices::PendingLink,
     equivocation::freeze,
@@ -45,6 +45,10 @@ use self::{
     pending::{ORPHAN_BYTES_CAP, ORPHAN_CAP, Pending},
     snapshots::{SnapshotOutcome, hold_stored_snapshot},
     space::{ContentChange, PeerView, SnapshotContent, SnapshotVerdict, Space, Verdict},
+};
+pub use self::{
+    devices::{DeviceRecord, DeviceView, Joined, LinkState, Linked, Revoked, join_request},
+    org::{DEFAULT_EXPIRY_DAYS, DraftView, OrgCommand, OrgView, Proposal},
 };
 use crate::{
     control::{self, ControlOp, Epoch, History, Keyring, Role, SpaceKind, SpaceState},
@@ -88,6 +92,11 @@ pub enum Error {
     Invalid(String),
     #[error("not allowed: {0}")]
     NotAllowed(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// An org action this device's admin key (or its absence) does not allow.
+    #[error("not allowed: {0}")]
+    NotAdmin(String),
     #[error("storage failure; the operation was not applied")]
     Store(#[source] Arc<store::Error>),
     #[error("the node is shutting down")]
@@ -122,6 +131,8 @@ pub enum Event {
     /// The log changed in bulk (a snapshot was merged, or a frozen writer's
     /// messages were removed): followers re-read instead of receiving one event each.
     Reload { space: SpaceId, messages: u64 },
+    /// The org policy advanced, or its drafts changed: tell every peer.
+    Policy,
 }
 
 /// Per-space state for `status`.
@@ -286,6 +297,23 @@ pub struct OfferOutcome {
 type Reply<T> = oneshot::Sender<Result<T>>;
 
 enum ToCore {
+    Org {
+        cmd: OrgCommand,
+        reply: Reply<OrgView>,
+    },
+    OrgShow {
+        reply: Reply<OrgView>,
+    },
+    /// A peer's policy frame: the answer is what it lacks.
+    TakePolicy {
+        from: DeviceId,
+        frame: Box<crate::org::PolicyFrame>,
+        reply: Reply<Option<crate::org::PolicyFrame>>,
+    },
+    /// What to tell a peer about the org when connecting.
+    PolicyFrame {
+        reply: Reply<Option<crate::org::PolicyFrame>>,
+    },
     CreateChat {
         name: String,
         history: History,
@@ -453,6 +481,34 @@ impl CoreHandle {
         let _ = self.tx.send(ToCore::LearnCert { cert }).await;
     }
 
+    /// Runs an org command (`org init|follow|propose|sign|publish`).
+    pub async fn org(&self, cmd: OrgCommand) -> Result<OrgView> {
+        self.call(|reply| ToCore::Org { cmd, reply }).await
+    }
+
+    pub async fn org_show(&self) -> Result<OrgView> {
+        self.call(|reply| ToCore::OrgShow { reply }).await
+    }
+
+    /// Takes a peer's policy frame; returns what the peer lacks.
+    pub async fn take_policy(
+        &self,
+        from: DeviceId,
+        frame: crate::org::PolicyFrame,
+    ) -> Result<Option<crate::org::PolicyFrame>> {
+        self.call(|reply| ToCore::TakePolicy {
+            from,
+            frame: Box::new(frame),
+            reply,
+        })
+        .await
+    }
+
+    /// What to tell a peer about the org when connecting (`None`: no org).
+    pub async fn policy_frame(&self) -> Result<Option<crate::org::PolicyFrame>> {
+        self.call(|reply| ToCore::PolicyFrame { reply }).await
+    }
+
     pub async fn messages(&self, space: SpaceId, limit: usize) -> Result<Vec<MessageView>> {
         self.call(|reply| ToCore::Messages { space, limit, reply }).await
     }
@@ -594,6 +650,11 @@ struct Core {
     events: broadcast::Sender<Event>,
     /// The node's home (where the user link is saved); `None` in some tests.
     home: Option<PathBuf>,
+    /// The org this node follows, if any.
+    org: Option<org::OrgState>,
+    /// The org's policy or drafts changed in this batch: peers are told after
+    /// the commit (`Event::Policy`).
+    policy_changed: bool,
     /// The user key, on the device that created the user (it links new devices).
     user_keys: Option<UserKeys>,
     /// This user's devices as recorded here.
@@ -651,6 +712,8 @@ impl Core {
             rebuilds: BTreeSet::new(),
             events,
             home: None,
+            org: None,
+            policy_changed: false,
             user_keys: None,
             devices: BTreeMap::new(),
             links: HashMap::new(),
@@ -741,6 +804,12 @@ impl Core {
                 ToCore::Revoke { device, reply } => self
                     .revoke(txn, &device, &mut effects)
                     .map(|outcome| effects.reply_result(reply, outcome)),
+                ToCore::Org { cmd, reply } => self
+                    .org_command(txn, cmd)
+                    .map(|outcome| effects.reply_result(reply, outcome)),
+                ToCore::TakePolicy { from, frame, reply } => self
+                    .take_policy(txn, from, *frame)
+                    .map(|outcome| effects.reply(reply, outcome)),
                 other => {
                     reads.push(other);
                     Ok(())
@@ -776,6 +845,9 @@ impl Core {
                 for event in effects.events.drain(..) {
                     let _ = self.events.send(event);
                 }
+                if std::mem::take(&mut self.policy_changed) {
+                    let _ = self.events.send(Event::Policy);
+                }
                 for space in std::mem::take(&mut self.purges) {
                     if let Err(e) = self.purge(space) {
                         warn!(space = %space.fmt_short(), error = %e, "purging a frozen writer failed; it is retried at the next start");
@@ -795,6 +867,7 @@ impl Core {
             }
             Some(e) => {
                 warn!(error = %e, "group commit failed; nothing in it was acknowledged");
+                self.policy_changed = false;
                 self.purges.clear();
                 self.rebuilds.clear();
                 if let Err(e) = self.load() {
@@ -838,6 +911,14 @@ impl Core {
             ToCore::ConfirmLink { reply, .. } => fail_unavailable(reply),
             ToCore::Joined { reply, .. } => fail_unavailable(reply),
             ToCore::Revoke { reply, .. } => fail_unavailable(reply),
+            ToCore::Org { reply, .. } => fail_unavailable(reply),
+            ToCore::TakePolicy { reply, .. } => fail_unavailable(reply),
+            ToCore::OrgShow { reply } => {
+                let _ = reply.send(self.org_view());
+            }
+            ToCore::PolicyFrame { reply } => {
+                let _ = reply.send(self.policy_hello().map_err(|e| Error::Store(Arc::new(e))));
+            }
             ToCore::LinkTicket { addrs, reply } => {
                 let _ = reply.send(self.link_ticket(addrs));
             }

@@ -342,6 +342,9 @@ struct NetActor {
     pushes: HashMap<OutboundRequestId, PeerId>,
     /// Join requests in flight, with who waits for the answer.
     joins: HashMap<OutboundRequestId, oneshot::Sender<JoinOutcome>>,
+    /// The highest policy version each peer said it holds (its answers): a
+    /// peer that does not advance is not sent the same versions again.
+    policy_seen: HashMap<PeerId, u64>,
     mdns_peers: HashSet<PeerId>,
     listen: Vec<Multiaddr>,
     tasks: JoinSet<()>,
@@ -376,6 +379,7 @@ impl NetActor {
             outboxes: HashMap::new(),
             pushes: HashMap::new(),
             joins: HashMap::new(),
+            policy_seen: HashMap::new(),
             mdns_peers: HashSet::new(),
             listen: Vec::new(),
             tasks: JoinSet::new(),
@@ -487,6 +491,20 @@ impl NetActor {
                     self.push(peer, envelopes.as_ref().clone());
                 }
             }
+            Ok(core::Event::Policy) => {
+                let peers: Vec<PeerId> = self.connected.keys().copied().collect();
+                let core = self.core.clone();
+                let out = self.internal_tx.clone();
+                self.spawn(async move {
+                    let Ok(Some(frame)) = core.policy_frame().await else {
+                        return;
+                    };
+                    for peer in peers {
+                        let request = Request::Policy(Box::new(frame.clone()));
+                        let _ = out.send(Internal::Send { peer, request }).await;
+                    }
+                });
+            }
             Ok(core::Event::Message { .. } | core::Event::Reload { .. }) => {}
             Err(broadcast::error::RecvError::Lagged(n)) => {
                 warn!(missed = n, "fell behind the core's events; re-syncing every peer");
@@ -585,12 +603,22 @@ impl NetActor {
         }
     }
 
-    /// Sends our offer to a peer (from a task: the core answers asynchronously).
+    /// Sends our policy, then our offer, to a peer (from a task: the core
+    /// answers asynchronously). The policy goes first: it decides what the rest
+    /// may do.
     fn start_sync(&mut self, peer: PeerId, device: DeviceId) {
         let core = self.core.clone();
         let cert = Box::new(self.keys.cert());
         let out = self.internal_tx.clone();
         self.spawn(async move {
+            if let Ok(Some(frame)) = core.policy_frame().await {
+                let _ = out
+                    .send(Internal::Send {
+                        peer,
+                        request: Request::Policy(Box::new(frame)),
+                    })
+                    .await;
+            }
             if let Ok(spaces) = core.make_offer(device).await {
                 let _ = out
                     .send(Internal::Send {
@@ -658,6 +686,7 @@ impl NetActor {
                 if let Some(c) = self.connected.remove(&peer_id) {
                     info!(peer = %c.device.fmt_short(), "disconnected");
                 }
+                self.policy_seen.remove(&peer_id);
                 // Unsent envelopes are pulled again after the reconnect.
                 self.outboxes.remove(&peer_id);
                 self.pushes.retain(|_, p| *p != peer_id);
@@ -759,6 +788,45 @@ impl NetActor {
                                 .await;
                         });
                     }
+                    Message::Request {
+                        request: Ok(Request::Policy(frame)),
+                        channel,
+                        ..
+                    } => {
+                        self.spawn(async move {
+                            let answer = core.take_policy(device, *frame).await.ok().flatten();
+                            let _ = out
+                                .send(Internal::Respond {
+                                    channel,
+                                    response: Response::Policy(answer.map(Box::new)),
+                                })
+                                .await;
+                        });
+                    }
+                    Message::Response {
+                        response: Response::Policy(Some(frame)),
+                        ..
+                    } => {
+                        // Send what the peer still lacks, unless it did not advance
+                        // since the last answer (it refuses what we have: a fork).
+                        let advanced = self
+                            .policy_seen
+                            .insert(peer, frame.have)
+                            .is_none_or(|before| before < frame.have);
+                        self.spawn(async move {
+                            let Ok(Some(answer)) = core.take_policy(device, *frame).await else {
+                                return;
+                            };
+                            if advanced && !answer.versions.is_empty() {
+                                let request = Request::Policy(Box::new(answer));
+                                let _ = out.send(Internal::Send { peer, request }).await;
+                            }
+                        });
+                    }
+                    Message::Response {
+                        response: Response::Policy(None),
+                        ..
+                    } => {}
                     Message::Response {
                         request_id,
                         response: Response::Joined(outcome),

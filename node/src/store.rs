@@ -54,6 +54,10 @@ const CERTS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("device-ce
 /// This device's user's devices (linked here, or known when this device joined):
 /// device → postcard(`core::devices::DeviceRecord`).
 const USER_DEVICES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("user-devices-1");
+/// The org this node follows: `org` → id; `version/{n:020}` → a verified
+/// version; `draft/{hex}` → a draft; `signed-for/{n:020}` → the draft this
+/// device's admin key signed for version n (it signs no other).
+const ORG: TableDefinition<&str, &[u8]> = TableDefinition::new("org-1");
 
 /// A store failure. Always fatal for the operation; the node reports it and the
 /// caller's write is not acknowledged.
@@ -147,6 +151,7 @@ impl Store {
         tx.open_table(CLIENT_IDS)?;
         tx.open_table(CERTS)?;
         tx.open_table(USER_DEVICES)?;
+        tx.open_table(ORG)?;
         tx.open_table(FROZEN)?;
         tx.open_table(INVALID)?;
         tx.open_table(SNAPSHOTS)?;
@@ -292,6 +297,25 @@ impl Store {
     }
 
     /// This user's devices as recorded here (postcard bytes).
+    /// Every row of the org table, in key order.
+    pub fn org_rows(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(ORG)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (k, v) = row?;
+            out.push((k.value().to_string(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// One row of the org table.
+    pub fn org_row(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(ORG)?;
+        Ok(table.get(key)?.map(|v| v.value().to_vec()))
+    }
+
     pub fn user_devices(&self) -> Result<Vec<Vec<u8>>> {
         let tx = self.db.begin_read()?;
         let table = tx.open_table(USER_DEVICES)?;
@@ -413,6 +437,16 @@ impl Txn {
 
     pub fn put_user_device(&mut self, device: &DeviceId, record: &[u8]) -> Result<()> {
         self.open_table(USER_DEVICES)?.insert(&device.0, record)?;
+        Ok(())
+    }
+
+    pub fn put_org(&mut self, key: &str, value: &[u8]) -> Result<()> {
+        self.open_table(ORG)?.insert(key, value)?;
+        Ok(())
+    }
+
+    pub fn remove_org(&mut self, key: &str) -> Result<()> {
+        self.open_table(ORG)?.remove(key)?;
         Ok(())
     }
 

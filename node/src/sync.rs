@@ -26,6 +26,7 @@ use crate::{
     identity::{DeviceCert, Sig},
     ids::{ActorKey, DeviceId, DocId, EnvelopeId, EpochId, SpaceId},
     link::{JoinOutcome, JoinRequest},
+    org::{MAX_DRAFTS, MAX_VERSIONS_PER_FRAME, PolicyFrame},
 };
 
 /// The protocol id; a breaking change gets a new number.
@@ -107,6 +108,9 @@ pub enum Request {
     },
     /// A device asks to join this device's user (see [`crate::link`]).
     Join(Box<JoinRequest>),
+    /// The sender's org policy: sent first on every connection, and when a new
+    /// version is published. Answered with [`Response::Policy`].
+    Policy(Box<PolicyFrame>),
 }
 
 /// Consecutive envelopes that share kind, space, doc, epoch, writer and control
@@ -226,9 +230,13 @@ pub fn unpack(groups: Vec<PackedGroup>) -> Result<Vec<Vec<u8>>, FrameError> {
 /// A response frame. postcard: append variants, never reorder.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
-    Offer { spaces: Vec<SpaceVv> },
+    Offer {
+        spaces: Vec<SpaceVv>,
+    },
     Ack(Ack),
     Joined(Box<JoinOutcome>),
+    /// What the sender of a [`Request::Policy`] lacks (`None`: another org, or none).
+    Policy(Option<Box<PolicyFrame>>),
 }
 
 /// Most sibling devices a join answer may list.
@@ -276,6 +284,7 @@ pub fn decode_request(bytes: &[u8]) -> Result<Request, FrameError> {
             }
         }
         Request::Join(_) => {}
+        Request::Policy(frame) => check_policy(frame)?,
     }
     Ok(req)
 }
@@ -295,8 +304,17 @@ pub fn decode_response(bytes: &[u8]) -> Result<Response, FrameError> {
             }
         }
         Response::Ack(_) => {}
+        Response::Policy(Some(frame)) => check_policy(frame)?,
+        Response::Policy(None) => {}
     }
     Ok(resp)
+}
+
+fn check_policy(frame: &PolicyFrame) -> Result<(), FrameError> {
+    if frame.versions.len() > MAX_VERSIONS_PER_FRAME || frame.drafts.len() > MAX_DRAFTS {
+        return Err(FrameError::Cap("policy versions or drafts per frame"));
+    }
+    Ok(())
 }
 
 /// Decodes a whole frame: trailing bytes make it invalid.

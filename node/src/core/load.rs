@@ -14,6 +14,7 @@ impl Core {
     pub(super) fn load(&mut self) -> store::Result<()> {
         self.spaces.clear();
         self.orphans.clear();
+        self.org = org::load_org(&self.store)?;
         self.load_devices()?;
         let cert = self.keys.cert();
         if self.devices.get(&self.me).map(|r| r.cert) != Some(cert) {

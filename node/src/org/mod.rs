@@ -80,6 +80,23 @@ pub struct Signed {
     pub body: Vec<u8>,
 }
 
+/// What two nodes exchange about their org when they connect, before anything
+/// else: the sender's highest version, the versions after what the other side
+/// holds (as far as known), and the drafts being signed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyFrame {
+    pub org: OrgId,
+    /// The sender's highest verified version (0: none yet).
+    pub have: u64,
+    pub versions: Vec<Signed>,
+    pub drafts: Vec<Signed>,
+}
+
+/// Most versions one frame carries (a node further behind asks again).
+pub const MAX_VERSIONS_PER_FRAME: usize = 64;
+/// Most drafts a node keeps and sends.
+pub const MAX_DRAFTS: usize = 16;
+
 /// A version that verified against the chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {

@@ -1,0 +1,163 @@
+//! The org policy between daemon processes.
+//!
+//! Alice and Bob are the admins of an org (2 of 2 sign). Carol's node follows
+//! the org and is connected to Bob only: every version reaches her through an
+//! ordinary peer, with no anchor. Version 1 is drafted by Alice, signed by Bob
+//! on his device and published; version 2 renames the org and revokes a
+//! device. An under-signed draft does not publish, an admin does not sign two
+//! drafts of one version, and a restart keeps the highest version.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Node, wait_until};
+use serde_json::Value;
+
+const CONVERGE: Duration = Duration::from_secs(60);
+
+fn org(node: &Node) -> Option<Value> {
+    node.try_json(&["org", "show", "--json"]).ok()
+}
+
+fn version(node: &Node) -> u64 {
+    org(node).and_then(|o| o["version"].as_u64()).unwrap_or(0)
+}
+
+/// The id of the one draft of `version` that `node` holds, once it has
+/// `signatures` of them.
+fn draft(node: &Node, version: u64, signatures: u64) -> String {
+    wait_until(
+        CONVERGE,
+        &format!("a draft of version {version} with {signatures} signatures"),
+        || {
+            let o = org(node)?;
+            o["drafts"].as_array()?.iter().find_map(|d| {
+                (d["version"] == version && d["signatures"].as_u64()? >= signatures)
+                    .then(|| d["id"].as_str().unwrap().to_string())
+            })
+        },
+    )
+}
+
+#[test]
+fn admins_sign_versions_that_reach_every_node_through_peers() {
+    let root = tempfile::tempdir().unwrap();
+    let mut alice = Node::init(root.path(), "alice");
+    let mut bob = Node::init(root.path(), "bob");
+    let mut carol = Node::init(root.path(), "carol");
+    alice.start(&[]);
+    bob.start(&[alice.addr()]);
+    carol.start(&[bob.addr()]);
+
+    let bob_key = bob.json(&["org", "keygen", "--json"])["admin_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // A wrong count of admins is caught before anything is made.
+    let wrong = alice.cli(&[
+        "org",
+        "init",
+        "--name",
+        "acme",
+        "--admins",
+        "3",
+        "--admin",
+        &bob_key,
+        "--threshold",
+        "2",
+    ]);
+    assert_eq!(
+        wrong.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&wrong.stderr)
+    );
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("outpost org keygen"));
+
+    let created = alice.json(&[
+        "org",
+        "init",
+        "--name",
+        "acme",
+        "--admins",
+        "2",
+        "--admin",
+        &bob_key,
+        "--threshold",
+        "2",
+        "--json",
+    ]);
+    let org_id = created["org"].as_str().unwrap().to_string();
+    assert_eq!(created["version"], 0, "2 of 2 must sign version 1 first");
+    for node in [&bob, &carol] {
+        node.json(&["org", "follow", &org_id, "--json"]);
+    }
+    let v1 = draft(&bob, 1, 1);
+    // Alice alone cannot publish version 1.
+    let early = alice.cli(&["org", "publish", &v1]);
+    assert_eq!(early.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&early.stderr).contains("1 valid signatures of the admins, 2 needed"));
+    bob.json(&["org", "sign", &v1, "--json"]);
+    let v1_signed = draft(&alice, 1, 2);
+    assert_eq!(v1_signed, v1);
+    let published = alice.json(&["org", "publish", &v1, "--json"]);
+    assert_eq!(published["version"], 1);
+    assert_eq!(published["name"], "acme");
+    for node in [&bob, &carol] {
+        wait_until(CONVERGE, "version 1 to reach every node", || {
+            (version(node) == 1).then_some(())
+        });
+    }
+
+    // Version 2: Bob proposes on his device, Alice signs, Bob publishes; Carol,
+    // who only talks to Bob, gets it from him.
+    let lost = "ab".repeat(32);
+    let proposed = bob.json(&["org", "propose", "--name", "acme corp", "--revoke", &lost, "--json"]);
+    let d2 = proposed["drafts"][0]["id"].as_str().unwrap().to_string();
+    let diff: Vec<String> = proposed["drafts"][0]["diff"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap().to_string())
+        .collect();
+    assert!(diff.iter().any(|l| l.contains("acme corp")), "{diff:?}");
+    assert!(
+        diff.iter().any(|l| l.contains(&format!("revoke device {lost}"))),
+        "{diff:?}"
+    );
+    draft(&alice, 2, 1);
+    alice.json(&["org", "sign", &d2, "--json"]);
+    draft(&bob, 2, 2);
+    bob.json(&["org", "publish", &d2, "--json"]);
+    for node in [&alice, &carol] {
+        wait_until(CONVERGE, "version 2 to reach every node", || {
+            (version(node) == 2).then_some(())
+        });
+    }
+    let shown = org(&carol).unwrap();
+    assert_eq!(shown["name"], "acme corp");
+    assert_eq!(shown["revoked"][0], lost.as_str());
+    assert_eq!(shown["degraded"], false);
+
+    // An admin signs one draft per version: Alice proposes version 3, then
+    // cannot propose (sign) a different one.
+    alice.json(&["org", "propose", "--name", "three", "--json"]);
+    let second = alice.cli(&["org", "propose", "--name", "other three"]);
+    assert_eq!(
+        second.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    assert!(String::from_utf8_lossy(&second.stderr).contains("already signed another draft"));
+
+    // Not an admin: Carol cannot propose.
+    let stranger = carol.cli(&["org", "propose", "--name", "mine"]);
+    assert_eq!(stranger.status.code(), Some(4));
+
+    // A restart keeps the highest verified version.
+    carol.stop();
+    carol.restart();
+    assert_eq!(version(&carol), 2);
+}

@@ -1,0 +1,158 @@
+//! The org policy chain on real cores (redb store, the core's verification),
+//! fed frames by hand as a hostile or stale peer would send them: a rollback, a
+//! fork, K − 1 signatures and a removed admin's signature are refused by every
+//! node alike, a fork is reported, drafts nobody in the admin set signed are
+//! not kept, and the highest version survives a restart.
+
+mod inproc;
+
+use inproc::Node;
+use outpost_node::{
+    core::OrgCommand,
+    org::{AdminKeys, Header, OrgId, Policy, PolicyFrame, Signed, Verified},
+};
+
+const DAY: u64 = 86_400_000;
+
+fn body(name: &str) -> Vec<u8> {
+    Policy {
+        name: name.into(),
+        ..Policy::default()
+    }
+    .encode()
+}
+
+fn signed(header: &Header, body: Vec<u8>, by: &[&AdminKeys]) -> Signed {
+    let mut s = Signed::new(header, body);
+    for k in by {
+        s.sign(k);
+    }
+    s
+}
+
+/// The version after `prev` named `name`, with `admins`' keys and `threshold`.
+fn next(prev: &Verified, name: &str, admins: &[&AdminKeys], threshold: u16, by: &[&AdminKeys]) -> Signed {
+    let b = body(name);
+    let keys = admins.iter().map(|k| k.public()).collect();
+    let h = &prev.header;
+    let header = Header::next(prev, keys, threshold, h.issued_at_ms + 1, h.expires_at_ms + 1, &b);
+    signed(&header, b, by)
+}
+
+fn frame(org: OrgId, versions: Vec<Signed>) -> PolicyFrame {
+    PolicyFrame {
+        org,
+        have: 0,
+        versions,
+        drafts: Vec::new(),
+    }
+}
+
+#[test]
+fn every_node_refuses_rollback_fork_and_under_signed_versions() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let [a0, a1, a2] = [(); 3].map(|_| AdminKeys::generate());
+        let now = outpost_node::clock::now_ms();
+        let b1 = body("acme");
+        let h1 = Header::first(vec![a0.public(), a1.public(), a2.public()], 2, now, now + 90 * DAY, &b1);
+        let org = h1.org;
+        let v1 = signed(&h1, b1, &[&a0, &a1]).verify_first(&org).unwrap();
+        let v2 = next(&v1, "two", &[&a0, &a1, &a2], 2, &[&a1, &a2])
+            .verify_next(&v1)
+            .unwrap();
+        // Version 3 removes admin 2 (2 of the old set and 2 of the new one sign).
+        let v3 = next(&v2, "three", &[&a0, &a1], 2, &[&a0, &a1])
+            .verify_next(&v2)
+            .unwrap();
+
+        let mut nodes = [Node::new(), Node::new()];
+        for node in &nodes {
+            node.core.org(OrgCommand::Follow { org }).await.unwrap();
+            let versions = vec![v1.signed.clone(), v2.signed.clone(), v3.signed.clone()];
+            node.core
+                .take_policy(node.device(), frame(org, versions))
+                .await
+                .unwrap();
+            assert_eq!(node.core.org_show().await.unwrap().version, 3);
+        }
+        let rollback = v2.signed.clone();
+        let fork = next(&v2, "another three", &[&a0, &a1, &a2], 2, &[&a1, &a2]);
+        let k_minus_one = next(&v3, "four", &[&a0, &a1], 2, &[&a0]);
+        let removed_admin = next(&v3, "four", &[&a0, &a1], 2, &[&a0, &a2]);
+        let other_org = {
+            let b = body("evil");
+            let h = Header::first(vec![a2.public()], 1, now, now + DAY, &b);
+            signed(&h, b, &[&a2])
+        };
+        for node in &nodes {
+            for bad in [&rollback, &k_minus_one, &removed_admin, &fork, &other_org] {
+                node.core
+                    .take_policy(node.device(), frame(org, vec![bad.clone()]))
+                    .await
+                    .unwrap();
+                let shown = node.core.org_show().await.unwrap();
+                assert_eq!(shown.version, 3, "refused");
+                assert_eq!(shown.name.as_deref(), Some("three"));
+            }
+            let shown = node.core.org_show().await.unwrap();
+            let fork = shown.fork.expect("a fork is reported");
+            assert!(fork.contains("compromised"), "{fork}");
+            // A frame for another org changes nothing either.
+            let answer = node
+                .core
+                .take_policy(node.device(), frame(OrgId([9; 16]), vec![other_org.clone()]))
+                .await
+                .unwrap();
+            assert!(answer.is_none());
+        }
+        // Drafts a stranger signed (or nobody did) are not kept; an admin's is.
+        let stranger = AdminKeys::generate();
+        let junk = [
+            next(&v3, "junk", &[&a0, &a1], 2, &[]),
+            next(&v3, "junk", &[&a0, &a1], 2, &[&stranger]),
+        ];
+        let real = next(&v3, "four", &[&a0, &a1], 2, &[&a1]);
+        for node in &nodes {
+            let drafts: Vec<Signed> = junk.iter().cloned().chain([real.clone()]).collect();
+            node.core
+                .take_policy(
+                    node.device(),
+                    PolicyFrame {
+                        drafts,
+                        ..frame(org, Vec::new())
+                    },
+                )
+                .await
+                .unwrap();
+            let held = node.core.org_show().await.unwrap().drafts;
+            assert_eq!(held.len(), 1);
+            assert_eq!(held[0].signatures, 1);
+        }
+        // The answer to a peer that holds version 1 carries versions 2 and 3.
+        let answer = nodes[0]
+            .core
+            .take_policy(
+                nodes[1].device(),
+                PolicyFrame {
+                    have: 1,
+                    ..frame(org, Vec::new())
+                },
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(answer.have, 3);
+        assert_eq!(answer.versions, vec![v2.signed.clone(), v3.signed.clone()]);
+        // A restart keeps version 3: a rollback stays impossible.
+        let [first, second] = nodes;
+        nodes = [first.restart(), second];
+        assert_eq!(nodes[0].core.org_show().await.unwrap().version, 3);
+        nodes[0]
+            .core
+            .take_policy(nodes[0].device(), frame(org, vec![rollback.clone()]))
+            .await
+            .unwrap();
+        assert_eq!(nodes[0].core.org_show().await.unwrap().version, 3);
+    });
+}
