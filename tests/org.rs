@@ -161,3 +161,81 @@ fn admins_sign_versions_that_reach_every_node_through_peers() {
     carol.restart();
     assert_eq!(version(&carol), 2);
 }
+
+/// `org revoke` with a threshold of 1: once a node holds the version, it opens
+/// no session with the revoked device, and the owner removes it from the room
+/// (a new key epoch without it). It reads nothing written afterwards.
+#[test]
+fn a_revoked_device_gets_no_session_and_leaves_every_space() {
+    let root = tempfile::tempdir().unwrap();
+    let mut alice = Node::init(root.path(), "alice");
+    let mut bob = Node::init(root.path(), "bob");
+    let mut carol = Node::init(root.path(), "carol");
+    alice.start(&[]);
+    bob.start(&[alice.addr()]);
+    carol.start(&[alice.addr(), bob.addr()]);
+    let created = alice.json(&["org", "init", "--name", "acme", "--threshold", "1", "--json"]);
+    assert_eq!(created["version"], 1, "a threshold of 1 publishes at once");
+    let org_id = created["org"].as_str().unwrap().to_string();
+    for node in [&bob, &carol] {
+        node.json(&["org", "follow", &org_id, "--json"]);
+        wait_until(CONVERGE, "version 1 everywhere", || (version(node) == 1).then_some(()));
+    }
+    let space = alice.create_chat("ops", &[&bob, &carol], &[]);
+    alice.send(&space, "before");
+    for node in [&bob, &carol] {
+        wait_until(CONVERGE, "the room everywhere", || {
+            (node.log_texts(&space) == ["before"]).then_some(())
+        });
+    }
+    let epoch = alice.space_status(&space).unwrap()["epoch"].clone();
+
+    let lost = carol.device_id();
+    let revoked = alice.json(&["org", "revoke", &lost, "--json"]);
+    assert_eq!(revoked["version"], 2);
+    assert_eq!(revoked["revoked"][0], lost.as_str());
+    // Bob learns the version from Alice; both drop Carol and refuse her redials.
+    wait_until(CONVERGE, "Bob to hold version 2", || (version(&bob) == 2).then_some(()));
+    let peers_of = |node: &Node| -> Vec<String> {
+        node.json(&["status", "--json"])["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["device"].as_str().unwrap().to_string())
+            .collect()
+    };
+    for node in [&alice, &bob] {
+        wait_until(CONVERGE, "no session with the revoked device", || {
+            (!peers_of(node).contains(&lost)).then_some(())
+        });
+    }
+    // The owner removed Carol: a new epoch, and Bob writes under it.
+    let status = wait_until(CONVERGE, "the room to move to a new epoch", || {
+        let s = alice.space_status(&space)?;
+        (s["epoch"] != epoch).then_some(s)
+    });
+    assert_eq!(status["role"], "member");
+    let members = alice.json(&["space", "members", &space, "--json"]);
+    assert!(!members.to_string().contains(&lost), "{members}");
+    bob.send(&space, "after");
+    wait_until(CONVERGE, "Alice to read Bob", || {
+        (alice.log_texts(&space).len() == 2).then_some(())
+    });
+    // Carol keeps dialling (her static peers): the sessions are refused, so the
+    // new message never reaches her.
+    wait_until(CONVERGE, "a redial by Carol to be refused", || {
+        alice
+            .logs()
+            .contains("refused a session with a device the org revoked")
+            .then_some(())
+    });
+    assert_eq!(carol.log_texts(&space), ["before"]);
+    for node in [&mut alice, &mut bob, &mut carol] {
+        node.stop();
+    }
+    let (_, after) = common::plaintext_reachable(&alice.home, &carol.home, &space);
+    assert_eq!(
+        after, 0,
+        "nothing written after the removal opens for the revoked device"
+    );
+}

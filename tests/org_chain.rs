@@ -156,3 +156,37 @@ fn every_node_refuses_rollback_fork_and_under_signed_versions() {
         assert_eq!(nodes[0].core.org_show().await.unwrap().version, 3);
     });
 }
+
+/// A version past its expiry puts the node in degraded mode (shown, never
+/// silent); a fresh version takes it out.
+#[test]
+fn expiry_degrades_the_node_until_a_fresh_version_arrives() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let admin = AdminKeys::generate();
+        let now = outpost_node::clock::now_ms();
+        let b1 = body("acme");
+        // Issued two days ago, expired yesterday.
+        let h1 = Header::first(vec![admin.public()], 1, now - 2 * DAY, now - DAY, &b1);
+        let org = h1.org;
+        let v1 = signed(&h1, b1, &[&admin]).verify_first(&org).unwrap();
+        let node = Node::new();
+        node.core.org(OrgCommand::Follow { org }).await.unwrap();
+        node.core
+            .take_policy(node.device(), frame(org, vec![v1.signed.clone()]))
+            .await
+            .unwrap();
+        let shown = node.core.org_show().await.unwrap();
+        assert_eq!(shown.version, 1);
+        assert!(shown.degraded, "an expired policy is declared");
+        let b2 = body("acme");
+        let h2 = Header::next(&v1, vec![admin.public()], 1, now, now + 90 * DAY, &b2);
+        node.core
+            .take_policy(node.device(), frame(org, vec![signed(&h2, b2, &[&admin])]))
+            .await
+            .unwrap();
+        let shown = node.core.org_show().await.unwrap();
+        assert_eq!(shown.version, 2);
+        assert!(!shown.degraded, "a fresh version ends degraded mode");
+    });
+}

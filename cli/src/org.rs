@@ -73,6 +73,16 @@ pub(crate) enum OrgCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Revoke a device (lost or stolen): proposes the next version with it
+    /// revoked, and publishes it when this admin's signature is enough. Once a
+    /// node knows the version, it opens no session with the device, and the
+    /// owners and admins of every space the device is in remove it (a new key
+    /// epoch without it).
+    Revoke {
+        device: DeviceId,
+        #[arg(long)]
+        json: bool,
+    },
     /// Sign a draft with this device's admin key (once per version: an admin
     /// never signs two different drafts of one version).
     Sign {
@@ -141,16 +151,18 @@ pub(crate) async fn run(client: &Client, home: &Path, cmd: OrgCmd) -> anyhow::Re
                 threshold,
                 expires_days,
             };
-            let view: OrgView = client.post("/v1/org", &init).await?;
-            // With enough signatures already (a threshold of 1), publish at once.
-            let ready = view.drafts.iter().find(|d| d.ready).map(|d| d.id.clone());
-            let view = match ready {
-                Some(draft) => client.post("/v1/org", &OrgCommand::Publish { draft }).await?,
-                None => view,
-            };
+            let view = publish_if_ready(client, client.post("/v1/org", &init).await?).await?;
             return print(&view, json, Some("created"));
         }
         OrgCmd::Follow { org, json } => (OrgCommand::Follow { org }, json),
+        OrgCmd::Revoke { device, json } => {
+            let proposal = OrgCommand::Propose(Proposal {
+                revoke: vec![device],
+                ..Proposal::default()
+            });
+            let view = publish_if_ready(client, client.post("/v1/org", &proposal).await?).await?;
+            return print(&view, json, None);
+        }
         OrgCmd::Propose {
             name,
             add_admin,
@@ -177,6 +189,17 @@ pub(crate) async fn run(client: &Client, home: &Path, cmd: OrgCmd) -> anyhow::Re
     print(&view, json, None)
 }
 
+/// Publishes the draft that already has enough signatures (this admin's alone,
+/// with a threshold of 1), if there is one.
+async fn publish_if_ready(client: &Client, view: OrgView) -> anyhow::Result<OrgView> {
+    match view.drafts.iter().find(|d| d.ready) {
+        Some(d) => Ok(client
+            .post("/v1/org", &OrgCommand::Publish { draft: d.id.clone() })
+            .await?),
+        None => Ok(view),
+    }
+}
+
 fn print(view: &OrgView, json: bool, what: Option<&str>) -> anyhow::Result<()> {
     if json {
         return output::json(view);
@@ -193,14 +216,7 @@ fn print(view: &OrgView, json: bool, what: Option<&str>) -> anyhow::Result<()> {
             utc(expires as i64)
         );
     }
-    if view.degraded {
-        println!(
-            "  DEGRADED: the policy expired; revocations still apply, nothing new is granted until a fresh version arrives"
-        );
-    }
-    if let Some(fork) = &view.fork {
-        println!("  WARNING: {fork}");
-    }
+    output::org_warnings(view);
     if view.version > 0 {
         println!(
             "  admins ({} of {} sign each version):",

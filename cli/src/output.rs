@@ -4,7 +4,7 @@ use outpost_node::{
     api::StatusResponse,
     clock::utc,
     control::{History, Role},
-    core::{DeviceView, Members, MessageView, SyncState},
+    core::{DeviceView, Members, MessageView, OrgView, SyncState},
 };
 
 pub(crate) fn json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
@@ -29,6 +29,11 @@ pub(crate) fn status(s: &StatusResponse) {
     println!("peers: {}", s.peers.len());
     for p in &s.peers {
         println!("  {}  {:<7} {}", p.device.fmt_short(), p.link, p.address);
+    }
+    if let Some(org) = &s.org {
+        let name = org.name.as_deref().unwrap_or("(no version yet)");
+        println!("org: {} {name:?}, policy version {}", org.org, org.version);
+        org_warnings(org);
     }
     println!("spaces: {}", s.spaces.len());
     for sp in &s.spaces {
@@ -76,6 +81,18 @@ pub(crate) fn status(s: &StatusResponse) {
             let when = p.last_sync_ms.map_or("never".to_string(), |ms| utc(ms as i64));
             println!("    {}  {state}  (last sync {when} UTC)", p.device.fmt_short());
         }
+    }
+}
+
+/// What is wrong with the org's policy here, if anything.
+pub(crate) fn org_warnings(org: &OrgView) {
+    if org.degraded {
+        println!(
+            "  DEGRADED: the policy expired; revocations still apply, nothing new is granted until a fresh version arrives"
+        );
+    }
+    if let Some(fork) = &org.fork {
+        println!("  WARNING: {fork}");
     }
 }
 

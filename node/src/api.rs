@@ -61,6 +61,9 @@ pub struct StatusResponse {
     pub listen: Vec<String>,
     pub peers: Vec<PeerStatus>,
     pub spaces: Vec<SpaceStatus>,
+    /// The org this node follows, if any (version, expiry, degraded mode).
+    #[serde(default)]
+    pub org: Option<OrgView>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -266,6 +269,11 @@ async fn id(State(s): State<AppState>) -> Json<IdResponse> {
 
 async fn status(State(s): State<AppState>) -> Result<Json<StatusResponse>, Failure> {
     let spaces = s.core.status().await?;
+    let org = match s.core.org_show().await {
+        Ok(view) => Some(view),
+        Err(core::Error::NotFound(_)) => None,
+        Err(e) => return Err(e.into()),
+    };
     let net = net_status(&s.net).await;
     Ok(Json(StatusResponse {
         device_id: s.keys.device_id(),
@@ -273,6 +281,7 @@ async fn status(State(s): State<AppState>) -> Result<Json<StatusResponse>, Failu
         listen: net.listen,
         peers: net.peers,
         spaces,
+        org,
     }))
 }
 

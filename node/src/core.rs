@@ -304,6 +304,10 @@ enum ToCore {
     OrgShow {
         reply: Reply<OrgView>,
     },
+    /// The devices the org's policy revokes (the network refuses them).
+    Revoked {
+        reply: Reply<BTreeSet<DeviceId>>,
+    },
     /// A peer's policy frame: the answer is what it lacks.
     TakePolicy {
         from: DeviceId,
@@ -488,6 +492,11 @@ impl CoreHandle {
 
     pub async fn org_show(&self) -> Result<OrgView> {
         self.call(|reply| ToCore::OrgShow { reply }).await
+    }
+
+    /// The devices the org's current policy revokes.
+    pub async fn revoked_by_org(&self) -> Result<BTreeSet<DeviceId>> {
+        self.call(|reply| ToCore::Revoked { reply }).await
     }
 
     /// Takes a peer's policy frame; returns what the peer lacks.
@@ -805,10 +814,10 @@ impl Core {
                     .revoke(txn, &device, &mut effects)
                     .map(|outcome| effects.reply_result(reply, outcome)),
                 ToCore::Org { cmd, reply } => self
-                    .org_command(txn, cmd)
+                    .org_command(txn, cmd, &mut effects)
                     .map(|outcome| effects.reply_result(reply, outcome)),
                 ToCore::TakePolicy { from, frame, reply } => self
-                    .take_policy(txn, from, *frame)
+                    .take_policy(txn, from, *frame, &mut effects)
                     .map(|outcome| effects.reply(reply, outcome)),
                 other => {
                     reads.push(other);
@@ -915,6 +924,9 @@ impl Core {
             ToCore::TakePolicy { reply, .. } => fail_unavailable(reply),
             ToCore::OrgShow { reply } => {
                 let _ = reply.send(self.org_view());
+            }
+            ToCore::Revoked { reply } => {
+                let _ = reply.send(Ok(self.revoked_by_org()));
             }
             ToCore::PolicyFrame { reply } => {
                 let _ = reply.send(self.policy_hello().map_err(|e| Error::Store(Arc::new(e))));

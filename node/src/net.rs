@@ -7,7 +7,7 @@ mod codec;
 pub use libp2p::Multiaddr;
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeSet, HashMap, HashSet},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -163,6 +163,8 @@ enum Internal {
         channel: ResponseChannel<Response>,
         response: Response,
     },
+    /// The devices the org's policy now revokes.
+    Revoked(BTreeSet<DeviceId>),
 }
 
 struct StaticPeer {
@@ -345,6 +347,8 @@ struct NetActor {
     /// The highest policy version each peer said it holds (its answers): a
     /// peer that does not advance is not sent the same versions again.
     policy_seen: HashMap<PeerId, u64>,
+    /// Devices the org's policy revokes: no session with them.
+    revoked: BTreeSet<DeviceId>,
     mdns_peers: HashSet<PeerId>,
     listen: Vec<Multiaddr>,
     tasks: JoinSet<()>,
@@ -380,6 +384,7 @@ impl NetActor {
             pushes: HashMap::new(),
             joins: HashMap::new(),
             policy_seen: HashMap::new(),
+            revoked: BTreeSet::new(),
             mdns_peers: HashSet::new(),
             listen: Vec::new(),
             tasks: JoinSet::new(),
@@ -389,6 +394,10 @@ impl NetActor {
     }
 
     async fn run(mut self, mut commands: mpsc::Receiver<ToNet>) {
+        // Before any connection is handled: which devices get no session.
+        if let Ok(revoked) = self.core.revoked_by_org().await {
+            self.revoked = revoked;
+        }
         let mut tick = tokio::time::interval(TICK);
         loop {
             tokio::select! {
@@ -470,6 +479,19 @@ impl NetActor {
             Internal::Respond { channel, response } => {
                 let _ = self.swarm.behaviour_mut().sync.send_response(channel, response);
             }
+            Internal::Revoked(revoked) => {
+                let cut: Vec<PeerId> = self
+                    .connected
+                    .iter()
+                    .filter(|(_, c)| revoked.contains(&c.device))
+                    .map(|(p, _)| *p)
+                    .collect();
+                for peer in cut {
+                    warn!(%peer, "closing the session with a device the org revoked");
+                    let _ = self.swarm.disconnect_peer_id(peer);
+                }
+                self.revoked = revoked;
+            }
         }
     }
 
@@ -496,6 +518,9 @@ impl NetActor {
                 let core = self.core.clone();
                 let out = self.internal_tx.clone();
                 self.spawn(async move {
+                    if let Ok(revoked) = core.revoked_by_org().await {
+                        let _ = out.send(Internal::Revoked(revoked)).await;
+                    }
                     let Ok(Some(frame)) = core.policy_frame().await else {
                         return;
                     };
@@ -665,6 +690,11 @@ impl NetActor {
                     let _ = self.swarm.disconnect_peer_id(peer_id);
                     return;
                 };
+                if self.revoked.contains(&device) {
+                    warn!(peer = %device.fmt_short(), "refused a session with a device the org revoked");
+                    let _ = self.swarm.disconnect_peer_id(peer_id);
+                    return;
+                }
                 if num_established.get() == 1 {
                     info!(peer = %device.fmt_short(), address = %endpoint.get_remote_address(), "connected");
                     self.connected.insert(

@@ -107,7 +107,12 @@ pub struct DraftView {
 
 impl Core {
     /// Runs one org command; the outer error aborts the batch.
-    pub(super) fn org_command(&mut self, tx: &mut Txn, cmd: OrgCommand) -> store::Result<Result<OrgView>> {
+    pub(super) fn org_command(
+        &mut self,
+        tx: &mut Txn,
+        cmd: OrgCommand,
+        effects: &mut Effects,
+    ) -> store::Result<Result<OrgView>> {
         let outcome = match cmd {
             OrgCommand::Init {
                 name,
@@ -118,7 +123,7 @@ impl Core {
             OrgCommand::Follow { org } => self.org_follow(tx, org)?,
             OrgCommand::Propose(p) => self.org_propose(tx, p)?,
             OrgCommand::Sign { draft } => self.org_sign(tx, &draft)?,
-            OrgCommand::Publish { draft } => self.org_publish(tx, &draft)?,
+            OrgCommand::Publish { draft } => self.org_publish(tx, &draft, effects)?,
         };
         Ok(outcome.and_then(|()| self.org_view()))
     }
@@ -326,12 +331,12 @@ impl Core {
         Ok(Ok(()))
     }
 
-    fn org_publish(&mut self, tx: &mut Txn, draft: &str) -> store::Result<Result<()>> {
+    fn org_publish(&mut self, tx: &mut Txn, draft: &str, effects: &mut Effects) -> store::Result<Result<()>> {
         let (_, signed) = match self.find_draft(draft) {
             Ok(found) => found,
             Err(e) => return Ok(Err(e)),
         };
-        match self.accept_version(tx, signed)? {
+        match self.accept_version(tx, signed, effects)? {
             Ok(v) => {
                 info!(version = v, "published a policy version");
                 Ok(Ok(()))
@@ -340,8 +345,14 @@ impl Core {
         }
     }
 
-    /// Verifies `signed` as the next version and makes it current (durably).
-    fn accept_version(&mut self, tx: &mut Txn, signed: Signed) -> store::Result<std::result::Result<u64, PolicyError>> {
+    /// Verifies `signed` as the next version and makes it current (durably),
+    /// then enforces what it revokes.
+    fn accept_version(
+        &mut self,
+        tx: &mut Txn,
+        signed: Signed,
+        effects: &mut Effects,
+    ) -> store::Result<std::result::Result<u64, PolicyError>> {
         let Some(org) = self.org.as_mut() else {
             return Ok(Err(PolicyError::WrongOrg));
         };
@@ -379,6 +390,7 @@ impl Core {
         }
         org.current = Some(verified);
         self.policy_changed = true;
+        self.enforce_revocations(tx, effects)?;
         Ok(Ok(version))
     }
 
@@ -483,7 +495,12 @@ impl Core {
             name: policy.as_ref().map(|p| p.name.clone()),
             issued_at_ms: header.map(|h| h.issued_at_ms),
             expires_at_ms: header.map(|h| h.expires_at_ms),
-            degraded: org.current.as_ref().is_some_and(|c| c.expired(now)),
+            // A node's clock may lag (a dead RTC, an old VM image): time is at
+            // least the issue time of the version it verified.
+            degraded: org
+                .current
+                .as_ref()
+                .is_some_and(|c| c.expired(now.max(c.header.issued_at_ms))),
             fork: org.fork.clone(),
             admins: header.map(|h| h.admins.clone()).unwrap_or_default(),
             threshold: header.map_or(0, |h| h.threshold),
@@ -544,12 +561,13 @@ impl Core {
         tx: &mut Txn,
         from: DeviceId,
         frame: PolicyFrame,
+        effects: &mut Effects,
     ) -> store::Result<Option<PolicyFrame>> {
         if self.org.as_ref().is_none_or(|o| o.id != frame.org) {
             return Ok(None);
         }
         for signed in frame.versions {
-            match self.accept_version(tx, signed)? {
+            match self.accept_version(tx, signed, effects)? {
                 Ok(version) => info!(peer = %from.fmt_short(), version, "new policy version"),
                 Err(PolicyError::Rollback { .. }) => {}
                 Err(e) => {
@@ -575,6 +593,53 @@ impl Core {
             }
         }
         self.policy_frame(frame.have)
+    }
+}
+
+impl Core {
+    /// The devices the current policy revokes: no session with them, and no
+    /// place in any space.
+    pub(super) fn revoked_by_org(&self) -> BTreeSet<DeviceId> {
+        self.org
+            .as_ref()
+            .and_then(|o| o.current.as_ref())
+            .and_then(|c| c.policy().ok())
+            .map(|p| p.revoked.into_iter().collect())
+            .unwrap_or_default()
+    }
+
+    /// Removes every device the policy revokes from each space where this
+    /// device may remove it (an owner or admin): each such space moves to a new
+    /// key epoch without it. Others in the space do the same when they can;
+    /// concurrent removals of one device merge.
+    pub(super) fn enforce_revocations(&mut self, tx: &mut Txn, effects: &mut Effects) -> store::Result<()> {
+        let revoked = self.revoked_by_org();
+        if revoked.is_empty() {
+            return Ok(());
+        }
+        let me = self.me;
+        let work: Vec<(SpaceId, DeviceId)> = self
+            .spaces
+            .values()
+            .filter(|s| s.state.members.get(&me).is_some_and(|m| m.role >= Role::Admin))
+            .flat_map(|s| {
+                revoked
+                    .iter()
+                    .filter(|d| s.state.entitled(d) && **d != me)
+                    .map(move |d| (s.state.space, *d))
+            })
+            .collect();
+        for (space, device) in work {
+            match self.change_members(tx, space, MemberChange::RemoveDevice(device.to_string()), effects)? {
+                Ok(_) => {
+                    info!(space = %space.fmt_short(), device = %device.fmt_short(), "removed a device the org revoked")
+                }
+                Err(e) => {
+                    warn!(space = %space.fmt_short(), device = %device.fmt_short(), error = %e, "could not remove a device the org revoked")
+                }
+            }
+        }
+        Ok(())
     }
 }
 
