@@ -239,3 +239,113 @@ fn a_revoked_device_gets_no_session_and_leaves_every_space() {
         "nothing written after the removal opens for the revoked device"
     );
 }
+
+/// `org import` and the directory: a chart read from a CSV (a dry run first,
+/// a bad file refused with its rows), a hidden department, and `dir search` /
+/// `dir dept` answering each asking user with what it may see.
+#[test]
+fn an_imported_chart_answers_the_directory_within_visibility() {
+    let root = tempfile::tempdir().unwrap();
+    let mut alice = Node::init(root.path(), "alice");
+    let mut bob = Node::init(root.path(), "bob");
+    let mut carol = Node::init(root.path(), "carol");
+    alice.start(&[]);
+    bob.start(&[alice.addr()]);
+    carol.start(&[alice.addr()]);
+    let created = alice.json(&["org", "init", "--name", "acme", "--threshold", "1", "--json"]);
+    let org_id = created["org"].as_str().unwrap().to_string();
+
+    let chart = root.path().join("chart.csv");
+    std::fs::write(
+        &chart,
+        "工号,姓名,部门,职位,邮箱,手机,负责人
+1001,张伟,总部/技术部/前端组,前端工程师,zhang@example.cn,13800138000,否
+1002,李娜,总部/法务部,法务经理,li@example.cn,13800138001,是
+1003,Wang Fang,总部/市场部,Marketing lead,,,
+1004,赵敏,总部/法务部/合同组,律师,,,
+",
+    )
+    .unwrap();
+    let dry = alice.json(&["org", "import", chart.to_str().unwrap(), "--dry-run", "--json"]);
+    assert_eq!(dry["version"], 1, "a dry run changes nothing");
+    let diff = dry["dry_run"].as_array().unwrap();
+    assert_eq!(
+        diff.iter()
+            .filter(|l| l.as_str().unwrap().starts_with("+ member"))
+            .count(),
+        4
+    );
+
+    let bad = root.path().join("bad.csv");
+    std::fs::write(&bad, "工号,姓名,部门,手机\n1,A,总部,12ab\n1,B,总部,\n").unwrap();
+    let refused = alice.cli(&["org", "import", bad.to_str().unwrap()]);
+    assert_eq!(refused.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("row 2, column D (phone)"), "{stderr}");
+    assert!(
+        stderr.contains("row 3, column A (member id): member id \"1\" is already used on row 2"),
+        "{stderr}"
+    );
+    assert_eq!(version(&alice), 1);
+
+    let imported = alice.json(&["org", "import", chart.to_str().unwrap(), "--json"]);
+    assert_eq!(imported["version"], 2);
+    assert_eq!(imported["members"], 4);
+    // 法务部 is hidden; Bob's device is 李娜's, Carol's is Wang Fang's.
+    let (bob_device, carol_device) = (bob.device_id(), carol.device_id());
+    let proposed = alice.json(&[
+        "org",
+        "propose",
+        "--hide",
+        "总部/法务部",
+        "--device",
+        &format!("1002={bob_device}"),
+        "--device",
+        &format!("1003={carol_device}"),
+        "--json",
+    ]);
+    let draft = proposed["drafts"][0]["id"].as_str().unwrap().to_string();
+    alice.json(&["org", "publish", &draft, "--json"]);
+    for node in [&bob, &carol] {
+        node.json(&["org", "follow", &org_id, "--json"]);
+        wait_until(CONVERGE, "version 3 everywhere", || (version(node) == 3).then_some(()));
+    }
+    let names = |node: &Node, args: &[&str]| -> Vec<String> {
+        let mut all = vec!["dir"];
+        all.extend_from_slice(args);
+        all.push("--json");
+        let mut names: Vec<String> = node
+            .json(&all)
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["name"].as_str().unwrap().to_string())
+            .collect();
+        names.sort();
+        names
+    };
+    // Carol, outside 法务部, does not see it at all.
+    assert!(names(&carol, &["search", "法务"]).is_empty());
+    assert!(names(&carol, &["search", "李"]).is_empty());
+    assert_eq!(
+        names(&carol, &["search", "前端"]),
+        ["张伟"],
+        "part of a department name"
+    );
+    assert_eq!(
+        names(&carol, &["search", "fang"]),
+        ["Wang Fang"],
+        "part of a name, any case"
+    );
+    let hidden = carol.cli(&["dir", "dept", "总部/法务部"]);
+    assert_eq!(
+        hidden.status.code(),
+        Some(5),
+        "a hidden department is not found from outside"
+    );
+    // Bob, inside it, sees it and its sub-department; the admin sees everything.
+    assert_eq!(names(&bob, &["search", "法务"]), ["李娜", "赵敏"]);
+    assert_eq!(names(&bob, &["dept", "总部/法务部"]), ["李娜", "赵敏"]);
+    assert_eq!(names(&alice, &["dept", "总部"]).len(), 4);
+    assert_eq!(names(&alice, &["search", "律师"]), ["赵敏"], "by title");
+}

@@ -65,6 +65,9 @@ enum Command {
     /// The organisation: an admin-signed policy every node verifies offline.
     #[command(subcommand)]
     Org(org::OrgCmd),
+    /// The org directory: people by name, department or title.
+    #[command(subcommand)]
+    Dir(org::DirCmd),
 }
 
 #[derive(Subcommand)]
@@ -399,6 +402,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Org(cmd) => {
             init_logging("warn");
             org::run(&client, &home, cmd).await?;
+        }
+        Command::Dir(cmd) => {
+            init_logging("warn");
+            org::dir(&client, cmd).await?;
         }
     }
     Ok(())

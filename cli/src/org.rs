@@ -6,7 +6,7 @@ use clap::Subcommand;
 use outpost_node::{
     client::Client,
     clock::utc,
-    core::{OrgCommand, OrgView, Proposal},
+    core::{DirEntry, OrgCommand, OrgView, Proposal},
     ids::DeviceId,
     org::{AdminKey, AdminKeys, OrgId},
 };
@@ -68,6 +68,18 @@ pub(crate) enum OrgCmd {
         /// A device no node may sync with any more. Repeatable.
         #[arg(long, value_name = "DEVICE")]
         revoke: Vec<DeviceId>,
+        /// Hide a department (e.g. `总部/法务部`) from everyone outside it except admins. Repeatable.
+        #[arg(long, value_name = "PATH")]
+        hide: Vec<String>,
+        /// Show a hidden department again. Repeatable.
+        #[arg(long, value_name = "PATH")]
+        unhide: Vec<String>,
+        /// List a device under a member, as `MEMBER_ID=DEVICE`. Repeatable.
+        #[arg(long, value_name = "MEMBER=DEVICE", value_parser = member_device)]
+        device: Vec<(String, DeviceId)>,
+        /// Make a member a super admin of the directory (sees hidden departments). Repeatable.
+        #[arg(long, value_name = "MEMBER")]
+        super_admin: Vec<String>,
         #[arg(long)]
         expires_days: Option<u64>,
         #[arg(long)]
@@ -80,6 +92,20 @@ pub(crate) enum OrgCmd {
     /// epoch without it).
     Revoke {
         device: DeviceId,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read the org chart from a spreadsheet (.xlsx, .xls, .ods, or .csv in UTF-8
+    /// or GBK) and propose it as the next version: one row per member with member
+    /// id, name, department path (`总部/技术部/前端组`), title, email, phone and a
+    /// department-head flag (headers in English or Chinese: 工号, 姓名, 部门, 职位,
+    /// 邮箱, 手机, 负责人). Every problem is reported with its row and column and
+    /// nothing changes; members keep their devices by id.
+    Import {
+        file: std::path::PathBuf,
+        /// Only show what would change against the current version.
+        #[arg(long)]
+        dry_run: bool,
         #[arg(long)]
         json: bool,
     },
@@ -169,6 +195,10 @@ pub(crate) async fn run(client: &Client, home: &Path, cmd: OrgCmd) -> anyhow::Re
             remove_admin,
             threshold,
             revoke,
+            hide,
+            unhide,
+            device,
+            super_admin,
             expires_days,
             json,
         } => (
@@ -178,15 +208,116 @@ pub(crate) async fn run(client: &Client, home: &Path, cmd: OrgCmd) -> anyhow::Re
                 remove_admins: remove_admin,
                 threshold,
                 revoke,
+                hide,
+                unhide,
+                devices: device,
+                super_admins: super_admin,
                 expires_days,
+                ..Proposal::default()
             }),
             json,
         ),
+        OrgCmd::Import { file, dry_run, json } => return import(client, &file, dry_run, json).await,
         OrgCmd::Sign { draft, json } => (OrgCommand::Sign { draft }, json),
         OrgCmd::Publish { draft, json } => (OrgCommand::Publish { draft }, json),
     };
     let view: OrgView = client.post("/v1/org", &command).await?;
     print(&view, json, None)
+}
+
+/// `org import`: reads and checks the file here (with a progress bar), then
+/// proposes the chart (or shows what it would change).
+async fn import(client: &Client, file: &Path, dry_run: bool, json: bool) -> anyhow::Result<()> {
+    use outpost_node::org::import;
+    let rows = import::read_rows(file).map_err(|e| crate::exit::Usage(e.to_string()))?;
+    let bar = indicatif::ProgressBar::new(rows.len() as u64).with_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} rows")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_message("checking");
+    if json {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let parsed = import::parse(&rows, |done| bar.set_position(done as u64));
+    bar.finish_and_clear();
+    let chart = match parsed {
+        Ok(chart) => chart,
+        Err(problems) => {
+            if json {
+                output::json(&serde_json::json!({ "problems": problems }))?;
+            } else {
+                for p in &problems {
+                    eprintln!("{}: {p}", file.display());
+                }
+            }
+            return Err(crate::exit::Usage(format!(
+                "{} problems in {}; nothing was changed",
+                problems.len(),
+                file.display()
+            ))
+            .into());
+        }
+    };
+    let members = chart.members.len();
+    let departments = chart.departments.len();
+    let proposal = Proposal {
+        dry_run,
+        chart: Some(chart),
+        ..Proposal::default()
+    };
+    let spinner = indicatif::ProgressBar::new_spinner().with_message("signing the new version");
+    if !json {
+        spinner.enable_steady_tick(std::time::Duration::from_millis(100));
+    }
+    let view: OrgView = client.post("/v1/org", &OrgCommand::Propose(proposal)).await?;
+    let view = if dry_run {
+        view
+    } else {
+        publish_if_ready(client, view).await?
+    };
+    spinner.finish_and_clear();
+    if json {
+        return output::json(&view);
+    }
+    println!(
+        "{members} members in {departments} departments read from {}",
+        file.display()
+    );
+    match &view.dry_run {
+        Some(diff) => {
+            println!("dry run: {} changes against version {}", diff.len(), view.version);
+            print_lines(diff, DIFF_LINES_SHOWN * 10);
+            Ok(())
+        }
+        None => print(&view, false, None),
+    }
+}
+
+/// Diff lines printed per draft (all of them with `--json`).
+const DIFF_LINES_SHOWN: usize = 20;
+
+fn print_lines(lines: &[String], at_most: usize) {
+    for line in lines.iter().take(at_most) {
+        println!("      {line}");
+    }
+    if lines.len() > at_most {
+        println!(
+            "      … and {} more (`--json` lists every change)",
+            lines.len() - at_most
+        );
+    }
+}
+
+fn member_device(text: &str) -> Result<(String, DeviceId), String> {
+    let (member, device) = text
+        .split_once('=')
+        .ok_or("write MEMBER_ID=DEVICE, e.g. 1001=<device id>")?;
+    let device = device
+        .trim()
+        .parse()
+        .map_err(|e: outpost_node::ids::ParseIdError| e.to_string())?;
+    Ok((member.trim().to_string(), device))
 }
 
 /// Publishes the draft that already has enough signatures (this admin's alone,
@@ -244,9 +375,60 @@ fn print(view: &OrgView, json: bool, what: Option<&str>) -> anyhow::Result<()> {
             "  draft {}  version {}  {} of {} signatures, {state}",
             d.id, d.version, d.signatures, d.needed
         );
-        for line in &d.diff {
-            println!("      {line}");
-        }
+        print_lines(&d.diff, DIFF_LINES_SHOWN);
     }
     Ok(())
+}
+
+#[derive(Subcommand)]
+pub(crate) enum DirCmd {
+    /// Find org members by name, department or title (Chinese or not; part of a
+    /// word is enough). Hidden departments show only to their own members and
+    /// to admins.
+    Search {
+        query: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The members of a department and of those under it, e.g. `总部/技术部`.
+    Dept {
+        path: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub(crate) async fn dir(client: &Client, cmd: DirCmd) -> anyhow::Result<()> {
+    let (url, json) = match cmd {
+        DirCmd::Search { query, json } => (format!("/v1/dir/search?q={}", percent_encode(&query)), json),
+        DirCmd::Dept { path, json } => (format!("/v1/dir/dept?path={}", percent_encode(&path)), json),
+    };
+    let entries: Vec<DirEntry> = client.get(&url).await?;
+    if json {
+        return output::json(&entries);
+    }
+    for e in &entries {
+        let head = if e.head { "  (head)" } else { "" };
+        let contact = [e.email.as_str(), e.phone.as_str()]
+            .iter()
+            .filter(|c| !c.is_empty())
+            .copied()
+            .collect::<Vec<_>>()
+            .join(", ");
+        println!("{}  {}  {}  {}{head}  {contact}", e.id, e.name, e.department, e.title);
+    }
+    if entries.is_empty() {
+        eprintln!("nobody found");
+    }
+    Ok(())
+}
+
+/// Percent-encodes a query value (UTF-8 bytes; unreserved characters stay).
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

@@ -12,6 +12,10 @@
 //! | POST | `/v1/spaces/{space}/members` | add a member `{member, role}` or a replicator `{member, replicator: true}` (owners and admins); returns after the durable commit |
 //! | GET | `/v1/spaces/{space}/members` | the space's members with roles, and its replicators |
 //! | GET | `/v1/events[?space=S]` | NDJSON stream of live events |
+//! | GET | `/v1/org` | the org this node follows: version, admins, expiry, drafts |
+//! | POST | `/v1/org` | an org command (`init`, `follow`, `propose`, `sign`, `publish`) |
+//! | GET | `/v1/dir/search?q=Q` | org members matching Q, as this device may see them |
+//! | GET | `/v1/dir/dept?path=P` | the members of department P and those under it |
 //!
 //! Errors are `{code, message, hint}` with a matching HTTP status; `code` is stable.
 
@@ -31,8 +35,8 @@ use tokio::sync::{broadcast, watch};
 use crate::{
     control::{History, Role},
     core::{
-        self, Changed, CoreHandle, DeviceView, Invited, Joined, LinkState, Linked, MemberChange, Members, MessageView,
-        OrgCommand, OrgView, Revoked, Sent, SpaceStatus, SpaceSummary,
+        self, Changed, CoreHandle, DeviceView, DirEntry, Invited, Joined, LinkState, Linked, MemberChange, Members,
+        MessageView, OrgCommand, OrgView, Revoked, Sent, SpaceStatus, SpaceSummary,
     },
     identity::DeviceKeys,
     ids::{DeviceId, SpaceId, UserId},
@@ -156,7 +160,15 @@ pub fn router(core: CoreHandle, net: NetHandle, keys: Arc<DeviceKeys>, stopping:
         .route("/v1/devices/join", post(join))
         .route("/v1/devices/{device}/revoke", post(revoke))
         .route("/v1/chats", post(create_chat))
-        .route("/v1/org", get(org_show).post(org_command))
+        .route(
+            "/v1/org",
+            get(org_show)
+                .post(org_command)
+                // An imported chart of 50,000 members is about 10 MB of JSON.
+                .layer(axum::extract::DefaultBodyLimit::max(64 << 20)),
+        )
+        .route("/v1/dir/search", get(dir_search))
+        .route("/v1/dir/dept", get(dir_dept))
         .route("/v1/chats/{space}/messages", post(send).get(log))
         .route("/v1/events", get(events))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such API endpoint".into(), None) })
@@ -399,6 +411,22 @@ async fn revoke(State(s): State<AppState>, Path(device): Path<String>) -> Result
 async fn members(State(s): State<AppState>, Path(space): Path<String>) -> Result<Json<Members>, Failure> {
     let space = parse_space(&space)?;
     Ok(Json(s.core.members(space).await?))
+}
+
+#[derive(Debug, Deserialize)]
+struct DirParams {
+    q: Option<String>,
+    path: Option<String>,
+}
+
+async fn dir_search(State(s): State<AppState>, Query(p): Query<DirParams>) -> Result<Json<Vec<DirEntry>>, Failure> {
+    let query = p.q.unwrap_or_default();
+    Ok(Json(s.core.directory(core::DirQuery::Search(query)).await?))
+}
+
+async fn dir_dept(State(s): State<AppState>, Query(p): Query<DirParams>) -> Result<Json<Vec<DirEntry>>, Failure> {
+    let path = p.path.unwrap_or_default();
+    Ok(Json(s.core.directory(core::DirQuery::Department(path)).await?))
 }
 
 async fn org_show(State(s): State<AppState>) -> Result<Json<OrgView>, Failure> {

@@ -48,7 +48,7 @@ use self::{
 };
 pub use self::{
     devices::{DeviceRecord, DeviceView, Joined, LinkState, Linked, Revoked, join_request},
-    org::{DEFAULT_EXPIRY_DAYS, DraftView, OrgCommand, OrgView, Proposal},
+    org::{DEFAULT_EXPIRY_DAYS, DirEntry, DraftView, MAX_DIR_RESULTS, OrgCommand, OrgView, Proposal},
 };
 use crate::{
     control::{self, ControlOp, Epoch, History, Keyring, Role, SpaceKind, SpaceState},
@@ -133,6 +133,16 @@ pub enum Event {
     Reload { space: SpaceId, messages: u64 },
     /// The org policy advanced, or its drafts changed: tell every peer.
     Policy,
+}
+
+/// What to look up in the org directory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DirQuery {
+    /// Name, department path, title or member id.
+    Search(String),
+    /// A department path: its members and those of departments under it.
+    Department(String),
 }
 
 /// Per-space state for `status`.
@@ -307,6 +317,11 @@ enum ToCore {
     /// The devices the org's policy revokes (the network refuses them).
     Revoked {
         reply: Reply<BTreeSet<DeviceId>>,
+    },
+    /// The directory: members matching a query, or of a department.
+    Directory {
+        query: DirQuery,
+        reply: Reply<Vec<DirEntry>>,
     },
     /// A peer's policy frame: the answer is what it lacks.
     TakePolicy {
@@ -492,6 +507,11 @@ impl CoreHandle {
 
     pub async fn org_show(&self) -> Result<OrgView> {
         self.call(|reply| ToCore::OrgShow { reply }).await
+    }
+
+    /// The org directory as this device may see it.
+    pub async fn directory(&self, query: DirQuery) -> Result<Vec<DirEntry>> {
+        self.call(|reply| ToCore::Directory { query, reply }).await
     }
 
     /// The devices the org's current policy revokes.
@@ -927,6 +947,12 @@ impl Core {
             }
             ToCore::Revoked { reply } => {
                 let _ = reply.send(Ok(self.revoked_by_org()));
+            }
+            ToCore::Directory { query, reply } => {
+                let _ = reply.send(match query {
+                    DirQuery::Search(q) => self.dir_search(&q),
+                    DirQuery::Department(path) => self.dir_dept(&path),
+                });
             }
             ToCore::PolicyFrame { reply } => {
                 let _ = reply.send(self.policy_hello().map_err(|e| Error::Store(Arc::new(e))));

@@ -58,6 +58,24 @@ pub enum OrgCommand {
 /// The changes a proposal makes to the current version.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Proposal {
+    /// Only compute what would change (`diff`); store and sign nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// A new org chart (`org import`): departments and members, replacing
+    /// the current ones; members keep their devices, role and status by id.
+    pub chart: Option<crate::org::import::Chart>,
+    /// Department paths to hide from everyone outside them except admins.
+    #[serde(default)]
+    pub hide: Vec<String>,
+    /// Department paths to show again.
+    #[serde(default)]
+    pub unhide: Vec<String>,
+    /// Devices to list under members (member id, device): what enrollment approves.
+    #[serde(default)]
+    pub devices: Vec<(String, DeviceId)>,
+    /// Members to make super admins of the directory (they see hidden departments).
+    #[serde(default)]
+    pub super_admins: Vec<String>,
     pub name: Option<String>,
     #[serde(default)]
     pub add_admins: Vec<AdminKey>,
@@ -90,7 +108,26 @@ pub struct OrgView {
     /// This device's admin key, if it holds one.
     pub admin_key: Option<AdminKey>,
     pub drafts: Vec<DraftView>,
+    /// A dry run's answer: what the proposal would change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<Vec<String>>,
 }
+
+/// A member as the directory shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirEntry {
+    pub id: String,
+    pub name: String,
+    pub department: String,
+    pub title: String,
+    pub email: String,
+    pub phone: String,
+    pub head: bool,
+    pub status: crate::org::body::MemberStatus,
+}
+
+/// Most directory entries one answer holds.
+pub const MAX_DIR_RESULTS: usize = 500;
 
 /// A draft version and how far its signing is.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -121,6 +158,16 @@ impl Core {
                 expires_days,
             } => self.org_init(tx, name, admins, threshold, expires_days)?,
             OrgCommand::Follow { org } => self.org_follow(tx, org)?,
+            OrgCommand::Propose(p) if p.dry_run => {
+                let diff = self
+                    .proposed_policy(&p)
+                    .and_then(|(old, new)| Ok(old.policy().map_err(invalid)?.diff(&new)));
+                return Ok(diff.and_then(|diff| {
+                    let mut view = self.org_view()?;
+                    view.dry_run = Some(diff);
+                    Ok(view)
+                }));
+            }
             OrgCommand::Propose(p) => self.org_propose(tx, p)?,
             OrgCommand::Sign { draft } => self.org_sign(tx, &draft)?,
             OrgCommand::Publish { draft } => self.org_publish(tx, &draft, effects)?,
@@ -212,27 +259,67 @@ impl Core {
         Ok(Ok(()))
     }
 
-    fn org_propose(&mut self, tx: &mut Txn, p: Proposal) -> store::Result<Result<()>> {
+    /// The current version and the policy `p` makes of it, checked.
+    fn proposed_policy(&self, p: &Proposal) -> Result<(Verified, Policy)> {
         let Some(current) = self.org.as_ref().and_then(|o| o.current.clone()) else {
-            return Ok(Err(Error::Invalid(
+            return Err(Error::Invalid(
                 "no published policy version yet: publish version 1 first (`outpost org publish`)".into(),
-            )));
+            ));
         };
-        let mut policy = match current.policy() {
-            Ok(p) => p,
-            Err(e) => return Ok(Err(Error::Invalid(e.to_string()))),
-        };
-        if let Some(name) = p.name {
-            policy.name = name;
+        let mut policy = current.policy().map_err(invalid)?;
+        if let Some(chart) = &p.chart {
+            policy = chart.apply(&policy);
         }
-        for d in p.revoke {
-            if !policy.revoked.contains(&d) {
-                policy.revoked.push(d);
+        if let Some(name) = &p.name {
+            policy.name.clone_from(name);
+        }
+        let find_dept = |policy: &Policy, path: &str| {
+            (0..policy.departments.len() as u32)
+                .find(|&i| policy.path(i) == path.trim_matches('/'))
+                .ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "no department {path:?} in the policy (`outpost dir dept` lists them)"
+                    ))
+                })
+        };
+        for (paths, hidden) in [(&p.hide, true), (&p.unhide, false)] {
+            for path in paths {
+                let i = find_dept(&policy, path)?;
+                policy.departments[i as usize].hidden = hidden;
             }
         }
-        if let Err(why) = policy.check() {
-            return Ok(Err(Error::Invalid(why)));
+        for (member, device) in &p.devices {
+            let m = policy
+                .members
+                .iter_mut()
+                .find(|m| m.id == *member)
+                .ok_or_else(|| Error::Invalid(format!("no member {member:?} in the policy")))?;
+            if !m.devices.contains(device) {
+                m.devices.push(*device);
+            }
         }
+        for member in &p.super_admins {
+            let m = policy
+                .members
+                .iter_mut()
+                .find(|m| m.id == *member)
+                .ok_or_else(|| Error::Invalid(format!("no member {member:?} in the policy")))?;
+            m.role = crate::org::body::OrgRole::SuperAdmin;
+        }
+        for d in &p.revoke {
+            if !policy.revoked.contains(d) {
+                policy.revoked.push(*d);
+            }
+        }
+        policy.check().map_err(Error::Invalid)?;
+        Ok((current, policy))
+    }
+
+    fn org_propose(&mut self, tx: &mut Txn, p: Proposal) -> store::Result<Result<()>> {
+        let (current, policy) = match self.proposed_policy(&p) {
+            Ok(x) => x,
+            Err(e) => return Ok(Err(e)),
+        };
         let mut admins = current.header.admins.clone();
         admins.retain(|a| !p.remove_admins.contains(a));
         admins.extend(p.add_admins);
@@ -509,6 +596,7 @@ impl Core {
             revoked: policy.map(|p| p.revoked).unwrap_or_default(),
             admin_key,
             drafts,
+            dry_run: None,
         })
     }
 
@@ -641,6 +729,96 @@ impl Core {
         }
         Ok(())
     }
+}
+
+impl Core {
+    /// Members matching `query` (name, department path, title or id; case
+    /// blind), as far as this device may see them.
+    pub(super) fn dir_search(&self, query: &str) -> Result<Vec<DirEntry>> {
+        let needle = query.trim().to_lowercase();
+        if needle.is_empty() {
+            return Err(Error::Invalid("search for a name, department or title".into()));
+        }
+        self.directory(|m, path| {
+            [&m.name, path, &m.title, &m.id]
+                .iter()
+                .any(|f| f.to_lowercase().contains(&needle))
+        })
+    }
+
+    /// The members of the department at `path` and of those under it.
+    pub(super) fn dir_dept(&self, path: &str) -> Result<Vec<DirEntry>> {
+        let path = path.trim().trim_matches('/').to_string();
+        let under = format!("{path}/");
+        let found = self.directory(|_, p| p == path || p.starts_with(&under))?;
+        if found.is_empty() {
+            // Hidden and empty look alike from outside: both are "no such department".
+            let policy = self.current_policy()?;
+            let known = (0..policy.departments.len() as u32).any(|i| policy.path(i) == path);
+            let visible = self.visible(&policy);
+            let seen =
+                known && (0..policy.departments.len() as u32).any(|i| visible[i as usize] && policy.path(i) == path);
+            if !seen {
+                return Err(Error::NotFound(format!("no department {path:?}")));
+            }
+        }
+        Ok(found)
+    }
+
+    fn current_policy(&self) -> Result<Policy> {
+        self.org
+            .as_ref()
+            .and_then(|o| o.current.as_ref())
+            .ok_or_else(|| Error::NotFound("no org policy on this node (`outpost org follow`)".into()))?
+            .policy()
+            .map_err(invalid)
+    }
+
+    /// Which departments this device may see: as the member whose devices
+    /// include it, and as an admin when it holds one of the version's admin keys.
+    fn visible(&self, policy: &Policy) -> Vec<bool> {
+        let viewer = policy.members.iter().find(|m| m.devices.contains(&self.me));
+        let admin = self.admin_keys().ok().flatten().is_some_and(|k| {
+            self.org
+                .as_ref()
+                .and_then(|o| o.current.as_ref())
+                .is_some_and(|c| c.header.admins.contains(&k.public()))
+        });
+        policy.visible_departments(viewer, admin)
+    }
+
+    fn directory(&self, matches: impl Fn(&crate::org::body::OrgMember, &str) -> bool) -> Result<Vec<DirEntry>> {
+        let policy = self.current_policy()?;
+        let visible = self.visible(&policy);
+        let mut paths: BTreeMap<u32, String> = BTreeMap::new();
+        let mut out = Vec::new();
+        for m in &policy.members {
+            if !visible.get(m.department as usize).copied().unwrap_or(false) {
+                continue;
+            }
+            let path = paths.entry(m.department).or_insert_with(|| policy.path(m.department));
+            if matches(m, path) {
+                out.push(DirEntry {
+                    id: m.id.clone(),
+                    name: m.name.clone(),
+                    department: path.clone(),
+                    title: m.title.clone(),
+                    email: m.email.clone(),
+                    phone: m.phone.clone(),
+                    head: m.head,
+                    status: m.status,
+                });
+                if out.len() >= MAX_DIR_RESULTS {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn invalid(e: PolicyError) -> Error {
+    Error::Invalid(e.to_string())
 }
 
 fn draft_key(id: &[u8; 32]) -> String {

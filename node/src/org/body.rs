@@ -179,6 +179,44 @@ impl Policy {
         parts.join("/")
     }
 
+    /// The departments `viewer` may see. A hidden department (and everything
+    /// under it) is visible only to its own members (anyone in its subtree),
+    /// to super admins, to admins of a department above or at it, and to
+    /// holders of an org admin key (`admin`).
+    pub fn visible_departments(&self, viewer: Option<&OrgMember>, admin: bool) -> Vec<bool> {
+        let n = self.departments.len();
+        let super_admin = admin || viewer.is_some_and(|v| v.role == OrgRole::SuperAdmin);
+        // Ancestors-or-self of the viewer's department and of the department it administers.
+        let chain = |start: Option<u32>| {
+            let mut out = BTreeSet::new();
+            let mut at = start;
+            while let Some(d) = at {
+                if !out.insert(d) {
+                    break;
+                }
+                at = self.departments.get(d as usize).and_then(|x| x.parent);
+            }
+            out
+        };
+        let inside = chain(viewer.map(|v| v.department));
+        let administered = match viewer.map(|v| v.role) {
+            Some(OrgRole::DepartmentAdmin(d)) => Some(d),
+            _ => None,
+        };
+        let mut visible = vec![true; n];
+        for i in 0..n {
+            let d = &self.departments[i];
+            // Parents come first, so the parent's answer is already known.
+            let parent_ok = d.parent.is_none_or(|p| visible[p as usize]);
+            let own_ok = !d.hidden
+                || super_admin
+                || inside.contains(&(i as u32))
+                || administered.is_some_and(|a| chain(Some(i as u32)).contains(&a));
+            visible[i] = parent_ok && own_ok;
+        }
+        visible
+    }
+
     /// Whether `device` is revoked by this policy.
     pub fn is_revoked(&self, device: &DeviceId) -> bool {
         self.revoked.contains(device)

@@ -63,8 +63,10 @@ fn a_chain_of_versions_verifies_and_its_org_id_commits_to_the_first_admins() {
     let (other, _) = first(&admins(3), 2, 0);
     assert_eq!(v1.signed.clone().verify_first(&other), Err(PolicyError::WrongOrg));
     let mallory = admins(2);
+    let mut theirs = publics(&mallory);
+    theirs.sort();
     let forged = Header {
-        admins: publics(&mallory),
+        admins: theirs,
         ..v1.header.clone()
     };
     let mut forged = Signed::new(&forged, v1.signed.body.clone());
