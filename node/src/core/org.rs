@@ -16,8 +16,9 @@ use crate::org::{
 /// working (design-rationale D2).
 pub const DEFAULT_EXPIRY_DAYS: u64 = 180;
 const DAY_MS: u64 = 86_400_000;
-/// Most bytes of versions one answer carries (below the frame cap).
-const FRAME_BUDGET: usize = 3 << 20;
+/// Largest version made here: one version, with room for its signatures and
+/// the frame around it, fits one sync frame.
+const MAX_VERSION_BYTES: usize = crate::sync::MAX_FRAME_BYTES - (64 << 10);
 
 /// What this node knows of its org.
 #[derive(Debug)]
@@ -337,6 +338,16 @@ impl Core {
         let body = policy.encode();
         let header = Header::next(&current, admins, threshold, now, now + days * DAY_MS, &body);
         let mut draft = Signed::new(&header, body);
+        // A version travels whole in one sync frame until bodies are chunked
+        // (design-rationale D5): refuse one that could not reach anyone.
+        let size = postcard::to_stdvec(&draft).map_or(usize::MAX, |b| b.len());
+        if size > MAX_VERSION_BYTES {
+            return Ok(Err(Error::Invalid(format!(
+                "the new version is {:.1} MB; a version travels in one {} MB sync frame in this build (about 50,000 members with short fields fit)",
+                size as f64 / 1e6,
+                MAX_VERSION_BYTES / 1_000_000
+            ))));
+        }
         match self.sign_as_admin(&mut draft, &current, &header)? {
             Ok(()) => {}
             Err(e) => return Ok(Err(e)),
@@ -608,8 +619,14 @@ impl Core {
             return Ok(None);
         };
         let have = org.current.as_ref().map_or(0, |c| c.header.version);
-        let mut versions = Vec::new();
+        // Versions first (what the peer lacks), then drafts, all within one frame.
         let mut bytes = 0;
+        let mut fits = |signed: &Signed| {
+            let size = signed.header.len() + signed.body.len() + 128 * signed.signatures.len();
+            bytes += size;
+            bytes <= MAX_VERSION_BYTES
+        };
+        let mut versions = Vec::new();
         for v in their + 1..=have {
             let Some(raw) = self.store.org_row(&format!("version/{v:020}"))? else {
                 break;
@@ -617,17 +634,17 @@ impl Core {
             let Ok(signed) = postcard::from_bytes::<Signed>(&raw) else {
                 break;
             };
-            bytes += signed.header.len() + signed.body.len();
-            if (!versions.is_empty() && bytes > FRAME_BUDGET) || versions.len() >= MAX_VERSIONS_PER_FRAME {
+            if versions.len() >= MAX_VERSIONS_PER_FRAME || !fits(&signed) {
                 break;
             }
             versions.push(signed);
         }
+        let drafts = org.drafts.values().filter(|d| fits(d)).cloned().collect();
         Ok(Some(PolicyFrame {
             org: org.id,
             have,
             versions,
-            drafts: org.drafts.values().cloned().collect(),
+            drafts,
         }))
     }
 
