@@ -205,6 +205,9 @@ impl Hostile {
                             "mallory links no one".into(),
                         ))),
                         Request::Policy(_) => Response::Policy(None),
+                        Request::Enroll(_) => Response::Enrolled(Box::new(
+                            outpost_node::org::enroll::EnrollOutcome::Refused("mallory enrolls no one".into()),
+                        )),
                     };
                     let _ = self.swarm.behaviour_mut().send_response(channel, sync::encode(&answer));
                 }

@@ -349,3 +349,48 @@ fn an_imported_chart_answers_the_directory_within_visibility() {
     assert_eq!(names(&alice, &["dept", "总部"]).len(), 4);
     assert_eq!(names(&alice, &["search", "律师"]), ["赵敏"], "by title");
 }
+
+/// `org invite` / `org enroll`: a fresh device enrolls with a ticket (which also
+/// tells it the org to trust), is listed under its member in the next version
+/// and sees what that member sees; the ticket is good once.
+#[test]
+fn a_device_enrolls_with_an_invite_ticket_once() {
+    let root = tempfile::tempdir().unwrap();
+    let mut alice = Node::init(root.path(), "alice");
+    let mut bob = Node::init(root.path(), "bob");
+    let mut mallory = Node::init(root.path(), "mallory");
+    alice.start(&[]);
+    // Bob and Mallory know no peer: the ticket says where the admin is.
+    bob.start(&[]);
+    mallory.start(&[]);
+    alice.json(&["org", "init", "--name", "acme", "--threshold", "1", "--json"]);
+    let chart = root.path().join("chart.csv");
+    std::fs::write(&chart, "工号,姓名,部门\n1001,张伟,总部/技术部\n1002,李娜,总部/法务部\n").unwrap();
+    alice.json(&["org", "import", chart.to_str().unwrap(), "--json"]);
+    let hidden = alice.json(&["org", "propose", "--hide", "总部/法务部", "--json"]);
+    let draft = hidden["drafts"][0]["id"].as_str().unwrap().to_string();
+    assert_eq!(alice.json(&["org", "publish", &draft, "--json"])["version"], 3);
+
+    let unknown = alice.cli(&["org", "invite", "9999"]);
+    assert_eq!(unknown.status.code(), Some(5), "no such member");
+    let ticket = alice.json(&["org", "invite", "1002", "--json"])["ticket"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(ticket.starts_with("opo1"));
+    let enrolled = bob.json(&["org", "enroll", &ticket, "--json"]);
+    assert_eq!(enrolled["accepted"]["version"], 4);
+    assert_eq!(enrolled["accepted"]["published"], true);
+    // Bob follows the ticket's org, gets version 4 from Alice, and as 李娜 sees
+    // the hidden department.
+    wait_until(CONVERGE, "Bob to hold version 4", || (version(&bob) == 4).then_some(()));
+    let seen = bob.json(&["dir", "search", "法务", "--json"]);
+    assert_eq!(seen[0]["name"], "李娜");
+    // Used once: Mallory, with the same ticket, is refused; a damaged ticket is bad input.
+    let again = mallory.cli(&["org", "enroll", &ticket]);
+    assert_eq!(again.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("used already"));
+    let damaged = mallory.cli(&["org", "enroll", "opo1zzzz"]);
+    assert_eq!(damaged.status.code(), Some(2));
+    assert_eq!(version(&alice), 4, "the refused enrollment changed nothing");
+}

@@ -67,7 +67,9 @@ fn classify(err: &anyhow::Error) -> (u8, Option<String>) {
             client::Error::Transport(_) => (1, None),
         };
     }
-    if err.downcast_ref::<link::TicketError>().is_some() {
+    if err.downcast_ref::<link::TicketError>().is_some()
+        || err.downcast_ref::<outpost_node::org::enroll::TicketError>().is_some()
+    {
         return (2, None);
     }
     if let Some(e) = err.downcast_ref::<identity::Error>() {

@@ -4,11 +4,15 @@ use std::path::Path;
 
 use clap::Subcommand;
 use outpost_node::{
+    api::{Join, OrgInvite, OrgTicket},
     client::Client,
     clock::utc,
     core::{DirEntry, OrgCommand, OrgView, Proposal},
     ids::DeviceId,
-    org::{AdminKey, AdminKeys, OrgId},
+    org::{
+        AdminKey, AdminKeys, OrgId,
+        enroll::{EnrollOutcome, EnrollTicket},
+    },
 };
 
 use crate::output;
@@ -106,6 +110,23 @@ pub(crate) enum OrgCmd {
         /// Only show what would change against the current version.
         #[arg(long)]
         dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Invite a member's new device into the org (admins): prints a ticket,
+    /// good once for 7 days, for `outpost org enroll` on that device.
+    Invite {
+        /// The member's id in the org chart (`outpost dir search` finds it).
+        member: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Enroll this device with a ticket from `outpost org invite`: follows the
+    /// ticket's org and asks the admin's device, which lists this device under
+    /// the member in the next policy version (published at once, or once the
+    /// other admins sign).
+    Enroll {
+        ticket: String,
         #[arg(long)]
         json: bool,
     },
@@ -218,6 +239,40 @@ pub(crate) async fn run(client: &Client, home: &Path, cmd: OrgCmd) -> anyhow::Re
             json,
         ),
         OrgCmd::Import { file, dry_run, json } => return import(client, &file, dry_run, json).await,
+        OrgCmd::Invite { member, json } => {
+            let ticket: OrgTicket = client.post("/v1/org/invite", &OrgInvite { member }).await?;
+            if json {
+                output::json(&ticket)?;
+            } else {
+                println!("On the new device of member {}, run:\n", ticket.member);
+                println!("  outpost org enroll {}\n", ticket.ticket);
+                println!("(good once, until {} UTC)", utc(ticket.expires_ms as i64));
+            }
+            return Ok(());
+        }
+        OrgCmd::Enroll { ticket, json } => {
+            let parsed = EnrollTicket::from_text(&ticket, outpost_node::clock::now_ms())
+                .map_err(|e| crate::exit::Usage(e.to_string()))?;
+            let outcome: EnrollOutcome = client.post("/v1/org/enroll", &Join { ticket }).await?;
+            if json {
+                return output::json(&outcome);
+            }
+            match outcome {
+                EnrollOutcome::Accepted {
+                    version,
+                    published: true,
+                } => println!(
+                    "enrolled as a device of member {} in org {}: policy version {version} lists it",
+                    parsed.member, parsed.org
+                ),
+                EnrollOutcome::Accepted { version, .. } => println!(
+                    "enrolled as a device of member {} in org {}: version {version} lists it once enough admins sign",
+                    parsed.member, parsed.org
+                ),
+                EnrollOutcome::Refused(why) => anyhow::bail!("refused: {why}"),
+            }
+            return Ok(());
+        }
         OrgCmd::Sign { draft, json } => (OrgCommand::Sign { draft }, json),
         OrgCmd::Publish { draft, json } => (OrgCommand::Publish { draft }, json),
     };

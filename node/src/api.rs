@@ -14,6 +14,8 @@
 //! | GET | `/v1/events[?space=S]` | NDJSON stream of live events |
 //! | GET | `/v1/org` | the org this node follows: version, admins, expiry, drafts |
 //! | POST | `/v1/org` | an org command (`init`, `follow`, `propose`, `sign`, `publish`) |
+//! | POST | `/v1/org/invite` | an invite ticket `{member}` (admins) |
+//! | POST | `/v1/org/enroll` | enroll this device with `{ticket}`: asks the admin's device |
 //! | GET | `/v1/dir/search?q=Q` | org members matching Q, as this device may see them |
 //! | GET | `/v1/dir/dept?path=P` | the members of department P and those under it |
 //!
@@ -42,6 +44,7 @@ use crate::{
     ids::{DeviceId, SpaceId, UserId},
     link::{JoinOutcome, Ticket},
     net::{NetHandle, NetStatus, PeerStatus},
+    org::enroll::{EnrollOutcome, EnrollTicket},
 };
 
 /// Default number of messages `chat log` returns.
@@ -167,6 +170,8 @@ pub fn router(core: CoreHandle, net: NetHandle, keys: Arc<DeviceKeys>, stopping:
                 // An imported chart of 50,000 members is about 10 MB of JSON.
                 .layer(axum::extract::DefaultBodyLimit::max(64 << 20)),
         )
+        .route("/v1/org/invite", post(org_invite))
+        .route("/v1/org/enroll", post(org_enroll))
         .route("/v1/dir/search", get(dir_search))
         .route("/v1/dir/dept", get(dir_dept))
         .route("/v1/chats/{space}/messages", post(send).get(log))
@@ -411,6 +416,55 @@ async fn revoke(State(s): State<AppState>, Path(device): Path<String>) -> Result
 async fn members(State(s): State<AppState>, Path(space): Path<String>) -> Result<Json<Members>, Failure> {
     let space = parse_space(&space)?;
     Ok(Json(s.core.members(space).await?))
+}
+
+/// Body of `POST /v1/org/invite`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OrgInvite {
+    pub member: String,
+}
+
+/// An invite ticket, as `org invite` prints it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OrgTicket {
+    pub ticket: String,
+    pub member: String,
+    pub expires_ms: u64,
+}
+
+async fn org_invite(State(s): State<AppState>, Json(req): Json<OrgInvite>) -> Result<Json<OrgTicket>, Failure> {
+    let net = net_status(&s.net).await;
+    let ticket = s.core.org_invite(req.member, net.listen).await?;
+    Ok(Json(OrgTicket {
+        ticket: ticket.to_text(),
+        member: ticket.member,
+        expires_ms: ticket.expires_ms,
+    }))
+}
+
+/// Enrolls this device with an invite ticket: follows the ticket's org, asks
+/// the admin's device, and returns its answer.
+async fn org_enroll(State(s): State<AppState>, Json(req): Json<Join>) -> Result<Json<EnrollOutcome>, Failure> {
+    let ticket = EnrollTicket::from_text(&req.ticket, crate::clock::now_ms())
+        .map_err(|e| error(StatusCode::BAD_REQUEST, "invalid", e.to_string(), None))?;
+    if ticket.admin == s.keys.device_id() {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            "this ticket was made by this device; run `outpost org enroll` on the new device".into(),
+            None,
+        ));
+    }
+    s.core.org(OrgCommand::Follow { org: ticket.org }).await?;
+    match s.net.enroll(&ticket, ticket.request(s.keys.cert())).await {
+        EnrollOutcome::Refused(why) => Err(error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("the admin's device refused: {why}"),
+            Some("ask an admin for a fresh ticket (`outpost org invite MEMBER`)"),
+        )),
+        accepted => Ok(Json(accepted)),
+    }
 }
 
 #[derive(Debug, Deserialize)]

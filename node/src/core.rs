@@ -318,6 +318,18 @@ enum ToCore {
     Revoked {
         reply: Reply<BTreeSet<DeviceId>>,
     },
+    /// An org invite ticket for a member (admins).
+    OrgInvite {
+        member: String,
+        addrs: Vec<String>,
+        reply: Reply<crate::org::enroll::EnrollTicket>,
+    },
+    /// A device asks to enroll with an invite this device issued.
+    TakeEnroll {
+        from: DeviceId,
+        request: Box<crate::org::enroll::EnrollRequest>,
+        reply: Reply<crate::org::enroll::EnrollOutcome>,
+    },
     /// The directory: members matching a query, or of a department.
     Directory {
         query: DirQuery,
@@ -507,6 +519,25 @@ impl CoreHandle {
 
     pub async fn org_show(&self) -> Result<OrgView> {
         self.call(|reply| ToCore::OrgShow { reply }).await
+    }
+
+    /// An invite ticket for `member`, naming `addrs` to reach this device.
+    pub async fn org_invite(&self, member: String, addrs: Vec<String>) -> Result<crate::org::enroll::EnrollTicket> {
+        self.call(|reply| ToCore::OrgInvite { member, addrs, reply }).await
+    }
+
+    /// Answers a device's enrollment request.
+    pub async fn take_enroll(
+        &self,
+        from: DeviceId,
+        request: crate::org::enroll::EnrollRequest,
+    ) -> Result<crate::org::enroll::EnrollOutcome> {
+        self.call(|reply| ToCore::TakeEnroll {
+            from,
+            request: Box::new(request),
+            reply,
+        })
+        .await
     }
 
     /// The org directory as this device may see it.
@@ -839,6 +870,12 @@ impl Core {
                 ToCore::TakePolicy { from, frame, reply } => self
                     .take_policy(txn, from, *frame, &mut effects)
                     .map(|outcome| effects.reply(reply, outcome)),
+                ToCore::OrgInvite { member, addrs, reply } => self
+                    .org_invite(txn, &member, addrs)
+                    .map(|outcome| effects.reply_result(reply, outcome)),
+                ToCore::TakeEnroll { from, request, reply } => self
+                    .take_enroll(txn, from, *request, &mut effects)
+                    .map(|outcome| effects.reply(reply, outcome)),
                 other => {
                     reads.push(other);
                     Ok(())
@@ -942,6 +979,8 @@ impl Core {
             ToCore::Revoke { reply, .. } => fail_unavailable(reply),
             ToCore::Org { reply, .. } => fail_unavailable(reply),
             ToCore::TakePolicy { reply, .. } => fail_unavailable(reply),
+            ToCore::OrgInvite { reply, .. } => fail_unavailable(reply),
+            ToCore::TakeEnroll { reply, .. } => fail_unavailable(reply),
             ToCore::OrgShow { reply } => {
                 let _ = reply.send(self.org_view());
             }

@@ -63,20 +63,18 @@ impl Ticket {
     }
 
     pub fn to_text(&self) -> String {
-        let raw = postcard::to_stdvec(self).expect("tickets serialize");
-        format!(
-            "{TICKET_PREFIX}{}",
-            data_encoding::BASE32_NOPAD.encode(&raw).to_lowercase()
-        )
+        encode_ticket(TICKET_PREFIX, self)
     }
 
     /// Parses a ticket; refuses one expired at `now_ms`.
     pub fn from_text(text: &str, now_ms: u64) -> Result<Self, TicketError> {
-        let body = text.trim().strip_prefix(TICKET_PREFIX).ok_or(TicketError::Prefix)?;
-        let raw = data_encoding::BASE32_NOPAD
-            .decode(body.to_uppercase().as_bytes())
-            .map_err(|_| TicketError::Encoding)?;
-        let ticket: Ticket = postcard::from_bytes(&raw).map_err(|_| TicketError::Encoding)?;
+        let ticket: Ticket = decode_ticket(TICKET_PREFIX, text).map_err(|bad_prefix| {
+            if bad_prefix {
+                TicketError::Prefix
+            } else {
+                TicketError::Encoding
+            }
+        })?;
         if ticket.addrs.len() > MAX_TICKET_ADDRS || ticket.addrs.iter().any(|a| a.len() > 256) {
             return Err(TicketError::Encoding);
         }
@@ -85,6 +83,22 @@ impl Ticket {
         }
         Ok(ticket)
     }
+}
+
+/// A ticket as text: `prefix` then the postcard bytes in lower-case base32.
+pub(crate) fn encode_ticket<T: Serialize>(prefix: &str, ticket: &T) -> String {
+    let raw = postcard::to_stdvec(ticket).expect("tickets serialize");
+    format!("{prefix}{}", data_encoding::BASE32_NOPAD.encode(&raw).to_lowercase())
+}
+
+/// Reads a ticket written by [`encode_ticket`]; `Err(true)` when the prefix is
+/// not `prefix`, `Err(false)` when the rest does not decode.
+pub(crate) fn decode_ticket<T: serde::de::DeserializeOwned>(prefix: &str, text: &str) -> Result<T, bool> {
+    let body = text.trim().strip_prefix(prefix).ok_or(true)?;
+    let raw = data_encoding::BASE32_NOPAD
+        .decode(body.to_uppercase().as_bytes())
+        .map_err(|_| false)?;
+    postcard::from_bytes(&raw).map_err(|_| false)
 }
 
 /// The id of the ticket whose secret is `secret`.

@@ -35,6 +35,7 @@ use crate::{
     identity::DeviceKeys,
     ids::DeviceId,
     link::{JoinOutcome, JoinRequest, Ticket},
+    org::enroll::{EnrollOutcome, EnrollRequest, EnrollTicket},
     sync::{self, Backoff, Request, Response},
 };
 
@@ -101,6 +102,12 @@ enum ToNet {
         request: Box<JoinRequest>,
         reply: oneshot::Sender<JoinOutcome>,
     },
+    Enroll {
+        admin: DeviceId,
+        addrs: Vec<String>,
+        request: Box<EnrollRequest>,
+        reply: oneshot::Sender<EnrollOutcome>,
+    },
 }
 
 /// A cheap handle to the network actor.
@@ -114,6 +121,23 @@ impl NetHandle {
         let (reply, rx) = oneshot::channel();
         self.tx.send(ToNet::Status { reply }).await.ok()?;
         rx.await.ok()
+    }
+
+    /// Dials the admin device an org invite names and asks it to enroll this
+    /// device; resolves with its answer, or a refusal when it cannot be reached.
+    pub async fn enroll(&self, ticket: &EnrollTicket, request: EnrollRequest) -> EnrollOutcome {
+        let (reply, rx) = oneshot::channel();
+        let cmd = ToNet::Enroll {
+            admin: ticket.admin,
+            addrs: ticket.addrs.clone(),
+            request: Box::new(request),
+            reply,
+        };
+        if self.tx.send(cmd).await.is_err() {
+            return EnrollOutcome::Refused("the node is shutting down".into());
+        }
+        rx.await
+            .unwrap_or_else(|_| EnrollOutcome::Refused("the admin's device did not answer (unreachable?)".into()))
     }
 
     /// Dials the device a link ticket names and asks to join its user; resolves
@@ -344,6 +368,7 @@ struct NetActor {
     pushes: HashMap<OutboundRequestId, PeerId>,
     /// Join requests in flight, with who waits for the answer.
     joins: HashMap<OutboundRequestId, oneshot::Sender<JoinOutcome>>,
+    enrolls: HashMap<OutboundRequestId, oneshot::Sender<EnrollOutcome>>,
     /// The highest policy version each peer said it holds (its answers): a
     /// peer that does not advance is not sent the same versions again.
     policy_seen: HashMap<PeerId, u64>,
@@ -383,6 +408,7 @@ impl NetActor {
             outboxes: HashMap::new(),
             pushes: HashMap::new(),
             joins: HashMap::new(),
+            enrolls: HashMap::new(),
             policy_seen: HashMap::new(),
             revoked: BTreeSet::new(),
             mdns_peers: HashSet::new(),
@@ -437,14 +463,10 @@ impl NetActor {
                 });
             }
             ToNet::Join { ticket, request, reply } => {
-                let Ok(key) = libp2p::identity::ed25519::PublicKey::try_from_bytes(&ticket.device.0) else {
+                let Some(peer) = self.reach(&ticket.device, &ticket.addrs) else {
                     let _ = reply.send(JoinOutcome::Refused("the ticket names no valid device".into()));
                     return;
                 };
-                let peer = libp2p::identity::PublicKey::from(key).to_peer_id();
-                for addr in ticket.addrs.iter().filter_map(|a| a.parse::<Multiaddr>().ok()) {
-                    self.swarm.add_peer_address(peer, addr);
-                }
                 // Dials if needed; Noise proves the peer is the ticket's device.
                 let id = self
                     .swarm
@@ -453,7 +475,34 @@ impl NetActor {
                     .send_request(&peer, Ok(Request::Join(request)));
                 self.joins.insert(id, reply);
             }
+            ToNet::Enroll {
+                admin,
+                addrs,
+                request,
+                reply,
+            } => {
+                let Some(peer) = self.reach(&admin, &addrs) else {
+                    let _ = reply.send(EnrollOutcome::Refused("the ticket names no valid device".into()));
+                    return;
+                };
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .sync
+                    .send_request(&peer, Ok(Request::Enroll(request)));
+                self.enrolls.insert(id, reply);
+            }
         }
+    }
+
+    /// The peer id of `device`, with `addrs` noted for dialling it.
+    fn reach(&mut self, device: &DeviceId, addrs: &[String]) -> Option<PeerId> {
+        let key = libp2p::identity::ed25519::PublicKey::try_from_bytes(&device.0).ok()?;
+        let peer = libp2p::identity::PublicKey::from(key).to_peer_id();
+        for addr in addrs.iter().filter_map(|a| a.parse::<Multiaddr>().ok()) {
+            self.swarm.add_peer_address(peer, addr);
+        }
+        Some(peer)
     }
 
     fn handle_internal(&mut self, work: Internal) {
@@ -857,6 +906,32 @@ impl NetActor {
                         response: Response::Policy(None),
                         ..
                     } => {}
+                    Message::Request {
+                        request: Ok(Request::Enroll(request)),
+                        channel,
+                        ..
+                    } => {
+                        self.spawn(async move {
+                            let outcome = core
+                                .take_enroll(device, *request)
+                                .await
+                                .unwrap_or_else(|e| EnrollOutcome::Refused(e.to_string()));
+                            let _ = out
+                                .send(Internal::Respond {
+                                    channel,
+                                    response: Response::Enrolled(Box::new(outcome)),
+                                })
+                                .await;
+                        });
+                    }
+                    Message::Response {
+                        request_id,
+                        response: Response::Enrolled(outcome),
+                    } => {
+                        if let Some(reply) = self.enrolls.remove(&request_id) {
+                            let _ = reply.send(*outcome);
+                        }
+                    }
                     Message::Response {
                         request_id,
                         response: Response::Joined(outcome),
@@ -932,6 +1007,12 @@ impl NetActor {
                 if let Some(reply) = self.joins.remove(&request_id) {
                     let _ = reply.send(JoinOutcome::Refused(format!(
                         "could not reach the other device: {error}"
+                    )));
+                    return;
+                }
+                if let Some(reply) = self.enrolls.remove(&request_id) {
+                    let _ = reply.send(EnrollOutcome::Refused(format!(
+                        "could not reach the admin's device: {error}"
                     )));
                     return;
                 }

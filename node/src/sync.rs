@@ -26,7 +26,10 @@ use crate::{
     identity::{DeviceCert, Sig},
     ids::{ActorKey, DeviceId, DocId, EnvelopeId, EpochId, SpaceId},
     link::{JoinOutcome, JoinRequest},
-    org::{MAX_DRAFTS, MAX_VERSIONS_PER_FRAME, PolicyFrame},
+    org::{
+        MAX_DRAFTS, MAX_VERSIONS_PER_FRAME, PolicyFrame,
+        enroll::{EnrollOutcome, EnrollRequest},
+    },
 };
 
 /// The protocol id; a breaking change gets a new number.
@@ -111,6 +114,8 @@ pub enum Request {
     /// The sender's org policy: sent first on every connection, and when a new
     /// version is published. Answered with [`Response::Policy`].
     Policy(Box<PolicyFrame>),
+    /// A device asks an admin's device to enroll it (see [`crate::org::enroll`]).
+    Enroll(Box<EnrollRequest>),
 }
 
 /// Consecutive envelopes that share kind, space, doc, epoch, writer and control
@@ -237,6 +242,7 @@ pub enum Response {
     Joined(Box<JoinOutcome>),
     /// What the sender of a [`Request::Policy`] lacks (`None`: another org, or none).
     Policy(Option<Box<PolicyFrame>>),
+    Enrolled(Box<EnrollOutcome>),
 }
 
 /// Most sibling devices a join answer may list.
@@ -285,6 +291,7 @@ pub fn decode_request(bytes: &[u8]) -> Result<Request, FrameError> {
         }
         Request::Join(_) => {}
         Request::Policy(frame) => check_policy(frame)?,
+        Request::Enroll(_) => {}
     }
     Ok(req)
 }
@@ -305,7 +312,7 @@ pub fn decode_response(bytes: &[u8]) -> Result<Response, FrameError> {
         }
         Response::Ack(_) => {}
         Response::Policy(Some(frame)) => check_policy(frame)?,
-        Response::Policy(None) => {}
+        Response::Policy(None) | Response::Enrolled(_) => {}
     }
     Ok(resp)
 }

@@ -19,6 +19,7 @@
 
 pub mod admin;
 pub mod body;
+pub mod enroll;
 pub mod import;
 #[cfg(test)]
 mod tests;
