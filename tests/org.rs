@@ -386,6 +386,10 @@ fn a_device_enrolls_with_an_invite_ticket_once() {
     wait_until(CONVERGE, "Bob to hold version 4", || (version(&bob) == 4).then_some(()));
     let seen = bob.json(&["dir", "search", "法务", "--json"]);
     assert_eq!(seen[0]["name"], "李娜");
+    // Asking again from the same device (a lost answer) proposes nothing new.
+    let again = bob.json(&["org", "enroll", &ticket, "--json"]);
+    assert_eq!(again["accepted"]["version"], 4);
+    assert_eq!(version(&alice), 4);
     // Used once: Mallory, with the same ticket, is refused; a damaged ticket is bad input.
     let again = mallory.cli(&["org", "enroll", &ticket]);
     assert_eq!(again.status.code(), Some(4));

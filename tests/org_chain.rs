@@ -190,3 +190,60 @@ fn expiry_degrades_the_node_until_a_fresh_version_arrives() {
         assert!(!shown.degraded, "a fresh version ends degraded mode");
     });
 }
+
+/// What anyone can send without admin keys changes nothing: a bad signature
+/// planted under an admin's key does not block that admin's real one, and an
+/// unsigned header with a used version number is no fork.
+#[test]
+fn planted_signatures_and_unsigned_forks_change_nothing() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let [a0, a1] = [(); 2].map(|_| AdminKeys::generate());
+        let now = outpost_node::clock::now_ms();
+        let b1 = body("acme");
+        let h1 = Header::first(vec![a0.public(), a1.public()], 2, now, now + 90 * DAY, &b1);
+        let org = h1.org;
+        let v1 = signed(&h1, b1, &[&a0, &a1]).verify_first(&org).unwrap();
+        let node = Node::new();
+        node.core.org(OrgCommand::Follow { org }).await.unwrap();
+        node.core
+            .take_policy(node.device(), frame(org, vec![v1.signed.clone()]))
+            .await
+            .unwrap();
+        // An unsigned version 1 with another body: refused, and no fork reported.
+        let fake = signed(
+            &Header {
+                body: *blake3::hash(&body("evil")).as_bytes(),
+                ..h1.clone()
+            },
+            body("evil"),
+            &[],
+        );
+        node.core
+            .take_policy(node.device(), frame(org, vec![fake]))
+            .await
+            .unwrap();
+        let shown = node.core.org_show().await.unwrap();
+        assert_eq!((shown.version, shown.fork), (1, None));
+        // A draft signed by a1, with garbage planted under a0's key.
+        let draft = next(&v1, "two", &[&a0, &a1], 2, &[&a1]);
+        let mut planted = draft.clone();
+        let mut garbage = planted.signatures[0].clone();
+        garbage.key = a0.public();
+        planted.signatures.push(garbage);
+        let send_draft = |d: Signed| PolicyFrame {
+            drafts: vec![d],
+            ..frame(org, Vec::new())
+        };
+        node.core.take_policy(node.device(), send_draft(planted)).await.unwrap();
+        let held = node.core.org_show().await.unwrap().drafts;
+        assert_eq!((held.len(), held[0].signatures), (1, 1));
+        // a0's real signature still counts: the draft is ready.
+        let real = next(&v1, "two", &[&a0, &a1], 2, &[&a0]);
+        assert_eq!(real.header, draft.header, "the same draft");
+        node.core.take_policy(node.device(), send_draft(real)).await.unwrap();
+        let held = node.core.org_show().await.unwrap().drafts;
+        assert_eq!(held[0].signatures, 2);
+        assert!(held[0].ready);
+    });
+}

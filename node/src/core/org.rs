@@ -33,6 +33,19 @@ pub(super) struct OrgState {
     pub(super) invites: BTreeMap<[u8; 16], Invite>,
 }
 
+impl OrgState {
+    /// An org followed, with no version yet.
+    fn new(id: OrgId) -> Self {
+        Self {
+            id,
+            current: None,
+            drafts: BTreeMap::new(),
+            fork: None,
+            invites: BTreeMap::new(),
+        }
+    }
+}
+
 /// An invite this device issued (`invite/{id}` in `org-1`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct Invite {
@@ -240,13 +253,7 @@ impl Core {
         let mut draft = Signed::new(&header, body);
         draft.sign(&mine);
         tx.put_org("org", &org.0)?;
-        self.org = Some(OrgState {
-            id: org,
-            current: None,
-            drafts: BTreeMap::new(),
-            fork: None,
-            invites: BTreeMap::new(),
-        });
+        self.org = Some(OrgState::new(org));
         self.store_draft(tx, draft, 1)?;
         info!(org = %org.fmt_short(), "created an org");
         Ok(Ok(()))
@@ -264,13 +271,7 @@ impl Core {
             None => {}
         }
         tx.put_org("org", &org.0)?;
-        self.org = Some(OrgState {
-            id: org,
-            current: None,
-            drafts: BTreeMap::new(),
-            fork: None,
-            invites: BTreeMap::new(),
-        });
+        self.org = Some(OrgState::new(org));
         info!(org = %org.fmt_short(), "following an org; its policy arrives from any peer that holds it");
         Ok(Ok(()))
     }
@@ -367,7 +368,11 @@ impl Core {
             Ok(()) => {}
             Err(e) => return Ok(Err(e)),
         }
-        self.store_draft(tx, draft, header.version)?;
+        if !self.store_draft(tx, draft, header.version)? {
+            return Ok(Err(Error::Invalid(format!(
+                "{MAX_DRAFTS} drafts are waiting already: publish them or let a new version replace them"
+            ))));
+        }
         Ok(Ok(()))
     }
 
@@ -466,25 +471,34 @@ impl Core {
         signed: Signed,
         effects: &mut Effects,
     ) -> store::Result<std::result::Result<u64, PolicyError>> {
-        let Some(org) = self.org.as_mut() else {
+        let Some(org) = self.org.as_ref() else {
             return Ok(Err(PolicyError::WrongOrg));
         };
+        let candidate = signed.clone();
         let verified = match &org.current {
             None => signed.verify_first(&org.id),
             Some(current) => signed.verify_next(current),
         };
         let verified = match verified {
             Ok(v) => v,
-            Err(e) => {
-                if let PolicyError::Fork { version } = e {
+            Err(PolicyError::Fork { version }) => {
+                // A fork only if the other version is as well signed as the one
+                // held: anyone can send an unsigned header with a used number.
+                if self.signed_as_version(candidate, version)? {
                     let why = format!(
                         "two different policy versions {version} are signed by the admins: an admin key may be compromised"
                     );
                     warn!(%why, "policy fork");
-                    org.fork = Some(why);
+                    if let Some(org) = self.org.as_mut() {
+                        org.fork = Some(why);
+                    }
                 }
-                return Ok(Err(e));
+                return Ok(Err(PolicyError::Fork { version }));
             }
+            Err(e) => return Ok(Err(e)),
+        };
+        let Some(org) = self.org.as_mut() else {
+            return Ok(Err(PolicyError::WrongOrg));
         };
         let version = verified.header.version;
         tx.put_org(
@@ -509,26 +523,60 @@ impl Core {
 
     /// Keeps a draft, merging the signatures of a copy held; tells peers when
     /// anything changed (and only then: two nodes holding the same draft stop).
-    fn store_draft(&mut self, tx: &mut Txn, draft: Signed, version: u64) -> store::Result<()> {
+    /// Keeps only valid signatures by admins of the current version or of the
+    /// draft's own admin set, so nobody can plant a bad signature under an
+    /// admin's key (which would block that admin's real one) or grow a draft.
+    /// Returns whether the draft is held.
+    /// Whether `candidate` verifies as version `version` of this org's chain
+    /// (against the stored version before it).
+    fn signed_as_version(&self, candidate: Signed, version: u64) -> store::Result<bool> {
+        let Some(org) = &self.org else {
+            return Ok(false);
+        };
+        if version == 1 {
+            return Ok(candidate.verify_first(&org.id).is_ok());
+        }
+        let Some(raw) = self.store.org_row(&format!("version/{:020}", version - 1))? else {
+            return Ok(false);
+        };
+        let Ok(previous) = postcard::from_bytes::<Signed>(&raw) else {
+            return Ok(false);
+        };
+        // The stored chain was verified when stored; rebuild the verified form.
+        let Ok(header) = previous.header() else {
+            return Ok(false);
+        };
+        let previous = Verified {
+            hash: previous.hash(),
+            header,
+            signed: previous,
+        };
+        Ok(candidate.verify_next(&previous).is_ok())
+    }
+
+    fn store_draft(&mut self, tx: &mut Txn, mut draft: Signed, version: u64) -> store::Result<bool> {
         let id = draft.hash();
         let mine = self.admin_keys().ok().flatten().map(|k| k.public());
         let Some(org) = self.org.as_mut() else {
-            return Ok(());
+            return Ok(false);
         };
+        let mut allowed = draft.header().map(|h| h.admins).unwrap_or_default();
+        if let Some(current) = &org.current {
+            allowed.extend(current.header.admins.iter().copied());
+        }
         if let Some(held) = org.drafts.get_mut(&id) {
-            let before = held.signatures.len();
-            held.merge(&draft);
-            if held.signatures.len() == before {
-                return Ok(());
+            if !held.merge(&draft, &allowed) {
+                return Ok(true);
             }
         } else if org.drafts.len() < MAX_DRAFTS {
+            draft.retain_valid(&allowed);
             org.drafts.insert(id, draft);
         } else {
-            return Ok(());
+            return Ok(false);
         }
         self.policy_changed = true;
         let Some(org) = self.org.as_mut() else {
-            return Ok(());
+            return Ok(false);
         };
         let held = &org.drafts[&id];
         tx.put_org(&draft_key(&id), &postcard::to_stdvec(held).expect("drafts serialize"))?;
@@ -538,7 +586,7 @@ impl Core {
         {
             tx.put_org(&format!("signed-for/{version:020}"), &id)?;
         }
-        Ok(())
+        Ok(true)
     }
 
     fn find_draft(&self, prefix: &str) -> Result<([u8; 32], Signed)> {
@@ -642,7 +690,7 @@ impl Core {
             bytes <= MAX_VERSION_BYTES
         };
         let mut versions = Vec::new();
-        for v in their + 1..=have {
+        for v in their.saturating_add(1)..=have {
             let Some(raw) = self.store.org_row(&format!("version/{v:020}"))? else {
                 break;
             };
@@ -972,10 +1020,33 @@ impl Core {
         let Some((id, invite)) = found.map(|(id, i)| (*id, i.clone())) else {
             return Ok(refuse("no such invite: the ticket is unknown here or was withdrawn"));
         };
+        let current_version = self
+            .org
+            .as_ref()
+            .and_then(|o| o.current.as_ref())
+            .map_or(0, |c| c.header.version);
+        let listed = self.current_policy().is_ok_and(|p| {
+            p.members
+                .iter()
+                .any(|m| m.id == invite.member && m.devices.contains(&from))
+        });
         match invite.used_by {
             Some(device) if device != from => return Ok(refuse("the invite was used already")),
-            _ if invite.expires_ms <= now => return Ok(refuse("the invite has expired")),
-            _ => {}
+            // The same device asking again (a lost answer): nothing new is proposed.
+            Some(_) if listed => {
+                return Ok(EnrollOutcome::Accepted {
+                    version: current_version,
+                    published: true,
+                });
+            }
+            Some(_) => {
+                return Ok(EnrollOutcome::Accepted {
+                    version: current_version + 1,
+                    published: false,
+                });
+            }
+            None if invite.expires_ms <= now => return Ok(refuse("the invite has expired")),
+            None => {}
         }
         let proposal = Proposal {
             devices: vec![(invite.member.clone(), from)],
@@ -1059,13 +1130,7 @@ pub(super) fn load_org(store: &Store) -> store::Result<Option<OrgState>> {
     else {
         return Ok(None);
     };
-    let mut state = OrgState {
-        id,
-        current: None,
-        drafts: BTreeMap::new(),
-        fork: None,
-        invites: BTreeMap::new(),
-    };
+    let mut state = OrgState::new(id);
     for (key, value) in &rows {
         if let Some(id) = key.strip_prefix("invite/") {
             let id = data_encoding::HEXLOWER

@@ -137,13 +137,27 @@ pub fn csv_rows(bytes: &[u8]) -> Result<Vec<Vec<String>>, String> {
         .has_headers(false)
         .flexible(true)
         .from_reader(text.as_bytes());
+    let bytes = text.as_bytes();
+    let (mut counted_to, mut line_at) = (0usize, 1usize);
     let mut rows = Vec::new();
     for record in reader.records() {
         let record = record.map_err(|e| format!("not valid CSV: {e}"))?;
-        rows.push(record.iter().map(str::to_string).collect());
-        if rows.len() > MAX_ROWS + 1 {
+        // The reader skips blank lines, and its position is where it started
+        // reading (before them): place each record at the line its first field
+        // is on, so problems name the line a spreadsheet shows.
+        let mut start = record.position().map_or(counted_to, |p| p.byte() as usize);
+        while matches!(bytes.get(start), Some(b'\n' | b'\r')) {
+            start += 1;
+        }
+        let start = start.clamp(counted_to, bytes.len());
+        line_at += bytes[counted_to..start].iter().filter(|b| **b == b'\n').count();
+        counted_to = start;
+        let line = line_at;
+        if line > MAX_ROWS + 1 {
             return Err(format!("more than {MAX_ROWS} rows"));
         }
+        rows.resize(line.saturating_sub(1).max(rows.len()), Vec::new());
+        rows.push(record.iter().map(str::to_string).collect());
     }
     Ok(rows)
 }
@@ -163,23 +177,20 @@ fn spreadsheet_rows(path: &Path) -> Result<Vec<Vec<String>>, String> {
         .worksheet_range_at(0)
         .ok_or("the file has no sheet")?
         .map_err(|e| e.to_string())?;
-    if range.height() > MAX_ROWS + 1 {
-        return Err(format!("more than {MAX_ROWS} rows"));
+    // Keep the leading empty rows and columns, so that problems name the row
+    // and column the spreadsheet shows.
+    let (first_row, first_col) = range.start().map_or((0, 0), |(r, c)| (r as usize, c as usize));
+    if first_row + range.height() > MAX_ROWS + 1 || first_col > 1024 {
+        return Err(format!("more than {MAX_ROWS} rows, or data far to the right"));
     }
-    // Rows are numbered from the sheet's first used row: keep the leading
-    // empty rows so that problems name the row the spreadsheet shows.
-    let first = range.start().map_or(0, |(row, _)| row as usize);
-    let mut rows = vec![Vec::new(); first];
+    let mut rows = vec![Vec::new(); first_row];
     for row in range.rows() {
-        rows.push(
-            row.iter()
-                .map(|cell| match cell {
-                    Data::Empty => String::new(),
-                    Data::Float(f) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{}", *f as i64),
-                    other => other.to_string(),
-                })
-                .collect(),
-        );
+        let cells = row.iter().map(|cell| match cell {
+            Data::Empty => String::new(),
+            Data::Float(f) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{}", *f as i64),
+            other => other.to_string(),
+        });
+        rows.push(std::iter::repeat_n(String::new(), first_col).chain(cells).collect());
     }
     Ok(rows)
 }

@@ -259,21 +259,41 @@ impl Signed {
     /// Adds `keys`' signature (once).
     pub fn sign(&mut self, keys: &AdminKeys) {
         let key = keys.public();
-        if !self.signatures.iter().any(|s| s.key == key) {
-            let sig = keys.sign(&signing_input(&self.header));
-            self.signatures.push(Signature { key, sig });
-        }
+        let sig = keys.sign(&signing_input(&self.header));
+        // A signature held for this key that does not verify is replaced.
+        self.signatures.retain(|s| s.key != key);
+        self.signatures.push(Signature { key, sig });
         self.signatures.sort_by_key(|s| s.key);
     }
 
-    /// Merges the signatures of another copy of the same version.
-    pub fn merge(&mut self, other: &Signed) {
-        for s in &other.signatures {
+    /// Keeps only signatures that verify, by keys of `allowed`, one per key:
+    /// what a node keeps of a draft from a peer (anyone can append bytes).
+    pub fn retain_valid(&mut self, allowed: &[AdminKey]) {
+        let input = signing_input(&self.header);
+        let mut seen = Vec::new();
+        self.signatures.retain(|s| {
+            let keep = allowed.contains(&s.key) && !seen.contains(&s.key) && s.key.verify(&input, &s.sig);
+            if keep {
+                seen.push(s.key);
+            }
+            keep
+        });
+        self.signatures.sort_by_key(|s| s.key);
+    }
+
+    /// Merges the valid signatures (by keys of `allowed`) of another copy of
+    /// the same version; returns whether any was new.
+    pub fn merge(&mut self, other: &Signed, allowed: &[AdminKey]) -> bool {
+        let mut incoming = other.clone();
+        incoming.retain_valid(allowed);
+        let before = self.signatures.len();
+        for s in incoming.signatures {
             if !self.signatures.iter().any(|held| held.key == s.key) {
-                self.signatures.push(s.clone());
+                self.signatures.push(s);
             }
         }
         self.signatures.sort_by_key(|s| s.key);
+        self.signatures.len() > before
     }
 
     /// How many distinct keys of `admins` validly signed.
@@ -304,16 +324,26 @@ impl Signed {
         if header.derived_org() != *org {
             return Err(PolicyError::OrgId);
         }
-        let need = usize::from(header.threshold);
-        let have = self.signed_by(&header.admins);
+        self.signed_by_threshold(&header.admins, header.threshold)?;
+        Ok(self.verified(header))
+    }
+
+    /// At least `threshold` of `admins` signed.
+    fn signed_by_threshold(&self, admins: &[AdminKey], threshold: u16) -> Result<(), PolicyError> {
+        let need = usize::from(threshold);
+        let have = self.signed_by(admins);
         if have < need {
             return Err(PolicyError::UnderSigned { have, need });
         }
-        Ok(Verified {
+        Ok(())
+    }
+
+    fn verified(self, header: Header) -> Verified {
+        Verified {
             hash: self.hash(),
             header,
             signed: self,
-        })
+        }
     }
 
     /// Verifies this version as the next after `prev`.
@@ -344,24 +374,12 @@ impl Signed {
         if header.prev != prev.hash {
             return Err(PolicyError::Prev);
         }
-        let need = usize::from(prev.header.threshold);
-        let have = self.signed_by(&prev.header.admins);
-        if have < need {
-            return Err(PolicyError::UnderSigned { have, need });
-        }
+        self.signed_by_threshold(&prev.header.admins, prev.header.threshold)?;
         // A new admin set must consent too: K of the old and K' of the new.
         if header.admins != prev.header.admins || header.threshold != prev.header.threshold {
-            let need = usize::from(header.threshold);
-            let have = self.signed_by(&header.admins);
-            if have < need {
-                return Err(PolicyError::UnderSigned { have, need });
-            }
+            self.signed_by_threshold(&header.admins, header.threshold)?;
         }
-        Ok(Verified {
-            hash: self.hash(),
-            header,
-            signed: self,
-        })
+        Ok(self.verified(header))
     }
 }
 

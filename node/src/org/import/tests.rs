@@ -163,3 +163,23 @@ fn an_unknown_extension_or_a_missing_file_is_a_clear_error() {
     let err = read_rows(&dir.path().join("missing.csv")).unwrap_err();
     assert!(err.to_string().contains("cannot read"), "{err}");
 }
+
+#[test]
+fn rows_and_columns_are_numbered_as_the_file_shows_them() {
+    // A blank line in a CSV still counts as a line.
+    let text = "id,name,department\n1,A,X\n\n2,,X\n";
+    assert_eq!(problems(text), ["row 4, column B (name): a name is required"]);
+    // A sheet whose data starts at C3.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("offset.xlsx");
+    let mut book = rust_xlsxwriter::Workbook::new();
+    let sheet = book.add_worksheet();
+    for (c, h) in ["id", "name", "department"].iter().enumerate() {
+        sheet.write_string(2, 2 + c as u16, *h).unwrap();
+    }
+    sheet.write_string(3, 2, "1").unwrap();
+    sheet.write_string(3, 4, "X").unwrap();
+    book.save(&path).unwrap();
+    let err = parse(&read_rows(&path).unwrap(), |_| {}).unwrap_err();
+    assert_eq!(err[0].to_string(), "row 4, column D (name): a name is required");
+}
