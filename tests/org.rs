@@ -398,3 +398,65 @@ fn a_device_enrolls_with_an_invite_ticket_once() {
     assert_eq!(damaged.status.code(), Some(2));
     assert_eq!(version(&alice), 4, "the refused enrollment changed nothing");
 }
+
+/// The org's space rules, applied by each node to its own actions: with
+/// `--members-create-spaces false` a member's node creates no space, and a
+/// space admin who is no org admin adds no device outside the org until the
+/// policy allows it.
+#[test]
+fn the_space_rules_bind_members_who_are_not_org_admins() {
+    let root = tempfile::tempdir().unwrap();
+    let mut alice = Node::init(root.path(), "alice");
+    let mut bob = Node::init(root.path(), "bob");
+    let mut carol = Node::init(root.path(), "carol");
+    alice.start(&[]);
+    bob.start(&[alice.addr()]);
+    carol.start(&[alice.addr()]);
+    let created = alice.json(&["org", "init", "--name", "acme", "--threshold", "1", "--json"]);
+    let org_id = created["org"].as_str().unwrap().to_string();
+    let chart = root.path().join("chart.csv");
+    std::fs::write(&chart, "id,name,department\n1001,Bob,HQ\n").unwrap();
+    alice.json(&["org", "import", chart.to_str().unwrap(), "--json"]);
+    let publish = |args: &[&str]| {
+        let mut all = vec!["org", "propose"];
+        all.extend_from_slice(args);
+        all.push("--json");
+        let draft = alice.json(&all)["drafts"][0]["id"].as_str().unwrap().to_string();
+        alice.json(&["org", "publish", &draft, "--json"])["version"]
+            .as_u64()
+            .unwrap()
+    };
+    let bob_device = bob.device_id();
+    let v = publish(&[
+        "--device",
+        &format!("1001={bob_device}"),
+        "--members-create-spaces",
+        "false",
+    ]);
+    bob.json(&["org", "follow", &org_id, "--json"]);
+    wait_until(CONVERGE, "Bob to hold the rules", || (version(&bob) == v).then_some(()));
+
+    let refused = bob.cli(&["chat", "create", "mine"]);
+    assert_eq!(refused.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("only admins create spaces"));
+    // Alice (an org admin) creates one and makes Bob its admin.
+    let space = alice.create_chat("ops", &[&bob], &[]);
+    alice.json(&["space", "role", &space, &bob_device, "admin", "--json"]);
+    wait_until(CONVERGE, "Bob to be the room's admin", || {
+        let m = bob.try_json(&["space", "members", &space, "--json"]).ok()?;
+        m["members"]
+            .as_array()?
+            .iter()
+            .any(|x| x["device"] == bob_device.as_str() && x["role"] == "admin")
+            .then_some(())
+    });
+    let carol_card = carol.card();
+    let outsider = bob.cli(&["space", "invite", &space, &carol_card]);
+    assert_eq!(outsider.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&outsider.stderr).contains("not in the org"));
+    let v = publish(&["--invite-outsiders", "true"]);
+    wait_until(CONVERGE, "Bob to hold the new rules", || {
+        (version(&bob) == v).then_some(())
+    });
+    bob.json(&["space", "invite", &space, &carol_card, "--json"]);
+}

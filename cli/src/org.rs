@@ -84,6 +84,12 @@ pub(crate) enum OrgCmd {
         /// Make a member a super admin of the directory (sees hidden departments). Repeatable.
         #[arg(long, value_name = "MEMBER")]
         super_admin: Vec<String>,
+        /// Whether members below admin may create spaces (default: they may).
+        #[arg(long, value_name = "BOOL")]
+        members_create_spaces: Option<bool>,
+        /// Whether members may add devices outside the org to spaces (default: they may not).
+        #[arg(long, value_name = "BOOL")]
+        invite_outsiders: Option<bool>,
         #[arg(long)]
         expires_days: Option<u64>,
         #[arg(long)]
@@ -220,6 +226,8 @@ pub(crate) async fn run(client: &Client, home: &Path, cmd: OrgCmd) -> anyhow::Re
             unhide,
             device,
             super_admin,
+            members_create_spaces,
+            invite_outsiders,
             expires_days,
             json,
         } => (
@@ -233,6 +241,8 @@ pub(crate) async fn run(client: &Client, home: &Path, cmd: OrgCmd) -> anyhow::Re
                 unhide,
                 devices: device,
                 super_admins: super_admin,
+                members_create_spaces,
+                invite_outsiders,
                 expires_days,
                 ..Proposal::default()
             }),

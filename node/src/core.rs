@@ -1081,6 +1081,12 @@ impl Core {
         if name.trim().is_empty() {
             return Ok(Err(Error::Invalid("a space needs a non-empty name".into())));
         }
+        if let Err(e) = self
+            .org_may_create_space()
+            .and_then(|()| certs.iter().try_for_each(|c| self.org_may_add(c)))
+        {
+            return Ok(Err(e));
+        }
         let control_doc_incarnation = rand::random();
         let (genesis, key) = match control::create_space(
             &self.keys,

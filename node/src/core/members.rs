@@ -152,13 +152,7 @@ impl Core {
         if space.state.entitled(&cert.device) {
             return Err(already_in(&cert.device));
         }
-        if self.revoked_by_org().contains(&cert.device) {
-            return Err(Error::NotAdmin(format!(
-                "device {} is revoked by the org's policy",
-                cert.device.fmt_short()
-            )));
-        }
-        Ok(())
+        self.org_may_add(cert)
     }
 
     /// Removes a member user (all its devices) or one device, changes a user's

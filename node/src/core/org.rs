@@ -103,6 +103,10 @@ pub struct Proposal {
     /// Members to make super admins of the directory (they see hidden departments).
     #[serde(default)]
     pub super_admins: Vec<String>,
+    /// Whether members below admin may create spaces.
+    pub members_create_spaces: Option<bool>,
+    /// Whether members may invite devices outside the org into spaces.
+    pub invite_outsiders: Option<bool>,
     pub name: Option<String>,
     #[serde(default)]
     pub add_admins: Vec<AdminKey>,
@@ -327,6 +331,12 @@ impl Core {
             if !policy.revoked.contains(d) {
                 policy.revoked.push(*d);
             }
+        }
+        if let Some(on) = p.members_create_spaces {
+            policy.rules.members_create_spaces = on;
+        }
+        if let Some(on) = p.invite_outsiders {
+            policy.rules.invite_outsiders = on;
         }
         policy.check().map_err(Error::Invalid)?;
         Ok((current, policy))
@@ -774,6 +784,61 @@ impl Core {
             .and_then(|c| c.policy().ok())
             .map(|p| p.revoked.into_iter().collect())
             .unwrap_or_default()
+    }
+
+    /// The org's space rules for adding `device` to a space here: never a
+    /// revoked device, and no device outside the org when the policy says
+    /// members invite none. (Rules this node applies to its own actions; other
+    /// nodes cannot check them until spaces name their policy version.)
+    pub(super) fn org_may_add(&self, cert: &crate::identity::DeviceCert) -> Result<()> {
+        let Ok(policy) = self.current_policy() else {
+            return Ok(());
+        };
+        let device = &cert.device;
+        if policy.is_revoked(device) {
+            return Err(Error::NotAdmin(format!(
+                "device {} is revoked by the org's policy",
+                device.fmt_short()
+            )));
+        }
+        // This user's own devices are never outsiders to it.
+        let in_org = cert.user == self.keys.user_id() || policy.members.iter().any(|m| m.devices.contains(device));
+        if !policy.rules.invite_outsiders && !in_org && !self.org_manager(&policy) {
+            return Err(Error::NotAdmin(format!(
+                "device {} is not in the org, and the org's policy lets only admins invite people outside it",
+                device.fmt_short()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The org's rule on who creates spaces, for this device.
+    pub(super) fn org_may_create_space(&self) -> Result<()> {
+        let Ok(policy) = self.current_policy() else {
+            return Ok(());
+        };
+        if !policy.rules.members_create_spaces && !self.org_manager(&policy) {
+            return Err(Error::NotAdmin(
+                "the org's policy lets only admins create spaces".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether this device manages the org: it holds one of the version's admin
+    /// keys, or it is a device of a super admin or department admin.
+    fn org_manager(&self, policy: &Policy) -> bool {
+        let admin_key = self.admin_keys().ok().flatten().is_some_and(|k| {
+            self.org
+                .as_ref()
+                .and_then(|o| o.current.as_ref())
+                .is_some_and(|c| c.header.admins.contains(&k.public()))
+        });
+        admin_key
+            || policy
+                .members
+                .iter()
+                .any(|m| m.devices.contains(&self.me) && !matches!(m.role, crate::org::body::OrgRole::Member))
     }
 
     /// Removes every device the policy revokes from each space where this
