@@ -389,8 +389,10 @@ impl Verified {
         Policy::decode(&self.signed.body)
     }
 
-    /// Whether the version is past its expiry at `now_ms`.
+    /// Whether the version is past its expiry at `now_ms`. A node's clock may
+    /// lag (a dead RTC, an old VM image): time is at least the version's issue
+    /// time.
     pub fn expired(&self, now_ms: u64) -> bool {
-        now_ms >= self.header.expires_at_ms
+        now_ms.max(self.header.issued_at_ms) >= self.header.expires_at_ms
     }
 }

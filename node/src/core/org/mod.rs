@@ -4,13 +4,19 @@
 //!
 //! Every version is verified against the one before it (see `crate::org`); the
 //! highest verified version is durable before anything depends on it, so a
-//! restart never rolls back.
+//! restart never rolls back. What the policy makes this node do is in
+//! `enforce`, the directory in `directory`, enrollment in `enroll`.
 
+mod directory;
+mod enforce;
+mod enroll;
+
+pub use self::directory::{DirEntry, MAX_DIR_RESULTS};
+use self::enroll::Invite;
 use super::*;
 use crate::org::{
     AdminKey, AdminKeys, Header, MAX_DRAFTS, MAX_VERSIONS_PER_FRAME, OrgId, Policy, PolicyError, PolicyFrame, Signed,
     Verified,
-    enroll::{EnrollOutcome, EnrollRequest, EnrollTicket, INVITE_TTL_MS, MAX_OPEN_INVITES},
 };
 
 /// Default validity of a version: long, so branches offline for weeks keep
@@ -30,7 +36,7 @@ pub(super) struct OrgState {
     /// Evidence of a fork: two different versions with one number.
     pub(super) fork: Option<String>,
     /// Invites this (admin) device issued, by ticket id.
-    pub(super) invites: BTreeMap<[u8; 16], Invite>,
+    invites: BTreeMap<[u8; 16], Invite>,
 }
 
 impl OrgState {
@@ -44,16 +50,6 @@ impl OrgState {
             invites: BTreeMap::new(),
         }
     }
-}
-
-/// An invite this device issued (`invite/{id}` in `org-1`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(super) struct Invite {
-    member: String,
-    secret: [u8; 16],
-    expires_ms: u64,
-    /// The device that enrolled with it: an invite is good once.
-    used_by: Option<DeviceId>,
 }
 
 /// An org command from the API.
@@ -144,22 +140,6 @@ pub struct OrgView {
     pub dry_run: Option<Vec<String>>,
 }
 
-/// A member as the directory shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DirEntry {
-    pub id: String,
-    pub name: String,
-    pub department: String,
-    pub title: String,
-    pub email: String,
-    pub phone: String,
-    pub head: bool,
-    pub status: crate::org::body::MemberStatus,
-}
-
-/// Most directory entries one answer holds.
-pub const MAX_DIR_RESULTS: usize = 500;
-
 /// A draft version and how far its signing is.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DraftView {
@@ -204,6 +184,16 @@ impl Core {
             OrgCommand::Publish { draft } => self.org_publish(tx, &draft, effects)?,
         };
         Ok(outcome.and_then(|()| self.org_view()))
+    }
+
+    /// Whether this device holds one of the current version's admin keys.
+    fn holds_admin_key(&self) -> bool {
+        self.admin_keys().ok().flatten().is_some_and(|k| {
+            self.org
+                .as_ref()
+                .and_then(|o| o.current.as_ref())
+                .is_some_and(|c| c.header.admins.contains(&k.public()))
+        })
     }
 
     fn admin_keys(&self) -> Result<Option<AdminKeys>> {
@@ -666,12 +656,7 @@ impl Core {
             name: policy.as_ref().map(|p| p.name.clone()),
             issued_at_ms: header.map(|h| h.issued_at_ms),
             expires_at_ms: header.map(|h| h.expires_at_ms),
-            // A node's clock may lag (a dead RTC, an old VM image): time is at
-            // least the issue time of the version it verified.
-            degraded: org
-                .current
-                .as_ref()
-                .is_some_and(|c| c.expired(now.max(c.header.issued_at_ms))),
+            degraded: org.current.as_ref().is_some_and(|c| c.expired(now)),
             fork: org.fork.clone(),
             admins: header.map(|h| h.admins.clone()).unwrap_or_default(),
             threshold: header.map_or(0, |h| h.threshold),
@@ -772,407 +757,6 @@ impl Core {
         }
         self.policy_frame(frame.have)
     }
-}
-
-impl Core {
-    /// The devices the current policy revokes: no session with them, and no
-    /// place in any space.
-    pub(super) fn revoked_by_org(&self) -> BTreeSet<DeviceId> {
-        self.org
-            .as_ref()
-            .and_then(|o| o.current.as_ref())
-            .and_then(|c| c.policy().ok())
-            .map(|p| p.revoked.into_iter().collect())
-            .unwrap_or_default()
-    }
-
-    /// The org's space rules for adding `device` to a space here: never a
-    /// revoked device, and no device outside the org when the policy says
-    /// members invite none. (Rules this node applies to its own actions; other
-    /// nodes cannot check them until spaces name their policy version.)
-    pub(super) fn org_may_add(&self, cert: &crate::identity::DeviceCert) -> Result<()> {
-        let Ok(policy) = self.current_policy() else {
-            return Ok(());
-        };
-        let device = &cert.device;
-        if policy.is_revoked(device) {
-            return Err(Error::NotAdmin(format!(
-                "device {} is revoked by the org's policy",
-                device.fmt_short()
-            )));
-        }
-        // This user's own devices are never outsiders to it.
-        let in_org = cert.user == self.keys.user_id() || policy.members.iter().any(|m| m.devices.contains(device));
-        if !policy.rules.invite_outsiders && !in_org && !self.org_manager(&policy) {
-            return Err(Error::NotAdmin(format!(
-                "device {} is not in the org, and the org's policy lets only admins invite people outside it",
-                device.fmt_short()
-            )));
-        }
-        Ok(())
-    }
-
-    /// The org's rule on who creates spaces, for this device.
-    pub(super) fn org_may_create_space(&self) -> Result<()> {
-        let Ok(policy) = self.current_policy() else {
-            return Ok(());
-        };
-        if !policy.rules.members_create_spaces && !self.org_manager(&policy) {
-            return Err(Error::NotAdmin(
-                "the org's policy lets only admins create spaces".into(),
-            ));
-        }
-        Ok(())
-    }
-
-    /// Whether this device manages the org: it holds one of the version's admin
-    /// keys, or it is a device of a super admin or department admin.
-    fn org_manager(&self, policy: &Policy) -> bool {
-        let admin_key = self.admin_keys().ok().flatten().is_some_and(|k| {
-            self.org
-                .as_ref()
-                .and_then(|o| o.current.as_ref())
-                .is_some_and(|c| c.header.admins.contains(&k.public()))
-        });
-        admin_key
-            || policy
-                .members
-                .iter()
-                .any(|m| m.devices.contains(&self.me) && !matches!(m.role, crate::org::body::OrgRole::Member))
-    }
-
-    /// Removes every device the policy revokes from each space where this
-    /// device may remove it (an owner or admin): each such space moves to a new
-    /// key epoch without it. Others in the space do the same when they can;
-    /// concurrent removals of one device merge.
-    pub(super) fn enforce_revocations(&mut self, tx: &mut Txn, effects: &mut Effects) -> store::Result<()> {
-        let revoked = self.revoked_by_org();
-        if revoked.is_empty() {
-            return Ok(());
-        }
-        let me = self.me;
-        let work: Vec<(SpaceId, DeviceId)> = self
-            .spaces
-            .values()
-            .filter(|s| s.state.members.get(&me).is_some_and(|m| m.role >= Role::Admin))
-            .flat_map(|s| {
-                revoked
-                    .iter()
-                    .filter(|d| s.state.entitled(d) && **d != me)
-                    .map(move |d| (s.state.space, *d))
-            })
-            .collect();
-        for (space, device) in work {
-            match self.change_members(tx, space, MemberChange::RemoveDevice(device.to_string()), effects)? {
-                Ok(_) => {
-                    info!(space = %space.fmt_short(), device = %device.fmt_short(), "removed a device the org revoked")
-                }
-                Err(e) => {
-                    warn!(space = %space.fmt_short(), device = %device.fmt_short(), error = %e, "could not remove a device the org revoked")
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-impl Core {
-    /// Members matching `query` (name, department path, title or id; case
-    /// blind), as far as this device may see them.
-    pub(super) fn dir_search(&self, query: &str) -> Result<Vec<DirEntry>> {
-        let needle = query.trim().to_lowercase();
-        if needle.is_empty() {
-            return Err(Error::Invalid("search for a name, department or title".into()));
-        }
-        self.directory(|m, path| {
-            [&m.name, path, &m.title, &m.id]
-                .iter()
-                .any(|f| f.to_lowercase().contains(&needle))
-        })
-    }
-
-    /// The members of the department at `path` and of those under it.
-    pub(super) fn dir_dept(&self, path: &str) -> Result<Vec<DirEntry>> {
-        let path = path.trim().trim_matches('/').to_string();
-        let under = format!("{path}/");
-        let found = self.directory(|_, p| p == path || p.starts_with(&under))?;
-        if found.is_empty() {
-            // Hidden and empty look alike from outside: both are "no such department".
-            let policy = self.current_policy()?;
-            let known = (0..policy.departments.len() as u32).any(|i| policy.path(i) == path);
-            let visible = self.visible(&policy);
-            let seen =
-                known && (0..policy.departments.len() as u32).any(|i| visible[i as usize] && policy.path(i) == path);
-            if !seen {
-                return Err(Error::NotFound(format!("no department {path:?}")));
-            }
-        }
-        Ok(found)
-    }
-
-    fn current_policy(&self) -> Result<Policy> {
-        self.org
-            .as_ref()
-            .and_then(|o| o.current.as_ref())
-            .ok_or_else(|| Error::NotFound("no org policy on this node (`outpost org follow`)".into()))?
-            .policy()
-            .map_err(invalid)
-    }
-
-    /// Which departments this device may see: as the member whose devices
-    /// include it, and as an admin when it holds one of the version's admin keys.
-    fn visible(&self, policy: &Policy) -> Vec<bool> {
-        let viewer = policy.members.iter().find(|m| m.devices.contains(&self.me));
-        let admin = self.admin_keys().ok().flatten().is_some_and(|k| {
-            self.org
-                .as_ref()
-                .and_then(|o| o.current.as_ref())
-                .is_some_and(|c| c.header.admins.contains(&k.public()))
-        });
-        policy.visible_departments(viewer, admin)
-    }
-
-    fn directory(&self, matches: impl Fn(&crate::org::body::OrgMember, &str) -> bool) -> Result<Vec<DirEntry>> {
-        let policy = self.current_policy()?;
-        let visible = self.visible(&policy);
-        let mut paths: BTreeMap<u32, String> = BTreeMap::new();
-        let mut out = Vec::new();
-        for m in &policy.members {
-            if !visible.get(m.department as usize).copied().unwrap_or(false) {
-                continue;
-            }
-            let path = paths.entry(m.department).or_insert_with(|| policy.path(m.department));
-            if matches(m, path) {
-                out.push(DirEntry {
-                    id: m.id.clone(),
-                    name: m.name.clone(),
-                    department: path.clone(),
-                    title: m.title.clone(),
-                    email: m.email.clone(),
-                    phone: m.phone.clone(),
-                    head: m.head,
-                    status: m.status,
-                });
-                if out.len() >= MAX_DIR_RESULTS {
-                    break;
-                }
-            }
-        }
-        Ok(out)
-    }
-}
-
-impl Core {
-    /// An invite for `member`: a ticket the new device enrolls with, good once,
-    /// for [`INVITE_TTL_MS`]. This device must hold one of the current
-    /// version's admin keys, and the policy must be fresh (an expired one grants
-    /// nothing new).
-    pub(super) fn org_invite(
-        &mut self,
-        tx: &mut Txn,
-        member: &str,
-        addrs: Vec<String>,
-    ) -> store::Result<Result<EnrollTicket>> {
-        let current = match self.org_admin_check() {
-            Ok(c) => c,
-            Err(e) => return Ok(Err(e)),
-        };
-        let policy = match current.policy() {
-            Ok(p) => p,
-            Err(e) => return Ok(Err(invalid(e))),
-        };
-        if !policy.members.iter().any(|m| m.id == member) {
-            return Ok(Err(Error::NotFound(format!(
-                "no member {member:?} in the policy (`outpost dir search` finds members; `outpost org import` adds them)"
-            ))));
-        }
-        let now = crate::clock::now_ms();
-        let org = self.org.as_mut().expect("checked above");
-        let stale: Vec<[u8; 16]> = org
-            .invites
-            .iter()
-            .filter(|(_, i)| i.expires_ms <= now)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in stale {
-            org.invites.remove(&id);
-            tx.remove_org(&invite_key(&id))?;
-        }
-        if org.invites.len() >= MAX_OPEN_INVITES {
-            return Ok(Err(Error::Invalid(format!(
-                "{MAX_OPEN_INVITES} invites are open; wait for some to be used or to expire"
-            ))));
-        }
-        let ticket = EnrollTicket {
-            org: org.id,
-            member: member.to_string(),
-            admin: self.me,
-            addrs,
-            secret: rand::random(),
-            expires_ms: now + INVITE_TTL_MS,
-        };
-        let invite = Invite {
-            member: member.to_string(),
-            secret: ticket.secret,
-            expires_ms: ticket.expires_ms,
-            used_by: None,
-        };
-        let id = invite_id(&ticket.secret);
-        tx.put_org(
-            &invite_key(&id),
-            &postcard::to_stdvec(&invite).expect("invites serialize"),
-        )?;
-        org.invites.insert(id, invite);
-        info!(member, "issued an org invite");
-        Ok(Ok(ticket))
-    }
-
-    /// The current version, when this device may grant in the org's name: it
-    /// holds one of the version's admin keys and the version has not expired.
-    fn org_admin_check(&self) -> Result<Verified> {
-        let current = self
-            .org
-            .as_ref()
-            .and_then(|o| o.current.clone())
-            .ok_or_else(|| Error::NotFound("this node has no published org policy".into()))?;
-        let holds = self
-            .admin_keys()?
-            .is_some_and(|k| current.header.admins.contains(&k.public()));
-        if !holds {
-            return Err(Error::NotAdmin("this device holds none of the org's admin keys".into()));
-        }
-        let now = crate::clock::now_ms();
-        if current.expired(now.max(current.header.issued_at_ms)) {
-            return Err(Error::NotAdmin(
-                "the org policy has expired: nothing new is granted until a fresh version is published".into(),
-            ));
-        }
-        Ok(current)
-    }
-
-    /// A device asks to enroll with an invite this device issued: the proof is
-    /// checked, the invite used up, and the next version proposed with the
-    /// device listed under the member (published at once when this admin's
-    /// signature is enough).
-    pub(super) fn take_enroll(
-        &mut self,
-        tx: &mut Txn,
-        from: DeviceId,
-        request: EnrollRequest,
-        effects: &mut Effects,
-    ) -> store::Result<EnrollOutcome> {
-        let refuse = |why: &str| EnrollOutcome::Refused(why.to_string());
-        if let Err(e) = self.org_admin_check() {
-            return Ok(refuse(&e.to_string()));
-        }
-        let Some(org) = self.org.as_ref() else {
-            return Ok(refuse("this node follows no org"));
-        };
-        if request.org != org.id {
-            return Ok(refuse("the ticket is for another org"));
-        }
-        if request.cert.device != from || !request.cert.verify() {
-            return Ok(refuse("the request's certificate is not the requesting device's"));
-        }
-        if self.revoked_by_org().contains(&from) {
-            return Ok(refuse("this device is revoked by the org"));
-        }
-        let now = crate::clock::now_ms();
-        let found = org
-            .invites
-            .iter()
-            .find(|(_, i)| i.member == request.member && crate::org::enroll::proof(&i.secret, &from) == request.proof);
-        let Some((id, invite)) = found.map(|(id, i)| (*id, i.clone())) else {
-            return Ok(refuse("no such invite: the ticket is unknown here or was withdrawn"));
-        };
-        let current_version = self
-            .org
-            .as_ref()
-            .and_then(|o| o.current.as_ref())
-            .map_or(0, |c| c.header.version);
-        let listed = self.current_policy().is_ok_and(|p| {
-            p.members
-                .iter()
-                .any(|m| m.id == invite.member && m.devices.contains(&from))
-        });
-        match invite.used_by {
-            Some(device) if device != from => return Ok(refuse("the invite was used already")),
-            // The same device asking again (a lost answer): nothing new is proposed.
-            Some(_) if listed => {
-                return Ok(EnrollOutcome::Accepted {
-                    version: current_version,
-                    published: true,
-                });
-            }
-            Some(_) => {
-                return Ok(EnrollOutcome::Accepted {
-                    version: current_version + 1,
-                    published: false,
-                });
-            }
-            None if invite.expires_ms <= now => return Ok(refuse("the invite has expired")),
-            None => {}
-        }
-        let proposal = Proposal {
-            devices: vec![(invite.member.clone(), from)],
-            ..Proposal::default()
-        };
-        if let Err(e) = self.org_propose(tx, proposal)? {
-            return Ok(refuse(&format!("the admin's node could not propose the version: {e}")));
-        }
-        let used = Invite {
-            used_by: Some(from),
-            ..invite
-        };
-        tx.put_org(
-            &invite_key(&id),
-            &postcard::to_stdvec(&used).expect("invites serialize"),
-        )?;
-        if let Some(org) = self.org.as_mut() {
-            org.invites.insert(id, used);
-        }
-        self.learn_enrolled(tx, request.cert)?;
-        // Publish at once when this admin's signature is enough.
-        let next = self.org.as_ref().and_then(|o| {
-            let current = o.current.as_ref()?;
-            o.drafts
-                .iter()
-                .find(|(_, d)| {
-                    d.header().is_ok_and(|h| h.version == current.header.version + 1)
-                        && Signed::clone(d).verify_next(current).is_ok()
-                })
-                .map(|(id, _)| data_encoding::HEXLOWER.encode(id))
-        });
-        let version = self
-            .org
-            .as_ref()
-            .and_then(|o| o.current.as_ref())
-            .map_or(0, |c| c.header.version)
-            + 1;
-        let published = match next {
-            Some(draft) => self.org_publish(tx, &draft, effects)?.is_ok(),
-            None => false,
-        };
-        info!(member = %request.member, device = %from.fmt_short(), version, published, "enrolled a device");
-        Ok(EnrollOutcome::Accepted { version, published })
-    }
-
-    /// Keeps an enrolled device's certificate, so spaces can name it by id.
-    fn learn_enrolled(&mut self, tx: &mut Txn, cert: crate::identity::DeviceCert) -> store::Result<()> {
-        if self.certs.get(&cert.device) != Some(&cert) {
-            tx.put_cert(&cert.device, &postcard::to_stdvec(&cert).expect("certs serialize"))?;
-            self.certs.insert(cert.device, cert);
-        }
-        Ok(())
-    }
-}
-
-fn invite_id(secret: &[u8; 16]) -> [u8; 16] {
-    crate::ids::derive16("outpost/org-invite-id/v1", secret)
-}
-
-fn invite_key(id: &[u8; 16]) -> String {
-    format!("invite/{}", data_encoding::HEXLOWER.encode(id))
 }
 
 fn invalid(e: PolicyError) -> Error {
