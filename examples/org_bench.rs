@@ -109,7 +109,7 @@ fn main() {
 
     let start = Instant::now();
     let verified = signed.clone().verify_first(&header.org).unwrap();
-    let decoded = verified.policy().unwrap();
+    let decoded = verified.policy();
     let verify = start.elapsed();
     assert_eq!(decoded.members.len(), MEMBERS);
     let floor_start = Instant::now();

@@ -24,6 +24,25 @@ fn version(node: &Node) -> u64 {
     org(node).and_then(|o| o["version"].as_u64()).unwrap_or(0)
 }
 
+/// Makes `admin` the one admin of a new org (a threshold of 1: version 1 is
+/// published at once); returns the org id.
+fn org_of_one(admin: &Node) -> String {
+    let created = admin.json(&["org", "init", "--name", "acme", "--threshold", "1", "--json"]);
+    assert_eq!(created["version"], 1, "a threshold of 1 publishes at once");
+    created["org"].as_str().unwrap().to_string()
+}
+
+/// `org propose ARGS` on `admin`, then publishes that draft; returns the version.
+fn publish(admin: &Node, args: &[&str]) -> u64 {
+    let mut all = vec!["org", "propose"];
+    all.extend_from_slice(args);
+    all.push("--json");
+    let draft = admin.json(&all)["drafts"][0]["id"].as_str().unwrap().to_string();
+    admin.json(&["org", "publish", &draft, "--json"])["version"]
+        .as_u64()
+        .unwrap()
+}
+
 /// The id of the one draft of `version` that `node` holds, once it has
 /// `signatures` of them.
 fn draft(node: &Node, version: u64, signatures: u64) -> String {
@@ -174,9 +193,7 @@ fn a_revoked_device_gets_no_session_and_leaves_every_space() {
     alice.start(&[]);
     bob.start(&[alice.addr()]);
     carol.start(&[alice.addr(), bob.addr()]);
-    let created = alice.json(&["org", "init", "--name", "acme", "--threshold", "1", "--json"]);
-    assert_eq!(created["version"], 1, "a threshold of 1 publishes at once");
-    let org_id = created["org"].as_str().unwrap().to_string();
+    let org_id = org_of_one(&alice);
     for node in [&bob, &carol] {
         node.json(&["org", "follow", &org_id, "--json"]);
         wait_until(CONVERGE, "version 1 everywhere", || (version(node) == 1).then_some(()));
@@ -252,8 +269,7 @@ fn an_imported_chart_answers_the_directory_within_visibility() {
     alice.start(&[]);
     bob.start(&[alice.addr()]);
     carol.start(&[alice.addr()]);
-    let created = alice.json(&["org", "init", "--name", "acme", "--threshold", "1", "--json"]);
-    let org_id = created["org"].as_str().unwrap().to_string();
+    let org_id = org_of_one(&alice);
 
     let chart = root.path().join("chart.csv");
     std::fs::write(
@@ -293,19 +309,17 @@ fn an_imported_chart_answers_the_directory_within_visibility() {
     assert_eq!(imported["members"], 4);
     // 法务部 is hidden; Bob's device is 李娜's, Carol's is Wang Fang's.
     let (bob_device, carol_device) = (bob.device_id(), carol.device_id());
-    let proposed = alice.json(&[
-        "org",
-        "propose",
-        "--hide",
-        "总部/法务部",
-        "--device",
-        &format!("1002={bob_device}"),
-        "--device",
-        &format!("1003={carol_device}"),
-        "--json",
-    ]);
-    let draft = proposed["drafts"][0]["id"].as_str().unwrap().to_string();
-    alice.json(&["org", "publish", &draft, "--json"]);
+    publish(
+        &alice,
+        &[
+            "--hide",
+            "总部/法务部",
+            "--device",
+            &format!("1002={bob_device}"),
+            "--device",
+            &format!("1003={carol_device}"),
+        ],
+    );
     for node in [&bob, &carol] {
         node.json(&["org", "follow", &org_id, "--json"]);
         wait_until(CONVERGE, "version 3 everywhere", || (version(node) == 3).then_some(()));
@@ -363,13 +377,11 @@ fn a_device_enrolls_with_an_invite_ticket_once() {
     // Bob and Mallory know no peer: the ticket says where the admin is.
     bob.start(&[]);
     mallory.start(&[]);
-    alice.json(&["org", "init", "--name", "acme", "--threshold", "1", "--json"]);
+    org_of_one(&alice);
     let chart = root.path().join("chart.csv");
     std::fs::write(&chart, "工号,姓名,部门\n1001,张伟,总部/技术部\n1002,李娜,总部/法务部\n").unwrap();
     alice.json(&["org", "import", chart.to_str().unwrap(), "--json"]);
-    let hidden = alice.json(&["org", "propose", "--hide", "总部/法务部", "--json"]);
-    let draft = hidden["drafts"][0]["id"].as_str().unwrap().to_string();
-    assert_eq!(alice.json(&["org", "publish", &draft, "--json"])["version"], 3);
+    assert_eq!(publish(&alice, &["--hide", "总部/法务部"]), 3);
 
     let unknown = alice.cli(&["org", "invite", "9999"]);
     assert_eq!(unknown.status.code(), Some(5), "no such member");
@@ -412,27 +424,20 @@ fn the_space_rules_bind_members_who_are_not_org_admins() {
     alice.start(&[]);
     bob.start(&[alice.addr()]);
     carol.start(&[alice.addr()]);
-    let created = alice.json(&["org", "init", "--name", "acme", "--threshold", "1", "--json"]);
-    let org_id = created["org"].as_str().unwrap().to_string();
+    let org_id = org_of_one(&alice);
     let chart = root.path().join("chart.csv");
     std::fs::write(&chart, "id,name,department\n1001,Bob,HQ\n").unwrap();
     alice.json(&["org", "import", chart.to_str().unwrap(), "--json"]);
-    let publish = |args: &[&str]| {
-        let mut all = vec!["org", "propose"];
-        all.extend_from_slice(args);
-        all.push("--json");
-        let draft = alice.json(&all)["drafts"][0]["id"].as_str().unwrap().to_string();
-        alice.json(&["org", "publish", &draft, "--json"])["version"]
-            .as_u64()
-            .unwrap()
-    };
     let bob_device = bob.device_id();
-    let v = publish(&[
-        "--device",
-        &format!("1001={bob_device}"),
-        "--members-create-spaces",
-        "false",
-    ]);
+    let v = publish(
+        &alice,
+        &[
+            "--device",
+            &format!("1001={bob_device}"),
+            "--members-create-spaces",
+            "false",
+        ],
+    );
     bob.json(&["org", "follow", &org_id, "--json"]);
     wait_until(CONVERGE, "Bob to hold the rules", || (version(&bob) == v).then_some(()));
 
@@ -454,7 +459,7 @@ fn the_space_rules_bind_members_who_are_not_org_admins() {
     let outsider = bob.cli(&["space", "invite", &space, &carol_card]);
     assert_eq!(outsider.status.code(), Some(4));
     assert!(String::from_utf8_lossy(&outsider.stderr).contains("not in the org"));
-    let v = publish(&["--invite-outsiders", "true"]);
+    let v = publish(&alice, &["--invite-outsiders", "true"]);
     wait_until(CONVERGE, "Bob to hold the new rules", || {
         (version(&bob) == v).then_some(())
     });

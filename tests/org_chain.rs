@@ -39,6 +39,19 @@ fn next(prev: &Verified, name: &str, admins: &[&AdminKeys], threshold: u16, by: 
     signed(&header, b, by)
 }
 
+/// A core that follows `org` and holds its version 1.
+async fn following(org: OrgId, v1: &Verified) -> Node {
+    let node = Node::new();
+    node.core.org(OrgCommand::Follow { org }).await.unwrap();
+    feed(&node, frame(org, vec![v1.signed.clone()])).await;
+    node
+}
+
+/// Hands `node` a frame as if a peer had sent it.
+async fn feed(node: &Node, frame: PolicyFrame) {
+    node.core.take_policy(node.device(), frame).await.unwrap();
+}
+
 fn frame(org: OrgId, versions: Vec<Signed>) -> PolicyFrame {
     PolicyFrame {
         org,
@@ -70,10 +83,7 @@ fn every_node_refuses_rollback_fork_and_under_signed_versions() {
         for node in &nodes {
             node.core.org(OrgCommand::Follow { org }).await.unwrap();
             let versions = vec![v1.signed.clone(), v2.signed.clone(), v3.signed.clone()];
-            node.core
-                .take_policy(node.device(), frame(org, versions))
-                .await
-                .unwrap();
+            feed(node, frame(org, versions)).await;
             assert_eq!(node.core.org_show().await.unwrap().version, 3);
         }
         let rollback = v2.signed.clone();
@@ -87,10 +97,7 @@ fn every_node_refuses_rollback_fork_and_under_signed_versions() {
         };
         for node in &nodes {
             for bad in [&rollback, &k_minus_one, &removed_admin, &fork, &other_org] {
-                node.core
-                    .take_policy(node.device(), frame(org, vec![bad.clone()]))
-                    .await
-                    .unwrap();
+                feed(node, frame(org, vec![bad.clone()])).await;
                 let shown = node.core.org_show().await.unwrap();
                 assert_eq!(shown.version, 3, "refused");
                 assert_eq!(shown.name.as_deref(), Some("three"));
@@ -115,16 +122,14 @@ fn every_node_refuses_rollback_fork_and_under_signed_versions() {
         let real = next(&v3, "four", &[&a0, &a1], 2, &[&a1]);
         for node in &nodes {
             let drafts: Vec<Signed> = junk.iter().cloned().chain([real.clone()]).collect();
-            node.core
-                .take_policy(
-                    node.device(),
-                    PolicyFrame {
-                        drafts,
-                        ..frame(org, Vec::new())
-                    },
-                )
-                .await
-                .unwrap();
+            feed(
+                node,
+                PolicyFrame {
+                    drafts,
+                    ..frame(org, Vec::new())
+                },
+            )
+            .await;
             let held = node.core.org_show().await.unwrap().drafts;
             assert_eq!(held.len(), 1);
             assert_eq!(held[0].signatures, 1);
@@ -148,11 +153,7 @@ fn every_node_refuses_rollback_fork_and_under_signed_versions() {
         let [first, second] = nodes;
         nodes = [first.restart(), second];
         assert_eq!(nodes[0].core.org_show().await.unwrap().version, 3);
-        nodes[0]
-            .core
-            .take_policy(nodes[0].device(), frame(org, vec![rollback.clone()]))
-            .await
-            .unwrap();
+        feed(&nodes[0], frame(org, vec![rollback.clone()])).await;
         assert_eq!(nodes[0].core.org_show().await.unwrap().version, 3);
     });
 }
@@ -170,21 +171,13 @@ fn expiry_degrades_the_node_until_a_fresh_version_arrives() {
         let h1 = Header::first(vec![admin.public()], 1, now - 2 * DAY, now - DAY, &b1);
         let org = h1.org;
         let v1 = signed(&h1, b1, &[&admin]).verify_first(&org).unwrap();
-        let node = Node::new();
-        node.core.org(OrgCommand::Follow { org }).await.unwrap();
-        node.core
-            .take_policy(node.device(), frame(org, vec![v1.signed.clone()]))
-            .await
-            .unwrap();
+        let node = following(org, &v1).await;
         let shown = node.core.org_show().await.unwrap();
         assert_eq!(shown.version, 1);
         assert!(shown.degraded, "an expired policy is declared");
         let b2 = body("acme");
         let h2 = Header::next(&v1, vec![admin.public()], 1, now, now + 90 * DAY, &b2);
-        node.core
-            .take_policy(node.device(), frame(org, vec![signed(&h2, b2, &[&admin])]))
-            .await
-            .unwrap();
+        feed(&node, frame(org, vec![signed(&h2, b2, &[&admin])])).await;
         let shown = node.core.org_show().await.unwrap();
         assert_eq!(shown.version, 2);
         assert!(!shown.degraded, "a fresh version ends degraded mode");
@@ -204,12 +197,7 @@ fn planted_signatures_and_unsigned_forks_change_nothing() {
         let h1 = Header::first(vec![a0.public(), a1.public()], 2, now, now + 90 * DAY, &b1);
         let org = h1.org;
         let v1 = signed(&h1, b1, &[&a0, &a1]).verify_first(&org).unwrap();
-        let node = Node::new();
-        node.core.org(OrgCommand::Follow { org }).await.unwrap();
-        node.core
-            .take_policy(node.device(), frame(org, vec![v1.signed.clone()]))
-            .await
-            .unwrap();
+        let node = following(org, &v1).await;
         // An unsigned version 1 with another body: refused, and no fork reported.
         let fake = signed(
             &Header {
@@ -219,10 +207,7 @@ fn planted_signatures_and_unsigned_forks_change_nothing() {
             body("evil"),
             &[],
         );
-        node.core
-            .take_policy(node.device(), frame(org, vec![fake]))
-            .await
-            .unwrap();
+        feed(&node, frame(org, vec![fake])).await;
         let shown = node.core.org_show().await.unwrap();
         assert_eq!((shown.version, shown.fork), (1, None));
         // A draft signed by a1, with garbage planted under a0's key.
@@ -235,13 +220,13 @@ fn planted_signatures_and_unsigned_forks_change_nothing() {
             drafts: vec![d],
             ..frame(org, Vec::new())
         };
-        node.core.take_policy(node.device(), send_draft(planted)).await.unwrap();
+        feed(&node, send_draft(planted)).await;
         let held = node.core.org_show().await.unwrap().drafts;
         assert_eq!((held.len(), held[0].signatures), (1, 1));
         // a0's real signature still counts: the draft is ready.
         let real = next(&v1, "two", &[&a0, &a1], 2, &[&a0]);
         assert_eq!(real.header, draft.header, "the same draft");
-        node.core.take_policy(node.device(), send_draft(real)).await.unwrap();
+        feed(&node, send_draft(real)).await;
         let held = node.core.org_show().await.unwrap().drafts;
         assert_eq!(held[0].signatures, 2);
         assert!(held[0].ready);

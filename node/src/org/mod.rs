@@ -106,6 +106,8 @@ pub struct Verified {
     /// BLAKE3 of the header bytes: what the next version names as `prev`.
     pub hash: [u8; 32],
     pub signed: Signed,
+    /// The body, decoded and checked once, when the version verified.
+    policy: Policy,
 }
 
 /// Why a version is refused.
@@ -325,7 +327,7 @@ impl Signed {
             return Err(PolicyError::OrgId);
         }
         self.signed_by_threshold(&header.admins, header.threshold)?;
-        Ok(self.verified(header))
+        self.verified(header)
     }
 
     /// At least `threshold` of `admins` signed.
@@ -338,12 +340,23 @@ impl Signed {
         Ok(())
     }
 
-    fn verified(self, header: Header) -> Verified {
-        Verified {
+    /// The verified form, once the body decodes and passes its checks: a
+    /// version whose body is malformed is refused like an unsigned one.
+    fn verified(self, header: Header) -> Result<Verified, PolicyError> {
+        let policy = Policy::decode(&self.body)?;
+        Ok(Verified {
             hash: self.hash(),
             header,
             signed: self,
-        }
+            policy,
+        })
+    }
+
+    /// The verified form of a version this node verified before (its stored
+    /// chain), with its header and body checked again.
+    pub fn reverified(self) -> Result<Verified, PolicyError> {
+        let header = self.header()?;
+        self.verified(header)
     }
 
     /// Verifies this version as the next after `prev`.
@@ -379,14 +392,14 @@ impl Signed {
         if header.admins != prev.header.admins || header.threshold != prev.header.threshold {
             self.signed_by_threshold(&header.admins, header.threshold)?;
         }
-        Ok(self.verified(header))
+        self.verified(header)
     }
 }
 
 impl Verified {
     /// The policy body (checked against the header hash when verified).
-    pub fn policy(&self) -> Result<Policy, PolicyError> {
-        Policy::decode(&self.signed.body)
+    pub fn policy(&self) -> &Policy {
+        &self.policy
     }
 
     /// Whether the version is past its expiry at `now_ms`. A node's clock may

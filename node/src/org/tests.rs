@@ -56,7 +56,7 @@ fn a_chain_of_versions_verifies_and_its_org_id_commits_to_the_first_admins() {
     let keys = admins(3);
     let (org, v1) = first(&keys, 2, 2);
     let v1 = v1.verify_first(&org).unwrap();
-    assert_eq!(v1.policy().unwrap().name, "acme");
+    assert_eq!(v1.policy().name, "acme");
     let v2 = next(&v1, "acme corp", &[&keys[1], &keys[2]]).verify_next(&v1).unwrap();
     assert_eq!(v2.header.version, 2);
     // Another org's id, or a version 1 whose admins were swapped, is refused.

@@ -43,7 +43,7 @@ impl Core {
             // Hidden and empty look alike from outside: both are "no such department".
             let policy = self.current_policy()?;
             let known = (0..policy.departments.len() as u32).any(|i| policy.path(i) == path);
-            let visible = self.visible(&policy);
+            let visible = self.visible(policy);
             let seen =
                 known && (0..policy.departments.len() as u32).any(|i| visible[i as usize] && policy.path(i) == path);
             if !seen {
@@ -53,13 +53,12 @@ impl Core {
         Ok(found)
     }
 
-    pub(super) fn current_policy(&self) -> Result<Policy> {
+    pub(super) fn current_policy(&self) -> Result<&Policy> {
         self.org
             .as_ref()
             .and_then(|o| o.current.as_ref())
-            .ok_or_else(|| Error::NotFound("no org policy on this node (`outpost org follow`)".into()))?
-            .policy()
-            .map_err(invalid)
+            .map(Verified::policy)
+            .ok_or_else(|| Error::NotFound("no org policy on this node (`outpost org follow`)".into()))
     }
 
     /// Which departments this device may see: as the member whose devices
@@ -71,7 +70,7 @@ impl Core {
 
     fn directory(&self, matches: impl Fn(&crate::org::body::OrgMember, &str) -> bool) -> Result<Vec<DirEntry>> {
         let policy = self.current_policy()?;
-        let visible = self.visible(&policy);
+        let visible = self.visible(policy);
         let mut paths: BTreeMap<u32, String> = BTreeMap::new();
         let mut out = Vec::new();
         for m in &policy.members {

@@ -10,8 +10,7 @@ impl Core {
         self.org
             .as_ref()
             .and_then(|o| o.current.as_ref())
-            .and_then(|c| c.policy().ok())
-            .map(|p| p.revoked.into_iter().collect())
+            .map(|c| c.policy().revoked.iter().copied().collect())
             .unwrap_or_default()
     }
 
@@ -32,7 +31,7 @@ impl Core {
         }
         // This user's own devices are never outsiders to it.
         let in_org = cert.user == self.keys.user_id() || policy.members.iter().any(|m| m.devices.contains(device));
-        if !policy.rules.invite_outsiders && !in_org && !self.org_manager(&policy) {
+        if !policy.rules.invite_outsiders && !in_org && !self.org_manager(policy) {
             return Err(Error::NotAdmin(format!(
                 "device {} is not in the org, and the org's policy lets only admins invite people outside it",
                 device.fmt_short()
@@ -46,7 +45,7 @@ impl Core {
         let Ok(policy) = self.current_policy() else {
             return Ok(());
         };
-        if !policy.rules.members_create_spaces && !self.org_manager(&policy) {
+        if !policy.rules.members_create_spaces && !self.org_manager(policy) {
             return Err(Error::NotAdmin(
                 "the org's policy lets only admins create spaces".into(),
             ));

@@ -29,10 +29,7 @@ impl Core {
             Ok(c) => c,
             Err(e) => return Ok(Err(e)),
         };
-        let policy = match current.policy() {
-            Ok(p) => p,
-            Err(e) => return Ok(Err(invalid(e))),
-        };
+        let policy = current.policy();
         if !policy.members.iter().any(|m| m.id == member) {
             return Ok(Err(Error::NotFound(format!(
                 "no member {member:?} in the policy (`outpost dir search` finds members; `outpost org import` adds them)"

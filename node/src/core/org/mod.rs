@@ -170,9 +170,7 @@ impl Core {
             } => self.org_init(tx, name, admins, threshold, expires_days)?,
             OrgCommand::Follow { org } => self.org_follow(tx, org)?,
             OrgCommand::Propose(p) if p.dry_run => {
-                let diff = self
-                    .proposed_policy(&p)
-                    .and_then(|(old, new)| Ok(old.policy().map_err(invalid)?.diff(&new)));
+                let diff = self.proposed_policy(&p).map(|(old, new)| old.policy().diff(&new));
                 return Ok(diff.and_then(|diff| {
                     let mut view = self.org_view()?;
                     view.dry_run = Some(diff);
@@ -277,7 +275,7 @@ impl Core {
                 "no published policy version yet: publish version 1 first (`outpost org publish`)".into(),
             ));
         };
-        let mut policy = current.policy().map_err(invalid)?;
+        let mut policy = current.policy().clone();
         if let Some(chart) = &p.chart {
             policy = chart.apply(&policy);
         }
@@ -543,13 +541,8 @@ impl Core {
             return Ok(false);
         };
         // The stored chain was verified when stored; rebuild the verified form.
-        let Ok(header) = previous.header() else {
+        let Ok(previous) = previous.reverified() else {
             return Ok(false);
-        };
-        let previous = Verified {
-            hash: previous.hash(),
-            header,
-            signed: previous,
         };
         Ok(candidate.verify_next(&previous).is_ok())
     }
@@ -617,7 +610,7 @@ impl Core {
             .org
             .as_ref()
             .ok_or_else(|| Error::NotFound("this node follows no org (`outpost org init` or `org follow`)".into()))?;
-        let policy = org.current.as_ref().and_then(|c| c.policy().ok());
+        let policy = org.current.as_ref().map(Verified::policy);
         let header = org.current.as_ref().map(|c| &c.header);
         let admin_key = self.admin_keys().ok().flatten().map(|k| k.public());
         let now = crate::clock::now_ms();
@@ -662,7 +655,7 @@ impl Core {
             threshold: header.map_or(0, |h| h.threshold),
             departments: policy.as_ref().map_or(0, |p| p.departments.len()),
             members: policy.as_ref().map_or(0, |p| p.members.len()),
-            revoked: policy.map(|p| p.revoked).unwrap_or_default(),
+            revoked: policy.map(|p| p.revoked.clone()).unwrap_or_default(),
             admin_key,
             drafts,
             dry_run: None,
@@ -757,10 +750,6 @@ impl Core {
         }
         self.policy_frame(frame.have)
     }
-}
-
-fn invalid(e: PolicyError) -> Error {
-    Error::Invalid(e.to_string())
 }
 
 fn draft_key(id: &[u8; 32]) -> String {
