@@ -11,37 +11,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Node, wait_until};
-use serde_json::Value;
+use common::{
+    Node,
+    org::{org, org_of_one, publish, version},
+    wait_until,
+};
 
 const CONVERGE: Duration = Duration::from_secs(60);
-
-fn org(node: &Node) -> Option<Value> {
-    node.try_json(&["org", "show", "--json"]).ok()
-}
-
-fn version(node: &Node) -> u64 {
-    org(node).and_then(|o| o["version"].as_u64()).unwrap_or(0)
-}
-
-/// Makes `admin` the one admin of a new org (a threshold of 1: version 1 is
-/// published at once); returns the org id.
-fn org_of_one(admin: &Node) -> String {
-    let created = admin.json(&["org", "init", "--name", "acme", "--threshold", "1", "--json"]);
-    assert_eq!(created["version"], 1, "a threshold of 1 publishes at once");
-    created["org"].as_str().unwrap().to_string()
-}
-
-/// `org propose ARGS` on `admin`, then publishes that draft; returns the version.
-fn publish(admin: &Node, args: &[&str]) -> u64 {
-    let mut all = vec!["org", "propose"];
-    all.extend_from_slice(args);
-    all.push("--json");
-    let draft = admin.json(&all)["drafts"][0]["id"].as_str().unwrap().to_string();
-    admin.json(&["org", "publish", &draft, "--json"])["version"]
-        .as_u64()
-        .unwrap()
-}
 
 /// The id of the one draft of `version` that `node` holds, once it has
 /// `signatures` of them.

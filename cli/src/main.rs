@@ -224,8 +224,18 @@ struct JsonFlag {
 #[derive(Args)]
 struct DaemonArgs {
     /// Address to listen on (repeatable). Default: all interfaces, TCP and QUIC, random ports.
-    #[arg(long, value_name = "MULTIADDR")]
+    #[arg(long, value_name = "MULTIADDR", conflicts_with = "no_listen")]
     listen: Vec<String>,
+    /// Open no port: reach peers only by dialling them, and be reached through
+    /// an anchor's relay (for a device behind a NAT or a firewall).
+    #[arg(long)]
+    no_listen: bool,
+    /// Serve as the org's anchor: a circuit relay sized for sync and a
+    /// rendezvous point where the org's nodes find each other. Name this
+    /// device in the policy (`org propose --anchor DEVICE`) and it also
+    /// replicates every space, storing and forwarding ciphertext it cannot read.
+    #[arg(long)]
+    anchor: bool,
     /// A peer to keep connected to (repeatable), e.g. /ip4/10.0.0.2/tcp/4001.
     #[arg(long, value_name = "MULTIADDR")]
     peer: Vec<String>,
@@ -370,9 +380,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Daemon(args) => {
             init_logging("info");
             let mut config = daemon::Config::new(home);
-            if !args.listen.is_empty() {
+            if args.no_listen {
+                config.net.listen.clear();
+            } else if !args.listen.is_empty() {
                 config.net.listen = parse_addrs(&args.listen, "--listen")?;
             }
+            config.net.anchor = args.anchor;
             config.net.peers = parse_addrs(&args.peer, "--peer")?;
             config.net.mdns = !args.no_mdns;
             config.net.resync_interval = Duration::from_secs(args.resync_secs.max(1));

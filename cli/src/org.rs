@@ -72,6 +72,15 @@ pub(crate) enum OrgCmd {
         /// A device no node may sync with any more. Repeatable.
         #[arg(long, value_name = "DEVICE")]
         revoke: Vec<DeviceId>,
+        /// Name a device as one of the org's anchors (`outpost id` on the node
+        /// started with `daemon --anchor` prints it): every node uses it as relay
+        /// and rendezvous, and space owners and admins name it a replicator of
+        /// their spaces so it stores and forwards what it cannot read. Repeatable.
+        #[arg(long, value_name = "DEVICE")]
+        anchor: Vec<DeviceId>,
+        /// Stop naming a device as an anchor. Repeatable.
+        #[arg(long, value_name = "DEVICE")]
+        drop_anchor: Vec<DeviceId>,
         /// Hide a department (e.g. `总部/法务部`) from everyone outside it except admins. Repeatable.
         #[arg(long, value_name = "PATH")]
         hide: Vec<String>,
@@ -209,10 +218,10 @@ pub(crate) async fn run(client: &Client, home: &Path, cmd: OrgCmd) -> anyhow::Re
         }
         OrgCmd::Follow { org, json } => (OrgCommand::Follow { org }, json),
         OrgCmd::Revoke { device, json } => {
-            let proposal = OrgCommand::Propose(Proposal {
+            let proposal = OrgCommand::Propose(Box::new(Proposal {
                 revoke: vec![device],
                 ..Proposal::default()
-            });
+            }));
             let view = publish_if_ready(client, client.post("/v1/org", &proposal).await?).await?;
             return print(&view, json, None);
         }
@@ -222,6 +231,8 @@ pub(crate) async fn run(client: &Client, home: &Path, cmd: OrgCmd) -> anyhow::Re
             remove_admin,
             threshold,
             revoke,
+            anchor,
+            drop_anchor,
             hide,
             unhide,
             device,
@@ -231,12 +242,14 @@ pub(crate) async fn run(client: &Client, home: &Path, cmd: OrgCmd) -> anyhow::Re
             expires_days,
             json,
         } => (
-            OrgCommand::Propose(Proposal {
+            OrgCommand::Propose(Box::new(Proposal {
                 name,
                 add_admins: add_admin,
                 remove_admins: remove_admin,
                 threshold,
                 revoke,
+                add_anchors: anchor,
+                remove_anchors: drop_anchor,
                 hide,
                 unhide,
                 devices: device,
@@ -245,7 +258,7 @@ pub(crate) async fn run(client: &Client, home: &Path, cmd: OrgCmd) -> anyhow::Re
                 invite_outsiders,
                 expires_days,
                 ..Proposal::default()
-            }),
+            })),
             json,
         ),
         OrgCmd::Import { file, dry_run, json } => return import(client, &file, dry_run, json).await,
@@ -335,7 +348,7 @@ async fn import(client: &Client, file: &Path, dry_run: bool, json: bool) -> anyh
     if !json {
         spinner.enable_steady_tick(std::time::Duration::from_millis(100));
     }
-    let view: OrgView = client.post("/v1/org", &OrgCommand::Propose(proposal)).await?;
+    let view: OrgView = client.post("/v1/org", &OrgCommand::Propose(Box::new(proposal))).await?;
     let view = if dry_run {
         view
     } else {
@@ -433,6 +446,9 @@ fn print(view: &OrgView, json: bool, what: Option<&str>) -> anyhow::Result<()> {
             view.members,
             view.revoked.len()
         );
+        for a in &view.anchors {
+            println!("  anchor {a}");
+        }
     }
     for d in &view.drafts {
         let state = if d.ready { "ready to publish" } else { "signing" };

@@ -23,8 +23,14 @@ pub(crate) fn message(m: &MessageView) {
 
 pub(crate) fn status(s: &StatusResponse) {
     println!("device {}", s.device_id);
+    if s.anchor {
+        println!("  serving as an anchor (relay and rendezvous)");
+    }
     for a in &s.listen {
         println!("  listening {a}");
+    }
+    for a in &s.anchors {
+        println!("  using anchor {}", a.fmt_short());
     }
     println!("peers: {}", s.peers.len());
     for p in &s.peers {

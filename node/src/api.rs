@@ -67,6 +67,12 @@ pub struct StatusResponse {
     pub peer_id: String,
     pub listen: Vec<String>,
     pub peers: Vec<PeerStatus>,
+    /// This node serves as an anchor (relay and rendezvous; `daemon --anchor`).
+    #[serde(default)]
+    pub anchor: bool,
+    /// The anchors this node uses for relay and rendezvous, connected now.
+    #[serde(default)]
+    pub anchors: Vec<DeviceId>,
     pub spaces: Vec<SpaceStatus>,
     /// The org this node follows, if any (version, expiry, degraded mode).
     #[serde(default)]
@@ -265,11 +271,7 @@ fn parse_space(text: &str) -> Result<SpaceId, Failure> {
 }
 
 async fn net_status(net: &NetHandle) -> NetStatus {
-    net.status().await.unwrap_or(NetStatus {
-        peer_id: String::new(),
-        listen: Vec::new(),
-        peers: Vec::new(),
-    })
+    net.status().await.unwrap_or_default()
 }
 
 async fn id(State(s): State<AppState>) -> Json<IdResponse> {
@@ -297,6 +299,8 @@ async fn status(State(s): State<AppState>) -> Result<Json<StatusResponse>, Failu
         peer_id: net.peer_id,
         listen: net.listen,
         peers: net.peers,
+        anchor: net.anchor,
+        anchors: net.anchors,
         spaces,
         org,
     }))

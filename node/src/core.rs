@@ -48,7 +48,7 @@ use self::{
 };
 pub use self::{
     devices::{DeviceRecord, DeviceView, Joined, LinkState, Linked, Revoked, join_request},
-    org::{DEFAULT_EXPIRY_DAYS, DirEntry, DraftView, MAX_DIR_RESULTS, OrgCommand, OrgView, Proposal},
+    org::{DEFAULT_EXPIRY_DAYS, DirEntry, DraftView, MAX_DIR_RESULTS, OrgCommand, OrgNet, OrgView, Proposal},
 };
 use crate::{
     control::{self, ControlOp, Epoch, History, Keyring, Role, SpaceKind, SpaceState},
@@ -314,10 +314,12 @@ enum ToCore {
     OrgShow {
         reply: Reply<OrgView>,
     },
-    /// The devices the org's policy revokes (the network refuses them).
-    Revoked {
-        reply: Reply<BTreeSet<DeviceId>>,
+    /// What the network needs of the org's policy.
+    OrgNet {
+        reply: Reply<OrgNet>,
     },
+    /// Applies the current policy to every space (at start-up).
+    EnforcePolicy,
     /// An org invite ticket for a member (admins).
     OrgInvite {
         member: String,
@@ -545,9 +547,10 @@ impl CoreHandle {
         self.call(|reply| ToCore::Directory { query, reply }).await
     }
 
-    /// The devices the org's current policy revokes.
-    pub async fn revoked_by_org(&self) -> Result<BTreeSet<DeviceId>> {
-        self.call(|reply| ToCore::Revoked { reply }).await
+    /// What the network needs of the org's current policy: who is revoked,
+    /// who is admitted, which devices are anchors.
+    pub async fn org_net(&self) -> Result<OrgNet> {
+        self.call(|reply| ToCore::OrgNet { reply }).await
     }
 
     /// Takes a peer's policy frame; returns what the peer lacks.
@@ -680,6 +683,9 @@ pub fn spawn(
     core.home = Some(home);
     core.load()?;
     let (tx, rx) = mpsc::channel(COMMAND_CAP);
+    // What a policy asks of spaces may not have happened before a stop (a
+    // crash, or this device became an owner while it could not act).
+    let _ = tx.try_send(ToCore::EnforcePolicy);
     let handle = CoreHandle {
         tx,
         events,
@@ -876,6 +882,10 @@ impl Core {
                 ToCore::TakeEnroll { from, request, reply } => self
                     .take_enroll(txn, from, *request, &mut effects)
                     .map(|outcome| effects.reply(reply, outcome)),
+                ToCore::EnforcePolicy => {
+                    let spaces: BTreeSet<SpaceId> = self.spaces.keys().copied().collect();
+                    self.enforce_policy(txn, &spaces, &mut effects)
+                }
                 other => {
                     reads.push(other);
                     Ok(())
@@ -981,11 +991,12 @@ impl Core {
             ToCore::TakePolicy { reply, .. } => fail_unavailable(reply),
             ToCore::OrgInvite { reply, .. } => fail_unavailable(reply),
             ToCore::TakeEnroll { reply, .. } => fail_unavailable(reply),
+            ToCore::EnforcePolicy => {}
             ToCore::OrgShow { reply } => {
                 let _ = reply.send(self.org_view());
             }
-            ToCore::Revoked { reply } => {
-                let _ = reply.send(Ok(self.revoked_by_org()));
+            ToCore::OrgNet { reply } => {
+                let _ = reply.send(Ok(self.org_net()));
             }
             ToCore::Directory { query, reply } => {
                 let _ = reply.send(match query {
@@ -1070,7 +1081,7 @@ impl Core {
             Ok(c) => c,
             Err(e) => return Ok(Err(e)),
         };
-        let replicators = match replicators
+        let mut replicators = match replicators
             .iter()
             .map(|r| self.resolve_device(r))
             .collect::<Result<Vec<_>>>()
@@ -1078,6 +1089,12 @@ impl Core {
             Ok(r) => r,
             Err(e) => return Ok(Err(e)),
         };
+        // The org's anchors replicate every space from its genesis.
+        for anchor in self.org_anchors() {
+            if !replicators.contains(&anchor) && !certs.iter().any(|c| c.device == anchor) {
+                replicators.push(anchor);
+            }
+        }
         if name.trim().is_empty() {
             return Ok(Err(Error::Invalid("a space needs a non-empty name".into())));
         }

@@ -25,6 +25,7 @@ impl Config {
                 peers: Vec::new(),
                 mdns: true,
                 resync_interval: Duration::from_secs(30),
+                anchor: false,
             },
         }
     }

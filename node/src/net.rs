@@ -1,7 +1,10 @@
 //! The network actor: owns the libp2p `Swarm` (TCP + QUIC, Noise, Yamux, mDNS,
-//! identify, ping, and the sync protocol) and moves sync frames between peers and
-//! the core. Decisions about what to send live in the core and [`crate::sync`].
+//! identify, ping, circuit relay v2 with DCUtR, rendezvous, and the sync
+//! protocol) and moves sync frames between peers and the core. Decisions about
+//! what to send live in the core and [`crate::sync`]; finding and using anchors
+//! in [`anchor`].
 
+mod anchor;
 mod codec;
 
 pub use libp2p::Multiaddr;
@@ -14,11 +17,15 @@ use std::{
 
 use futures::StreamExt;
 use libp2p::{
-    PeerId, StreamProtocol, Swarm, connection_limits, identify, mdns,
+    PeerId, StreamProtocol, Swarm, connection_limits, dcutr, identify, mdns,
     multiaddr::Protocol,
-    noise, ping,
+    noise, ping, relay, rendezvous,
     request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel},
-    swarm::{ConnectionId, NetworkBehaviour, SwarmEvent, behaviour::toggle::Toggle, dial_opts::DialOpts},
+    swarm::{
+        ConnectionId, NetworkBehaviour, SwarmEvent,
+        behaviour::toggle::Toggle,
+        dial_opts::{DialOpts, PeerCondition},
+    },
     tcp, yamux,
 };
 use serde::{Deserialize, Serialize};
@@ -28,9 +35,12 @@ use tokio::{
 };
 use tracing::{debug, info, warn};
 
-use self::codec::SyncCodec;
+use self::{
+    anchor::{Admitted, AnchorLink, Anchors},
+    codec::SyncCodec,
+};
 use crate::{
-    core::{self, CoreHandle},
+    core::{self, CoreHandle, OrgNet},
     envelope::Envelope,
     identity::DeviceKeys,
     ids::DeviceId,
@@ -62,6 +72,9 @@ const MAX_PUSHES_IN_FLIGHT: usize = 4;
 /// Bytes of envelopes queued for one peer. Beyond it the queue is dropped: the
 /// peer pulls what it lacks at its next offer.
 const OUTBOX_BYTES_CAP: usize = 32 << 20;
+/// Connections past which nodes found at an anchor are not dialled (each
+/// idle connection costs tens of KiB; design-rationale G4).
+const DISCOVERED_DIAL_BUDGET: usize = 64;
 
 /// Network configuration.
 #[derive(Debug, Clone)]
@@ -72,6 +85,8 @@ pub struct Config {
     pub mdns: bool,
     /// Full re-offer to every connected peer this often (anti-entropy).
     pub resync_interval: Duration,
+    /// Serve as an anchor: circuit relay and rendezvous for the org's nodes.
+    pub anchor: bool,
 }
 
 /// A connected peer as `status` shows it.
@@ -86,11 +101,17 @@ pub struct PeerStatus {
 }
 
 /// The network's part of `status`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct NetStatus {
     pub peer_id: String,
     pub listen: Vec<String>,
     pub peers: Vec<PeerStatus>,
+    /// This node serves as an anchor (relay and rendezvous).
+    #[serde(default)]
+    pub anchor: bool,
+    /// The anchors this node uses (relay, rendezvous), connected now.
+    #[serde(default)]
+    pub anchors: Vec<DeviceId>,
 }
 
 enum ToNet {
@@ -168,6 +189,12 @@ struct Behaviour {
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     mdns: Toggle<mdns::tokio::Behaviour>,
+    relay_client: relay::client::Behaviour,
+    dcutr: dcutr::Behaviour,
+    rendezvous: rendezvous::client::Behaviour,
+    /// The anchor role.
+    relay: Toggle<relay::Behaviour>,
+    rendezvous_server: Toggle<rendezvous::server::Behaviour>,
 }
 
 /// Work finished by a sync task, for the actor to carry out on the swarm.
@@ -187,8 +214,8 @@ enum Internal {
         channel: ResponseChannel<Response>,
         response: Response,
     },
-    /// The devices the org's policy now revokes.
-    Revoked(BTreeSet<DeviceId>),
+    /// What the org's policy now says (revoked and admitted devices).
+    Policy(OrgNet),
 }
 
 struct StaticPeer {
@@ -262,7 +289,30 @@ impl Outbox {
 struct Connected {
     device: DeviceId,
     address: Multiaddr,
+    /// This node dialled it (so `address` is where it listens).
+    dialed: bool,
+    /// Through a relay's circuit.
+    relayed: bool,
     since_ms: u64,
+}
+
+impl Connected {
+    fn new(device: DeviceId, endpoint: &libp2p::core::ConnectedPoint) -> Self {
+        let relayed = endpoint.is_relayed();
+        // Relayed inbound, the remote address names no relay: the circuit
+        // listened on does.
+        let address = match endpoint {
+            libp2p::core::ConnectedPoint::Listener { local_addr, .. } if relayed => local_addr.clone(),
+            _ => endpoint.get_remote_address().clone(),
+        };
+        Self {
+            device,
+            address,
+            dialed: endpoint.is_dialer(),
+            relayed,
+            since_ms: crate::clock::now_ms(),
+        }
+    }
 }
 
 /// Why the network could not start.
@@ -284,8 +334,9 @@ pub fn spawn(
     keys: Arc<DeviceKeys>,
     core: CoreHandle,
 ) -> Result<(NetHandle, tokio::task::JoinHandle<()>), Error> {
-    let swarm = build_swarm(&keys, config.mdns)?;
-    let mut actor = NetActor::new(swarm, core, keys, &config);
+    let admitted = Admitted::default();
+    let swarm = build_swarm(&keys, config.mdns, config.anchor.then_some(&admitted))?;
+    let mut actor = NetActor::new(swarm, core, keys, &config, admitted);
     for addr in &config.listen {
         actor.swarm.listen_on(addr.clone()).map_err(|source| Error::Listen {
             addr: addr.clone(),
@@ -297,7 +348,8 @@ pub fn spawn(
     Ok((NetHandle { tx }, task))
 }
 
-fn build_swarm(keys: &DeviceKeys, mdns_on: bool) -> Result<Swarm<Behaviour>, Error> {
+/// The swarm; `anchor` when this node serves as one, with who the org admits.
+fn build_swarm(keys: &DeviceKeys, mdns_on: bool, anchor: Option<&Admitted>) -> Result<Swarm<Behaviour>, Error> {
     let transport_err = |e: Box<dyn std::error::Error + Send + Sync>| Error::Transport(e);
     let swarm = libp2p::SwarmBuilder::with_existing_identity(keys.libp2p_keypair())
         .with_tokio()
@@ -308,12 +360,12 @@ fn build_swarm(keys: &DeviceKeys, mdns_on: bool) -> Result<Swarm<Behaviour>, Err
         )
         .map_err(|e| transport_err(e.into()))?
         .with_quic()
-        .with_behaviour(|key| {
+        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .map_err(|e| transport_err(e.into()))?
+        .with_behaviour(|key, relay_client| {
+            let me = key.public().to_peer_id();
             let mdns = if mdns_on {
-                Some(mdns::tokio::Behaviour::new(
-                    mdns::Config::default(),
-                    key.public().to_peer_id(),
-                )?)
+                Some(mdns::tokio::Behaviour::new(mdns::Config::default(), me)?)
             } else {
                 None
             };
@@ -334,6 +386,13 @@ fn build_swarm(keys: &DeviceKeys, mdns_on: bool) -> Result<Swarm<Behaviour>, Err
                 identify: identify::Behaviour::new(identify::Config::new("/outpost/1".into(), key.public())),
                 ping: ping::Behaviour::default(),
                 mdns: Toggle::from(mdns),
+                relay_client,
+                dcutr: dcutr::Behaviour::new(me),
+                rendezvous: rendezvous::client::Behaviour::new(key.clone()),
+                relay: Toggle::from(anchor.map(|a| relay::Behaviour::new(me, anchor::relay_config(a)))),
+                rendezvous_server: Toggle::from(
+                    anchor.map(|_| rendezvous::server::Behaviour::new(anchor::rendezvous_config())),
+                ),
             })
         })
         .map_err(|e| transport_err(e.into()))?
@@ -374,6 +433,14 @@ struct NetActor {
     policy_seen: HashMap<PeerId, u64>,
     /// Devices the org's policy revokes: no session with them.
     revoked: BTreeSet<DeviceId>,
+    /// Devices the org's policy admits (the relay's limiters read it).
+    admitted: Admitted,
+    /// This node serves as an anchor.
+    serving_anchor: bool,
+    /// Anchors this node uses, while connected to them.
+    anchors: Anchors,
+    /// The rendezvous namespace of the org this node follows.
+    namespace: rendezvous::Namespace,
     mdns_peers: HashSet<PeerId>,
     listen: Vec<Multiaddr>,
     tasks: JoinSet<()>,
@@ -382,7 +449,13 @@ struct NetActor {
 }
 
 impl NetActor {
-    fn new(swarm: Swarm<Behaviour>, core: CoreHandle, keys: Arc<DeviceKeys>, config: &Config) -> Self {
+    fn new(
+        swarm: Swarm<Behaviour>,
+        core: CoreHandle,
+        keys: Arc<DeviceKeys>,
+        config: &Config,
+        admitted: Admitted,
+    ) -> Self {
         let (internal_tx, internal_rx) = mpsc::channel(CHANNEL_CAP);
         let now = Instant::now();
         Self {
@@ -411,6 +484,10 @@ impl NetActor {
             enrolls: HashMap::new(),
             policy_seen: HashMap::new(),
             revoked: BTreeSet::new(),
+            admitted,
+            serving_anchor: config.anchor,
+            anchors: Anchors::new(),
+            namespace: anchor::namespace(None),
             mdns_peers: HashSet::new(),
             listen: Vec::new(),
             tasks: JoinSet::new(),
@@ -421,8 +498,8 @@ impl NetActor {
 
     async fn run(mut self, mut commands: mpsc::Receiver<ToNet>) {
         // Before any connection is handled: which devices get no session.
-        if let Ok(revoked) = self.core.revoked_by_org().await {
-            self.revoked = revoked;
+        if let Ok(org) = self.core.org_net().await {
+            self.apply_policy(org);
         }
         let mut tick = tokio::time::interval(TICK);
         loop {
@@ -451,7 +528,7 @@ impl NetActor {
                     .map(|(peer, c)| PeerStatus {
                         device: c.device,
                         peer_id: peer.to_string(),
-                        link: link_kind(&c.address, self.mdns_peers.contains(peer)).into(),
+                        link: link_kind(c.relayed, self.mdns_peers.contains(peer)).into(),
                         address: c.address.to_string(),
                         connected_since_ms: c.since_ms,
                     })
@@ -460,6 +537,8 @@ impl NetActor {
                     peer_id: self.swarm.local_peer_id().to_string(),
                     listen: self.listen.iter().map(|a| a.to_string()).collect(),
                     peers,
+                    anchor: self.serving_anchor,
+                    anchors: self.anchors.keys().filter_map(device_of).collect(),
                 });
             }
             ToNet::Join { ticket, request, reply } => {
@@ -528,19 +607,108 @@ impl NetActor {
             Internal::Respond { channel, response } => {
                 let _ = self.swarm.behaviour_mut().sync.send_response(channel, response);
             }
-            Internal::Revoked(revoked) => {
-                let cut: Vec<PeerId> = self
-                    .connected
-                    .iter()
-                    .filter(|(_, c)| revoked.contains(&c.device))
-                    .map(|(p, _)| *p)
-                    .collect();
-                for peer in cut {
-                    warn!(%peer, "closing the session with a device the org revoked");
-                    let _ = self.swarm.disconnect_peer_id(peer);
-                }
-                self.revoked = revoked;
+            Internal::Policy(org) => self.apply_policy(org),
+        }
+    }
+
+    /// Takes what the org's policy now says: sessions with revoked devices
+    /// close, the relay admits the org's devices, and registrations at anchors
+    /// move to the org's namespace.
+    fn apply_policy(&mut self, org: OrgNet) {
+        let cut: Vec<PeerId> = self
+            .connected
+            .iter()
+            .filter(|(_, c)| org.revoked.contains(&c.device))
+            .map(|(p, _)| *p)
+            .collect();
+        for peer in cut {
+            warn!(%peer, "closing the session with a device the org revoked");
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+        self.revoked = org.revoked;
+        self.admitted.set(org.admitted);
+        self.namespace = anchor::namespace(org.org);
+        self.use_anchors();
+    }
+
+    /// A connected peer announced itself: if it is an anchor, use it.
+    fn identified(&mut self, peer: PeerId, info: &identify::Info) {
+        if !anchor::is_anchor(info) || self.serving_anchor || self.anchors.contains_key(&peer) {
+            return;
+        }
+        // Only an address this node dialled is known to reach it.
+        let Some(c) = self.connected.get(&peer).filter(|c| c.dialed) else {
+            debug!(%peer, "an anchor dialled in; it is used once this node dials it");
+            return;
+        };
+        info!(anchor = %c.device.fmt_short(), address = %c.address, "using an anchor for relay and rendezvous");
+        self.anchors.insert(peer, AnchorLink::new(c.address.clone()));
+        self.use_anchors();
+    }
+
+    /// For each anchor: listen through its relay, register this node's
+    /// addresses, and discover the org's other nodes, each when due.
+    fn use_anchors(&mut self) {
+        let now = Instant::now();
+        let has_addresses = self.swarm.external_addresses().next().is_some();
+        let peers: Vec<PeerId> = self.anchors.keys().copied().collect();
+        for peer in peers {
+            let Some(link) = self.anchors.get_mut(&peer) else {
+                continue;
+            };
+            let circuit = link.circuit(peer);
+            let listen = link.listener.is_none();
+            let register = has_addresses && link.must_register(&self.namespace, now);
+            let discover = (now >= link.next_discover).then(|| link.cookie.clone());
+            if register {
+                // Until the answer comes: not again for a while.
+                link.registered = Some((self.namespace.clone(), now + anchor::REGISTER_RETRY));
             }
+            if discover.is_some() {
+                link.next_discover = now + self.resync_interval;
+            }
+            if listen {
+                match self.swarm.listen_on(circuit.clone()) {
+                    Ok(id) => {
+                        if let Some(link) = self.anchors.get_mut(&peer) {
+                            link.listener = Some(id);
+                        }
+                    }
+                    Err(error) => warn!(address = %circuit, %error, "cannot listen through the anchor"),
+                }
+            }
+            let rendezvous = &mut self.swarm.behaviour_mut().rendezvous;
+            if register && let Err(error) = rendezvous.register(self.namespace.clone(), peer, anchor::ttl()) {
+                debug!(%peer, %error, "cannot register at the anchor yet");
+            }
+            if let Some(cookie) = discover {
+                rendezvous.discover(Some(self.namespace.clone()), cookie, None, peer);
+            }
+        }
+    }
+
+    /// Dials the nodes an anchor knows, within the connection budget.
+    fn discovered(&mut self, anchor: PeerId, registrations: Vec<rendezvous::Registration>, cookie: rendezvous::Cookie) {
+        if let Some(link) = self.anchors.get_mut(&anchor) {
+            link.cookie = Some(cookie);
+        }
+        let me = *self.swarm.local_peer_id();
+        for r in registrations {
+            let peer = r.record.peer_id();
+            let revoked = device_of(&peer).is_none_or(|d| self.revoked.contains(&d));
+            if peer == me || revoked || self.connected.contains_key(&peer) {
+                continue;
+            }
+            if self.connected.len() >= DISCOVERED_DIAL_BUDGET {
+                debug!("enough connections; not dialling more nodes found at the anchor");
+                break;
+            }
+            debug!(%peer, "dialling a node found at the anchor");
+            let opts = DialOpts::peer_id(peer)
+                .addresses(r.record.addresses().to_vec())
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .build();
+            let _ = self.swarm.dial(opts);
         }
     }
 
@@ -567,8 +735,8 @@ impl NetActor {
                 let core = self.core.clone();
                 let out = self.internal_tx.clone();
                 self.spawn(async move {
-                    if let Ok(revoked) = core.revoked_by_org().await {
-                        let _ = out.send(Internal::Revoked(revoked)).await;
+                    if let Ok(org) = core.org_net().await {
+                        let _ = out.send(Internal::Policy(org)).await;
                     }
                     let Ok(Some(frame)) = core.policy_frame().await else {
                         return;
@@ -668,6 +836,7 @@ impl NetActor {
             self.last_resync = now;
             self.resync_all();
         }
+        self.use_anchors();
     }
 
     fn resync_all(&mut self) {
@@ -717,14 +886,27 @@ impl NetActor {
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
                 info!(%address, "listening");
+                // What anchors register for this node: its direct addresses (the
+                // relay client confirms relayed ones itself).
+                if is_direct(&address) {
+                    self.swarm.add_external_address(address.clone());
+                }
                 self.listen.push(address);
             }
-            SwarmEvent::ExpiredListenAddr { address, .. } => self.listen.retain(|a| a != &address),
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                self.swarm.remove_external_address(&address);
+                self.listen.retain(|a| a != &address);
+            }
+            SwarmEvent::ListenerClosed { listener_id, .. } => {
+                // Listened again through the anchor at the next tick, while connected.
+                for link in self.anchors.values_mut().filter(|l| l.listener == Some(listener_id)) {
+                    link.listener = None;
+                }
+            }
             SwarmEvent::ConnectionEstablished {
                 peer_id,
                 endpoint,
                 connection_id,
-                num_established,
                 ..
             } => {
                 for sp in &mut self.static_peers {
@@ -744,16 +926,20 @@ impl NetActor {
                     let _ = self.swarm.disconnect_peer_id(peer_id);
                     return;
                 }
-                if num_established.get() == 1 {
-                    info!(peer = %device.fmt_short(), address = %endpoint.get_remote_address(), "connected");
-                    self.connected.insert(
-                        peer_id,
-                        Connected {
-                            device,
-                            address: endpoint.get_remote_address().clone(),
-                            since_ms: crate::clock::now_ms(),
-                        },
-                    );
+                let link = Connected::new(device, &endpoint);
+                if let Some(c) = self.connected.get_mut(&peer_id) {
+                    // A direct link beside a relayed one (hole punching worked):
+                    // the session is reported as direct.
+                    if c.relayed && !link.relayed {
+                        info!(peer = %device.fmt_short(), address = %link.address, "a direct link replaces the relayed one");
+                        *c = Connected {
+                            since_ms: c.since_ms,
+                            ..link
+                        };
+                    }
+                } else {
+                    info!(peer = %device.fmt_short(), address = %link.address, relayed = link.relayed, "connected");
+                    self.connected.insert(peer_id, link);
                     self.start_sync(peer_id, device);
                 }
             }
@@ -764,6 +950,9 @@ impl NetActor {
             } => {
                 if let Some(c) = self.connected.remove(&peer_id) {
                     info!(peer = %c.device.fmt_short(), "disconnected");
+                }
+                if let Some(listener) = self.anchors.remove(&peer_id).and_then(|l| l.listener) {
+                    self.swarm.remove_listener(listener);
                 }
                 self.policy_seen.remove(&peer_id);
                 // Unsent envelopes are pulled again after the reconnect.
@@ -795,6 +984,48 @@ impl NetActor {
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Sync(event)) => self.handle_sync_event(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })) => {
+                self.identified(peer_id, &info)
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::RelayClient(relay::client::Event::ReservationReqAccepted {
+                relay_peer_id,
+                renewal: false,
+                ..
+            })) => {
+                info!(anchor = %relay_peer_id, "reachable through the anchor's relay");
+                // A new (relayed) address: register it.
+                if let Some(link) = self.anchors.get_mut(&relay_peer_id) {
+                    link.registered = None;
+                }
+                self.use_anchors();
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Rendezvous(event)) => match event {
+                rendezvous::client::Event::Registered {
+                    rendezvous_node,
+                    ttl,
+                    namespace,
+                } => {
+                    debug!(anchor = %rendezvous_node, %namespace, "registered at the anchor");
+                    if let Some(link) = self.anchors.get_mut(&rendezvous_node) {
+                        link.registered(namespace, ttl, Instant::now());
+                    }
+                }
+                rendezvous::client::Event::RegisterFailed {
+                    rendezvous_node, error, ..
+                } => warn!(anchor = %rendezvous_node, ?error, "the anchor refused this node's registration"),
+                rendezvous::client::Event::Discovered {
+                    rendezvous_node,
+                    registrations,
+                    cookie,
+                } => self.discovered(rendezvous_node, registrations, cookie),
+                rendezvous::client::Event::DiscoverFailed {
+                    rendezvous_node, error, ..
+                } => debug!(anchor = %rendezvous_node, ?error, "discovery at the anchor failed"),
+                rendezvous::client::Event::Expired { .. } => {}
+            },
+            SwarmEvent::Behaviour(BehaviourEvent::Dcutr(event)) => {
+                debug!(peer = %event.remote_peer_id, result = ?event.result.map(|_| ()), "hole punching");
+            }
             _ => {}
         }
     }
@@ -1056,8 +1287,18 @@ fn peer_in(addr: &Multiaddr) -> Option<PeerId> {
     })
 }
 
-fn link_kind(addr: &Multiaddr, lan: bool) -> &'static str {
-    if addr.iter().any(|p| matches!(p, Protocol::P2pCircuit)) {
+/// An address others can dial straight: not relayed, not a wildcard.
+fn is_direct(addr: &Multiaddr) -> bool {
+    addr.iter().all(|p| match p {
+        Protocol::P2pCircuit => false,
+        Protocol::Ip4(ip) => !ip.is_unspecified(),
+        Protocol::Ip6(ip) => !ip.is_unspecified(),
+        _ => true,
+    })
+}
+
+fn link_kind(relayed: bool, lan: bool) -> &'static str {
+    if relayed {
         "relayed"
     } else if lan {
         "lan"

@@ -4,6 +4,8 @@
 //! deadline and fails with a description of what never happened.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod org;
+
 use std::{
     io::{BufRead, BufReader},
     net::TcpListener,
@@ -70,6 +72,9 @@ pub struct Node {
     pub quic: bool,
     /// `--resync-secs` (2 unless a test needs to rule periodic resync out).
     pub resync_secs: u32,
+    /// More `daemon` flags (e.g. `--anchor`); with `--no-listen` the node
+    /// listens nowhere.
+    pub daemon_args: Vec<&'static str>,
     child: Option<Child>,
     log_index: usize,
 }
@@ -85,6 +90,7 @@ impl Node {
             peers: Vec::new(),
             quic: false,
             resync_secs: 2,
+            daemon_args: Vec::new(),
             child: None,
             log_index: 0,
         };
@@ -125,14 +131,13 @@ impl Node {
         let log = std::fs::File::create(self.home.join(format!("daemon-{}.log", self.log_index))).expect("create log");
         let mut cmd = Command::new(outpost_bin());
         let resync = self.resync_secs.to_string();
-        cmd.arg("--home").arg(&self.home).args([
-            "daemon",
-            "--no-mdns",
-            "--resync-secs",
-            &resync,
-            "--listen",
-            &self.addr(),
-        ]);
+        cmd.arg("--home")
+            .arg(&self.home)
+            .args(["daemon", "--no-mdns", "--resync-secs", &resync])
+            .args(&self.daemon_args);
+        if !self.daemon_args.contains(&"--no-listen") {
+            cmd.args(["--listen", &self.addr()]);
+        }
         for p in peers {
             cmd.args(["--peer", p]);
         }

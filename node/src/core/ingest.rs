@@ -225,8 +225,11 @@ impl Core {
             }
             space.pending.insert(env);
         }
-        // Membership changed: a member holding the key rotates it if the epoch no
-        // longer matches the members (the clean-epoch rule), in this same batch.
+        // Membership changed: what the org's policy asks of the space (this
+        // device may have become its admin); then a member holding the key
+        // rotates it if the epoch no longer matches the members (the
+        // clean-epoch rule), in this same batch.
+        self.enforce_policy(tx, &control_spaces, effects)?;
         for space_id in control_spaces {
             if let Err(e) = self.make_epoch_clean(tx, space_id, false, effects)? {
                 debug!(space = %space_id.fmt_short(), error = %e, "the epoch is not clean, and this device cannot rotate it");

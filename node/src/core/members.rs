@@ -94,7 +94,7 @@ impl Core {
         Ok(Ok(invited))
     }
 
-    fn invite_replicator(
+    pub(in crate::core) fn invite_replicator(
         &mut self,
         tx: &mut Txn,
         space_id: SpaceId,

@@ -21,6 +21,8 @@ pub const MAX_DEPTH: usize = 32;
 pub const MAX_FIELD_BYTES: usize = 256;
 /// Most devices one member has.
 pub const MAX_DEVICES_PER_MEMBER: usize = 64;
+/// Most anchor devices an org names.
+pub const MAX_ANCHORS: usize = 16;
 
 /// One policy version's content (postcard, fields in this order).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,6 +33,10 @@ pub struct Policy {
     pub rules: SpaceRules,
     /// Devices no node may open a session with, whoever they belonged to.
     pub revoked: Vec<DeviceId>,
+    /// The org's anchor devices: relay and rendezvous for every node, and
+    /// replicators of every space whose owners or admins follow the org (they
+    /// store and forward ciphertext they cannot read).
+    pub anchors: Vec<DeviceId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -147,7 +153,29 @@ impl Policy {
                 return Err(format!("member {:?} has too many devices", m.id));
             }
         }
+        if self.anchors.len() > MAX_ANCHORS {
+            return Err(format!("at most {MAX_ANCHORS} anchors"));
+        }
+        if let Some(d) = self.anchors.iter().find(|d| self.is_revoked(d)) {
+            return Err(format!("anchor {} is revoked", d.fmt_short()));
+        }
+        if self.anchors.iter().collect::<BTreeSet<_>>().len() != self.anchors.len() {
+            return Err("an anchor is listed twice".into());
+        }
         Ok(())
+    }
+
+    /// The devices the policy admits: every active member's devices and the
+    /// anchors, none revoked.
+    pub fn admitted(&self) -> BTreeSet<DeviceId> {
+        self.members
+            .iter()
+            .filter(|m| m.status == MemberStatus::Active)
+            .flat_map(|m| m.devices.iter())
+            .chain(&self.anchors)
+            .filter(|d| !self.is_revoked(d))
+            .copied()
+            .collect()
     }
 
     /// The depth of department `i` (a root is 1).
@@ -255,6 +283,12 @@ impl Policy {
         }
         for d in next.revoked.iter().filter(|d| !self.revoked.contains(d)) {
             out.push(format!("revoke device {d}"));
+        }
+        for d in next.anchors.iter().filter(|d| !self.anchors.contains(d)) {
+            out.push(format!("+ anchor {d}"));
+        }
+        for d in self.anchors.iter().filter(|d| !next.anchors.contains(d)) {
+            out.push(format!("- anchor {d}"));
         }
         if self.rules != next.rules {
             out.push(format!("rules: {:?} -> {:?}", self.rules, next.rules));

@@ -3,7 +3,39 @@
 
 use super::*;
 
+/// What the network needs of the org's policy.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OrgNet {
+    /// The org this node follows (its rendezvous namespace), if any.
+    pub org: Option<OrgId>,
+    /// No session with these.
+    pub revoked: BTreeSet<DeviceId>,
+    /// Devices the policy admits; `None` without a policy.
+    pub admitted: Option<BTreeSet<DeviceId>>,
+    pub anchors: BTreeSet<DeviceId>,
+}
+
 impl Core {
+    pub(in crate::core) fn org_net(&self) -> OrgNet {
+        let Some(org) = &self.org else {
+            return OrgNet::default();
+        };
+        let policy = org.current.as_ref().map(Verified::policy);
+        OrgNet {
+            org: Some(org.id),
+            revoked: self.revoked_by_org(),
+            admitted: policy.map(Policy::admitted),
+            anchors: policy.map(|p| p.anchors.iter().copied().collect()).unwrap_or_default(),
+        }
+    }
+
+    /// The org's anchors that should replicate a new space.
+    pub(in crate::core) fn org_anchors(&self) -> Vec<DeviceId> {
+        self.current_policy()
+            .map(|p| p.anchors.iter().copied().filter(|d| *d != self.me).collect())
+            .unwrap_or_default()
+    }
+
     /// The devices the current policy revokes: no session with them, and no
     /// place in any space.
     pub(in crate::core) fn revoked_by_org(&self) -> BTreeSet<DeviceId> {
@@ -63,28 +95,46 @@ impl Core {
                 .any(|m| m.devices.contains(&self.me) && !matches!(m.role, crate::org::body::OrgRole::Member))
     }
 
-    /// Removes every device the policy revokes from each space where this
-    /// device may remove it (an owner or admin): each such space moves to a new
-    /// key epoch without it. Others in the space do the same when they can;
-    /// concurrent removals of one device merge.
-    pub(in crate::core) fn enforce_revocations(&mut self, tx: &mut Txn, effects: &mut Effects) -> store::Result<()> {
-        let revoked = self.revoked_by_org();
-        if revoked.is_empty() {
+    /// Applies the policy to `spaces` where this device is an owner or admin:
+    /// every device the policy revokes is removed (the space moves to a new key
+    /// epoch without it), and every anchor is named a replicator. Others in the
+    /// space do the same when they can; concurrent removals of one device, or
+    /// namings of one replicator, merge. Runs when a version is accepted, at
+    /// start-up, and when control operations change a space.
+    pub(in crate::core) fn enforce_policy(
+        &mut self,
+        tx: &mut Txn,
+        spaces: &BTreeSet<SpaceId>,
+        effects: &mut Effects,
+    ) -> store::Result<()> {
+        let Ok(policy) = self.current_policy() else {
             return Ok(());
-        }
+        };
         let me = self.me;
-        let work: Vec<(SpaceId, DeviceId)> = self
-            .spaces
-            .values()
-            .filter(|s| s.state.members.get(&me).is_some_and(|m| m.role >= Role::Admin))
-            .flat_map(|s| {
-                revoked
+        let mut removals = Vec::new();
+        let mut namings = Vec::new();
+        let administered = spaces
+            .iter()
+            .filter_map(|id| self.spaces.get(id))
+            .filter(|s| s.state.members.get(&me).is_some_and(|m| m.role >= Role::Admin));
+        for s in administered {
+            let space = s.state.space;
+            removals.extend(
+                policy
+                    .revoked
                     .iter()
                     .filter(|d| s.state.entitled(d) && **d != me)
-                    .map(move |d| (s.state.space, *d))
-            })
-            .collect();
-        for (space, device) in work {
+                    .map(|d| (space, *d)),
+            );
+            namings.extend(
+                policy
+                    .anchors
+                    .iter()
+                    .filter(|d| !s.state.entitled(d) && **d != me)
+                    .map(|d| (space, *d)),
+            );
+        }
+        for (space, device) in removals {
             match self.change_members(tx, space, MemberChange::RemoveDevice(device.to_string()), effects)? {
                 Ok(_) => {
                     info!(space = %space.fmt_short(), device = %device.fmt_short(), "removed a device the org revoked")
@@ -92,6 +142,11 @@ impl Core {
                 Err(e) => {
                     warn!(space = %space.fmt_short(), device = %device.fmt_short(), error = %e, "could not remove a device the org revoked")
                 }
+            }
+        }
+        for (space, device) in namings {
+            if let Err(e) = self.invite_replicator(tx, space, device, effects)? {
+                warn!(space = %space.fmt_short(), device = %device.fmt_short(), error = %e, "could not name the org's anchor a replicator");
             }
         }
         Ok(())

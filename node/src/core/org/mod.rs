@@ -11,8 +11,11 @@ mod directory;
 mod enforce;
 mod enroll;
 
-pub use self::directory::{DirEntry, MAX_DIR_RESULTS};
 use self::enroll::Invite;
+pub use self::{
+    directory::{DirEntry, MAX_DIR_RESULTS},
+    enforce::OrgNet,
+};
 use super::*;
 use crate::org::{
     AdminKey, AdminKeys, Header, MAX_DRAFTS, MAX_VERSIONS_PER_FRAME, OrgId, Policy, PolicyError, PolicyFrame, Signed,
@@ -69,7 +72,7 @@ pub enum OrgCommand {
         org: OrgId,
     },
     /// Propose the next version.
-    Propose(Proposal),
+    Propose(Box<Proposal>),
     Sign {
         draft: String,
     },
@@ -111,6 +114,11 @@ pub struct Proposal {
     pub threshold: Option<u16>,
     #[serde(default)]
     pub revoke: Vec<DeviceId>,
+    /// Devices to name as the org's anchors.
+    #[serde(default)]
+    pub add_anchors: Vec<DeviceId>,
+    #[serde(default)]
+    pub remove_anchors: Vec<DeviceId>,
     pub expires_days: Option<u64>,
 }
 
@@ -132,6 +140,8 @@ pub struct OrgView {
     pub departments: usize,
     pub members: usize,
     pub revoked: Vec<DeviceId>,
+    #[serde(default)]
+    pub anchors: Vec<DeviceId>,
     /// This device's admin key, if it holds one.
     pub admin_key: Option<AdminKey>,
     pub drafts: Vec<DraftView>,
@@ -177,7 +187,7 @@ impl Core {
                     Ok(view)
                 }));
             }
-            OrgCommand::Propose(p) => self.org_propose(tx, p)?,
+            OrgCommand::Propose(p) => self.org_propose(tx, *p)?,
             OrgCommand::Sign { draft } => self.org_sign(tx, &draft)?,
             OrgCommand::Publish { draft } => self.org_publish(tx, &draft, effects)?,
         };
@@ -318,6 +328,15 @@ impl Core {
         for d in &p.revoke {
             if !policy.revoked.contains(d) {
                 policy.revoked.push(*d);
+            }
+        }
+        // A revoked anchor stops being one.
+        policy
+            .anchors
+            .retain(|d| !p.remove_anchors.contains(d) && !p.revoke.contains(d));
+        for d in &p.add_anchors {
+            if !policy.anchors.contains(d) {
+                policy.anchors.push(*d);
             }
         }
         if let Some(on) = p.members_create_spaces {
@@ -515,7 +534,8 @@ impl Core {
         }
         org.current = Some(verified);
         self.policy_changed = true;
-        self.enforce_revocations(tx, effects)?;
+        let spaces: BTreeSet<SpaceId> = self.spaces.keys().copied().collect();
+        self.enforce_policy(tx, &spaces, effects)?;
         Ok(Ok(version))
     }
 
@@ -656,6 +676,7 @@ impl Core {
             departments: policy.as_ref().map_or(0, |p| p.departments.len()),
             members: policy.as_ref().map_or(0, |p| p.members.len()),
             revoked: policy.map(|p| p.revoked.clone()).unwrap_or_default(),
+            anchors: policy.map(|p| p.anchors.clone()).unwrap_or_default(),
             admin_key,
             drafts,
             dry_run: None,

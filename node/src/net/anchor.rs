@@ -1,0 +1,227 @@
+//! Anchors: the relay and rendezvous half of the anchor role, and how every
+//! node finds and uses anchors.
+//!
+//! A node started with `daemon --anchor` runs a circuit relay v2 server sized
+//! for sync (libp2p's defaults end a circuit after 128 KiB or 2 minutes) and a
+//! rendezvous server. Every other node recognises an anchor by the protocols it
+//! announces (identify) once connected to it, then:
+//!
+//! 1. listens through it (`…/p2p/ANCHOR/p2p-circuit`), so peers that cannot
+//!    dial it directly (NAT, a firewall, `--no-listen`) reach it relayed;
+//! 2. registers its addresses, relayed ones included, under its org's
+//!    namespace;
+//! 3. discovers the others registered there and dials them (DCUtR then tries
+//!    to turn a relayed link into a direct one).
+//!
+//! The anchor's storing and forwarding of ciphertext is not here: the org's
+//! policy names it, and space owners name it a replicator (`core::org`).
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    num::NonZeroU32,
+    sync::{Arc, RwLock},
+    time::{Duration, Instant},
+};
+
+use libp2p::{Multiaddr, PeerId, core::transport::ListenerId, identify, multiaddr::Protocol, relay, rendezvous};
+
+use super::device_of;
+use crate::{ids::DeviceId, org::OrgId};
+
+/// How long a registration lives at the anchor; renewed at half of it.
+const REGISTRATION_TTL: rendezvous::Ttl = rendezvous::DEFAULT_TTL;
+/// Registrations an anchor keeps: an org of 50,000 members with two devices
+/// each, at a few hundred bytes per record.
+const MAX_REGISTRATIONS: usize = 200_000;
+/// How long before a registration sent without an answer is sent again.
+pub(super) const REGISTER_RETRY: Duration = Duration::from_secs(30);
+
+/// The devices the org's policy admits, shared between the network actor and
+/// the relay's limiters. `None` until a policy is known: then nobody is told
+/// apart.
+#[derive(Clone, Default)]
+pub(super) struct Admitted(Arc<RwLock<Option<BTreeSet<DeviceId>>>>);
+
+impl Admitted {
+    pub(super) fn set(&self, admitted: Option<BTreeSet<DeviceId>>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = admitted;
+    }
+
+    fn admits(&self, peer: &PeerId) -> bool {
+        let guard = self.0.read().unwrap_or_else(|e| e.into_inner());
+        match (&*guard, device_of(peer)) {
+            (None, _) => true,
+            (Some(set), Some(device)) => set.contains(&device),
+            (Some(_), None) => false,
+        }
+    }
+}
+
+/// The relay server's limits. Org devices get circuits that last (a day, no
+/// byte cap: history sync and snapshots go through them) and may open them as
+/// often as they need; others get libp2p's default rate limits. Only devices
+/// the policy admits may reserve a slot, that is be reachable through the anchor.
+pub(super) fn relay_config(admitted: &Admitted) -> relay::Config {
+    let defaults = relay::Config::default();
+    let circuit_src_rate_limiters = defaults
+        .circuit_src_rate_limiters
+        .into_iter()
+        .map(|mut inner| {
+            let admitted = admitted.clone();
+            Box::new(move |peer: PeerId, addr: &Multiaddr, now| {
+                admitted.admits(&peer) || inner.try_next(peer, addr, now)
+            }) as Box<dyn relay::RateLimiter>
+        })
+        .collect();
+    let reserve = admitted.clone();
+    relay::Config {
+        max_reservations: 16_384,
+        max_reservations_per_peer: 4,
+        reservation_duration: Duration::from_secs(3600),
+        reservation_rate_limiters: vec![Box::new(move |peer: PeerId, _: &Multiaddr, _| reserve.admits(&peer))],
+        max_circuits: 4096,
+        max_circuits_per_peer: 64,
+        max_circuit_duration: Duration::from_secs(24 * 3600),
+        // 0: no byte cap.
+        max_circuit_bytes: 0,
+        circuit_src_rate_limiters,
+    }
+    .reservation_rate_per_ip(NonZeroU32::new(600).expect("non-zero"), Duration::from_secs(60))
+}
+
+pub(super) fn rendezvous_config() -> rendezvous::server::Config {
+    rendezvous::server::Config::default()
+        .with_max_registration_total(MAX_REGISTRATIONS)
+        .with_max_registration_per_peer(4)
+}
+
+/// The rendezvous namespace of an org (or of nodes that follow none).
+pub(super) fn namespace(org: Option<OrgId>) -> rendezvous::Namespace {
+    let name = match org {
+        Some(org) => format!("outpost/org/{org}"),
+        None => "outpost".into(),
+    };
+    rendezvous::Namespace::new(name).expect("well under 255 bytes")
+}
+
+/// Whether a peer serves as an anchor: it announces the relay's hop protocol
+/// and rendezvous.
+pub(super) fn is_anchor(info: &identify::Info) -> bool {
+    info.protocols.contains(&relay::HOP_PROTOCOL_NAME) && info.protocols.contains(&rendezvous::PROTOCOL_NAME)
+}
+
+/// One anchor this node uses.
+pub(super) struct AnchorLink {
+    /// The address this node dialled it at.
+    pub(super) addr: Multiaddr,
+    /// The listener through its relay.
+    pub(super) listener: Option<ListenerId>,
+    /// Registered under this namespace, renewed after this instant.
+    pub(super) registered: Option<(rendezvous::Namespace, Instant)>,
+    pub(super) cookie: Option<rendezvous::Cookie>,
+    pub(super) next_discover: Instant,
+}
+
+// A node asks each anchor who else is registered at every re-sync (deltas, by
+// cookie): discovery is anti-entropy like the rest.
+
+impl AnchorLink {
+    pub(super) fn new(addr: Multiaddr) -> Self {
+        Self {
+            addr,
+            listener: None,
+            registered: None,
+            cookie: None,
+            next_discover: Instant::now(),
+        }
+    }
+
+    /// The relayed address to listen on through this anchor.
+    pub(super) fn circuit(&self, anchor: PeerId) -> Multiaddr {
+        let mut addr = self.addr.clone();
+        if !addr.iter().any(|p| matches!(p, Protocol::P2p(_))) {
+            addr.push(Protocol::P2p(anchor));
+        }
+        addr.with(Protocol::P2pCircuit)
+    }
+
+    /// Whether the registration under `namespace` is missing or due for renewal.
+    pub(super) fn must_register(&self, namespace: &rendezvous::Namespace, now: Instant) -> bool {
+        match &self.registered {
+            Some((ns, renew_at)) => ns != namespace || now >= *renew_at,
+            None => true,
+        }
+    }
+
+    pub(super) fn registered(&mut self, namespace: rendezvous::Namespace, ttl: rendezvous::Ttl, now: Instant) {
+        self.registered = Some((namespace, now + Duration::from_secs(ttl / 2)));
+    }
+}
+
+/// The TTL this node asks for.
+pub(super) fn ttl() -> Option<rendezvous::Ttl> {
+    Some(REGISTRATION_TTL)
+}
+
+/// The anchors in use, by peer.
+pub(super) type Anchors = HashMap<PeerId, AnchorLink>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer_of(device: &DeviceId) -> PeerId {
+        let key = libp2p::identity::ed25519::PublicKey::try_from_bytes(&device.0).unwrap();
+        libp2p::identity::PublicKey::from(key).to_peer_id()
+    }
+
+    #[test]
+    fn admitted_devices_pass_and_others_do_not_once_a_policy_is_known() {
+        let member = crate::identity::DeviceKeys::generate().device_id();
+        let stranger = crate::identity::DeviceKeys::generate().device_id();
+        let admitted = Admitted::default();
+        assert!(admitted.admits(&peer_of(&stranger)), "no policy: nobody is told apart");
+        admitted.set(Some([member].into()));
+        assert!(admitted.admits(&peer_of(&member)));
+        assert!(!admitted.admits(&peer_of(&stranger)));
+        assert!(!admitted.admits(&PeerId::random()), "not an ed25519 device key");
+    }
+
+    #[test]
+    fn only_admitted_devices_reserve_and_they_open_circuits_without_a_rate_limit() {
+        let member = peer_of(&crate::identity::DeviceKeys::generate().device_id());
+        let stranger = peer_of(&crate::identity::DeviceKeys::generate().device_id());
+        let admitted = Admitted::default();
+        admitted.set(Some([device_of(&member).unwrap()].into()));
+        let mut config = relay_config(&admitted);
+        let addr: Multiaddr = "/ip4/10.0.0.1/tcp/1".parse().unwrap();
+        let now = Instant::now();
+        let reserve = |c: &mut relay::Config, p| {
+            c.reservation_rate_limiters
+                .iter_mut()
+                .all(|l| l.try_next(p, &addr, now))
+        };
+        assert!(reserve(&mut config, member));
+        assert!(!reserve(&mut config, stranger));
+        let circuit = |c: &mut relay::Config, p| {
+            c.circuit_src_rate_limiters
+                .iter_mut()
+                .all(|l| l.try_next(p, &addr, now))
+        };
+        for _ in 0..100 {
+            assert!(circuit(&mut config, member));
+        }
+        // A stranger gets libp2p's default burst, then is held back.
+        let allowed = (0..100).filter(|_| circuit(&mut config, stranger)).count();
+        assert!(allowed < 100, "a stranger opened {allowed} circuits at once");
+        assert_eq!(config.max_circuit_bytes, 0, "no byte cap on circuits");
+    }
+
+    #[test]
+    fn namespaces_differ_per_org() {
+        let a = OrgId([1; 16]);
+        let b = OrgId([2; 16]);
+        assert_ne!(namespace(Some(a)), namespace(Some(b)));
+        assert_ne!(namespace(Some(a)), namespace(None));
+    }
+}
