@@ -114,6 +114,21 @@ pub(crate) enum OrgCmd {
         #[arg(long)]
         json: bool,
     },
+    /// A member leaves: proposes the next version with the member offboarded
+    /// and every device of it revoked, naming SUCCESSOR (another member, whose
+    /// devices this node has met), and publishes it when this admin's signature
+    /// is enough. Then, in every space the member owned, a member hands its
+    /// place to the successor's devices (owners, under a new key epoch); the
+    /// member's devices leave every space.
+    Offboard {
+        /// The departing member's id (as in the org chart).
+        member: String,
+        /// The member who takes over the spaces it owned.
+        #[arg(long, value_name = "MEMBER")]
+        successor: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Read the org chart from a spreadsheet (.xlsx, .xls, .ods, or .csv in UTF-8
     /// or GBK) and propose it as the next version: one row per member with member
     /// id, name, department path (`总部/技术部/前端组`), title, email, phone and a
@@ -218,12 +233,22 @@ pub(crate) async fn run(client: &Client, home: &Path, cmd: OrgCmd) -> anyhow::Re
         }
         OrgCmd::Follow { org, json } => (OrgCommand::Follow { org }, json),
         OrgCmd::Revoke { device, json } => {
-            let proposal = OrgCommand::Propose(Box::new(Proposal {
+            let proposal = Proposal {
                 revoke: vec![device],
                 ..Proposal::default()
-            }));
-            let view = publish_if_ready(client, client.post("/v1/org", &proposal).await?).await?;
-            return print(&view, json, None);
+            };
+            return propose_and_publish(client, proposal, json).await;
+        }
+        OrgCmd::Offboard {
+            member,
+            successor,
+            json,
+        } => {
+            let proposal = Proposal {
+                offboard: vec![(member, successor)],
+                ..Proposal::default()
+            };
+            return propose_and_publish(client, proposal, json).await;
         }
         OrgCmd::Propose {
             name,
@@ -400,6 +425,12 @@ fn member_device(text: &str) -> Result<(String, DeviceId), String> {
 
 /// Publishes the draft that already has enough signatures (this admin's alone,
 /// with a threshold of 1), if there is one.
+/// Proposes `proposal` and publishes it when this admin's signature is enough.
+async fn propose_and_publish(client: &Client, proposal: Proposal, json: bool) -> anyhow::Result<()> {
+    let view = client.post("/v1/org", &OrgCommand::Propose(Box::new(proposal))).await?;
+    print(&publish_if_ready(client, view).await?, json, None)
+}
+
 async fn publish_if_ready(client: &Client, view: OrgView) -> anyhow::Result<OrgView> {
     match view.drafts.iter().find(|d| d.ready) {
         Some(d) => Ok(client

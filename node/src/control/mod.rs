@@ -84,6 +84,29 @@ pub enum ControlOp {
     Remove(Remove),
     SetRole(SetRole),
     Rotate(Rotate),
+    /// The org hands an offboarded owner's place to its successor.
+    Succession(Succession),
+}
+
+/// The org's policy version `policy` offboards `member`: its devices
+/// (`leaving`) leave the space and its successor's devices become owners, under
+/// a new epoch for the members after. Any member may make it; it is valid only
+/// where `leaving` holds an owner at its causal point, and only as the policy
+/// version states it (checked by the core against the verified chain: an
+/// operation naming a version this node does not hold yet waits for it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Succession {
+    pub policy: u64,
+    /// BLAKE3 of that version's header.
+    pub policy_hash: [u8; 32],
+    pub member: String,
+    pub leaving: Vec<DeviceId>,
+    /// The successor's devices, each an owner.
+    pub successors: Vec<Member>,
+    /// A from-join space and a successor user new to it: the new epoch links
+    /// nothing (the successor reads from here on), like any join.
+    pub join: bool,
+    pub rotate: Rotate,
 }
 
 /// Adds a member device to a space.
@@ -504,6 +527,60 @@ pub fn remove(
     Ok((sign(keys, state, writer, &op)?, key))
 }
 
+/// What a policy version states about one offboarded member, for
+/// [`succession`].
+#[derive(Debug, Clone)]
+pub struct SuccessionFact<'a> {
+    pub policy: u64,
+    pub policy_hash: [u8; 32],
+    pub member: &'a str,
+    pub leaving: &'a [DeviceId],
+    pub successors: &'a [DeviceCert],
+}
+
+/// Signs a `Succession` at the current heads of `state`: `fact`'s leaving
+/// devices go, its successors become owners, under a new epoch linked to `tips`
+/// (none for a from-join newcomer). Returns the new key.
+pub fn succession(
+    keys: &DeviceKeys,
+    state: &SpaceState,
+    writer: WriterPos,
+    fact: &SuccessionFact<'_>,
+    tips: &[EpochKey],
+) -> Result<(Envelope, EpochKey), InvalidOp> {
+    let successors: Vec<Member> = fact
+        .successors
+        .iter()
+        .map(|cert| Member {
+            cert: *cert,
+            role: Role::Owner,
+        })
+        .collect();
+    let join = successors
+        .iter()
+        .any(|m| state::joins(state.history, &state.members, &m.cert.user));
+    let after: Vec<Member> = state
+        .members
+        .values()
+        .filter(|m| {
+            !fact.leaving.contains(&m.cert.device) && !fact.successors.iter().any(|c| c.device == m.cert.device)
+        })
+        .cloned()
+        .chain(successors.iter().cloned())
+        .collect();
+    let (rotate, key) = new_rotation(state.space, after.iter(), if join { &[] } else { tips });
+    let op = ControlOp::Succession(Succession {
+        policy: fact.policy,
+        policy_hash: fact.policy_hash,
+        member: fact.member.into(),
+        leaving: fact.leaving.to_vec(),
+        successors,
+        join,
+        rotate,
+    });
+    Ok((sign(keys, state, writer, &op)?, key))
+}
+
 /// Signs a `SetRole` at the current heads of `state`.
 pub fn set_role(
     keys: &DeviceKeys,
@@ -560,9 +637,9 @@ impl ControlOp {
     fn rotation(&self) -> Option<(&[u8; 32], &[Wrap], &[HistoryLink])> {
         match self {
             ControlOp::Genesis(g) => Some((&g.epoch_commit, g.wraps.wraps(), &[])),
-            ControlOp::Rotate(r) | ControlOp::Remove(Remove { rotate: Some(r), .. }) => {
-                Some((&r.commit, r.wraps.wraps(), &r.links))
-            }
+            ControlOp::Rotate(r)
+            | ControlOp::Remove(Remove { rotate: Some(r), .. })
+            | ControlOp::Succession(Succession { rotate: r, .. }) => Some((&r.commit, r.wraps.wraps(), &r.links)),
             ControlOp::Add(Add {
                 key: AddKey::Join { rotate: r, .. },
                 ..
@@ -579,7 +656,7 @@ impl ControlOp {
             ControlOp::Add(Add {
                 key: AddKey::Join { .. },
                 ..
-            })
+            }) | ControlOp::Succession(Succession { join: true, .. })
         )
     }
 
@@ -605,6 +682,7 @@ impl ControlOp {
 
     /// Whether this operation takes authority away from others (strong remove).
     fn is_removal(&self, demotes: bool) -> bool {
-        matches!(self, ControlOp::Remove(_)) || (matches!(self, ControlOp::SetRole(_)) && demotes)
+        matches!(self, ControlOp::Remove(_) | ControlOp::Succession(_))
+            || (matches!(self, ControlOp::SetRole(_)) && demotes)
     }
 }

@@ -217,6 +217,9 @@ pub(super) fn permits(
         }
         // Key distribution is mechanical: any member may rotate.
         ControlOp::Rotate(_) => role.is_some(),
+        // The org's authority, carried by any member, over a space an
+        // offboarded member owns.
+        ControlOp::Succession(s) => role.is_some() && s.leaving.iter().any(|d| role_of(d) == Some(Role::Owner)),
     }
 }
 
@@ -360,6 +363,12 @@ fn entries(op: &ControlOp) -> Box<dyn Iterator<Item = (DeviceId, Entry<'_>)> + '
         ControlOp::Remove(r) => Box::new(r.devices.iter().map(|d| (*d, Entry::Removed))),
         ControlOp::SetRole(s) => Box::new(std::iter::once((s.device, Entry::Role(s.role)))),
         ControlOp::Rotate(_) => Box::new(std::iter::empty()),
+        ControlOp::Succession(s) => Box::new(
+            s.leaving
+                .iter()
+                .map(|d| (*d, Entry::Removed))
+                .chain(s.successors.iter().map(|m| (m.cert.device, Entry::Member(m)))),
+        ),
     }
 }
 
@@ -367,6 +376,7 @@ fn entries(op: &ControlOp) -> Box<dyn Iterator<Item = (DeviceId, Entry<'_>)> + '
 fn removed_by(op: &ControlOp) -> &[DeviceId] {
     match op {
         ControlOp::Remove(r) => &r.devices,
+        ControlOp::Succession(s) => &s.leaving,
         ControlOp::SetRole(s) => std::slice::from_ref(&s.device),
         _ => &[],
     }

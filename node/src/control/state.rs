@@ -237,6 +237,41 @@ impl SpaceState {
                 }
             }
             ControlOp::Rotate(rotate) => self.check_rotation(&at, rotate, member_devices())?,
+            ControlOp::Succession(s) => {
+                let leaving: BTreeSet<DeviceId> = s.leaving.iter().copied().collect();
+                let successors: BTreeSet<DeviceId> = s.successors.iter().map(|m| m.cert.device).collect();
+                if leaving.len() != s.leaving.len()
+                    || successors.len() != s.successors.len()
+                    || s.successors.is_empty()
+                    || !leaving.is_disjoint(&successors)
+                    || s.leaving.len() > MAX_MEMBERS
+                    || s.successors.len() > MAX_MEMBERS
+                {
+                    return Err(InvalidOp::Duplicate);
+                }
+                if s.member.len() > MAX_NAME_BYTES {
+                    return Err(InvalidOp::Name);
+                }
+                if s.successors.iter().any(|m| m.role != Role::Owner || !m.cert.verify()) {
+                    return Err(InvalidOp::Cert);
+                }
+                if successors.iter().any(|d| at.replicators.contains(d)) {
+                    return Err(InvalidOp::AlreadyMember);
+                }
+                let newcomer = s
+                    .successors
+                    .iter()
+                    .any(|m| joins(self.history, &at.members, &m.cert.user));
+                if s.join != newcomer || (s.join && !s.rotate.links.is_empty()) {
+                    return Err(InvalidOp::JoinForm);
+                }
+                let after: BTreeSet<DeviceId> = member_devices()
+                    .difference(&leaving)
+                    .copied()
+                    .chain(successors)
+                    .collect();
+                self.check_rotation(&at, &s.rotate, after)?;
+            }
         }
         Ok(())
     }
@@ -506,7 +541,7 @@ impl SpaceState {
 }
 
 /// Whether adding a device of `user` to `members` is a join (see [`History`]).
-fn joins(history: History, members: &BTreeMap<DeviceId, Member>, user: &UserId) -> bool {
+pub(super) fn joins(history: History, members: &BTreeMap<DeviceId, Member>, user: &UserId) -> bool {
     history == History::FromJoin && !members.values().any(|m| m.cert.user == *user)
 }
 

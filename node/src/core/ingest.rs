@@ -5,12 +5,34 @@
 use super::*;
 
 impl Core {
+    /// Judges again every envelope waiting in a pending set: something they may
+    /// wait for (a policy version) arrived.
+    pub(super) fn retry_pending(&mut self, tx: &mut Txn, effects: &mut Effects) -> store::Result<()> {
+        let waiting: Vec<Envelope> = self.spaces.values_mut().flat_map(|s| s.pending.take_all()).collect();
+        if !waiting.is_empty() {
+            self.ingest_with(tx, None, Vec::new(), waiting, effects)?;
+        }
+        Ok(())
+    }
+
     /// Verifies, stores and applies envelopes from a peer (or from the pending set).
     pub(super) fn ingest(
         &mut self,
         tx: &mut Txn,
         from: Option<DeviceId>,
         queue: Vec<Envelope>,
+        effects: &mut Effects,
+    ) -> store::Result<Ack> {
+        self.ingest_with(tx, from, queue, Vec::new(), effects)
+    }
+
+    /// [`Core::ingest`], with envelopes taken from the pending sets (`retry`).
+    fn ingest_with(
+        &mut self,
+        tx: &mut Txn,
+        from: Option<DeviceId>,
+        queue: Vec<Envelope>,
+        retry: Vec<Envelope>,
         effects: &mut Effects,
     ) -> store::Result<Ack> {
         let peer = from.map(|d| d.fmt_short()).unwrap_or_default();
@@ -50,7 +72,8 @@ impl Core {
         // Accepted envelopes with their log positions, written together at the end.
         let mut accepted: Vec<(Envelope, u64)> = Vec::new();
         let mut to_apply: BTreeMap<SpaceId, Vec<ContentChange>> = BTreeMap::new();
-        let mut from_pending = BTreeSet::new();
+        let mut from_pending: BTreeSet<EnvelopeId> = retry.iter().map(Envelope::id).collect();
+        queue.extend(retry);
         let mut purges = BTreeSet::new();
         let mut snapshot_spaces = BTreeSet::new();
         let mut control_spaces = BTreeSet::new();
@@ -77,6 +100,7 @@ impl Core {
                     }
                     continue;
                 }
+                let org_verdict = self.org_verdict(&env);
                 let Some(space) = self.spaces.get_mut(&space_id) else {
                     if self.orphans.insert(env) {
                         ack.pending += 1;
@@ -95,7 +119,12 @@ impl Core {
                         .map(|(e, _)| e.as_bytes().to_vec())
                         .or_else(|| store.writer_range(&space_id, actor, seq, seq).ok()?.pop())
                 };
-                let verdict = space.classify(&env, |actor, seq| held_at(actor, seq).map(|b| EnvelopeId::of(&b)));
+                let verdict = match space.classify(&env, |actor, seq| held_at(actor, seq).map(|b| EnvelopeId::of(&b))) {
+                    // Valid by the space's rules; an operation the org authorises
+                    // also needs the policy version it names.
+                    Verdict::Accept(checked) => org_verdict.unwrap_or(Verdict::Accept(checked)),
+                    other => other,
+                };
                 if let (Some(peer), Verdict::Duplicate | Verdict::Accept(_)) = (from, &verdict) {
                     space.note_peer_holds(peer, &env);
                 }

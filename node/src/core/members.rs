@@ -318,7 +318,7 @@ impl Core {
     }
 
     /// This device's position for its next control operation in a space.
-    fn control_writer(&mut self, space_id: SpaceId) -> control::WriterPos {
+    pub(in crate::core) fn control_writer(&mut self, space_id: SpaceId) -> control::WriterPos {
         let doc = space_id.control_doc();
         let incarnation = *self.incarnations.entry(doc).or_insert_with(rand::random);
         let actor = ActorKey(outpost_crdt::writer::actor_bytes(&self.me.0, &doc, incarnation));
@@ -330,7 +330,7 @@ impl Core {
 
     /// Records, applies and stores a control operation made here; `key` is the
     /// epoch key it started, if any.
-    fn store_control(
+    pub(in crate::core) fn store_control(
         &mut self,
         tx: &mut Txn,
         env: Envelope,

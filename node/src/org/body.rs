@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use super::PolicyError;
-use crate::ids::DeviceId;
+use crate::{identity::DeviceCert, ids::DeviceId};
 
 /// Most departments a policy holds.
 pub const MAX_DEPARTMENTS: usize = 100_000;
@@ -23,6 +23,8 @@ pub const MAX_FIELD_BYTES: usize = 256;
 pub const MAX_DEVICES_PER_MEMBER: usize = 64;
 /// Most anchor devices an org names.
 pub const MAX_ANCHORS: usize = 16;
+/// Most members one version offboards.
+pub const MAX_OFFBOARDINGS: usize = 1024;
 
 /// One policy version's content (postcard, fields in this order).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,6 +39,23 @@ pub struct Policy {
     /// replicators of every space whose owners or admins follow the org (they
     /// store and forward ciphertext they cannot read).
     pub anchors: Vec<DeviceId>,
+    /// The members this version offboards, each with its successor: a
+    /// statement of this version only (the next one starts empty). Spaces use
+    /// it to hand a departing owner's place to the successor
+    /// (`control::Succession`).
+    pub offboardings: Vec<Offboarding>,
+}
+
+/// A member leaves the org; `successor` takes over the spaces it owned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Offboarding {
+    pub member: String,
+    pub successor: String,
+    /// The member's devices, all revoked by this version.
+    pub leaving: Vec<DeviceId>,
+    /// The successor's devices that become owners, with their certificates
+    /// (spaces name members by certificate).
+    pub successors: Vec<DeviceCert>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -162,6 +181,51 @@ impl Policy {
         if self.anchors.iter().collect::<BTreeSet<_>>().len() != self.anchors.len() {
             return Err("an anchor is listed twice".into());
         }
+        if self.offboardings.len() > MAX_OFFBOARDINGS {
+            return Err(format!("at most {MAX_OFFBOARDINGS} offboardings per version"));
+        }
+        for o in &self.offboardings {
+            self.check_offboarding(o)?;
+        }
+        Ok(())
+    }
+
+    /// An offboarding names an offboarded member with exactly its devices, all
+    /// revoked, and an active successor with certificates for devices it lists.
+    fn check_offboarding(&self, o: &Offboarding) -> Result<(), String> {
+        let find = |id: &str| self.members.iter().find(|m| m.id == id);
+        let (Some(member), Some(successor)) = (find(&o.member), find(&o.successor)) else {
+            return Err(format!("offboarding {:?}: an unknown member or successor", o.member));
+        };
+        let same = |a: &[DeviceId], b: &[DeviceId]| {
+            a.iter().collect::<BTreeSet<_>>() == b.iter().collect::<BTreeSet<_>>() && a.len() == b.len()
+        };
+        if member.status != MemberStatus::Offboarded || !same(&o.leaving, &member.devices) {
+            return Err(format!(
+                "offboarding {:?}: the member is not offboarded with these devices",
+                o.member
+            ));
+        }
+        if o.leaving.iter().any(|d| !self.is_revoked(d)) {
+            return Err(format!(
+                "offboarding {:?}: every device of the member is revoked",
+                o.member
+            ));
+        }
+        let devices: BTreeSet<DeviceId> = o.successors.iter().map(|c| c.device).collect();
+        if successor.status != MemberStatus::Active
+            || o.member == o.successor
+            || o.successors.is_empty()
+            || devices.len() != o.successors.len()
+            || o.successors
+                .iter()
+                .any(|c| !successor.devices.contains(&c.device) || !c.verify())
+        {
+            return Err(format!(
+                "offboarding {:?}: the successor {:?} must be active, another member, with certificates of its devices",
+                o.member, o.successor
+            ));
+        }
         Ok(())
     }
 
@@ -283,6 +347,9 @@ impl Policy {
         }
         for d in next.revoked.iter().filter(|d| !self.revoked.contains(d)) {
             out.push(format!("revoke device {d}"));
+        }
+        for o in &next.offboardings {
+            out.push(format!("offboard member {} (successor {})", o.member, o.successor));
         }
         for d in next.anchors.iter().filter(|d| !self.anchors.contains(d)) {
             out.push(format!("+ anchor {d}"));

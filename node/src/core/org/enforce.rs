@@ -95,9 +95,11 @@ impl Core {
                 .any(|m| m.devices.contains(&self.me) && !matches!(m.role, crate::org::body::OrgRole::Member))
     }
 
-    /// Applies the policy to `spaces` where this device is an owner or admin:
+    /// Applies the policy to `spaces`. Where this device is an owner or admin:
     /// every device the policy revokes is removed (the space moves to a new key
-    /// epoch without it), and every anchor is named a replicator. Others in the
+    /// epoch without it), and every anchor is named a replicator. Where an
+    /// offboarded member still owns the space: its successor takes its place
+    /// (`enforce_successions`, by any member). Others in the
     /// space do the same when they can; concurrent removals of one device, or
     /// namings of one replicator, merge. Runs when a version is accepted, at
     /// start-up, and when control operations change a space.
@@ -149,6 +151,6 @@ impl Core {
                 warn!(space = %space.fmt_short(), device = %device.fmt_short(), error = %e, "could not name the org's anchor a replicator");
             }
         }
-        Ok(())
+        self.enforce_successions(tx, spaces, effects)
     }
 }

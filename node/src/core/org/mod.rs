@@ -10,6 +10,7 @@
 mod directory;
 mod enforce;
 mod enroll;
+mod succession;
 
 use self::enroll::Invite;
 pub use self::{
@@ -20,6 +21,7 @@ use super::*;
 use crate::org::{
     AdminKey, AdminKeys, Header, MAX_DRAFTS, MAX_VERSIONS_PER_FRAME, OrgId, Policy, PolicyError, PolicyFrame, Signed,
     Verified,
+    body::{MemberStatus, Offboarding},
 };
 
 /// Default validity of a version: long, so branches offline for weeks keep
@@ -40,6 +42,9 @@ pub(super) struct OrgState {
     pub(super) fork: Option<String>,
     /// Invites this (admin) device issued, by ticket id.
     invites: BTreeMap<[u8; 16], Invite>,
+    /// Every verified version that offboards members: its header hash and
+    /// offboardings, which spaces' `Succession` operations name.
+    pub(super) successions: BTreeMap<u64, ([u8; 32], Vec<Offboarding>)>,
 }
 
 impl OrgState {
@@ -51,7 +56,18 @@ impl OrgState {
             drafts: BTreeMap::new(),
             fork: None,
             invites: BTreeMap::new(),
+            successions: BTreeMap::new(),
         }
+    }
+
+    /// Makes `verified` the current version, noting its offboardings.
+    fn advance(&mut self, verified: Verified) {
+        let offboardings = &verified.policy().offboardings;
+        if !offboardings.is_empty() {
+            self.successions
+                .insert(verified.header.version, (verified.hash, offboardings.clone()));
+        }
+        self.current = Some(verified);
     }
 }
 
@@ -119,6 +135,9 @@ pub struct Proposal {
     pub add_anchors: Vec<DeviceId>,
     #[serde(default)]
     pub remove_anchors: Vec<DeviceId>,
+    /// Members to offboard, each with its successor.
+    #[serde(default)]
+    pub offboard: Vec<(String, String)>,
     pub expires_days: Option<u64>,
 }
 
@@ -286,6 +305,8 @@ impl Core {
             ));
         };
         let mut policy = current.policy().clone();
+        // Offboardings are statements of the version that makes them.
+        policy.offboardings.clear();
         if let Some(chart) = &p.chart {
             policy = chart.apply(&policy);
         }
@@ -330,10 +351,14 @@ impl Core {
                 policy.revoked.push(*d);
             }
         }
+        for (member, successor) in &p.offboard {
+            let offboarding = self.offboarding(&mut policy, member, successor)?;
+            policy.offboardings.push(offboarding);
+        }
         // A revoked anchor stops being one.
         policy
             .anchors
-            .retain(|d| !p.remove_anchors.contains(d) && !p.revoke.contains(d));
+            .retain(|d| !p.remove_anchors.contains(d) && !policy.revoked.contains(d));
         for d in &p.add_anchors {
             if !policy.anchors.contains(d) {
                 policy.anchors.push(*d);
@@ -347,6 +372,65 @@ impl Core {
         }
         policy.check().map_err(Error::Invalid)?;
         Ok((current, policy))
+    }
+
+    /// Offboards `member` in `policy` (its devices revoked) with `successor`,
+    /// whose devices' certificates this node must have met.
+    fn offboarding(&self, policy: &mut Policy, member: &str, successor: &str) -> Result<Offboarding> {
+        let unknown = |id: &str| {
+            Error::Invalid(format!(
+                "no member {id:?} in the policy (`outpost dir search` finds them)"
+            ))
+        };
+        let heir = policy
+            .members
+            .iter()
+            .find(|m| m.id == successor)
+            .ok_or_else(|| unknown(successor))?;
+        if heir.status != MemberStatus::Active || member == successor {
+            return Err(Error::Invalid(format!(
+                "the successor {successor:?} must be another member, still active"
+            )));
+        }
+        let successors = heir
+            .devices
+            .iter()
+            .filter(|d| !policy.revoked.contains(d))
+            .map(|d| {
+                self.certs.get(d).copied().ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "this node has never met device {} of the successor {successor:?}: run this where that device has connected (or enroll it here)",
+                        d.fmt_short()
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if successors.is_empty() {
+            return Err(Error::Invalid(format!(
+                "the successor {successor:?} has no device in the policy: enroll one first (`outpost org invite {successor}`)"
+            )));
+        }
+        let leaving = policy
+            .members
+            .iter_mut()
+            .find(|m| m.id == member)
+            .ok_or_else(|| unknown(member))?;
+        if leaving.status == MemberStatus::Offboarded {
+            return Err(Error::Invalid(format!("member {member:?} is already offboarded")));
+        }
+        leaving.status = MemberStatus::Offboarded;
+        let devices = leaving.devices.clone();
+        for d in &devices {
+            if !policy.revoked.contains(d) {
+                policy.revoked.push(*d);
+            }
+        }
+        Ok(Offboarding {
+            member: member.into(),
+            successor: successor.into(),
+            leaving: devices,
+            successors,
+        })
     }
 
     fn org_propose(&mut self, tx: &mut Txn, p: Proposal) -> store::Result<Result<()>> {
@@ -532,10 +616,12 @@ impl Core {
             org.drafts.remove(&id);
             tx.remove_org(&draft_key(&id))?;
         }
-        org.current = Some(verified);
+        org.advance(verified);
         self.policy_changed = true;
         let spaces: BTreeSet<SpaceId> = self.spaces.keys().copied().collect();
         self.enforce_policy(tx, &spaces, effects)?;
+        // Operations that waited for this version can be judged now.
+        self.retry_pending(tx, effects)?;
         Ok(Ok(version))
     }
 
@@ -810,7 +896,7 @@ pub(super) fn load_org(store: &Store) -> store::Result<Option<OrgState>> {
                 Some(c) => signed.verify_next(c),
             };
             match verified {
-                Ok(v) => state.current = Some(v),
+                Ok(v) => state.advance(v),
                 Err(e) => warn!(error = %e, "a stored policy version does not verify; later ones are ignored"),
             }
         } else if key.starts_with("draft/") {
