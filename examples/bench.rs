@@ -822,6 +822,7 @@ async fn run_daemons(
             &CreateChat {
                 name: "bench".into(),
                 history: control::History::Shared,
+                posting: control::Posting::Writers,
                 members: vec![card],
                 replicators: vec![],
             },

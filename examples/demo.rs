@@ -177,6 +177,7 @@ async fn main() -> anyhow::Result<()> {
     let create = CreateChat {
         name: "branch-office".into(),
         history: History::Shared,
+        posting: Default::default(),
         members: vec![b.card().await?, c.card().await?],
         replicators: Vec::new(),
     };

@@ -14,9 +14,11 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use futures::StreamExt;
 use outpost_node::{
-    api::{ApiEvent, CreateChat, Created, IdResponse, Invite, Join, LinkTicket, SendMessage, StatusResponse},
+    api::{
+        ApiEvent, CreateChat, Created, IdResponse, Invite, Join, LinkTicket, SendMessage, SetPosting, StatusResponse,
+    },
     client::Client,
-    control::{History, Role},
+    control::{History, Posting, Role},
     core::{
         Changed, DeviceView, Grant, Invited, Joined, LinkState, Linked, MemberChange, Members, MessageView, Revoked,
         Sent, SpaceSummary,
@@ -178,6 +180,22 @@ enum SpaceCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Set who may post: `admins` makes an announcement room (only owners and
+    /// admins post, every node refuses other members' posts alike);
+    /// `writers` opens it to every writer again. Owners and admins.
+    Posting {
+        space: String,
+        #[arg(value_enum)]
+        who: PostingArg,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum PostingArg {
+    Writers,
+    Admins,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -264,6 +282,10 @@ enum ChatCommand {
         /// of a member's user reads what that user reads either way.
         #[arg(long, value_enum, default_value = "shared")]
         history: HistoryArg,
+        /// An announcement room: only owners and admins post; everyone else
+        /// reads (every node refuses other members' posts alike).
+        #[arg(long)]
+        announcement: bool,
         #[arg(long)]
         json: bool,
     },
@@ -431,6 +453,7 @@ async fn chat(client: &Client, cmd: ChatCommand) -> anyhow::Result<()> {
             member,
             replicator,
             history,
+            announcement,
             json,
         } => {
             let created: Created = client
@@ -439,6 +462,11 @@ async fn chat(client: &Client, cmd: ChatCommand) -> anyhow::Result<()> {
                     &CreateChat {
                         name,
                         history: history.into(),
+                        posting: if announcement {
+                            Posting::Admins
+                        } else {
+                            Posting::Writers
+                        },
                         members: member,
                         replicators: replicator,
                     },
@@ -513,7 +541,11 @@ async fn chat(client: &Client, cmd: ChatCommand) -> anyhow::Result<()> {
                         History::Shared => "",
                         History::FromJoin => "  (history from join)",
                     };
-                    println!("{}  {}  {} members{history}", s.space, name, s.members.len());
+                    let posting = match s.posting {
+                        Posting::Writers => "",
+                        Posting::Admins => "  (announcement room)",
+                    };
+                    println!("{}  {}  {} members{history}{posting}", s.space, name, s.members.len());
                 }
             }
         }
@@ -580,6 +612,20 @@ async fn space(client: &Client, cmd: SpaceCommand) -> anyhow::Result<()> {
             change(client, &space, MemberChange::Leave, json, "left the space").await?
         }
         SpaceCommand::Rotate { space, json } => change(client, &space, MemberChange::Rotate, json, "rotated").await?,
+        SpaceCommand::Posting { space, who, json } => {
+            let posting = match who {
+                PostingArg::Writers => Posting::Writers,
+                PostingArg::Admins => Posting::Admins,
+            };
+            let changed: Changed = client
+                .post(&format!("/v1/spaces/{space}/posting"), &SetPosting { posting })
+                .await?;
+            if json {
+                output::json(&changed)?;
+            } else {
+                println!("posting set to {posting:?}; the space's key epoch is {}", changed.epoch);
+            }
+        }
     }
     Ok(())
 }

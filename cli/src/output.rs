@@ -3,7 +3,7 @@
 use outpost_node::{
     api::StatusResponse,
     clock::utc,
-    control::{History, Role},
+    control::{History, Posting, Role},
     core::{DeviceView, Members, MessageView, OrgView, SyncState},
 };
 
@@ -59,6 +59,9 @@ pub(crate) fn status(s: &StatusResponse) {
             sp.space, name, sp.role, sp.envelopes, sp.pending, sp.rejected
         );
         println!("    key epoch {}", sp.epoch.fmt_short());
+        if sp.posting == Posting::Admins {
+            println!("    announcement room: only owners and admins post");
+        }
         if sp.history == History::FromJoin {
             println!(
                 "    history: from-join ({} envelopes written before this device joined: stored and forwarded, not readable here)",

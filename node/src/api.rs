@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
 
 use crate::{
-    control::{History, Role},
+    control::{Posting, Role},
     core::{
         self, Changed, CoreHandle, DeviceView, DirEntry, Invited, Joined, LinkState, Linked, MemberChange, Members,
         MessageView, OrgCommand, OrgView, Revoked, Sent, SpaceStatus, SpaceSummary,
@@ -79,17 +79,7 @@ pub struct StatusResponse {
     pub org: Option<OrgView>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CreateChat {
-    pub name: String,
-    /// Whether members added later read what was written before they joined.
-    #[serde(default)]
-    pub history: History,
-    #[serde(default)]
-    pub members: Vec<String>,
-    #[serde(default)]
-    pub replicators: Vec<String>,
-}
+pub use crate::core::NewChat as CreateChat;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Created {
@@ -162,6 +152,7 @@ pub fn router(core: CoreHandle, net: NetHandle, keys: Arc<DeviceKeys>, stopping:
         .route("/v1/spaces", get(spaces))
         .route("/v1/spaces/{space}/members", post(invite).get(members))
         .route("/v1/spaces/{space}/changes", post(change_members))
+        .route("/v1/spaces/{space}/posting", post(set_posting))
         .route("/v1/devices", get(devices))
         .route("/v1/devices/link", post(link))
         .route("/v1/devices/link/{id}", get(link_state))
@@ -335,6 +326,21 @@ async fn change_members(
     Ok(Json(s.core.change_members(space, change).await?))
 }
 
+/// Body of `POST /v1/spaces/{space}/posting`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SetPosting {
+    pub posting: Posting,
+}
+
+async fn set_posting(
+    State(s): State<AppState>,
+    Path(space): Path<String>,
+    Json(req): Json<SetPosting>,
+) -> Result<Json<Changed>, Failure> {
+    let space = parse_space(&space)?;
+    Ok(Json(s.core.set_posting(space, req.posting).await?))
+}
+
 async fn devices(State(s): State<AppState>) -> Result<Json<Vec<DeviceView>>, Failure> {
     Ok(Json(s.core.devices().await?))
 }
@@ -496,10 +502,7 @@ async fn org_command(State(s): State<AppState>, Json(cmd): Json<OrgCommand>) -> 
 }
 
 async fn create_chat(State(s): State<AppState>, Json(req): Json<CreateChat>) -> Result<Json<Created>, Failure> {
-    let space = s
-        .core
-        .create_chat(req.name, req.history, req.members, req.replicators)
-        .await?;
+    let space = s.core.create(req).await?;
     Ok(Json(Created { space }))
 }
 

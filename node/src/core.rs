@@ -51,7 +51,7 @@ pub use self::{
     org::{DEFAULT_EXPIRY_DAYS, DirEntry, DraftView, MAX_DIR_RESULTS, OrgCommand, OrgNet, OrgView, Proposal},
 };
 use crate::{
-    control::{self, ControlOp, Epoch, History, Keyring, Role, SpaceKind, SpaceState},
+    control::{self, ControlOp, Epoch, History, Keyring, Posting, Role, SpaceKind, SpaceState},
     crypto::EpochKey,
     envelope::{Envelope, Header, Kind},
     identity::{DeviceCert, DeviceKeys, UserKeys},
@@ -157,6 +157,9 @@ pub struct SpaceStatus {
     /// Whether members added later read the history ("shared") or only what
     /// is written from their join on ("from-join").
     pub history: History,
+    /// Who may post ("writers", or "admins" in an announcement room).
+    #[serde(default)]
+    pub posting: Posting,
     /// The current key epoch (merged id when concurrent rotations merged).
     pub epoch: EpochId,
     /// From-join spaces: stored envelopes this device cannot open because they
@@ -215,6 +218,8 @@ pub struct SpaceSummary {
     pub name: Option<String>,
     pub kind: String,
     pub history: History,
+    #[serde(default)]
+    pub posting: Posting,
     pub readable: bool,
     pub members: Vec<DeviceId>,
     pub replicators: Vec<DeviceId>,
@@ -231,6 +236,23 @@ pub struct MemberView {
     pub added_by: Option<DeviceId>,
     /// This device.
     pub me: bool,
+}
+
+/// A chat space to create.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NewChat {
+    pub name: String,
+    /// Whether members added later read what was written before they joined.
+    #[serde(default)]
+    pub history: History,
+    /// Who may post: every writer, or only owners and admins (an announcement room).
+    #[serde(default)]
+    pub posting: Posting,
+    /// Device cards or ids.
+    #[serde(default)]
+    pub members: Vec<String>,
+    #[serde(default)]
+    pub replicators: Vec<String>,
 }
 
 /// A space's members and replicate-only nodes.
@@ -348,11 +370,13 @@ enum ToCore {
         reply: Reply<Option<crate::org::PolicyFrame>>,
     },
     CreateChat {
-        name: String,
-        history: History,
-        members: Vec<String>,
-        replicators: Vec<String>,
+        chat: Box<NewChat>,
         reply: Reply<SpaceId>,
+    },
+    SetPosting {
+        space: SpaceId,
+        posting: Posting,
+        reply: Reply<Changed>,
     },
     Send {
         space: SpaceId,
@@ -474,14 +498,28 @@ impl CoreHandle {
         members: Vec<String>,
         replicators: Vec<String>,
     ) -> Result<SpaceId> {
-        self.call(|reply| ToCore::CreateChat {
+        self.create(NewChat {
             name,
             history,
+            posting: Posting::Writers,
             members,
             replicators,
+        })
+        .await
+    }
+
+    /// Creates a chat space as `chat` describes.
+    pub async fn create(&self, chat: NewChat) -> Result<SpaceId> {
+        self.call(|reply| ToCore::CreateChat {
+            chat: Box::new(chat),
             reply,
         })
         .await
+    }
+
+    /// Sets who may post in a space (owners and admins).
+    pub async fn set_posting(&self, space: SpaceId, posting: Posting) -> Result<Changed> {
+        self.call(|reply| ToCore::SetPosting { space, posting, reply }).await
     }
 
     /// Posts a message; returns once it is durably stored.
@@ -820,13 +858,7 @@ impl Core {
                 continue;
             };
             let result = match cmd {
-                ToCore::CreateChat {
-                    name,
-                    history,
-                    members,
-                    replicators,
-                    reply,
-                } => match self.create_chat(txn, &name, history, &members, &replicators, &mut effects) {
+                ToCore::CreateChat { chat, reply } => match self.create_chat(txn, &chat, &mut effects) {
                     Ok(Ok(space)) => {
                         effects.reply(reply, space);
                         Ok(())
@@ -866,6 +898,9 @@ impl Core {
                     .map(|outcome| effects.reply_result(reply, outcome)),
                 ToCore::Joined { user, response, reply } => self
                     .joined(txn, user, *response)
+                    .map(|outcome| effects.reply_result(reply, outcome)),
+                ToCore::SetPosting { space, posting, reply } => self
+                    .set_posting(txn, space, posting, &mut effects)
                     .map(|outcome| effects.reply_result(reply, outcome)),
                 ToCore::Revoke { device, reply } => self
                     .revoke(txn, &device, &mut effects)
@@ -1020,6 +1055,7 @@ impl Core {
             ToCore::PeerHolds { peer, spaces } => self.note_peer_holds(peer, spaces),
             // Writes reach here only when no transaction could be opened.
             ToCore::CreateChat { reply, .. } => fail_unavailable(reply),
+            ToCore::SetPosting { reply, .. } => fail_unavailable(reply),
             ToCore::Send { reply, .. } => fail_unavailable(reply),
             ToCore::Ingest { reply, .. } => fail_unavailable(reply),
             ToCore::LearnCert { .. } => {}
@@ -1068,20 +1104,19 @@ impl Core {
 
     /// Creates a chat space. The outer error aborts the batch; the inner one is the
     /// caller's mistake.
-    fn create_chat(
-        &mut self,
-        tx: &mut Txn,
-        name: &str,
-        history: History,
-        members: &[String],
-        replicators: &[String],
-        effects: &mut Effects,
-    ) -> store::Result<Result<SpaceId>> {
-        let certs = match members.iter().map(|m| self.resolve_cert(m)).collect::<Result<Vec<_>>>() {
+    fn create_chat(&mut self, tx: &mut Txn, chat: &NewChat, effects: &mut Effects) -> store::Result<Result<SpaceId>> {
+        let name = chat.name.as_str();
+        let certs = match chat
+            .members
+            .iter()
+            .map(|m| self.resolve_cert(m))
+            .collect::<Result<Vec<_>>>()
+        {
             Ok(c) => c,
             Err(e) => return Ok(Err(e)),
         };
-        let mut replicators = match replicators
+        let mut replicators = match chat
+            .replicators
             .iter()
             .map(|r| self.resolve_device(r))
             .collect::<Result<Vec<_>>>()
@@ -1105,12 +1140,13 @@ impl Core {
             return Ok(Err(e));
         }
         let control_doc_incarnation = rand::random();
-        let (genesis, key) = match control::create_space(
+        let (genesis, key) = match control::create_space_with(
             &self.keys,
             control_doc_incarnation,
             name,
             SpaceKind::Chat,
-            history,
+            chat.history,
+            chat.posting,
             &certs,
             &replicators,
         ) {
@@ -1151,8 +1187,13 @@ impl Core {
             return Ok(());
         };
         if !space.state.may_write(&me) {
+            let announcement = space.state.is_writer(&me);
             for (_, _, reply) in group {
-                let _ = reply.send(Err(Error::NotWritable(space_id)));
+                let _ = reply.send(Err(if announcement {
+                    Error::NotAllowed("this is an announcement room: only its owners and admins post".into())
+                } else {
+                    Error::NotWritable(space_id)
+                }));
             }
             return Ok(());
         }
@@ -1311,6 +1352,7 @@ impl Core {
                 name: s.name.clone(),
                 kind: "chat".into(),
                 history: s.state.history,
+                posting: s.state.current().posting,
                 readable: s.readable.is_some(),
                 members: s.state.members.keys().copied().collect(),
                 replicators: s.state.replicators.iter().copied().collect(),
@@ -1352,6 +1394,7 @@ impl Core {
                 "removed".into()
             },
             history: s.state.history,
+            posting: s.state.current().posting,
             epoch: s.state.epoch,
             before_join: s.before_join(),
             ignored_ops: s.state.current().void.len(),

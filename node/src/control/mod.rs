@@ -86,6 +86,20 @@ pub enum ControlOp {
     Rotate(Rotate),
     /// The org hands an offboarded owner's place to its successor.
     Succession(Succession),
+    /// Who may post content: everyone who writes, or only owners and admins
+    /// (an announcement room).
+    SetPosting(Posting),
+}
+
+/// Who may post content in a space.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Posting {
+    /// Every member with a role of writer or above.
+    #[default]
+    Writers,
+    /// Only owners and admins: an announcement room.
+    Admins,
 }
 
 /// The org's policy version `policy` offboards `member`: its devices
@@ -230,6 +244,7 @@ pub struct Genesis {
     pub epoch_commit: [u8; 32],
     pub wraps: WrapSet,
     pub history: History,
+    pub posting: Posting,
 }
 
 /// How an epoch key reaches member devices. An enum so a tree scheme can come later.
@@ -284,7 +299,7 @@ pub enum InvalidOp {
     Rotation,
     #[error("the operation would leave the space without an owner")]
     LastOwner,
-    #[error("the member already has that role")]
+    #[error("the member already has that role (or the space that posting rule)")]
     SameRole,
     #[error("the space holds {MAX_CONTROL_OPS} control operations, its cap")]
     TooManyOps,
@@ -340,6 +355,30 @@ pub fn create_space(
     others: &[DeviceCert],
     replicators: &[DeviceId],
 ) -> Result<(Envelope, EpochKey), InvalidOp> {
+    create_space_with(
+        keys,
+        incarnation,
+        name,
+        kind,
+        history,
+        Posting::Writers,
+        others,
+        replicators,
+    )
+}
+
+/// [`create_space`] with who may post from the start.
+#[allow(clippy::too_many_arguments)]
+pub fn create_space_with(
+    keys: &DeviceKeys,
+    incarnation: u64,
+    name: &str,
+    kind: SpaceKind,
+    history: History,
+    posting: Posting,
+    others: &[DeviceCert],
+    replicators: &[DeviceId],
+) -> Result<(Envelope, EpochKey), InvalidOp> {
     if name.len() > MAX_NAME_BYTES {
         return Err(InvalidOp::Name);
     }
@@ -374,6 +413,7 @@ pub fn create_space(
         epoch_commit: epoch.commitment(),
         wraps: WrapSet::Direct(wraps),
         history,
+        posting,
     };
     let header = Header {
         kind: Kind::Control,
@@ -579,6 +619,16 @@ pub fn succession(
         rotate,
     });
     Ok((sign(keys, state, writer, &op)?, key))
+}
+
+/// Signs a `SetPosting` at the current heads of `state`.
+pub fn set_posting(
+    keys: &DeviceKeys,
+    state: &SpaceState,
+    writer: WriterPos,
+    posting: Posting,
+) -> Result<Envelope, InvalidOp> {
+    sign(keys, state, writer, &ControlOp::SetPosting(posting))
 }
 
 /// Signs a `SetRole` at the current heads of `state`.

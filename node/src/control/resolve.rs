@@ -31,7 +31,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use super::{ControlOp, Member, Role, state::Applied};
+use super::{ControlOp, Member, Posting, Role, state::Applied};
 use crate::{
     crypto::EpochKey,
     ids::{DeviceId, EnvelopeId, EpochId, SpaceId, derive16},
@@ -102,6 +102,10 @@ pub struct Resolved {
     pub void: BTreeSet<EnvelopeId>,
     /// Every epoch started in the causal past.
     pub(super) epochs_seen: BTreeSet<EpochId>,
+    /// Who may post: set by the genesis, then by the `SetPosting` operations
+    /// that took effect and are not followed by another; concurrent ones that
+    /// disagree give the stricter (`Admins`).
+    pub posting: Posting,
 }
 
 impl Resolved {
@@ -110,6 +114,16 @@ impl Resolved {
             Some(m) => Some(Standing::Member(Box::new(m.clone()))),
             None => self.replicators.contains(device).then_some(Standing::Replicator),
         }
+    }
+
+    /// Whether `device` may post content here: a writer or above, and an owner
+    /// or admin in an announcement room.
+    pub fn may_post(&self, device: &DeviceId) -> bool {
+        let needed = match self.posting {
+            Posting::Writers => Role::Writer,
+            Posting::Admins => Role::Admin,
+        };
+        self.members.get(device).is_some_and(|m| m.role >= needed)
     }
 
     /// The state after `op`, whose parents are exactly the heads this state was
@@ -141,6 +155,9 @@ impl Resolved {
                     }
                 }
             }
+        }
+        if let ControlOp::SetPosting(posting) = op {
+            next.posting = *posting;
         }
         if let Some((commit, wraps, links)) = op.rotation() {
             let id = EpochKey::id_of(space, commit);
@@ -202,7 +219,7 @@ pub(super) fn permits(
             Some(own) => Some(add.member.cert.user) == user && add.member.role <= own,
             None => false,
         },
-        ControlOp::AddReplicator(_) => role >= Some(Role::Admin),
+        ControlOp::AddReplicator(_) | ControlOp::SetPosting(_) => role >= Some(Role::Admin),
         // Anyone may leave, and remove their user's devices; owners remove
         // anyone; admins anyone but owners.
         ControlOp::Remove(remove) => remove.devices.iter().all(|d| {
@@ -362,7 +379,7 @@ fn entries(op: &ControlOp) -> Box<dyn Iterator<Item = (DeviceId, Entry<'_>)> + '
         ControlOp::AddReplicator(d) => Box::new(std::iter::once((*d, Entry::Replicator))),
         ControlOp::Remove(r) => Box::new(r.devices.iter().map(|d| (*d, Entry::Removed))),
         ControlOp::SetRole(s) => Box::new(std::iter::once((s.device, Entry::Role(s.role)))),
-        ControlOp::Rotate(_) => Box::new(std::iter::empty()),
+        ControlOp::Rotate(_) | ControlOp::SetPosting(_) => Box::new(std::iter::empty()),
         ControlOp::Succession(s) => Box::new(
             s.leaving
                 .iter()
@@ -450,6 +467,20 @@ pub(super) fn resolve(space: &SpaceId, log: &BTreeMap<EnvelopeId, Applied>, head
             .all(|o| latest.iter().any(|&r| dag.before(o, r)))
     };
     let open_tips = tips.iter().copied().filter(|t| !settled(t)).collect();
+    let postings: Vec<(usize, Posting)> = (0..n)
+        .filter(|&i| effective[i])
+        .filter_map(|i| match &dag.op(i).op {
+            ControlOp::Genesis(g) => Some((i, g.posting)),
+            ControlOp::SetPosting(p) => Some((i, *p)),
+            _ => None,
+        })
+        .collect();
+    let posting = postings
+        .iter()
+        .filter(|(r, _)| !postings.iter().any(|(s, _)| dag.before(*r, *s)))
+        .map(|(_, p)| *p)
+        .max()
+        .unwrap_or_default();
     Some(Resolved {
         members,
         replicators,
@@ -461,6 +492,7 @@ pub(super) fn resolve(space: &SpaceId, log: &BTreeMap<EnvelopeId, Applied>, head
         past_len: n,
         authored: dag.by_author.iter().map(|(d, ops)| (*d, ops.len())).collect(),
         epochs_seen,
+        posting,
     })
 }
 

@@ -237,6 +237,11 @@ impl SpaceState {
                 }
             }
             ControlOp::Rotate(rotate) => self.check_rotation(&at, rotate, member_devices())?,
+            ControlOp::SetPosting(posting) => {
+                if *posting == at.posting {
+                    return Err(InvalidOp::SameRole);
+                }
+            }
             ControlOp::Succession(s) => {
                 let leaving: BTreeSet<DeviceId> = s.leaving.iter().copied().collect();
                 let successors: BTreeSet<DeviceId> = s.successors.iter().map(|m| m.cert.device).collect();
@@ -410,8 +415,7 @@ impl SpaceState {
 
     /// Whether `device` may write content at the causal point `heads`.
     pub fn may_write_at(&self, heads: &[EnvelopeId], device: &DeviceId) -> bool {
-        self.resolved(heads)
-            .is_some_and(|r| r.members.get(device).is_some_and(|m| m.role >= Role::Writer))
+        self.resolved(heads).is_some_and(|r| r.may_post(device))
     }
 
     /// The epoch at the causal point `heads`.
@@ -479,6 +483,11 @@ impl SpaceState {
 
     /// Whether `device` may write content.
     pub fn may_write(&self, device: &DeviceId) -> bool {
+        self.current.may_post(device)
+    }
+
+    /// Whether `device` may write at all (a writer, in any room).
+    pub fn is_writer(&self, device: &DeviceId) -> bool {
         self.members.get(device).is_some_and(|m| m.role >= Role::Writer)
     }
 

@@ -131,6 +131,42 @@ impl Core {
         Ok(Ok(invited))
     }
 
+    /// Sets who may post in a space (an owner or admin).
+    pub(super) fn set_posting(
+        &mut self,
+        tx: &mut Txn,
+        space_id: SpaceId,
+        posting: control::Posting,
+        effects: &mut Effects,
+    ) -> store::Result<Result<Changed>> {
+        let Some(space) = self.spaces.get(&space_id) else {
+            return Ok(Err(Error::UnknownSpace(space_id)));
+        };
+        if space.state.members.get(&self.me).is_none_or(|m| m.role < Role::Admin) {
+            return Ok(Err(Error::NotAllowed(
+                "only owners and admins of a space set who may post".into(),
+            )));
+        }
+        if space.state.current().posting == posting {
+            return Ok(Err(Error::Invalid(format!(
+                "the space already has posting {posting:?}"
+            ))));
+        }
+        let writer = self.control_writer(space_id);
+        let space = &self.spaces[&space_id];
+        let env = match control::set_posting(&self.keys, &space.state, writer, posting) {
+            Ok(env) => env,
+            Err(e) => return Ok(Err(Error::Invalid(e.to_string()))),
+        };
+        let op = env.id();
+        self.store_control(tx, env, None, effects)?;
+        info!(space = %space_id.fmt_short(), ?posting, "set who may post");
+        Ok(Ok(Changed {
+            op,
+            epoch: self.spaces[&space_id].state.epoch,
+        }))
+    }
+
     /// Refuses an add this device may not make, with a reason a person can act
     /// on (`control` checks again).
     fn may_invite(&self, space_id: SpaceId, cert: &DeviceCert, role: Role) -> Result<()> {
