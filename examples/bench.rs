@@ -823,6 +823,7 @@ async fn run_daemons(
                 name: "bench".into(),
                 history: control::History::Shared,
                 posting: control::Posting::Writers,
+                department: None,
                 members: vec![card],
                 replicators: vec![],
             },

@@ -178,6 +178,7 @@ async fn main() -> anyhow::Result<()> {
         name: "branch-office".into(),
         history: History::Shared,
         posting: Default::default(),
+        department: None,
         members: vec![b.card().await?, c.card().await?],
         replicators: Vec::new(),
     };

@@ -286,6 +286,11 @@ enum ChatCommand {
         /// reads (every node refuses other members' posts alike).
         #[arg(long)]
         announcement: bool,
+        /// A department room (org admins): its members follow the org chart,
+        /// the department (e.g. `总部/技术部`) and those below it. People who
+        /// join the department are added, those who leave it are removed.
+        #[arg(long, value_name = "PATH")]
+        department: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -454,6 +459,7 @@ async fn chat(client: &Client, cmd: ChatCommand) -> anyhow::Result<()> {
             replicator,
             history,
             announcement,
+            department,
             json,
         } => {
             let created: Created = client
@@ -467,6 +473,7 @@ async fn chat(client: &Client, cmd: ChatCommand) -> anyhow::Result<()> {
                         } else {
                             Posting::Writers
                         },
+                        department,
                         members: member,
                         replicators: replicator,
                     },
@@ -545,7 +552,17 @@ async fn chat(client: &Client, cmd: ChatCommand) -> anyhow::Result<()> {
                         Posting::Writers => "",
                         Posting::Admins => "  (announcement room)",
                     };
-                    println!("{}  {}  {} members{history}{posting}", s.space, name, s.members.len());
+                    let department = s
+                        .department
+                        .as_deref()
+                        .map(|d| format!("  (department room: {d})"))
+                        .unwrap_or_default();
+                    println!(
+                        "{}  {}  {} members{history}{posting}{department}",
+                        s.space,
+                        name,
+                        s.members.len()
+                    );
                 }
             }
         }

@@ -220,6 +220,9 @@ pub struct SpaceSummary {
     pub history: History,
     #[serde(default)]
     pub posting: Posting,
+    /// A department room's department path (its members follow the chart).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub department: Option<String>,
     pub readable: bool,
     pub members: Vec<DeviceId>,
     pub replicators: Vec<DeviceId>,
@@ -248,6 +251,10 @@ pub struct NewChat {
     /// Who may post: every writer, or only owners and admins (an announcement room).
     #[serde(default)]
     pub posting: Posting,
+    /// A department room: its members follow the org chart (this department
+    /// and those below it). Org admins only.
+    #[serde(default)]
+    pub department: Option<String>,
     /// Device cards or ids.
     #[serde(default)]
     pub members: Vec<String>,
@@ -502,6 +509,7 @@ impl CoreHandle {
             name,
             history,
             posting: Posting::Writers,
+            department: None,
             members,
             replicators,
         })
@@ -881,7 +889,7 @@ impl Core {
                 ToCore::Ingest { from, envelopes, reply } => self
                     .ingest(txn, Some(from), envelopes, &mut effects)
                     .map(|ack| effects.reply(reply, ack)),
-                ToCore::LearnCert { cert } => self.learn_cert(txn, cert),
+                ToCore::LearnCert { cert } => self.learn_cert(txn, cert, &mut effects),
                 ToCore::Invite {
                     space,
                     member,
@@ -1062,13 +1070,20 @@ impl Core {
         }
     }
 
-    fn learn_cert(&mut self, tx: &mut Txn, cert: DeviceCert) -> store::Result<()> {
+    fn learn_cert(&mut self, tx: &mut Txn, cert: DeviceCert, effects: &mut Effects) -> store::Result<()> {
         if !cert.verify() || self.certs.get(&cert.device) == Some(&cert) {
             return Ok(());
         }
         tx.put_cert(&cert.device, &postcard::to_stdvec(&cert).expect("certs serialize"))?;
         self.certs.insert(cert.device, cert);
-        Ok(())
+        // A department's device met for the first time joins its rooms.
+        let rooms: BTreeSet<SpaceId> = self
+            .spaces
+            .values()
+            .filter(|s| s.department.is_some())
+            .map(|s| s.state.space)
+            .collect();
+        self.enforce_departments(tx, &rooms, effects)
     }
 
     fn resolve_cert(&self, text: &str) -> Result<DeviceCert> {
@@ -1106,7 +1121,7 @@ impl Core {
     /// caller's mistake.
     fn create_chat(&mut self, tx: &mut Txn, chat: &NewChat, effects: &mut Effects) -> store::Result<Result<SpaceId>> {
         let name = chat.name.as_str();
-        let certs = match chat
+        let mut certs = match chat
             .members
             .iter()
             .map(|m| self.resolve_cert(m))
@@ -1114,6 +1129,18 @@ impl Core {
         {
             Ok(c) => c,
             Err(e) => return Ok(Err(e)),
+        };
+        let department = match chat.department.as_deref().map(|path| self.department_room(path)) {
+            None => None,
+            Some(Ok((path, members))) => {
+                for cert in members {
+                    if !certs.contains(&cert) {
+                        certs.push(cert);
+                    }
+                }
+                Some(path)
+            }
+            Some(Err(e)) => return Ok(Err(e)),
         };
         let mut replicators = match chat
             .replicators
@@ -1145,8 +1172,11 @@ impl Core {
             control_doc_incarnation,
             name,
             SpaceKind::Chat,
-            chat.history,
-            chat.posting,
+            &control::SpaceOptions {
+                history: chat.history,
+                posting: chat.posting,
+                department,
+            },
             &certs,
             &replicators,
         ) {
@@ -1353,6 +1383,7 @@ impl Core {
                 kind: "chat".into(),
                 history: s.state.history,
                 posting: s.state.current().posting,
+                department: s.department.clone(),
                 readable: s.readable.is_some(),
                 members: s.state.members.keys().copied().collect(),
                 replicators: s.state.replicators.iter().copied().collect(),

@@ -70,6 +70,7 @@ pub const MAX_OPS_PER_MEMBER: usize = 256;
 pub const MAX_STORED_CONTROL_OPS: usize = 2 * MAX_CONTROL_OPS;
 const SPACE_ID_CONTEXT: &str = "outpost/space-id/v1";
 const NAME_AAD: &[u8] = b"outpost/v1/space-name\0";
+const DEPARTMENT_AAD: &[u8] = b"outpost/v1/space-department\0";
 
 /// A control-log operation (postcard: append variants, never reorder).
 // Most operations are `Add`s, the largest variant (a certificate and a wrap):
@@ -245,6 +246,18 @@ pub struct Genesis {
     pub wraps: WrapSet,
     pub history: History,
     pub posting: Posting,
+    /// A department room: the org department path (its members follow the
+    /// chart), sealed under the first epoch like the name.
+    pub department: Option<SealedName>,
+}
+
+/// How a new space is set up, beyond its members.
+#[derive(Debug, Clone, Default)]
+pub struct SpaceOptions {
+    pub history: History,
+    pub posting: Posting,
+    /// A department room's department path.
+    pub department: Option<String>,
 }
 
 /// How an epoch key reaches member devices. An enum so a tree scheme can come later.
@@ -355,31 +368,24 @@ pub fn create_space(
     others: &[DeviceCert],
     replicators: &[DeviceId],
 ) -> Result<(Envelope, EpochKey), InvalidOp> {
-    create_space_with(
-        keys,
-        incarnation,
-        name,
-        kind,
+    let options = SpaceOptions {
         history,
-        Posting::Writers,
-        others,
-        replicators,
-    )
+        ..SpaceOptions::default()
+    };
+    create_space_with(keys, incarnation, name, kind, &options, others, replicators)
 }
 
-/// [`create_space`] with who may post from the start.
-#[allow(clippy::too_many_arguments)]
+/// [`create_space`] with every option.
 pub fn create_space_with(
     keys: &DeviceKeys,
     incarnation: u64,
     name: &str,
     kind: SpaceKind,
-    history: History,
-    posting: Posting,
+    options: &SpaceOptions,
     others: &[DeviceCert],
     replicators: &[DeviceId],
 ) -> Result<(Envelope, EpochKey), InvalidOp> {
-    if name.len() > MAX_NAME_BYTES {
+    if name.len() > MAX_NAME_BYTES || options.department.as_ref().is_some_and(|d| d.len() > MAX_NAME_BYTES) {
         return Err(InvalidOp::Name);
     }
     let nonce: [u8; 16] = rand::random();
@@ -412,8 +418,12 @@ pub fn create_space_with(
         replicators: replicators.to_vec(),
         epoch_commit: epoch.commitment(),
         wraps: WrapSet::Direct(wraps),
-        history,
-        posting,
+        history: options.history,
+        posting: options.posting,
+        department: options
+            .department
+            .as_ref()
+            .map(|d| seal_text(&epoch, &department_aad(&space), d)),
     };
     let header = Header {
         kind: Kind::Control,
@@ -672,12 +682,22 @@ fn new_rotation<'a>(
 }
 
 fn seal_name(key: &EpochKey, name: &str) -> SealedName {
-    let (nonce, sealed) = key.seal(&name_aad(&key.space), name.as_bytes());
+    seal_text(key, &name_aad(&key.space), name)
+}
+
+fn seal_text(key: &EpochKey, aad: &[u8], text: &str) -> SealedName {
+    let (nonce, sealed) = key.seal(aad, text.as_bytes());
     SealedName { nonce, sealed }
 }
 
 fn name_aad(space: &SpaceId) -> Vec<u8> {
     let mut aad = NAME_AAD.to_vec();
+    aad.extend_from_slice(&space.0);
+    aad
+}
+
+fn department_aad(space: &SpaceId) -> Vec<u8> {
+    let mut aad = DEPARTMENT_AAD.to_vec();
     aad.extend_from_slice(&space.0);
     aad
 }

@@ -64,7 +64,11 @@ impl SpaceState {
             return Err(InvalidOp::Position);
         }
         // The name is sealed; its ciphertext is the name plus a 16-byte tag.
-        if g.name_sealed.len() > MAX_NAME_BYTES + 16 {
+        if g.name_sealed.len() > MAX_NAME_BYTES + 16
+            || g.department
+                .as_ref()
+                .is_some_and(|d| d.sealed.len() > MAX_NAME_BYTES + 16)
+        {
             return Err(InvalidOp::Name);
         }
         if g.rules_version != RULES_VERSION {
@@ -518,6 +522,23 @@ impl SpaceState {
 
     /// The decrypted space name: sealed under the first epoch, and again under
     /// every from-join epoch a newcomer starts (the earliest one held opens it).
+    /// A department room's department path, if this is one and `ring` opens
+    /// the first epoch.
+    pub fn department(&self, ring: &Keyring) -> Option<String> {
+        self.ops.values().find_map(|applied| match &applied.op {
+            ControlOp::Genesis(g) => {
+                let sealed = g.department.as_ref()?;
+                let epoch = EpochKey::id_of(&self.space, &g.epoch_commit);
+                let raw = ring
+                    .get(&epoch)?
+                    .open(&sealed.nonce, &department_aad(&self.space), &sealed.sealed)
+                    .ok()?;
+                String::from_utf8(raw).ok()
+            }
+            _ => None,
+        })
+    }
+
     pub fn name(&self, ring: &Keyring) -> Option<String> {
         let mut sealed: Vec<(u32, EpochId, &[u8; 24], &[u8])> = self
             .ops

@@ -120,6 +120,8 @@ pub(crate) struct Shard {
 pub(crate) struct Space {
     pub(crate) state: SpaceState,
     pub(crate) name: Option<String>,
+    /// A department room's department path (sealed like the name).
+    pub(crate) department: Option<String>,
     /// The epoch keys this device holds (see [`Space::unlock`]).
     pub(crate) keys: Keyring,
     /// Epochs whose key was sent to this device but does not open (a broken or
@@ -182,10 +184,12 @@ impl Space {
             device_of_actor: HashMap::new(),
         });
         let name = state.name(&keys);
+        let department = state.department(&keys);
         debug_assert_eq!(state.kind, SpaceKind::Chat);
         Self {
             state,
             name,
+            department,
             keys,
             failed_keys: BTreeSet::new(),
             readable,
@@ -219,6 +223,9 @@ impl Space {
         self.failed_keys = failed.iter().map(|(epoch, _)| *epoch).collect();
         if self.name.is_none() {
             self.name = self.state.name(&self.keys);
+        }
+        if self.department.is_none() {
+            self.department = self.state.department(&self.keys);
         }
         let me = device.device_id();
         let current = &self.state.current().epoch;

@@ -87,7 +87,7 @@ impl Core {
 
     /// Whether this device manages the org: it holds one of the version's admin
     /// keys, or it is a device of a super admin or department admin.
-    fn org_manager(&self, policy: &Policy) -> bool {
+    pub(in crate::core) fn org_manager(&self, policy: &Policy) -> bool {
         self.holds_admin_key()
             || policy
                 .members
@@ -151,6 +151,7 @@ impl Core {
                 warn!(space = %space.fmt_short(), device = %device.fmt_short(), error = %e, "could not name the org's anchor a replicator");
             }
         }
-        self.enforce_successions(tx, spaces, effects)
+        self.enforce_successions(tx, spaces, effects)?;
+        self.enforce_departments(tx, spaces, effects)
     }
 }

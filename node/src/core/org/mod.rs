@@ -7,6 +7,7 @@
 //! restart never rolls back. What the policy makes this node do is in
 //! `enforce`, the directory in `directory`, enrollment in `enroll`.
 
+mod departments;
 mod directory;
 mod enforce;
 mod enroll;
