@@ -153,3 +153,50 @@ fn the_org_anchor_stores_and_forwards_what_it_cannot_read() {
         assert_eq!(out.status.code(), Some(6), "the anchor cannot read the space");
     }
 }
+
+/// The admin's device is offline when a new device enrolls: the ticket names
+/// the admin's anchor, which holds the request and hands it over when the
+/// admin's device comes back; the new version reaches the new device through
+/// the anchor.
+#[test]
+fn the_anchor_takes_an_enrollment_while_the_admin_is_offline() {
+    let root = tempfile::tempdir().unwrap();
+    let mut anchor = Node::init(root.path(), "anchor");
+    let mut admin = Node::init(root.path(), "admin");
+    let mut laptop = Node::init(root.path(), "laptop");
+    anchor.daemon_args = vec!["--anchor"];
+    anchor.start(&[]);
+    admin.start(&[anchor.addr()]);
+    let org = org_of_one(&admin);
+    assert!(anchor.cli(&["org", "follow", &org]).status.success());
+    let chart = root.path().join("chart.csv");
+    std::fs::write(&chart, "工号,姓名,部门\n1002,李娜,总部/法务部\n").unwrap();
+    assert_eq!(
+        admin.json(&["org", "import", chart.to_str().unwrap(), "--json"])["version"],
+        2
+    );
+    wait_until(CONVERGE, "the admin to use the anchor", || {
+        status(&admin)["anchors"].as_array()?.first().map(|_| ())
+    });
+    let ticket = admin.json(&["org", "invite", "1002", "--json"])["ticket"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    admin.stop();
+
+    laptop.start(&[]);
+    let queued = laptop.json(&["org", "enroll", &ticket, "--json"]);
+    assert_eq!(queued["queued"]["anchor"], anchor.device_id().as_str(), "{queued}");
+    assert!(version(&laptop) < 3, "nothing is granted until the admin's device acts");
+
+    admin.restart();
+    wait_until(
+        CONVERGE,
+        "the laptop to be listed in version 3, through the anchor",
+        || (version(&laptop) == 3).then_some(()),
+    );
+    // Version 3 is the enrollment, made by the admin's device from the request
+    // the anchor handed over.
+    assert!(admin.logs().contains("enrolled a device"), "{}", admin.logs());
+    assert!(anchor.logs().contains("handing a held enrollment request"));
+}

@@ -317,6 +317,12 @@ pub(crate) async fn run(client: &Client, home: &Path, cmd: OrgCmd) -> anyhow::Re
                     "enrolled as a device of member {} in org {}: version {version} lists it once enough admins sign",
                     parsed.member, parsed.org
                 ),
+                EnrollOutcome::Queued { anchor } => println!(
+                    "the admin's device is offline: anchor {} holds the request for member {}; this device is in org {} once that device picks it up (`outpost org show`)",
+                    anchor.fmt_short(),
+                    parsed.member,
+                    parsed.org
+                ),
                 EnrollOutcome::Refused(why) => anyhow::bail!("refused: {why}"),
             }
             return Ok(());

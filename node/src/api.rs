@@ -444,7 +444,7 @@ pub struct OrgTicket {
 
 async fn org_invite(State(s): State<AppState>, Json(req): Json<OrgInvite>) -> Result<Json<OrgTicket>, Failure> {
     let net = net_status(&s.net).await;
-    let ticket = s.core.org_invite(req.member, net.listen).await?;
+    let ticket = s.core.org_invite(req.member, net.listen, net.anchor_addrs).await?;
     Ok(Json(OrgTicket {
         ticket: ticket.to_text(),
         member: ticket.member,

@@ -353,6 +353,7 @@ enum ToCore {
     OrgInvite {
         member: String,
         addrs: Vec<String>,
+        anchors: Vec<String>,
         reply: Reply<crate::org::enroll::EnrollTicket>,
     },
     /// A device asks to enroll with an invite this device issued.
@@ -570,8 +571,21 @@ impl CoreHandle {
     }
 
     /// An invite ticket for `member`, naming `addrs` to reach this device.
-    pub async fn org_invite(&self, member: String, addrs: Vec<String>) -> Result<crate::org::enroll::EnrollTicket> {
-        self.call(|reply| ToCore::OrgInvite { member, addrs, reply }).await
+    /// An invite ticket for `member`, naming this device at `addrs` and its
+    /// `anchors` (which hold the request while this device is offline).
+    pub async fn org_invite(
+        &self,
+        member: String,
+        addrs: Vec<String>,
+        anchors: Vec<String>,
+    ) -> Result<crate::org::enroll::EnrollTicket> {
+        self.call(|reply| ToCore::OrgInvite {
+            member,
+            addrs,
+            anchors,
+            reply,
+        })
+        .await
     }
 
     /// Answers a device's enrollment request.
@@ -919,8 +933,13 @@ impl Core {
                 ToCore::TakePolicy { from, frame, reply } => self
                     .take_policy(txn, from, *frame, &mut effects)
                     .map(|outcome| effects.reply(reply, outcome)),
-                ToCore::OrgInvite { member, addrs, reply } => self
-                    .org_invite(txn, &member, addrs)
+                ToCore::OrgInvite {
+                    member,
+                    addrs,
+                    anchors,
+                    reply,
+                } => self
+                    .org_invite(txn, &member, addrs, anchors)
                     .map(|outcome| effects.reply_result(reply, outcome)),
                 ToCore::TakeEnroll { from, request, reply } => self
                     .take_enroll(txn, from, *request, &mut effects)

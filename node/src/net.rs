@@ -72,6 +72,9 @@ const MAX_PUSHES_IN_FLIGHT: usize = 4;
 /// Bytes of envelopes queued for one peer. Beyond it the queue is dropped: the
 /// peer pulls what it lacks at its next offer.
 const OUTBOX_BYTES_CAP: usize = 32 << 20;
+/// Enrollment requests an anchor holds in all, and for one admin device.
+const MAX_HELD_ENROLLS: usize = 1024;
+const MAX_HELD_ENROLLS_PER_ADMIN: usize = 64;
 /// Connections past which nodes found at an anchor are not dialled (each
 /// idle connection costs tens of KiB; design-rationale G4).
 const DISCOVERED_DIAL_BUDGET: usize = 64;
@@ -112,6 +115,9 @@ pub struct NetStatus {
     /// The anchors this node uses (relay, rendezvous), connected now.
     #[serde(default)]
     pub anchors: Vec<DeviceId>,
+    /// Where those anchors are dialled (`…/p2p/PEER`): invite tickets name them.
+    #[serde(default)]
+    pub anchor_addrs: Vec<String>,
 }
 
 enum ToNet {
@@ -126,9 +132,19 @@ enum ToNet {
     Enroll {
         admin: DeviceId,
         addrs: Vec<String>,
+        /// Tried in turn when the admin's device cannot be reached.
+        anchors: Vec<String>,
         request: Box<EnrollRequest>,
         reply: oneshot::Sender<EnrollOutcome>,
     },
+}
+
+/// An enrollment under way from this device: who waits for the answer, and
+/// the anchors still to try if this attempt cannot reach its peer.
+struct Enrolling {
+    reply: oneshot::Sender<EnrollOutcome>,
+    request: Box<EnrollRequest>,
+    fallbacks: Vec<Multiaddr>,
 }
 
 /// A cheap handle to the network actor.
@@ -151,6 +167,7 @@ impl NetHandle {
         let cmd = ToNet::Enroll {
             admin: ticket.admin,
             addrs: ticket.addrs.clone(),
+            anchors: ticket.anchors.clone(),
             request: Box::new(request),
             reply,
         };
@@ -427,7 +444,10 @@ struct NetActor {
     pushes: HashMap<OutboundRequestId, PeerId>,
     /// Join requests in flight, with who waits for the answer.
     joins: HashMap<OutboundRequestId, oneshot::Sender<JoinOutcome>>,
-    enrolls: HashMap<OutboundRequestId, oneshot::Sender<EnrollOutcome>>,
+    enrolls: HashMap<OutboundRequestId, Enrolling>,
+    /// As an anchor: enrollment requests held for admin devices that were
+    /// offline, by admin device (bounded, see [`MAX_HELD_ENROLLS`]).
+    held_enrolls: HashMap<DeviceId, Vec<EnrollRequest>>,
     /// The highest policy version each peer said it holds (its answers): a
     /// peer that does not advance is not sent the same versions again.
     policy_seen: HashMap<PeerId, u64>,
@@ -482,6 +502,7 @@ impl NetActor {
             pushes: HashMap::new(),
             joins: HashMap::new(),
             enrolls: HashMap::new(),
+            held_enrolls: HashMap::new(),
             policy_seen: HashMap::new(),
             revoked: BTreeSet::new(),
             admitted,
@@ -539,6 +560,7 @@ impl NetActor {
                     peers,
                     anchor: self.serving_anchor,
                     anchors: self.anchors.keys().filter_map(device_of).collect(),
+                    anchor_addrs: self.anchors.iter().map(|(p, l)| l.dialable(*p).to_string()).collect(),
                 });
             }
             ToNet::Join { ticket, request, reply } => {
@@ -557,6 +579,7 @@ impl NetActor {
             ToNet::Enroll {
                 admin,
                 addrs,
+                anchors,
                 request,
                 reply,
             } => {
@@ -564,13 +587,71 @@ impl NetActor {
                     let _ = reply.send(EnrollOutcome::Refused("the ticket names no valid device".into()));
                     return;
                 };
-                let id = self
-                    .swarm
-                    .behaviour_mut()
-                    .sync
-                    .send_request(&peer, Ok(Request::Enroll(request)));
-                self.enrolls.insert(id, reply);
+                let fallbacks = anchors.iter().rev().filter_map(|a| a.parse().ok()).collect();
+                self.send_enroll(
+                    peer,
+                    Enrolling {
+                        reply,
+                        request,
+                        fallbacks,
+                    },
+                );
             }
+        }
+    }
+
+    fn send_enroll(&mut self, peer: PeerId, enrolling: Enrolling) {
+        let request = Request::Enroll(enrolling.request.clone());
+        let id = self.swarm.behaviour_mut().sync.send_request(&peer, Ok(request));
+        self.enrolls.insert(id, enrolling);
+    }
+
+    /// An enrollment could not reach its peer: the next anchor the ticket
+    /// names takes it, else the device hears why.
+    fn enroll_failed(&mut self, mut enrolling: Enrolling, error: String) {
+        while let Some(addr) = enrolling.fallbacks.pop() {
+            if let Some(anchor) = peer_in(&addr) {
+                info!(%addr, "the admin's device is unreachable; asking the anchor to hold the request");
+                self.swarm.add_peer_address(anchor, addr);
+                self.send_enroll(anchor, enrolling);
+                return;
+            }
+        }
+        let _ = enrolling.reply.send(EnrollOutcome::Refused(format!(
+            "could not reach the admin's device: {error}"
+        )));
+    }
+
+    /// As an anchor: holds an enrollment request for an admin device (one per
+    /// requesting device), and hands it over now if that device is connected.
+    fn hold_enroll(&mut self, from: DeviceId, request: Box<EnrollRequest>) -> EnrollOutcome {
+        if request.cert.device != from || !request.cert.verify() {
+            return EnrollOutcome::Refused("the request's certificate is not the requesting device's".into());
+        }
+        let held: usize = self.held_enrolls.values().map(Vec::len).sum();
+        let queue = self.held_enrolls.entry(request.admin).or_default();
+        queue.retain(|r| r.cert.device != from);
+        if held >= MAX_HELD_ENROLLS || queue.len() >= MAX_HELD_ENROLLS_PER_ADMIN {
+            return EnrollOutcome::Refused("the anchor holds too many requests; try again later".into());
+        }
+        info!(admin = %request.admin.fmt_short(), device = %from.fmt_short(), "holding an enrollment request for an offline admin device");
+        let admin = request.admin;
+        queue.push(*request);
+        self.hand_over_enrolls(admin);
+        EnrollOutcome::Queued { anchor: self.me }
+    }
+
+    /// Sends the requests held for `admin` to it, if it is connected.
+    fn hand_over_enrolls(&mut self, admin: DeviceId) {
+        let Some(peer) = self.connected.iter().find(|(_, c)| c.device == admin).map(|(p, _)| *p) else {
+            return;
+        };
+        for request in self.held_enrolls.remove(&admin).unwrap_or_default() {
+            info!(admin = %admin.fmt_short(), device = %request.cert.device.fmt_short(), "handing a held enrollment request to its admin device");
+            self.swarm
+                .behaviour_mut()
+                .sync
+                .send_request(&peer, Ok(Request::EnrollRelayed(Box::new(request))));
         }
     }
 
@@ -941,6 +1022,7 @@ impl NetActor {
                     info!(peer = %device.fmt_short(), address = %link.address, relayed = link.relayed, "connected");
                     self.connected.insert(peer_id, link);
                     self.start_sync(peer_id, device);
+                    self.hand_over_enrolls(device);
                 }
             }
             SwarmEvent::ConnectionClosed {
@@ -1141,7 +1223,27 @@ impl NetActor {
                         request: Ok(Request::Enroll(request)),
                         channel,
                         ..
+                    } if self.serving_anchor && request.admin != self.me => {
+                        let outcome = self.hold_enroll(device, request);
+                        let _ = self
+                            .swarm
+                            .behaviour_mut()
+                            .sync
+                            .send_response(channel, Response::Enrolled(Box::new(outcome)));
+                    }
+                    Message::Request {
+                        request: Ok(request @ (Request::Enroll(_) | Request::EnrollRelayed(_))),
+                        channel,
+                        ..
                     } => {
+                        // A relayed request speaks for the device its certificate
+                        // names (the proof binds the ticket's secret to that
+                        // device); a direct one must come from that device.
+                        let (device, request) = match request {
+                            Request::EnrollRelayed(r) => (r.cert.device, r),
+                            Request::Enroll(r) => (device, r),
+                            _ => unreachable!("matched above"),
+                        };
                         self.spawn(async move {
                             let outcome = core
                                 .take_enroll(device, *request)
@@ -1158,11 +1260,14 @@ impl NetActor {
                     Message::Response {
                         request_id,
                         response: Response::Enrolled(outcome),
-                    } => {
-                        if let Some(reply) = self.enrolls.remove(&request_id) {
-                            let _ = reply.send(*outcome);
+                    } => match self.enrolls.remove(&request_id) {
+                        Some(enrolling) => {
+                            let _ = enrolling.reply.send(*outcome);
                         }
-                    }
+                        None => {
+                            info!(peer = %device.fmt_short(), ?outcome, "an admin device answered a held enrollment request")
+                        }
+                    },
                     Message::Response {
                         request_id,
                         response: Response::Joined(outcome),
@@ -1241,10 +1346,8 @@ impl NetActor {
                     )));
                     return;
                 }
-                if let Some(reply) = self.enrolls.remove(&request_id) {
-                    let _ = reply.send(EnrollOutcome::Refused(format!(
-                        "could not reach the admin's device: {error}"
-                    )));
+                if let Some(enrolling) = self.enrolls.remove(&request_id) {
+                    self.enroll_failed(enrolling, error.to_string());
                     return;
                 }
                 // A failed part of a catch-up is served again from what the peer

@@ -114,8 +114,11 @@ pub enum Request {
     /// The sender's org policy: sent first on every connection, and when a new
     /// version is published. Answered with [`Response::Policy`].
     Policy(Box<PolicyFrame>),
-    /// A device asks an admin's device to enroll it (see [`crate::org::enroll`]).
+    /// A device asks an admin's device to enroll it (see [`crate::org::enroll`]);
+    /// an anchor takes it for an admin device that is offline.
     Enroll(Box<EnrollRequest>),
+    /// An anchor hands over a request it held for this (admin) device.
+    EnrollRelayed(Box<EnrollRequest>),
 }
 
 /// Consecutive envelopes that share kind, space, doc, epoch, writer and control
@@ -291,7 +294,7 @@ pub fn decode_request(bytes: &[u8]) -> Result<Request, FrameError> {
         }
         Request::Join(_) => {}
         Request::Policy(frame) => check_policy(frame)?,
-        Request::Enroll(_) => {}
+        Request::Enroll(_) | Request::EnrollRelayed(_) => {}
     }
     Ok(req)
 }

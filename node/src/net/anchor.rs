@@ -136,13 +136,18 @@ impl AnchorLink {
         }
     }
 
-    /// The relayed address to listen on through this anchor.
-    pub(super) fn circuit(&self, anchor: PeerId) -> Multiaddr {
+    /// Where to dial this anchor, naming its peer id.
+    pub(super) fn dialable(&self, anchor: PeerId) -> Multiaddr {
         let mut addr = self.addr.clone();
         if !addr.iter().any(|p| matches!(p, Protocol::P2p(_))) {
             addr.push(Protocol::P2p(anchor));
         }
-        addr.with(Protocol::P2pCircuit)
+        addr
+    }
+
+    /// The relayed address to listen on through this anchor.
+    pub(super) fn circuit(&self, anchor: PeerId) -> Multiaddr {
+        self.dialable(anchor).with(Protocol::P2pCircuit)
     }
 
     /// Whether the registration under `namespace` is missing or due for renewal.

@@ -5,7 +5,11 @@
 //! version is published (at once with a threshold of 1).
 //!
 //! The ticket carries the org id, so the new device also learns which org to
-//! trust from it: no trust on first sight over the LAN.
+//! trust from it: no trust on first sight over the LAN. It also names the
+//! admin device's anchors: when the admin's device is offline, an anchor holds
+//! the request and hands it to that device when it next connects.
+//! The request is self-authenticating (the proof binds the secret to the
+//! device, the certificate is the device's), so it may travel through anyone.
 
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +39,9 @@ pub struct EnrollTicket {
     pub addrs: Vec<String>,
     pub secret: [u8; 16],
     pub expires_ms: u64,
+    /// Anchors the admin device uses (`…/p2p/PEER`): they take the request
+    /// when the admin's device cannot be reached.
+    pub anchors: Vec<String>,
 }
 
 /// Why an invite ticket does not parse.
@@ -63,7 +70,8 @@ impl EnrollTicket {
             }
         })?;
         if ticket.addrs.len() > MAX_TICKET_ADDRS
-            || ticket.addrs.iter().any(|a| a.len() > 256)
+            || ticket.anchors.len() > MAX_TICKET_ADDRS
+            || ticket.addrs.iter().chain(&ticket.anchors).any(|a| a.len() > 256)
             || ticket.member.len() > 256
         {
             return Err(TicketError::Encoding);
@@ -78,6 +86,7 @@ impl EnrollTicket {
     pub fn request(&self, cert: DeviceCert) -> EnrollRequest {
         EnrollRequest {
             org: self.org,
+            admin: self.admin,
             member: self.member.clone(),
             proof: proof(&self.secret, &cert.device),
             cert,
@@ -89,6 +98,8 @@ impl EnrollTicket {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnrollRequest {
     pub org: OrgId,
+    /// The admin device the ticket names (an anchor holds the request for it).
+    pub admin: DeviceId,
     pub member: String,
     /// Proves the ticket's secret, bound to the requesting device.
     pub proof: [u8; 32],
@@ -106,6 +117,12 @@ pub enum EnrollOutcome {
         published: bool,
     },
     Refused(String),
+    /// The admin's device could not be reached: `anchor` holds the request and
+    /// hands it over when that device connects. (Appended: variants keep their
+    /// wire index.)
+    Queued {
+        anchor: DeviceId,
+    },
 }
 
 /// The proof of `secret` for `device`: only a holder of the secret makes it,
@@ -129,6 +146,7 @@ mod tests {
             addrs: vec!["/ip4/127.0.0.1/tcp/4001".into()],
             secret: [9; 16],
             expires_ms: 2_000,
+            anchors: Vec::new(),
         };
         let text = ticket.to_text();
         assert!(text.starts_with("opo1"));

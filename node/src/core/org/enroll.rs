@@ -24,6 +24,7 @@ impl Core {
         tx: &mut Txn,
         member: &str,
         addrs: Vec<String>,
+        anchors: Vec<String>,
     ) -> store::Result<Result<EnrollTicket>> {
         let current = match self.org_admin_check() {
             Ok(c) => c,
@@ -59,6 +60,7 @@ impl Core {
             addrs,
             secret: rand::random(),
             expires_ms: now + INVITE_TTL_MS,
+            anchors,
         };
         let invite = Invite {
             member: member.to_string(),
