@@ -79,6 +79,28 @@ fn a_department_room_follows_the_org_chart() {
         String::from_utf8_lossy(&unknown.stderr)
     );
 
+    // A department admin makes rooms for its own subtree only.
+    assert_eq!(publish(&admin, &["--department-admin", "1003=总部/技术部/前端组"]), 4);
+    wait_until(CONVERGE, "dave to hold version 4", || {
+        (common::org::version(&dave) == 4).then_some(())
+    });
+    let elsewhere = dave.cli(&["chat", "create", "x", "--department", "总部/市场部"]);
+    assert_eq!(
+        elsewhere.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&elsewhere.stderr)
+    );
+    let own = dave.json(&[
+        "chat",
+        "create",
+        "frontend",
+        "--department",
+        "总部/技术部/前端组",
+        "--json",
+    ]);
+    assert!(own["space"].is_string());
+
     let created = admin.json(&["chat", "create", "tech", "--department", "总部/技术部", "--json"]);
     let space = created["space"].as_str().unwrap().to_string();
     let expected: BTreeSet<String> = [&a, &b, &d].map(|s| s.to_string()).into();
@@ -88,7 +110,13 @@ fn a_department_room_follows_the_org_chart() {
         "the department and the one below it"
     );
     let listed = admin.json(&["chat", "list", "--json"]);
-    assert_eq!(listed[0]["department"], "总部/技术部");
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["department"] == "总部/技术部")
+    );
     admin.send(&space, "tech all-hands at ten");
     for node in [&bob, &dave] {
         wait_until(CONVERGE, &format!("{} to read the room", node.name), || {
@@ -101,7 +129,7 @@ fn a_department_room_follows_the_org_chart() {
     write_chart("总部/市场部", "总部/技术部");
     assert_eq!(
         admin.json(&["org", "import", chart.to_str().unwrap(), "--json"])["version"],
-        4
+        5
     );
     let moved: BTreeSet<String> = [&a, &c, &d].map(|s| s.to_string()).into();
     for node in [&admin, &carol, &dave] {

@@ -8,6 +8,7 @@ mod inproc;
 
 use inproc::Node;
 use outpost_node::{
+    control::History,
     core::OrgCommand,
     org::{AdminKeys, Header, OrgId, Policy, PolicyFrame, Signed, Verified},
 };
@@ -159,13 +160,24 @@ fn every_node_refuses_rollback_fork_and_under_signed_versions() {
 }
 
 /// A version past its expiry puts the node in degraded mode (shown, never
-/// silent); a fresh version takes it out.
+/// silent): it grants nothing from the policy (the org's anchor is not named
+/// a replicator of a new space); a fresh version takes it out, and the grant
+/// follows.
 #[test]
 fn expiry_degrades_the_node_until_a_fresh_version_arrives() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let admin = AdminKeys::generate();
         let now = outpost_node::clock::now_ms();
+        let anchor = outpost_node::identity::DeviceKeys::generate().device_id();
+        let body = |name: &str| {
+            Policy {
+                name: name.into(),
+                anchors: vec![anchor],
+                ..Policy::default()
+            }
+            .encode()
+        };
         let b1 = body("acme");
         // Issued two days ago, expired yesterday.
         let h1 = Header::first(vec![admin.public()], 1, now - 2 * DAY, now - DAY, &b1);
@@ -175,12 +187,20 @@ fn expiry_degrades_the_node_until_a_fresh_version_arrives() {
         let shown = node.core.org_show().await.unwrap();
         assert_eq!(shown.version, 1);
         assert!(shown.degraded, "an expired policy is declared");
+        let space = node
+            .core
+            .create_chat("room".into(), History::Shared, vec![], vec![])
+            .await
+            .unwrap();
+        let replicators = || async { node.core.members(space).await.unwrap().replicators };
+        assert!(replicators().await.is_empty(), "no grant while degraded");
         let b2 = body("acme");
         let h2 = Header::next(&v1, vec![admin.public()], 1, now, now + 90 * DAY, &b2);
         feed(&node, frame(org, vec![signed(&h2, b2, &[&admin])])).await;
         let shown = node.core.org_show().await.unwrap();
         assert_eq!(shown.version, 2);
         assert!(!shown.degraded, "a fresh version ends degraded mode");
+        assert_eq!(replicators().await, vec![anchor], "the anchor replicates the space now");
     });
 }
 

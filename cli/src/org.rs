@@ -17,6 +17,8 @@ use outpost_node::{
 
 use crate::output;
 
+// Parsed once per process: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 pub(crate) enum OrgCmd {
     /// Print this device's admin key, making it on first use. An admin-to-be
@@ -93,6 +95,14 @@ pub(crate) enum OrgCmd {
         /// Make a member a super admin of the directory (sees hidden departments). Repeatable.
         #[arg(long, value_name = "MEMBER")]
         super_admin: Vec<String>,
+        /// Make a member the admin of a department and everything below it, as
+        /// `MEMBER_ID=PATH` (e.g. `1002=总部/法务部`): it sees that subtree even
+        /// where hidden, and may make department rooms. Repeatable.
+        #[arg(long, value_name = "MEMBER=PATH", value_parser = member_department)]
+        department_admin: Vec<(String, String)>,
+        /// Make a member a plain member again (no admin role). Repeatable.
+        #[arg(long, value_name = "MEMBER")]
+        plain_member: Vec<String>,
         /// Whether members below admin may create spaces (default: they may).
         #[arg(long, value_name = "BOOL")]
         members_create_spaces: Option<bool>,
@@ -262,6 +272,8 @@ pub(crate) async fn run(client: &Client, home: &Path, cmd: OrgCmd) -> anyhow::Re
             unhide,
             device,
             super_admin,
+            department_admin,
+            plain_member,
             members_create_spaces,
             invite_outsiders,
             expires_days,
@@ -279,6 +291,8 @@ pub(crate) async fn run(client: &Client, home: &Path, cmd: OrgCmd) -> anyhow::Re
                 unhide,
                 devices: device,
                 super_admins: super_admin,
+                department_admins: department_admin,
+                plain_members: plain_member,
                 members_create_spaces,
                 invite_outsiders,
                 expires_days,
@@ -429,14 +443,21 @@ fn member_device(text: &str) -> Result<(String, DeviceId), String> {
     Ok((member.trim().to_string(), device))
 }
 
-/// Publishes the draft that already has enough signatures (this admin's alone,
-/// with a threshold of 1), if there is one.
+fn member_department(text: &str) -> Result<(String, String), String> {
+    let (member, path) = text
+        .split_once('=')
+        .ok_or("write MEMBER_ID=PATH, e.g. 1002=总部/法务部")?;
+    Ok((member.trim().to_string(), path.trim().to_string()))
+}
+
 /// Proposes `proposal` and publishes it when this admin's signature is enough.
 async fn propose_and_publish(client: &Client, proposal: Proposal, json: bool) -> anyhow::Result<()> {
     let view = client.post("/v1/org", &OrgCommand::Propose(Box::new(proposal))).await?;
     print(&publish_if_ready(client, view).await?, json, None)
 }
 
+/// Publishes the draft that already has enough signatures (this admin's alone,
+/// with a threshold of 1), if there is one.
 async fn publish_if_ready(client: &Client, view: OrgView) -> anyhow::Result<OrgView> {
     match view.drafts.iter().find(|d| d.ready) {
         Some(d) => Ok(client

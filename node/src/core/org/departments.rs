@@ -7,19 +7,33 @@
 use super::*;
 
 impl Core {
-    /// For `chat create --department PATH` (org managers only): the path as
-    /// the policy spells it, and the certificates of its members' devices this
-    /// node has met.
+    /// For `chat create --department PATH`: the path as the policy spells it,
+    /// and the certificates of its members' devices this node has met. Org
+    /// admins and super admins make rooms for any department, a department
+    /// admin for its own subtree.
     pub(in crate::core) fn department_room(&self, path: &str) -> Result<(String, Vec<DeviceCert>)> {
         let policy = self.current_policy()?;
-        if !self.org_manager(policy) {
-            return Err(Error::NotAdmin("only the org's admins make department rooms".into()));
-        }
         let path = path.trim_matches('/');
         if !(0..policy.departments.len() as u32).any(|i| policy.path(i) == path) {
             return Err(Error::NotFound(format!(
                 "no department {path:?} in the policy (`outpost dir dept` lists them)"
             )));
+        }
+        let role = policy
+            .members
+            .iter()
+            .find(|m| m.devices.contains(&self.me))
+            .map(|m| m.role);
+        let allowed = self.holds_admin_key()
+            || match role {
+                Some(OrgRole::SuperAdmin) => true,
+                Some(OrgRole::DepartmentAdmin(d)) => within(path, &policy.path(d)),
+                _ => false,
+            };
+        if !allowed {
+            return Err(Error::NotAdmin(
+                "only the org's admins, and a department's admin for its subtree, make department rooms".into(),
+            ));
         }
         let certs = department_devices(policy, path)
             .iter()
@@ -44,6 +58,7 @@ impl Core {
             return Ok(());
         };
         let me = self.me;
+        let grants = !self.org_degraded();
         let mut adds = Vec::new();
         let mut removals = Vec::new();
         for space in spaces.iter().filter_map(|id| self.spaces.get(id)) {
@@ -63,7 +78,7 @@ impl Core {
             adds.extend(
                 desired
                     .iter()
-                    .filter(|d| !space.state.entitled(d) && **d != me)
+                    .filter(|d| grants && !space.state.entitled(d) && **d != me)
                     .filter_map(|d| self.certs.get(d).copied())
                     .map(|cert| (id, cert)),
             );
@@ -98,15 +113,16 @@ impl Core {
     }
 }
 
+/// Whether department `path` is `root` or below it.
+fn within(path: &str, root: &str) -> bool {
+    path == root || path.strip_prefix(root).is_some_and(|rest| rest.starts_with('/'))
+}
+
 /// The devices of the active members of department `path` and those below
 /// it, none revoked.
 fn department_devices(policy: &Policy, path: &str) -> BTreeSet<DeviceId> {
-    let below = format!("{path}/");
     let inside: BTreeSet<u32> = (0..policy.departments.len() as u32)
-        .filter(|&i| {
-            let p = policy.path(i);
-            p == path || p.starts_with(&below)
-        })
+        .filter(|&i| within(&policy.path(i), path))
         .collect();
     policy
         .members
@@ -115,4 +131,20 @@ fn department_devices(policy: &Policy, path: &str) -> BTreeSet<DeviceId> {
         .flat_map(|m| m.devices.iter().copied())
         .filter(|d| !policy.is_revoked(d))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::within;
+
+    #[test]
+    fn a_subtree_is_its_root_and_what_is_below_it() {
+        assert!(within("总部/技术部", "总部/技术部"));
+        assert!(within("总部/技术部/前端组", "总部/技术部"));
+        assert!(
+            !within("总部/技术部门", "总部/技术部"),
+            "a longer name is another department"
+        );
+        assert!(!within("总部", "总部/技术部"));
+    }
 }

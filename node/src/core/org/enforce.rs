@@ -29,8 +29,21 @@ impl Core {
         }
     }
 
+    /// Past the current version's expiry: the node keeps working and applies
+    /// revocations, but grants nothing new (no replicators, owners or
+    /// department members named from the policy) until a fresh version arrives.
+    pub(in crate::core) fn org_degraded(&self) -> bool {
+        self.org
+            .as_ref()
+            .and_then(|o| o.current.as_ref())
+            .is_some_and(|c| c.expired(crate::clock::now_ms()))
+    }
+
     /// The org's anchors that should replicate a new space.
     pub(in crate::core) fn org_anchors(&self) -> Vec<DeviceId> {
+        if self.org_degraded() {
+            return Vec::new();
+        }
         self.current_policy()
             .map(|p| p.anchors.iter().copied().filter(|d| *d != self.me).collect())
             .unwrap_or_default()
@@ -87,7 +100,7 @@ impl Core {
 
     /// Whether this device manages the org: it holds one of the version's admin
     /// keys, or it is a device of a super admin or department admin.
-    pub(in crate::core) fn org_manager(&self, policy: &Policy) -> bool {
+    fn org_manager(&self, policy: &Policy) -> bool {
         self.holds_admin_key()
             || policy
                 .members
@@ -113,6 +126,7 @@ impl Core {
             return Ok(());
         };
         let me = self.me;
+        let grants = !self.org_degraded();
         let mut removals = Vec::new();
         let mut namings = Vec::new();
         let administered = spaces
@@ -132,7 +146,7 @@ impl Core {
                 policy
                     .anchors
                     .iter()
-                    .filter(|d| !s.state.entitled(d) && **d != me)
+                    .filter(|d| grants && !s.state.entitled(d) && **d != me)
                     .map(|d| (space, *d)),
             );
         }

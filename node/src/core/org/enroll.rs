@@ -89,7 +89,7 @@ impl Core {
         if !self.holds_admin_key() {
             return Err(Error::NotAdmin("this device holds none of the org's admin keys".into()));
         }
-        if current.expired(crate::clock::now_ms()) {
+        if self.org_degraded() {
             return Err(Error::NotAdmin(
                 "the org policy has expired: nothing new is granted until a fresh version is published".into(),
             ));

@@ -22,7 +22,7 @@ use super::*;
 use crate::org::{
     AdminKey, AdminKeys, Header, MAX_DRAFTS, MAX_VERSIONS_PER_FRAME, OrgId, Policy, PolicyError, PolicyFrame, Signed,
     Verified,
-    body::{MemberStatus, Offboarding},
+    body::{MemberStatus, Offboarding, OrgRole},
 };
 
 /// Default validity of a version: long, so branches offline for weeks keep
@@ -119,6 +119,12 @@ pub struct Proposal {
     /// Members to make super admins of the directory (they see hidden departments).
     #[serde(default)]
     pub super_admins: Vec<String>,
+    /// Members to make admins of a department's subtree: (member id, path).
+    #[serde(default)]
+    pub department_admins: Vec<(String, String)>,
+    /// Members to make plain members again (no admin role).
+    #[serde(default)]
+    pub plain_members: Vec<String>,
     /// Whether members below admin may create spaces.
     pub members_create_spaces: Option<bool>,
     /// Whether members may invite devices outside the org into spaces.
@@ -339,13 +345,24 @@ impl Core {
                 m.devices.push(*device);
             }
         }
-        for member in &p.super_admins {
+        let roles = p
+            .super_admins
+            .iter()
+            .map(|m| Ok((m, OrgRole::SuperAdmin)))
+            .chain(
+                p.department_admins
+                    .iter()
+                    .map(|(m, path)| Ok((m, OrgRole::DepartmentAdmin(find_dept(&policy, path)?)))),
+            )
+            .chain(p.plain_members.iter().map(|m| Ok((m, OrgRole::Member))))
+            .collect::<Result<Vec<_>>>()?;
+        for (member, role) in roles {
             let m = policy
                 .members
                 .iter_mut()
                 .find(|m| m.id == *member)
                 .ok_or_else(|| Error::Invalid(format!("no member {member:?} in the policy")))?;
-            m.role = crate::org::body::OrgRole::SuperAdmin;
+            m.role = role;
         }
         for d in &p.revoke {
             if !policy.revoked.contains(d) {

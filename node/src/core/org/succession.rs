@@ -49,6 +49,9 @@ impl Core {
         spaces: &BTreeSet<SpaceId>,
         effects: &mut Effects,
     ) -> store::Result<()> {
+        if self.org_degraded() {
+            return Ok(());
+        }
         let Some(org) = &self.org else {
             return Ok(());
         };
