@@ -175,6 +175,8 @@ fn the_anchor_takes_an_enrollment_while_the_admin_is_offline() {
         admin.json(&["org", "import", chart.to_str().unwrap(), "--json"])["version"],
         2
     );
+    // The policy names the anchor: only then do the org's nodes use it.
+    assert_eq!(publish(&admin, &["--anchor", &anchor.device_id()]), 3);
     wait_until(CONVERGE, "the admin to use the anchor", || {
         status(&admin)["anchors"].as_array()?.first().map(|_| ())
     });
@@ -187,15 +189,15 @@ fn the_anchor_takes_an_enrollment_while_the_admin_is_offline() {
     laptop.start(&[]);
     let queued = laptop.json(&["org", "enroll", &ticket, "--json"]);
     assert_eq!(queued["queued"]["anchor"], anchor.device_id().as_str(), "{queued}");
-    assert!(version(&laptop) < 3, "nothing is granted until the admin's device acts");
+    assert!(version(&laptop) < 4, "nothing is granted until the admin's device acts");
 
     admin.restart();
     wait_until(
         CONVERGE,
-        "the laptop to be listed in version 3, through the anchor",
-        || (version(&laptop) == 3).then_some(()),
+        "the laptop to be listed in version 4, through the anchor",
+        || (version(&laptop) == 4).then_some(()),
     );
-    // Version 3 is the enrollment, made by the admin's device from the request
+    // Version 4 is the enrollment, made by the admin's device from the request
     // the anchor handed over.
     assert!(admin.logs().contains("enrolled a device"), "{}", admin.logs());
     assert!(anchor.logs().contains("handing a held enrollment request"));

@@ -8,7 +8,7 @@ use std::{collections::BTreeSet, time::Duration};
 
 use common::{
     Node,
-    org::{org_of_one, publish},
+    org::{Member, org_with_members, publish, write_chart},
     wait_until,
 };
 
@@ -16,14 +16,7 @@ const CONVERGE: Duration = Duration::from_secs(60);
 
 /// The devices in `space` as `node` sees it.
 fn devices(node: &Node, space: &str) -> Option<BTreeSet<String>> {
-    let m = node.try_json(&["space", "members", space, "--json"]).ok()?;
-    Some(
-        m["members"]
-            .as_array()?
-            .iter()
-            .map(|m| m["device"].as_str().unwrap().to_string())
-            .collect(),
-    )
+    Some(node.members(space)?.into_iter().map(|(device, _)| device).collect())
 }
 
 #[test]
@@ -37,27 +30,28 @@ fn a_department_room_follows_the_org_chart() {
     for node in [&mut bob, &mut carol, &mut dave] {
         node.start(&[admin.addr()]);
     }
-    let org = org_of_one(&admin);
-    for node in [&bob, &carol, &dave] {
-        assert!(node.cli(&["org", "follow", &org]).status.success());
-    }
     let chart = root.path().join("chart.csv");
-    let write_chart = |bob_dept: &str, carol_dept: &str| {
-        std::fs::write(
-            &chart,
-            format!("工号,姓名,部门\n1001,Bob,{bob_dept}\n1002,Carol,{carol_dept}\n1003,Dave,总部/技术部/前端组\n"),
-        )
-        .unwrap();
+    let chart_with = |bob_dept, carol_dept| {
+        [
+            Member {
+                id: "1001",
+                node: &bob,
+                department: bob_dept,
+            },
+            Member {
+                id: "1002",
+                node: &carol,
+                department: carol_dept,
+            },
+            Member {
+                id: "1003",
+                node: &dave,
+                department: "总部/技术部/前端组",
+            },
+        ]
     };
-    write_chart("总部/技术部", "总部/市场部");
-    assert_eq!(
-        admin.json(&["org", "import", chart.to_str().unwrap(), "--json"])["version"],
-        2
-    );
+    org_with_members(&admin, &chart, &chart_with("总部/技术部", "总部/市场部"));
     let (a, b, c, d) = (admin.device_id(), bob.device_id(), carol.device_id(), dave.device_id());
-    let listed = [format!("1001={b}"), format!("1002={c}"), format!("1003={d}")];
-    let args: Vec<&str> = listed.iter().flat_map(|l| ["--device", l.as_str()]).collect();
-    assert_eq!(publish(&admin, &args), 3);
     wait_until(CONVERGE, "the admin to meet everyone", || {
         let peers = admin.json(&["status", "--json"])["peers"].as_array()?.len();
         (peers == 3).then_some(())
@@ -126,7 +120,7 @@ fn a_department_room_follows_the_org_chart() {
     assert!(devices(&carol, &space).is_none(), "carol is in another department");
 
     // A new chart moves Bob out and Carol in: the room follows.
-    write_chart("总部/市场部", "总部/技术部");
+    write_chart(&chart, &chart_with("总部/市场部", "总部/技术部"));
     assert_eq!(
         admin.json(&["org", "import", chart.to_str().unwrap(), "--json"])["version"],
         5

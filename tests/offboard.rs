@@ -12,24 +12,11 @@ use std::time::Duration;
 
 use common::{
     Node,
-    org::{org_of_one, publish, version},
+    org::{Member, org_with_members, version},
     wait_until,
 };
-use serde_json::Value;
 
 const CONVERGE: Duration = Duration::from_secs(60);
-
-/// `node`'s view of the room's members: (device, role).
-fn members(node: &Node, space: &str) -> Option<Vec<(String, String)>> {
-    let m: Value = node.try_json(&["space", "members", space, "--json"]).ok()?;
-    Some(
-        m["members"]
-            .as_array()?
-            .iter()
-            .map(|m| (m["device"].as_str().unwrap().into(), m["role"].as_str().unwrap().into()))
-            .collect(),
-    )
-}
 
 #[test]
 fn an_offboarded_owner_hands_its_spaces_to_the_successor() {
@@ -43,23 +30,18 @@ fn an_offboarded_owner_hands_its_spaces_to_the_successor() {
     bob.start(&[admin.addr(), carol.addr()]);
     dave.start(&[admin.addr(), carol.addr()]);
 
-    let org = org_of_one(&admin);
-    for node in [&bob, &carol, &dave] {
-        let out = node.cli(&["org", "follow", &org]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    }
     let chart = root.path().join("chart.csv");
-    std::fs::write(
+    let in_tech = |id, node| Member {
+        id,
+        node,
+        department: "总部/技术部",
+    };
+    org_with_members(
+        &admin,
         &chart,
-        "工号,姓名,部门\n1001,Bob,总部/技术部\n1002,Carol,总部/技术部\n1003,Dave,总部/技术部\n",
-    )
-    .unwrap();
-    let imported = admin.json(&["org", "import", chart.to_str().unwrap(), "--json"]);
-    assert_eq!(imported["version"], 2);
+        &[in_tech("1001", &bob), in_tech("1002", &carol), in_tech("1003", &dave)],
+    );
     let (b, c, d) = (bob.device_id(), carol.device_id(), dave.device_id());
-    let devices = [format!("1001={b}"), format!("1002={c}"), format!("1003={d}")];
-    let args: Vec<&str> = devices.iter().flat_map(|d| ["--device", d.as_str()]).collect();
-    assert_eq!(publish(&admin, &args), 3);
 
     let space = bob.create_chat("team", &[&carol], &[]);
     bob.send(&space, "the plan, by bob");
@@ -103,7 +85,8 @@ fn an_offboarded_owner_hands_its_spaces_to_the_successor() {
     // Carol (a writer) hands the room to Dave; everyone still in it agrees.
     for node in [&carol, &dave] {
         let got = wait_until(CONVERGE, &format!("{} to see dave as the owner", node.name), || {
-            members(node, &space).filter(|m| m.contains(&(d.clone(), "owner".into())))
+            node.members(&space)
+                .filter(|m| m.contains(&(d.clone(), "owner".into())))
         });
         assert!(
             !got.iter().any(|(dev, _)| *dev == b),
@@ -125,7 +108,7 @@ fn an_offboarded_owner_hands_its_spaces_to_the_successor() {
     );
     dave.send(&space, "dave here");
     wait_until(CONVERGE, "carol to read dave and be an admin", || {
-        let admin_now = members(&carol, &space)?.contains(&(c.clone(), "admin".into()));
+        let admin_now = carol.members(&space)?.contains(&(c.clone(), "admin".into()));
         (admin_now && carol.log_texts(&space).contains(&"dave here".to_string())).then_some(())
     });
 

@@ -45,7 +45,10 @@ use crate::{
     identity::DeviceKeys,
     ids::DeviceId,
     link::{JoinOutcome, JoinRequest, Ticket},
-    org::enroll::{EnrollOutcome, EnrollRequest, EnrollTicket},
+    org::{
+        OrgId,
+        enroll::{EnrollOutcome, EnrollRequest, EnrollTicket},
+    },
     sync::{self, Backoff, Request, Response},
 };
 
@@ -446,8 +449,13 @@ struct NetActor {
     joins: HashMap<OutboundRequestId, oneshot::Sender<JoinOutcome>>,
     enrolls: HashMap<OutboundRequestId, Enrolling>,
     /// As an anchor: enrollment requests held for admin devices that were
-    /// offline, by admin device (bounded, see [`MAX_HELD_ENROLLS`]).
-    held_enrolls: HashMap<DeviceId, Vec<EnrollRequest>>,
+    /// offline, by admin device, with when they came (bounded, see
+    /// [`MAX_HELD_ENROLLS`]).
+    held_enrolls: HashMap<DeviceId, Vec<(EnrollRequest, Instant)>>,
+    /// The org this node follows, and the anchors its policy names (`None`
+    /// without a policy: then any peer serving as one is used).
+    org: Option<OrgId>,
+    policy_anchors: Option<BTreeSet<DeviceId>>,
     /// The highest policy version each peer said it holds (its answers): a
     /// peer that does not advance is not sent the same versions again.
     policy_seen: HashMap<PeerId, u64>,
@@ -459,6 +467,9 @@ struct NetActor {
     serving_anchor: bool,
     /// Anchors this node uses, while connected to them.
     anchors: Anchors,
+    /// Connected peers this node dialled that serve as anchors, used or not
+    /// (the policy may name them later).
+    anchor_candidates: HashSet<PeerId>,
     /// The rendezvous namespace of the org this node follows.
     namespace: rendezvous::Namespace,
     mdns_peers: HashSet<PeerId>,
@@ -503,11 +514,14 @@ impl NetActor {
             joins: HashMap::new(),
             enrolls: HashMap::new(),
             held_enrolls: HashMap::new(),
+            org: None,
+            policy_anchors: None,
             policy_seen: HashMap::new(),
             revoked: BTreeSet::new(),
             admitted,
             serving_anchor: config.anchor,
             anchors: Anchors::new(),
+            anchor_candidates: HashSet::new(),
             namespace: anchor::namespace(None),
             mdns_peers: HashSet::new(),
             listen: Vec::new(),
@@ -628,15 +642,24 @@ impl NetActor {
         if request.cert.device != from || !request.cert.verify() {
             return EnrollOutcome::Refused("the request's certificate is not the requesting device's".into());
         }
+        if self.org != Some(request.org) {
+            return EnrollOutcome::Refused("this anchor does not serve the ticket's org".into());
+        }
+        // One request per device in all; none older than an invite lives.
+        let now = Instant::now();
+        let ttl = Duration::from_millis(crate::org::enroll::INVITE_TTL_MS);
+        for queue in self.held_enrolls.values_mut() {
+            queue.retain(|(r, at)| r.cert.device != from && now.duration_since(*at) < ttl);
+        }
+        self.held_enrolls.retain(|_, q| !q.is_empty());
         let held: usize = self.held_enrolls.values().map(Vec::len).sum();
-        let queue = self.held_enrolls.entry(request.admin).or_default();
-        queue.retain(|r| r.cert.device != from);
-        if held >= MAX_HELD_ENROLLS || queue.len() >= MAX_HELD_ENROLLS_PER_ADMIN {
+        let for_admin = self.held_enrolls.get(&request.admin).map_or(0, Vec::len);
+        if held >= MAX_HELD_ENROLLS || for_admin >= MAX_HELD_ENROLLS_PER_ADMIN {
             return EnrollOutcome::Refused("the anchor holds too many requests; try again later".into());
         }
         info!(admin = %request.admin.fmt_short(), device = %from.fmt_short(), "holding an enrollment request for an offline admin device");
         let admin = request.admin;
-        queue.push(*request);
+        self.held_enrolls.entry(admin).or_default().push((*request, now));
         self.hand_over_enrolls(admin);
         EnrollOutcome::Queued { anchor: self.me }
     }
@@ -646,7 +669,7 @@ impl NetActor {
         let Some(peer) = self.connected.iter().find(|(_, c)| c.device == admin).map(|(p, _)| *p) else {
             return;
         };
-        for request in self.held_enrolls.remove(&admin).unwrap_or_default() {
+        for (request, _) in self.held_enrolls.remove(&admin).unwrap_or_default() {
             info!(admin = %admin.fmt_short(), device = %request.cert.device.fmt_short(), "handing a held enrollment request to its admin device");
             self.swarm
                 .behaviour_mut()
@@ -706,25 +729,70 @@ impl NetActor {
             warn!(%peer, "closing the session with a device the org revoked");
             let _ = self.swarm.disconnect_peer_id(peer);
         }
+        self.policy_anchors = org.admitted.as_ref().map(|_| org.anchors.clone());
+        let dropped: Vec<PeerId> = self
+            .anchors
+            .keys()
+            .filter(|p| !self.is_org_anchor(p))
+            .copied()
+            .collect();
+        for peer in dropped {
+            info!(%peer, "no longer using a peer the org's policy does not name as an anchor");
+            if let Some(listener) = self.anchors.remove(&peer).and_then(|l| l.listener) {
+                self.swarm.remove_listener(listener);
+            }
+        }
         self.revoked = org.revoked;
         self.admitted.set(org.admitted);
+        self.org = org.org;
         self.namespace = anchor::namespace(org.org);
+        let candidates: Vec<PeerId> = self.anchor_candidates.iter().copied().collect();
+        for peer in candidates {
+            self.adopt_anchor(peer);
+        }
         self.use_anchors();
     }
 
-    /// A connected peer announced itself: if it is an anchor, use it.
+    /// Whether `peer` may serve this node as an anchor: one the org's policy
+    /// names, or any without a policy.
+    fn is_org_anchor(&self, peer: &PeerId) -> bool {
+        match (&self.policy_anchors, device_of(peer)) {
+            (None, _) => true,
+            (Some(named), Some(device)) => named.contains(&device),
+            (Some(_), None) => false,
+        }
+    }
+
+    /// A connected peer announced itself: if it serves as an anchor, note it
+    /// and use it if the org's policy names it.
     fn identified(&mut self, peer: PeerId, info: &identify::Info) {
-        if !anchor::is_anchor(info) || self.serving_anchor || self.anchors.contains_key(&peer) {
+        if !anchor::is_anchor(info) || self.serving_anchor {
             return;
         }
         // Only an address this node dialled is known to reach it.
-        let Some(c) = self.connected.get(&peer).filter(|c| c.dialed) else {
+        if !self.connected.get(&peer).is_some_and(|c| c.dialed) {
             debug!(%peer, "an anchor dialled in; it is used once this node dials it");
+            return;
+        }
+        self.anchor_candidates.insert(peer);
+        self.adopt_anchor(peer);
+        self.use_anchors();
+    }
+
+    /// Uses a connected peer serving as an anchor, if allowed and not yet used.
+    fn adopt_anchor(&mut self, peer: PeerId) {
+        if self.anchors.contains_key(&peer) {
+            return;
+        }
+        if !self.is_org_anchor(&peer) {
+            debug!(%peer, "a peer serves as an anchor, but the org's policy does not name it");
+            return;
+        }
+        let Some(c) = self.connected.get(&peer) else {
             return;
         };
         info!(anchor = %c.device.fmt_short(), address = %c.address, "using an anchor for relay and rendezvous");
         self.anchors.insert(peer, AnchorLink::new(c.address.clone()));
-        self.use_anchors();
     }
 
     /// For each anchor: listen through its relay, register this node's
@@ -738,7 +806,7 @@ impl NetActor {
                 continue;
             };
             let circuit = link.circuit(peer);
-            let listen = link.listener.is_none();
+            let listen = link.listener.is_none() && now >= link.listen_after;
             let register = has_addresses && link.must_register(&self.namespace, now);
             let discover = (now >= link.next_discover).then(|| link.cookie.clone());
             if register {
@@ -763,7 +831,7 @@ impl NetActor {
                 debug!(%peer, %error, "cannot register at the anchor yet");
             }
             if let Some(cookie) = discover {
-                rendezvous.discover(Some(self.namespace.clone()), cookie, None, peer);
+                rendezvous.discover(Some(self.namespace.clone()), cookie, Some(anchor::DISCOVER_LIMIT), peer);
             }
         }
     }
@@ -774,16 +842,20 @@ impl NetActor {
             link.cookie = Some(cookie);
         }
         let me = *self.swarm.local_peer_id();
+        let pending = self.swarm.network_info().connection_counters().num_pending_outgoing() as usize;
+        let mut budget = DISCOVERED_DIAL_BUDGET.saturating_sub(self.connected.len() + pending);
         for r in registrations {
             let peer = r.record.peer_id();
+            // Only devices the org admits (its policy's), never a revoked one.
             let revoked = device_of(&peer).is_none_or(|d| self.revoked.contains(&d));
-            if peer == me || revoked || self.connected.contains_key(&peer) {
+            if peer == me || revoked || !self.admitted.admits(&peer) || self.connected.contains_key(&peer) {
                 continue;
             }
-            if self.connected.len() >= DISCOVERED_DIAL_BUDGET {
+            if budget == 0 {
                 debug!("enough connections; not dialling more nodes found at the anchor");
                 break;
             }
+            budget -= 1;
             debug!(%peer, "dialling a node found at the anchor");
             let opts = DialOpts::peer_id(peer)
                 .addresses(r.record.addresses().to_vec())
@@ -979,9 +1051,11 @@ impl NetActor {
                 self.listen.retain(|a| a != &address);
             }
             SwarmEvent::ListenerClosed { listener_id, .. } => {
-                // Listened again through the anchor at the next tick, while connected.
+                // Listened again through the anchor later, while connected (a
+                // refused reservation closes the listener: no retry storm).
                 for link in self.anchors.values_mut().filter(|l| l.listener == Some(listener_id)) {
                     link.listener = None;
+                    link.listen_after = Instant::now() + anchor::REGISTER_RETRY;
                 }
             }
             SwarmEvent::ConnectionEstablished {
@@ -1033,6 +1107,7 @@ impl NetActor {
                 if let Some(c) = self.connected.remove(&peer_id) {
                     info!(peer = %c.device.fmt_short(), "disconnected");
                 }
+                self.anchor_candidates.remove(&peer_id);
                 if let Some(listener) = self.anchors.remove(&peer_id).and_then(|l| l.listener) {
                     self.swarm.remove_listener(listener);
                 }

@@ -238,6 +238,18 @@ impl Node {
             .cloned()
     }
 
+    /// A space's members as this node sees them: (device, role).
+    pub fn members(&self, space: &str) -> Option<Vec<(String, String)>> {
+        let m = self.try_json(&["space", "members", space, "--json"]).ok()?;
+        Some(
+            m["members"]
+                .as_array()?
+                .iter()
+                .map(|m| (m["device"].as_str().unwrap().into(), m["role"].as_str().unwrap().into()))
+                .collect(),
+        )
+    }
+
     pub fn card(&self) -> String {
         self.json(&["id", "--json"])["card"].as_str().expect("card").to_string()
     }

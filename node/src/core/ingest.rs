@@ -5,10 +5,22 @@
 use super::*;
 
 impl Core {
-    /// Judges again every envelope waiting in a pending set: something they may
-    /// wait for (a policy version) arrived.
-    pub(super) fn retry_pending(&mut self, tx: &mut Txn, effects: &mut Effects) -> store::Result<()> {
-        let waiting: Vec<Envelope> = self.spaces.values_mut().flat_map(|s| s.pending.take_all()).collect();
+    /// Judges again the `Succession` operations waiting in pending sets: a
+    /// policy version they may wait for arrived. (Everything else there waits
+    /// for parents, not for the policy.)
+    pub(super) fn retry_successions(&mut self, tx: &mut Txn, effects: &mut Effects) -> store::Result<()> {
+        let mut waiting = Vec::new();
+        for space in self.spaces.values_mut() {
+            let (successions, rest): (Vec<_>, Vec<_>) = space
+                .pending
+                .take_all()
+                .into_iter()
+                .partition(|e| matches!(e.control_op(), Ok(ControlOp::Succession(_))));
+            for env in rest {
+                space.pending.insert(env);
+            }
+            waiting.extend(successions);
+        }
         if !waiting.is_empty() {
             self.ingest_with(tx, None, Vec::new(), waiting, effects)?;
         }
@@ -133,9 +145,7 @@ impl Core {
                         if !from_pending.contains(&env.id()) {
                             ack.duplicate += 1;
                         }
-                        if space.pending.remove(&env.id()).is_some() {
-                            tx.remove_pending(&env.id())?;
-                        }
+                        unpend(tx, space, &env.id(), &from_pending)?;
                     }
                     Verdict::Reject(reason) => {
                         warn!(%peer, space = %space_id.fmt_short(), author = %env.header().author.fmt_short(), %reason, "rejected an envelope");
@@ -144,9 +154,7 @@ impl Core {
                             space.invalid_control += 1;
                         }
                         ack.rejected += 1;
-                        if space.pending.remove(&env.id()).is_some() {
-                            tx.remove_pending(&env.id())?;
-                        }
+                        unpend(tx, space, &env.id(), &from_pending)?;
                     }
                     Verdict::Equivocation => {
                         let h = env.header();
@@ -160,18 +168,14 @@ impl Core {
                         {
                             purges.insert(space_id);
                         }
-                        if space.pending.remove(&env.id()).is_some() {
-                            tx.remove_pending(&env.id())?;
-                        }
+                        unpend(tx, space, &env.id(), &from_pending)?;
                     }
                     Verdict::Covered => match space.note_covered(&env) {
                         None => {
                             if !from_pending.contains(&env.id()) {
                                 ack.duplicate += 1;
                             }
-                            if space.pending.remove(&env.id()).is_some() {
-                                tx.remove_pending(&env.id())?;
-                            }
+                            unpend(tx, space, &env.id(), &from_pending)?;
                         }
                         Some(first) => {
                             let h = env.header();
@@ -190,9 +194,7 @@ impl Core {
                         if space.mark_invalid(env.id()) {
                             tx.put_invalid(&space_id, &env.id())?;
                         }
-                        if space.pending.remove(&env.id()).is_some() {
-                            tx.remove_pending(&env.id())?;
-                        }
+                        unpend(tx, space, &env.id(), &from_pending)?;
                     }
                     Verdict::Wait => waiting.push(env),
                     Verdict::Accept(checked) => {
@@ -389,4 +391,14 @@ impl Core {
             }
         }
     }
+}
+
+/// An envelope judged for good leaves the pending set, and its stored row
+/// goes too if it was waiting (in memory now, or taken out earlier in this
+/// batch to be judged again).
+fn unpend(tx: &mut Txn, space: &mut Space, id: &EnvelopeId, from_pending: &BTreeSet<EnvelopeId>) -> store::Result<()> {
+    if space.pending.remove(id).is_some() || from_pending.contains(id) {
+        tx.remove_pending(id)?;
+    }
+    Ok(())
 }

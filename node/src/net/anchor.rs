@@ -33,8 +33,12 @@ const REGISTRATION_TTL: rendezvous::Ttl = rendezvous::DEFAULT_TTL;
 /// Registrations an anchor keeps: an org of 50,000 members with two devices
 /// each, at a few hundred bytes per record.
 const MAX_REGISTRATIONS: usize = 200_000;
-/// How long before a registration sent without an answer is sent again.
+/// How long before a registration sent without an answer is sent again, and
+/// before listening through an anchor again after it refused or closed.
 pub(super) const REGISTER_RETRY: Duration = Duration::from_secs(30);
+/// Registrations asked for per discovery (a rendezvous message is at most
+/// 1 MiB); the cookie pages through the rest at the next re-syncs.
+pub(super) const DISCOVER_LIMIT: u64 = 1000;
 
 /// The devices the org's policy admits, shared between the network actor and
 /// the relay's limiters. `None` until a policy is known: then nobody is told
@@ -47,7 +51,7 @@ impl Admitted {
         *self.0.write().unwrap_or_else(|e| e.into_inner()) = admitted;
     }
 
-    fn admits(&self, peer: &PeerId) -> bool {
+    pub(super) fn admits(&self, peer: &PeerId) -> bool {
         let guard = self.0.read().unwrap_or_else(|e| e.into_inner());
         match (&*guard, device_of(peer)) {
             (None, _) => true,
@@ -116,6 +120,8 @@ pub(super) struct AnchorLink {
     pub(super) addr: Multiaddr,
     /// The listener through its relay.
     pub(super) listener: Option<ListenerId>,
+    /// Not before: a reservation refused or a circuit listener closed.
+    pub(super) listen_after: Instant,
     /// Registered under this namespace, renewed after this instant.
     pub(super) registered: Option<(rendezvous::Namespace, Instant)>,
     pub(super) cookie: Option<rendezvous::Cookie>,
@@ -130,6 +136,7 @@ impl AnchorLink {
         Self {
             addr,
             listener: None,
+            listen_after: Instant::now(),
             registered: None,
             cookie: None,
             next_discover: Instant::now(),

@@ -13,6 +13,11 @@ impl Core {
     /// admin for its own subtree.
     pub(in crate::core) fn department_room(&self, path: &str) -> Result<(String, Vec<DeviceCert>)> {
         let policy = self.current_policy()?;
+        if self.org_degraded() {
+            return Err(Error::NotAdmin(
+                "the org policy has expired: nothing new is granted until a fresh version is published".into(),
+            ));
+        }
         let path = path.trim_matches('/');
         if !(0..policy.departments.len() as u32).any(|i| policy.path(i) == path) {
             return Err(Error::NotFound(format!(
@@ -70,9 +75,13 @@ impl Core {
                 continue;
             }
             let desired = department_devices(policy, path);
+            // The users with a device in the department, by the room's own
+            // certificates first: every admin of the room decides alike for
+            // its members, whatever certificates it has met.
             let users: BTreeSet<UserId> = desired
                 .iter()
-                .filter_map(|d| self.certs.get(d).map(|c| c.user))
+                .filter_map(|d| members.get(d).map(|m| &m.cert).or_else(|| self.certs.get(d)))
+                .map(|c| c.user)
                 .collect();
             let id = space.state.space;
             adds.extend(
@@ -99,17 +108,7 @@ impl Core {
                 }
             }
         }
-        for (space, device) in removals {
-            match self.change_members(tx, space, MemberChange::RemoveDevice(device.to_string()), effects)? {
-                Ok(_) => {
-                    info!(space = %space.fmt_short(), device = %device.fmt_short(), "removed a device that left the department")
-                }
-                Err(e) => {
-                    warn!(space = %space.fmt_short(), device = %device.fmt_short(), error = %e, "could not remove a device that left the department")
-                }
-            }
-        }
-        Ok(())
+        self.remove_for_org(tx, removals, "it left the room's department", effects)
     }
 }
 

@@ -122,6 +122,8 @@ impl Core {
         spaces: &BTreeSet<SpaceId>,
         effects: &mut Effects,
     ) -> store::Result<()> {
+        // First, so the successor inherits before revocation removes the owner.
+        self.enforce_successions(tx, spaces, effects)?;
         let Ok(policy) = self.current_policy() else {
             return Ok(());
         };
@@ -150,22 +152,33 @@ impl Core {
                     .map(|d| (space, *d)),
             );
         }
-        for (space, device) in removals {
-            match self.change_members(tx, space, MemberChange::RemoveDevice(device.to_string()), effects)? {
-                Ok(_) => {
-                    info!(space = %space.fmt_short(), device = %device.fmt_short(), "removed a device the org revoked")
-                }
-                Err(e) => {
-                    warn!(space = %space.fmt_short(), device = %device.fmt_short(), error = %e, "could not remove a device the org revoked")
-                }
-            }
-        }
+        self.remove_for_org(tx, removals, "the org revoked it", effects)?;
         for (space, device) in namings {
             if let Err(e) = self.invite_replicator(tx, space, device, effects)? {
                 warn!(space = %space.fmt_short(), device = %device.fmt_short(), error = %e, "could not name the org's anchor a replicator");
             }
         }
-        self.enforce_successions(tx, spaces, effects)?;
         self.enforce_departments(tx, spaces, effects)
+    }
+
+    /// Removes each (space, device) as this owner or admin, under a new epoch,
+    /// logging `why`; a removal that fails is logged and the rest go on.
+    pub(in crate::core) fn remove_for_org(
+        &mut self,
+        tx: &mut Txn,
+        removals: Vec<(SpaceId, DeviceId)>,
+        why: &str,
+        effects: &mut Effects,
+    ) -> store::Result<()> {
+        for (space, device) in removals {
+            let change = MemberChange::RemoveDevice(device.to_string());
+            match self.change_members(tx, space, change, effects)? {
+                Ok(_) => info!(space = %space.fmt_short(), device = %device.fmt_short(), why, "removed a device"),
+                Err(e) => {
+                    warn!(space = %space.fmt_short(), device = %device.fmt_short(), why, error = %e, "could not remove a device")
+                }
+            }
+        }
+        Ok(())
     }
 }

@@ -573,23 +573,19 @@ impl Core {
             Ok(found) => found,
             Err(e) => return Ok(Err(e)),
         };
-        match self.accept_version(tx, signed, effects)? {
+        match self.accept_version(tx, signed)? {
             Ok(v) => {
                 info!(version = v, "published a policy version");
+                self.policy_advanced(tx, effects)?;
                 Ok(Ok(()))
             }
             Err(e) => Ok(Err(Error::Invalid(format!("the draft cannot be published: {e}")))),
         }
     }
 
-    /// Verifies `signed` as the next version and makes it current (durably),
-    /// then enforces what it revokes.
-    fn accept_version(
-        &mut self,
-        tx: &mut Txn,
-        signed: Signed,
-        effects: &mut Effects,
-    ) -> store::Result<std::result::Result<u64, PolicyError>> {
+    /// Verifies `signed` as the next version and makes it current (durably);
+    /// the caller then applies it ([`Core::policy_advanced`]).
+    fn accept_version(&mut self, tx: &mut Txn, signed: Signed) -> store::Result<std::result::Result<u64, PolicyError>> {
         let Some(org) = self.org.as_ref() else {
             return Ok(Err(PolicyError::WrongOrg));
         };
@@ -636,11 +632,17 @@ impl Core {
         }
         org.advance(verified);
         self.policy_changed = true;
-        let spaces: BTreeSet<SpaceId> = self.spaces.keys().copied().collect();
-        self.enforce_policy(tx, &spaces, effects)?;
-        // Operations that waited for this version can be judged now.
-        self.retry_pending(tx, effects)?;
         Ok(Ok(version))
+    }
+
+    /// After new versions were accepted (once per frame or publication): the
+    /// successions that waited for them are judged, then the policy is applied
+    /// to every space (so a node that just took another member's succession
+    /// does not make its own).
+    fn policy_advanced(&mut self, tx: &mut Txn, effects: &mut Effects) -> store::Result<()> {
+        self.retry_successions(tx, effects)?;
+        let spaces: BTreeSet<SpaceId> = self.spaces.keys().copied().collect();
+        self.enforce_policy(tx, &spaces, effects)
     }
 
     /// Keeps a draft, merging the signatures of a copy held; tells peers when
@@ -847,15 +849,22 @@ impl Core {
         if self.org.as_ref().is_none_or(|o| o.id != frame.org) {
             return Ok(None);
         }
+        let mut advanced = false;
         for signed in frame.versions {
-            match self.accept_version(tx, signed, effects)? {
-                Ok(version) => info!(peer = %from.fmt_short(), version, "new policy version"),
+            match self.accept_version(tx, signed)? {
+                Ok(version) => {
+                    info!(peer = %from.fmt_short(), version, "new policy version");
+                    advanced = true;
+                }
                 Err(PolicyError::Rollback { .. }) => {}
                 Err(e) => {
                     warn!(peer = %from.fmt_short(), error = %e, "refused a policy version");
                     break;
                 }
             }
+        }
+        if advanced {
+            self.policy_advanced(tx, effects)?;
         }
         // Drafts for the next version, each signed by an admin already (of the
         // current version, or for version 1 of the admin set the org id commits

@@ -42,7 +42,9 @@ impl Core {
 
     /// In each of `spaces` where a member some version offboards still owns the
     /// space and this device is a member holding the current key: a
-    /// `Succession` to the member's successor.
+    /// `Succession` to the member's successor. Owners and admins who stay act;
+    /// other members only when no such owner or admin is left (fewer
+    /// concurrent successions, which would merge anyway).
     pub(in crate::core) fn enforce_successions(
         &mut self,
         tx: &mut Txn,
@@ -59,13 +61,19 @@ impl Core {
         let mut work = Vec::new();
         for space in spaces.iter().filter_map(|id| self.spaces.get(id)) {
             let members = &space.state.members;
-            if !members.contains_key(&me) || !space.can_rotate() {
+            let Some(mine) = members.get(&me) else {
+                continue;
+            };
+            if !space.can_rotate() {
                 continue;
             }
             let owns = |d: &DeviceId| members.get(d).is_some_and(|m| m.role == Role::Owner);
             for (version, (hash, offboardings)) in &org.successions {
                 for o in offboardings.iter().filter(|o| !o.leaving.contains(&me)) {
-                    if o.leaving.iter().any(owns) {
+                    let managers_stay = members
+                        .values()
+                        .any(|m| m.role >= Role::Admin && !o.leaving.contains(&m.cert.device));
+                    if o.leaving.iter().any(owns) && (mine.role >= Role::Admin || !managers_stay) {
                         work.push((space.state.space, *version, *hash, o.clone()));
                     }
                 }
