@@ -251,9 +251,12 @@ struct DaemonArgs {
     #[arg(long)]
     no_listen: bool,
     /// Serve as the org's anchor: a circuit relay sized for sync and a
-    /// rendezvous point where the org's nodes find each other. Name this
-    /// device in the policy (`org propose --anchor DEVICE`) and it also
-    /// replicates every space, storing and forwarding ciphertext it cannot read.
+    /// rendezvous point where the org's nodes find each other, holding
+    /// enrollment requests for admin devices that are offline. Follow the org
+    /// here (`org follow ORG`: the relay then serves the org's devices only)
+    /// and name this device in the policy (`org propose --anchor DEVICE`): the
+    /// org's nodes then use it, and it replicates every space, storing and
+    /// forwarding ciphertext it cannot read.
     #[arg(long)]
     anchor: bool,
     /// A peer to keep connected to (repeatable), e.g. /ip4/10.0.0.2/tcp/4001.
