@@ -155,9 +155,9 @@ fn the_org_anchor_stores_and_forwards_what_it_cannot_read() {
 }
 
 /// The admin's device is offline when a new device enrolls: the ticket names
-/// the admin's anchor, which holds the request and hands it over when the
-/// admin's device comes back; the new version reaches the new device through
-/// the anchor.
+/// the admin's anchor, which holds the request (durably: across its own
+/// restart) and hands it over when the admin's device comes back; the new
+/// version reaches the new device through the anchor.
 #[test]
 fn the_anchor_takes_an_enrollment_while_the_admin_is_offline() {
     let root = tempfile::tempdir().unwrap();
@@ -186,11 +186,13 @@ fn the_anchor_takes_an_enrollment_while_the_admin_is_offline() {
         .to_string();
     admin.stop();
 
-    laptop.start(&[]);
+    laptop.start(&[anchor.addr()]);
     let queued = laptop.json(&["org", "enroll", &ticket, "--json"]);
     assert_eq!(queued["queued"]["anchor"], anchor.device_id().as_str(), "{queued}");
     assert!(version(&laptop) < 4, "nothing is granted until the admin's device acts");
 
+    anchor.stop();
+    anchor.restart();
     admin.restart();
     wait_until(
         CONVERGE,

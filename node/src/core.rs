@@ -356,6 +356,21 @@ enum ToCore {
         anchors: Vec<String>,
         reply: Reply<crate::org::enroll::EnrollTicket>,
     },
+    /// As an anchor: hold a request for an offline admin device.
+    HoldEnroll {
+        from: DeviceId,
+        request: Box<crate::org::enroll::EnrollRequest>,
+        reply: Reply<crate::org::enroll::EnrollOutcome>,
+    },
+    /// The requests held for an admin device.
+    HeldFor {
+        admin: DeviceId,
+        reply: Reply<Vec<crate::org::enroll::EnrollRequest>>,
+    },
+    /// The admin device answered the request held for `device`.
+    ReleaseHeld {
+        device: DeviceId,
+    },
     /// A device asks to enroll with an invite this device issued.
     TakeEnroll {
         from: DeviceId,
@@ -589,6 +604,30 @@ impl CoreHandle {
     }
 
     /// Answers a device's enrollment request.
+    /// As an anchor: holds `request` for its offline admin device, durably.
+    pub async fn hold_enroll(
+        &self,
+        from: DeviceId,
+        request: crate::org::enroll::EnrollRequest,
+    ) -> Result<crate::org::enroll::EnrollOutcome> {
+        self.call(|reply| ToCore::HoldEnroll {
+            from,
+            request: Box::new(request),
+            reply,
+        })
+        .await
+    }
+
+    /// The enrollment requests this anchor holds for `admin`.
+    pub async fn held_for(&self, admin: DeviceId) -> Result<Vec<crate::org::enroll::EnrollRequest>> {
+        self.call(|reply| ToCore::HeldFor { admin, reply }).await
+    }
+
+    /// Drops the request held for `device` (its admin device answered).
+    pub async fn release_held(&self, device: DeviceId) {
+        let _ = self.tx.send(ToCore::ReleaseHeld { device }).await;
+    }
+
     pub async fn take_enroll(
         &self,
         from: DeviceId,
@@ -941,6 +980,10 @@ impl Core {
                 } => self
                     .org_invite(txn, &member, addrs, anchors)
                     .map(|outcome| effects.reply_result(reply, outcome)),
+                ToCore::HoldEnroll { from, request, reply } => self
+                    .hold_enroll(txn, from, *request)
+                    .map(|outcome| effects.reply(reply, outcome)),
+                ToCore::ReleaseHeld { device } => self.release_held(txn, device),
                 ToCore::TakeEnroll { from, request, reply } => self
                     .take_enroll(txn, from, *request, &mut effects)
                     .map(|outcome| effects.reply(reply, outcome)),
@@ -1053,6 +1096,11 @@ impl Core {
             ToCore::TakePolicy { reply, .. } => fail_unavailable(reply),
             ToCore::OrgInvite { reply, .. } => fail_unavailable(reply),
             ToCore::TakeEnroll { reply, .. } => fail_unavailable(reply),
+            ToCore::HoldEnroll { reply, .. } => fail_unavailable(reply),
+            ToCore::ReleaseHeld { .. } => {}
+            ToCore::HeldFor { admin, reply } => {
+                let _ = reply.send(Ok(self.held_for(&admin)));
+            }
             ToCore::EnforcePolicy => {}
             ToCore::OrgShow { reply } => {
                 let _ = reply.send(self.org_view());

@@ -45,10 +45,7 @@ use crate::{
     identity::DeviceKeys,
     ids::DeviceId,
     link::{JoinOutcome, JoinRequest, Ticket},
-    org::{
-        OrgId,
-        enroll::{EnrollOutcome, EnrollRequest, EnrollTicket},
-    },
+    org::enroll::{EnrollOutcome, EnrollRequest, EnrollTicket},
     sync::{self, Backoff, Request, Response},
 };
 
@@ -76,8 +73,6 @@ const MAX_PUSHES_IN_FLIGHT: usize = 4;
 /// peer pulls what it lacks at its next offer.
 const OUTBOX_BYTES_CAP: usize = 32 << 20;
 /// Enrollment requests an anchor holds in all, and for one admin device.
-const MAX_HELD_ENROLLS: usize = 1024;
-const MAX_HELD_ENROLLS_PER_ADMIN: usize = 64;
 /// Connections past which nodes found at an anchor are not dialled (each
 /// idle connection costs tens of KiB; design-rationale G4).
 const DISCOVERED_DIAL_BUDGET: usize = 64;
@@ -448,13 +443,11 @@ struct NetActor {
     /// Join requests in flight, with who waits for the answer.
     joins: HashMap<OutboundRequestId, oneshot::Sender<JoinOutcome>>,
     enrolls: HashMap<OutboundRequestId, Enrolling>,
-    /// As an anchor: enrollment requests held for admin devices that were
-    /// offline, by admin device, with when they came (bounded, see
-    /// [`MAX_HELD_ENROLLS`]).
-    held_enrolls: HashMap<DeviceId, Vec<(EnrollRequest, Instant)>>,
-    /// The org this node follows, and the anchors its policy names (`None`
-    /// without a policy: then any peer serving as one is used).
-    org: Option<OrgId>,
+    /// As an anchor: held enrollment requests handed to their admin device,
+    /// by request, with the requesting device (released once answered).
+    relayed: HashMap<OutboundRequestId, DeviceId>,
+    /// The anchors the org's policy names (`None` without a policy: then any
+    /// peer serving as one is used).
     policy_anchors: Option<BTreeSet<DeviceId>>,
     /// The highest policy version each peer said it holds (its answers): a
     /// peer that does not advance is not sent the same versions again.
@@ -513,8 +506,7 @@ impl NetActor {
             pushes: HashMap::new(),
             joins: HashMap::new(),
             enrolls: HashMap::new(),
-            held_enrolls: HashMap::new(),
-            org: None,
+            relayed: HashMap::new(),
             policy_anchors: None,
             policy_seen: HashMap::new(),
             revoked: BTreeSet::new(),
@@ -636,46 +628,21 @@ impl NetActor {
         )));
     }
 
-    /// As an anchor: holds an enrollment request for an admin device (one per
-    /// requesting device), and hands it over now if that device is connected.
-    fn hold_enroll(&mut self, from: DeviceId, request: Box<EnrollRequest>) -> EnrollOutcome {
-        if request.cert.device != from || !request.cert.verify() {
-            return EnrollOutcome::Refused("the request's certificate is not the requesting device's".into());
-        }
-        if self.org != Some(request.org) {
-            return EnrollOutcome::Refused("this anchor does not serve the ticket's org".into());
-        }
-        // One request per device in all; none older than an invite lives.
-        let now = Instant::now();
-        let ttl = Duration::from_millis(crate::org::enroll::INVITE_TTL_MS);
-        for queue in self.held_enrolls.values_mut() {
-            queue.retain(|(r, at)| r.cert.device != from && now.duration_since(*at) < ttl);
-        }
-        self.held_enrolls.retain(|_, q| !q.is_empty());
-        let held: usize = self.held_enrolls.values().map(Vec::len).sum();
-        let for_admin = self.held_enrolls.get(&request.admin).map_or(0, Vec::len);
-        if held >= MAX_HELD_ENROLLS || for_admin >= MAX_HELD_ENROLLS_PER_ADMIN {
-            return EnrollOutcome::Refused("the anchor holds too many requests; try again later".into());
-        }
-        info!(admin = %request.admin.fmt_short(), device = %from.fmt_short(), "holding an enrollment request for an offline admin device");
-        let admin = request.admin;
-        self.held_enrolls.entry(admin).or_default().push((*request, now));
-        self.hand_over_enrolls(admin);
-        EnrollOutcome::Queued { anchor: self.me }
-    }
-
-    /// Sends the requests held for `admin` to it, if it is connected.
-    fn hand_over_enrolls(&mut self, admin: DeviceId) {
-        let Some(peer) = self.connected.iter().find(|(_, c)| c.device == admin).map(|(p, _)| *p) else {
+    /// As an anchor: hands the requests held for `device` (an admin device
+    /// that just connected) over to it; each stays held until it answers.
+    fn hand_over_enrolls(&mut self, peer: PeerId, device: DeviceId) {
+        if !self.serving_anchor {
             return;
-        };
-        for (request, _) in self.held_enrolls.remove(&admin).unwrap_or_default() {
-            info!(admin = %admin.fmt_short(), device = %request.cert.device.fmt_short(), "handing a held enrollment request to its admin device");
-            self.swarm
-                .behaviour_mut()
-                .sync
-                .send_request(&peer, Ok(Request::EnrollRelayed(Box::new(request))));
         }
+        let core = self.core.clone();
+        let out = self.internal_tx.clone();
+        self.spawn(async move {
+            for request in core.held_for(device).await.unwrap_or_default() {
+                info!(admin = %device.fmt_short(), device = %request.cert.device.fmt_short(), "handing a held enrollment request to its admin device");
+                let request = Request::EnrollRelayed(Box::new(request));
+                let _ = out.send(Internal::Send { peer, request }).await;
+            }
+        });
     }
 
     /// The peer id of `device`, with `addrs` noted for dialling it.
@@ -692,7 +659,14 @@ impl NetActor {
         match work {
             Internal::Send { peer, request } => {
                 if self.connected.contains_key(&peer) {
-                    self.swarm.behaviour_mut().sync.send_request(&peer, Ok(request));
+                    let relayed = match &request {
+                        Request::EnrollRelayed(r) => Some(r.cert.device),
+                        _ => None,
+                    };
+                    let id = self.swarm.behaviour_mut().sync.send_request(&peer, Ok(request));
+                    if let Some(device) = relayed {
+                        self.relayed.insert(id, device);
+                    }
                 }
             }
             Internal::Push { peer, envelopes, more } => {
@@ -744,7 +718,6 @@ impl NetActor {
         }
         self.revoked = org.revoked;
         self.admitted.set(org.admitted);
-        self.org = org.org;
         self.namespace = anchor::namespace(org.org);
         let candidates: Vec<PeerId> = self.anchor_candidates.iter().copied().collect();
         for peer in candidates {
@@ -1096,7 +1069,7 @@ impl NetActor {
                     info!(peer = %device.fmt_short(), address = %link.address, relayed = link.relayed, "connected");
                     self.connected.insert(peer_id, link);
                     self.start_sync(peer_id, device);
-                    self.hand_over_enrolls(device);
+                    self.hand_over_enrolls(peer_id, device);
                 }
             }
             SwarmEvent::ConnectionClosed {
@@ -1299,12 +1272,28 @@ impl NetActor {
                         channel,
                         ..
                     } if self.serving_anchor && request.admin != self.me => {
-                        let outcome = self.hold_enroll(device, request);
-                        let _ = self
-                            .swarm
-                            .behaviour_mut()
-                            .sync
-                            .send_response(channel, Response::Enrolled(Box::new(outcome)));
+                        let admin = self
+                            .connected
+                            .iter()
+                            .find(|(_, c)| c.device == request.admin)
+                            .map(|(p, _)| *p);
+                        self.spawn(async move {
+                            let admin_device = request.admin;
+                            let outcome = core
+                                .hold_enroll(device, *request)
+                                .await
+                                .unwrap_or_else(|e| EnrollOutcome::Refused(e.to_string()));
+                            let held = matches!(outcome, EnrollOutcome::Queued { .. });
+                            let response = Response::Enrolled(Box::new(outcome));
+                            let _ = out.send(Internal::Respond { channel, response }).await;
+                            // The admin device is here after all: hand it over now.
+                            if let (true, Some(peer)) = (held, admin) {
+                                for request in core.held_for(admin_device).await.unwrap_or_default() {
+                                    let request = Request::EnrollRelayed(Box::new(request));
+                                    let _ = out.send(Internal::Send { peer, request }).await;
+                                }
+                            }
+                        });
                     }
                     Message::Request {
                         request: Ok(request @ (Request::Enroll(_) | Request::EnrollRelayed(_))),
@@ -1340,7 +1329,10 @@ impl NetActor {
                             let _ = enrolling.reply.send(*outcome);
                         }
                         None => {
-                            info!(peer = %device.fmt_short(), ?outcome, "an admin device answered a held enrollment request")
+                            if let Some(requester) = self.relayed.remove(&request_id) {
+                                info!(admin = %device.fmt_short(), device = %requester.fmt_short(), ?outcome, "an admin device answered a held enrollment request");
+                                self.spawn(async move { core.release_held(requester).await });
+                            }
                         }
                     },
                     Message::Response {
@@ -1423,6 +1415,10 @@ impl NetActor {
                 }
                 if let Some(enrolling) = self.enrolls.remove(&request_id) {
                     self.enroll_failed(enrolling, error.to_string());
+                    return;
+                }
+                // A held request stays held: handed over again at the next connection.
+                if self.relayed.remove(&request_id).is_some() {
                     return;
                 }
                 // A failed part of a catch-up is served again from what the peer

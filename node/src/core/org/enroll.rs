@@ -1,8 +1,21 @@
 //! Enrollment on the admin's side: invite tickets issued here, and the
-//! requests that come with them (see `crate::org::enroll`).
+//! requests that come with them (see `crate::org::enroll`); and on an
+//! anchor's side: requests held, durably, for admin devices that are offline.
 
 use super::*;
 use crate::org::enroll::{EnrollOutcome, EnrollRequest, EnrollTicket, INVITE_TTL_MS, MAX_OPEN_INVITES};
+
+/// Enrollment requests an anchor holds in all, and for one admin device.
+const MAX_HELD: usize = 1024;
+const MAX_HELD_PER_ADMIN: usize = 64;
+
+/// A request this anchor holds for an offline admin device (`held/{device}`
+/// in `org-1`, one per requesting device).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct Held {
+    request: EnrollRequest,
+    since_ms: u64,
+}
 
 /// An invite this device issued (`invite/{id}` in `org-1`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -204,6 +217,72 @@ impl Core {
         Ok(EnrollOutcome::Accepted { version, published })
     }
 
+    /// As an anchor: holds `request` from `from` for its admin device, durably,
+    /// until that device answers it. The anchor cannot check the proof (only
+    /// the admin device knows the secret), so it bounds what it holds: one per
+    /// requesting device, [`MAX_HELD_PER_ADMIN`] per admin device,
+    /// [`MAX_HELD`] in all, none older than an invite lives.
+    pub(in crate::core) fn hold_enroll(
+        &mut self,
+        tx: &mut Txn,
+        from: DeviceId,
+        request: EnrollRequest,
+    ) -> store::Result<EnrollOutcome> {
+        let refuse = |why: &str| Ok(EnrollOutcome::Refused(why.into()));
+        if request.cert.device != from || !request.cert.verify() {
+            return refuse("the request's certificate is not the requesting device's");
+        }
+        if self.revoked_by_org().contains(&from) {
+            return refuse("this device is revoked by the org");
+        }
+        let Some(org) = self.org.as_mut().filter(|o| o.id == request.org) else {
+            return refuse("this anchor does not serve the ticket's org");
+        };
+        let now = crate::clock::now_ms();
+        let stale: Vec<DeviceId> = org
+            .held
+            .iter()
+            .filter(|(d, h)| **d == from || h.since_ms + INVITE_TTL_MS <= now)
+            .map(|(d, _)| *d)
+            .collect();
+        for device in stale {
+            org.held.remove(&device);
+            tx.remove_org(&held_key(&device))?;
+        }
+        let for_admin = org.held.values().filter(|h| h.request.admin == request.admin).count();
+        if org.held.len() >= MAX_HELD || for_admin >= MAX_HELD_PER_ADMIN {
+            return refuse("the anchor holds too many requests; try again later");
+        }
+        info!(admin = %request.admin.fmt_short(), device = %from.fmt_short(), "holding an enrollment request for an offline admin device");
+        let held = Held { request, since_ms: now };
+        tx.put_org(
+            &held_key(&from),
+            &postcard::to_stdvec(&held).expect("requests serialize"),
+        )?;
+        org.held.insert(from, held);
+        Ok(EnrollOutcome::Queued { anchor: self.me })
+    }
+
+    /// The requests held for `admin`.
+    pub(in crate::core) fn held_for(&self, admin: &DeviceId) -> Vec<EnrollRequest> {
+        self.org
+            .iter()
+            .flat_map(|o| o.held.values())
+            .filter(|h| h.request.admin == *admin)
+            .map(|h| h.request.clone())
+            .collect()
+    }
+
+    /// The admin device answered the request held for `device`: it goes.
+    pub(in crate::core) fn release_held(&mut self, tx: &mut Txn, device: DeviceId) -> store::Result<()> {
+        if let Some(org) = self.org.as_mut()
+            && org.held.remove(&device).is_some()
+        {
+            tx.remove_org(&held_key(&device))?;
+        }
+        Ok(())
+    }
+
     /// Keeps an enrolled device's certificate, so spaces can name it by id.
     fn learn_enrolled(&mut self, tx: &mut Txn, cert: crate::identity::DeviceCert) -> store::Result<()> {
         if self.certs.get(&cert.device) != Some(&cert) {
@@ -220,4 +299,14 @@ fn invite_id(secret: &[u8; 16]) -> [u8; 16] {
 
 fn invite_key(id: &[u8; 16]) -> String {
     format!("invite/{}", data_encoding::HEXLOWER.encode(id))
+}
+
+fn held_key(device: &DeviceId) -> String {
+    format!("held/{device}")
+}
+
+/// A held request from its stored row (`held/{device}`), if it decodes.
+pub(super) fn held_row(key: &str, value: &[u8]) -> Option<(DeviceId, Held)> {
+    let device = key.strip_prefix("held/")?.parse().ok()?;
+    Some((device, postcard::from_bytes(value).ok()?))
 }

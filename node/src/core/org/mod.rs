@@ -13,7 +13,7 @@ mod enforce;
 mod enroll;
 mod succession;
 
-use self::enroll::Invite;
+use self::enroll::{Held, Invite};
 pub use self::{
     directory::{DirEntry, MAX_DIR_RESULTS},
     enforce::OrgNet,
@@ -46,6 +46,9 @@ pub(super) struct OrgState {
     /// Every verified version that offboards members: its header hash and
     /// offboardings, which spaces' `Succession` operations name.
     pub(super) successions: BTreeMap<u64, ([u8; 32], Vec<Offboarding>)>,
+    /// As an anchor: enrollment requests held for offline admin devices, by
+    /// requesting device.
+    held: BTreeMap<DeviceId, Held>,
 }
 
 impl OrgState {
@@ -58,6 +61,7 @@ impl OrgState {
             fork: None,
             invites: BTreeMap::new(),
             successions: BTreeMap::new(),
+            held: BTreeMap::new(),
         }
     }
 
@@ -904,6 +908,10 @@ pub(super) fn load_org(store: &Store) -> store::Result<Option<OrgState>> {
     };
     let mut state = OrgState::new(id);
     for (key, value) in &rows {
+        if let Some((device, held)) = enroll::held_row(key, value) {
+            state.held.insert(device, held);
+            continue;
+        }
         if let Some(id) = key.strip_prefix("invite/") {
             let id = data_encoding::HEXLOWER
                 .decode(id.as_bytes())
