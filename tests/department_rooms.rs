@@ -58,33 +58,15 @@ fn a_department_room_follows_the_org_chart() {
     });
 
     // Only org admins make department rooms, of departments that exist.
-    let not_admin = bob.cli(&["chat", "create", "mine", "--department", "总部/技术部"]);
-    assert_eq!(
-        not_admin.status.code(),
-        Some(4),
-        "{}",
-        String::from_utf8_lossy(&not_admin.stderr)
-    );
-    let unknown = admin.cli(&["chat", "create", "x", "--department", "总部/不存在"]);
-    assert_eq!(
-        unknown.status.code(),
-        Some(5),
-        "{}",
-        String::from_utf8_lossy(&unknown.stderr)
-    );
+    bob.fails(&["chat", "create", "mine", "--department", "总部/技术部"], 4);
+    admin.fails(&["chat", "create", "x", "--department", "总部/不存在"], 5);
 
     // A department admin makes rooms for its own subtree only.
     assert_eq!(publish(&admin, &["--department-admin", "1003=总部/技术部/前端组"]), 4);
     wait_until(CONVERGE, "dave to hold version 4", || {
         (common::org::version(&dave) == 4).then_some(())
     });
-    let elsewhere = dave.cli(&["chat", "create", "x", "--department", "总部/市场部"]);
-    assert_eq!(
-        elsewhere.status.code(),
-        Some(4),
-        "{}",
-        String::from_utf8_lossy(&elsewhere.stderr)
-    );
+    dave.fails(&["chat", "create", "x", "--department", "总部/市场部"], 4);
     let own = dave.json(&[
         "chat",
         "create",

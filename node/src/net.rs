@@ -6,6 +6,7 @@
 
 mod anchor;
 mod codec;
+mod enroll;
 
 pub use libp2p::Multiaddr;
 
@@ -21,11 +22,7 @@ use libp2p::{
     multiaddr::Protocol,
     noise, ping, relay, rendezvous,
     request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel},
-    swarm::{
-        ConnectionId, NetworkBehaviour, SwarmEvent,
-        behaviour::toggle::Toggle,
-        dial_opts::{DialOpts, PeerCondition},
-    },
+    swarm::{ConnectionId, NetworkBehaviour, SwarmEvent, behaviour::toggle::Toggle, dial_opts::DialOpts},
     tcp, yamux,
 };
 use serde::{Deserialize, Serialize};
@@ -36,8 +33,9 @@ use tokio::{
 use tracing::{debug, info, warn};
 
 use self::{
-    anchor::{Admitted, AnchorLink, Anchors},
+    anchor::{Admitted, Anchors},
     codec::SyncCodec,
+    enroll::Enrolling,
 };
 use crate::{
     core::{self, CoreHandle, OrgNet},
@@ -135,14 +133,6 @@ enum ToNet {
         request: Box<EnrollRequest>,
         reply: oneshot::Sender<EnrollOutcome>,
     },
-}
-
-/// An enrollment under way from this device: who waits for the answer, and
-/// the anchors still to try if this attempt cannot reach its peer.
-struct Enrolling {
-    reply: oneshot::Sender<EnrollOutcome>,
-    request: Box<EnrollRequest>,
-    fallbacks: Vec<Multiaddr>,
 }
 
 /// A cheap handle to the network actor.
@@ -606,45 +596,6 @@ impl NetActor {
         }
     }
 
-    fn send_enroll(&mut self, peer: PeerId, enrolling: Enrolling) {
-        let request = Request::Enroll(enrolling.request.clone());
-        let id = self.swarm.behaviour_mut().sync.send_request(&peer, Ok(request));
-        self.enrolls.insert(id, enrolling);
-    }
-
-    /// An enrollment could not reach its peer: the next anchor the ticket
-    /// names takes it, else the device hears why.
-    fn enroll_failed(&mut self, mut enrolling: Enrolling, error: String) {
-        while let Some(addr) = enrolling.fallbacks.pop() {
-            if let Some(anchor) = peer_in(&addr) {
-                info!(%addr, "the admin's device is unreachable; asking the anchor to hold the request");
-                self.swarm.add_peer_address(anchor, addr);
-                self.send_enroll(anchor, enrolling);
-                return;
-            }
-        }
-        let _ = enrolling.reply.send(EnrollOutcome::Refused(format!(
-            "could not reach the admin's device: {error}"
-        )));
-    }
-
-    /// As an anchor: hands the requests held for `device` (an admin device
-    /// that just connected) over to it; each stays held until it answers.
-    fn hand_over_enrolls(&mut self, peer: PeerId, device: DeviceId) {
-        if !self.serving_anchor {
-            return;
-        }
-        let core = self.core.clone();
-        let out = self.internal_tx.clone();
-        self.spawn(async move {
-            for request in core.held_for(device).await.unwrap_or_default() {
-                info!(admin = %device.fmt_short(), device = %request.cert.device.fmt_short(), "handing a held enrollment request to its admin device");
-                let request = Request::EnrollRelayed(Box::new(request));
-                let _ = out.send(Internal::Send { peer, request }).await;
-            }
-        });
-    }
-
     /// The peer id of `device`, with `addrs` noted for dialling it.
     fn reach(&mut self, device: &DeviceId, addrs: &[String]) -> Option<PeerId> {
         let key = libp2p::identity::ed25519::PublicKey::try_from_bytes(&device.0).ok()?;
@@ -724,118 +675,6 @@ impl NetActor {
             self.adopt_anchor(peer);
         }
         self.use_anchors();
-    }
-
-    /// Whether `peer` may serve this node as an anchor: one the org's policy
-    /// names, or any without a policy.
-    fn is_org_anchor(&self, peer: &PeerId) -> bool {
-        match (&self.policy_anchors, device_of(peer)) {
-            (None, _) => true,
-            (Some(named), Some(device)) => named.contains(&device),
-            (Some(_), None) => false,
-        }
-    }
-
-    /// A connected peer announced itself: if it serves as an anchor, note it
-    /// and use it if the org's policy names it.
-    fn identified(&mut self, peer: PeerId, info: &identify::Info) {
-        if !anchor::is_anchor(info) || self.serving_anchor {
-            return;
-        }
-        // Only an address this node dialled is known to reach it.
-        if !self.connected.get(&peer).is_some_and(|c| c.dialed) {
-            debug!(%peer, "an anchor dialled in; it is used once this node dials it");
-            return;
-        }
-        self.anchor_candidates.insert(peer);
-        self.adopt_anchor(peer);
-        self.use_anchors();
-    }
-
-    /// Uses a connected peer serving as an anchor, if allowed and not yet used.
-    fn adopt_anchor(&mut self, peer: PeerId) {
-        if self.anchors.contains_key(&peer) {
-            return;
-        }
-        if !self.is_org_anchor(&peer) {
-            debug!(%peer, "a peer serves as an anchor, but the org's policy does not name it");
-            return;
-        }
-        let Some(c) = self.connected.get(&peer) else {
-            return;
-        };
-        info!(anchor = %c.device.fmt_short(), address = %c.address, "using an anchor for relay and rendezvous");
-        self.anchors.insert(peer, AnchorLink::new(c.address.clone()));
-    }
-
-    /// For each anchor: listen through its relay, register this node's
-    /// addresses, and discover the org's other nodes, each when due.
-    fn use_anchors(&mut self) {
-        let now = Instant::now();
-        let has_addresses = self.swarm.external_addresses().next().is_some();
-        let peers: Vec<PeerId> = self.anchors.keys().copied().collect();
-        for peer in peers {
-            let Some(link) = self.anchors.get_mut(&peer) else {
-                continue;
-            };
-            let circuit = link.circuit(peer);
-            let listen = link.listener.is_none() && now >= link.listen_after;
-            let register = has_addresses && link.must_register(&self.namespace, now);
-            let discover = (now >= link.next_discover).then(|| link.cookie.clone());
-            if register {
-                // Until the answer comes: not again for a while.
-                link.registered = Some((self.namespace.clone(), now + anchor::REGISTER_RETRY));
-            }
-            if discover.is_some() {
-                link.next_discover = now + self.resync_interval;
-            }
-            if listen {
-                match self.swarm.listen_on(circuit.clone()) {
-                    Ok(id) => {
-                        if let Some(link) = self.anchors.get_mut(&peer) {
-                            link.listener = Some(id);
-                        }
-                    }
-                    Err(error) => warn!(address = %circuit, %error, "cannot listen through the anchor"),
-                }
-            }
-            let rendezvous = &mut self.swarm.behaviour_mut().rendezvous;
-            if register && let Err(error) = rendezvous.register(self.namespace.clone(), peer, anchor::ttl()) {
-                debug!(%peer, %error, "cannot register at the anchor yet");
-            }
-            if let Some(cookie) = discover {
-                rendezvous.discover(Some(self.namespace.clone()), cookie, Some(anchor::DISCOVER_LIMIT), peer);
-            }
-        }
-    }
-
-    /// Dials the nodes an anchor knows, within the connection budget.
-    fn discovered(&mut self, anchor: PeerId, registrations: Vec<rendezvous::Registration>, cookie: rendezvous::Cookie) {
-        if let Some(link) = self.anchors.get_mut(&anchor) {
-            link.cookie = Some(cookie);
-        }
-        let me = *self.swarm.local_peer_id();
-        let pending = self.swarm.network_info().connection_counters().num_pending_outgoing() as usize;
-        let mut budget = DISCOVERED_DIAL_BUDGET.saturating_sub(self.connected.len() + pending);
-        for r in registrations {
-            let peer = r.record.peer_id();
-            // Only devices the org admits (its policy's), never a revoked one.
-            let revoked = device_of(&peer).is_none_or(|d| self.revoked.contains(&d));
-            if peer == me || revoked || !self.admitted.admits(&peer) || self.connected.contains_key(&peer) {
-                continue;
-            }
-            if budget == 0 {
-                debug!("enough connections; not dialling more nodes found at the anchor");
-                break;
-            }
-            budget -= 1;
-            debug!(%peer, "dialling a node found at the anchor");
-            let opts = DialOpts::peer_id(peer)
-                .addresses(r.record.addresses().to_vec())
-                .condition(PeerCondition::DisconnectedAndNotDialing)
-                .build();
-            let _ = self.swarm.dial(opts);
-        }
     }
 
     fn handle_core_event(&mut self, event: Result<core::Event, broadcast::error::RecvError>) {

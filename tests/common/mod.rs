@@ -215,6 +215,14 @@ impl Node {
     }
 
     /// Runs a command that prints JSON; Err(stderr) when it fails.
+    /// Runs a command that must fail with exit `code`; returns its stderr.
+    pub fn fails(&self, args: &[&str], code: i32) -> String {
+        let out = self.cli(args);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(code), "{} {args:?}: {stderr}", self.name);
+        stderr
+    }
+
     pub fn try_json(&self, args: &[&str]) -> Result<Value, String> {
         let out = self.cli(args);
         if !out.status.success() {

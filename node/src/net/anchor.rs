@@ -23,9 +23,17 @@ use std::{
     time::{Duration, Instant},
 };
 
-use libp2p::{Multiaddr, PeerId, core::transport::ListenerId, identify, multiaddr::Protocol, relay, rendezvous};
+use libp2p::{
+    Multiaddr, PeerId,
+    core::transport::ListenerId,
+    identify,
+    multiaddr::Protocol,
+    relay, rendezvous,
+    swarm::dial_opts::{DialOpts, PeerCondition},
+};
+use tracing::{debug, info, warn};
 
-use super::device_of;
+use super::{DISCOVERED_DIAL_BUDGET, NetActor, device_of};
 use crate::{ids::DeviceId, org::OrgId};
 
 /// How long a registration lives at the anchor; renewed at half of it.
@@ -177,6 +185,126 @@ pub(super) fn ttl() -> Option<rendezvous::Ttl> {
 
 /// The anchors in use, by peer.
 pub(super) type Anchors = HashMap<PeerId, AnchorLink>;
+
+/// How the network actor finds and uses anchors.
+impl NetActor {
+    /// Whether `peer` may serve this node as an anchor: one the org's policy
+    /// names, or any without a policy.
+    pub(super) fn is_org_anchor(&self, peer: &PeerId) -> bool {
+        match (&self.policy_anchors, device_of(peer)) {
+            (None, _) => true,
+            (Some(named), Some(device)) => named.contains(&device),
+            (Some(_), None) => false,
+        }
+    }
+
+    /// A connected peer announced itself: if it serves as an anchor, note it
+    /// and use it if the org's policy names it.
+    pub(super) fn identified(&mut self, peer: PeerId, info: &identify::Info) {
+        if !is_anchor(info) || self.serving_anchor {
+            return;
+        }
+        // Only an address this node dialled is known to reach it.
+        if !self.connected.get(&peer).is_some_and(|c| c.dialed) {
+            debug!(%peer, "an anchor dialled in; it is used once this node dials it");
+            return;
+        }
+        self.anchor_candidates.insert(peer);
+        self.adopt_anchor(peer);
+        self.use_anchors();
+    }
+
+    /// Uses a connected peer serving as an anchor, if allowed and not yet used.
+    pub(super) fn adopt_anchor(&mut self, peer: PeerId) {
+        if self.anchors.contains_key(&peer) {
+            return;
+        }
+        if !self.is_org_anchor(&peer) {
+            debug!(%peer, "a peer serves as an anchor, but the org's policy does not name it");
+            return;
+        }
+        let Some(c) = self.connected.get(&peer) else {
+            return;
+        };
+        info!(anchor = %c.device.fmt_short(), address = %c.address, "using an anchor for relay and rendezvous");
+        self.anchors.insert(peer, AnchorLink::new(c.address.clone()));
+    }
+
+    /// For each anchor: listen through its relay, register this node's
+    /// addresses, and discover the org's other nodes, each when due.
+    pub(super) fn use_anchors(&mut self) {
+        let now = Instant::now();
+        let has_addresses = self.swarm.external_addresses().next().is_some();
+        let peers: Vec<PeerId> = self.anchors.keys().copied().collect();
+        for peer in peers {
+            let Some(link) = self.anchors.get_mut(&peer) else {
+                continue;
+            };
+            let circuit = link.circuit(peer);
+            let listen = link.listener.is_none() && now >= link.listen_after;
+            let register = has_addresses && link.must_register(&self.namespace, now);
+            let discover = (now >= link.next_discover).then(|| link.cookie.clone());
+            if register {
+                // Until the answer comes: not again for a while.
+                link.registered = Some((self.namespace.clone(), now + REGISTER_RETRY));
+            }
+            if discover.is_some() {
+                link.next_discover = now + self.resync_interval;
+            }
+            if listen {
+                match self.swarm.listen_on(circuit.clone()) {
+                    Ok(id) => {
+                        if let Some(link) = self.anchors.get_mut(&peer) {
+                            link.listener = Some(id);
+                        }
+                    }
+                    Err(error) => warn!(address = %circuit, %error, "cannot listen through the anchor"),
+                }
+            }
+            let rendezvous = &mut self.swarm.behaviour_mut().rendezvous;
+            if register && let Err(error) = rendezvous.register(self.namespace.clone(), peer, ttl()) {
+                debug!(%peer, %error, "cannot register at the anchor yet");
+            }
+            if let Some(cookie) = discover {
+                rendezvous.discover(Some(self.namespace.clone()), cookie, Some(DISCOVER_LIMIT), peer);
+            }
+        }
+    }
+
+    /// Dials the nodes an anchor knows, within the connection budget.
+    pub(super) fn discovered(
+        &mut self,
+        anchor: PeerId,
+        registrations: Vec<rendezvous::Registration>,
+        cookie: rendezvous::Cookie,
+    ) {
+        if let Some(link) = self.anchors.get_mut(&anchor) {
+            link.cookie = Some(cookie);
+        }
+        let me = *self.swarm.local_peer_id();
+        let pending = self.swarm.network_info().connection_counters().num_pending_outgoing() as usize;
+        let mut budget = DISCOVERED_DIAL_BUDGET.saturating_sub(self.connected.len() + pending);
+        for r in registrations {
+            let peer = r.record.peer_id();
+            // Only devices the org admits (its policy's), never a revoked one.
+            let revoked = device_of(&peer).is_none_or(|d| self.revoked.contains(&d));
+            if peer == me || revoked || !self.admitted.admits(&peer) || self.connected.contains_key(&peer) {
+                continue;
+            }
+            if budget == 0 {
+                debug!("enough connections; not dialling more nodes found at the anchor");
+                break;
+            }
+            budget -= 1;
+            debug!(%peer, "dialling a node found at the anchor");
+            let opts = DialOpts::peer_id(peer)
+                .addresses(r.record.addresses().to_vec())
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .build();
+            let _ = self.swarm.dial(opts);
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {
