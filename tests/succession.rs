@@ -8,7 +8,7 @@ mod inproc;
 use inproc::{Node, deliver, served, stored};
 use outpost_node::{
     control::{History, Role},
-    core::OrgCommand,
+    core::{MemberChange, OrgCommand},
     identity::DeviceCert,
     ids::{DeviceId, SpaceId},
     org::{
@@ -35,8 +35,9 @@ fn member(id: &str, device: DeviceId) -> OrgMember {
 }
 
 /// An org of one admin key: version 1 lists `members`; version 2 offboards the
-/// first with the second as successor (whose certificate is `heir`).
-fn org_offboarding(members: Vec<OrgMember>, heir: DeviceCert) -> (OrgId, Vec<Signed>) {
+/// first (and the members at `also`) with the second as successor (whose
+/// certificate is `heir`).
+fn org_offboarding(members: Vec<OrgMember>, heir: DeviceCert, also: &[usize]) -> (OrgId, Vec<Signed>) {
     let admin = AdminKeys::generate();
     let now = outpost_node::clock::now_ms();
     let v1 = Policy {
@@ -50,14 +51,16 @@ fn org_offboarding(members: Vec<OrgMember>, heir: DeviceCert) -> (OrgId, Vec<Sig
         ..Policy::default()
     };
     let mut v2 = v1.clone();
-    v2.members[0].status = MemberStatus::Offboarded;
-    v2.revoked = v2.members[0].devices.clone();
-    v2.offboardings = vec![Offboarding {
-        member: v2.members[0].id.clone(),
-        successor: v2.members[1].id.clone(),
-        leaving: v2.members[0].devices.clone(),
-        successors: vec![heir],
-    }];
+    for &i in std::iter::once(&0).chain(also) {
+        v2.members[i].status = MemberStatus::Offboarded;
+        v2.revoked.extend(v2.members[i].devices.clone());
+        v2.offboardings.push(Offboarding {
+            member: v2.members[i].id.clone(),
+            successor: v2.members[1].id.clone(),
+            leaving: v2.members[i].devices.clone(),
+            successors: vec![heir],
+        });
+    }
     v2.check().unwrap();
     let (b1, b2) = (v1.encode(), v2.encode());
     let h1 = Header::first(vec![admin.public()], 1, now, now + 90 * DAY, &b1);
@@ -99,11 +102,13 @@ fn a_succession_waits_for_its_version_and_a_forged_one_is_refused() {
                 member("1002", carol.device()),
             ],
             dave.cert(),
+            &[],
         );
         // Mallory's own org says Bob left with Mallory as successor.
         let (fake, fake_versions) = org_offboarding(
             vec![member("1001", bob.device()), member("1005", mallory.device())],
             mallory.cert(),
+            &[],
         );
 
         let cards = [&carol, &erin, &mallory, &nobody].map(|n| n.cert().to_card()).to_vec();
@@ -151,5 +156,42 @@ fn a_succession_waits_for_its_version_and_a_forged_one_is_refused() {
             after,
             "the forged succession changed nothing"
         );
+    });
+}
+
+/// The owner and the only admin leave in one version: the writer who stays
+/// hands the room to the successor (a leaving admin manages nothing).
+#[test]
+fn a_writer_hands_over_when_every_manager_leaves() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let [bob, carol, erin, dave] = [(); 4].map(|_| Node::new());
+        let (org, versions) = org_offboarding(
+            vec![
+                member("1001", bob.device()),
+                member("1003", dave.device()),
+                member("1002", carol.device()),
+                member("1004", erin.device()),
+            ],
+            dave.cert(),
+            &[3],
+        );
+        let cards = [&carol, &erin].map(|n| n.cert().to_card()).to_vec();
+        let space = bob
+            .core
+            .create_chat("room".into(), History::Shared, cards, vec![])
+            .await
+            .unwrap();
+        bob.core
+            .change_members(space, MemberChange::SetRole(erin.device().to_string(), Role::Admin))
+            .await
+            .unwrap();
+        deliver(&bob, &carol, served(&bob, &carol, space).await).await;
+        assert!(roles(&carol, space).await.contains(&(erin.device(), Role::Admin)));
+
+        follow(&carol, org, &versions).await;
+        let after = roles(&carol, space).await;
+        assert!(after.contains(&(dave.device(), Role::Owner)), "{after:?}");
+        assert!(!after.iter().any(|(d, _)| *d == bob.device()));
     });
 }

@@ -367,9 +367,10 @@ enum ToCore {
         admin: DeviceId,
         reply: Reply<Vec<crate::org::enroll::EnrollRequest>>,
     },
-    /// The admin device answered the request held for `device`.
+    /// The admin device answered the request held for `device` (with `proof`).
     ReleaseHeld {
         device: DeviceId,
+        proof: [u8; 32],
     },
     /// A device asks to enroll with an invite this device issued.
     TakeEnroll {
@@ -603,7 +604,6 @@ impl CoreHandle {
         .await
     }
 
-    /// Answers a device's enrollment request.
     /// As an anchor: holds `request` for its offline admin device, durably.
     pub async fn hold_enroll(
         &self,
@@ -623,11 +623,13 @@ impl CoreHandle {
         self.call(|reply| ToCore::HeldFor { admin, reply }).await
     }
 
-    /// Drops the request held for `device` (its admin device answered).
-    pub async fn release_held(&self, device: DeviceId) {
-        let _ = self.tx.send(ToCore::ReleaseHeld { device }).await;
+    /// Drops the request held for `device` with `proof` (its admin device
+    /// answered it).
+    pub async fn release_held(&self, device: DeviceId, proof: [u8; 32]) {
+        let _ = self.tx.send(ToCore::ReleaseHeld { device, proof }).await;
     }
 
+    /// Answers a device's enrollment request.
     pub async fn take_enroll(
         &self,
         from: DeviceId,
@@ -983,7 +985,7 @@ impl Core {
                 ToCore::HoldEnroll { from, request, reply } => self
                     .hold_enroll(txn, from, *request)
                     .map(|outcome| effects.reply(reply, outcome)),
-                ToCore::ReleaseHeld { device } => self.release_held(txn, device),
+                ToCore::ReleaseHeld { device, proof } => self.release_held(txn, device, proof),
                 ToCore::TakeEnroll { from, request, reply } => self
                     .take_enroll(txn, from, *request, &mut effects)
                     .map(|outcome| effects.reply(reply, outcome)),

@@ -70,7 +70,6 @@ const MAX_PUSHES_IN_FLIGHT: usize = 4;
 /// Bytes of envelopes queued for one peer. Beyond it the queue is dropped: the
 /// peer pulls what it lacks at its next offer.
 const OUTBOX_BYTES_CAP: usize = 32 << 20;
-/// Enrollment requests an anchor holds in all, and for one admin device.
 /// Connections past which nodes found at an anchor are not dialled (each
 /// idle connection costs tens of KiB; design-rationale G4).
 const DISCOVERED_DIAL_BUDGET: usize = 64;
@@ -434,8 +433,9 @@ struct NetActor {
     joins: HashMap<OutboundRequestId, oneshot::Sender<JoinOutcome>>,
     enrolls: HashMap<OutboundRequestId, Enrolling>,
     /// As an anchor: held enrollment requests handed to their admin device,
-    /// by request, with the requesting device (released once answered).
-    relayed: HashMap<OutboundRequestId, DeviceId>,
+    /// by request, with the requesting device and its proof (released once
+    /// answered).
+    relayed: HashMap<OutboundRequestId, (DeviceId, [u8; 32])>,
     /// The anchors the org's policy names (`None` without a policy: then any
     /// peer serving as one is used).
     policy_anchors: Option<BTreeSet<DeviceId>>,
@@ -611,12 +611,12 @@ impl NetActor {
             Internal::Send { peer, request } => {
                 if self.connected.contains_key(&peer) {
                     let relayed = match &request {
-                        Request::EnrollRelayed(r) => Some(r.cert.device),
+                        Request::EnrollRelayed(r) => Some((r.cert.device, r.proof)),
                         _ => None,
                     };
                     let id = self.swarm.behaviour_mut().sync.send_request(&peer, Ok(request));
-                    if let Some(device) = relayed {
-                        self.relayed.insert(id, device);
+                    if let Some(held) = relayed {
+                        self.relayed.insert(id, held);
                     }
                 }
             }
@@ -1117,20 +1117,17 @@ impl NetActor {
                             .find(|(_, c)| c.device == request.admin)
                             .map(|(p, _)| *p);
                         self.spawn(async move {
-                            let admin_device = request.admin;
                             let outcome = core
-                                .hold_enroll(device, *request)
+                                .hold_enroll(device, (*request).clone())
                                 .await
                                 .unwrap_or_else(|e| EnrollOutcome::Refused(e.to_string()));
                             let held = matches!(outcome, EnrollOutcome::Queued { .. });
                             let response = Response::Enrolled(Box::new(outcome));
                             let _ = out.send(Internal::Respond { channel, response }).await;
-                            // The admin device is here after all: hand it over now.
+                            // The admin device is here after all: hand this one over now.
                             if let (true, Some(peer)) = (held, admin) {
-                                for request in core.held_for(admin_device).await.unwrap_or_default() {
-                                    let request = Request::EnrollRelayed(Box::new(request));
-                                    let _ = out.send(Internal::Send { peer, request }).await;
-                                }
+                                let request = Request::EnrollRelayed(request);
+                                let _ = out.send(Internal::Send { peer, request }).await;
                             }
                         });
                     }
@@ -1148,10 +1145,12 @@ impl NetActor {
                             _ => unreachable!("matched above"),
                         };
                         self.spawn(async move {
-                            let outcome = core
-                                .take_enroll(device, *request)
-                                .await
-                                .unwrap_or_else(|e| EnrollOutcome::Refused(e.to_string()));
+                            // A passing failure here (storage, shutting down) goes
+                            // unanswered: the device (or the anchor holding its
+                            // request) asks again, rather than hear a refusal.
+                            let Ok(outcome) = core.take_enroll(device, *request).await else {
+                                return;
+                            };
                             let _ = out
                                 .send(Internal::Respond {
                                     channel,
@@ -1168,9 +1167,9 @@ impl NetActor {
                             let _ = enrolling.reply.send(*outcome);
                         }
                         None => {
-                            if let Some(requester) = self.relayed.remove(&request_id) {
+                            if let Some((requester, proof)) = self.relayed.remove(&request_id) {
                                 info!(admin = %device.fmt_short(), device = %requester.fmt_short(), ?outcome, "an admin device answered a held enrollment request");
-                                self.spawn(async move { core.release_held(requester).await });
+                                self.spawn(async move { core.release_held(requester, proof).await });
                             }
                         }
                     },

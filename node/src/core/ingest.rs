@@ -105,10 +105,8 @@ impl Core {
                         progressed.insert(space_id);
                         snapshot_spaces.insert(space_id);
                     }
-                    if let Some(space) = self.spaces.get_mut(&space_id)
-                        && space.pending.remove(&env.id()).is_some()
-                    {
-                        tx.remove_pending(&env.id())?;
+                    if let Some(space) = self.spaces.get_mut(&space_id) {
+                        unpend(tx, space, &env.id(), &from_pending)?;
                     }
                     continue;
                 }
@@ -153,14 +151,14 @@ impl Core {
                         if env.header().kind == Kind::Control {
                             space.invalid_control += 1;
                         }
-                        ack.rejected += 1;
+                        ack.rejected += u32::from(!from_pending.contains(&env.id()));
                         unpend(tx, space, &env.id(), &from_pending)?;
                     }
                     Verdict::Equivocation => {
                         let h = env.header();
                         warn!(%peer, space = %space_id.fmt_short(), author = %h.author.fmt_short(), seq = h.seq, "rejected an envelope: equivocation, its author signed a different envelope for the same (writer, seq); the writer is frozen before it and the device flagged");
                         space.rejected += 1;
-                        ack.rejected += 1;
+                        ack.rejected += u32::from(!from_pending.contains(&env.id()));
                         let first = held_at(&h.actor(), h.seq)
                             .or_else(|| space.snapshot_last(&h.actor(), h.seq).map(|l| l.as_bytes().to_vec()));
                         if let Some(first) = first
@@ -181,16 +179,17 @@ impl Core {
                             let h = env.header();
                             warn!(%peer, space = %space_id.fmt_short(), author = %h.author.fmt_short(), seq = h.seq, "rejected an envelope: equivocation, two different envelopes for one (writer, seq); the writer is frozen before it and the device flagged");
                             space.rejected += 1;
-                            ack.rejected += 1;
+                            ack.rejected += u32::from(!from_pending.contains(&env.id()));
                             if freeze(tx, space, first, &env)? {
                                 purges.insert(space_id);
                             }
+                            unpend(tx, space, &env.id(), &from_pending)?;
                         }
                     },
                     Verdict::Invalid(reason) => {
                         debug!(%peer, space = %space_id.fmt_short(), author = %env.header().author.fmt_short(), %reason, "refused an envelope of a frozen writer");
                         space.rejected += 1;
-                        ack.rejected += 1;
+                        ack.rejected += u32::from(!from_pending.contains(&env.id()));
                         if space.mark_invalid(env.id()) {
                             tx.put_invalid(&space_id, &env.id())?;
                         }

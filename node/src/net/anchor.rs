@@ -278,6 +278,10 @@ impl NetActor {
         registrations: Vec<rendezvous::Registration>,
         cookie: rendezvous::Cookie,
     ) {
+        // An anchor the policy stopped naming: what it knows is not dialled.
+        if !self.anchors.contains_key(&anchor) {
+            return;
+        }
         if let Some(link) = self.anchors.get_mut(&anchor) {
             link.cookie = Some(cookie);
         }

@@ -232,6 +232,9 @@ impl Core {
         if request.cert.device != from || !request.cert.verify() {
             return refuse("the request's certificate is not the requesting device's");
         }
+        if request.member.len() > crate::org::body::MAX_FIELD_BYTES {
+            return refuse("the member id is too long");
+        }
         if self.revoked_by_org().contains(&from) {
             return refuse("this device is revoked by the org");
         }
@@ -263,21 +266,29 @@ impl Core {
         Ok(EnrollOutcome::Queued { anchor: self.me })
     }
 
-    /// The requests held for `admin`.
+    /// The requests held for `admin`, none older than an invite lives.
     pub(in crate::core) fn held_for(&self, admin: &DeviceId) -> Vec<EnrollRequest> {
+        let now = crate::clock::now_ms();
         self.org
             .iter()
             .flat_map(|o| o.held.values())
-            .filter(|h| h.request.admin == *admin)
+            .filter(|h| h.request.admin == *admin && h.since_ms + INVITE_TTL_MS > now)
             .map(|h| h.request.clone())
             .collect()
     }
 
-    /// The admin device answered the request held for `device`: it goes.
-    pub(in crate::core) fn release_held(&mut self, tx: &mut Txn, device: DeviceId) -> store::Result<()> {
+    /// The admin device answered the request held for `device` with `proof`:
+    /// it goes (not a newer request from that device, with another proof).
+    pub(in crate::core) fn release_held(
+        &mut self,
+        tx: &mut Txn,
+        device: DeviceId,
+        proof: [u8; 32],
+    ) -> store::Result<()> {
         if let Some(org) = self.org.as_mut()
-            && org.held.remove(&device).is_some()
+            && org.held.get(&device).is_some_and(|h| h.request.proof == proof)
         {
+            org.held.remove(&device);
             tx.remove_org(&held_key(&device))?;
         }
         Ok(())

@@ -58,6 +58,14 @@ impl Core {
             return Ok(());
         };
         let me = self.me;
+        // Devices on their way out manage nothing: the revoked, and every
+        // offboarded member's.
+        let mut out = self.revoked_by_org();
+        out.extend(
+            org.successions
+                .values()
+                .flat_map(|(_, o)| o.iter().flat_map(|o| o.leaving.iter().copied())),
+        );
         let mut work = Vec::new();
         for space in spaces.iter().filter_map(|id| self.spaces.get(id)) {
             let members = &space.state.members;
@@ -72,7 +80,7 @@ impl Core {
                 for o in offboardings.iter().filter(|o| !o.leaving.contains(&me)) {
                     let managers_stay = members
                         .values()
-                        .any(|m| m.role >= Role::Admin && !o.leaving.contains(&m.cert.device));
+                        .any(|m| m.role >= Role::Admin && !out.contains(&m.cert.device));
                     if o.leaving.iter().any(owns) && (mine.role >= Role::Admin || !managers_stay) {
                         work.push((space.state.space, *version, *hash, o.clone()));
                     }
