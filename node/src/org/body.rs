@@ -115,6 +115,12 @@ impl Default for SpaceRules {
     }
 }
 
+/// Whether department `path` is `root` or below it (a longer name beside it
+/// is another department).
+pub fn within(path: &str, root: &str) -> bool {
+    path == root || path.strip_prefix(root).is_some_and(|rest| rest.starts_with('/'))
+}
+
 impl Policy {
     pub fn encode(&self) -> Vec<u8> {
         postcard::to_stdvec(self).expect("policies serialize")
@@ -254,6 +260,12 @@ impl Policy {
             }
         }
         depth
+    }
+
+    /// The department at `path` (slashes around it ignored), if there is one.
+    pub fn department(&self, path: &str) -> Option<u32> {
+        let path = path.trim_matches('/');
+        (0..self.departments.len() as u32).find(|&i| self.path(i) == path)
     }
 
     /// The path of department `i`, e.g. `总部/技术部/前端组`.

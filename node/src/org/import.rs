@@ -447,10 +447,7 @@ impl Chart {
                 Some(OrgRole::DepartmentAdmin(d)) => base
                     .departments
                     .get(d as usize)
-                    .and_then(|_| {
-                        let path = base.path(d);
-                        (0..next.departments.len() as u32).find(|&i| next.path(i) == path)
-                    })
+                    .and_then(|_| next.department(&base.path(d)))
                     .map_or(OrgRole::Member, OrgRole::DepartmentAdmin),
                 Some(role) => role,
                 None => OrgRole::Member,

@@ -223,3 +223,15 @@ fn a_body_is_a_tree_with_unique_members() {
     twice.members.push(member("1", 0));
     assert!(twice.check().unwrap_err().contains("listed twice"));
 }
+
+#[test]
+fn a_subtree_is_its_root_and_what_is_below_it() {
+    use super::body::within;
+    assert!(within("总部/技术部", "总部/技术部"));
+    assert!(within("总部/技术部/前端组", "总部/技术部"));
+    assert!(
+        !within("总部/技术部门", "总部/技术部"),
+        "a longer name is another department"
+    );
+    assert!(!within("总部", "总部/技术部"));
+}

@@ -5,6 +5,7 @@
 //! room changes.
 
 use super::*;
+use crate::org::body::within;
 
 impl Core {
     /// For `chat create --department PATH`: the path as the policy spells it,
@@ -19,7 +20,7 @@ impl Core {
             ));
         }
         let path = path.trim_matches('/');
-        if !(0..policy.departments.len() as u32).any(|i| policy.path(i) == path) {
+        if policy.department(path).is_none() {
             return Err(Error::NotFound(format!(
                 "no department {path:?} in the policy (`outpost dir dept` lists them)"
             )));
@@ -112,11 +113,6 @@ impl Core {
     }
 }
 
-/// Whether department `path` is `root` or below it.
-fn within(path: &str, root: &str) -> bool {
-    path == root || path.strip_prefix(root).is_some_and(|rest| rest.starts_with('/'))
-}
-
 /// The devices of the active members of department `path` and those below
 /// it, none revoked.
 fn department_devices(policy: &Policy, path: &str) -> BTreeSet<DeviceId> {
@@ -130,20 +126,4 @@ fn department_devices(policy: &Policy, path: &str) -> BTreeSet<DeviceId> {
         .flat_map(|m| m.devices.iter().copied())
         .filter(|d| !policy.is_revoked(d))
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::within;
-
-    #[test]
-    fn a_subtree_is_its_root_and_what_is_below_it() {
-        assert!(within("总部/技术部", "总部/技术部"));
-        assert!(within("总部/技术部/前端组", "总部/技术部"));
-        assert!(
-            !within("总部/技术部门", "总部/技术部"),
-            "a longer name is another department"
-        );
-        assert!(!within("总部", "总部/技术部"));
-    }
 }

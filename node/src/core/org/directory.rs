@@ -37,15 +37,12 @@ impl Core {
     /// The members of the department at `path` and of those under it.
     pub(in crate::core) fn dir_dept(&self, path: &str) -> Result<Vec<DirEntry>> {
         let path = path.trim().trim_matches('/').to_string();
-        let under = format!("{path}/");
-        let found = self.directory(|_, p| p == path || p.starts_with(&under))?;
+        let found = self.directory(|_, p| crate::org::body::within(p, &path))?;
         if found.is_empty() {
             // Hidden and empty look alike from outside: both are "no such department".
             let policy = self.current_policy()?;
-            let known = (0..policy.departments.len() as u32).any(|i| policy.path(i) == path);
             let visible = self.visible(policy);
-            let seen =
-                known && (0..policy.departments.len() as u32).any(|i| visible[i as usize] && policy.path(i) == path);
+            let seen = (0..policy.departments.len() as u32).any(|i| visible[i as usize] && policy.path(i) == path);
             if !seen {
                 return Err(Error::NotFound(format!("no department {path:?}")));
             }

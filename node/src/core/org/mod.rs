@@ -325,13 +325,11 @@ impl Core {
             policy.name.clone_from(name);
         }
         let find_dept = |policy: &Policy, path: &str| {
-            (0..policy.departments.len() as u32)
-                .find(|&i| policy.path(i) == path.trim_matches('/'))
-                .ok_or_else(|| {
-                    Error::Invalid(format!(
-                        "no department {path:?} in the policy (`outpost dir dept` lists them)"
-                    ))
-                })
+            policy.department(path).ok_or_else(|| {
+                Error::Invalid(format!(
+                    "no department {path:?} in the policy (`outpost dir dept` lists them)"
+                ))
+            })
         };
         for (paths, hidden) in [(&p.hide, true), (&p.unhide, false)] {
             for path in paths {
