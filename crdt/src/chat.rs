@@ -15,8 +15,6 @@ use automerge::{
 
 use crate::{DocId, Error, genesis};
 
-pub mod snapshot;
-
 const MESSAGES: &str = "messages";
 /// Chat validation rules implemented here; a space names the version it follows.
 pub const RULES_VERSION: u16 = 1;
@@ -102,8 +100,8 @@ impl Checked {
 /// One chat shard document.
 #[derive(Debug)]
 pub struct ChatDoc {
-    doc: Automerge,
-    messages: ObjId,
+    pub(crate) doc: Automerge,
+    pub(crate) messages: ObjId,
     genesis: ChangeHash,
 }
 
@@ -225,7 +223,8 @@ impl ChatDoc {
         let checked = changes
             .into_iter()
             .map(|c| self.validate(c))
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(crate::Violation::Chat)?;
         self.apply_checked(checked)
     }
 
@@ -285,10 +284,29 @@ impl ChatDoc {
     pub fn automerge(&self) -> &Automerge {
         &self.doc
     }
+
+    /// The whole document, compressed: what a snapshot seals.
+    pub fn save(&self) -> Vec<u8> {
+        self.doc.save()
+    }
+
+    /// Whether the change with this hash is part of the document.
+    pub fn has_change(&self, hash: &ChangeHash) -> bool {
+        self.doc.get_missing_deps(&[*hash]).is_empty()
+    }
+
+    /// Replaces the document with a merged one (after a snapshot absorb).
+    pub(crate) fn replace(&mut self, doc: Automerge) {
+        self.messages = match doc.get(ROOT, MESSAGES) {
+            Ok(Some((Value::Object(ObjType::Map), id))) => id,
+            _ => unreachable!("a checked snapshot has the genesis, which creates the messages map"),
+        };
+        self.doc = doc;
+    }
 }
 
 /// Display order: (Lamport counter of the creating op, actor). Identical everywhere.
-fn sort_for_display(msgs: &mut [Message]) {
+pub(crate) fn sort_for_display(msgs: &mut [Message]) {
     msgs.sort_by(|a, b| (a.lamport, a.actor.to_bytes()).cmp(&(b.lamport, b.actor.to_bytes())));
 }
 

@@ -20,7 +20,10 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod chat;
+pub mod doc;
 pub mod genesis;
+pub mod snapshot;
+pub mod text;
 pub mod writer;
 
 pub use automerge::{ActorId, Change, ChangeHash};
@@ -47,5 +50,24 @@ pub enum Error {
     #[error("the transaction produced no change")]
     EmptyChange,
     #[error("the change breaks the document's rules: {0}")]
-    Rules(#[from] chat::Violation),
+    Rules(#[from] Violation),
+}
+
+/// Why a change breaks its document type's rules.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Violation {
+    #[error(transparent)]
+    Chat(#[from] chat::Violation),
+    #[error(transparent)]
+    Text(#[from] text::Violation),
+}
+
+impl Violation {
+    /// A fixed description, for logs and counters.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Violation::Chat(v) => v.reason(),
+            Violation::Text(v) => v.reason(),
+        }
+    }
 }

@@ -33,7 +33,10 @@ use std::{
     sync::Arc,
 };
 
-use outpost_crdt::chat::{Checked, Message, NewMessage};
+use outpost_crdt::{
+    chat::{Message, NewMessage},
+    doc::{Checked, Effect},
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, info, warn};
@@ -128,6 +131,8 @@ pub enum Event {
     },
     /// A message became visible.
     Message { space: SpaceId, message: MessageView },
+    /// A shared document changed.
+    Document { space: SpaceId },
     /// The log changed in bulk (a snapshot was merged, or a frozen writer's
     /// messages were removed): followers re-read instead of receiving one event each.
     Reload { space: SpaceId, messages: u64 },
@@ -1362,8 +1367,17 @@ impl Core {
         }
         let actor = outpost_crdt::writer::actor_id(&me.0, &doc, incarnation);
         let shard = readable.shard_mut(doc, &epoch);
-        let genesis_hash = shard.chat.genesis_hash();
-        let change = match shard.chat.post(actor, &msgs, crate::clock::now_ms() as i64) {
+        let genesis_hash = shard.doc.genesis_hash();
+        let posted = match shard.doc.chat_mut() {
+            Some(chat) => chat.post(actor, &msgs, crate::clock::now_ms() as i64),
+            None => {
+                for (_, _, reply) in waiting {
+                    let _ = reply.send(Err(Error::Invalid("this space is a document, not a chat: use `outpost doc`".into())));
+                }
+                return Ok(());
+            }
+        };
+        let change = match posted {
             Ok(c) => c,
             Err(e) => {
                 for (_, _, reply) in waiting {
@@ -1405,7 +1419,7 @@ impl Core {
         let shard = &readable.docs[&doc];
         let created: Vec<MessageView> = msgs
             .iter()
-            .filter_map(|m| shard.chat.message(&m.id))
+            .filter_map(|m| shard.doc.chat().and_then(|chat| chat.message(&m.id)))
             .map(|m| view(&m, me))
             .collect();
         let order = space.record(&env, Some(&change));
@@ -1569,6 +1583,22 @@ fn stored_event(space: &Space, envelopes: Vec<Vec<u8>>, from: Option<DeviceId>) 
         envelopes: Arc::new(envelopes),
         entitled: Arc::new(entitled),
         from,
+    }
+}
+
+/// The events for what applying changes to a space's documents made visible.
+fn effect_events(space: SpaceId, readable: &space::Readable, applied: Vec<Effect>, events: &mut Vec<Event>) {
+    if readable.model == outpost_crdt::doc::Model::Text {
+        events.push(Event::Document { space });
+    }
+    for effect in applied {
+        match effect {
+            Effect::Message(m) => events.push(Event::Message {
+                space,
+                message: view(&m, readable.author_of(&m.actor)),
+            }),
+            Effect::Mention(_) => {}
+        }
     }
 }
 

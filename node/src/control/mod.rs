@@ -196,6 +196,18 @@ pub struct Rotate {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SpaceKind {
     Chat,
+    /// A shared document (rich text).
+    Doc,
+}
+
+impl SpaceKind {
+    /// The document model this kind of space holds.
+    pub fn model(self) -> outpost_crdt::doc::Model {
+        match self {
+            SpaceKind::Chat => outpost_crdt::doc::Model::Chat,
+            SpaceKind::Doc => outpost_crdt::doc::Model::Text,
+        }
+    }
 }
 
 /// Whether a new member reads what was written before it joined.

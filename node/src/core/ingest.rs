@@ -371,16 +371,9 @@ impl Core {
         by_doc.sort_by_cached_key(|(_, (epoch, _))| space.state.epoch_rank(epoch));
         for (doc, (epoch, changes)) in by_doc {
             let shard = readable.shard_mut(doc, &epoch);
-            let result = std::panic::catch_unwind(AssertUnwindSafe(|| shard.chat.apply_checked(changes)));
+            let result = std::panic::catch_unwind(AssertUnwindSafe(|| shard.doc.apply_checked(changes)));
             match result {
-                Ok(Ok(created)) => {
-                    for m in created {
-                        effects.events.push(Event::Message {
-                            space: space_id,
-                            message: view(&m, readable.author_of(&m.actor)),
-                        });
-                    }
-                }
+                Ok(Ok(applied)) => effect_events(space_id, readable, applied, &mut effects.events),
                 Ok(Err(e)) => {
                     warn!(space = %space_id.fmt_short(), error = %e, "Automerge refused validated changes")
                 }

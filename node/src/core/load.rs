@@ -111,7 +111,7 @@ impl Core {
             let mut by_doc: BTreeMap<DocId, (Epoch, Vec<Checked>)> = BTreeMap::new();
             for (doc, epoch, change) in changes {
                 let shard = r.shard_mut(doc, &epoch);
-                match shard.chat.validate(change) {
+                match shard.doc.validate(change) {
                     Ok(c) => by_doc.entry(doc).or_insert_with(|| (epoch, Vec::new())).1.push(c),
                     Err(v) => {
                         warn!(space = %space_id.fmt_short(), reason = v.reason(), "a stored change breaks the chat rules; left out")
@@ -120,7 +120,7 @@ impl Core {
             }
             for (doc, (epoch, checked)) in by_doc {
                 r.shard_mut(doc, &epoch)
-                    .chat
+                    .doc
                     .apply_checked(checked)
                     .map_err(|e| format!("stored changes do not apply: {e}"))?;
             }

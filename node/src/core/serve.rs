@@ -168,7 +168,7 @@ impl Core {
         if !current.is_clean() || !readable.locked.is_empty() || space.state.history != History::Shared {
             return Ok(());
         }
-        let Some(shard) = readable.docs.get(&space.chat_doc()) else {
+        let Some(shard) = readable.docs.get(&space.main_doc()) else {
             return Ok(());
         };
         let mut covered = VersionVector::default();
@@ -190,8 +190,8 @@ impl Core {
             };
             lasts.push(last);
         }
-        let doc = shard.chat.save();
-        let snap = match Snapshot::make(&self.keys, &key, space.chat_doc(), space.state.heads(), lasts, &doc) {
+        let doc = shard.doc.save();
+        let snap = match Snapshot::make(&self.keys, &key, space.main_doc(), space.state.heads(), lasts, &doc) {
             Ok(snap) => snap,
             Err(e) => {
                 debug!(space = %space_id.fmt_short(), error = %e, "no snapshot; serving envelopes");

@@ -88,16 +88,16 @@ impl Core {
         // Members merge first: a merge refused leaves nothing held.
         let mut created = Vec::new();
         let mut lasts = Vec::new();
-        let doc = space.chat_doc();
+        let doc = space.main_doc();
         let epoch = space.state.epoch_at(&snap.envelope().header().control_heads);
         if let (Some(content), Some(readable), Some(epoch)) = (content, space.readable.as_mut(), epoch) {
             let SnapshotContent { opened, lasts: mapped } = *content;
             lasts = mapped;
             let shard = readable.shard_mut(doc, &epoch);
-            let merged = std::panic::catch_unwind(AssertUnwindSafe(|| shard.chat.absorb(opened)));
+            let merged = std::panic::catch_unwind(AssertUnwindSafe(|| shard.doc.absorb(opened)));
             match merged {
-                Ok(Ok(messages)) => created = messages,
-                Ok(Err(outpost_crdt::chat::snapshot::AbsorbError::Equivocation { actor, .. })) => {
+                Ok(Ok(effects)) => created = effects,
+                Ok(Err(outpost_crdt::snapshot::AbsorbError::Equivocation { actor, .. })) => {
                     let actor = space::actor_key(&actor);
                     let device = snap
                         .lasts()
@@ -133,7 +133,7 @@ impl Core {
             tx.remove_snapshot(&space_id, &dropped)?;
         }
         ack.stored += 1;
-        info!(%peer, space = %space_id.fmt_short(), changes = covers, messages = created.len(), "merged a snapshot");
+        info!(%peer, space = %space_id.fmt_short(), changes = covers, effects = created.len(), "merged a snapshot");
         if let Some(readable) = space.readable.as_ref() {
             if created.len() > MAX_MESSAGE_EVENTS_PER_SNAPSHOT {
                 effects.events.push(Event::Reload {
@@ -141,12 +141,7 @@ impl Core {
                     messages: created.len() as u64,
                 });
             } else {
-                for m in &created {
-                    effects.events.push(Event::Message {
-                        space: space_id,
-                        message: view(m, readable.author_of(&m.actor)),
-                    });
-                }
+                effect_events(space_id, readable, created, &mut effects.events);
             }
         }
         Ok(SnapshotOutcome::Held)
@@ -161,10 +156,10 @@ pub(super) fn hold_stored_snapshot(space: &mut Space, bytes: Vec<u8>) -> std::re
     let mut lasts = Vec::new();
     if space.readable.is_some() {
         let SnapshotContent { opened, lasts: mapped } = space.open_snapshot(&snap)?;
-        let doc = space.chat_doc();
+        let doc = space.main_doc();
         let epoch = space.state.epoch_at(&snap.envelope().header().control_heads);
         if let (Some(readable), Some(epoch)) = (space.readable.as_mut(), epoch) {
-            std::panic::catch_unwind(AssertUnwindSafe(|| readable.shard_mut(doc, &epoch).chat.absorb(opened)))
+            std::panic::catch_unwind(AssertUnwindSafe(|| readable.shard_mut(doc, &epoch).doc.absorb(opened)))
                 .map_err(|_| "Automerge panicked merging it".to_string())?
                 .map_err(|e| e.to_string())?;
         }

@@ -8,12 +8,13 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use outpost_crdt::{
     ActorId, Change, ChangeHash,
-    chat::{ChatDoc, Checked, snapshot as chat_snapshot},
+    doc::{Checked, Doc, Model},
+    snapshot as doc_snapshot,
 };
 
 use super::pending::{PENDING_BYTES_PER_SPACE_CAP, PENDING_PER_SPACE_CAP, Pending};
 use crate::{
-    control::{Epoch, History, Keyring, MAX_STORED_CONTROL_OPS, SpaceKind, SpaceState},
+    control::{Epoch, History, Keyring, MAX_STORED_CONTROL_OPS, SpaceState},
     envelope::{Envelope, Kind},
     identity::DeviceKeys,
     ids::{ActorKey, DeviceId, DocId, EnvelopeId, EpochId},
@@ -77,7 +78,7 @@ pub(crate) struct ContentChange {
 
 /// A snapshot's document, checked, with the changes its last envelopes carry.
 pub(crate) struct SnapshotContent {
-    pub(crate) opened: chat_snapshot::Opened,
+    pub(crate) opened: doc_snapshot::Opened,
     /// For each last envelope: its id and the hash of its change.
     pub(crate) lasts: Vec<(EnvelopeId, ChangeHash)>,
 }
@@ -93,7 +94,9 @@ pub(crate) struct PeerView {
 
 /// The readable side of a space (members holding an epoch key).
 pub(crate) struct Readable {
-    /// The chat documents this device reads, made at their first change: the
+    /// The model of every document of the space (its kind's).
+    pub(crate) model: Model,
+    /// The documents this device reads, made at their first change: the
     /// space's one document, or in a from-join space one per epoch
     /// ([`SpaceState::content_doc`]).
     pub(crate) docs: BTreeMap<DocId, Shard>,
@@ -109,9 +112,9 @@ pub(crate) struct Readable {
     pub(crate) device_of_actor: HashMap<ActorKey, DeviceId>,
 }
 
-/// One chat document of a space.
+/// One document of a space.
 pub(crate) struct Shard {
-    pub(crate) chat: ChatDoc,
+    pub(crate) doc: Doc,
     /// The epoch its content is sealed under (one per document in a from-join
     /// space): it orders the documents for display.
     pub(crate) epoch: Epoch,
@@ -167,15 +170,16 @@ pub(crate) struct Space {
 }
 
 impl Space {
-    /// The document snapshots cover: a shared-history space's one chat
-    /// document (from-join spaces are not snapshotted in this version).
-    pub(crate) fn chat_doc(&self) -> DocId {
+    /// The document snapshots cover: a shared-history space's one document
+    /// (from-join spaces are not snapshotted in this version).
+    pub(crate) fn main_doc(&self) -> DocId {
         self.state.space.chat_shard(0)
     }
 
     /// A space as `state` defines it, readable with `keys` when it holds any.
     pub(crate) fn new(state: SpaceState, keys: Keyring) -> Self {
         let readable = (!keys.is_empty()).then(|| Readable {
+            model: state.kind.model(),
             docs: BTreeMap::new(),
             locked: HashSet::new(),
             locked_epochs: BTreeMap::new(),
@@ -185,7 +189,6 @@ impl Space {
         });
         let name = state.name(&keys);
         let department = state.department(&keys);
-        debug_assert_eq!(state.kind, SpaceKind::Chat);
         Self {
             state,
             name,
@@ -436,17 +439,17 @@ impl Space {
         // document holds.
         let deps = change.deps();
         let fresh;
-        let chat = match readable.docs.get(&h.doc) {
-            Some(shard) => &shard.chat,
+        let document = match readable.docs.get(&h.doc) {
+            Some(shard) => &shard.doc,
             None => {
                 // The document's first change (or one built on changes of this
                 // batch): its deterministic genesis stands in.
-                fresh = ChatDoc::new(h.doc);
+                fresh = Doc::new(readable.model, h.doc);
                 &fresh
             }
         };
         if h.parents.is_empty() {
-            if deps != [chat.genesis_hash()] {
+            if deps != [document.genesis_hash()] {
                 return Verdict::Reject("Automerge dependencies differ from the header parents");
             }
         } else {
@@ -463,11 +466,11 @@ impl Space {
             if deps.len() != h.parents.len() || known.iter().any(|k| !deps.contains(k)) {
                 return Verdict::Reject("Automerge dependencies differ from the header parents");
             }
-            if deps.iter().any(|d| !known.contains(d) && !chat.has_change(d)) {
+            if deps.iter().any(|d| !known.contains(d) && !document.has_change(d)) {
                 return Verdict::Wait;
             }
         }
-        match chat.validate(change) {
+        match document.validate(change) {
             Ok(checked) => Verdict::Accept(Some(Box::new(ContentChange {
                 doc: h.doc,
                 epoch,
@@ -586,7 +589,7 @@ impl Space {
         stored_at: impl Fn(&ActorKey, u64) -> Option<EnvelopeId>,
     ) -> SnapshotVerdict {
         let h = snap.envelope().header();
-        if h.doc != self.chat_doc() || self.state.history != History::Shared {
+        if h.doc != self.main_doc() || self.state.history != History::Shared {
             return SnapshotVerdict::Reject("snapshot of an unknown document (only shared-history spaces use them)");
         }
         if snap
@@ -655,7 +658,7 @@ impl Space {
     }
 
     /// Decrypts a snapshot and checks its document against its last envelopes
-    /// (see `outpost_crdt::chat::snapshot`). Members only.
+    /// (see `outpost_crdt::snapshot`). Members only.
     pub(crate) fn open_snapshot(&self, snap: &Snapshot) -> Result<SnapshotContent, &'static str> {
         let Some(key) = self.key_of(snap.envelope()) else {
             return Err("this device holds no key for the snapshot's epoch");
@@ -680,7 +683,8 @@ impl Space {
             declared.insert(change.actor_id().clone(), (change.seq(), change.hash()));
             lasts.push((last.id(), change.hash()));
         }
-        let opened = std::panic::catch_unwind(|| chat_snapshot::open(&self.chat_doc(), &doc, &declared));
+        let model = self.state.kind.model();
+        let opened = std::panic::catch_unwind(|| doc_snapshot::open(model, &self.main_doc(), &doc, &declared));
         match opened {
             Ok(Ok(opened)) => Ok(SnapshotContent { opened, lasts }),
             Ok(Err(e)) => Err(snapshot_reason(&e)),
@@ -740,15 +744,16 @@ impl Space {
 impl Readable {
     /// The document `doc`, made at its genesis when this is its first change.
     pub(crate) fn shard_mut(&mut self, doc: DocId, epoch: &Epoch) -> &mut Shard {
+        let model = self.model;
         self.docs.entry(doc).or_insert_with(|| Shard {
-            chat: ChatDoc::new(doc),
+            doc: Doc::new(model, doc),
             epoch: epoch.clone(),
         })
     }
 
     /// Whether any document holds the change `hash`.
     pub(crate) fn has_change(&self, hash: &ChangeHash) -> bool {
-        self.docs.values().any(|s| s.chat.has_change(hash))
+        self.docs.values().any(|s| s.doc.has_change(hash))
     }
 
     /// Every message, in display order: documents by epoch rank (see
@@ -756,7 +761,11 @@ impl Readable {
     pub(crate) fn messages(&self, state: &SpaceState) -> Vec<outpost_crdt::chat::Message> {
         let mut shards: Vec<&Shard> = self.docs.values().collect();
         shards.sort_by_cached_key(|s| state.epoch_rank(&s.epoch));
-        shards.iter().flat_map(|s| s.chat.messages()).collect()
+        shards
+            .iter()
+            .filter_map(|s| s.doc.chat())
+            .flat_map(|chat| chat.messages())
+            .collect()
     }
 
     /// The device that writes as `actor`; all zero for an actor this node cannot
@@ -786,8 +795,8 @@ pub(crate) fn actor_key(actor: &ActorId) -> ActorKey {
 }
 
 /// A fixed description of why a snapshot's document is refused, for logs and counters.
-fn snapshot_reason(e: &chat_snapshot::SnapshotError) -> &'static str {
-    use chat_snapshot::SnapshotError as E;
+fn snapshot_reason(e: &doc_snapshot::SnapshotError) -> &'static str {
+    use doc_snapshot::SnapshotError as E;
     match e {
         E::Load => "snapshot: not a loadable document",
         E::MissingDeps => "snapshot: changes with missing dependencies",

@@ -1,5 +1,5 @@
-//! Chat shard snapshots: the whole document (`Automerge::save`), which a peer far
-//! behind loads instead of replaying every change one by one.
+//! Snapshots: a whole document (`Automerge::save`), which a peer far behind
+//! loads instead of replaying every change one by one.
 //!
 //! A snapshot is trusted no further than the signed changes it ends in. The caller
 //! (the node) passes each covered writer's *last* change as that writer signed it,
@@ -15,15 +15,19 @@
 //! - the writer's change at `last` has exactly the signed change's hash.
 //!
 //! So a snapshot's maker cannot put words in another writer's mouth. And every
-//! change passes the chat rules, exactly as if it had arrived on its own: a member
-//! cannot smuggle in, through a snapshot, a change every other node refused.
+//! change passes the document type's rules, exactly as if it had arrived on its
+//! own: a member cannot smuggle in, through a snapshot, a change every other node
+//! refused.
 
 use std::collections::{BTreeMap, HashMap};
 
 use automerge::{ActorId, Automerge, Change, ChangeHash, ReadDoc};
 
-use super::{ChatDoc, Checked, Message, Violation, sort_for_display};
-use crate::{DocId, genesis};
+use crate::{
+    DocId, Violation,
+    doc::{Checked, Doc, Effect, Model},
+    genesis,
+};
 
 /// Why a snapshot is refused. Every node refuses the same snapshot for the same
 /// reason: each check is a pure function of the bytes and the signed last changes.
@@ -45,7 +49,7 @@ pub enum SnapshotError {
     NotChained,
     #[error("a writer's last change differs from the one it signed")]
     LastChange,
-    #[error("a change in the snapshot breaks the chat rules: {0}")]
+    #[error("a change in the snapshot breaks the document's rules: {0}")]
     Rules(#[from] Violation),
 }
 
@@ -63,7 +67,7 @@ pub enum AbsorbError {
 /// A snapshot whose every change has been checked (see the module docs).
 pub struct Opened {
     doc: Automerge,
-    /// Every change but the genesis, checked against the chat rules.
+    /// Every change but the genesis, checked against the document's rules.
     changes: Vec<Checked>,
 }
 
@@ -78,9 +82,11 @@ impl Opened {
     }
 }
 
-/// Loads `bytes` and checks it against `last`: for each writer the snapshot covers,
-/// the seq and hash of its last change, taken from that writer's own signature.
+/// Loads `bytes` as a document of `model` and checks it against `last`: for
+/// each writer the snapshot covers, the seq and hash of its last change, taken
+/// from that writer's own signature.
 pub fn open(
+    model: Model,
     doc_id: &DocId,
     bytes: &[u8],
     last: &BTreeMap<ActorId, (u64, ChangeHash)>,
@@ -91,7 +97,8 @@ pub fn open(
     }
     let changes = doc.get_changes(&[]);
     let genesis_actor = genesis::genesis_actor(doc_id);
-    let (_, genesis_hash) = ChatDoc::genesis(doc_id);
+    let rules = Doc::new(model, *doc_id);
+    let genesis_hash = rules.genesis_hash();
     let mut has_genesis = false;
     let mut hash_at: HashMap<(&ActorId, u64), ChangeHash> = HashMap::with_capacity(changes.len());
     let mut count: HashMap<&ActorId, u64> = HashMap::with_capacity(last.len());
@@ -132,7 +139,6 @@ pub fn open(
     }
     drop(hash_at);
     drop(count);
-    let rules = ChatDoc::new(*doc_id);
     let checked = changes
         .into_iter()
         .filter(|c| *c.actor_id() != genesis_actor)
@@ -141,22 +147,17 @@ pub fn open(
     Ok(Opened { doc, changes: checked })
 }
 
-impl ChatDoc {
-    /// The whole document, compressed: what a snapshot seals.
-    pub fn save(&self) -> Vec<u8> {
-        self.doc.save()
-    }
-
-    /// Merges a verified snapshot. Returns the messages that became visible, in
-    /// display order. On error the document is unchanged.
-    pub fn absorb(&mut self, snapshot: Opened) -> Result<Vec<Message>, AbsorbError> {
+impl Doc {
+    /// Merges a verified snapshot. Returns what became visible (messages, in
+    /// display order; mentions). On error the document is unchanged.
+    pub fn absorb(&mut self, snapshot: Opened) -> Result<Vec<Effect>, AbsorbError> {
         let ours: HashMap<(ActorId, u64), ChangeHash> = self
-            .doc
+            .automerge()
             .get_changes_meta(&[])
             .into_iter()
             .map(|m| ((m.actor.into_owned(), m.seq), m.hash))
             .collect();
-        let mut created = Vec::new();
+        let mut fresh = Vec::new();
         for checked in &snapshot.changes {
             let change: &Change = checked.change();
             match ours.get(&(change.actor_id().clone(), change.seq())) {
@@ -167,41 +168,30 @@ impl ChatDoc {
                         seq: change.seq(),
                     });
                 }
-                None => created.extend(checked.created().iter().cloned()),
+                None => fresh.push(checked),
             }
         }
+        let effects = Checked::effects_of(fresh);
         // Merge the smaller history into the larger: applying changes costs time
         // per change, loading was already paid.
         let mut theirs = snapshot.doc;
         if snapshot.changes.len() + 1 > ours.len() {
-            theirs.merge(&mut self.doc)?;
-            self.doc = theirs;
-            self.messages = messages_map(&self.doc);
+            theirs.merge(self.automerge_mut())?;
+            self.replace(theirs);
         } else {
-            self.doc.merge(&mut theirs)?;
+            self.automerge_mut().merge(&mut theirs)?;
         }
-        sort_for_display(&mut created);
-        Ok(created)
-    }
-
-    /// Whether the change with this hash is part of the document.
-    pub fn has_change(&self, hash: &ChangeHash) -> bool {
-        self.doc.get_missing_deps(&[*hash]).is_empty()
-    }
-}
-
-/// The messages map of a document that passed [`open`] (whose genesis created it).
-fn messages_map(doc: &Automerge) -> automerge::ObjId {
-    match doc.get(automerge::ROOT, super::MESSAGES) {
-        Ok(Some((automerge::Value::Object(automerge::ObjType::Map), id))) => id,
-        _ => unreachable!("a checked snapshot has the genesis, which creates the messages map"),
+        Ok(effects)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{chat::NewMessage, writer::actor_id};
+    use crate::{
+        chat::{ChatDoc, NewMessage},
+        writer::actor_id,
+    };
 
     fn post(room: &mut ChatDoc, actor: &ActorId, id: &str) -> Change {
         let msg = NewMessage {
@@ -239,12 +229,13 @@ mod tests {
     fn a_fresh_replica_loads_a_snapshot_and_shows_the_same_log() {
         let doc = DocId([3; 16]);
         let (room, changes, ..) = room(doc);
-        let opened = open(&doc, &room.save(), &last_of(&changes)).unwrap();
+        let opened = open(Model::Chat, &doc, &room.save(), &last_of(&changes)).unwrap();
         assert_eq!(opened.len(), 10);
-        let mut fresh = ChatDoc::new(doc);
+        let mut fresh = Doc::Chat(ChatDoc::new(doc));
         let created = fresh.absorb(opened).unwrap();
-        assert_eq!(created, room.messages());
-        assert_eq!(fresh.messages(), room.messages());
+        let messages: Vec<Effect> = room.messages().into_iter().map(Effect::Message).collect();
+        assert_eq!(created, messages);
+        assert_eq!(fresh.chat().unwrap().messages(), room.messages());
     }
 
     #[test]
@@ -255,12 +246,13 @@ mod tests {
         mine.apply(changes[..4].to_vec()).unwrap();
         let c = actor_id(&[3; 32], &doc, 1);
         post(&mut mine, &c, "c0");
+        let mut mine = Doc::Chat(mine);
         let created = mine
-            .absorb(open(&doc, &room.save(), &last_of(&changes)).unwrap())
+            .absorb(open(Model::Chat, &doc, &room.save(), &last_of(&changes)).unwrap())
             .unwrap();
         assert_eq!(created.len(), 6, "only the messages it lacked are new");
-        assert_eq!(mine.messages().len(), 11);
-        assert!(mine.message("c0").is_some());
+        assert_eq!(mine.chat().unwrap().messages().len(), 11);
+        assert!(mine.chat().unwrap().message("c0").is_some());
     }
 
     #[test]
@@ -272,25 +264,28 @@ mod tests {
 
         let mut wrong_hash = good.clone();
         wrong_hash.get_mut(&a).unwrap().1 = changes[0].hash();
-        assert_eq!(open(&doc, &saved, &wrong_hash).err(), Some(SnapshotError::LastChange));
+        assert_eq!(
+            open(Model::Chat, &doc, &saved, &wrong_hash).err(),
+            Some(SnapshotError::LastChange)
+        );
 
         let mut undeclared = good.clone();
         undeclared.remove(&b);
         assert_eq!(
-            open(&doc, &saved, &undeclared).err(),
+            open(Model::Chat, &doc, &saved, &undeclared).err(),
             Some(SnapshotError::UnknownWriter)
         );
 
         let mut short = good.clone();
         short.insert(a.clone(), (4, changes[6].hash()));
-        assert_eq!(open(&doc, &saved, &short).err(), Some(SnapshotError::Seq));
+        assert_eq!(open(Model::Chat, &doc, &saved, &short).err(), Some(SnapshotError::Seq));
 
         let mut long = good;
         long.insert(a, (6, changes[8].hash()));
-        assert_eq!(open(&doc, &saved, &long).err(), Some(SnapshotError::Gap));
+        assert_eq!(open(Model::Chat, &doc, &saved, &long).err(), Some(SnapshotError::Gap));
 
         assert_eq!(
-            open(&doc, b"not automerge", &last_of(&changes)).err(),
+            open(Model::Chat, &doc, b"not automerge", &last_of(&changes)).err(),
             Some(SnapshotError::Load)
         );
         // Another document's snapshot, with its writers declared: its genesis is foreign.
@@ -298,7 +293,7 @@ mod tests {
         let mut declared = last_of(&other_changes);
         let foreign_genesis = genesis::genesis_actor(&DocId([4; 16]));
         declared.insert(foreign_genesis, (1, ChatDoc::genesis(&DocId([4; 16])).1));
-        assert!(open(&doc, &other_room.save(), &declared).is_err());
+        assert!(open(Model::Chat, &doc, &other_room.save(), &declared).is_err());
     }
 
     #[test]
@@ -313,8 +308,10 @@ mod tests {
         let (hash, _) = tx.commit();
         changes.push(room.doc.get_change_by_hash(&hash.unwrap()).unwrap());
         assert_eq!(
-            open(&doc, &room.save(), &last_of(&changes)).err(),
-            Some(SnapshotError::Rules(Violation::ForeignObject))
+            open(Model::Chat, &doc, &room.save(), &last_of(&changes)).err(),
+            Some(SnapshotError::Rules(Violation::Chat(
+                crate::chat::Violation::ForeignObject
+            )))
         );
     }
 
@@ -330,10 +327,11 @@ mod tests {
         let forked = post(&mut clone, &a, "forked");
         assert_eq!(forked.seq(), 2);
         mine.apply(vec![forked]).unwrap();
+        let mut mine = Doc::Chat(mine);
         let err = mine
-            .absorb(open(&doc, &room.save(), &last_of(&changes)).unwrap())
+            .absorb(open(Model::Chat, &doc, &room.save(), &last_of(&changes)).unwrap())
             .unwrap_err();
         assert!(matches!(err, AbsorbError::Equivocation { seq: 2, .. }), "{err}");
-        assert_eq!(mine.messages().len(), 3, "unchanged on error");
+        assert_eq!(mine.chat().unwrap().messages().len(), 3, "unchanged on error");
     }
 }

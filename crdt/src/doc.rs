@@ -1,0 +1,178 @@
+//! The document types a space can hold, behind one interface: the node syncs,
+//! validates, applies and snapshots every kind of document the same way.
+
+use automerge::{Automerge, Change, ChangeHash};
+
+use crate::{
+    DocId, Error, Violation,
+    chat::{self, ChatDoc},
+    text::{self, TextDoc},
+};
+
+/// Which typed model a document follows (fixed by its space's kind).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Model {
+    Chat,
+    Text,
+}
+
+/// A document of any model.
+#[derive(Debug)]
+pub enum Doc {
+    Chat(ChatDoc),
+    Text(TextDoc),
+}
+
+/// A change that passed its document's rules.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Checked {
+    Chat(chat::Checked),
+    Text(text::Checked),
+}
+
+/// What applying changes made visible.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// A chat message appeared.
+    Message(chat::Message),
+    /// A document mentioned a user.
+    Mention(text::Mention),
+}
+
+impl Checked {
+    pub fn change(&self) -> &Change {
+        match self {
+            Checked::Chat(c) => c.change(),
+            Checked::Text(c) => c.change(),
+        }
+    }
+
+    /// What these changes make visible once applied (messages in display order).
+    pub(crate) fn effects_of<'a>(checked: impl IntoIterator<Item = &'a Checked>) -> Vec<Effect> {
+        let mut messages = Vec::new();
+        let mut mentions = Vec::new();
+        for c in checked {
+            match c {
+                Checked::Chat(c) => messages.extend(c.created().iter().cloned()),
+                Checked::Text(c) => mentions.extend(c.mentions().iter().cloned()),
+            }
+        }
+        chat::sort_for_display(&mut messages);
+        messages
+            .into_iter()
+            .map(Effect::Message)
+            .chain(mentions.into_iter().map(Effect::Mention))
+            .collect()
+    }
+}
+
+impl Doc {
+    /// A document of `model` at its genesis.
+    pub fn new(model: Model, doc_id: DocId) -> Self {
+        match model {
+            Model::Chat => Doc::Chat(ChatDoc::new(doc_id)),
+            Model::Text => Doc::Text(TextDoc::new(doc_id)),
+        }
+    }
+
+    pub fn model(&self) -> Model {
+        match self {
+            Doc::Chat(_) => Model::Chat,
+            Doc::Text(_) => Model::Text,
+        }
+    }
+
+    /// The hash of the genesis: the one dependency of a writer's first change
+    /// when nothing else is there.
+    pub fn genesis_hash(&self) -> ChangeHash {
+        match self {
+            Doc::Chat(d) => d.genesis_hash(),
+            Doc::Text(d) => d.genesis_hash(),
+        }
+    }
+
+    pub fn has_change(&self, hash: &ChangeHash) -> bool {
+        match self {
+            Doc::Chat(d) => d.has_change(hash),
+            Doc::Text(d) => d.has_change(hash),
+        }
+    }
+
+    /// Checks `change` against this document type's rules.
+    pub fn validate(&self, change: Change) -> Result<Checked, Violation> {
+        match self {
+            Doc::Chat(d) => d.validate(change).map(Checked::Chat).map_err(Violation::Chat),
+            Doc::Text(d) => d.validate(change).map(Checked::Text).map_err(Violation::Text),
+        }
+    }
+
+    /// Applies checked changes in one call (Automerge's apply costs time
+    /// proportional to the document on every call, so callers batch).
+    pub fn apply_checked(&mut self, checked: Vec<Checked>) -> Result<Vec<Effect>, Error> {
+        let effects = Checked::effects_of(&checked);
+        let changes: Vec<Change> = checked
+            .into_iter()
+            .map(|c| match c {
+                Checked::Chat(c) => c.change().clone(),
+                Checked::Text(c) => c.change().clone(),
+            })
+            .collect();
+        self.automerge_mut().apply_changes(changes)?;
+        Ok(effects)
+    }
+
+    /// The whole document, compressed.
+    pub fn save(&self) -> Vec<u8> {
+        self.automerge().save()
+    }
+
+    pub fn automerge(&self) -> &Automerge {
+        match self {
+            Doc::Chat(d) => d.automerge(),
+            Doc::Text(d) => d.automerge(),
+        }
+    }
+
+    pub(crate) fn automerge_mut(&mut self) -> &mut Automerge {
+        match self {
+            Doc::Chat(d) => &mut d.doc,
+            Doc::Text(d) => d.automerge_mut(),
+        }
+    }
+
+    /// Replaces the document with a merged one of the same model.
+    pub(crate) fn replace(&mut self, doc: Automerge) {
+        match self {
+            Doc::Chat(d) => d.replace(doc),
+            Doc::Text(d) => d.replace(doc),
+        }
+    }
+
+    pub fn chat(&self) -> Option<&ChatDoc> {
+        match self {
+            Doc::Chat(d) => Some(d),
+            Doc::Text(_) => None,
+        }
+    }
+
+    pub fn chat_mut(&mut self) -> Option<&mut ChatDoc> {
+        match self {
+            Doc::Chat(d) => Some(d),
+            Doc::Text(_) => None,
+        }
+    }
+
+    pub fn text(&self) -> Option<&TextDoc> {
+        match self {
+            Doc::Text(d) => Some(d),
+            Doc::Chat(_) => None,
+        }
+    }
+
+    pub fn text_mut(&mut self) -> Option<&mut TextDoc> {
+        match self {
+            Doc::Text(d) => Some(d),
+            Doc::Chat(_) => None,
+        }
+    }
+}

@@ -1,0 +1,577 @@
+//! Shared documents: rich text that merges character by character.
+//!
+//! A document is one Automerge text object, `ROOT.text`, created by the genesis.
+//! It holds block markers and marked text (see [`block`]); people edit it as
+//! Markdown ([`markdown`]). A save from an editor is applied as a minimal diff
+//! of the text, the block markers and the marks (Automerge's `update_spans`),
+//! never as a replacement, so two people who changed different words of one
+//! paragraph offline both keep their words after they sync.
+//!
+//! Versions are the document's changes: each write is one change, and any
+//! change can be shown, compared with another or restored (as a new change,
+//! so history is kept and concurrent edits made elsewhere still merge).
+
+use automerge::{
+    ActorId, Automerge, Change, ChangeHash, ObjId, ObjType, ROOT, ReadDoc, Span, Value,
+    transaction::{CommitOptions, Transactable},
+};
+
+use crate::{DocId, Error, genesis};
+
+pub mod block;
+mod edit;
+pub mod markdown;
+
+pub use block::{Block, BlockKind, Container, ListItem, Marks, Run};
+
+const TEXT: &str = "text";
+/// Text validation rules implemented here; a space names the version it follows.
+pub const RULES_VERSION: u16 = 1;
+/// Longest mark name accepted in a change.
+pub const MAX_MARK_NAME_BYTES: usize = 64;
+/// Longest mentioned user id accepted in a change.
+pub const MAX_MENTION_BYTES: usize = 128;
+
+/// Why a change breaks the text rules (version [`RULES_VERSION`]).
+///
+/// The root is frozen after the genesis: every other object lives inside the
+/// text (block markers and their fields), which writers edit freely. So the
+/// rules are about the root and about bounds, checkable from the change alone.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Violation {
+    #[error("the change has no dependencies (every change descends from the genesis)")]
+    NoDeps,
+    #[error("the change touches the document root, which only the genesis writes")]
+    Root,
+    #[error("a mark name is longer than {MAX_MARK_NAME_BYTES} bytes")]
+    MarkName,
+    #[error("a mention names no user or one longer than {MAX_MENTION_BYTES} bytes")]
+    Mention,
+}
+
+impl Violation {
+    /// A fixed description, for logs and counters.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Violation::NoDeps => "text rules: a change without dependencies",
+            Violation::Root => "text rules: touches the document root",
+            Violation::MarkName => "text rules: mark name too long",
+            Violation::Mention => "text rules: bad mention",
+        }
+    }
+}
+
+/// A user mentioned by a change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mention {
+    /// The mentioned user's id, as written in the mark.
+    pub user: String,
+    /// The actor whose change made the mention, and the mark's op counter: with
+    /// the actor, a unique id for the mention.
+    pub actor: ActorId,
+    pub counter: u64,
+}
+
+/// A change that passed [`TextDoc::validate`], with the mentions it makes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checked {
+    change: Change,
+    mentions: Vec<Mention>,
+}
+
+impl Checked {
+    pub fn change(&self) -> &Change {
+        &self.change
+    }
+
+    pub fn mentions(&self) -> &[Mention] {
+        &self.mentions
+    }
+
+    pub(crate) fn into_parts(self) -> (Change, Vec<Mention>) {
+        (self.change, self.mentions)
+    }
+}
+
+/// One version of a document: a change, summarised.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Version {
+    pub hash: ChangeHash,
+    pub actor: ActorId,
+    pub seq: u64,
+    /// Milliseconds since the Unix epoch, as claimed by the author.
+    pub time_ms: i64,
+    /// Characters inserted and elements (characters or blocks) deleted.
+    pub inserted: usize,
+    pub deleted: usize,
+    /// Blocks (paragraphs, headings, items) inserted.
+    pub blocks: usize,
+    /// The start of the inserted text.
+    pub excerpt: String,
+}
+
+/// Who wrote a line of the rendered document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlameLine {
+    pub line: String,
+    /// The actor who wrote most of the line's characters (the block's marker
+    /// for an empty line).
+    pub actor: Option<ActorId>,
+}
+
+/// One shared document.
+#[derive(Debug)]
+pub struct TextDoc {
+    doc: Automerge,
+    text: ObjId,
+    genesis: ChangeHash,
+}
+
+impl TextDoc {
+    /// A document at genesis.
+    pub fn new(doc_id: DocId) -> Self {
+        let (doc, genesis) = Self::genesis(&doc_id);
+        let text = text_object(&doc);
+        Self { doc, text, genesis }
+    }
+
+    /// The genesis document and the hash of its only change.
+    pub fn genesis(doc_id: &DocId) -> (Automerge, ChangeHash) {
+        genesis::build(doc_id, |tx| {
+            tx.put_object(ROOT, TEXT, ObjType::Text)?;
+            Ok(())
+        })
+    }
+
+    pub fn genesis_hash(&self) -> ChangeHash {
+        self.genesis
+    }
+
+    /// Makes the document equal to `blocks` as `actor`, with the smallest edit
+    /// Automerge finds. `None` when nothing changes.
+    pub fn write(&mut self, actor: ActorId, blocks: &[Block], now_ms: i64) -> Result<Option<Change>, Error> {
+        self.doc.set_actor(actor);
+        let mut tx = self.doc.transaction();
+        edit::update(&mut tx, &self.text, blocks)?;
+        let (hash, _) = tx.commit_with(CommitOptions::default().with_time(now_ms));
+        match hash {
+            Some(hash) => Ok(Some(self.doc.get_change_by_hash(&hash).ok_or(Error::EmptyChange)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Inserts and deletes plain text at a character position, as `actor`, in
+    /// one change: for replaying keystrokes (benchmarks, editors that report
+    /// splices). Positions count Unicode code points of the text, block
+    /// markers counting one each.
+    pub fn splice(&mut self, actor: ActorId, edits: &[(usize, usize, &str)], now_ms: i64) -> Result<Change, Error> {
+        self.doc.set_actor(actor);
+        let mut tx = self.doc.transaction();
+        for (pos, del, ins) in edits {
+            tx.splice_text(&self.text, *pos, *del as isize, ins)?;
+        }
+        let (hash, _) = tx.commit_with(CommitOptions::default().with_time(now_ms));
+        let hash = hash.ok_or(Error::EmptyChange)?;
+        self.doc.get_change_by_hash(&hash).ok_or(Error::EmptyChange)
+    }
+
+    /// The document as blocks.
+    pub fn blocks(&self) -> Vec<Block> {
+        match self.doc.spans(&self.text) {
+            Ok(spans) => from_spans(spans),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// The document as it was at `heads` (changes it holds).
+    pub fn blocks_at(&self, heads: &[ChangeHash]) -> Result<Vec<Block>, Error> {
+        Ok(from_spans(self.doc.spans_at(&self.text, heads)?))
+    }
+
+    /// The document as Markdown.
+    pub fn markdown(&self) -> String {
+        markdown::render(&self.blocks())
+    }
+
+    /// The plain text of the text object (block markers as U+FFFC).
+    pub fn raw_text(&self) -> String {
+        self.doc.text(&self.text).unwrap_or_default()
+    }
+
+    /// Checks `change` against the text rules before it may be applied, and
+    /// reads the mentions it makes.
+    pub fn validate(&self, change: Change) -> Result<Checked, Violation> {
+        use automerge::legacy::{ObjectId, OpType};
+        if change.deps().is_empty() {
+            return Err(Violation::NoDeps);
+        }
+        let start = change.start_op().get();
+        let actor = change.actor_id().clone();
+        let mut mentions = Vec::new();
+        for (i, op) in change.decode().operations.into_iter().enumerate() {
+            if op.obj == ObjectId::Root {
+                return Err(Violation::Root);
+            }
+            if let OpType::MarkBegin(mark) = &op.action {
+                if mark.name.len() > MAX_MARK_NAME_BYTES {
+                    return Err(Violation::MarkName);
+                }
+                if mark.name == "mention" {
+                    match &mark.value {
+                        automerge::ScalarValue::Str(user) if !user.is_empty() && user.len() <= MAX_MENTION_BYTES => {
+                            mentions.push(Mention {
+                                user: user.to_string(),
+                                actor: actor.clone(),
+                                counter: start + i as u64,
+                            })
+                        }
+                        automerge::ScalarValue::Null => {}
+                        _ => return Err(Violation::Mention),
+                    }
+                }
+            }
+        }
+        Ok(Checked { change, mentions })
+    }
+
+    /// Validates and applies remote changes in one call.
+    pub fn apply(&mut self, changes: Vec<Change>) -> Result<Vec<Mention>, Error> {
+        let checked = changes
+            .into_iter()
+            .map(|c| self.validate(c))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(crate::Violation::Text)?;
+        self.apply_checked(checked)
+    }
+
+    /// Applies changes that passed [`TextDoc::validate`], in one call. Returns
+    /// the mentions they make.
+    pub fn apply_checked(&mut self, checked: Vec<Checked>) -> Result<Vec<Mention>, Error> {
+        let mut mentions = Vec::new();
+        let changes: Vec<Change> = checked
+            .into_iter()
+            .map(|c| {
+                let (change, m) = c.into_parts();
+                mentions.extend(m);
+                change
+            })
+            .collect();
+        self.doc.apply_changes(changes)?;
+        Ok(mentions)
+    }
+
+    /// Every version after the genesis, oldest first (a causal order).
+    pub fn versions(&self) -> Vec<Version> {
+        self.doc
+            .get_changes(&[])
+            .into_iter()
+            .filter(|c| c.hash() != self.genesis)
+            .map(|c| summarise(&c))
+            .collect()
+    }
+
+    /// Who wrote each line of the Markdown: the writer of most of its characters.
+    pub fn blame(&self) -> Vec<BlameLine> {
+        // Each block's characters' writers, split into the block's text lines.
+        let mut per_block: Vec<(Option<ActorId>, Vec<Vec<ActorId>>)> = Vec::new();
+        for item in self.doc.list_range(&self.text, ..) {
+            let actor = match item.id() {
+                ObjId::Id(_, actor, _) => Some(actor),
+                ObjId::Root => None,
+            };
+            match item.value {
+                automerge::ValueRef::Object(_) => per_block.push((actor, vec![Vec::new()])),
+                automerge::ValueRef::Scalar(s) => {
+                    if per_block.is_empty() {
+                        per_block.push((None, vec![Vec::new()]));
+                    }
+                    let lines = &mut per_block.last_mut().expect("pushed above").1;
+                    if matches!(&s, automerge::ScalarValueRef::Str(c) if c.as_ref() == "\n") {
+                        lines.push(Vec::new());
+                    } else if let Some(actor) = actor {
+                        lines.last_mut().expect("never empty").push(actor);
+                    }
+                }
+            }
+        }
+        let blocks = self.blocks();
+        let mut out = Vec::new();
+        for (block, (marker, lines)) in blocks.iter().zip(per_block) {
+            let rendered = markdown::render(std::slice::from_ref(block));
+            let rendered: Vec<&str> = rendered.trim_end_matches('\n').split('\n').collect();
+            let block_writer = majority(lines.iter().flatten()).or(marker);
+            let offset = usize::from(matches!(block.kind, BlockKind::Code { .. }));
+            for (i, line) in rendered.iter().enumerate() {
+                let actor = match i.checked_sub(offset).and_then(|i| lines.get(i)) {
+                    Some(chars) if rendered.len() == lines.len() + 2 * offset => {
+                        majority(chars.iter()).or(block_writer.clone())
+                    }
+                    _ => block_writer.clone(),
+                };
+                out.push(BlameLine {
+                    line: line.to_string(),
+                    actor,
+                });
+            }
+        }
+        out
+    }
+
+    /// Whether the change with this hash is part of the document.
+    pub fn has_change(&self, hash: &ChangeHash) -> bool {
+        self.doc.get_missing_deps(&[*hash]).is_empty()
+    }
+
+    /// The underlying document, for saving and export.
+    pub fn automerge(&self) -> &Automerge {
+        &self.doc
+    }
+
+    /// The whole document, compressed: what a snapshot seals and what an
+    /// `automerge` export writes.
+    pub fn save(&self) -> Vec<u8> {
+        self.doc.save()
+    }
+
+    /// Replaces the document with a merged one (after a snapshot absorb).
+    pub(crate) fn replace(&mut self, doc: Automerge) {
+        self.text = text_object(&doc);
+        self.doc = doc;
+    }
+
+    pub(crate) fn automerge_mut(&mut self) -> &mut Automerge {
+        &mut self.doc
+    }
+}
+
+/// The text object of a document whose genesis created it.
+fn text_object(doc: &Automerge) -> ObjId {
+    match doc.get(ROOT, TEXT) {
+        Ok(Some((Value::Object(ObjType::Text), id))) => id,
+        _ => unreachable!("the genesis creates the text object"),
+    }
+}
+
+/// The actor appearing most often (the first among equals).
+fn majority<'a>(actors: impl Iterator<Item = &'a ActorId>) -> Option<ActorId> {
+    let mut counts: Vec<(&ActorId, usize)> = Vec::new();
+    for a in actors {
+        match counts.iter_mut().find(|(b, _)| *b == a) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((a, 1)),
+        }
+    }
+    let best = counts.iter().map(|(_, n)| *n).max()?;
+    counts.into_iter().find(|(_, n)| *n == best).map(|(a, _)| a.clone())
+}
+
+fn summarise(change: &Change) -> Version {
+    use automerge::legacy::OpType;
+    const EXCERPT_CHARS: usize = 60;
+    let (mut inserted, mut deleted, mut blocks) = (0, 0, 0);
+    let mut excerpt = String::new();
+    for op in change.decode().operations {
+        match (&op.action, op.insert) {
+            (OpType::Put(automerge::ScalarValue::Str(s)), true) => {
+                inserted += s.chars().count();
+                if excerpt.chars().count() < EXCERPT_CHARS {
+                    excerpt.push_str(s);
+                }
+            }
+            (OpType::Make(ObjType::Map), true) => blocks += 1,
+            (OpType::Delete, _) => deleted += 1,
+            _ => {}
+        }
+    }
+    let excerpt: String = excerpt
+        .chars()
+        .map(|c| {
+            if c.is_control() || c == block::HARD_BREAK {
+                ' '
+            } else {
+                c
+            }
+        })
+        .take(EXCERPT_CHARS)
+        .collect();
+    Version {
+        hash: change.hash(),
+        actor: change.actor_id().clone(),
+        seq: change.seq(),
+        time_ms: change.timestamp(),
+        inserted,
+        deleted,
+        blocks,
+        excerpt: excerpt.trim().to_string(),
+    }
+}
+
+fn from_spans<'a>(spans: impl Iterator<Item = Span> + 'a) -> Vec<Block> {
+    let mut blocks: Vec<Block> = Vec::new();
+    for span in spans {
+        match span {
+            Span::Block(map) => blocks.push(Block::from_marker(&map)),
+            Span::Text { text, marks } => {
+                if blocks.is_empty() {
+                    // Text before any marker (written by another application).
+                    blocks.push(Block::new(BlockKind::Paragraph, Vec::new()));
+                }
+                let marks = Marks::from_mark_set(marks.as_deref());
+                blocks.last_mut().expect("pushed above").push(&text, &marks);
+            }
+        }
+    }
+    blocks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::writer::actor_id;
+
+    const DOC: DocId = DocId([7; 16]);
+
+    fn md(text: &str) -> Vec<Block> {
+        markdown::parse(text, &|name| (name == "alice").then(|| "a11ce".to_string()))
+    }
+
+    fn writer(n: u8) -> ActorId {
+        actor_id(&[n; 32], &DOC, 1)
+    }
+
+    /// A document both writers start from, and each writer's copy of it.
+    fn shared(start: &str) -> (TextDoc, TextDoc) {
+        let mut a = TextDoc::new(DOC);
+        let first = a.write(writer(1), &md(start), 1).unwrap().unwrap();
+        let mut b = TextDoc::new(DOC);
+        b.apply(vec![first]).unwrap();
+        (a, b)
+    }
+
+    #[test]
+    fn offline_edits_of_one_paragraph_both_survive() {
+        let (mut a, mut b) = shared("# Plan\n\nWe meet on Monday in the small room.\n");
+        let ca = a
+            .write(writer(1), &md("# Plan\n\nWe meet on Tuesday in the small room.\n"), 2)
+            .unwrap()
+            .unwrap();
+        let cb = b
+            .write(
+                writer(2),
+                &md("# Plan\n\nWe meet on Monday in the big room.\n\nBring notes.\n"),
+                2,
+            )
+            .unwrap()
+            .unwrap();
+        a.apply(vec![cb]).unwrap();
+        b.apply(vec![ca]).unwrap();
+        assert_eq!(a.markdown(), b.markdown());
+        assert_eq!(
+            a.markdown(),
+            "# Plan\n\nWe meet on Tuesday in the big room.\n\nBring notes.\n"
+        );
+    }
+
+    #[test]
+    fn saving_unchanged_text_writes_nothing() {
+        let (mut a, _) = shared("**bold `code` bold** and [a *link*](https://x.example)\n");
+        assert!(a.write(writer(1), &a.blocks(), 3).unwrap().is_none());
+    }
+
+    #[test]
+    fn marks_change_without_retyping_text() {
+        let (mut a, mut b) = shared("plain words here\n");
+        let bold = a.write(writer(1), &md("plain **words** here\n"), 2).unwrap().unwrap();
+        // Meanwhile b edits another word: both edits merge.
+        let typed = b.write(writer(2), &md("plain words there\n"), 2).unwrap().unwrap();
+        assert!(
+            bold.decode()
+                .operations
+                .iter()
+                .all(|op| !matches!(op.action, automerge::legacy::OpType::Put(_)))
+        );
+        a.apply(vec![typed]).unwrap();
+        b.apply(vec![bold]).unwrap();
+        assert_eq!(a.markdown(), "plain **words** there\n");
+        assert_eq!(b.markdown(), a.markdown());
+    }
+
+    #[test]
+    fn versions_show_and_restore() {
+        let (mut a, mut b) = shared("one\n");
+        a.write(writer(1), &md("one two\n"), 2).unwrap().unwrap();
+        let versions = a.versions();
+        assert_eq!(versions.len(), 2);
+        assert_eq!(versions[1].inserted, 4);
+        assert_eq!(versions[1].excerpt, "two");
+        assert_eq!(versions[0].blocks, 1);
+        let first = versions[0].hash;
+        assert_eq!(markdown::render(&a.blocks_at(&[first]).unwrap()), "one\n");
+
+        // b adds a line concurrently; a restores the first version.
+        let added = b.write(writer(2), &md("one\n\nthree\n"), 3).unwrap().unwrap();
+        let old = a.blocks_at(&[first]).unwrap();
+        let restore = a.write(writer(1), &old, 4).unwrap().unwrap();
+        assert_eq!(a.markdown(), "one\n");
+        a.apply(vec![added]).unwrap();
+        b.apply(vec![restore]).unwrap();
+        assert_eq!(
+            a.markdown(),
+            "one\n\nthree\n",
+            "the concurrent edit survives the restore"
+        );
+        assert_eq!(b.markdown(), a.markdown());
+        assert_eq!(a.versions().len(), 4, "history is kept");
+    }
+
+    #[test]
+    fn mentions_are_written_and_read_from_changes() {
+        let (mut a, mut b) = shared("hello\n");
+        let change = a
+            .write(writer(1), &md("hello @alice and @bob, mail x@alice\n"), 2)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            a.markdown(),
+            "hello [@alice](outpost:user/a11ce) and @bob, mail x@alice\n"
+        );
+        let mentions = b.apply(vec![change]).unwrap();
+        assert_eq!(mentions.len(), 1);
+        assert_eq!(mentions[0].user, "a11ce");
+        assert_eq!(mentions[0].actor, writer(1));
+        // Rewriting the same text mentions nobody again.
+        assert!(a.write(writer(1), &a.blocks(), 3).unwrap().is_none());
+    }
+
+    #[test]
+    fn the_root_is_off_limits() {
+        let (a, _) = shared("x\n");
+        let mut raw = a.automerge().fork().with_actor(writer(3));
+        let mut tx = raw.transaction();
+        tx.put(ROOT, "text", "gone").unwrap();
+        let (hash, _) = tx.commit();
+        let change = raw.get_change_by_hash(&hash.unwrap()).unwrap();
+        assert_eq!(a.validate(change).map(drop), Err(Violation::Root));
+    }
+
+    #[test]
+    fn blame_names_the_writer_of_each_line() {
+        let (mut a, mut b) = shared("first line\n\n```\nlet x = 1;\n```\n");
+        let c = b
+            .write(writer(2), &md("first line\n\n```\nlet x = 1;\nlet y = 2;\n```\n"), 2)
+            .unwrap()
+            .unwrap();
+        a.apply(vec![c]).unwrap();
+        let blame: Vec<(String, Option<ActorId>)> = a.blame().into_iter().map(|l| (l.line, l.actor)).collect();
+        assert_eq!(
+            blame,
+            [
+                ("first line".to_string(), Some(writer(1))),
+                ("```".to_string(), Some(writer(1))),
+                ("let x = 1;".to_string(), Some(writer(1))),
+                ("let y = 2;".to_string(), Some(writer(2))),
+                ("```".to_string(), Some(writer(1))),
+            ]
+        );
+    }
+}
