@@ -821,6 +821,7 @@ async fn run_daemons(
             "/v1/chats",
             &CreateChat {
                 name: "bench".into(),
+                kind: control::SpaceKind::Chat,
                 history: control::History::Shared,
                 posting: control::Posting::Writers,
                 department: None,

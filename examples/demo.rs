@@ -176,6 +176,7 @@ async fn main() -> anyhow::Result<()> {
 
     let create = CreateChat {
         name: "branch-office".into(),
+        kind: Default::default(),
         history: History::Shared,
         posting: Default::default(),
         department: None,

@@ -4,6 +4,7 @@
 //! daemon through its local API. Errors print as one line on stderr with a hint,
 //! and the exit code says what kind of failure it was (see [`exit`]).
 
+mod doc;
 mod exit;
 mod org;
 mod output;
@@ -60,6 +61,9 @@ enum Command {
     /// Chat spaces.
     #[command(subcommand)]
     Chat(ChatCommand),
+    /// Shared documents: Markdown, co-edited offline, merged character by character.
+    #[command(subcommand)]
+    Doc(doc::DocCmd),
     /// Who is in a space: members, roles, removal, leaving, key rotation.
     #[command(subcommand)]
     Space(SpaceCommand),
@@ -436,6 +440,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             init_logging("warn");
             chat(&client, cmd).await?;
         }
+        Command::Doc(cmd) => {
+            init_logging("warn");
+            doc::run(&client, cmd).await?;
+        }
         Command::Space(cmd) => {
             init_logging("warn");
             space(&client, cmd).await?;
@@ -472,6 +480,7 @@ async fn chat(client: &Client, cmd: ChatCommand) -> anyhow::Result<()> {
                     "/v1/chats",
                     &CreateChat {
                         name,
+                        kind: outpost_node::control::SpaceKind::Chat,
                         history: history.into(),
                         posting: if announcement {
                             Posting::Admins
@@ -781,4 +790,15 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Clap checks a command's definition only when it is used: check them all.
+    #[test]
+    fn every_command_is_well_formed() {
+        super::Cli::command().debug_assert();
+    }
 }

@@ -49,6 +49,10 @@ pub enum Error {
     Automerge(#[from] automerge::AutomergeError),
     #[error("the transaction produced no change")]
     EmptyChange,
+    #[error("this writer wrote after the version edited: write as a new writer")]
+    StaleWriter,
+    #[error("the document has no text at `text`")]
+    NoText,
     #[error("the change breaks the document's rules: {0}")]
     Rules(#[from] Violation),
 }

@@ -160,6 +160,42 @@ impl TextDoc {
         }
     }
 
+    /// Like [`TextDoc::write`], but edits the document as it was at `base` (the
+    /// version an editor opened), so that changes made since, here or by
+    /// others, merge with this one instead of being undone by it.
+    ///
+    /// Fails with [`Error::StaleWriter`] when `actor` wrote after `base`: its
+    /// next change would reuse a seq. The caller then writes as a new actor.
+    pub fn write_from(
+        &mut self,
+        actor: ActorId,
+        base: &[ChangeHash],
+        blocks: &[Block],
+        now_ms: i64,
+    ) -> Result<Option<Change>, Error> {
+        let mut heads = self.doc.get_heads();
+        let mut base = base.to_vec();
+        heads.sort();
+        base.sort();
+        if heads == base {
+            return self.write(actor, blocks, now_ms);
+        }
+        let mut fork = self.doc.fork_at(&base)?.with_actor(actor.clone());
+        let text = text_object(&fork);
+        let mut tx = fork.transaction();
+        edit::update(&mut tx, &text, blocks)?;
+        let (hash, _) = tx.commit_with(CommitOptions::default().with_time(now_ms));
+        let Some(hash) = hash else {
+            return Ok(None);
+        };
+        let change = fork.get_change_by_hash(&hash).ok_or(Error::EmptyChange)?;
+        match self.doc.apply_changes([change.clone()]) {
+            Ok(()) => Ok(Some(change)),
+            Err(automerge::AutomergeError::DuplicateSeqNumber(..)) => Err(Error::StaleWriter),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Inserts and deletes plain text at a character position, as `actor`, in
     /// one change: for replaying keystrokes (benchmarks, editors that report
     /// splices). Positions count Unicode code points of the text, block
@@ -341,6 +377,25 @@ impl TextDoc {
 
     pub(crate) fn automerge_mut(&mut self) -> &mut Automerge {
         &mut self.doc
+    }
+}
+
+/// A readable line diff of two versions' Markdown (unified format).
+pub fn diff(old: &str, new: &str, old_label: &str, new_label: &str) -> String {
+    similar::TextDiff::from_lines(old, new)
+        .unified_diff()
+        .context_radius(3)
+        .header(old_label, new_label)
+        .to_string()
+}
+
+/// The blocks of a document saved by any Automerge application that keeps its
+/// text in `ROOT.text` (an `automerge` export of Outpost's, for one).
+pub fn blocks_of_saved(bytes: &[u8]) -> Result<Vec<Block>, Error> {
+    let doc = Automerge::load(bytes)?;
+    match doc.get(ROOT, TEXT)? {
+        Some((Value::Object(ObjType::Text), text)) => Ok(from_spans(doc.spans(&text)?)),
+        _ => Err(Error::NoText),
     }
 }
 

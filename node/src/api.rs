@@ -79,7 +79,18 @@ pub struct StatusResponse {
     pub org: Option<OrgView>,
 }
 
-pub use crate::core::NewChat as CreateChat;
+pub use crate::core::NewSpace as CreateChat;
+
+/// A shared document to create (empty; write its text with `DocEdit`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateDoc {
+    pub name: String,
+    /// Device cards or ids.
+    #[serde(default)]
+    pub members: Vec<String>,
+    #[serde(default)]
+    pub replicators: Vec<String>,
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Created {
@@ -172,6 +183,9 @@ pub fn router(core: CoreHandle, net: NetHandle, keys: Arc<DeviceKeys>, stopping:
         .route("/v1/dir/search", get(dir_search))
         .route("/v1/dir/dept", get(dir_dept))
         .route("/v1/chats/{space}/messages", post(send).get(log))
+        .route("/v1/docs", post(create_doc))
+        .route("/v1/docs/{space}", post(write_doc))
+        .route("/v1/docs/{space}/read", post(read_doc))
         .route("/v1/events", get(events))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such API endpoint".into(), None) })
         .with_state(AppState {
@@ -504,6 +518,40 @@ async fn org_command(State(s): State<AppState>, Json(cmd): Json<OrgCommand>) -> 
 async fn create_chat(State(s): State<AppState>, Json(req): Json<CreateChat>) -> Result<Json<Created>, Failure> {
     let space = s.core.create(req).await?;
     Ok(Json(Created { space }))
+}
+
+async fn create_doc(State(s): State<AppState>, Json(req): Json<CreateDoc>) -> Result<Json<Created>, Failure> {
+    let space = s
+        .core
+        .create(core::NewSpace {
+            name: req.name,
+            kind: crate::control::SpaceKind::Doc,
+            history: crate::control::History::Shared,
+            posting: crate::control::Posting::Writers,
+            department: None,
+            members: req.members,
+            replicators: req.replicators,
+        })
+        .await?;
+    Ok(Json(Created { space }))
+}
+
+async fn write_doc(
+    State(s): State<AppState>,
+    Path(space): Path<String>,
+    Json(edit): Json<core::DocEdit>,
+) -> Result<Json<core::Written>, Failure> {
+    let space = parse_space(&space)?;
+    Ok(Json(s.core.write_doc(space, edit).await?))
+}
+
+async fn read_doc(
+    State(s): State<AppState>,
+    Path(space): Path<String>,
+    Json(query): Json<core::DocQuery>,
+) -> Result<Json<core::DocAnswer>, Failure> {
+    let space = parse_space(&space)?;
+    Ok(Json(s.core.read_doc(space, query).await?))
 }
 
 async fn send(

@@ -14,6 +14,7 @@
 //! waiting sets.
 
 mod devices;
+mod docs;
 mod equivocation;
 mod ingest;
 mod load;
@@ -51,6 +52,7 @@ use self::{
 };
 pub use self::{
     devices::{DeviceRecord, DeviceView, Joined, LinkState, Linked, Revoked, join_request},
+    docs::{BlameView, DiffView, DocAnswer, DocEdit, DocFormat, DocQuery, DocView, VersionView, Written},
     org::{DEFAULT_EXPIRY_DAYS, DirEntry, DraftView, MAX_DIR_RESULTS, OrgCommand, OrgNet, OrgView, Proposal},
 };
 use crate::{
@@ -79,11 +81,11 @@ pub const MAX_CLIENT_ID_BYTES: usize = 128;
 pub const MAX_LOG_LIMIT: usize = 100_000;
 
 /// A user-facing failure of a core operation.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     #[error("no space {0} on this node")]
     UnknownSpace(SpaceId),
-    #[error("this device may not write in space {0}")]
+    #[error("this device may not write in space {0}: its user is not a writer there (readers only view)")]
     NotWritable(SpaceId),
     #[error("this device cannot read space {space}: {why}")]
     KeyMissing { space: SpaceId, why: String },
@@ -246,10 +248,12 @@ pub struct MemberView {
     pub me: bool,
 }
 
-/// A chat space to create.
+/// A space to create: a chat room or a shared document.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct NewChat {
+pub struct NewSpace {
     pub name: String,
+    #[serde(default)]
+    pub kind: SpaceKind,
     /// Whether members added later read what was written before they joined.
     #[serde(default)]
     pub history: History,
@@ -399,8 +403,18 @@ enum ToCore {
         reply: Reply<Option<crate::org::PolicyFrame>>,
     },
     CreateChat {
-        chat: Box<NewChat>,
+        chat: Box<NewSpace>,
         reply: Reply<SpaceId>,
+    },
+    DocWrite {
+        space: SpaceId,
+        edit: DocEdit,
+        reply: Reply<Written>,
+    },
+    DocRead {
+        space: SpaceId,
+        query: DocQuery,
+        reply: Reply<DocAnswer>,
     },
     SetPosting {
         space: SpaceId,
@@ -527,8 +541,9 @@ impl CoreHandle {
         members: Vec<String>,
         replicators: Vec<String>,
     ) -> Result<SpaceId> {
-        self.create(NewChat {
+        self.create(NewSpace {
             name,
+            kind: SpaceKind::Chat,
             history,
             posting: Posting::Writers,
             department: None,
@@ -538,8 +553,8 @@ impl CoreHandle {
         .await
     }
 
-    /// Creates a chat space as `chat` describes.
-    pub async fn create(&self, chat: NewChat) -> Result<SpaceId> {
+    /// Creates a space as `chat` describes.
+    pub async fn create(&self, chat: NewSpace) -> Result<SpaceId> {
         self.call(|reply| ToCore::CreateChat {
             chat: Box::new(chat),
             reply,
@@ -676,6 +691,15 @@ impl CoreHandle {
     /// What to tell a peer about the org when connecting (`None`: no org).
     pub async fn policy_frame(&self) -> Result<Option<crate::org::PolicyFrame>> {
         self.call(|reply| ToCore::PolicyFrame { reply }).await
+    }
+
+    /// Writes an edit to a document space; returns once it is durable.
+    pub async fn write_doc(&self, space: SpaceId, edit: DocEdit) -> Result<Written> {
+        self.call(|reply| ToCore::DocWrite { space, edit, reply }).await
+    }
+
+    pub async fn read_doc(&self, space: SpaceId, query: DocQuery) -> Result<DocAnswer> {
+        self.call(|reply| ToCore::DocRead { space, query, reply }).await
     }
 
     pub async fn messages(&self, space: SpaceId, limit: usize) -> Result<Vec<MessageView>> {
@@ -839,6 +863,15 @@ struct Core {
 type OnCommit = Box<dyn FnOnce(Option<&Arc<store::Error>>) + Send>;
 
 /// A send waiting for its group: text, client request id, reply.
+/// Where this device writes in a space (see `Core::write_target`).
+struct WriteTarget {
+    actor: outpost_crdt::ActorId,
+    doc: DocId,
+    epoch: Epoch,
+    incarnation: u64,
+    key: crate::crypto::EpochKey,
+}
+
 type PendingSend = (String, Option<String>, Reply<Sent>);
 
 /// What a batch does once its transaction has committed (or failed).
@@ -937,6 +970,9 @@ impl Core {
                     }
                     Err(e) => Err(e),
                 },
+                ToCore::DocWrite { space, edit, reply } => self
+                    .write_doc(txn, space, edit, &mut effects)
+                    .map(|outcome| effects.reply_result(reply, outcome)),
                 ToCore::Send {
                     space,
                     text,
@@ -1094,6 +1130,10 @@ impl Core {
             ToCore::Members { space, reply } => {
                 let _ = reply.send(self.members(space));
             }
+            ToCore::DocRead { space, query, reply } => {
+                let _ = reply.send(self.read_doc(space, query));
+            }
+            ToCore::DocWrite { reply, .. } => fail_unavailable(reply),
             ToCore::Invite { reply, .. } => fail_unavailable(reply),
             ToCore::Change { reply, .. } => fail_unavailable(reply),
             ToCore::ConfirmLink { reply, .. } => fail_unavailable(reply),
@@ -1193,7 +1233,7 @@ impl Core {
 
     /// Creates a chat space. The outer error aborts the batch; the inner one is the
     /// caller's mistake.
-    fn create_chat(&mut self, tx: &mut Txn, chat: &NewChat, effects: &mut Effects) -> store::Result<Result<SpaceId>> {
+    fn create_chat(&mut self, tx: &mut Txn, chat: &NewSpace, effects: &mut Effects) -> store::Result<Result<SpaceId>> {
         let name = chat.name.as_str();
         let mut certs = match chat
             .members
@@ -1234,6 +1274,13 @@ impl Core {
         if name.trim().is_empty() {
             return Ok(Err(Error::Invalid("a space needs a non-empty name".into())));
         }
+        if chat.kind == SpaceKind::Doc && chat.history == History::FromJoin {
+            // A document's current text is built from its whole history: a
+            // newcomer could not read it without reading what came before.
+            return Ok(Err(Error::Invalid(
+                "a document shares its whole history with its members; `from-join` is for chat rooms".into(),
+            )));
+        }
         if let Err(e) = self
             .org_may_create_space()
             .and_then(|()| certs.iter().try_for_each(|c| self.org_may_add(c)))
@@ -1245,7 +1292,7 @@ impl Core {
             &self.keys,
             control_doc_incarnation,
             name,
-            SpaceKind::Chat,
+            chat.kind,
             &control::SpaceOptions {
                 history: chat.history,
                 posting: chat.posting,
@@ -1269,7 +1316,7 @@ impl Core {
             .events
             .push(stored_event(&space, vec![genesis.into_bytes()], None));
         self.spaces.insert(space_id, space);
-        info!(space = %space_id.fmt_short(), "chat space created");
+        info!(space = %space_id.fmt_short(), kind = ?chat.kind, "space created");
         // Members are users: this user's other devices join too.
         self.add_my_devices(tx, space_id, effects)?;
         Ok(Ok(space_id))
@@ -1284,50 +1331,14 @@ impl Core {
         effects: &mut Effects,
     ) -> store::Result<()> {
         let me = self.me;
-        let Some(space) = self.spaces.get_mut(&space_id) else {
-            for (_, _, reply) in group {
-                let _ = reply.send(Err(Error::UnknownSpace(space_id)));
+        let target = match self.write_target(tx, space_id, effects)? {
+            Ok(target) => target,
+            Err(e) => {
+                for (_, _, reply) in group {
+                    let _ = reply.send(Err(e.clone()));
+                }
+                return Ok(());
             }
-            return Ok(());
-        };
-        if !space.state.may_write(&me) {
-            let announcement = space.state.is_writer(&me);
-            for (_, _, reply) in group {
-                let _ = reply.send(Err(if announcement {
-                    Error::NotAllowed("this is an announcement room: only its owners and admins post".into())
-                } else {
-                    Error::NotWritable(space_id)
-                }));
-            }
-            return Ok(());
-        }
-        // Nobody seals under an epoch a non-member can derive.
-        if let Err(e) = self.make_epoch_clean(tx, space_id, false, effects)? {
-            let why = e.to_string();
-            for (_, _, reply) in group {
-                let _ = reply.send(Err(Error::KeyMissing {
-                    space: space_id,
-                    why: why.clone(),
-                }));
-            }
-            return Ok(());
-        }
-        let space = self.spaces.get_mut(&space_id).expect("found above");
-        let epoch = space.state.current().epoch.clone();
-        let doc = space.state.content_doc(&epoch.id);
-        let incarnation = *self.incarnations.entry(doc).or_insert_with(rand::random);
-        let (Some(readable), Some(key)) = (space.readable.as_mut(), space.keys.key_for(&epoch)) else {
-            let why = space
-                .key_problem
-                .clone()
-                .unwrap_or_else(|| "this device holds no key for the current epoch".into());
-            for (_, _, reply) in group {
-                let _ = reply.send(Err(Error::KeyMissing {
-                    space: space_id,
-                    why: why.clone(),
-                }));
-            }
-            return Ok(());
         };
         let mut msgs = Vec::new();
         let mut waiting: Vec<PendingSend> = Vec::new();
@@ -1365,27 +1376,114 @@ impl Core {
         if msgs.is_empty() {
             return Ok(());
         }
-        let actor = outpost_crdt::writer::actor_id(&me.0, &doc, incarnation);
-        let shard = readable.shard_mut(doc, &epoch);
-        let genesis_hash = shard.doc.genesis_hash();
+        let space = self.spaces.get_mut(&space_id).expect("write_target found it");
+        let readable = space.readable.as_mut().expect("write_target checked the key");
+        let shard = readable.shard_mut(target.doc, &target.epoch);
         let posted = match shard.doc.chat_mut() {
-            Some(chat) => chat.post(actor, &msgs, crate::clock::now_ms() as i64),
-            None => {
-                for (_, _, reply) in waiting {
-                    let _ = reply.send(Err(Error::Invalid("this space is a document, not a chat: use `outpost doc`".into())));
-                }
-                return Ok(());
-            }
+            Some(chat) => chat.post(target.actor.clone(), &msgs, crate::clock::now_ms() as i64),
+            None => Err(outpost_crdt::Error::EmptyChange),
         };
         let change = match posted {
             Ok(c) => c,
             Err(e) => {
+                let why = match space.state.kind {
+                    SpaceKind::Chat => format!("the document refused the message: {e}"),
+                    _ => "this space is a shared document, not a chat: use `outpost doc`".into(),
+                };
                 for (_, _, reply) in waiting {
-                    let _ = reply.send(Err(Error::Invalid(format!("the document refused the message: {e}"))));
+                    let _ = reply.send(Err(Error::Invalid(why.clone())));
                 }
                 return Ok(());
             }
         };
+        let shard = &readable.docs[&target.doc];
+        let created: Vec<MessageView> = msgs
+            .iter()
+            .filter_map(|m| shard.doc.chat().and_then(|chat| chat.message(&m.id)))
+            .map(|m| view(&m, me))
+            .collect();
+        if let Err(e) = self.seal_local(tx, space_id, &target, &change, effects)? {
+            for (_, _, reply) in waiting {
+                let _ = reply.send(Err(e.clone()));
+            }
+            return Ok(());
+        }
+        for (id, client_id, reply) in waiting {
+            if let Some(cid) = client_id {
+                tx.put_client_id(&space_id, &cid, &id)?;
+            }
+            effects.reply(reply, Sent { id, duplicate: false });
+        }
+        for message in created {
+            effects.events.push(Event::Message {
+                space: space_id,
+                message,
+            });
+        }
+        Ok(())
+    }
+
+    /// Where this device writes in a space now, after checking it may: the
+    /// current epoch (cleaned of non-members first), its document, this run's
+    /// actor for it and the key. The outer error aborts the batch; the inner one
+    /// tells the caller why it cannot write.
+    fn write_target(
+        &mut self,
+        tx: &mut Txn,
+        space_id: SpaceId,
+        effects: &mut Effects,
+    ) -> store::Result<Result<WriteTarget>> {
+        let me = self.me;
+        let Some(space) = self.spaces.get(&space_id) else {
+            return Ok(Err(Error::UnknownSpace(space_id)));
+        };
+        if !space.state.may_write(&me) {
+            return Ok(Err(if space.state.is_writer(&me) {
+                Error::NotAllowed("this is an announcement room: only its owners and admins post".into())
+            } else {
+                Error::NotWritable(space_id)
+            }));
+        }
+        // Nobody seals under an epoch a non-member can derive.
+        if let Err(e) = self.make_epoch_clean(tx, space_id, false, effects)? {
+            return Ok(Err(Error::KeyMissing {
+                space: space_id,
+                why: e.to_string(),
+            }));
+        }
+        let space = self.spaces.get(&space_id).expect("found above");
+        let epoch = space.state.current().epoch.clone();
+        let doc = space.state.content_doc(&epoch.id);
+        let (Some(_), Some(key)) = (space.readable.as_ref(), space.keys.key_for(&epoch)) else {
+            let why = space
+                .key_problem
+                .clone()
+                .unwrap_or_else(|| "this device holds no key for the current epoch".into());
+            return Ok(Err(Error::KeyMissing { space: space_id, why }));
+        };
+        let incarnation = *self.incarnations.entry(doc).or_insert_with(rand::random);
+        Ok(Ok(WriteTarget {
+            actor: outpost_crdt::writer::actor_id(&me.0, &doc, incarnation),
+            doc,
+            epoch,
+            incarnation,
+            key,
+        }))
+    }
+
+    /// Seals a change this device made into `target`'s document as a content
+    /// envelope, records and stores it, and announces it to peers.
+    fn seal_local(
+        &mut self,
+        tx: &mut Txn,
+        space_id: SpaceId,
+        target: &WriteTarget,
+        change: &outpost_crdt::Change,
+        effects: &mut Effects,
+    ) -> store::Result<Result<EnvelopeId>> {
+        let space = self.spaces.get_mut(&space_id).expect("the caller found the space");
+        let readable = space.readable.as_ref().expect("the caller checked the key");
+        let genesis_hash = readable.docs[&target.doc].doc.genesis_hash();
         // Every dependency is a head of the document, and every head is a stored
         // envelope or a snapshot's last (a writer's earlier changes have its later
         // ones as dependants), so each has a known envelope.
@@ -1396,48 +1494,26 @@ impl Core {
             .filter_map(|d| readable.env_of_change.get(d).copied())
             .collect();
         if parents.len() + usize::from(change.deps().contains(&genesis_hash)) != change.deps().len() {
-            warn!(space = %space_id.fmt_short(), "a dependency of a new change has no known envelope; the send is refused and the document reloads");
-            for (_, _, reply) in waiting {
-                let _ = reply.send(Err(Error::Invalid(
-                    "internal: the document is out of step with the store; retry".into(),
-                )));
-            }
+            warn!(space = %space_id.fmt_short(), "a dependency of a new change has no known envelope; the write is refused and the document reloads");
             return Err(store::Error::Unavailable);
         }
         let header = Header {
             kind: Kind::Content,
             space: space_id,
-            doc,
-            epoch: epoch.id,
-            author: me,
-            incarnation,
+            doc: target.doc,
+            epoch: target.epoch.id,
+            author: self.me,
+            incarnation: target.incarnation,
             seq: change.seq(),
             parents,
             control_heads: space.state.heads(),
         };
-        let env = Envelope::seal_content(&self.keys, header, &key, change.raw_bytes());
-        let shard = &readable.docs[&doc];
-        let created: Vec<MessageView> = msgs
-            .iter()
-            .filter_map(|m| shard.doc.chat().and_then(|chat| chat.message(&m.id)))
-            .map(|m| view(&m, me))
-            .collect();
-        let order = space.record(&env, Some(&change));
+        let env = Envelope::seal_content(&self.keys, header, &target.key, change.raw_bytes());
+        let id = env.id();
+        let order = space.record(&env, Some(change));
         tx.put_envelope(&new_envelope(&env), order)?;
-        for (id, client_id, reply) in waiting {
-            if let Some(cid) = client_id {
-                tx.put_client_id(&space_id, &cid, &id)?;
-            }
-            effects.reply(reply, Sent { id, duplicate: false });
-        }
         effects.events.push(stored_event(space, vec![env.into_bytes()], None));
-        for message in created {
-            effects.events.push(Event::Message {
-                space: space_id,
-                message,
-            });
-        }
-        Ok(())
+        Ok(Ok(id))
     }
 
     fn messages(&self, space_id: SpaceId, limit: usize) -> Result<Vec<MessageView>> {
@@ -1463,7 +1539,10 @@ impl Core {
             .map(|s| SpaceSummary {
                 space: s.state.space,
                 name: s.name.clone(),
-                kind: "chat".into(),
+                kind: match s.state.kind {
+                    SpaceKind::Chat => "chat".into(),
+                    SpaceKind::Doc => "doc".into(),
+                },
                 history: s.state.history,
                 posting: s.state.current().posting,
                 department: s.department.clone(),

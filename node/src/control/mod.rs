@@ -193,8 +193,10 @@ pub struct Rotate {
 }
 
 /// What kind of space this is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum SpaceKind {
+    #[default]
     Chat,
     /// A shared document (rich text).
     Doc,

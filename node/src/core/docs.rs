@@ -1,0 +1,337 @@
+//! Shared documents: writing Markdown as minimal edits, and reading versions,
+//! diffs and blame. A document space holds one text document, synced, sealed
+//! and validated like any other (see `space`).
+
+use outpost_crdt::{
+    ChangeHash,
+    text::{self, TextDoc, markdown},
+};
+
+use super::*;
+
+/// A write to a document.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DocEdit {
+    /// The whole new text, as Markdown. `base` names the versions it was edited
+    /// from (the `heads` of `doc show --json`): changes made since then merge
+    /// with it. Empty: edited from the current text.
+    Markdown {
+        markdown: String,
+        #[serde(default)]
+        base: Vec<String>,
+    },
+    /// Make the text what it was at a version, as a new change.
+    Restore { version: String },
+}
+
+/// What a write produced.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Written {
+    /// The new version, or none when the text was already so.
+    pub version: Option<String>,
+}
+
+/// How to show a document.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DocFormat {
+    #[default]
+    Md,
+    Html,
+    Text,
+    /// The standard Automerge binary (base64 in JSON).
+    Automerge,
+}
+
+/// What to read of a document.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DocQuery {
+    Show {
+        /// A version id (or a unique prefix of one); none: the current text.
+        at: Option<String>,
+        format: DocFormat,
+    },
+    History,
+    Diff {
+        from: String,
+        /// None: the current text.
+        to: Option<String>,
+    },
+    Blame,
+}
+
+/// A document's text at a version.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DocView {
+    pub space: SpaceId,
+    pub name: Option<String>,
+    /// The version shown, when one was asked for.
+    pub at: Option<String>,
+    /// The versions the text is at (pass them as `base` when writing an edit of it).
+    pub heads: Vec<String>,
+    pub format: DocFormat,
+    pub content: String,
+}
+
+/// One version of a document.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VersionView {
+    /// The version id: the hash of its change, the same on every node.
+    pub id: String,
+    pub author: DeviceId,
+    /// Milliseconds since the Unix epoch, as claimed by the author.
+    pub time_ms: i64,
+    pub inserted: usize,
+    pub deleted: usize,
+    pub blocks: usize,
+    pub excerpt: String,
+}
+
+/// A line of `doc blame`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BlameView {
+    pub line: String,
+    pub author: Option<DeviceId>,
+}
+
+/// What changed between two versions.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DiffView {
+    pub from: String,
+    /// A version id, or `current`.
+    pub to: String,
+    /// A unified diff of the two versions' Markdown.
+    pub diff: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DocAnswer {
+    Show(DocView),
+    History(Vec<VersionView>),
+    Diff(DiffView),
+    Blame(Vec<BlameView>),
+}
+
+/// Shortest accepted version prefix, in hex digits.
+const MIN_VERSION_PREFIX: usize = 6;
+
+impl Core {
+    /// Applies an edit to a document space as one change. The outer error
+    /// aborts the batch; the inner one is the caller's mistake.
+    pub(super) fn write_doc(
+        &mut self,
+        tx: &mut Txn,
+        space_id: SpaceId,
+        edit: DocEdit,
+        effects: &mut Effects,
+    ) -> store::Result<Result<Written>> {
+        let mut target = match self.write_target(tx, space_id, effects)? {
+            Ok(target) => target,
+            Err(e) => return Ok(Err(e)),
+        };
+        let space = self.spaces.get_mut(&space_id).expect("write_target found it");
+        if space.state.kind != SpaceKind::Doc {
+            return Ok(Err(Error::Invalid(
+                "this space is a chat, not a document: use `outpost chat`".into(),
+            )));
+        }
+        let readable = space.readable.as_mut().expect("write_target checked the key");
+        let shard = readable.shard_mut(target.doc, &target.epoch);
+        let doc = shard.doc.text_mut().expect("document spaces hold text documents");
+        let (blocks, base) = match edit {
+            DocEdit::Markdown { markdown: md, base } => {
+                let base = match base.iter().map(|v| parse_version(doc, v)).collect::<Result<Vec<_>>>() {
+                    Ok(b) => b,
+                    Err(e) => return Ok(Err(e)),
+                };
+                let members: Vec<UserId> = space.state.members.values().map(|m| m.cert.user).collect();
+                let blocks = markdown::parse(&md, &|name| mentioned(&members, name));
+                (blocks, base)
+            }
+            DocEdit::Restore { version } => {
+                let hash = match find_version(doc, &version) {
+                    Ok(h) => h,
+                    Err(e) => return Ok(Err(e)),
+                };
+                match doc.blocks_at(&[hash]) {
+                    Ok(blocks) => (blocks, Vec::new()),
+                    Err(e) => return Ok(Err(Error::Invalid(format!("version {version}: {e}")))),
+                }
+            }
+        };
+        let now = crate::clock::now_ms() as i64;
+        let base = if base.is_empty() {
+            doc.automerge().get_heads()
+        } else {
+            base
+        };
+        let mut written = doc.write_from(target.actor.clone(), &base, &blocks, now);
+        if matches!(written, Err(outpost_crdt::Error::StaleWriter)) {
+            // This run wrote after the version edited: a fresh writer edits it.
+            target.incarnation = rand::random();
+            target.actor = outpost_crdt::writer::actor_id(&self.me.0, &target.doc, target.incarnation);
+            self.incarnations.insert(target.doc, target.incarnation);
+            written = doc.write_from(target.actor.clone(), &base, &blocks, now);
+        }
+        let change = match written {
+            Ok(Some(change)) => change,
+            Ok(None) => return Ok(Ok(Written { version: None })),
+            Err(e) => return Ok(Err(Error::Invalid(format!("the document refused the edit: {e}")))),
+        };
+        if let Err(e) = self.seal_local(tx, space_id, &target, &change, effects)? {
+            return Ok(Err(e));
+        }
+        effects.events.push(Event::Document { space: space_id });
+        Ok(Ok(Written {
+            version: Some(change.hash().to_string()),
+        }))
+    }
+
+    pub(super) fn read_doc(&self, space_id: SpaceId, query: DocQuery) -> Result<DocAnswer> {
+        let space = self.spaces.get(&space_id).ok_or(Error::UnknownSpace(space_id))?;
+        if space.state.kind != SpaceKind::Doc {
+            return Err(Error::Invalid(
+                "this space is a chat, not a document: use `outpost chat`".into(),
+            ));
+        }
+        let readable = space.readable.as_ref().ok_or_else(|| Error::KeyMissing {
+            space: space_id,
+            why: space
+                .key_problem
+                .clone()
+                .unwrap_or_else(|| "this device is a replicator: it stores the document but holds no key".into()),
+        })?;
+        let fresh;
+        let doc = match readable.docs.get(&space.main_doc()).and_then(|s| s.doc.text()) {
+            Some(doc) => doc,
+            None => {
+                fresh = TextDoc::new(space.main_doc());
+                &fresh
+            }
+        };
+        let author = |actor: &outpost_crdt::ActorId| readable.author_of(actor);
+        Ok(match query {
+            DocQuery::Show { at, format } => {
+                let (blocks, at) = match at {
+                    Some(v) => {
+                        let hash = find_version(doc, &v)?;
+                        let blocks = doc.blocks_at(&[hash]).map_err(|e| Error::Invalid(e.to_string()))?;
+                        (blocks, Some(hash.to_string()))
+                    }
+                    None => (doc.blocks(), None),
+                };
+                let content = match format {
+                    DocFormat::Md => markdown::render(&blocks),
+                    DocFormat::Html => markdown::to_html(&markdown::render(&blocks)),
+                    DocFormat::Text => markdown::to_plain(&blocks),
+                    DocFormat::Automerge if at.is_some() => {
+                        return Err(Error::Invalid(
+                            "an automerge export holds the whole history; leave out --at".into(),
+                        ));
+                    }
+                    DocFormat::Automerge => data_encoding::BASE64.encode(&doc.save()),
+                };
+                DocAnswer::Show(DocView {
+                    space: space_id,
+                    name: space.name.clone(),
+                    at,
+                    heads: doc.automerge().get_heads().iter().map(|h| h.to_string()).collect(),
+                    format,
+                    content,
+                })
+            }
+            DocQuery::History => DocAnswer::History(
+                doc.versions()
+                    .into_iter()
+                    .map(|v| VersionView {
+                        id: v.hash.to_string(),
+                        author: author(&v.actor),
+                        time_ms: v.time_ms,
+                        inserted: v.inserted,
+                        deleted: v.deleted,
+                        blocks: v.blocks,
+                        excerpt: v.excerpt,
+                    })
+                    .collect(),
+            ),
+            DocQuery::Diff { from, to } => {
+                let from_hash = find_version(doc, &from)?;
+                let old = markdown::render(&doc.blocks_at(&[from_hash]).map_err(|e| Error::Invalid(e.to_string()))?);
+                let (new, to_label) = match to {
+                    Some(to) => {
+                        let hash = find_version(doc, &to)?;
+                        let blocks = doc.blocks_at(&[hash]).map_err(|e| Error::Invalid(e.to_string()))?;
+                        (markdown::render(&blocks), hash.to_string())
+                    }
+                    None => (doc.markdown(), "current".to_string()),
+                };
+                let from_label = from_hash.to_string();
+                DocAnswer::Diff(DiffView {
+                    diff: text::diff(&old, &new, &from_label, &to_label),
+                    from: from_label,
+                    to: to_label,
+                })
+            }
+            DocQuery::Blame => DocAnswer::Blame(
+                doc.blame()
+                    .into_iter()
+                    .map(|l| BlameView {
+                        line: l.line,
+                        author: l.actor.as_ref().map(author),
+                    })
+                    .collect(),
+            ),
+        })
+    }
+}
+
+/// A version named in full (a head passed back by a client).
+fn parse_version(doc: &TextDoc, text: &str) -> Result<ChangeHash> {
+    let hash: ChangeHash = text
+        .parse()
+        .map_err(|_| Error::Invalid(format!("{text:?} is not a version id (64 hex digits)")))?;
+    if !doc.has_change(&hash) {
+        return Err(Error::NotFound(format!("version {text} of this document")));
+    }
+    Ok(hash)
+}
+
+/// The version whose id starts with `prefix`.
+fn find_version(doc: &TextDoc, prefix: &str) -> Result<ChangeHash> {
+    let prefix = prefix.trim().to_ascii_lowercase();
+    if prefix.len() < MIN_VERSION_PREFIX || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Error::Invalid(format!(
+            "{prefix:?} is not a version id: give at least {MIN_VERSION_PREFIX} hex digits of one (`outpost doc history` lists them)"
+        )));
+    }
+    let mut found = doc
+        .versions()
+        .into_iter()
+        .map(|v| v.hash)
+        .filter(|h| h.to_string().starts_with(&prefix));
+    match (found.next(), found.next()) {
+        (Some(hash), None) => Ok(hash),
+        (None, _) => Err(Error::NotFound(format!(
+            "no version {prefix} in this document (`outpost doc history` lists them)"
+        ))),
+        (Some(_), Some(_)) => Err(Error::Invalid(format!(
+            "version prefix {prefix} is ambiguous: give more digits"
+        ))),
+    }
+}
+
+/// The member user a bare `@name` names: a unique prefix of a member's user
+/// id (at least 8 hex digits).
+fn mentioned(members: &[UserId], name: &str) -> Option<String> {
+    const MIN_USER_PREFIX: usize = 8;
+    let name = name.to_ascii_lowercase();
+    if name.len() < MIN_USER_PREFIX {
+        return None;
+    }
+    let mut hits = members.iter().map(|u| u.to_string()).filter(|u| u.starts_with(&name));
+    let first = hits.next()?;
+    hits.all(|other| other == first).then_some(first)
+}
