@@ -52,7 +52,10 @@ use self::{
 };
 pub use self::{
     devices::{DeviceRecord, DeviceView, Joined, LinkState, Linked, Revoked, join_request},
-    docs::{BlameView, DiffView, DocAnswer, DocEdit, DocFormat, DocQuery, DocView, VersionView, Written},
+    docs::{
+        BlameView, DiffView, DocAnswer, DocEdit, DocFormat, DocQuery, DocView, MAX_DOC_WRITE_BYTES, VersionView,
+        Written,
+    },
     org::{DEFAULT_EXPIRY_DAYS, DirEntry, DraftView, MAX_DIR_RESULTS, OrgCommand, OrgNet, OrgView, Proposal},
 };
 use crate::{

@@ -115,6 +115,11 @@ pub enum DocAnswer {
     Blame(Vec<BlameView>),
 }
 
+/// Largest Markdown text one write takes. One write is one change sealed in
+/// one envelope (at most `MAX_ENVELOPE_BYTES`), and an Automerge change holds
+/// what it inserts plus per-op columns.
+pub const MAX_DOC_WRITE_BYTES: usize = 512 << 10;
+
 /// Shortest accepted version prefix, in hex digits.
 const MIN_VERSION_PREFIX: usize = 6;
 
@@ -142,6 +147,13 @@ impl Core {
         let shard = readable.shard_mut(target.doc, &target.epoch);
         let doc = shard.doc.text_mut().expect("document spaces hold text documents");
         let (blocks, base) = match edit {
+            DocEdit::Markdown { markdown: md, .. } if md.len() > MAX_DOC_WRITE_BYTES => {
+                return Ok(Err(Error::Invalid(format!(
+                    "a document write is at most {} KiB of Markdown (this one is {} KiB); split it into several writes",
+                    MAX_DOC_WRITE_BYTES >> 10,
+                    md.len() >> 10
+                ))));
+            }
             DocEdit::Markdown { markdown: md, base } => {
                 let base = match base.iter().map(|v| parse_version(doc, v)).collect::<Result<Vec<_>>>() {
                     Ok(b) => b,
@@ -177,6 +189,12 @@ impl Core {
             written = doc.write_from(target.actor.clone(), &base, &blocks, now);
         }
         let change = match written {
+            Ok(Some(change)) if change.raw_bytes().len() > crate::envelope::MAX_ENVELOPE_BYTES / 2 => {
+                // Applied here but too big to seal: the document reloads from
+                // the store, without it.
+                warn!(space = %space_id.fmt_short(), bytes = change.raw_bytes().len(), "a document change is too big for one envelope; refused");
+                return Err(store::Error::Unavailable);
+            }
             Ok(Some(change)) => change,
             Ok(None) => return Ok(Ok(Written { version: None })),
             Err(e) => return Ok(Err(Error::Invalid(format!("the document refused the edit: {e}")))),
