@@ -3,6 +3,7 @@
 //! standard Automerge binary and back, `$EDITOR` edits, and a reader's refusal.
 
 mod common;
+mod inproc;
 
 use std::{path::Path, process::Command, time::Duration};
 
@@ -272,4 +273,56 @@ fn editor_edits_and_reader_refusal() {
     // Chat commands on a document (and doc commands on a chat) say what to use.
     let err = a.fails(&["chat", "send", &doc, "hello"], 2);
     assert!(err.contains("outpost doc"), "{err}");
+}
+
+/// Splices (as an editor reports keystrokes) through the real core: applied in
+/// order as one version; out-of-range ones are refused and change nothing.
+#[test]
+fn splices_apply_as_one_version() {
+    use outpost_node::core::{DocAnswer, DocEdit, DocFormat, DocQuery, NewSpace, Splice};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let node = inproc::Node::new();
+        let space = node
+            .core
+            .create(NewSpace {
+                name: "keys".into(),
+                kind: outpost_node::control::SpaceKind::Doc,
+                history: Default::default(),
+                posting: Default::default(),
+                department: None,
+                members: Vec::new(),
+                replicators: Vec::new(),
+            })
+            .await
+            .unwrap();
+        let splice = |pos, delete, insert: &str| Splice {
+            pos,
+            delete,
+            insert: insert.into(),
+        };
+        let edits = vec![splice(0, 0, "helo world"), splice(3, 0, "l"), splice(6, 5, "there")];
+        let written = node.core.write_doc(space, DocEdit::Splices { edits }).await.unwrap();
+        assert!(written.version.is_some());
+        let text = |answer: DocAnswer| match answer {
+            DocAnswer::Show(view) => view.content,
+            _ => panic!("asked to show"),
+        };
+        let show = DocQuery::Show {
+            at: None,
+            format: DocFormat::Text,
+        };
+        assert_eq!(text(node.core.read_doc(space, show.clone()).await.unwrap()), "hello there\n");
+        let err = node
+            .core
+            .write_doc(space, DocEdit::Splices { edits: vec![splice(3, 0, "x"), splice(99, 0, "y")] })
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("do not fit"), "{err}");
+        assert_eq!(text(node.core.read_doc(space, show).await.unwrap()), "hello there\n");
+        let DocAnswer::History(versions) = node.core.read_doc(space, DocQuery::History).await.unwrap() else {
+            panic!("asked for history");
+        };
+        assert_eq!(versions.len(), 1);
+    });
 }

@@ -53,8 +53,8 @@ use self::{
 pub use self::{
     devices::{DeviceRecord, DeviceView, Joined, LinkState, Linked, Revoked, join_request},
     docs::{
-        BlameView, DiffView, DocAnswer, DocEdit, DocFormat, DocQuery, DocView, MAX_DOC_WRITE_BYTES, VersionView,
-        Written,
+        BlameView, DiffView, DocAnswer, DocEdit, DocFormat, DocQuery, DocView, MAX_DOC_WRITE_BYTES,
+        MAX_SPLICES_PER_WRITE, Splice, VersionView, Written,
     },
     org::{DEFAULT_EXPIRY_DAYS, DirEntry, DraftView, MAX_DIR_RESULTS, OrgCommand, OrgNet, OrgView, Proposal},
 };

@@ -23,6 +23,20 @@ pub enum DocEdit {
     },
     /// Make the text what it was at a version, as a new change.
     Restore { version: String },
+    /// Edits as an editor reports them, applied in order to the current text
+    /// as one change: at `pos` (Unicode code points, a block marker counting
+    /// one), delete `delete` characters and insert `insert`.
+    Splices { edits: Vec<Splice> },
+}
+
+/// One edit of [`DocEdit::Splices`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Splice {
+    pub pos: usize,
+    #[serde(default)]
+    pub delete: usize,
+    #[serde(default)]
+    pub insert: String,
 }
 
 /// What a write produced.
@@ -120,6 +134,9 @@ pub enum DocAnswer {
 /// what it inserts plus per-op columns.
 pub const MAX_DOC_WRITE_BYTES: usize = 512 << 10;
 
+/// Most splices in one write.
+pub const MAX_SPLICES_PER_WRITE: usize = 100_000;
+
 /// Shortest accepted version prefix, in hex digits.
 const MIN_VERSION_PREFIX: usize = 6;
 
@@ -146,6 +163,25 @@ impl Core {
         let readable = space.readable.as_mut().expect("write_target checked the key");
         let shard = readable.shard_mut(target.doc, &target.epoch);
         let doc = shard.doc.text_mut().expect("document spaces hold text documents");
+        if let DocEdit::Splices { edits } = &edit {
+            let inserted: usize = edits.iter().map(|e| e.insert.len()).sum();
+            if edits.len() > MAX_SPLICES_PER_WRITE || inserted > MAX_DOC_WRITE_BYTES {
+                return Ok(Err(Error::Invalid(format!(
+                    "one write holds at most {MAX_SPLICES_PER_WRITE} splices and {} KiB of inserted text",
+                    MAX_DOC_WRITE_BYTES >> 10
+                ))));
+            }
+            let edits: Vec<(usize, usize, &str)> = edits.iter().map(|e| (e.pos, e.delete, e.insert.as_str())).collect();
+            let now = crate::clock::now_ms() as i64;
+            return match doc.splice(target.actor.clone(), &edits, now) {
+                Ok(change) => self.seal_doc_change(tx, space_id, &target, change, effects),
+                Err(outpost_crdt::Error::EmptyChange) => Ok(Ok(Written { version: None })),
+                Err(e) => {
+                    // A failed transaction is rolled back: the document is unchanged.
+                    Ok(Err(Error::Invalid(format!("the splices do not fit the text: {e}"))))
+                }
+            };
+        }
         let (blocks, base) = match edit {
             DocEdit::Markdown { markdown: md, .. } if md.len() > MAX_DOC_WRITE_BYTES => {
                 return Ok(Err(Error::Invalid(format!(
@@ -163,6 +199,7 @@ impl Core {
                 let blocks = markdown::parse(&md, &|name| mentioned(&members, name));
                 (blocks, base)
             }
+            DocEdit::Splices { .. } => unreachable!("handled above"),
             DocEdit::Restore { version } => {
                 let hash = match find_version(doc, &version) {
                     Ok(h) => h,
@@ -188,18 +225,29 @@ impl Core {
             self.incarnations.insert(target.doc, target.incarnation);
             written = doc.write_from(target.actor.clone(), &base, &blocks, now);
         }
-        let change = match written {
-            Ok(Some(change)) if change.raw_bytes().len() > crate::envelope::MAX_ENVELOPE_BYTES / 2 => {
-                // Applied here but too big to seal: the document reloads from
-                // the store, without it.
-                warn!(space = %space_id.fmt_short(), bytes = change.raw_bytes().len(), "a document change is too big for one envelope; refused");
-                return Err(store::Error::Unavailable);
-            }
-            Ok(Some(change)) => change,
-            Ok(None) => return Ok(Ok(Written { version: None })),
-            Err(e) => return Ok(Err(Error::Invalid(format!("the document refused the edit: {e}")))),
-        };
-        if let Err(e) = self.seal_local(tx, space_id, &target, &change, effects)? {
+        match written {
+            Ok(Some(change)) => self.seal_doc_change(tx, space_id, &target, change, effects),
+            Ok(None) => Ok(Ok(Written { version: None })),
+            Err(e) => Ok(Err(Error::Invalid(format!("the document refused the edit: {e}")))),
+        }
+    }
+
+    /// Seals a change the document made here; the new version.
+    fn seal_doc_change(
+        &mut self,
+        tx: &mut Txn,
+        space_id: SpaceId,
+        target: &WriteTarget,
+        change: outpost_crdt::Change,
+        effects: &mut Effects,
+    ) -> store::Result<Result<Written>> {
+        if change.raw_bytes().len() > crate::envelope::MAX_ENVELOPE_BYTES / 2 {
+            // Applied here but too big to seal: the document reloads from the
+            // store, without it.
+            warn!(space = %space_id.fmt_short(), bytes = change.raw_bytes().len(), "a document change is too big for one envelope; refused");
+            return Err(store::Error::Unavailable);
+        }
+        if let Err(e) = self.seal_local(tx, space_id, target, &change, effects)? {
             return Ok(Err(e));
         }
         effects.events.push(Event::Document { space: space_id });
