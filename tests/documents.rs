@@ -312,10 +312,18 @@ fn splices_apply_as_one_version() {
             at: None,
             format: DocFormat::Text,
         };
-        assert_eq!(text(node.core.read_doc(space, show.clone()).await.unwrap()), "hello there\n");
+        assert_eq!(
+            text(node.core.read_doc(space, show.clone()).await.unwrap()),
+            "hello there\n"
+        );
         let err = node
             .core
-            .write_doc(space, DocEdit::Splices { edits: vec![splice(3, 0, "x"), splice(99, 0, "y")] })
+            .write_doc(
+                space,
+                DocEdit::Splices {
+                    edits: vec![splice(3, 0, "x"), splice(99, 0, "y")],
+                },
+            )
             .await
             .unwrap_err();
         assert!(err.to_string().contains("do not fit"), "{err}");
@@ -325,4 +333,55 @@ fn splices_apply_as_one_version() {
         };
         assert_eq!(versions.len(), 1);
     });
+}
+
+/// A mention of a user reaches that user's inbox, also when the change
+/// arrives after the user was offline, once, and with what it says.
+#[test]
+fn a_mention_reaches_the_inbox_once() {
+    let root = tempfile::tempdir().unwrap();
+    let mut a = Node::init(root.path(), "a");
+    let mut b = Node::init(root.path(), "b");
+    a.start(&[]);
+    b.start(&[a.addr()]);
+    let doc = a.json(&["doc", "new", "Plan", "--member", &b.card(), "--json"])["space"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_until(Duration::from_secs(30), "b to receive the document", || {
+        b.try_json(&["doc", "show", &doc, "--json"]).ok()
+    });
+    // b is offline while a mentions it.
+    b.stop();
+    let b_user = common::user_of(&b);
+    let text = format!("# Plan\n\nCould @{} review the budget?\n", &b_user[..12]);
+    write(&a, root.path(), &doc, &text);
+    let shown = show(&a, &doc);
+    assert!(
+        shown.contains(&format!("[@{}](outpost:user/{b_user})", &b_user[..12])),
+        "{shown}"
+    );
+    // a mentioned someone else: nothing in its own inbox.
+    assert_eq!(a.json(&["inbox", "--json"]), serde_json::json!([]));
+
+    b.start(&[a.addr()]);
+    let inbox = wait_until(Duration::from_secs(30), "the mention in b's inbox", || {
+        let inbox = b.json(&["inbox", "--json"]);
+        (!inbox.as_array().unwrap().is_empty()).then_some(inbox)
+    });
+    let entry = &inbox[0];
+    assert_eq!(entry["kind"], "mention");
+    assert_eq!(entry["space"], doc.as_str());
+    assert_eq!(entry["space_name"], "Plan");
+    assert_eq!(entry["by"], a.device_id().as_str());
+    assert_eq!(entry["context"], format!("Could @{} review the budget?", &b_user[..12]));
+    // Once: a restart and another sync do not notify again; an edit elsewhere
+    // in the document does not either.
+    write(&a, root.path(), &doc, &format!("{text}\nAnother line.\n"));
+    b.stop();
+    b.start(&[a.addr()]);
+    wait_until(Duration::from_secs(30), "b to have the second edit", || {
+        show(&b, &doc).contains("Another line").then_some(())
+    });
+    assert_eq!(b.json(&["inbox", "--json"]).as_array().unwrap().len(), 1);
 }

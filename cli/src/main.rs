@@ -21,8 +21,8 @@ use outpost_node::{
     client::Client,
     control::{History, Posting, Role},
     core::{
-        Changed, DeviceView, Grant, Invited, Joined, LinkState, Linked, MemberChange, Members, MessageView, Revoked,
-        Sent, SpaceSummary,
+        Changed, DeviceView, Grant, InboxEntry, Invited, Joined, LinkState, Linked, MemberChange, Members, MessageView,
+        Revoked, Sent, SpaceSummary,
     },
     daemon,
     identity::DeviceKeys,
@@ -73,6 +73,14 @@ enum Command {
     /// The organisation: an admin-signed policy every node verifies offline.
     #[command(subcommand)]
     Org(org::OrgCmd),
+    /// Notifications for you: mentions in documents, newest last.
+    Inbox {
+        /// How many of the newest to show.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// The org directory: people by name, department or title.
     #[command(subcommand)]
     Dir(org::DirCmd),
@@ -440,6 +448,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             init_logging("warn");
             chat(&client, cmd).await?;
         }
+        Command::Inbox { limit, json } => {
+            init_logging("warn");
+            let entries: Vec<InboxEntry> = client.get(&format!("/v1/inbox?limit={limit}")).await?;
+            if json {
+                output::json(&entries)?;
+            } else {
+                entries.iter().for_each(output::inbox_entry);
+            }
+        }
         Command::Doc(cmd) => {
             init_logging("warn");
             doc::run(&client, cmd).await?;
@@ -547,6 +564,7 @@ async fn chat(client: &Client, cmd: ChatCommand) -> anyhow::Result<()> {
                     ApiEvent::Message { message, .. } => print_new(&[message])?,
                     // Events were dropped: whatever arrived meanwhile is in the log.
                     ApiEvent::Lagged { missed } => print_new(&log(missed as usize + 10).await?)?,
+                    ApiEvent::Inbox { .. } => {}
                 }
             }
             anyhow::bail!("the daemon closed the event stream");

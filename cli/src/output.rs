@@ -4,7 +4,7 @@ use outpost_node::{
     api::StatusResponse,
     clock::utc,
     control::{History, Posting, Role},
-    core::{DeviceView, Members, MessageView, OrgView, SyncState},
+    core::{DeviceView, InboxEntry, Members, MessageView, OrgView, SyncState},
 };
 
 pub(crate) fn json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
@@ -15,6 +15,17 @@ pub(crate) fn json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
 pub(crate) fn json_line<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string(value)?);
     Ok(())
+}
+
+pub(crate) fn inbox_entry(e: &InboxEntry) {
+    let place = e.space_name.as_deref().unwrap_or("(a document)");
+    let context = e.context.as_deref().unwrap_or("(the mention has been edited away)");
+    println!(
+        "{}  {} mentioned you in {place} ({})\n    {context}",
+        utc(e.at_ms),
+        e.by.fmt_short(),
+        e.space.fmt_short()
+    );
 }
 
 pub(crate) fn message(m: &MessageView) {

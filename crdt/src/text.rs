@@ -61,6 +61,10 @@ impl Violation {
     }
 }
 
+/// An Automerge op id: (counter, actor). Identifies a character of the text
+/// for as long as it exists, wherever edits move it.
+pub type OpRef = (u64, ActorId);
+
 /// A user mentioned by a change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mention {
@@ -70,6 +74,9 @@ pub struct Mention {
     /// the actor, a unique id for the mention.
     pub actor: ActorId,
     pub counter: u64,
+    /// The character the mark starts at (its op id: counter, actor), which
+    /// stays put while the text around it is edited: see [`TextDoc::context_of`].
+    pub anchor: Option<OpRef>,
 }
 
 /// A change that passed [`TextDoc::validate`], with the mentions it makes.
@@ -249,6 +256,10 @@ impl TextDoc {
                 return Err(Violation::Root);
             }
             if let OpType::MarkBegin(mark) = &op.action {
+                let anchor = match &op.key {
+                    automerge::legacy::Key::Seq(automerge::legacy::ElementId::Id(id)) => Some((id.0, id.1.clone())),
+                    _ => None,
+                };
                 if mark.name.len() > MAX_MARK_NAME_BYTES {
                     return Err(Violation::MarkName);
                 }
@@ -259,6 +270,7 @@ impl TextDoc {
                                 user: user.to_string(),
                                 actor: actor.clone(),
                                 counter: start + i as u64,
+                                anchor,
                             })
                         }
                         automerge::ScalarValue::Null => {}
@@ -306,23 +318,56 @@ impl TextDoc {
             .collect()
     }
 
+    /// The elements of the text in order: a block marker (`None`) or a
+    /// character, each with the op id that inserted it.
+    ///
+    /// Automerge 0.12's `list_range` over a text also yields the mark
+    /// operations (as scalars: the mark's value, or null at its end); they are
+    /// told apart by their op ids, read from the changes.
+    fn elements(&self) -> Vec<(Option<String>, Option<OpRef>)> {
+        use automerge::legacy::OpType;
+        let mut marks: std::collections::HashSet<OpRef> = std::collections::HashSet::new();
+        for change in self.doc.get_changes(&[]) {
+            let start = change.start_op().get();
+            for (i, op) in change.decode().operations.iter().enumerate() {
+                if matches!(op.action, OpType::MarkBegin(_) | OpType::MarkEnd(_)) {
+                    marks.insert((start + i as u64, change.actor_id().clone()));
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for item in self.doc.list_range(&self.text, ..) {
+            let id = match item.id() {
+                ObjId::Id(counter, actor, _) => Some((counter, actor)),
+                ObjId::Root => None,
+            };
+            if id.as_ref().is_some_and(|id| marks.contains(id)) {
+                continue;
+            }
+            let text = match item.value {
+                automerge::ValueRef::Object(_) => None,
+                automerge::ValueRef::Scalar(automerge::ScalarValueRef::Str(c)) => Some(c.to_string()),
+                automerge::ValueRef::Scalar(_) => Some(String::new()),
+            };
+            out.push((text, id));
+        }
+        out
+    }
+
     /// Who wrote each line of the Markdown: the writer of most of its characters.
     pub fn blame(&self) -> Vec<BlameLine> {
         // Each block's characters' writers, split into the block's text lines.
         let mut per_block: Vec<(Option<ActorId>, Vec<Vec<ActorId>>)> = Vec::new();
-        for item in self.doc.list_range(&self.text, ..) {
-            let actor = match item.id() {
-                ObjId::Id(_, actor, _) => Some(actor),
-                ObjId::Root => None,
-            };
-            match item.value {
-                automerge::ValueRef::Object(_) => per_block.push((actor, vec![Vec::new()])),
-                automerge::ValueRef::Scalar(s) => {
+        for (text, id) in self.elements() {
+            let actor = id.map(|(_, actor)| actor);
+            match text {
+                None => per_block.push((actor, vec![Vec::new()])),
+                Some(c) => {
                     if per_block.is_empty() {
                         per_block.push((None, vec![Vec::new()]));
                     }
                     let lines = &mut per_block.last_mut().expect("pushed above").1;
-                    if matches!(&s, automerge::ScalarValueRef::Str(c) if c.as_ref() == "\n") {
+                    if c == "\n" {
                         lines.push(Vec::new());
                     } else if let Some(actor) = actor {
                         lines.last_mut().expect("never empty").push(actor);
@@ -356,6 +401,33 @@ impl TextDoc {
     /// Whether the change with this hash is part of the document.
     pub fn has_change(&self, hash: &ChangeHash) -> bool {
         self.doc.get_missing_deps(&[*hash]).is_empty()
+    }
+
+    /// The text of the block holding the character `anchor` (an op id of the
+    /// text), blanks collapsed, at most `max` characters: what a mention is
+    /// about. `None` when the character is gone.
+    pub fn context_of(&self, anchor: &OpRef, max: usize) -> Option<String> {
+        let mut block = String::new();
+        let mut found = false;
+        for (text, id) in self.elements() {
+            match text {
+                None if found => break,
+                None => block.clear(),
+                Some(c) => {
+                    block.push_str(&c);
+                    found |= id.is_some_and(|(counter, actor)| counter == anchor.0 && actor == anchor.1);
+                }
+            }
+        }
+        found.then(|| {
+            block
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+                .chars()
+                .take(max)
+                .collect()
+        })
     }
 
     /// The underlying document, for saving and export.

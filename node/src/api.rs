@@ -134,6 +134,10 @@ pub enum ApiEvent {
     Lagged {
         missed: u64,
     },
+    /// A notification for this device's user (a mention), as `GET /v1/inbox` lists it.
+    Inbox {
+        entry: core::InboxEntry,
+    },
 }
 
 /// The body of every error response.
@@ -187,6 +191,7 @@ pub fn router(core: CoreHandle, net: NetHandle, keys: Arc<DeviceKeys>, stopping:
         .route("/v1/docs/{space}", post(write_doc))
         .route("/v1/docs/{space}/read", post(read_doc))
         .route("/v1/events", get(events))
+        .route("/v1/inbox", get(inbox))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such API endpoint".into(), None) })
         .with_state(AppState {
             core,
@@ -579,6 +584,10 @@ async fn log(
     ))
 }
 
+async fn inbox(State(s): State<AppState>, Query(q): Query<LogQuery>) -> Result<Json<Vec<core::InboxEntry>>, Failure> {
+    Ok(Json(s.core.inbox(q.limit.unwrap_or(DEFAULT_LOG_LIMIT)).await?))
+}
+
 #[derive(Deserialize)]
 struct EventsQuery {
     space: Option<String>,
@@ -598,6 +607,11 @@ async fn events(State(s): State<AppState>, Query(q): Query<EventsQuery>) -> Resu
                     let mut line = serde_json::to_vec(&ApiEvent::Message { space, message }).expect("events serialize");
                     line.push(b'\n');
                     return Some((Ok::<_, std::convert::Infallible>(Bytes::from(line)), (rx, stopping)));
+                }
+                Ok(core::Event::Inbox { entry }) if filter.is_none_or(|f| f == entry.space) => {
+                    let mut line = serde_json::to_vec(&ApiEvent::Inbox { entry }).expect("events serialize");
+                    line.push(b'\n');
+                    return Some((Ok(Bytes::from(line)), (rx, stopping)));
                 }
                 // Too many messages at once to announce each: the follower re-reads.
                 Ok(core::Event::Reload { space, messages }) if filter.is_none_or(|f| f == space) => {

@@ -16,6 +16,7 @@
 mod devices;
 mod docs;
 mod equivocation;
+mod inbox;
 mod ingest;
 mod load;
 mod members;
@@ -56,6 +57,7 @@ pub use self::{
         BlameView, DiffView, DocAnswer, DocEdit, DocFormat, DocQuery, DocView, MAX_DOC_WRITE_BYTES,
         MAX_SPLICES_PER_WRITE, Splice, VersionView, Written,
     },
+    inbox::{InboxEntry, MAX_INBOX_LIMIT},
     org::{DEFAULT_EXPIRY_DAYS, DirEntry, DraftView, MAX_DIR_RESULTS, OrgCommand, OrgNet, OrgView, Proposal},
 };
 use crate::{
@@ -138,6 +140,8 @@ pub enum Event {
     Message { space: SpaceId, message: MessageView },
     /// A shared document changed.
     Document { space: SpaceId },
+    /// A notification for this device's user (see `outpost inbox`).
+    Inbox { entry: InboxEntry },
     /// The log changed in bulk (a snapshot was merged, or a frozen writer's
     /// messages were removed): followers re-read instead of receiving one event each.
     Reload { space: SpaceId, messages: u64 },
@@ -418,6 +422,10 @@ enum ToCore {
         space: SpaceId,
         query: DocQuery,
         reply: Reply<DocAnswer>,
+    },
+    Inbox {
+        limit: usize,
+        reply: Reply<Vec<InboxEntry>>,
     },
     SetPosting {
         space: SpaceId,
@@ -701,6 +709,11 @@ impl CoreHandle {
         self.call(|reply| ToCore::DocWrite { space, edit, reply }).await
     }
 
+    /// The newest `limit` notifications for this device's user, oldest first.
+    pub async fn inbox(&self, limit: usize) -> Result<Vec<InboxEntry>> {
+        self.call(|reply| ToCore::Inbox { limit, reply }).await
+    }
+
     pub async fn read_doc(&self, space: SpaceId, query: DocQuery) -> Result<DocAnswer> {
         self.call(|reply| ToCore::DocRead { space, query, reply }).await
     }
@@ -882,6 +895,8 @@ type PendingSend = (String, Option<String>, Reply<Sent>);
 struct Effects {
     on_commit: Vec<OnCommit>,
     events: Vec<Event>,
+    /// Mentions applied in this batch, recorded in the inbox before it commits.
+    mentions: Vec<inbox::NewMention>,
 }
 
 impl Effects {
@@ -1054,6 +1069,11 @@ impl Core {
                         break;
                     }
                 }
+                if failure.is_none()
+                    && let Err(e) = self.record_mentions(txn, &mut effects)
+                {
+                    failure = Some(Arc::new(e));
+                }
             }
         } else {
             for (_, group) in sends {
@@ -1135,6 +1155,9 @@ impl Core {
             }
             ToCore::DocRead { space, query, reply } => {
                 let _ = reply.send(self.read_doc(space, query));
+            }
+            ToCore::Inbox { limit, reply } => {
+                let _ = reply.send(self.inbox(limit));
             }
             ToCore::DocWrite { reply, .. } => fail_unavailable(reply),
             ToCore::Invite { reply, .. } => fail_unavailable(reply),
@@ -1668,18 +1691,23 @@ fn stored_event(space: &Space, envelopes: Vec<Vec<u8>>, from: Option<DeviceId>) 
     }
 }
 
-/// The events for what applying changes to a space's documents made visible.
-fn effect_events(space: SpaceId, readable: &space::Readable, applied: Vec<Effect>, events: &mut Vec<Event>) {
+/// The events for what applying changes to a space's documents made visible;
+/// mentions wait in `effects` for the inbox.
+fn effect_events(space: SpaceId, readable: &space::Readable, applied: Vec<Effect>, effects: &mut Effects) {
     if readable.model == outpost_crdt::doc::Model::Text {
-        events.push(Event::Document { space });
+        effects.events.push(Event::Document { space });
     }
     for effect in applied {
         match effect {
-            Effect::Message(m) => events.push(Event::Message {
+            Effect::Message(m) => effects.events.push(Event::Message {
                 space,
                 message: view(&m, readable.author_of(&m.actor)),
             }),
-            Effect::Mention(_) => {}
+            Effect::Mention(mention) => effects.mentions.push(inbox::NewMention {
+                space,
+                by: readable.author_of(&mention.actor),
+                mention,
+            }),
         }
     }
 }

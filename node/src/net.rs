@@ -712,7 +712,12 @@ impl NetActor {
                     }
                 });
             }
-            Ok(core::Event::Message { .. } | core::Event::Reload { .. } | core::Event::Document { .. }) => {}
+            Ok(
+                core::Event::Message { .. }
+                | core::Event::Reload { .. }
+                | core::Event::Document { .. }
+                | core::Event::Inbox { .. },
+            ) => {}
             Err(broadcast::error::RecvError::Lagged(n)) => {
                 warn!(missed = n, "fell behind the core's events; re-syncing every peer");
                 self.resync_all();

@@ -49,6 +49,13 @@ const INVALID: TableDefinition<(&[u8; 16], &[u8; 32]), u8> = TableDefinition::ne
 /// Kept apart from `envelopes-1`: a snapshot is not in the space's log or writer
 /// index, and a newer one replaces it.
 const SNAPSHOTS: TableDefinition<(&[u8; 16], &[u8; 32]), &[u8]> = TableDefinition::new("snapshots-1");
+/// The inbox: arrival seq → postcard(`core::inbox::InboxRow`). Local and derived:
+/// references only (space, mention id, author, time), never text; what a
+/// notification is about is read from the document when it is shown.
+const INBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("inbox-1");
+/// Notifications recorded: (space, actor, op counter) → inbox seq, so a mention
+/// is notified once however often its change arrives.
+const INBOX_SEEN: TableDefinition<(&[u8; 16], &[u8; 16], u64), u64> = TableDefinition::new("inbox-seen-1");
 /// Device certificates learnt from peers: device → postcard(DeviceCert).
 const CERTS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("device-certs-1");
 /// This device's user's devices (linked here, or known when this device joined):
@@ -155,6 +162,8 @@ impl Store {
         tx.open_table(FROZEN)?;
         tx.open_table(INVALID)?;
         tx.open_table(SNAPSHOTS)?;
+        tx.open_table(INBOX)?;
+        tx.open_table(INBOX_SEEN)?;
         tx.set_two_phase_commit(true);
         tx.commit()?;
         Ok(())
@@ -242,6 +251,19 @@ impl Store {
         let tx = self.db.begin_read()?;
         let table = tx.open_table(CLIENT_IDS)?;
         Ok(table.get((&space.0, client_id))?.map(|v| v.value().to_string()))
+    }
+
+    /// The newest `limit` inbox rows, oldest first: (seq, row bytes).
+    pub fn inbox(&self, limit: usize) -> Result<Vec<(u64, Vec<u8>)>> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(INBOX)?;
+        let mut out = Vec::new();
+        for row in table.iter()?.rev().take(limit) {
+            let (k, v) = row?;
+            out.push((k.value(), v.value().to_vec()));
+        }
+        out.reverse();
+        Ok(out)
     }
 
     /// Every frozen writer: (space, actor, freeze seq, first twin, second twin).
@@ -389,6 +411,27 @@ impl Txn {
     pub fn remove_pending(&mut self, id: &EnvelopeId) -> Result<()> {
         self.open_table(PENDING)?.remove(&id.0)?;
         Ok(())
+    }
+
+    /// Records a notification once: `None` when (space, actor, counter) was
+    /// recorded before, else its inbox seq.
+    pub fn put_inbox(&mut self, space: &SpaceId, actor: &ActorKey, counter: u64, row: &[u8]) -> Result<Option<u64>> {
+        if self
+            .open_table(INBOX_SEEN)?
+            .get((&space.0, &actor.0, counter))?
+            .is_some()
+        {
+            return Ok(None);
+        }
+        let seq = {
+            let mut inbox = self.open_table(INBOX)?;
+            let seq = inbox.last()?.map_or(0, |(k, _)| k.value() + 1);
+            inbox.insert(seq, row)?;
+            seq
+        };
+        self.open_table(INBOX_SEEN)?
+            .insert((&space.0, &actor.0, counter), seq)?;
+        Ok(Some(seq))
     }
 
     pub fn put_client_id(&mut self, space: &SpaceId, client_id: &str, msg_id: &str) -> Result<()> {

@@ -373,7 +373,7 @@ impl Core {
             let shard = readable.shard_mut(doc, &epoch);
             let result = std::panic::catch_unwind(AssertUnwindSafe(|| shard.doc.apply_checked(changes)));
             match result {
-                Ok(Ok(applied)) => effect_events(space_id, readable, applied, &mut effects.events),
+                Ok(Ok(applied)) => effect_events(space_id, readable, applied, effects),
                 Ok(Err(e)) => {
                     warn!(space = %space_id.fmt_short(), error = %e, "Automerge refused validated changes")
                 }

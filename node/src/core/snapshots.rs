@@ -141,7 +141,7 @@ impl Core {
                     messages: created.len() as u64,
                 });
             } else {
-                effect_events(space_id, readable, created, &mut effects.events);
+                effect_events(space_id, readable, created, effects);
             }
         }
         Ok(SnapshotOutcome::Held)
