@@ -1,13 +1,28 @@
 //! The document types a space can hold, behind one interface: the node syncs,
 //! validates, applies and snapshots every kind of document the same way.
 
-use automerge::{Automerge, Change, ChangeHash};
+use automerge::{Automerge, Change, ChangeHash, ObjType};
 
 use crate::{
     DocId, Error, Violation,
     chat::{self, ChatDoc},
-    text::{self, TextDoc},
+    text::{self, OpRef, TextDoc},
 };
+
+/// The objects the ops of `changes` create: what a replay of them (a load, a
+/// snapshot) holds before they are all applied.
+pub fn created_objects<'a>(changes: impl IntoIterator<Item = &'a Change>) -> std::collections::HashMap<OpRef, ObjType> {
+    let mut out = std::collections::HashMap::new();
+    for change in changes {
+        let start = change.start_op().get();
+        for (i, op) in change.decode().operations.iter().enumerate() {
+            if let automerge::legacy::OpType::Make(kind) = op.action {
+                out.insert((start + i as u64, change.actor_id().clone()), kind);
+            }
+        }
+    }
+    out
+}
 
 /// Which typed model a document follows (fixed by its space's kind).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -100,10 +115,30 @@ impl Doc {
 
     /// Checks `change` against this document type's rules.
     pub fn validate(&self, change: Change) -> Result<Checked, Violation> {
+        self.validate_with(change, &|_| None)
+    }
+
+    /// [`Doc::validate`], with `pending` giving the objects created by changes
+    /// that are applied before this one but not yet (see
+    /// [`TextDoc::validate_with`]; chat rules need no document state).
+    pub fn validate_with(
+        &self,
+        change: Change,
+        pending: &dyn Fn(&OpRef) -> Option<ObjType>,
+    ) -> Result<Checked, Violation> {
         match self {
             Doc::Chat(d) => d.validate(change).map(Checked::Chat).map_err(Violation::Chat),
-            Doc::Text(d) => d.validate(change).map(Checked::Text).map_err(Violation::Text),
+            Doc::Text(d) => d
+                .validate_with(change, pending)
+                .map(Checked::Text)
+                .map_err(Violation::Text),
         }
+    }
+
+    /// Whether a change was refused only because it touches an object not
+    /// held yet: it waits instead of being rejected.
+    pub fn is_premature(violation: &Violation) -> bool {
+        matches!(violation, Violation::Text(text::Violation::UnknownObject))
     }
 
     /// Applies checked changes in one call (Automerge's apply costs time

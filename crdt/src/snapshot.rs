@@ -139,10 +139,12 @@ pub fn open(
     }
     drop(hash_at);
     drop(count);
+    // The snapshot's document holds every object its changes touch.
+    let held = |obj: &crate::text::OpRef| crate::text::object_type(&doc, obj);
     let checked = changes
         .into_iter()
         .filter(|c| *c.actor_id() != genesis_actor)
-        .map(|c| rules.validate(c))
+        .map(|c| rules.validate_with(c, &held))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Opened { doc, changes: checked })
 }

@@ -21,6 +21,7 @@ use crate::{DocId, Error, genesis};
 pub mod block;
 mod edit;
 pub mod markdown;
+mod rules;
 
 pub use block::{Block, BlockKind, Container, ListItem, Marks, Run};
 
@@ -47,6 +48,12 @@ pub enum Violation {
     MarkName,
     #[error("a mention names no user or one longer than {MAX_MENTION_BYTES} bytes")]
     Mention,
+    #[error("the change touches an object the document does not hold (yet)")]
+    UnknownObject,
+    #[error("an op on the text that is not a character, block marker, deletion or mark")]
+    TextOp,
+    #[error("an op inside a block marker that is not a small scalar, map or list")]
+    MarkerOp,
 }
 
 impl Violation {
@@ -57,6 +64,9 @@ impl Violation {
             Violation::Root => "text rules: touches the document root",
             Violation::MarkName => "text rules: mark name too long",
             Violation::Mention => "text rules: bad mention",
+            Violation::UnknownObject => "text rules: an object the document does not hold",
+            Violation::TextOp => "text rules: a bad op on the text",
+            Violation::MarkerOp => "text rules: a bad op in a block marker",
         }
     }
 }
@@ -241,44 +251,28 @@ impl TextDoc {
         self.doc.text(&self.text).unwrap_or_default()
     }
 
-    /// Checks `change` against the text rules before it may be applied, and
-    /// reads the mentions it makes.
+    /// Checks `change` against the text rules (see [`rules`]) before it may be
+    /// applied, and reads the mentions it makes. An op on an object this
+    /// document does not hold yet is `UnknownObject`: it may be created by a
+    /// change still to come (the node lets such a change wait).
     pub fn validate(&self, change: Change) -> Result<Checked, Violation> {
-        use automerge::legacy::{ObjectId, OpType};
-        if change.deps().is_empty() {
-            return Err(Violation::NoDeps);
-        }
-        let start = change.start_op().get();
-        let actor = change.actor_id().clone();
-        let mut mentions = Vec::new();
-        for (i, op) in change.decode().operations.into_iter().enumerate() {
-            if op.obj == ObjectId::Root {
-                return Err(Violation::Root);
-            }
-            if let OpType::MarkBegin(mark) = &op.action {
-                let anchor = match &op.key {
-                    automerge::legacy::Key::Seq(automerge::legacy::ElementId::Id(id)) => Some((id.0, id.1.clone())),
-                    _ => None,
-                };
-                if mark.name.len() > MAX_MARK_NAME_BYTES {
-                    return Err(Violation::MarkName);
-                }
-                if mark.name == "mention" {
-                    match &mark.value {
-                        automerge::ScalarValue::Str(user) if !user.is_empty() && user.len() <= MAX_MENTION_BYTES => {
-                            mentions.push(Mention {
-                                user: user.to_string(),
-                                actor: actor.clone(),
-                                counter: start + i as u64,
-                                anchor,
-                            })
-                        }
-                        automerge::ScalarValue::Null => {}
-                        _ => return Err(Violation::Mention),
-                    }
-                }
-            }
-        }
+        self.validate_with(change, &|_| None)
+    }
+
+    /// [`TextDoc::validate`], with `pending` giving the type of objects created
+    /// by changes that will be applied before this one but are not yet (stored
+    /// changes replayed at start-up, a snapshot's changes).
+    pub fn validate_with(
+        &self,
+        change: Change,
+        pending: &dyn Fn(&OpRef) -> Option<ObjType>,
+    ) -> Result<Checked, Violation> {
+        let text = match &self.text {
+            ObjId::Id(counter, actor, _) => (*counter, actor.clone()),
+            ObjId::Root => unreachable!("the text object is created by the genesis"),
+        };
+        let held = |obj: &OpRef| object_type(&self.doc, obj).or_else(|| pending(obj));
+        let mentions = rules::check(&change, &text, &held)?;
         Ok(Checked { change, mentions })
     }
 
@@ -469,6 +463,12 @@ pub fn blocks_of_saved(bytes: &[u8]) -> Result<Vec<Block>, Error> {
         Some((Value::Object(ObjType::Text), text)) => Ok(from_spans(doc.spans(&text)?)),
         _ => Err(Error::NoText),
     }
+}
+
+/// The type of the object `obj` in `doc`, if `doc` holds it.
+pub(crate) fn object_type(doc: &Automerge, obj: &OpRef) -> Option<ObjType> {
+    let (_, kind) = doc.import(&format!("{}@{}", obj.0, obj.1.to_hex_string())).ok()?;
+    Some(kind)
 }
 
 /// The text object of a document whose genesis created it.
@@ -679,6 +679,78 @@ mod tests {
         let (hash, _) = tx.commit();
         let change = raw.get_change_by_hash(&hash.unwrap()).unwrap();
         assert_eq!(a.validate(change).map(drop), Err(Violation::Root));
+    }
+
+    /// A change made directly on a copy of `doc`, bypassing the model.
+    fn raw_change(
+        doc: &TextDoc,
+        actor: ActorId,
+        edit: impl FnOnce(&mut automerge::transaction::Transaction<'_>, &ObjId),
+    ) -> Change {
+        let mut raw = doc.automerge().fork().with_actor(actor);
+        let mut tx = raw.transaction();
+        edit(&mut tx, &doc.text);
+        let (hash, _) = tx.commit();
+        raw.get_change_by_hash(&hash.unwrap()).unwrap()
+    }
+
+    #[test]
+    fn text_elements_are_characters_markers_and_marks() {
+        let (a, _) = shared("x\n");
+        let long = raw_change(&a, writer(3), |tx, text| {
+            tx.insert(text, 1, "abc").unwrap();
+        });
+        assert_eq!(a.validate(long).map(drop), Err(Violation::TextOp));
+        let nested = raw_change(&a, writer(3), |tx, text| {
+            let marker = tx.split_block(text, 0).unwrap();
+            tx.put_object(&marker, "x", ObjType::Text).unwrap();
+        });
+        assert_eq!(a.validate(nested).map(drop), Err(Violation::MarkerOp));
+        let counter = raw_change(&a, writer(3), |tx, text| {
+            let marker = tx.split_block(text, 0).unwrap();
+            tx.put(&marker, "n", automerge::ScalarValue::counter(1)).unwrap();
+        });
+        assert_eq!(a.validate(counter).map(drop), Err(Violation::MarkerOp));
+    }
+
+    #[test]
+    fn an_object_not_held_yet_is_premature_not_invalid() {
+        let (mut a, mut b) = shared("# Title\n");
+        // a makes a heading a paragraph: the second change edits the marker the
+        // first one created.
+        let first = a.write(writer(1), &md("# Title\n\nbody\n"), 2).unwrap().unwrap();
+        let second = a.write(writer(1), &md("# Title\n\n## body\n"), 3).unwrap().unwrap();
+        assert_eq!(b.validate(second.clone()).map(drop), Err(Violation::UnknownObject));
+        let created = crate::doc::created_objects([&first]);
+        assert!(b.validate_with(second.clone(), &|o| created.get(o).copied()).is_ok());
+        b.apply(vec![first]).unwrap();
+        b.apply(vec![second]).unwrap();
+        assert_eq!(b.markdown(), a.markdown());
+    }
+
+    #[test]
+    fn changing_a_block_keeps_its_marker() {
+        let (mut a, mut b) = shared("- [ ] buy milk\n");
+        let tick = a.write(writer(1), &md("- [x] buy milk\n"), 2).unwrap().unwrap();
+        let typed = b.write(writer(2), &md("- [ ] buy oat milk\n"), 2).unwrap().unwrap();
+        let both_tick = b.write(writer(2), &md("- [x] buy oat milk\n"), 3).unwrap().unwrap();
+        a.apply(vec![typed, both_tick]).unwrap();
+        b.apply(vec![tick]).unwrap();
+        assert_eq!(a.markdown(), "- [x] buy oat milk\n");
+        assert_eq!(b.markdown(), a.markdown());
+    }
+
+    #[test]
+    fn typing_after_bold_leaves_the_rest_of_the_mark_alone() {
+        let (mut a, mut b) = shared("**bold words**\n");
+        // a types after the bold text (Automerge extends the mark to it, the
+        // Markdown says not); b un-bolds the first word meanwhile.
+        let typed = a.write(writer(1), &md("**bold words** plain\n"), 2).unwrap().unwrap();
+        let unbold = b.write(writer(2), &md("bold **words**\n"), 2).unwrap().unwrap();
+        a.apply(vec![unbold]).unwrap();
+        b.apply(vec![typed]).unwrap();
+        assert_eq!(a.markdown(), "bold **words** plain\n");
+        assert_eq!(b.markdown(), a.markdown());
     }
 
     #[test]

@@ -6,14 +6,17 @@
 //! harmless alone, but a concurrent "un-bold" elsewhere would be undone. Here
 //! marks are compared as whole ranges, so saving unchanged text writes nothing.
 
-use std::collections::BTreeSet;
+use std::{
+    collections::BTreeSet,
+    time::{Duration, Instant},
+};
 
 use automerge::{
     AutomergeError, ObjId, ReadDoc, ScalarValue, Span,
     marks::{ExpandMark, Mark},
     transaction::{Transactable, Transaction},
 };
-use similar::{Algorithm, DiffOp, capture_diff_slices};
+use similar::{Algorithm, DiffOp, capture_diff_slices_deadline};
 
 use super::block::{Block, BlockKind, Container};
 
@@ -27,17 +30,48 @@ enum Token {
 /// A mark over a range of positions: (name, value, start, end).
 type Range = (String, ScalarValue, usize, usize);
 
+/// How long the character diff may search for the smallest edit; past it, it
+/// settles for a larger one (still correct, merging less finely).
+const DIFF_DEADLINE: Duration = Duration::from_millis(500);
+
 /// Edits the text object `text` from what it holds to `new`.
 pub(super) fn update(tx: &mut Transaction<'_>, text: &ObjId, new: &[Block]) -> Result<(), AutomergeError> {
     let old = tokens_of_spans(tx.spans(text)?);
     let wanted = tokens_of_blocks(new);
     let mut idx = 0;
-    for op in capture_diff_slices(Algorithm::Myers, &old, &wanted) {
+    let deadline = Instant::now() + DIFF_DEADLINE;
+    for op in capture_diff_slices_deadline(Algorithm::Myers, &old, &wanted, Some(deadline)) {
         match op {
             DiffOp::Equal { len, .. } => idx += len,
             DiffOp::Delete { old_index, old_len, .. } => delete(tx, text, idx, &old[old_index..old_index + old_len])?,
             DiffOp::Insert { new_index, new_len, .. } => {
                 idx = insert(tx, text, idx, &wanted[new_index..new_index + new_len])?;
+            }
+            // A block that changed kind or attributes keeps its marker (and so
+            // what others write in it meanwhile); only the fields change.
+            DiffOp::Replace {
+                old_index,
+                old_len: 1,
+                new_index,
+                new_len: 1,
+            } if matches!(
+                (&old[old_index], &wanted[new_index]),
+                (Token::Marker(..), Token::Marker(..))
+            ) =>
+            {
+                let Token::Marker(kind, parents) = &wanted[new_index] else {
+                    unreachable!("matched above")
+                };
+                match tx.get(text, idx)? {
+                    Some((automerge::Value::Object(automerge::ObjType::Map), marker)) => {
+                        fill_marker(tx, &marker, &Block::new(kind.clone(), parents.clone()))?;
+                    }
+                    _ => {
+                        delete(tx, text, idx, &old[old_index..old_index + 1])?;
+                        insert(tx, text, idx, &wanted[new_index..new_index + 1])?;
+                    }
+                }
+                idx += 1;
             }
             DiffOp::Replace {
                 old_index,
@@ -139,10 +173,10 @@ fn fill_marker(tx: &mut Transaction<'_>, marker: &ObjId, block: &Block) -> Resul
     Ok(())
 }
 
-/// Makes the marks equal to those of `blocks`, comparing whole ranges.
+/// Makes the marks equal to those of `blocks`, touching only the positions
+/// whose marks differ: typing after bold text un-bolds the new character, not
+/// the whole range (which would undo a concurrent change to the rest of it).
 fn update_marks(tx: &mut Transaction<'_>, text: &ObjId, blocks: &[Block]) -> Result<(), AutomergeError> {
-    // Values are compared as text (ScalarValue has no order); marks are few.
-    let key = |(name, value, start, end): &Range| (name.clone(), format!("{value:?}"), *start, *end);
     let wanted = wanted_marks(blocks);
     let held: Vec<Range> = tx
         .marks(text)?
@@ -150,17 +184,62 @@ fn update_marks(tx: &mut Transaction<'_>, text: &ObjId, blocks: &[Block]) -> Res
         .filter(|m| !m.value.is_null())
         .map(|m| (m.name.to_string(), m.value, m.start, m.end))
         .collect();
-    let wanted_keys: BTreeSet<_> = wanted.iter().map(key).collect();
-    let held_keys: BTreeSet<_> = held.iter().map(key).collect();
-    for range in held.iter().filter(|r| !wanted_keys.contains(&key(r))) {
-        let (name, _, start, end) = range;
-        tx.unmark(text, name, *start, *end, expand(name))?;
+    let names: BTreeSet<&str> = wanted.iter().chain(&held).map(|r| r.0.as_str()).collect();
+    let mut unmarks = Vec::new();
+    let mut marks = Vec::new();
+    for name in names {
+        let of = |ranges: &[Range]| -> Vec<(ScalarValue, usize, usize)> {
+            ranges
+                .iter()
+                .filter(|r| r.0 == name)
+                .map(|r| (r.1.clone(), r.2, r.3))
+                .collect()
+        };
+        let (want, have) = (of(&wanted), of(&held));
+        for (value, start, end) in &have {
+            for (s, e) in subtract((*start, *end), &want, value) {
+                unmarks.push((name.to_string(), s, e));
+            }
+        }
+        for (value, start, end) in &want {
+            for (s, e) in subtract((*start, *end), &have, value) {
+                marks.push(Mark::new(name.to_string(), value.clone(), s, e));
+            }
+        }
     }
-    for range in wanted.iter().filter(|r| !held_keys.contains(&key(r))) {
-        let (name, value, start, end) = range;
-        tx.mark(text, Mark::new(name.clone(), value.clone(), *start, *end), expand(name))?;
+    for (name, start, end) in unmarks {
+        tx.unmark(text, &name, start, end, expand(&name))?;
+    }
+    for mark in marks {
+        let expand = expand(&mark.name);
+        tx.mark(text, mark, expand)?;
     }
     Ok(())
+}
+
+/// The parts of `range` not covered by the ranges of `others` with `value`.
+fn subtract(range: (usize, usize), others: &[(ScalarValue, usize, usize)], value: &ScalarValue) -> Vec<(usize, usize)> {
+    let mut covers: Vec<(usize, usize)> = others
+        .iter()
+        .filter(|(v, ..)| v == value)
+        .map(|(_, s, e)| (*s, *e))
+        .collect();
+    covers.sort_unstable();
+    let (mut at, end) = range;
+    let mut out = Vec::new();
+    for (s, e) in covers {
+        if e <= at || s >= end {
+            continue;
+        }
+        if s > at {
+            out.push((at, s));
+        }
+        at = at.max(e);
+    }
+    if at < end {
+        out.push((at, end));
+    }
+    out
 }
 
 /// How a mark grows when text is typed at its edges: emphasis grows at its end

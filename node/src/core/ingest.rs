@@ -138,6 +138,9 @@ impl Core {
                 if let (Some(peer), Verdict::Duplicate | Verdict::Accept(_)) = (from, &verdict) {
                     space.note_peer_holds(peer, &env);
                 }
+                // A text change is applied at once: the next one may edit the
+                // block markers it creates, which its validation must see.
+                let mut apply_now = false;
                 match verdict {
                     Verdict::Duplicate => {
                         if !from_pending.contains(&env.id()) {
@@ -215,10 +218,18 @@ impl Core {
                         if !from_pending.contains(&env.id()) {
                             ack.stored += 1;
                         }
+                        apply_now = change.is_some()
+                            && space
+                                .readable
+                                .as_ref()
+                                .is_some_and(|r| r.model == outpost_crdt::doc::Model::Text);
                         to_apply.entry(space_id).or_default().extend(change);
                         accepted.push((env, order));
                         progressed.insert(space_id);
                     }
+                }
+                if apply_now && let Some(changes) = to_apply.remove(&space_id) {
+                    self.apply_changes(space_id, changes, effects);
                 }
             }
             if progressed.is_empty() {

@@ -109,9 +109,13 @@ impl Core {
             // clear; the chat rules are checked now. A change that breaks them is
             // left out (and logged), never allowed to stop the space from loading.
             let mut by_doc: BTreeMap<DocId, (Epoch, Vec<Checked>)> = BTreeMap::new();
+            // Stored changes were accepted in causal order: each one's objects
+            // are created by it, the document, or a change stored before it.
+            let created = outpost_crdt::doc::created_objects(changes.iter().map(|(_, _, c)| c));
+            let pending = |obj: &outpost_crdt::text::OpRef| created.get(obj).copied();
             for (doc, epoch, change) in changes {
                 let shard = r.shard_mut(doc, &epoch);
-                match shard.doc.validate(change) {
+                match shard.doc.validate_with(change, &pending) {
                     Ok(c) => by_doc.entry(doc).or_insert_with(|| (epoch, Vec::new())).1.push(c),
                     Err(v) => {
                         warn!(space = %space_id.fmt_short(), reason = v.reason(), "a stored change breaks the chat rules; left out")
@@ -119,9 +123,11 @@ impl Core {
                 }
             }
             for (doc, (epoch, checked)) in by_doc {
-                r.shard_mut(doc, &epoch)
-                    .doc
-                    .apply_checked(checked)
+                let shard = r.shard_mut(doc, &epoch);
+                // The store is not a trust boundary for Automerge input: a panic
+                // leaves this space unread, never the node down.
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| shard.doc.apply_checked(checked)))
+                    .map_err(|_| "Automerge panicked applying stored changes".to_string())?
                     .map_err(|e| format!("stored changes do not apply: {e}"))?;
             }
         }

@@ -476,6 +476,9 @@ impl Space {
                 epoch,
                 checked,
             }))),
+            // It touches an object a change still to come creates (a malicious
+            // one never comes: the envelope waits in the bounded pending set).
+            Err(violation) if Doc::is_premature(&violation) => Verdict::Wait,
             Err(violation) => Verdict::Reject(violation.reason()),
         }
     }
