@@ -202,11 +202,22 @@ pub(crate) async fn run(client: &Client, cmd: DocCmd) -> anyhow::Result<()> {
         }
         DocCmd::Edit { doc, json } => {
             let view = show(client, &doc, None, DocFormat::Md).await?;
-            let edited = edit_in_editor(&view.content)?;
+            let (edited, file) = edit_in_editor(&view.content)?;
             let written: Written = if edited == view.content {
                 Written { version: None }
+            } else if edited.trim().is_empty() && !view.content.trim().is_empty() {
+                bail!(
+                    "the file was emptied, so nothing was saved (to empty the document on purpose: `outpost doc write {doc} --file /dev/null`)"
+                );
             } else {
-                write(client, &doc, edited, view.heads).await?
+                match write(client, &doc, edited, view.heads).await {
+                    Ok(written) => written,
+                    Err(e) => {
+                        // Never lose what the user typed.
+                        let kept = file.keep().context("cannot keep the edited file")?;
+                        return Err(e.context(format!("your edit is kept in {}", kept.display())));
+                    }
+                }
             };
             print_written(&written, json)?;
         }
@@ -366,11 +377,11 @@ fn title_of(markdown: &str, file: &Path) -> String {
         })
 }
 
-/// Opens `text` in the user's editor; returns what was saved.
-fn edit_in_editor(text: &str) -> anyhow::Result<String> {
-    let editor = std::env::var("VISUAL")
-        .or_else(|_| std::env::var("EDITOR"))
-        .unwrap_or_else(|_| "vi".into());
+/// Opens `text` in the user's editor; returns what was saved and the file
+/// (deleted when dropped, unless kept).
+fn edit_in_editor(text: &str) -> anyhow::Result<(String, tempfile::TempPath)> {
+    let set = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let editor = set("VISUAL").or_else(|| set("EDITOR")).unwrap_or_else(|| "vi".into());
     let file = tempfile::Builder::new()
         .prefix("outpost-doc-")
         .suffix(".md")
@@ -388,5 +399,6 @@ fn edit_in_editor(text: &str) -> anyhow::Result<String> {
     if !status.success() {
         bail!("the editor {editor:?} failed ({status}); the document is unchanged");
     }
-    read_text(file.path())
+    let edited = read_text(file.path())?;
+    Ok((edited, file.into_temp_path()))
 }

@@ -190,24 +190,49 @@ impl TextDoc {
         blocks: &[Block],
         now_ms: i64,
     ) -> Result<Option<Change>, Error> {
+        let Some(change) = self.prepare(actor, base, blocks, now_ms)? else {
+            return Ok(None);
+        };
+        self.apply_own(change.clone())?;
+        Ok(Some(change))
+    }
+
+    /// The change [`TextDoc::write_from`] would make, made on a copy: the
+    /// document is unchanged until [`TextDoc::apply_own`], so a caller can
+    /// refuse a change (too big to send, say) without it ever being here.
+    pub fn prepare(
+        &self,
+        actor: ActorId,
+        base: &[ChangeHash],
+        blocks: &[Block],
+        now_ms: i64,
+    ) -> Result<Option<Change>, Error> {
         let mut heads = self.doc.get_heads();
         let mut base = base.to_vec();
         heads.sort();
         base.sort();
-        if heads == base {
-            return self.write(actor, blocks, now_ms);
-        }
-        let mut fork = self.doc.fork_at(&base)?.with_actor(actor.clone());
+        let fork = if heads == base {
+            self.doc.fork()
+        } else {
+            self.doc.fork_at(&base)?
+        };
+        let mut fork = fork.with_actor(actor);
         let text = text_object(&fork);
         let mut tx = fork.transaction();
         edit::update(&mut tx, &text, blocks)?;
         let (hash, _) = tx.commit_with(CommitOptions::default().with_time(now_ms));
-        let Some(hash) = hash else {
-            return Ok(None);
-        };
-        let change = fork.get_change_by_hash(&hash).ok_or(Error::EmptyChange)?;
-        match self.doc.apply_changes([change.clone()]) {
-            Ok(()) => Ok(Some(change)),
+        match hash {
+            Some(hash) => Ok(Some(fork.get_change_by_hash(&hash).ok_or(Error::EmptyChange)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Applies a change this node made with [`TextDoc::prepare`]. Fails with
+    /// [`Error::StaleWriter`] (the document unchanged) when its writer already
+    /// has a change at its seq.
+    pub fn apply_own(&mut self, change: Change) -> Result<(), Error> {
+        match self.doc.apply_changes([change]) {
+            Ok(()) => Ok(()),
             Err(automerge::AutomergeError::DuplicateSeqNumber(..)) => Err(Error::StaleWriter),
             Err(e) => Err(e.into()),
         }

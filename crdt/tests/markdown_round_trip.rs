@@ -100,3 +100,61 @@ fn a_second_import_of_the_export_changes_nothing() {
         );
     }
 }
+
+/// Constructs that are easy to get wrong: each must export to Markdown that
+/// renders like the original and parses back to the same blocks.
+#[test]
+fn tricky_constructs_round_trip() {
+    let cases = [
+        "# Issue \\#\n",
+        "# C# and F#\n",
+        "\\![a](b)\n",
+        "[a](<b c>) and [d](<x)>) and [e](<>)\n",
+        "a\\|b\n:-\\|-\n",
+        "- a\n\n2. x\n",
+        "1. a\n5) b\n",
+        "~~~py`x\ncode\n~~~\n",
+        "`` ` `` and ` `` `\n",
+        "wow!\n\n[link](http://x)\n",
+        "say hi![x](y)\n",
+        "> - quoted item\n>   - nested\n>\n> after\n",
+        "1. one\n   ```\n   code in item\n   ```\n2. two\n",
+        "- [ ] todo\n- [x] done\n",
+        "***bold italic*** and **bold *nested* bold**\n",
+        "line one  \nline two\\\nline three\n",
+        "&amp; &copy; AT&T\n",
+        "1\\. not a list\n\n\\- nor this\n\n\\# nor a heading\n",
+        "# Heading with `code` and [link](http://x)\n",
+        "<https://autolink.example> and <me@example.com>\n",
+        "Text with trailing spaces   \nnext\n",
+    ];
+    for original in cases {
+        let blocks = markdown::parse(original, &no_mentions);
+        let exported = markdown::render(&blocks);
+        assert_eq!(
+            normalized_html(original),
+            normalized_html(&exported),
+            "{original:?} exported as {exported:?}"
+        );
+        assert_eq!(
+            markdown::parse(&exported, &no_mentions),
+            blocks,
+            "{original:?} exported as {exported:?}"
+        );
+    }
+}
+
+/// Deep nesting from a hostile document is flattened, not rendered with
+/// ever-longer prefixes.
+#[test]
+fn deep_nesting_is_bounded() {
+    let deep = format!("{} text\n", ">".repeat(5_000));
+    let blocks = markdown::parse(&deep, &no_mentions);
+    assert!(
+        blocks
+            .iter()
+            .all(|b| b.parents.len() <= outpost_crdt::text::block::MAX_DEPTH)
+    );
+    let rendered = markdown::render(&blocks);
+    assert!(rendered.len() < 1_000, "{}", rendered.len());
+}

@@ -1357,7 +1357,7 @@ impl Core {
         effects: &mut Effects,
     ) -> store::Result<()> {
         let me = self.me;
-        let target = match self.write_target(tx, space_id, effects)? {
+        let target = match self.write_target(tx, space_id, SpaceKind::Chat, effects)? {
             Ok(target) => target,
             Err(e) => {
                 for (_, _, reply) in group {
@@ -1405,19 +1405,12 @@ impl Core {
         let space = self.spaces.get_mut(&space_id).expect("write_target found it");
         let readable = space.readable.as_mut().expect("write_target checked the key");
         let shard = readable.shard_mut(target.doc, &target.epoch);
-        let posted = match shard.doc.chat_mut() {
-            Some(chat) => chat.post(target.actor.clone(), &msgs, crate::clock::now_ms() as i64),
-            None => Err(outpost_crdt::Error::EmptyChange),
-        };
-        let change = match posted {
+        let chat = shard.doc.chat_mut().expect("write_target checked the space is a chat");
+        let change = match chat.post(target.actor.clone(), &msgs, crate::clock::now_ms() as i64) {
             Ok(c) => c,
             Err(e) => {
-                let why = match space.state.kind {
-                    SpaceKind::Chat => format!("the document refused the message: {e}"),
-                    _ => "this space is a shared document, not a chat: use `outpost doc`".into(),
-                };
                 for (_, _, reply) in waiting {
-                    let _ = reply.send(Err(Error::Invalid(why.clone())));
+                    let _ = reply.send(Err(Error::Invalid(format!("the document refused the message: {e}"))));
                 }
                 return Ok(());
             }
@@ -1449,20 +1442,24 @@ impl Core {
         Ok(())
     }
 
-    /// Where this device writes in a space now, after checking it may: the
-    /// current epoch (cleaned of non-members first), its document, this run's
-    /// actor for it and the key. The outer error aborts the batch; the inner one
-    /// tells the caller why it cannot write.
+    /// Where this device writes in a space of `kind` now, after checking it
+    /// may: the current epoch (cleaned of non-members first), its document,
+    /// this run's actor for it and the key. The outer error aborts the batch;
+    /// the inner one tells the caller why it cannot write.
     fn write_target(
         &mut self,
         tx: &mut Txn,
         space_id: SpaceId,
+        kind: SpaceKind,
         effects: &mut Effects,
     ) -> store::Result<Result<WriteTarget>> {
         let me = self.me;
         let Some(space) = self.spaces.get(&space_id) else {
             return Ok(Err(Error::UnknownSpace(space_id)));
         };
+        if let Err(e) = expect_kind(space, kind) {
+            return Ok(Err(e));
+        }
         if !space.state.may_write(&me) {
             return Ok(Err(if space.state.is_writer(&me) {
                 Error::NotAllowed("this is an announcement room: only its owners and admins post".into())
@@ -1688,6 +1685,19 @@ fn stored_event(space: &Space, envelopes: Vec<Vec<u8>>, from: Option<DeviceId>) 
         envelopes: Arc::new(envelopes),
         entitled: Arc::new(entitled),
         from,
+    }
+}
+
+/// Fails with a pointer to the right command when `space` is not of `kind`.
+fn expect_kind(space: &Space, kind: SpaceKind) -> Result<()> {
+    match (space.state.kind, kind) {
+        (a, b) if a == b => Ok(()),
+        (SpaceKind::Doc, _) => Err(Error::Invalid(
+            "this space is a shared document, not a chat: use `outpost doc`".into(),
+        )),
+        (SpaceKind::Chat, _) => Err(Error::Invalid(
+            "this space is a chat, not a document: use `outpost chat`".into(),
+        )),
     }
 }
 

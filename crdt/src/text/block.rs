@@ -27,6 +27,12 @@ use automerge::{ScalarValue, hydrate};
 
 /// A hard line break inside a block's text.
 pub const HARD_BREAK: char = '\u{2028}';
+/// Deepest nesting of containers kept: deeper ones are flattened into the
+/// innermost kept (a peer's marker could otherwise name thousands, and every
+/// rendered line repeats their prefixes).
+pub const MAX_DEPTH: usize = 16;
+/// Largest number of an ordered list (CommonMark allows nine digits).
+const MAX_START: u64 = 999_999_999;
 
 /// One block of a document.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -213,7 +219,7 @@ impl Block {
             Some("heading") => BlockKind::Heading(number("level").unwrap_or(1).clamp(1, 6) as u8),
             Some(t @ ("ordered-list-item" | "unordered-list-item")) => BlockKind::ListItem(ListItem {
                 ordered: t == "ordered-list-item",
-                start: number("start"),
+                start: number("start").map(|n| n.min(MAX_START)),
                 loose: flag("loose").unwrap_or(false),
                 checked: flag("checked"),
             }),
@@ -235,7 +241,7 @@ impl Block {
                 .collect(),
             _ => Vec::new(),
         };
-        Block::new(kind, parents)
+        Block::new(kind, parents.into_iter().take(MAX_DEPTH).collect())
     }
 }
 

@@ -14,7 +14,7 @@ use std::ops::Range;
 
 use pulldown_cmark::{CodeBlockKind, Event, LinkType, Options, Parser, Tag, TagEnd};
 
-use super::block::{Block, BlockKind, Container, HARD_BREAK, ListItem, Marks, Run};
+use super::block::{Block, BlockKind, Container, HARD_BREAK, ListItem, MAX_DEPTH, Marks, Run};
 
 /// The link destination prefix that marks a mention.
 pub const MENTION_SCHEME: &str = "outpost:user/";
@@ -88,7 +88,7 @@ impl Parse<'_> {
             Event::HardBreak => self.inline(&HARD_BREAK.to_string(), &self.marks.clone()),
             Event::Rule => {
                 self.block_boundary();
-                self.blocks.push(Block::new(BlockKind::Rule, self.containers.clone()));
+                self.blocks.push(Block::new(BlockKind::Rule, self.parents()));
             }
             Event::TaskListMarker(done) => {
                 if let Some(item) = &mut self.pending_item {
@@ -138,7 +138,9 @@ impl Parse<'_> {
             Tag::List(start) => {
                 self.block_boundary();
                 let loose = list_is_loose(rest);
-                self.lists.push((start.is_some(), start.filter(|s| *s != 1), loose, 0));
+                let ordered = start.is_some();
+                let start = start.filter(|s| *s != 1).map(|s| s.min(999_999_999));
+                self.lists.push((ordered, start, loose, 0));
             }
             Tag::Item => {
                 self.flush();
@@ -159,7 +161,7 @@ impl Parse<'_> {
                     Tag::HtmlBlock => BlockKind::Html,
                     _ => BlockKind::Table,
                 };
-                let mut block = Block::new(kind, self.containers.clone());
+                let mut block = Block::new(kind, self.parents());
                 block.push(&self.source_lines(range), &Marks::default());
                 self.blocks.push(block);
                 self.skip_until = Some(0);
@@ -181,11 +183,12 @@ impl Parse<'_> {
                 if let Some(user) = dest_url.strip_prefix(MENTION_SCHEME) {
                     self.marks.mention = Some(user.to_string());
                 } else {
-                    let mut dest = if *link_type == LinkType::Email && !dest_url.starts_with("mailto:") {
+                    let dest = if *link_type == LinkType::Email && !dest_url.starts_with("mailto:") {
                         format!("mailto:{dest_url}")
                     } else {
                         dest_url.to_string()
                     };
+                    let mut dest = destination(&dest);
                     if !title.is_empty() {
                         dest = format!("{dest} \"{}\"", title.replace('"', "\\\""));
                     }
@@ -271,7 +274,12 @@ impl Parse<'_> {
 
     fn open(&mut self, kind: BlockKind) {
         self.flush();
-        self.current = Some(Block::new(kind, self.containers.clone()));
+        self.current = Some(Block::new(kind, self.parents()));
+    }
+
+    /// The containers a new block is in, at most [`MAX_DEPTH`] of them.
+    fn parents(&self) -> Vec<Container> {
+        self.containers.iter().take(MAX_DEPTH).copied().collect()
     }
 
     /// Ends the open block; a list item's own block starts before it.
@@ -318,6 +326,23 @@ impl Parse<'_> {
         }
         out
     }
+}
+
+/// A link destination as Markdown writes it: in `<…>` when it has blanks,
+/// parentheses or angle brackets, or is empty.
+fn destination(dest: &str) -> String {
+    if !dest.is_empty() && !dest.contains(|c: char| c.is_whitespace() || matches!(c, '(' | ')' | '<' | '>' | '\\')) {
+        return dest.to_string();
+    }
+    let mut out = String::from("<");
+    for c in dest.chars() {
+        if matches!(c, '<' | '>' | '\\') {
+            out.push('\\');
+        }
+        out.push(if c == '\n' { ' ' } else { c });
+    }
+    out.push('>');
+    out
 }
 
 /// Whether the list starting at `rest[0]` is loose: one of its items holds a
@@ -436,11 +461,12 @@ pub fn render(blocks: &[Block]) -> String {
             .zip(&block.parents)
             .take_while(|(o, p)| o.container == **p)
             .count();
-        let continuing = match &block.kind {
+        // The item before this one at its depth, in the same kind of list.
+        let adjacent = match &block.kind {
             BlockKind::ListItem(item) => open
                 .get(depth)
                 .filter(|o| keep == depth && o.container == item_container(item))
-                .map(|o| o.number),
+                .map(|o| (o.number, o.delimiter)),
             _ => None,
         };
         open.truncate(keep);
@@ -457,16 +483,20 @@ pub fn render(blocks: &[Block]) -> String {
         }
         match &block.kind {
             BlockKind::ListItem(item) => {
-                let number = match continuing {
-                    Some(n) => n + 1,
-                    None => item.start.unwrap_or(1),
+                // An item with a start begins a new list: next to another list of
+                // its kind, a different delimiter keeps them apart.
+                let (number, delimiter) = match (adjacent, item.start) {
+                    (Some((n, d)), None) => (n.saturating_add(1), d),
+                    (Some((_, d)), Some(start)) => (start, other_delimiter(d)),
+                    (None, start) => (start.unwrap_or(1), if item.ordered { '.' } else { '-' }),
                 };
                 let marker = if item.ordered {
-                    format!("{number}. ")
+                    format!("{number}{delimiter} ")
                 } else {
-                    "- ".to_string()
+                    format!("{delimiter} ")
                 };
-                let entry = Open::new(item_container(item), Some(number), item.loose).with_width(marker.len());
+                let mut entry = Open::new(item_container(item), Some(number), item.loose).with_width(marker.len());
+                entry.delimiter = delimiter;
                 let inner = format!("{prefix}{}", " ".repeat(marker.len()));
                 let task = match item.checked {
                     Some(true) => "[x] ",
@@ -484,7 +514,7 @@ pub fn render(blocks: &[Block]) -> String {
                     BlockKind::Heading(level) => format!(
                         "{} {}",
                         "#".repeat(usize::from(*level).clamp(1, 6)),
-                        inline(&block.runs).replace('\n', " ")
+                        inline_heading(&block.runs)
                     ),
                     BlockKind::Code { language } => code_block(language, &block.text()),
                     BlockKind::Rule => "***".to_string(),
@@ -507,6 +537,8 @@ struct Open {
     loose: bool,
     /// Indentation of the item's content: its marker's width.
     width: usize,
+    /// The list's marker: `-` or `*` for bullets, `.` or `)` after numbers.
+    delimiter: char,
 }
 
 impl Open {
@@ -516,6 +548,7 @@ impl Open {
             number: number.unwrap_or(1),
             loose,
             width: 2,
+            delimiter: '-',
         }
     }
 
@@ -529,6 +562,15 @@ impl Open {
             Container::Quote => "> ".to_string(),
             _ => " ".repeat(self.width),
         }
+    }
+}
+
+fn other_delimiter(d: char) -> char {
+    match d {
+        '.' => ')',
+        ')' => '.',
+        '-' => '*',
+        _ => '-',
     }
 }
 
@@ -566,8 +608,10 @@ fn tight_after(prev: &Block, block: &Block, open: &[Open]) -> bool {
         // A following item of the same list, or the first of a list nested in
         // the item just written.
         Some(_) => {
+            let same_list = prev_path.get(depth) == block.as_container().as_ref();
             shared >= depth
-                && (prev_path.len() > depth || (depth > 0 && path[depth - 1].is_item() && prev_path.len() == depth))
+                && ((prev_path.len() > depth && same_list)
+                    || (depth > 0 && path[depth - 1].is_item() && prev_path.len() == depth))
         }
         // More content of the item just written (or of its nested blocks).
         None => shared >= depth && prev_path.len() >= depth,
@@ -589,8 +633,9 @@ fn write_lines(out: &mut String, first: &str, rest: &str, body: &str) {
 }
 
 fn code_block(language: &str, code: &str) -> String {
-    let longest = longest_run(code, '`');
-    let fence = "`".repeat(longest.max(2) + 1);
+    // A backtick in the info string would end a backtick fence: use tildes.
+    let c = if language.contains('`') { '~' } else { '`' };
+    let fence = c.to_string().repeat(longest_run(code, c).max(2) + 1);
     if code.is_empty() {
         format!("{fence}{language}\n{fence}")
     } else {
@@ -656,6 +701,22 @@ fn delims(marks: &Marks) -> Vec<Delim> {
 
 /// Renders a block's runs as inline Markdown.
 fn inline(runs: &[Run]) -> String {
+    inline_in(runs, false)
+}
+
+/// A heading's runs: on one line, `#` escaped (a trailing one would close it).
+fn inline_heading(runs: &[Run]) -> String {
+    let flat: Vec<Run> = runs
+        .iter()
+        .map(|r| Run {
+            text: r.text.replace(['\n', HARD_BREAK], " "),
+            marks: r.marks.clone(),
+        })
+        .collect();
+    inline_in(&flat, true)
+}
+
+fn inline_in(runs: &[Run], heading: bool) -> String {
     let runs = flank(runs);
     let mut out = String::new();
     let mut stack: Vec<Delim> = Vec::new();
@@ -669,6 +730,10 @@ fn inline(runs: &[Run]) -> String {
         }
         for d in wanted {
             if !stack.contains(&d) {
+                // A link right after a `!` would read as an image.
+                if matches!(d, Delim::Link(_)) && out.ends_with('!') && !out.ends_with("\\!") {
+                    out.insert(out.len() - 1, '\\');
+                }
                 out.push_str(d.open());
                 stack.push(d);
                 line_start = false;
@@ -679,7 +744,7 @@ fn inline(runs: &[Run]) -> String {
         } else if run.marks.code {
             out.push_str(&code_span(&run.text));
         } else {
-            escape_into(&mut out, &run.text, &mut line_start);
+            escape_into(&mut out, &run.text, &mut line_start, heading);
             continue;
         }
         line_start = run.text.ends_with('\n');
@@ -737,7 +802,9 @@ fn flank(runs: &[Run]) -> Vec<Run> {
 
 fn code_span(code: &str) -> String {
     let ticks = "`".repeat(longest_run(code, '`') + 1);
-    let pad = code.starts_with('`') || code.ends_with('`') || (code.starts_with(' ') && code.ends_with(' '));
+    let blank = code.chars().all(|c| c == ' ');
+    let pad =
+        !blank && (code.starts_with('`') || code.ends_with('`') || (code.starts_with(' ') && code.ends_with(' ')));
     if pad {
         format!("{ticks} {code} {ticks}")
     } else {
@@ -747,7 +814,7 @@ fn code_span(code: &str) -> String {
 
 /// Escapes what Markdown would read as syntax. `line_start` tracks whether the
 /// next character begins a line (where `#`, `>`, `-`, `1.` start blocks).
-fn escape_into(out: &mut String, text: &str, line_start: &mut bool) {
+fn escape_into(out: &mut String, text: &str, line_start: &mut bool, heading: bool) {
     let chars: Vec<char> = text.chars().collect();
     let mut i = 0;
     while i < chars.len() {
@@ -785,10 +852,13 @@ fn escape_into(out: &mut String, text: &str, line_start: &mut bool) {
         }
         *line_start = false;
         match c {
-            '\\' | '`' | '*' | '_' | '[' | ']' | '<' | '~' => {
+            '\\' | '`' | '*' | '_' | '[' | ']' | '<' | '~' | '|' => {
                 out.push('\\');
                 out.push(c);
             }
+            '#' if heading => out.push_str("\\#"),
+            // `![` would start an image.
+            '!' if chars.get(i + 1) == Some(&'[') => out.push_str("\\!"),
             '&' if looks_like_entity(&chars[i + 1..]) => out.push_str("\\&"),
             ' ' if chars.get(i + 1) == Some(&'\n') => {
                 // A blank before a line break: two would be a hard break, one

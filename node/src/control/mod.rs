@@ -312,6 +312,8 @@ pub enum InvalidOp {
     Name,
     #[error("a space has exactly one genesis")]
     SecondGenesis,
+    #[error("a document space shares its whole history (its text is built from it)")]
+    DocHistory,
     #[error("the operation's causal point names control operations this node does not hold")]
     UnknownParents,
     #[error("the author's role at the operation's causal point does not allow it")]
@@ -351,6 +353,7 @@ impl InvalidOp {
             InvalidOp::Duplicate => "control: a device listed twice",
             InvalidOp::Name => "control: space name too long",
             InvalidOp::SecondGenesis => "control: a second genesis",
+            InvalidOp::DocHistory => "control: a document space with history from join",
             InvalidOp::UnknownParents => "control: unknown causal point",
             InvalidOp::NotAllowed => "control: the author's role does not allow it",
             InvalidOp::AlreadyMember => "control: the device is already in the space",

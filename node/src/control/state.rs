@@ -74,6 +74,9 @@ impl SpaceState {
         if g.rules_version != RULES_VERSION {
             return Err(InvalidOp::RulesVersion(g.rules_version));
         }
+        if g.kind == SpaceKind::Doc && g.history != History::Shared {
+            return Err(InvalidOp::DocHistory);
+        }
         if g.members.len() > MAX_MEMBERS || g.replicators.len() > MAX_REPLICATORS {
             return Err(InvalidOp::TooMany(g.members.len() + g.replicators.len()));
         }

@@ -219,6 +219,21 @@ proptest::proptest! {
 }
 
 #[test]
+fn a_document_space_shares_its_history() {
+    let alice = DeviceKeys::generate();
+    let (env, _) = create_space(&alice, 1, "doc", SpaceKind::Doc, History::Shared, &[], &[]).unwrap();
+    assert_eq!(SpaceState::from_genesis(&env).unwrap().kind, SpaceKind::Doc);
+    // A peer's genesis of a from-join document is refused like any bad genesis.
+    let (chat, _) = create_space(&alice, 1, "doc", SpaceKind::Chat, History::FromJoin, &[], &[]).unwrap();
+    let ControlOp::Genesis(mut g) = chat.control_op().unwrap() else {
+        panic!("a genesis")
+    };
+    g.kind = SpaceKind::Doc;
+    let forged = Envelope::sign_control(&alice, chat.header().clone(), &ControlOp::Genesis(g));
+    assert_eq!(SpaceState::from_genesis(&forged).unwrap_err(), InvalidOp::DocHistory);
+}
+
+#[test]
 fn forged_genesis_is_rejected() {
     let alice = DeviceKeys::generate();
     let mallory = DeviceKeys::generate();

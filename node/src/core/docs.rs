@@ -134,6 +134,10 @@ pub enum DocAnswer {
 /// what it inserts plus per-op columns.
 pub const MAX_DOC_WRITE_BYTES: usize = 512 << 10;
 
+/// Largest change one document write makes: what fits one envelope with its
+/// header and the AEAD tag, with room to spare.
+const MAX_CHANGE_BYTES: usize = crate::envelope::MAX_ENVELOPE_BYTES - (64 << 10);
+
 /// Most splices in one write.
 pub const MAX_SPLICES_PER_WRITE: usize = 100_000;
 
@@ -150,16 +154,11 @@ impl Core {
         edit: DocEdit,
         effects: &mut Effects,
     ) -> store::Result<Result<Written>> {
-        let mut target = match self.write_target(tx, space_id, effects)? {
+        let mut target = match self.write_target(tx, space_id, SpaceKind::Doc, effects)? {
             Ok(target) => target,
             Err(e) => return Ok(Err(e)),
         };
         let space = self.spaces.get_mut(&space_id).expect("write_target found it");
-        if space.state.kind != SpaceKind::Doc {
-            return Ok(Err(Error::Invalid(
-                "this space is a chat, not a document: use `outpost chat`".into(),
-            )));
-        }
         let readable = space.readable.as_mut().expect("write_target checked the key");
         let shard = readable.shard_mut(target.doc, &target.epoch);
         let doc = shard.doc.text_mut().expect("document spaces hold text documents");
@@ -217,19 +216,61 @@ impl Core {
         } else {
             base
         };
-        let mut written = doc.write_from(target.actor.clone(), &base, &blocks, now);
-        if matches!(written, Err(outpost_crdt::Error::StaleWriter)) {
-            // This run wrote after the version edited: a fresh writer edits it.
-            target.incarnation = rand::random();
-            target.actor = outpost_crdt::writer::actor_id(&self.me.0, &target.doc, target.incarnation);
-            self.incarnations.insert(target.doc, target.incarnation);
-            written = doc.write_from(target.actor.clone(), &base, &blocks, now);
+        // Made on a copy and checked before the document takes it: a change
+        // that cannot be sealed never enters the document.
+        let space::Readable {
+            docs, env_of_change, ..
+        } = space.readable.as_mut().expect("checked above");
+        let doc = docs
+            .get_mut(&target.doc)
+            .and_then(|s| s.doc.text_mut())
+            .expect("made above");
+        let genesis = doc.genesis_hash();
+        let sealable = |change: &outpost_crdt::Change| -> Result<()> {
+            if change.raw_bytes().len() > MAX_CHANGE_BYTES {
+                return Err(Error::Invalid(format!(
+                    "this edit makes a change of {} KiB, more than one envelope carries ({} KiB): split it into several writes",
+                    change.raw_bytes().len() >> 10,
+                    MAX_CHANGE_BYTES >> 10
+                )));
+            }
+            if change
+                .deps()
+                .iter()
+                .any(|d| *d != genesis && !env_of_change.contains_key(d))
+            {
+                return Err(Error::Invalid(
+                    "the version edited is known here only inside a snapshot: edit the current text (leave out the base)".into(),
+                ));
+            }
+            Ok(())
+        };
+        let mut change = None;
+        for attempt in 0..2 {
+            let prepared = match doc.prepare(target.actor.clone(), &base, &blocks, now) {
+                Ok(Some(c)) => c,
+                Ok(None) => return Ok(Ok(Written { version: None })),
+                Err(e) => return Ok(Err(Error::Invalid(format!("the document refused the edit: {e}")))),
+            };
+            if let Err(e) = sealable(&prepared) {
+                return Ok(Err(e));
+            }
+            match doc.apply_own(prepared.clone()) {
+                Ok(()) => {
+                    change = Some(prepared);
+                    break;
+                }
+                Err(outpost_crdt::Error::StaleWriter) if attempt == 0 => {
+                    // This run wrote after the version edited: a fresh writer edits it.
+                    target.incarnation = rand::random();
+                    target.actor = outpost_crdt::writer::actor_id(&self.me.0, &target.doc, target.incarnation);
+                    self.incarnations.insert(target.doc, target.incarnation);
+                }
+                Err(e) => return Ok(Err(Error::Invalid(format!("the document refused the edit: {e}")))),
+            }
         }
-        match written {
-            Ok(Some(change)) => self.seal_doc_change(tx, space_id, &target, change, effects),
-            Ok(None) => Ok(Ok(Written { version: None })),
-            Err(e) => Ok(Err(Error::Invalid(format!("the document refused the edit: {e}")))),
-        }
+        let change = change.expect("the second attempt writes as a fresh writer, whose seq is free");
+        self.seal_doc_change(tx, space_id, &target, change, effects)
     }
 
     /// Seals a change the document made here; the new version.
@@ -241,9 +282,10 @@ impl Core {
         change: outpost_crdt::Change,
         effects: &mut Effects,
     ) -> store::Result<Result<Written>> {
-        if change.raw_bytes().len() > crate::envelope::MAX_ENVELOPE_BYTES / 2 {
-            // Applied here but too big to seal: the document reloads from the
-            // store, without it.
+        if change.raw_bytes().len() > MAX_CHANGE_BYTES {
+            // Splices are applied in place (their size is bounded on input):
+            // should one still not fit, the document reloads from the store,
+            // without it.
             warn!(space = %space_id.fmt_short(), bytes = change.raw_bytes().len(), "a document change is too big for one envelope; refused");
             return Err(store::Error::Unavailable);
         }
@@ -258,11 +300,7 @@ impl Core {
 
     pub(super) fn read_doc(&self, space_id: SpaceId, query: DocQuery) -> Result<DocAnswer> {
         let space = self.spaces.get(&space_id).ok_or(Error::UnknownSpace(space_id))?;
-        if space.state.kind != SpaceKind::Doc {
-            return Err(Error::Invalid(
-                "this space is a chat, not a document: use `outpost chat`".into(),
-            ));
-        }
+        expect_kind(space, SpaceKind::Doc)?;
         let readable = space.readable.as_ref().ok_or_else(|| Error::KeyMissing {
             space: space_id,
             why: space
