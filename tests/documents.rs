@@ -259,6 +259,38 @@ fn editor_edits_and_reader_refusal() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(show(&a, &doc), START.replace("Monday", "Thursday"));
 
+    // While the editor is open, another write changes another line (here, as
+    // a script would, on the same node): saving keeps both.
+    let other = write_file(
+        root.path(),
+        "other.md",
+        &START.replace("Monday", "Thursday").replace("sync design", "sync design twice"),
+    );
+    let script = write_file(
+        root.path(),
+        "editor.sh",
+        &format!(
+            "{} --home {} doc write {doc} --file {other} >/dev/null && sed -i s/Thursday/Friday/ \"$1\"\n",
+            outpost_bin().display(),
+            a.home.display()
+        ),
+    );
+    let out = Command::new(outpost_bin())
+        .arg("--home")
+        .arg(&a.home)
+        .args(["doc", "edit", &doc, "--json"])
+        .env("EDITOR", format!("sh {script}"))
+        .env_remove("VISUAL")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let merged = show(&a, &doc);
+    assert_eq!(
+        merged,
+        START.replace("Monday", "Friday").replace("sync design", "sync design twice"),
+        "the edit undid the write made while the editor was open"
+    );
+
     // A reader sees the document and cannot change it.
     a.json(&["space", "invite", &doc, &b.card(), "--role", "reader", "--json"]);
     wait_until(Duration::from_secs(30), "the reader to see the document", || {
