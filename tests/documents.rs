@@ -40,6 +40,28 @@ fn write(node: &Node, dir: &Path, doc: &str, text: &str) -> String {
         .to_string()
 }
 
+/// Two daemons, b dialling a.
+fn pair(root: &Path) -> (Node, Node) {
+    let mut a = Node::init(root, "a");
+    let mut b = Node::init(root, "b");
+    a.start(&[]);
+    b.start(&[a.addr()]);
+    (a, b)
+}
+
+/// A document "Plan" made on `a` from `text` (none when empty), with `member`.
+fn new_doc(a: &Node, dir: &Path, member: Option<&Node>, text: &str) -> String {
+    let mut args = vec!["doc".to_string(), "new".into(), "Plan".into(), "--json".into()];
+    if let Some(m) = member {
+        args.extend(["--member".into(), m.card()]);
+    }
+    if !text.is_empty() {
+        args.extend(["--from".into(), write_file(dir, "start.md", text)]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    a.json(&args)["space"].as_str().unwrap().to_string()
+}
+
 fn converge(a: &Node, b: &Node, doc: &str) -> String {
     wait_until(Duration::from_secs(30), "both nodes to show the same text", || {
         let (ta, tb) = (show(a, doc), show(b, doc));
@@ -50,15 +72,8 @@ fn converge(a: &Node, b: &Node, doc: &str) -> String {
 #[test]
 fn partitioned_co_editing_keeps_every_edit() {
     let root = tempfile::tempdir().unwrap();
-    let mut a = Node::init(root.path(), "a");
-    let mut b = Node::init(root.path(), "b");
-    a.start(&[]);
-    b.start(&[a.addr()]);
-    let from = write_file(root.path(), "start.md", START);
-    let doc = a.json(&["doc", "new", "Plan", "--member", &b.card(), "--from", &from, "--json"])["space"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (mut a, mut b) = pair(root.path());
+    let doc = new_doc(&a, root.path(), Some(&b), START);
     assert_eq!(show(&a, &doc), START);
     wait_until(Duration::from_secs(30), "b to receive the document", || {
         b.try_json(&["doc", "show", &doc, "--json"])
@@ -122,15 +137,8 @@ We meet on Monday in the big room at ten.
 #[test]
 fn history_diff_restore_and_export() {
     let root = tempfile::tempdir().unwrap();
-    let mut a = Node::init(root.path(), "a");
-    let mut b = Node::init(root.path(), "b");
-    a.start(&[]);
-    b.start(&[a.addr()]);
-    let from = write_file(root.path(), "start.md", START);
-    let doc = a.json(&["doc", "new", "Plan", "--member", &b.card(), "--from", &from, "--json"])["space"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (a, mut b) = pair(root.path());
+    let doc = new_doc(&a, root.path(), Some(&b), START);
     let first = a.json(&["doc", "history", &doc, "--json"])[0]["id"]
         .as_str()
         .unwrap()
@@ -237,15 +245,8 @@ fn history_diff_restore_and_export() {
 #[test]
 fn editor_edits_and_reader_refusal() {
     let root = tempfile::tempdir().unwrap();
-    let mut a = Node::init(root.path(), "a");
-    let mut b = Node::init(root.path(), "b");
-    a.start(&[]);
-    b.start(&[a.addr()]);
-    let from = write_file(root.path(), "start.md", START);
-    let doc = a.json(&["doc", "new", "Plan", "--from", &from, "--json"])["space"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (a, b) = pair(root.path());
+    let doc = new_doc(&a, root.path(), None, START);
 
     // $EDITOR edits the Markdown in place; the save becomes a version.
     let out = Command::new(outpost_bin())
@@ -264,7 +265,9 @@ fn editor_edits_and_reader_refusal() {
     let other = write_file(
         root.path(),
         "other.md",
-        &START.replace("Monday", "Thursday").replace("sync design", "sync design twice"),
+        &START
+            .replace("Monday", "Thursday")
+            .replace("sync design", "sync design twice"),
     );
     let script = write_file(
         root.path(),
@@ -287,7 +290,9 @@ fn editor_edits_and_reader_refusal() {
     let merged = show(&a, &doc);
     assert_eq!(
         merged,
-        START.replace("Monday", "Friday").replace("sync design", "sync design twice"),
+        START
+            .replace("Monday", "Friday")
+            .replace("sync design", "sync design twice"),
         "the edit undid the write made while the editor was open"
     );
 
@@ -372,14 +377,8 @@ fn splices_apply_as_one_version() {
 #[test]
 fn a_mention_reaches_the_inbox_once() {
     let root = tempfile::tempdir().unwrap();
-    let mut a = Node::init(root.path(), "a");
-    let mut b = Node::init(root.path(), "b");
-    a.start(&[]);
-    b.start(&[a.addr()]);
-    let doc = a.json(&["doc", "new", "Plan", "--member", &b.card(), "--json"])["space"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (a, mut b) = pair(root.path());
+    let doc = new_doc(&a, root.path(), Some(&b), "");
     wait_until(Duration::from_secs(30), "b to receive the document", || {
         b.try_json(&["doc", "show", &doc, "--json"]).ok()
     });
