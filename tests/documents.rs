@@ -416,3 +416,37 @@ fn a_mention_reaches_the_inbox_once() {
     });
     assert_eq!(b.json(&["inbox", "--json"]).as_array().unwrap().len(), 1);
 }
+
+/// In an org, `@name` resolves through the chart: a member's name or member
+/// id mentions them (when their device is in the document).
+#[test]
+fn an_org_member_is_mentioned_by_name() {
+    let root = tempfile::tempdir().unwrap();
+    let (a, b) = pair(root.path());
+    let members = [
+        common::org::Member {
+            id: "1001",
+            node: &a,
+            department: "总部",
+        },
+        common::org::Member {
+            id: "1002",
+            node: &b,
+            department: "总部",
+        },
+    ];
+    common::org::org_with_members(&a, &root.path().join("chart.csv"), &members);
+    let doc = new_doc(&a, root.path(), Some(&b), "");
+    write(&a, root.path(), &doc, "Ask @b, or @1002, but not @nobody.\n");
+    let shown = show(&a, &doc);
+    let b_user = common::user_of(&b);
+    assert_eq!(
+        shown,
+        format!("Ask [@b](outpost:user/{b_user}), or [@1002](outpost:user/{b_user}), but not @nobody.\n")
+    );
+    let inbox = wait_until(Duration::from_secs(30), "the mentions in b's inbox", || {
+        let inbox = b.json(&["inbox", "--json"]);
+        (inbox.as_array().unwrap().len() == 2).then_some(inbox)
+    });
+    assert_eq!(inbox[0]["context"], "Ask @b, or @1002, but not @nobody.");
+}

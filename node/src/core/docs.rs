@@ -158,6 +158,7 @@ impl Core {
             Ok(target) => target,
             Err(e) => return Ok(Err(e)),
         };
+        let aliases = self.mention_aliases();
         let space = self.spaces.get_mut(&space_id).expect("write_target found it");
         let readable = space.readable.as_mut().expect("write_target checked the key");
         let shard = readable.shard_mut(target.doc, &target.epoch);
@@ -194,8 +195,13 @@ impl Core {
                     Ok(b) => b,
                     Err(e) => return Ok(Err(e)),
                 };
-                let members: Vec<UserId> = space.state.members.values().map(|m| m.cert.user).collect();
-                let blocks = markdown::parse(&md, &|name| mentioned(&members, name));
+                let members: Vec<(DeviceId, UserId)> = space
+                    .state
+                    .members
+                    .values()
+                    .map(|m| (m.cert.device, m.cert.user))
+                    .collect();
+                let blocks = markdown::parse(&md, &|name| mentioned(&members, &aliases, name));
                 (blocks, base)
             }
             DocEdit::Splices { .. } => unreachable!("handled above"),
@@ -427,15 +433,29 @@ fn find_version(doc: &TextDoc, prefix: &str) -> Result<ChangeHash> {
     }
 }
 
-/// The member user a bare `@name` names: a unique prefix of a member's user
-/// id (at least 8 hex digits).
-fn mentioned(members: &[UserId], name: &str) -> Option<String> {
+/// The member user a bare `@name` names: an org member's id, name or e-mail
+/// local part (see `mention_aliases`) whose device is in the space, or a
+/// unique prefix of a member's user id (at least 8 hex digits). Ambiguous
+/// names mention nobody.
+fn mentioned(members: &[(DeviceId, UserId)], aliases: &[(Vec<String>, Vec<DeviceId>)], name: &str) -> Option<String> {
     const MIN_USER_PREFIX: usize = 8;
-    let name = name.to_ascii_lowercase();
-    if name.len() < MIN_USER_PREFIX {
-        return None;
+    let name = name.to_lowercase();
+    let mut users: Vec<UserId> = aliases
+        .iter()
+        .filter(|(names, _)| names.contains(&name))
+        .flat_map(|(_, devices)| members.iter().filter(|(d, _)| devices.contains(d)).map(|(_, u)| *u))
+        .collect();
+    if users.is_empty() && name.len() >= MIN_USER_PREFIX {
+        users = members
+            .iter()
+            .map(|(_, u)| *u)
+            .filter(|u| u.to_string().starts_with(&name))
+            .collect();
     }
-    let mut hits = members.iter().map(|u| u.to_string()).filter(|u| u.starts_with(&name));
-    let first = hits.next()?;
-    hits.all(|other| other == first).then_some(first)
+    users.sort();
+    users.dedup();
+    match users.as_slice() {
+        [one] => Some(one.to_string()),
+        _ => None,
+    }
 }

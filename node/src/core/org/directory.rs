@@ -58,6 +58,32 @@ impl Core {
             .ok_or_else(|| Error::NotFound("no org policy on this node (`outpost org follow`)".into()))
     }
 
+    /// What a person may be called by in an `@mention`: for each org member
+    /// with devices, their member id, their name (when it has no blanks) and
+    /// their e-mail's local part, lower case. Empty without an org.
+    pub(in crate::core) fn mention_aliases(&self) -> Vec<(Vec<String>, Vec<DeviceId>)> {
+        let Ok(policy) = self.current_policy() else {
+            return Vec::new();
+        };
+        policy
+            .members
+            .iter()
+            .filter(|m| !m.devices.is_empty())
+            .map(|m| {
+                let mut aliases = vec![m.id.to_lowercase()];
+                if !m.name.trim().is_empty() && !m.name.contains(char::is_whitespace) {
+                    aliases.push(m.name.to_lowercase());
+                }
+                if let Some((local, _)) = m.email.split_once('@')
+                    && !local.is_empty()
+                {
+                    aliases.push(local.to_lowercase());
+                }
+                (aliases, m.devices.clone())
+            })
+            .collect()
+    }
+
     /// Which departments this device may see: as the member whose devices
     /// include it, and as an admin when it holds one of the version's admin keys.
     fn visible(&self, policy: &Policy) -> Vec<bool> {
