@@ -38,7 +38,7 @@ use std::{
     future::Future,
     hint::black_box,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::Command,
     str::FromStr,
     sync::{
         Arc,
@@ -70,6 +70,10 @@ use outpost_node::{
     sync::{self, Ack, Request, Response, SpaceVv, VersionVector},
 };
 use tokio::sync::mpsc;
+
+#[path = "support/daemon.rs"]
+mod daemon;
+use daemon::Daemon;
 
 const HELP: &str = "\
 Outpost benchmark (see BENCHMARKS.md)
@@ -505,138 +509,20 @@ fn load_average() -> String {
 // ---------------------------------------------------------------------------
 // Daemons
 
-struct Daemon {
-    name: &'static str,
-    home: PathBuf,
-    port: u16,
-    log: PathBuf,
-    child: Option<Child>,
-    client: Client,
-}
-
-impl Daemon {
-    fn init(bin: &Path, root: &Path, name: &'static str) -> Result<Self> {
-        let home = root.join(name);
-        let out = Command::new(bin)
-            .arg("--home")
-            .arg(&home)
-            .args(["init", "--name", name])
-            .output()
-            .with_context(|| format!("running {}", bin.display()))?;
-        ensure!(
-            out.status.success(),
-            "outpost init ({name}) failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        Ok(Self {
-            name,
-            log: root.join(format!("{name}.log")),
-            client: Client::for_home(&home),
-            home,
-            port,
-            child: None,
-        })
+/// The warnings and errors in a daemon's log: how many, and the first few
+/// kinds with their counts.
+fn warnings(d: &Daemon) -> (usize, Vec<String>) {
+    let lines = d.warning_lines();
+    let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
+    for line in &lines {
+        // Drop the timestamp; keep the level, target and message.
+        let line = strip_ansi(line);
+        let text = line.split_once(' ').map_or(line.as_str(), |(_, rest)| rest).trim();
+        let text: String = text.chars().take(160).collect();
+        *kinds.entry(text).or_default() += 1;
     }
-
-    fn addr(&self) -> String {
-        format!("/ip4/127.0.0.1/tcp/{}", self.port)
-    }
-
-    fn start(&mut self, bin: &Path, peer: &str) -> Result<()> {
-        let log = std::fs::File::create(&self.log)?;
-        let child = Command::new(bin)
-            .arg("--home")
-            .arg(&self.home)
-            .args(["daemon", "--no-mdns", "--resync-secs", "2", "--listen"])
-            .arg(self.addr())
-            .args(["--peer", peer])
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting daemon {}", self.name))?;
-        self.child = Some(child);
-        Ok(())
-    }
-
-    fn pid(&self) -> String {
-        self.child.as_ref().map(|c| c.id().to_string()).unwrap_or_default()
-    }
-
-    fn check_alive(&mut self) -> Result<()> {
-        if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(20).collect();
-            let tail: Vec<&str> = tail.into_iter().rev().collect();
-            bail!("daemon {} exited ({status}); log tail:\n{}", self.name, tail.join("\n"));
-        }
-        Ok(())
-    }
-
-    fn card(&self, bin: &Path) -> Result<String> {
-        let out = Command::new(bin)
-            .arg("--home")
-            .arg(&self.home)
-            .args(["id", "--json"])
-            .output()?;
-        ensure!(
-            out.status.success(),
-            "outpost id failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-        Ok(v["card"].as_str().context("`id --json` has no card")?.to_string())
-    }
-
-    /// `/v1/status` as JSON: only a few fields are read, so the bench keeps working
-    /// with a daemon built from a slightly different revision.
-    async fn status(&self) -> Result<serde_json::Value> {
-        Ok(self.client.get("/v1/status").await?)
-    }
-
-    async fn peers(&self) -> Option<usize> {
-        Some(self.status().await.ok()?["peers"].as_array()?.len())
-    }
-
-    /// Envelopes this node stores for `space`.
-    async fn envelopes(&self, space: SpaceId) -> Result<u64> {
-        let status = self.status().await?;
-        let space = space.to_string();
-        Ok(status["spaces"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|s| s["space"].as_str() == Some(space.as_str()))
-            .and_then(|s| s["envelopes"].as_u64())
-            .unwrap_or(0))
-    }
-
-    fn warnings(&self) -> (usize, Vec<String>) {
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let mut count = 0;
-        let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
-        for line in log.lines().filter(|l| l.contains("WARN") || l.contains("ERROR")) {
-            count += 1;
-            // Drop the timestamp; keep the level, target and message.
-            let line = strip_ansi(line);
-            let text = line.split_once(' ').map_or(line.as_str(), |(_, rest)| rest).trim();
-            let text: String = text.chars().take(160).collect();
-            *kinds.entry(text).or_default() += 1;
-        }
-        let list = kinds.into_iter().take(6).map(|(k, n)| format!("{n}× {k}")).collect();
-        (count, list)
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+    let list = kinds.into_iter().take(6).map(|(k, n)| format!("{n}× {k}")).collect();
+    (lines.len(), list)
 }
 
 /// Removes terminal colour codes (`ESC [ … m`) from a log line.
@@ -756,11 +642,11 @@ async fn daemons(opts: &Opts, report: &mut Report) -> Result<()> {
     eprintln!("[bench] daemons: homes in {}", root.path().display());
     let mut a = Daemon::init(&bin, root.path(), "a")?;
     let mut b = Daemon::init(&bin, root.path(), "b")?;
-    a.start(&bin, &b.addr())?;
-    b.start(&bin, &a.addr())?;
+    a.spawn(&bin, Some(&b.addr()))?;
+    b.spawn(&bin, Some(&a.addr()))?;
     let result = run_daemons(opts, report, &bin, &mut a, &mut b, ticks).await;
     for d in [&a, &b] {
-        let (count, kinds) = d.warnings();
+        let (count, kinds) = warnings(d);
         if count > 0 {
             report.note(format!(
                 "daemon {} logged {count} warnings/errors: {}",
@@ -768,7 +654,7 @@ async fn daemons(opts: &Opts, report: &mut Report) -> Result<()> {
                 kinds.join("; ")
             ));
         }
-        if let Some(rss) = rss_mib(&d.pid()) {
+        if let Some(rss) = rss_mib(&d.pid().to_string()) {
             report.add(
                 "daemons: resources",
                 &format!("rss_{}", d.name),
@@ -797,19 +683,12 @@ async fn run_daemons(
 ) -> Result<()> {
     // Both APIs up, then connected to each other.
     for d in [&mut *a, &mut *b] {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while d.status().await.is_err() {
-            d.check_alive()?;
-            ensure!(Instant::now() < deadline, "daemon {}'s API did not come up", d.name);
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        d.wait_api().await?;
     }
     let (ar, br) = (&*a, &*b);
     let setup = Instant::now();
     wait_for(Duration::from_secs(20), "the daemons to connect", move || async move {
-        let a_peers = ar.peers().await?;
-        let b_peers = br.peers().await?;
-        (a_peers > 0 && b_peers > 0).then_some(())
+        (ar.peers().await > 0 && br.peers().await > 0).then_some(())
     })
     .await?;
     eprintln!("[bench] daemons connected after {:.0} ms", ms(setup.elapsed()));
@@ -945,12 +824,12 @@ async fn latency(
     if n == 0 {
         return Ok(());
     }
-    let doc = pair.a.envelopes(pair.space).await?;
+    let doc = pair.a.envelopes(pair.space).await;
     eprintln!(
         "[bench] latency: {n} messages, one every {:.1} ms ({doc} envelopes in the space)",
         ms(opts.interval)
     );
-    let cpu = CpuMeter::start(vec![a.pid(), b.pid()], ticks);
+    let cpu = CpuMeter::start(vec![a.pid().to_string(), b.pid().to_string()], ticks);
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..n {
@@ -1127,8 +1006,8 @@ async fn throughput(opts: &Opts, report: &mut Report, pair: &Pair<'_>, arrivals:
         "[bench] throughput: {n} messages from {} concurrent clients",
         opts.clients
     );
-    let envelopes_before = a.envelopes(space).await?;
-    let cpu = CpuMeter::start(vec![a.pid(), b.pid(), "self".into()], ticks);
+    let envelopes_before = a.envelopes(space).await;
+    let cpu = CpuMeter::start(vec![a.pid().to_string(), b.pid().to_string(), "self".into()], ticks);
     let next = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
@@ -1165,11 +1044,11 @@ async fn throughput(opts: &Opts, report: &mut Report, pair: &Pair<'_>, arrivals:
     let want = n - failed;
     // Done on B = B stores every envelope A has (status, polled every 20 ms); its
     // event stream should show the messages at the same moment.
-    let envelopes_after = a.envelopes(space).await?;
+    let envelopes_after = a.envelopes(space).await;
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut stored_at = None;
     while Instant::now() < deadline {
-        if b.envelopes(space).await? >= envelopes_after {
+        if b.envelopes(space).await >= envelopes_after {
             stored_at = Some(start.elapsed());
             break;
         }

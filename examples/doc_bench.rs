@@ -36,7 +36,7 @@ use std::{
     hint::black_box,
     io::Read,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::Command,
     sync::{
         Arc,
         atomic::{AtomicU64, AtomicUsize, Ordering},
@@ -58,13 +58,16 @@ use outpost_crdt::{
 };
 use outpost_node::{
     api::{CreateDoc, Created, Invite},
-    client::Client,
     control::Role,
     core::{DocAnswer, DocEdit, DocFormat, DocQuery, Splice, Written},
     ids::SpaceId,
 };
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[path = "support/daemon.rs"]
+mod daemon;
+use daemon::Daemon;
 
 const HELP: &str = "\
 Shared documents under editing traces (see BENCHMARKS.md, \"Shared documents\")
@@ -1048,170 +1051,27 @@ fn concurrent(name: &str, trace: &Trace, reps: usize) -> Result<Table> {
 // ---------------------------------------------------------------------------
 // Part 3: two real daemons
 
-/// One `outpost` daemon process with its own home (the bits of `bench.rs` this needs).
-struct Daemon {
-    name: &'static str,
-    home: PathBuf,
-    port: u16,
-    log: PathBuf,
-    child: Option<Child>,
-    client: Client,
-}
-
-impl Daemon {
-    fn init(bin: &Path, root: &Path, name: &'static str) -> Result<Self> {
-        let home = root.join(name);
-        let out = Command::new(bin)
-            .arg("--home")
-            .arg(&home)
-            .args(["init", "--name", name])
-            .output()
-            .with_context(|| format!("running {}", bin.display()))?;
-        ensure!(
-            out.status.success(),
-            "outpost init ({name}) failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        Ok(Self {
-            name,
-            log: root.join(format!("{name}.log")),
-            client: Client::for_home(&home),
-            home,
-            port,
-            child: None,
-        })
-    }
-
-    /// Starts the daemon as the integration tests do (loopback TCP, mDNS off,
-    /// re-offers every 2 s), dialling `peer` if given; waits for its API.
-    async fn start(&mut self, bin: &Path, peer: Option<&str>) -> Result<()> {
-        let log = std::fs::File::create(&self.log)?;
-        let mut cmd = Command::new(bin);
-        cmd.arg("--home")
-            .arg(&self.home)
-            .args(["daemon", "--no-mdns", "--resync-secs", "2", "--listen"])
-            .arg(format!("/ip4/127.0.0.1/tcp/{}", self.port));
-        if let Some(peer) = peer {
-            cmd.args(["--peer", peer]);
-        }
-        let child = cmd
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting daemon {}", self.name))?;
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while self.status().await.is_err() {
-            self.check_alive()?;
-            ensure!(Instant::now() < deadline, "daemon {}'s API did not come up", self.name);
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Ok(())
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, Child::id)
-    }
-
-    fn check_alive(&mut self) -> Result<()> {
-        if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-            let tail: Vec<&str> = log
-                .lines()
-                .rev()
-                .take(20)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect();
-            bail!("daemon {} exited ({status}); log tail:\n{}", self.name, tail.join("\n"));
-        }
-        Ok(())
-    }
-
-    /// The device card others invite (`outpost id --json`).
-    fn card(&self, bin: &Path) -> Result<String> {
-        let out = Command::new(bin)
-            .arg("--home")
-            .arg(&self.home)
-            .args(["id", "--json"])
-            .output()?;
-        ensure!(
-            out.status.success(),
-            "outpost id failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-        Ok(v["card"].as_str().context("`id --json` has no card")?.to_string())
-    }
-
-    /// `/v1/status` as JSON: only a few fields are read.
-    async fn status(&self) -> Result<serde_json::Value> {
-        Ok(self.client.get("/v1/status").await?)
-    }
-
-    /// The status of one space on this node, if it has it.
-    async fn space_status(&self, space: SpaceId) -> Option<serde_json::Value> {
-        let status = self.status().await.ok()?;
-        let space = space.to_string();
-        status["spaces"]
-            .as_array()?
-            .iter()
-            .find(|s| s["space"].as_str() == Some(space.as_str()))
-            .cloned()
-    }
-
-    async fn peers(&self) -> usize {
-        self.status()
-            .await
-            .ok()
-            .and_then(|s| s["peers"].as_array().map(Vec::len))
-            .unwrap_or(0)
-    }
-
-    /// The document's current text (`doc show --format text`), if readable here.
-    async fn text(&self, space: SpaceId) -> Option<String> {
-        let query = DocQuery::Show {
-            at: None,
-            format: DocFormat::Text,
-        };
-        match self.client.post(&format!("/v1/docs/{space}/read"), &query).await {
-            Ok(DocAnswer::Show(view)) => Some(view.content),
-            _ => None,
-        }
-    }
-
-    /// The saved document (`doc export --format automerge`: base64 of `save()`).
-    async fn saved(&self, space: SpaceId) -> Result<Vec<u8>> {
-        let query = DocQuery::Show {
-            at: None,
-            format: DocFormat::Automerge,
-        };
-        match self.client.post(&format!("/v1/docs/{space}/read"), &query).await? {
-            DocAnswer::Show(view) => Ok(data_encoding::BASE64.decode(view.content.as_bytes())?),
-            _ => bail!("daemon {} answered a show with something else", self.name),
-        }
-    }
-
-    /// Warnings and errors in the daemon's log.
-    fn warnings(&self) -> Vec<String> {
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        log.lines()
-            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
-            .map(|l| l.chars().take(200).collect())
-            .collect()
+/// The document's current text (`doc show --format text`), if readable on `d`.
+async fn text(d: &Daemon, space: SpaceId) -> Option<String> {
+    let query = DocQuery::Show {
+        at: None,
+        format: DocFormat::Text,
+    };
+    match d.client.post(&format!("/v1/docs/{space}/read"), &query).await {
+        Ok(DocAnswer::Show(view)) => Some(view.content),
+        _ => None,
     }
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+/// The saved document on `d` (`doc export --format automerge`: base64 of `save()`).
+async fn saved(d: &Daemon, space: SpaceId) -> Result<Vec<u8>> {
+    let query = DocQuery::Show {
+        at: None,
+        format: DocFormat::Automerge,
+    };
+    match d.client.post(&format!("/v1/docs/{space}/read"), &query).await? {
+        DocAnswer::Show(view) => Ok(data_encoding::BASE64.decode(view.content.as_bytes())?),
+        _ => bail!("daemon {} answered a show with something else", d.name),
     }
 }
 
@@ -1407,13 +1267,13 @@ async fn fill(a: &Daemon, trace: &Trace, per_write: usize) -> Result<Filled> {
         );
     }
     let time = started.elapsed();
-    let text = a.text(space).await.context("A does not show its own document")?;
+    let text = text(a, space).await.context("A does not show its own document")?;
     ensure!(shows(&text, &trace.end_content), "A's text differs from endContent");
     Ok(Filled {
         space,
         writes,
         time,
-        saved: a.saved(space).await?,
+        saved: saved(a, space).await?,
     })
 }
 
@@ -1448,7 +1308,7 @@ async fn catch_up(bin: &Path, a: &Daemon, b: &Daemon, relay: &Relay, space: Spac
     let invite_acked = started.elapsed();
     let mut known = None;
     loop {
-        if let Some(text) = b.text(space).await {
+        if let Some(text) = text(b, space).await {
             known.get_or_insert(started.elapsed());
             if shows(&text, end) {
                 break;
@@ -1502,14 +1362,16 @@ async fn daemons(opts: &Opts, trace: &Trace) -> Result<Table> {
     eprintln!("[doc_bench] daemons: homes in {}", root.path().display());
     let mut a = Daemon::init(&bin, root.path(), "a")?;
     let mut b = Daemon::init(&bin, root.path(), "b")?;
-    a.start(&bin, None).await?;
+    a.spawn(&bin, None)?;
+    a.wait_api().await?;
     let relay = Relay::start(a.port).await?;
     eprintln!(
         "[doc_bench] daemons: writing the paper trace into A, {} edits per write",
         opts.daemon_group
     );
     let filled = fill(&a, trace, opts.daemon_group).await?;
-    b.start(&bin, Some(&relay.addr())).await?;
+    b.spawn(&bin, Some(&relay.addr()))?;
+    b.wait_api().await?;
     let (ar, br) = (&a, &b);
     wait_for(Duration::from_secs(20), "the daemons to connect", || async move {
         (ar.peers().await > 0 && br.peers().await > 0).then_some(())
@@ -1528,7 +1390,7 @@ async fn daemons(opts: &Opts, trace: &Trace) -> Result<Table> {
         t.note(stale);
     }
     for d in [&a, &b] {
-        if let Some(first) = d.warnings().first() {
+        if let Some(first) = d.warning_lines().first() {
             t.note(format!(
                 "daemon {} logged warnings or errors; the first: {first}",
                 d.name

@@ -1,0 +1,173 @@
+//! One `outpost` daemon process with its own home, for the benches that run
+//! real daemons (`bench`, `doc_bench`). Included with `#[path]`: not an example
+//! of its own.
+
+// Each bench uses part of it.
+#![allow(dead_code)]
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail, ensure};
+use outpost_node::{client::Client, ids::SpaceId};
+
+pub struct Daemon {
+    pub name: &'static str,
+    pub home: PathBuf,
+    /// Its loopback TCP port.
+    pub port: u16,
+    log: PathBuf,
+    child: Option<Child>,
+    pub client: Client,
+}
+
+impl Daemon {
+    /// `outpost init` in a new home under `root`.
+    pub fn init(bin: &Path, root: &Path, name: &'static str) -> Result<Self> {
+        let home = root.join(name);
+        let out = Command::new(bin)
+            .arg("--home")
+            .arg(&home)
+            .args(["init", "--name", name])
+            .output()
+            .with_context(|| format!("running {}", bin.display()))?;
+        ensure!(
+            out.status.success(),
+            "outpost init ({name}) failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        Ok(Self {
+            name,
+            log: root.join(format!("{name}.log")),
+            client: Client::for_home(&home),
+            home,
+            port,
+            child: None,
+        })
+    }
+
+    pub fn addr(&self) -> String {
+        format!("/ip4/127.0.0.1/tcp/{}", self.port)
+    }
+
+    /// Starts the daemon as the integration tests do (loopback TCP, mDNS off,
+    /// re-offers every 2 s), dialling `peer` if given. Does not wait for it.
+    pub fn spawn(&mut self, bin: &Path, peer: Option<&str>) -> Result<()> {
+        let log = std::fs::File::create(&self.log)?;
+        let mut cmd = Command::new(bin);
+        cmd.arg("--home")
+            .arg(&self.home)
+            .args(["daemon", "--no-mdns", "--resync-secs", "2", "--listen"])
+            .arg(self.addr());
+        if let Some(peer) = peer {
+            cmd.args(["--peer", peer]);
+        }
+        let child = cmd
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting daemon {}", self.name))?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// Waits (at most 20 s) until the daemon's API answers.
+    pub async fn wait_api(&mut self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.status().await.is_err() {
+            self.check_alive()?;
+            ensure!(Instant::now() < deadline, "daemon {}'s API did not come up", self.name);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Fails with the log's tail if the daemon has exited.
+    pub fn check_alive(&mut self) -> Result<()> {
+        if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(20)..].join("\n");
+            bail!("daemon {} exited ({status}); log tail:\n{tail}", self.name);
+        }
+        Ok(())
+    }
+
+    /// The device card others invite (`outpost id --json`).
+    pub fn card(&self, bin: &Path) -> Result<String> {
+        let out = Command::new(bin)
+            .arg("--home")
+            .arg(&self.home)
+            .args(["id", "--json"])
+            .output()?;
+        ensure!(
+            out.status.success(),
+            "outpost id failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        Ok(v["card"].as_str().context("`id --json` has no card")?.to_string())
+    }
+
+    /// `/v1/status` as JSON: only a few fields are read, so a bench keeps
+    /// working with a daemon built from a slightly different revision.
+    pub async fn status(&self) -> Result<serde_json::Value> {
+        Ok(self.client.get("/v1/status").await?)
+    }
+
+    /// The status of one space on this node, if it has it.
+    pub async fn space_status(&self, space: SpaceId) -> Option<serde_json::Value> {
+        let status = self.status().await.ok()?;
+        let space = space.to_string();
+        status["spaces"]
+            .as_array()?
+            .iter()
+            .find(|s| s["space"].as_str() == Some(space.as_str()))
+            .cloned()
+    }
+
+    /// Envelopes this node stores for `space`.
+    pub async fn envelopes(&self, space: SpaceId) -> u64 {
+        self.space_status(space)
+            .await
+            .and_then(|s| s["envelopes"].as_u64())
+            .unwrap_or(0)
+    }
+
+    /// Peers connected now (0 while the API is down).
+    pub async fn peers(&self) -> usize {
+        self.status()
+            .await
+            .ok()
+            .and_then(|s| s["peers"].as_array().map(Vec::len))
+            .unwrap_or(0)
+    }
+
+    /// The warning and error lines of the daemon's log.
+    pub fn warning_lines(&self) -> Vec<String> {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        log.lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
