@@ -4,7 +4,7 @@
 
 use outpost_crdt::{
     ChangeHash,
-    text::{self, TextDoc, markdown},
+    text::{self, Block, TextDoc, markdown},
 };
 
 use super::*;
@@ -154,118 +154,140 @@ impl Core {
         edit: DocEdit,
         effects: &mut Effects,
     ) -> store::Result<Result<Written>> {
-        let mut target = match self.write_target(tx, space_id, SpaceKind::Doc, effects)? {
+        let target = match self.write_target(tx, space_id, SpaceKind::Doc, effects)? {
             Ok(target) => target,
             Err(e) => return Ok(Err(e)),
         };
-        let aliases = self.mention_aliases();
+        // The document exists from here on (at its genesis if nothing was written).
         let space = self.spaces.get_mut(&space_id).expect("write_target found it");
         let readable = space.readable.as_mut().expect("write_target checked the key");
-        let shard = readable.shard_mut(target.doc, &target.epoch);
-        let doc = shard.doc.text_mut().expect("document spaces hold text documents");
-        if let DocEdit::Splices { edits } = &edit {
-            let inserted: usize = edits.iter().map(|e| e.insert.len()).sum();
-            if edits.len() > MAX_SPLICES_PER_WRITE || inserted > MAX_DOC_WRITE_BYTES {
-                return Ok(Err(Error::Invalid(format!(
-                    "one write holds at most {MAX_SPLICES_PER_WRITE} splices and {} KiB of inserted text",
-                    MAX_DOC_WRITE_BYTES >> 10
-                ))));
-            }
-            let edits: Vec<(usize, usize, &str)> = edits.iter().map(|e| (e.pos, e.delete, e.insert.as_str())).collect();
-            let now = crate::clock::now_ms() as i64;
-            return match doc.splice(target.actor.clone(), &edits, now) {
-                Ok(change) => self.seal_doc_change(tx, space_id, &target, change, effects),
-                Err(outpost_crdt::Error::EmptyChange) => Ok(Ok(Written { version: None })),
-                Err(e) => {
-                    // A failed transaction is rolled back: the document is unchanged.
-                    Ok(Err(Error::Invalid(format!("the splices do not fit the text: {e}"))))
-                }
-            };
+        readable.shard_mut(target.doc, &target.epoch);
+        if let DocEdit::Splices { edits } = edit {
+            return self.write_splices(tx, space_id, target, &edits, effects);
         }
-        let (blocks, base) = match edit {
-            DocEdit::Markdown { markdown: md, .. } if md.len() > MAX_DOC_WRITE_BYTES => {
-                return Ok(Err(Error::Invalid(format!(
-                    "a document write is at most {} KiB of Markdown (this one is {} KiB); split it into several writes",
-                    MAX_DOC_WRITE_BYTES >> 10,
-                    md.len() >> 10
-                ))));
-            }
+        match self.edit_blocks(space_id, &target, edit) {
+            Ok((blocks, base)) => self.write_blocks(tx, space_id, target, &blocks, base, effects),
+            Err(e) => Ok(Err(e)),
+        }
+    }
+
+    fn text_mut(&mut self, space_id: SpaceId, doc: DocId) -> &mut TextDoc {
+        let readable = self.spaces.get_mut(&space_id).and_then(|s| s.readable.as_mut());
+        readable
+            .and_then(|r| r.docs.get_mut(&doc))
+            .and_then(|s| s.doc.text_mut())
+            .expect("write_doc made the text document")
+    }
+
+    /// Splices, applied in place in one transaction: their size is bounded on
+    /// input, and one that does not fit the text rolls them all back.
+    fn write_splices(
+        &mut self,
+        tx: &mut Txn,
+        space_id: SpaceId,
+        target: WriteTarget,
+        edits: &[Splice],
+        effects: &mut Effects,
+    ) -> store::Result<Result<Written>> {
+        let inserted: usize = edits.iter().map(|e| e.insert.len()).sum();
+        if edits.len() > MAX_SPLICES_PER_WRITE || inserted > MAX_DOC_WRITE_BYTES {
+            return Ok(Err(Error::Invalid(format!(
+                "one write holds at most {MAX_SPLICES_PER_WRITE} splices and {} KiB of inserted text",
+                MAX_DOC_WRITE_BYTES >> 10
+            ))));
+        }
+        let edits: Vec<(usize, usize, &str)> = edits.iter().map(|e| (e.pos, e.delete, e.insert.as_str())).collect();
+        let now = crate::clock::now_ms() as i64;
+        match self
+            .text_mut(space_id, target.doc)
+            .splice(target.actor.clone(), &edits, now)
+        {
+            Ok(change) => self.seal_doc_change(tx, space_id, &target, change, effects),
+            Err(outpost_crdt::Error::EmptyChange) => Ok(Ok(Written { version: None })),
+            Err(e) => Ok(Err(Error::Invalid(format!("the splices do not fit the text: {e}")))),
+        }
+    }
+
+    /// The blocks an edit asks for, and the versions it was made from (empty:
+    /// the current text).
+    fn edit_blocks(
+        &self,
+        space_id: SpaceId,
+        target: &WriteTarget,
+        edit: DocEdit,
+    ) -> Result<(Vec<Block>, Vec<ChangeHash>)> {
+        let space = &self.spaces[&space_id];
+        let doc = space
+            .readable
+            .as_ref()
+            .and_then(|r| r.docs.get(&target.doc))
+            .and_then(|s| s.doc.text())
+            .expect("write_doc made the text document");
+        match edit {
+            DocEdit::Markdown { markdown: md, .. } if md.len() > MAX_DOC_WRITE_BYTES => Err(Error::Invalid(format!(
+                "a document write is at most {} KiB of Markdown (this one is {} KiB); split it into several writes",
+                MAX_DOC_WRITE_BYTES >> 10,
+                md.len() >> 10
+            ))),
             DocEdit::Markdown { markdown: md, base } => {
-                let base = match base.iter().map(|v| parse_version(doc, v)).collect::<Result<Vec<_>>>() {
-                    Ok(b) => b,
-                    Err(e) => return Ok(Err(e)),
-                };
+                let base = base.iter().map(|v| parse_version(doc, v)).collect::<Result<Vec<_>>>()?;
                 let members: Vec<(DeviceId, UserId)> = space
                     .state
                     .members
                     .values()
                     .map(|m| (m.cert.device, m.cert.user))
                     .collect();
-                let blocks = markdown::parse(&md, &|name| mentioned(&members, &aliases, name));
-                (blocks, base)
+                let aliases = self.mention_aliases();
+                Ok((markdown::parse(&md, &|name| mentioned(&members, &aliases, name)), base))
             }
-            DocEdit::Splices { .. } => unreachable!("handled above"),
             DocEdit::Restore { version } => {
-                let hash = match find_version(doc, &version) {
-                    Ok(h) => h,
-                    Err(e) => return Ok(Err(e)),
-                };
-                match doc.blocks_at(&[hash]) {
-                    Ok(blocks) => (blocks, Vec::new()),
-                    Err(e) => return Ok(Err(Error::Invalid(format!("version {version}: {e}")))),
-                }
+                let hash = find_version(doc, &version)?;
+                let blocks = doc
+                    .blocks_at(&[hash])
+                    .map_err(|e| Error::Invalid(format!("version {version}: {e}")))?;
+                Ok((blocks, Vec::new()))
             }
-        };
+            DocEdit::Splices { .. } => unreachable!("write_doc applies splices itself"),
+        }
+    }
+
+    /// Makes the text `blocks`, edited from `base`, as one change: made on a
+    /// copy and checked before the document takes it, so a change that cannot
+    /// be sealed never enters the document.
+    fn write_blocks(
+        &mut self,
+        tx: &mut Txn,
+        space_id: SpaceId,
+        mut target: WriteTarget,
+        blocks: &[Block],
+        base: Vec<ChangeHash>,
+        effects: &mut Effects,
+    ) -> store::Result<Result<Written>> {
         let now = crate::clock::now_ms() as i64;
-        let base = if base.is_empty() {
-            doc.automerge().get_heads()
-        } else {
-            base
-        };
-        // Made on a copy and checked before the document takes it: a change
-        // that cannot be sealed never enters the document.
-        let space::Readable {
-            docs, env_of_change, ..
-        } = space.readable.as_mut().expect("checked above");
-        let doc = docs
-            .get_mut(&target.doc)
-            .and_then(|s| s.doc.text_mut())
-            .expect("made above");
-        let genesis = doc.genesis_hash();
-        let sealable = |change: &outpost_crdt::Change| -> Result<()> {
-            if change.raw_bytes().len() > MAX_CHANGE_BYTES {
-                return Err(Error::Invalid(format!(
-                    "this edit makes a change of {} KiB, more than one envelope carries ({} KiB): split it into several writes",
-                    change.raw_bytes().len() >> 10,
-                    MAX_CHANGE_BYTES >> 10
-                )));
-            }
-            if change
-                .deps()
-                .iter()
-                .any(|d| *d != genesis && !env_of_change.contains_key(d))
-            {
-                return Err(Error::Invalid(
-                    "the version edited is known here only inside a snapshot: edit the current text (leave out the base)".into(),
-                ));
-            }
-            Ok(())
-        };
-        let mut change = None;
         for attempt in 0..2 {
-            let prepared = match doc.prepare(target.actor.clone(), &base, &blocks, now) {
+            let readable = self.spaces.get_mut(&space_id).and_then(|s| s.readable.as_mut());
+            let space::Readable {
+                docs, env_of_change, ..
+            } = readable.expect("write_doc checked the key");
+            let doc = docs
+                .get_mut(&target.doc)
+                .and_then(|s| s.doc.text_mut())
+                .expect("write_doc made the text document");
+            let base = if base.is_empty() {
+                doc.automerge().get_heads()
+            } else {
+                base.clone()
+            };
+            let change = match doc.prepare(target.actor.clone(), &base, blocks, now) {
                 Ok(Some(c)) => c,
                 Ok(None) => return Ok(Ok(Written { version: None })),
                 Err(e) => return Ok(Err(Error::Invalid(format!("the document refused the edit: {e}")))),
             };
-            if let Err(e) = sealable(&prepared) {
+            if let Err(e) = sealable(&change, doc.genesis_hash(), env_of_change) {
                 return Ok(Err(e));
             }
-            match doc.apply_own(prepared.clone()) {
-                Ok(()) => {
-                    change = Some(prepared);
-                    break;
-                }
+            match doc.apply_own(change.clone()) {
+                Ok(()) => return self.seal_doc_change(tx, space_id, &target, change, effects),
                 Err(outpost_crdt::Error::StaleWriter) if attempt == 0 => {
                     // This run wrote after the version edited: a fresh writer edits it.
                     target.incarnation = rand::random();
@@ -275,8 +297,7 @@ impl Core {
                 Err(e) => return Ok(Err(Error::Invalid(format!("the document refused the edit: {e}")))),
             }
         }
-        let change = change.expect("the second attempt writes as a fresh writer, whose seq is free");
-        self.seal_doc_change(tx, space_id, &target, change, effects)
+        unreachable!("the second attempt writes as a fresh writer, whose seq is free")
     }
 
     /// Seals a change the document made here; the new version.
@@ -396,6 +417,33 @@ impl Core {
             ),
         })
     }
+}
+
+/// Whether this node can seal `change`: it fits an envelope, and each of its
+/// dependencies is the genesis or a change whose envelope is known.
+fn sealable(
+    change: &outpost_crdt::Change,
+    genesis: ChangeHash,
+    env_of_change: &std::collections::HashMap<ChangeHash, EnvelopeId>,
+) -> Result<()> {
+    if change.raw_bytes().len() > MAX_CHANGE_BYTES {
+        return Err(Error::Invalid(format!(
+            "this edit makes a change of {} KiB, more than one envelope carries ({} KiB): split it into several writes",
+            change.raw_bytes().len() >> 10,
+            MAX_CHANGE_BYTES >> 10
+        )));
+    }
+    if change
+        .deps()
+        .iter()
+        .any(|d| *d != genesis && !env_of_change.contains_key(d))
+    {
+        return Err(Error::Invalid(
+            "the version edited is known here only inside a snapshot: edit the current text (leave out the base)"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 /// A version named in full (a head passed back by a client).
