@@ -35,7 +35,6 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    future::Future,
     hint::black_box,
     path::{Path, PathBuf},
     process::Command,
@@ -44,7 +43,7 @@ use std::{
         Arc,
         atomic::{AtomicU64, AtomicUsize, Ordering},
     },
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
@@ -73,7 +72,7 @@ use tokio::sync::mpsc;
 
 #[path = "support/daemon.rs"]
 mod daemon;
-use daemon::Daemon;
+use daemon::{Daemon, newest_mtime, wait_for};
 
 const HELP: &str = "\
 Outpost benchmark (see BENCHMARKS.md)
@@ -577,38 +576,6 @@ fn locate_outpost(opts: &Opts, report: &mut Report) -> Result<PathBuf> {
         ));
     }
     Ok(bin)
-}
-
-fn newest_mtime(dir: &Path) -> Option<SystemTime> {
-    let mut newest = None;
-    for entry in std::fs::read_dir(dir).ok()?.flatten() {
-        let path = entry.path();
-        let t = if path.is_dir() {
-            newest_mtime(&path)
-        } else {
-            entry.metadata().and_then(|m| m.modified()).ok()
-        };
-        newest = newest.max(t);
-    }
-    newest
-}
-
-/// Polls `check` every 20 ms until it yields a value or `timeout` passes.
-async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return Ok(v);
-        }
-        if Instant::now() > deadline {
-            bail!("timed out after {timeout:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 type Arrivals = mpsc::UnboundedReceiver<(String, Instant)>;

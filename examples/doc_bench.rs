@@ -41,7 +41,7 @@ use std::{
         Arc,
         atomic::{AtomicU64, AtomicUsize, Ordering},
     },
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
@@ -67,7 +67,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[path = "support/daemon.rs"]
 mod daemon;
-use daemon::Daemon;
+use daemon::{Daemon, newest_mtime, wait_for};
 
 const HELP: &str = "\
 Shared documents under editing traces (see BENCHMARKS.md, \"Shared documents\")
@@ -1190,39 +1190,6 @@ fn locate_outpost(opts: &Opts) -> Result<(PathBuf, Option<String>)> {
         _ => None,
     };
     Ok((bin, stale))
-}
-
-fn newest_mtime(dir: &Path) -> Option<SystemTime> {
-    let mut newest = None;
-    for entry in std::fs::read_dir(dir).ok()?.flatten() {
-        let path = entry.path();
-        let t = if path.is_dir() {
-            newest_mtime(&path)
-        } else {
-            entry.metadata().and_then(|m| m.modified()).ok()
-        };
-        newest = newest.max(t);
-    }
-    newest
-}
-
-/// Polls `check` every 10 ms until it yields a value or `timeout` passes.
-async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return Ok(v);
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// What filling daemon A measured.

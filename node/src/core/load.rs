@@ -111,7 +111,12 @@ impl Core {
             let mut by_doc: BTreeMap<DocId, (Epoch, Vec<Checked>)> = BTreeMap::new();
             // Stored changes were accepted in causal order: each one's objects
             // are created by it, the document, or a change stored before it.
-            let created = outpost_crdt::doc::created_objects(changes.iter().map(|(_, _, c)| c));
+            // Only the text rules look objects up; chat changes are not decoded
+            // for it.
+            let created = match r.model {
+                outpost_crdt::doc::Model::Text => outpost_crdt::doc::created_objects(changes.iter().map(|(_, _, c)| c)),
+                outpost_crdt::doc::Model::Chat => Default::default(),
+            };
             let pending = |obj: &outpost_crdt::text::OpRef| created.get(obj).copied();
             for (doc, epoch, change) in changes {
                 let shard = r.shard_mut(doc, &epoch);
