@@ -4,7 +4,8 @@
 use automerge::{Automerge, Change, ChangeHash, ObjType};
 
 use crate::{
-    DocId, Error, Violation,
+    Author, DocId, Error, Violation,
+    calendar::{self, CalendarDoc},
     chat::{self, ChatDoc},
     text::{self, OpRef, TextDoc},
 };
@@ -29,6 +30,7 @@ pub fn created_objects<'a>(changes: impl IntoIterator<Item = &'a Change>) -> std
 pub enum Model {
     Chat,
     Text,
+    Calendar,
 }
 
 /// A document of any model.
@@ -36,6 +38,7 @@ pub enum Model {
 pub enum Doc {
     Chat(ChatDoc),
     Text(TextDoc),
+    Calendar(CalendarDoc),
 }
 
 /// A change that passed its document's rules.
@@ -43,6 +46,7 @@ pub enum Doc {
 pub enum Checked {
     Chat(chat::Checked),
     Text(text::Checked),
+    Calendar(calendar::Checked),
 }
 
 /// What applying changes made visible.
@@ -59,6 +63,7 @@ impl Checked {
         match self {
             Checked::Chat(c) => c.change(),
             Checked::Text(c) => c.change(),
+            Checked::Calendar(c) => c.change(),
         }
     }
 
@@ -70,6 +75,7 @@ impl Checked {
             match c {
                 Checked::Chat(c) => messages.extend(c.created().iter().cloned()),
                 Checked::Text(c) => mentions.extend(c.mentions().iter().cloned()),
+                Checked::Calendar(_) => {}
             }
         }
         chat::sort_for_display(&mut messages);
@@ -87,6 +93,7 @@ impl Doc {
         match model {
             Model::Chat => Doc::Chat(ChatDoc::new(doc_id)),
             Model::Text => Doc::Text(TextDoc::new(doc_id)),
+            Model::Calendar => Doc::Calendar(CalendarDoc::new(doc_id)),
         }
     }
 
@@ -94,6 +101,7 @@ impl Doc {
         match self {
             Doc::Chat(_) => Model::Chat,
             Doc::Text(_) => Model::Text,
+            Doc::Calendar(_) => Model::Calendar,
         }
     }
 
@@ -103,6 +111,7 @@ impl Doc {
         match self {
             Doc::Chat(d) => d.genesis_hash(),
             Doc::Text(d) => d.genesis_hash(),
+            Doc::Calendar(d) => d.genesis_hash(),
         }
     }
 
@@ -110,12 +119,13 @@ impl Doc {
         match self {
             Doc::Chat(d) => d.has_change(hash),
             Doc::Text(d) => d.has_change(hash),
+            Doc::Calendar(d) => d.has_change(hash),
         }
     }
 
-    /// Checks `change` against this document type's rules.
-    pub fn validate(&self, change: Change) -> Result<Checked, Violation> {
-        self.validate_with(change, &|_| None)
+    /// Checks `change`, written by `author`, against this document type's rules.
+    pub fn validate(&self, change: Change, author: &Author) -> Result<Checked, Violation> {
+        self.validate_with(change, author, &|_| None)
     }
 
     /// [`Doc::validate`], with `pending` giving the objects created by changes
@@ -124,6 +134,7 @@ impl Doc {
     pub fn validate_with(
         &self,
         change: Change,
+        author: &Author,
         pending: &dyn Fn(&OpRef) -> Option<ObjType>,
     ) -> Result<Checked, Violation> {
         match self {
@@ -132,13 +143,20 @@ impl Doc {
                 .validate_with(change, pending)
                 .map(Checked::Text)
                 .map_err(Violation::Text),
+            Doc::Calendar(d) => d
+                .validate_with(change, author, pending)
+                .map(Checked::Calendar)
+                .map_err(Violation::Calendar),
         }
     }
 
     /// Whether a change was refused only because it touches an object not
     /// held yet: it waits instead of being rejected.
     pub fn is_premature(violation: &Violation) -> bool {
-        matches!(violation, Violation::Text(text::Violation::UnknownObject))
+        matches!(
+            violation,
+            Violation::Text(text::Violation::UnknownObject) | Violation::Calendar(calendar::Violation::UnknownObject)
+        )
     }
 
     /// Applies checked changes in one call (Automerge's apply costs time
@@ -150,6 +168,7 @@ impl Doc {
             .map(|c| match c {
                 Checked::Chat(c) => c.change().clone(),
                 Checked::Text(c) => c.change().clone(),
+                Checked::Calendar(c) => c.change().clone(),
             })
             .collect();
         self.automerge_mut().apply_changes(changes)?;
@@ -165,6 +184,7 @@ impl Doc {
         match self {
             Doc::Chat(d) => d.automerge(),
             Doc::Text(d) => d.automerge(),
+            Doc::Calendar(d) => d.automerge(),
         }
     }
 
@@ -172,6 +192,7 @@ impl Doc {
         match self {
             Doc::Chat(d) => &mut d.doc,
             Doc::Text(d) => d.automerge_mut(),
+            Doc::Calendar(d) => d.automerge_mut(),
         }
     }
 
@@ -180,34 +201,49 @@ impl Doc {
         match self {
             Doc::Chat(d) => d.replace(doc),
             Doc::Text(d) => d.replace(doc),
+            Doc::Calendar(d) => d.replace(doc),
         }
     }
 
     pub fn chat(&self) -> Option<&ChatDoc> {
         match self {
             Doc::Chat(d) => Some(d),
-            Doc::Text(_) => None,
+            _ => None,
         }
     }
 
     pub fn chat_mut(&mut self) -> Option<&mut ChatDoc> {
         match self {
             Doc::Chat(d) => Some(d),
-            Doc::Text(_) => None,
+            _ => None,
         }
     }
 
     pub fn text(&self) -> Option<&TextDoc> {
         match self {
             Doc::Text(d) => Some(d),
-            Doc::Chat(_) => None,
+            _ => None,
         }
     }
 
     pub fn text_mut(&mut self) -> Option<&mut TextDoc> {
         match self {
             Doc::Text(d) => Some(d),
-            Doc::Chat(_) => None,
+            _ => None,
+        }
+    }
+
+    pub fn calendar(&self) -> Option<&CalendarDoc> {
+        match self {
+            Doc::Calendar(d) => Some(d),
+            _ => None,
+        }
+    }
+
+    pub fn calendar_mut(&mut self) -> Option<&mut CalendarDoc> {
+        match self {
+            Doc::Calendar(d) => Some(d),
+            _ => None,
         }
     }
 }

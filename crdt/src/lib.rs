@@ -19,6 +19,7 @@
 //! ```
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod calendar;
 pub mod chat;
 pub mod doc;
 pub mod genesis;
@@ -42,6 +43,24 @@ impl std::fmt::Debug for DocId {
     }
 }
 
+/// Who wrote a change, as a document's rules see it. The node reads it from
+/// the signed envelope and the space's control log at the change's causal
+/// point, so every node judges a change by the same author.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Author {
+    /// The author's user id (hex), as documents name users.
+    pub user: String,
+    /// Whether its role lets it write content (writer or above); readers reach
+    /// the rules only in spaces where they may answer (calendars).
+    pub editor: bool,
+}
+
+impl Author {
+    pub fn may_edit(&self) -> bool {
+        self.editor
+    }
+}
+
 /// Why a document operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -53,6 +72,8 @@ pub enum Error {
     StaleWriter,
     #[error("the document has no text at `text`")]
     NoText,
+    #[error(transparent)]
+    Calendar(#[from] calendar::WriteError),
     #[error("the change breaks the document's rules: {0}")]
     Rules(#[from] Violation),
 }
@@ -64,6 +85,8 @@ pub enum Violation {
     Chat(#[from] chat::Violation),
     #[error(transparent)]
     Text(#[from] text::Violation),
+    #[error(transparent)]
+    Calendar(#[from] calendar::Violation),
 }
 
 impl Violation {
@@ -72,6 +95,7 @@ impl Violation {
         match self {
             Violation::Chat(v) => v.reason(),
             Violation::Text(v) => v.reason(),
+            Violation::Calendar(v) => v.reason(),
         }
     }
 }

@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, HashMap};
 use automerge::{ActorId, Automerge, Change, ChangeHash, ReadDoc};
 
 use crate::{
-    DocId, Violation,
+    Author, DocId, Violation,
     doc::{Checked, Doc, Effect, Model},
     genesis,
 };
@@ -84,12 +84,13 @@ impl Opened {
 
 /// Loads `bytes` as a document of `model` and checks it against `last`: for
 /// each writer the snapshot covers, the seq and hash of its last change, taken
-/// from that writer's own signature.
+/// from that writer's own signature, and the author the rules judge its
+/// changes as (from that signed change's causal point).
 pub fn open(
     model: Model,
     doc_id: &DocId,
     bytes: &[u8],
-    last: &BTreeMap<ActorId, (u64, ChangeHash)>,
+    last: &BTreeMap<ActorId, (u64, ChangeHash, Author)>,
 ) -> Result<Opened, SnapshotError> {
     let doc = Automerge::load(bytes).map_err(|_| SnapshotError::Load)?;
     if !doc.get_missing_deps(&[]).is_empty() {
@@ -111,7 +112,7 @@ pub fn open(
             has_genesis = true;
             continue;
         }
-        let (last_seq, _) = last.get(actor).ok_or(SnapshotError::UnknownWriter)?;
+        let (last_seq, ..) = last.get(actor).ok_or(SnapshotError::UnknownWriter)?;
         if change.seq() > *last_seq || hash_at.insert((actor, change.seq()), change.hash()).is_some() {
             return Err(SnapshotError::Seq);
         }
@@ -120,7 +121,7 @@ pub fn open(
     if !has_genesis {
         return Err(SnapshotError::Genesis);
     }
-    for (actor, (seq, hash)) in last {
+    for (actor, (seq, hash, _)) in last {
         // Distinct seqs, none past `seq`, and `seq` of them: exactly 1..=seq.
         if count.get(actor).copied().unwrap_or(0) != *seq {
             return Err(SnapshotError::Gap);
@@ -144,7 +145,12 @@ pub fn open(
     let checked = changes
         .into_iter()
         .filter(|c| *c.actor_id() != genesis_actor)
-        .map(|c| rules.validate_with(c, &held))
+        .map(|c| {
+            // Declared writers only (checked above); each judged as its last
+            // signed change's author.
+            let author = &last.get(c.actor_id()).ok_or(SnapshotError::UnknownWriter)?.2;
+            Ok::<_, SnapshotError>(rules.validate_with(c, author, &held)?)
+        })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Opened { doc, changes: checked })
 }
@@ -203,15 +209,22 @@ mod tests {
         room.post(actor.clone(), &[msg], 1).unwrap()
     }
 
-    fn last_of(changes: &[Change]) -> BTreeMap<ActorId, (u64, ChangeHash)> {
+    fn last_of(changes: &[Change]) -> BTreeMap<ActorId, (u64, ChangeHash, Author)> {
         let mut last = BTreeMap::new();
         for c in changes {
-            let entry = last.entry(c.actor_id().clone()).or_insert((0, c.hash()));
+            let entry = last.entry(c.actor_id().clone()).or_insert((0, c.hash(), writer()));
             if c.seq() >= entry.0 {
-                *entry = (c.seq(), c.hash());
+                *entry = (c.seq(), c.hash(), writer());
             }
         }
         last
+    }
+
+    fn writer() -> Author {
+        Author {
+            user: "aa".into(),
+            editor: true,
+        }
     }
 
     /// Two writers, five changes each, interleaved.
@@ -279,11 +292,11 @@ mod tests {
         );
 
         let mut short = good.clone();
-        short.insert(a.clone(), (4, changes[6].hash()));
+        short.insert(a.clone(), (4, changes[6].hash(), writer()));
         assert_eq!(open(Model::Chat, &doc, &saved, &short).err(), Some(SnapshotError::Seq));
 
         let mut long = good;
-        long.insert(a, (6, changes[8].hash()));
+        long.insert(a, (6, changes[8].hash(), writer()));
         assert_eq!(open(Model::Chat, &doc, &saved, &long).err(), Some(SnapshotError::Gap));
 
         assert_eq!(
@@ -294,7 +307,7 @@ mod tests {
         let (other_room, other_changes, ..) = self::room(DocId([4; 16]));
         let mut declared = last_of(&other_changes);
         let foreign_genesis = genesis::genesis_actor(&DocId([4; 16]));
-        declared.insert(foreign_genesis, (1, ChatDoc::genesis(&DocId([4; 16])).1));
+        declared.insert(foreign_genesis, (1, ChatDoc::genesis(&DocId([4; 16])).1, writer()));
         assert!(open(Model::Chat, &doc, &other_room.save(), &declared).is_err());
     }
 
