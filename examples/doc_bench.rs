@@ -608,18 +608,22 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v.get(v.len() / 2).copied().unwrap_or_default()
 }
 
-/// Each writer's last change in a document, (seq, hash): what those writers'
-/// signed envelopes declare to whoever receives a snapshot of it.
-fn last_changes(doc: &Automerge, doc_id: &DocId) -> BTreeMap<ActorId, (u64, ChangeHash)> {
+/// Each writer's last change in a document, (seq, hash, author): what those
+/// writers' signed envelopes declare to whoever receives a snapshot of it.
+fn last_changes(doc: &Automerge, doc_id: &DocId) -> BTreeMap<ActorId, Declared> {
     let genesis = genesis::genesis_actor(doc_id);
-    let mut last: BTreeMap<ActorId, (u64, ChangeHash)> = BTreeMap::new();
+    let writer = || outpost_crdt::Author {
+        user: String::new(),
+        editor: true,
+    };
+    let mut last: BTreeMap<ActorId, Declared> = BTreeMap::new();
     for meta in doc.get_changes_meta(&[]) {
         if *meta.actor == genesis {
             continue;
         }
-        let entry = last.entry(meta.actor.into_owned()).or_insert((0, meta.hash));
+        let entry = last.entry(meta.actor.into_owned()).or_insert((0, meta.hash, writer()));
         if meta.seq >= entry.0 {
-            *entry = (meta.seq, meta.hash);
+            *entry = (meta.seq, meta.hash, writer());
         }
     }
     last
@@ -629,7 +633,10 @@ fn last_changes(doc: &Automerge, doc_id: &DocId) -> BTreeMap<ActorId, (u64, Chan
 /// the envelope's signature, decryption and storage): `snapshot::open` loads the
 /// bytes and proves every change lies on its writer's signed chain and passes the
 /// text rules, then `Doc::absorb` merges it into a fresh document. Returns the text.
-fn open_snapshot(doc_id: &DocId, bytes: &[u8], last: &BTreeMap<ActorId, (u64, ChangeHash)>) -> Result<String> {
+/// A writer's last change as a snapshot's receiver knows it.
+type Declared = (u64, ChangeHash, outpost_crdt::Author);
+
+fn open_snapshot(doc_id: &DocId, bytes: &[u8], last: &BTreeMap<ActorId, Declared>) -> Result<String> {
     let opened = snapshot::open(Model::Text, doc_id, bytes, last)?;
     let mut doc = Doc::new(Model::Text, *doc_id);
     doc.absorb(opened)?;

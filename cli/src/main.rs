@@ -4,6 +4,7 @@
 //! daemon through its local API. Errors print as one line on stderr with a hint,
 //! and the exit code says what kind of failure it was (see [`exit`]).
 
+mod cal;
 mod doc;
 mod exit;
 mod org;
@@ -64,6 +65,9 @@ enum Command {
     /// Shared documents: Markdown, co-edited offline, merged character by character.
     #[command(subcommand)]
     Doc(doc::DocCmd),
+    /// Shared calendars: events with recurrence, time zones, invitations, ICS import and export.
+    #[command(subcommand)]
+    Cal(cal::CalCmd),
     /// Who is in a space: members, roles, removal, leaving, key rotation.
     #[command(subcommand)]
     Space(SpaceCommand),
@@ -461,6 +465,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             init_logging("warn");
             doc::run(&client, cmd).await?;
         }
+        Command::Cal(cmd) => {
+            init_logging("warn");
+            cal::run(&client, cmd).await?;
+        }
         Command::Space(cmd) => {
             init_logging("warn");
             space(&client, cmd).await?;
@@ -564,7 +572,7 @@ async fn chat(client: &Client, cmd: ChatCommand) -> anyhow::Result<()> {
                     ApiEvent::Message { message, .. } => print_new(&[message])?,
                     // Events were dropped: whatever arrived meanwhile is in the log.
                     ApiEvent::Lagged { missed } => print_new(&log(missed as usize + 10).await?)?,
-                    ApiEvent::Inbox { .. } => {}
+                    ApiEvent::Inbox { .. } | ApiEvent::Calendar { .. } => {}
                 }
             }
             anyhow::bail!("the daemon closed the event stream");

@@ -200,7 +200,10 @@ pub enum Write {
     /// [`id_for_uid`] if there is none), writing only the fields that differ:
     /// importing the same file twice writes nothing the second time.
     /// Attendees and answers are left as they are.
-    Import { organizer: String, data: EventData },
+    Import {
+        organizer: String,
+        data: EventData,
+    },
 }
 
 /// Why a write cannot be made (before any change exists).
@@ -413,7 +416,7 @@ impl CalendarDoc {
             .collect()
     }
 
-    /// The id of the event imported with `uid`, if any.
+    /// The event imported with `uid`, if any.
     pub fn event_by_uid(&self, uid: &str) -> Option<Event> {
         self.events().into_iter().find(|e| e.uid == uid)
     }
@@ -566,10 +569,10 @@ fn import_one(
     let managed = |k: &str| ![UID, ORGANIZER, CREATED_AT].contains(&k) && !k.starts_with(ATTENDEE);
     let mut have: BTreeMap<String, ScalarValue> = BTreeMap::new();
     for item in tx.map_range(&obj, ..) {
-        if let ValueRef::Scalar(v) = &item.value {
-            if managed(&item.key) {
-                have.insert(item.key.to_string(), ScalarValue::from(v));
-            }
+        if let ValueRef::Scalar(v) = &item.value
+            && managed(&item.key)
+        {
+            have.insert(item.key.to_string(), ScalarValue::from(v));
         }
     }
     for key in have.keys().filter(|k| !wanted.contains_key(*k)) {
@@ -597,14 +600,25 @@ fn flatten(d: &EventData) -> BTreeMap<String, ScalarValue> {
     text(WHEN.into(), &d.when.to_string());
     text(RULE.into(), d.rule.as_deref().unwrap_or(""));
     for (key, o) in &d.overrides {
-        let fields = [(TITLE, &o.title), (LOCATION, &o.location), (DESCRIPTION, &o.description), (WHEN, &o.when)];
+        let fields = [
+            (TITLE, &o.title),
+            (LOCATION, &o.location),
+            (DESCRIPTION, &o.description),
+            (WHEN, &o.when),
+        ];
         for (field, value) in fields {
             if let Some(value) = value {
-                out.insert(format!("{OVERRIDE}{key}/{field}"), ScalarValue::Str(value.as_str().into()));
+                out.insert(
+                    format!("{OVERRIDE}{key}/{field}"),
+                    ScalarValue::Str(value.as_str().into()),
+                );
             }
         }
     }
-    let flags = d.rdates.iter().map(|k| format!("{RDATE}{k}"))
+    let flags = d
+        .rdates
+        .iter()
+        .map(|k| format!("{RDATE}{k}"))
         .chain(d.exdates.iter().map(|k| format!("{EXDATE}{k}")))
         .chain(d.reminders.iter().map(|m| format!("{REMIND}{m}")))
         .chain(d.private.then(|| PRIVATE.to_string()))
@@ -618,7 +632,11 @@ fn flatten(d: &EventData) -> BTreeMap<String, ScalarValue> {
 /// Puts the given fields under `prefix` (empty for the series, or an
 /// occurrence's override prefix).
 fn put_fields(tx: &mut Transaction<'_>, obj: &ObjId, prefix: &str, f: &Fields) -> Result<(), Error> {
-    let texts = [(TITLE, &f.title), (LOCATION, &f.location), (DESCRIPTION, &f.description)];
+    let texts = [
+        (TITLE, &f.title),
+        (LOCATION, &f.location),
+        (DESCRIPTION, &f.description),
+    ];
     for (name, value) in texts {
         if let Some(value) = value {
             tx.put(obj, format!("{prefix}{name}"), value.as_str())?;
@@ -628,11 +646,8 @@ fn put_fields(tx: &mut Transaction<'_>, obj: &ObjId, prefix: &str, f: &Fields) -
         tx.put(obj, format!("{prefix}{WHEN}"), when.to_string())?;
     }
     match f.rule.as_deref() {
-        Some("") => {
-            if tx.get(obj, RULE)?.is_some() {
-                tx.delete(obj, RULE)?;
-            }
-        }
+        Some("") if tx.get(obj, RULE)?.is_some() => tx.delete(obj, RULE)?,
+        Some("") => {}
         Some(rule) => tx.put(obj, RULE, rule)?,
         None => {}
     }

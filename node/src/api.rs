@@ -81,7 +81,8 @@ pub struct StatusResponse {
 
 pub use crate::core::NewSpace as CreateChat;
 
-/// A shared document to create (empty; write its text with `DocEdit`).
+/// A shared document or calendar to create (empty; write its text with
+/// `DocEdit`, its events with `CalEdit`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CreateDoc {
     pub name: String,
@@ -90,6 +91,15 @@ pub struct CreateDoc {
     pub members: Vec<String>,
     #[serde(default)]
     pub replicators: Vec<String>,
+}
+
+/// A write to a calendar: `space` names it (needed to add and import; event
+/// references are found in every calendar otherwise).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CalWrite {
+    #[serde(default)]
+    pub space: Option<SpaceId>,
+    pub edit: core::CalEdit,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -137,6 +147,10 @@ pub enum ApiEvent {
     /// A notification for this device's user (a mention), as `GET /v1/inbox` lists it.
     Inbox {
         entry: core::InboxEntry,
+    },
+    /// A calendar changed (here or on a peer): re-read the agenda.
+    Calendar {
+        space: SpaceId,
     },
 }
 
@@ -190,6 +204,9 @@ pub fn router(core: CoreHandle, net: NetHandle, keys: Arc<DeviceKeys>, stopping:
         .route("/v1/docs", post(create_doc))
         .route("/v1/docs/{space}", post(write_doc))
         .route("/v1/docs/{space}/read", post(read_doc))
+        .route("/v1/calendars", post(create_calendar))
+        .route("/v1/cal", post(write_calendar))
+        .route("/v1/cal/read", post(read_calendar))
         .route("/v1/events", get(events))
         .route("/v1/inbox", get(inbox))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such API endpoint".into(), None) })
@@ -526,11 +543,34 @@ async fn create_chat(State(s): State<AppState>, Json(req): Json<CreateChat>) -> 
 }
 
 async fn create_doc(State(s): State<AppState>, Json(req): Json<CreateDoc>) -> Result<Json<Created>, Failure> {
+    create_shared(s, req, crate::control::SpaceKind::Doc).await
+}
+
+async fn create_calendar(State(s): State<AppState>, Json(req): Json<CreateDoc>) -> Result<Json<Created>, Failure> {
+    create_shared(s, req, crate::control::SpaceKind::Calendar).await
+}
+
+async fn write_calendar(
+    State(s): State<AppState>,
+    Json(req): Json<CalWrite>,
+) -> Result<Json<core::CalWritten>, Failure> {
+    Ok(Json(s.core.write_calendar(req.space, req.edit).await?))
+}
+
+async fn read_calendar(
+    State(s): State<AppState>,
+    Json(query): Json<core::CalQuery>,
+) -> Result<Json<core::CalAnswer>, Failure> {
+    Ok(Json(s.core.read_calendar(query).await?))
+}
+
+/// Creates a space whose history every member shares (a document, a calendar).
+async fn create_shared(s: AppState, req: CreateDoc, kind: crate::control::SpaceKind) -> Result<Json<Created>, Failure> {
     let space = s
         .core
         .create(core::NewSpace {
             name: req.name,
-            kind: crate::control::SpaceKind::Doc,
+            kind,
             history: crate::control::History::Shared,
             posting: crate::control::Posting::Writers,
             department: None,
@@ -607,6 +647,11 @@ async fn events(State(s): State<AppState>, Query(q): Query<EventsQuery>) -> Resu
                     let mut line = serde_json::to_vec(&ApiEvent::Message { space, message }).expect("events serialize");
                     line.push(b'\n');
                     return Some((Ok::<_, std::convert::Infallible>(Bytes::from(line)), (rx, stopping)));
+                }
+                Ok(core::Event::Calendar { space }) if filter.is_none_or(|f| f == space) => {
+                    let mut line = serde_json::to_vec(&ApiEvent::Calendar { space }).expect("events serialize");
+                    line.push(b'\n');
+                    return Some((Ok(Bytes::from(line)), (rx, stopping)));
                 }
                 Ok(core::Event::Inbox { entry }) if filter.is_none_or(|f| f == entry.space) => {
                     let mut line = serde_json::to_vec(&ApiEvent::Inbox { entry }).expect("events serialize");

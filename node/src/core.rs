@@ -13,6 +13,7 @@
 //! `space` holds one space's state and its pure validation, `pending` the bounded
 //! waiting sets.
 
+mod calendar;
 mod devices;
 mod docs;
 mod equivocation;
@@ -22,6 +23,7 @@ mod load;
 mod members;
 mod org;
 mod pending;
+mod reminders;
 mod serve;
 mod snapshots;
 mod space;
@@ -43,6 +45,20 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, info, warn};
 
+pub use self::{
+    calendar::{
+        AgendaItem, AttendeeView, CalAnswer, CalEdit, CalQuery, CalScope, CalWritten, EventChange, FreeBusyView,
+        Interval, MAX_ICS_BYTES, NewEvent,
+    },
+    devices::{DeviceRecord, DeviceView, Joined, LinkState, Linked, Revoked, join_request},
+    docs::{
+        BlameView, DiffView, DocAnswer, DocEdit, DocFormat, DocQuery, DocView, MAX_DOC_WRITE_BYTES,
+        MAX_SPLICES_PER_WRITE, Splice, VersionView, Written,
+    },
+    inbox::{InboxEntry, MAX_INBOX_LIMIT, ReminderView},
+    org::{DEFAULT_EXPIRY_DAYS, DirEntry, DraftView, MAX_DIR_RESULTS, OrgCommand, OrgNet, OrgView, Proposal},
+    reminders::{CATCH_UP_MS, LATE_AFTER_MS, SIBLING_STEP_MS},
+};
 use self::{
     devices::PendingLink,
     equivocation::freeze,
@@ -50,15 +66,6 @@ use self::{
     pending::{ORPHAN_BYTES_CAP, ORPHAN_CAP, Pending},
     snapshots::{SnapshotOutcome, hold_stored_snapshot},
     space::{ContentChange, PeerView, SnapshotContent, SnapshotVerdict, Space, Verdict},
-};
-pub use self::{
-    devices::{DeviceRecord, DeviceView, Joined, LinkState, Linked, Revoked, join_request},
-    docs::{
-        BlameView, DiffView, DocAnswer, DocEdit, DocFormat, DocQuery, DocView, MAX_DOC_WRITE_BYTES,
-        MAX_SPLICES_PER_WRITE, Splice, VersionView, Written,
-    },
-    inbox::{InboxEntry, MAX_INBOX_LIMIT},
-    org::{DEFAULT_EXPIRY_DAYS, DirEntry, DraftView, MAX_DIR_RESULTS, OrgCommand, OrgNet, OrgView, Proposal},
 };
 use crate::{
     control::{self, ControlOp, Epoch, History, Keyring, Posting, Role, SpaceKind, SpaceState},
@@ -140,6 +147,14 @@ pub enum Event {
     Message { space: SpaceId, message: MessageView },
     /// A shared document changed.
     Document { space: SpaceId },
+    /// A calendar changed.
+    Calendar { space: SpaceId },
+    /// Reminders this device fired: the network tells the sibling devices
+    /// `to` that are connected.
+    Claims {
+        to: Vec<DeviceId>,
+        claims: Vec<reminders::Claim>,
+    },
     /// A notification for this device's user (see `outpost inbox`).
     Inbox { entry: InboxEntry },
     /// The log changed in bulk (a snapshot was merged, or a frozen writer's
@@ -422,6 +437,27 @@ enum ToCore {
         space: SpaceId,
         query: DocQuery,
         reply: Reply<DocAnswer>,
+    },
+    CalWrite {
+        space: Option<SpaceId>,
+        edit: CalEdit,
+        reply: Reply<CalWritten>,
+    },
+    CalRead {
+        query: CalQuery,
+        reply: Reply<CalAnswer>,
+    },
+    /// The clock: fire the reminders that came due.
+    Remind,
+    /// Reminders a sibling device fired.
+    TakeClaims {
+        from: DeviceId,
+        claims: Vec<reminders::Claim>,
+    },
+    /// Recent reminder claims, for a sibling device that connected.
+    ClaimsFor {
+        peer: DeviceId,
+        reply: Reply<Vec<reminders::Claim>>,
     },
     Inbox {
         limit: usize,
@@ -709,6 +745,31 @@ impl CoreHandle {
         self.call(|reply| ToCore::DocWrite { space, edit, reply }).await
     }
 
+    /// Fires the reminders that came due (the daemon's clock calls this).
+    pub async fn remind(&self) {
+        let _ = self.tx.send(ToCore::Remind).await;
+    }
+
+    /// Records reminders a sibling device fired.
+    pub async fn take_claims(&self, from: DeviceId, claims: Vec<reminders::Claim>) {
+        let _ = self.tx.send(ToCore::TakeClaims { from, claims }).await;
+    }
+
+    /// Reminders this user's devices fired lately, for `peer` (empty unless it
+    /// is a device of this user).
+    pub async fn claims_for(&self, peer: DeviceId) -> Result<Vec<reminders::Claim>> {
+        self.call(|reply| ToCore::ClaimsFor { peer, reply }).await
+    }
+
+    /// Writes to a calendar; returns once it is durable.
+    pub async fn write_calendar(&self, space: Option<SpaceId>, edit: CalEdit) -> Result<CalWritten> {
+        self.call(|reply| ToCore::CalWrite { space, edit, reply }).await
+    }
+
+    pub async fn read_calendar(&self, query: CalQuery) -> Result<CalAnswer> {
+        self.call(|reply| ToCore::CalRead { query, reply }).await
+    }
+
     /// The newest `limit` notifications for this device's user, oldest first.
     pub async fn inbox(&self, limit: usize) -> Result<Vec<InboxEntry>> {
         self.call(|reply| ToCore::Inbox { limit, reply }).await
@@ -871,6 +932,10 @@ struct Core {
     user_keys: Option<UserKeys>,
     /// This user's devices as recorded here.
     devices: BTreeMap<DeviceId, DeviceRecord>,
+    /// The reminder scan mark as last stored (see `reminders`).
+    reminder_mark: Option<i64>,
+    /// When this run started (local clock, ms).
+    started_ms: i64,
     /// Link tickets made here and not yet used or expired (memory only).
     links: HashMap<[u8; 16], PendingLink>,
 }
@@ -881,6 +946,8 @@ type OnCommit = Box<dyn FnOnce(Option<&Arc<store::Error>>) + Send>;
 /// A send waiting for its group: text, client request id, reply.
 /// Where this device writes in a space (see `Core::write_target`).
 struct WriteTarget {
+    /// This device as the document rules judge its change.
+    author: outpost_crdt::Author,
     actor: outpost_crdt::ActorId,
     doc: DocId,
     epoch: Epoch,
@@ -939,6 +1006,8 @@ impl Core {
             policy_changed: false,
             user_keys: None,
             devices: BTreeMap::new(),
+            reminder_mark: None,
+            started_ms: crate::clock::now_ms() as i64,
             links: HashMap::new(),
         }
     }
@@ -951,6 +1020,16 @@ impl Core {
                     Ok(cmd) => batch.push(cmd),
                     Err(_) => break,
                 }
+            }
+            // The reminders' clock ticks every second; a tick with nothing
+            // to fire costs no transaction.
+            let ticks = batch.len();
+            batch.retain(|c| !matches!(c, ToCore::Remind));
+            if batch.len() < ticks && self.remind_needed(crate::clock::now_ms() as i64) {
+                batch.push(ToCore::Remind);
+            }
+            if batch.is_empty() {
+                continue;
             }
             self.handle_batch(batch);
         }
@@ -991,6 +1070,14 @@ impl Core {
                 ToCore::DocWrite { space, edit, reply } => self
                     .write_doc(txn, space, edit, &mut effects)
                     .map(|outcome| effects.reply_result(reply, outcome)),
+                ToCore::CalWrite { space, edit, reply } => self
+                    .write_calendar(txn, space, edit, &mut effects)
+                    .map(|outcome| effects.reply_result(reply, outcome)),
+                ToCore::Remind => self.remind(txn, crate::clock::now_ms() as i64, &mut effects),
+                ToCore::TakeClaims { from, claims } => self.take_claims(txn, from, claims),
+                ToCore::ClaimsFor { peer, reply } => self
+                    .recent_claims(txn, peer, crate::clock::now_ms() as i64)
+                    .map(|claims| effects.reply(reply, claims)),
                 ToCore::Send {
                     space,
                     text,
@@ -1156,10 +1243,16 @@ impl Core {
             ToCore::DocRead { space, query, reply } => {
                 let _ = reply.send(self.read_doc(space, query));
             }
+            ToCore::CalRead { query, reply } => {
+                let _ = reply.send(self.read_calendar(query));
+            }
             ToCore::Inbox { limit, reply } => {
                 let _ = reply.send(self.inbox(limit));
             }
             ToCore::DocWrite { reply, .. } => fail_unavailable(reply),
+            ToCore::CalWrite { reply, .. } => fail_unavailable(reply),
+            ToCore::ClaimsFor { reply, .. } => fail_unavailable(reply),
+            ToCore::Remind | ToCore::TakeClaims { .. } => {}
             ToCore::Invite { reply, .. } => fail_unavailable(reply),
             ToCore::Change { reply, .. } => fail_unavailable(reply),
             ToCore::ConfirmLink { reply, .. } => fail_unavailable(reply),
@@ -1300,11 +1393,13 @@ impl Core {
         if name.trim().is_empty() {
             return Ok(Err(Error::Invalid("a space needs a non-empty name".into())));
         }
-        if chat.kind == SpaceKind::Doc && chat.history == History::FromJoin {
-            // A document's current text is built from its whole history: a
-            // newcomer could not read it without reading what came before.
+        if chat.kind.needs_shared_history() && chat.history == History::FromJoin {
+            // A document's (or calendar's) current state is built from its
+            // whole history: a newcomer could not read it without reading what
+            // came before.
             return Ok(Err(Error::Invalid(
-                "a document shares its whole history with its members; `from-join` is for chat rooms".into(),
+                "documents and calendars share their whole history with their members; `from-join` is for chat rooms"
+                    .into(),
             )));
         }
         if let Err(e) = self
@@ -1460,7 +1555,7 @@ impl Core {
         if let Err(e) = expect_kind(space, kind) {
             return Ok(Err(e));
         }
-        if !space.state.may_write(&me) {
+        if space.state.author_at(&space.state.heads(), &me).is_none() {
             return Ok(Err(if space.state.is_writer(&me) {
                 Error::NotAllowed("this is an announcement room: only its owners and admins post".into())
             } else {
@@ -1485,7 +1580,12 @@ impl Core {
             return Ok(Err(Error::KeyMissing { space: space_id, why }));
         };
         let incarnation = *self.incarnations.entry(doc).or_insert_with(rand::random);
+        let author = space
+            .state
+            .author_at(&space.state.heads(), &me)
+            .expect("checked above; cleaning the epoch removes no member");
         Ok(Ok(WriteTarget {
+            author,
             actor: outpost_crdt::writer::actor_id(&me.0, &doc, incarnation),
             doc,
             epoch,
@@ -1565,6 +1665,7 @@ impl Core {
                 kind: match s.state.kind {
                     SpaceKind::Chat => "chat".into(),
                     SpaceKind::Doc => "doc".into(),
+                    SpaceKind::Calendar => "calendar".into(),
                 },
                 history: s.state.history,
                 posting: s.state.current().posting,
@@ -1696,16 +1797,19 @@ fn expect_kind(space: &Space, kind: SpaceKind) -> Result<()> {
             "this space is a shared document, not a chat: use `outpost doc`".into(),
         )),
         (SpaceKind::Chat, _) => Err(Error::Invalid(
-            "this space is a chat, not a document: use `outpost chat`".into(),
+            "this space is a chat, not a document or calendar: use `outpost chat`".into(),
         )),
+        (SpaceKind::Calendar, _) => Err(Error::Invalid("this space is a calendar: use `outpost cal`".into())),
     }
 }
 
 /// The events for what applying changes to a space's documents made visible;
 /// mentions wait in `effects` for the inbox.
 fn effect_events(space: SpaceId, readable: &space::Readable, applied: Vec<Effect>, effects: &mut Effects) {
-    if readable.model == outpost_crdt::doc::Model::Text {
-        effects.events.push(Event::Document { space });
+    match readable.model {
+        outpost_crdt::doc::Model::Text => effects.events.push(Event::Document { space }),
+        outpost_crdt::doc::Model::Calendar => effects.events.push(Event::Calendar { space }),
+        outpost_crdt::doc::Model::Chat => {}
     }
     for effect in applied {
         match effect {

@@ -62,6 +62,7 @@ pub async fn run(
     }
     let (core, core_thread) = core::spawn(config.home.clone(), keys.clone())?;
     let (net, net_task) = net::spawn(config.net.clone(), keys.clone(), core.clone())?;
+    let clock = tokio::spawn(remind_every_second(core.clone()));
 
     let api_err = |source| Error::Api {
         path: socket.clone(),
@@ -87,6 +88,7 @@ pub async fn run(
         .map_err(api_err)?;
 
     info!("shutting down");
+    clock.abort();
     net_task.abort();
     drop(net);
     drop(core);
@@ -95,4 +97,14 @@ pub async fn run(
     // dropped with the server. Wait briefly so the last commit completes.
     let _ = tokio::task::spawn_blocking(move || core_thread.join()).await;
     Ok(())
+}
+
+/// The reminders' clock: every second, the core fires what came due.
+async fn remind_every_second(core: core::CoreHandle) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tick.tick().await;
+        core.remind().await;
+    }
 }

@@ -44,7 +44,7 @@ use crate::{
     ids::DeviceId,
     link::{JoinOutcome, JoinRequest, Ticket},
     org::enroll::{EnrollOutcome, EnrollRequest, EnrollTicket},
-    sync::{self, Backoff, Request, Response},
+    sync::{self, Ack, Backoff, Request, Response},
 };
 
 /// Most sync tasks in flight; inbound requests beyond it are dropped (the peer
@@ -695,6 +695,20 @@ impl NetActor {
                     self.push(peer, envelopes.as_ref().clone());
                 }
             }
+            Ok(core::Event::Claims { to, claims }) => {
+                let peers: Vec<PeerId> = self
+                    .connected
+                    .iter()
+                    .filter(|(_, c)| to.contains(&c.device))
+                    .map(|(p, _)| *p)
+                    .collect();
+                for peer in peers {
+                    self.swarm
+                        .behaviour_mut()
+                        .sync
+                        .send_request(&peer, Ok(Request::Claims(claims.clone())));
+                }
+            }
             Ok(core::Event::Policy) => {
                 let peers: Vec<PeerId> = self.connected.keys().copied().collect();
                 let core = self.core.clone();
@@ -716,6 +730,7 @@ impl NetActor {
                 core::Event::Message { .. }
                 | core::Event::Reload { .. }
                 | core::Event::Document { .. }
+                | core::Event::Calendar { .. }
                 | core::Event::Inbox { .. },
             ) => {}
             Err(broadcast::error::RecvError::Lagged(n)) => {
@@ -839,6 +854,14 @@ impl NetActor {
                         request: Request::Offer { cert, spaces },
                     })
                     .await;
+            }
+            // A device of this user: the reminders fired lately, so it does
+            // not fire them again.
+            if let Ok(claims) = core.claims_for(device).await
+                && !claims.is_empty()
+            {
+                let request = Request::Claims(claims);
+                let _ = out.send(Internal::Send { peer, request }).await;
             }
         });
     }
@@ -1057,6 +1080,21 @@ impl NetActor {
                         request: Ok(Request::Packed { .. }),
                         ..
                     } => {}
+                    Message::Request {
+                        request: Ok(Request::Claims(claims)),
+                        channel,
+                        ..
+                    } => {
+                        self.spawn(async move {
+                            core.take_claims(device, claims).await;
+                            let _ = out
+                                .send(Internal::Respond {
+                                    channel,
+                                    response: Response::Ack(Ack::default()),
+                                })
+                                .await;
+                        });
+                    }
                     Message::Request {
                         request: Ok(Request::Join(request)),
                         channel,

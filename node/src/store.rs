@@ -50,12 +50,17 @@ const INVALID: TableDefinition<(&[u8; 16], &[u8; 32]), u8> = TableDefinition::ne
 /// index, and a newer one replaces it.
 const SNAPSHOTS: TableDefinition<(&[u8; 16], &[u8; 32]), &[u8]> = TableDefinition::new("snapshots-1");
 /// The inbox: arrival seq → postcard(`core::inbox::InboxRow`). Local and derived:
-/// references only (space, mention id, author, time), never text; what a
-/// notification is about is read from the document when it is shown.
-const INBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("inbox-1");
+/// references only (space, mention or event id, author, time), never text;
+/// what a notification is about is read from the document when it is shown.
+const INBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("inbox-2");
 /// Notifications recorded: (space, actor, op counter) → inbox seq, so a mention
 /// is notified once however often its change arrives.
 const INBOX_SEEN: TableDefinition<(&[u8; 16], &[u8; 16], u64), u64> = TableDefinition::new("inbox-seen-1");
+/// Reminders fired by this user's devices: `space/event/occurrence/minutes` →
+/// postcard(`core::reminders::ClaimRow`), from this device or a sibling. A
+/// reminder fires only when no device of the user claimed it. `~scanned` →
+/// the time (ms, LE) up to which this device looked for due reminders.
+const REMINDERS: TableDefinition<&str, &[u8]> = TableDefinition::new("reminders-1");
 /// Device certificates learnt from peers: device → postcard(DeviceCert).
 const CERTS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("device-certs-1");
 /// This device's user's devices (linked here, or known when this device joined):
@@ -164,6 +169,7 @@ impl Store {
         tx.open_table(SNAPSHOTS)?;
         tx.open_table(INBOX)?;
         tx.open_table(INBOX_SEEN)?;
+        tx.open_table(REMINDERS)?;
         tx.set_two_phase_commit(true);
         tx.commit()?;
         Ok(())
@@ -263,6 +269,25 @@ impl Store {
             out.push((k.value(), v.value().to_vec()));
         }
         out.reverse();
+        Ok(out)
+    }
+
+    /// The reminder claim (or scan mark) stored under `key`, if any.
+    pub fn claim(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(REMINDERS)?;
+        Ok(table.get(key)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Every reminder claim (and the scan mark): (key, row bytes).
+    pub fn claims(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(REMINDERS)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (k, v) = row?;
+            out.push((k.value().to_string(), v.value().to_vec()));
+        }
         Ok(out)
     }
 
@@ -432,6 +457,32 @@ impl Txn {
         self.open_table(INBOX_SEEN)?
             .insert((&space.0, &actor.0, counter), seq)?;
         Ok(Some(seq))
+    }
+
+    /// Appends an inbox row that needs no dedup key (its caller checked);
+    /// returns its seq.
+    pub fn push_inbox(&mut self, row: &[u8]) -> Result<u64> {
+        let mut inbox = self.open_table(INBOX)?;
+        let seq = inbox.last()?.map_or(0, |(k, _)| k.value() + 1);
+        inbox.insert(seq, row)?;
+        Ok(seq)
+    }
+
+    /// The reminder claim stored under `key`, seeing this transaction's writes.
+    pub fn claim(&mut self, key: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.open_table(REMINDERS)?.get(key)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Stores a reminder claim (or the scan mark) under `key`, replacing one.
+    pub fn put_claim(&mut self, key: &str, row: &[u8]) -> Result<()> {
+        self.open_table(REMINDERS)?.insert(key, row)?;
+        Ok(())
+    }
+
+    /// Drops a reminder claim (one old enough to matter no more).
+    pub fn remove_claim(&mut self, key: &str) -> Result<()> {
+        self.open_table(REMINDERS)?.remove(key)?;
+        Ok(())
     }
 
     pub fn put_client_id(&mut self, space: &SpaceId, client_id: &str, msg_id: &str) -> Result<()> {

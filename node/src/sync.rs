@@ -119,7 +119,24 @@ pub enum Request {
     Enroll(Box<EnrollRequest>),
     /// An anchor hands over a request it held for this (admin) device.
     EnrollRelayed(Box<EnrollRequest>),
+    /// Reminders fired by the sender, a device of the receiver's user: the
+    /// receiver does not fire them again (see `core::reminders`). Sent when
+    /// one fires and when siblings connect. Answered with `Response::Ack`.
+    Claims(Vec<Claim>),
 }
+
+/// A reminder a device fired: (calendar, event, occurrence, minutes before).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claim {
+    pub space: SpaceId,
+    pub event: String,
+    pub key: String,
+    pub minutes: u32,
+    pub fired_at_ms: i64,
+}
+
+/// Most reminder claims in one frame.
+pub const MAX_CLAIMS: usize = 4096;
 
 /// Consecutive envelopes that share kind, space, doc, epoch, writer and control
 /// heads: those fields travel once. About 160 bytes less per envelope.
@@ -295,6 +312,11 @@ pub fn decode_request(bytes: &[u8]) -> Result<Request, FrameError> {
         Request::Join(_) => {}
         Request::Policy(frame) => check_policy(frame)?,
         Request::Enroll(_) | Request::EnrollRelayed(_) => {}
+        Request::Claims(claims) => {
+            if claims.len() > MAX_CLAIMS {
+                return Err(FrameError::Cap("reminder claims per frame"));
+            }
+        }
     }
     Ok(req)
 }

@@ -55,7 +55,10 @@ impl Rule {
         for part in body.split(';').filter(|p| !p.is_empty()) {
             match part.split_once('=') {
                 Some((name, value)) if name.eq_ignore_ascii_case("UNTIL") => {
-                    until = Some(parse_until(value, when).ok_or_else(|| err(format!("UNTIL `{value}` is not a date or time")))?);
+                    until = Some(
+                        parse_until(value, when)
+                            .ok_or_else(|| err(format!("UNTIL `{value}` is not a date or time")))?,
+                    );
                 }
                 _ => parts.push(part),
             }
@@ -64,7 +67,9 @@ impl Rule {
         if let Some(until) = until {
             parsed = parsed.until(as_naive_utc(until));
         }
-        let set = parsed.build(as_naive_utc(when.local_start())).map_err(|e| err(format!("{e}")))?;
+        let set = parsed
+            .build(as_naive_utc(when.local_start()))
+            .map_err(|e| err(format!("{e}")))?;
         Ok(Rule { set })
     }
 
@@ -76,7 +81,12 @@ impl Rule {
             .after(as_naive_utc(from - Duration::seconds(1)))
             .before(as_naive_utc(to))
             .all(limit);
-        let starts = result.dates.iter().map(|d| d.naive_utc()).filter(|d| *d >= from && *d < to).collect();
+        let starts = result
+            .dates
+            .iter()
+            .map(|d| d.naive_utc())
+            .filter(|d| *d >= from && *d < to)
+            .collect();
         (starts, result.limited)
     }
 }
@@ -107,7 +117,9 @@ pub fn parse_key(key: &str) -> Option<NaiveDateTime> {
     if let Ok(t) = NaiveDateTime::parse_from_str(key, "%Y%m%dT%H%M%S") {
         return Some(t);
     }
-    NaiveDate::parse_from_str(key, "%Y%m%d").ok().map(|d| d.and_time(NaiveTime::MIN))
+    NaiveDate::parse_from_str(key, "%Y%m%d")
+        .ok()
+        .map(|d| d.and_time(NaiveTime::MIN))
 }
 
 /// What one occurrence's exceptions say.
@@ -232,8 +244,23 @@ impl Event {
         let moved = overrides
             .and_then(|o| o.when.as_deref())
             .and_then(|w| w.parse::<When>().ok());
-        let this = moved.unwrap_or_else(|| when.starting_at(start));
-        let (start_at, end_at) = this.instants(viewer);
+        let (this, (start_at, end_at)) = match moved {
+            Some(own) => (own, own.instants(viewer)),
+            None => {
+                let this = when.starting_at(start);
+                let (start_at, end_at) = this.instants(viewer);
+                // RFC 5545 §3.8.5.3: every instance lasts exactly as long as
+                // the series' first (a timed one spanning a clock change too).
+                let end_at = match when {
+                    When::Timed { .. } => {
+                        let (first, first_end) = when.instants(viewer);
+                        start_at + (first_end - first)
+                    }
+                    When::AllDay { .. } => end_at,
+                };
+                (this, (start_at, end_at))
+            }
+        };
         let pick = |over: Option<&String>, series: &String| over.unwrap_or(series).clone();
         Occurrence {
             event: self.id.clone(),

@@ -18,8 +18,8 @@ use automerge::{
 };
 
 use super::{
-    ATTENDEE, CANCELLED, CREATED_AT, DESCRIPTION, EXDATE, LOCATION, ORGANIZER, OVERRIDE, PRIVATE, RDATE, REMIND,
-    RULE, Rsvp, TITLE, UID, WHEN,
+    ATTENDEE, CANCELLED, CREATED_AT, DESCRIPTION, EXDATE, LOCATION, ORGANIZER, OVERRIDE, PRIVATE, RDATE, REMIND, RULE,
+    Rsvp, TITLE, UID, WHEN,
 };
 use crate::{Author, text::OpRef};
 
@@ -204,10 +204,18 @@ fn field_kind(key: &str) -> Result<Kind, Violation> {
     }
     let occurrence_key = |k: &str| !k.is_empty() && k.len() <= 32 && k.bytes().all(|b| b.is_ascii_alphanumeric());
     if let Some(k) = key.strip_prefix(RDATE).or_else(|| key.strip_prefix(EXDATE)) {
-        return if occurrence_key(k) { Ok(Kind::Flag) } else { Err(unknown()) };
+        return if occurrence_key(k) {
+            Ok(Kind::Flag)
+        } else {
+            Err(unknown())
+        };
     }
     if let Some(user) = key.strip_prefix(ATTENDEE) {
-        return if !user.is_empty() && user.len() <= 128 { Ok(Kind::Answer) } else { Err(unknown()) };
+        return if !user.is_empty() && user.len() <= 128 {
+            Ok(Kind::Answer)
+        } else {
+            Err(unknown())
+        };
     }
     if let Some(m) = key.strip_prefix(REMIND) {
         return match m.parse::<u32>() {
@@ -215,10 +223,10 @@ fn field_kind(key: &str) -> Result<Kind, Violation> {
             _ => Err(unknown()),
         };
     }
-    if let Some((k, field)) = key.strip_prefix(OVERRIDE).and_then(|k| k.split_once('/')) {
-        if occurrence_key(k) {
-            return plain(field).ok_or_else(unknown);
-        }
+    if let Some((k, field)) = key.strip_prefix(OVERRIDE).and_then(|k| k.split_once('/'))
+        && occurrence_key(k)
+    {
+        return plain(field).ok_or_else(unknown);
     }
     Err(unknown())
 }

@@ -78,8 +78,9 @@ impl When {
         }
     }
 
-    /// The length in local (wall-clock) time: a recurring 09:00–10:00 meeting
-    /// stays 09:00–10:00 on the day the clocks change.
+    /// The length in local (wall-clock) time, as written. (Occurrences of a
+    /// timed series last the series' exact length instead, see `recur`; the
+    /// two differ only for one spanning a clock change.)
     pub fn local_length(&self) -> Duration {
         match self {
             When::Timed { start, end, .. } => *end - *start,
@@ -138,7 +139,12 @@ impl fmt::Display for When {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             When::Timed { start, end, zone } => {
-                write!(f, "{}/{}", start.format("%Y-%m-%dT%H:%M:%S"), end.format("%Y-%m-%dT%H:%M:%S"))?;
+                write!(
+                    f,
+                    "{}/{}",
+                    start.format("%Y-%m-%dT%H:%M:%S"),
+                    end.format("%Y-%m-%dT%H:%M:%S")
+                )?;
                 match zone {
                     Some(zone) => write!(f, " {}", zone.name()),
                     None => Ok(()),
@@ -210,7 +216,12 @@ impl FromStr for Typed {
         if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
             return Ok(Typed::Date(d));
         }
-        for format in ["%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S"] {
+        for format in [
+            "%Y-%m-%d %H:%M",
+            "%Y-%m-%dT%H:%M",
+            "%Y-%m-%d %H:%M:%S",
+            "%Y-%m-%dT%H:%M:%S",
+        ] {
             if let Ok(t) = NaiveDateTime::parse_from_str(s, format) {
                 return Ok(Typed::DateTime(t));
             }
@@ -256,18 +267,36 @@ mod tests {
     fn skipped_and_repeated_local_times_follow_rfc_5545() {
         let ny: Tz = "America/New_York".parse().unwrap();
         // 2026-03-08 02:30 does not exist in New York: it reads as 03:30 EDT.
-        assert_eq!(instant(local("2026-03-08 02:30"), ny).to_string(), "2026-03-08 07:30:00 UTC");
+        assert_eq!(
+            instant(local("2026-03-08 02:30"), ny).to_string(),
+            "2026-03-08 07:30:00 UTC"
+        );
         // 2026-11-01 01:30 happens twice: the first (EDT, UTC−4) is meant.
-        assert_eq!(instant(local("2026-11-01 01:30"), ny).to_string(), "2026-11-01 05:30:00 UTC");
+        assert_eq!(
+            instant(local("2026-11-01 01:30"), ny).to_string(),
+            "2026-11-01 05:30:00 UTC"
+        );
         let berlin: Tz = "Europe/Berlin".parse().unwrap();
-        assert_eq!(instant(local("2026-03-29 02:30"), berlin).to_string(), "2026-03-29 01:30:00 UTC");
-        assert_eq!(instant(local("2026-10-25 02:30"), berlin).to_string(), "2026-10-25 00:30:00 UTC");
+        assert_eq!(
+            instant(local("2026-03-29 02:30"), berlin).to_string(),
+            "2026-03-29 01:30:00 UTC"
+        );
+        assert_eq!(
+            instant(local("2026-10-25 02:30"), berlin).to_string(),
+            "2026-10-25 00:30:00 UTC"
+        );
     }
 
     #[test]
     fn typed_times() {
-        assert_eq!("2026-12-01".parse::<Typed>().unwrap(), Typed::Date(NaiveDate::from_ymd_opt(2026, 12, 1).unwrap()));
-        assert_eq!("2026-12-01 09:00".parse::<Typed>().unwrap(), Typed::DateTime(local("2026-12-01 09:00")));
+        assert_eq!(
+            "2026-12-01".parse::<Typed>().unwrap(),
+            Typed::Date(NaiveDate::from_ymd_opt(2026, 12, 1).unwrap())
+        );
+        assert_eq!(
+            "2026-12-01 09:00".parse::<Typed>().unwrap(),
+            Typed::DateTime(local("2026-12-01 09:00"))
+        );
         assert!(matches!("9:30".parse::<Typed>().unwrap(), Typed::Time(_)));
         assert!("next friday".parse::<Typed>().is_err());
     }

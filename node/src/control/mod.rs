@@ -200,6 +200,8 @@ pub enum SpaceKind {
     Chat,
     /// A shared document (rich text).
     Doc,
+    /// A shared calendar.
+    Calendar,
 }
 
 impl SpaceKind {
@@ -208,7 +210,21 @@ impl SpaceKind {
         match self {
             SpaceKind::Chat => outpost_crdt::doc::Model::Chat,
             SpaceKind::Doc => outpost_crdt::doc::Model::Text,
+            SpaceKind::Calendar => outpost_crdt::doc::Model::Calendar,
         }
+    }
+
+    /// Whether the space's content is one document whose state is built from
+    /// its whole history (a text, a calendar): every member must read all of
+    /// it, so history is shared.
+    pub fn needs_shared_history(self) -> bool {
+        matches!(self, SpaceKind::Doc | SpaceKind::Calendar)
+    }
+
+    /// Whether readers write content too: in a calendar a reader answers
+    /// invitations (the calendar rules let it write nothing else).
+    pub fn readers_write(self) -> bool {
+        self == SpaceKind::Calendar
     }
 }
 
@@ -353,7 +369,7 @@ impl InvalidOp {
             InvalidOp::Duplicate => "control: a device listed twice",
             InvalidOp::Name => "control: space name too long",
             InvalidOp::SecondGenesis => "control: a second genesis",
-            InvalidOp::DocHistory => "control: a document space with history from join",
+            InvalidOp::DocHistory => "control: a document or calendar space with history from join",
             InvalidOp::UnknownParents => "control: unknown causal point",
             InvalidOp::NotAllowed => "control: the author's role does not allow it",
             InvalidOp::AlreadyMember => "control: the device is already in the space",

@@ -74,7 +74,7 @@ impl SpaceState {
         if g.rules_version != RULES_VERSION {
             return Err(InvalidOp::RulesVersion(g.rules_version));
         }
-        if g.kind == SpaceKind::Doc && g.history != History::Shared {
+        if g.kind.needs_shared_history() && g.history != History::Shared {
             return Err(InvalidOp::DocHistory);
         }
         if g.members.len() > MAX_MEMBERS || g.replicators.len() > MAX_REPLICATORS {
@@ -423,6 +423,20 @@ impl SpaceState {
     /// Whether `device` may write content at the causal point `heads`.
     pub fn may_write_at(&self, heads: &[EnvelopeId], device: &DeviceId) -> bool {
         self.resolved(heads).is_some_and(|r| r.may_post(device))
+    }
+
+    /// `device` as the document rules judge its content at the causal point
+    /// `heads`: its user and whether it may edit. `None` when it may write no
+    /// content there at all (not a member; a reader, except where readers
+    /// write, see [`SpaceKind::readers_write`]).
+    pub fn author_at(&self, heads: &[EnvelopeId], device: &DeviceId) -> Option<outpost_crdt::Author> {
+        let resolved = self.resolved(heads)?;
+        let member = resolved.members.get(device)?;
+        let editor = resolved.may_post(device);
+        (editor || self.kind.readers_write()).then(|| outpost_crdt::Author {
+            user: member.cert.user.to_string(),
+            editor,
+        })
     }
 
     /// The epoch at the causal point `heads`.

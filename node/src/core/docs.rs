@@ -485,7 +485,11 @@ fn find_version(doc: &TextDoc, prefix: &str) -> Result<ChangeHash> {
 /// local part (see `mention_aliases`) whose device is in the space, or a
 /// unique prefix of a member's user id (at least 8 hex digits). Ambiguous
 /// names mention nobody.
-fn mentioned(members: &[(DeviceId, UserId)], aliases: &[(Vec<String>, Vec<DeviceId>)], name: &str) -> Option<String> {
+pub(super) fn mentioned(
+    members: &[(DeviceId, UserId)],
+    aliases: &[(Vec<String>, Vec<DeviceId>)],
+    name: &str,
+) -> Option<String> {
     const MIN_USER_PREFIX: usize = 8;
     let name = name.to_lowercase();
     let mut users: Vec<UserId> = aliases

@@ -1,7 +1,8 @@
-//! The inbox: notifications for this device's user, such as a mention in a
-//! shared document. Recorded once per mention on first local apply (however
-//! late the change arrives, and however often), announced on the event stream,
-//! and kept as references only: the text around a mention is read from the
+//! The inbox: notifications for this device's user: a mention in a shared
+//! document (recorded once per mention on first local apply, however late the
+//! change arrives, and however often) or a calendar reminder (see
+//! `reminders`). Each is announced on the event stream and kept as references
+//! only: the text around a mention, an event's title, are read from the
 //! document when the inbox is shown, so the store holds no plaintext.
 
 use outpost_crdt::text::Mention;
@@ -20,9 +21,16 @@ pub(super) struct NewMention {
     pub(super) mention: Mention,
 }
 
-/// An inbox row as stored (`inbox-1`).
+/// An inbox row as stored (`inbox-2`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct InboxRow {
+pub(super) enum InboxRow {
+    Mention(MentionRow),
+    Reminder(ReminderRow),
+}
+
+/// A mention of this device's user.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct MentionRow {
     space: SpaceId,
     by: DeviceId,
     /// The mention's op id (the writer's actor and the mark's counter).
@@ -34,11 +42,28 @@ struct InboxRow {
     at_ms: i64,
 }
 
+/// A reminder this device fired.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct ReminderRow {
+    pub(super) space: SpaceId,
+    pub(super) event: String,
+    /// The occurrence key.
+    pub(super) key: String,
+    pub(super) minutes: u32,
+    /// When the occurrence starts (ms since the epoch, as computed then).
+    pub(super) starts_ms: i64,
+    /// When the reminder was due, and when it fired (local clock).
+    pub(super) due_ms: i64,
+    pub(super) at_ms: i64,
+    /// Fired well after it was due (this device was down or asleep).
+    pub(super) late: bool,
+}
+
 /// A notification, as `outpost inbox` shows it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct InboxEntry {
     pub seq: u64,
-    /// What happened: `mention` (in a document).
+    /// What happened: `mention` (in a document) or `reminder` (of an event).
     pub kind: String,
     pub space: SpaceId,
     pub space_name: Option<String>,
@@ -46,8 +71,25 @@ pub struct InboxEntry {
     pub by: DeviceId,
     /// When this device learnt of it (local time, not replicated).
     pub at_ms: i64,
-    /// The text of the block holding the mention, when it is still there.
+    /// The text of the block holding the mention, when it is still there;
+    /// for a reminder, the event's title.
     pub context: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reminder: Option<ReminderView>,
+}
+
+/// What a reminder is about.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ReminderView {
+    /// `EVENT@KEY`, as the agenda names it.
+    pub occurrence: String,
+    /// When the occurrence starts (RFC 3339, UTC).
+    pub starts: String,
+    pub minutes: u32,
+    /// When the reminder was due (ms since the epoch).
+    pub due_ms: i64,
+    /// Delivered well after it was due (the device was down).
+    pub late: bool,
 }
 
 impl Core {
@@ -61,7 +103,7 @@ impl Core {
             if mention.user != me || by_me {
                 continue;
             }
-            let row = InboxRow {
+            let row = MentionRow {
                 space,
                 by,
                 actor: actor_key(&mention.actor),
@@ -69,8 +111,10 @@ impl Core {
                 anchor: mention.anchor.as_ref().map(|(c, a)| (*c, actor_key(a))),
                 at_ms: crate::clock::now_ms() as i64,
             };
+            let (actor, counter) = (row.actor, row.counter);
+            let row = InboxRow::Mention(row);
             let bytes = postcard::to_stdvec(&row).expect("inbox rows serialize");
-            if let Some(seq) = tx.put_inbox(&space, &row.actor, row.counter, &bytes)? {
+            if let Some(seq) = tx.put_inbox(&space, &actor, counter, &bytes)? {
                 let entry = self.entry(seq, row);
                 effects.events.push(Event::Inbox { entry });
             }
@@ -90,7 +134,58 @@ impl Core {
             .collect())
     }
 
-    fn entry(&self, seq: u64, row: InboxRow) -> InboxEntry {
+    /// Records a reminder this device fired, and announces it.
+    pub(super) fn record_reminder(
+        &mut self,
+        tx: &mut Txn,
+        row: ReminderRow,
+        effects: &mut Effects,
+    ) -> store::Result<()> {
+        let row = InboxRow::Reminder(row);
+        let seq = tx.push_inbox(&postcard::to_stdvec(&row).expect("inbox rows serialize"))?;
+        let entry = self.entry(seq, row);
+        effects.events.push(Event::Inbox { entry });
+        Ok(())
+    }
+
+    pub(super) fn entry(&self, seq: u64, row: InboxRow) -> InboxEntry {
+        match row {
+            InboxRow::Mention(row) => self.mention_entry(seq, row),
+            InboxRow::Reminder(row) => self.reminder_entry(seq, row),
+        }
+    }
+
+    fn reminder_entry(&self, seq: u64, row: ReminderRow) -> InboxEntry {
+        let space = self.spaces.get(&row.space);
+        let event = space
+            .and_then(|s| Some((s, s.readable.as_ref()?)))
+            .and_then(|(s, r)| r.docs.get(&s.main_doc())?.doc.calendar()?.event(&row.event));
+        InboxEntry {
+            seq,
+            kind: "reminder".into(),
+            space: row.space,
+            space_name: space.and_then(|s| s.name.clone()),
+            by: self.me,
+            at_ms: row.at_ms,
+            context: event.map(|e| {
+                e.overrides
+                    .get(&row.key)
+                    .and_then(|o| o.title.clone())
+                    .unwrap_or(e.title)
+            }),
+            reminder: Some(ReminderView {
+                occurrence: format!("{}@{}", row.event, row.key),
+                starts: chrono::DateTime::from_timestamp_millis(row.starts_ms)
+                    .map(|t| t.to_rfc3339())
+                    .unwrap_or_default(),
+                minutes: row.minutes,
+                due_ms: row.due_ms,
+                late: row.late,
+            }),
+        }
+    }
+
+    fn mention_entry(&self, seq: u64, row: MentionRow) -> InboxEntry {
         let space = self.spaces.get(&row.space);
         let context = space
             .and_then(|s| Some((s, s.readable.as_ref()?)))
@@ -107,6 +202,7 @@ impl Core {
             by: row.by,
             at_ms: row.at_ms,
             context,
+            reminder: None,
         }
     }
 }

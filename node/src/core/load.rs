@@ -7,7 +7,9 @@ use super::*;
 
 /// A space rebuilt from its log, with the changes decrypted on the way (their
 /// document and epoch), still to be applied.
-type Replayed = (Space, Vec<(DocId, Epoch, outpost_crdt::Change)>);
+/// A space rebuilt from its log, and the stored changes it can read, each
+/// with the author the document rules judge it as.
+type Replayed = (Space, Vec<(DocId, Epoch, outpost_crdt::Change, outpost_crdt::Author)>);
 
 impl Core {
     /// Rebuilds every in-memory structure from the store.
@@ -104,26 +106,28 @@ impl Core {
             }
         }
         if let Some(r) = space.readable.as_mut() {
-            changes.retain(|(_, _, c)| !r.has_change(&c.hash()));
+            changes.retain(|(_, _, c, _)| !r.has_change(&c.hash()));
             // Content stored while this device lacked its key was checked only in
-            // clear; the chat rules are checked now. A change that breaks them is
+            // clear; the document rules are checked now. A change that breaks them is
             // left out (and logged), never allowed to stop the space from loading.
             let mut by_doc: BTreeMap<DocId, (Epoch, Vec<Checked>)> = BTreeMap::new();
             // Stored changes were accepted in causal order: each one's objects
             // are created by it, the document, or a change stored before it.
-            // Only the text rules look objects up; chat changes are not decoded
-            // for it.
+            // Only the text and calendar rules look objects up; chat changes are
+            // not decoded for it.
             let created = match r.model {
-                outpost_crdt::doc::Model::Text => outpost_crdt::doc::created_objects(changes.iter().map(|(_, _, c)| c)),
+                outpost_crdt::doc::Model::Text | outpost_crdt::doc::Model::Calendar => {
+                    outpost_crdt::doc::created_objects(changes.iter().map(|(_, _, c, _)| c))
+                }
                 outpost_crdt::doc::Model::Chat => Default::default(),
             };
             let pending = |obj: &outpost_crdt::text::OpRef| created.get(obj).copied();
-            for (doc, epoch, change) in changes {
+            for (doc, epoch, change, author) in changes {
                 let shard = r.shard_mut(doc, &epoch);
-                match shard.doc.validate_with(change, &pending) {
+                match shard.doc.validate_with(change, &author, &pending) {
                     Ok(c) => by_doc.entry(doc).or_insert_with(|| (epoch, Vec::new())).1.push(c),
                     Err(v) => {
-                        warn!(space = %space_id.fmt_short(), reason = v.reason(), "a stored change breaks the chat rules; left out")
+                        warn!(space = %space_id.fmt_short(), reason = v.reason(), "a stored change breaks the document rules; left out")
                     }
                 }
             }
@@ -208,9 +212,10 @@ impl Core {
                     // The checks ingest makes after decrypting, for content that
                     // was stored locked: the change is the author's, at its seq.
                     let bound = change.actor_id().to_bytes() == h.actor().0 && change.seq() == h.seq;
-                    bound.then_some((h.doc, epoch, change))
+                    let author = s.state.author_at(&h.control_heads, &h.author)?;
+                    bound.then_some((h.doc, epoch, change, author))
                 });
-                s.record_at(&env, change.as_ref().map(|(_, _, c)| c), order);
+                s.record_at(&env, change.as_ref().map(|(_, _, c, _)| c), order);
                 changes.extend(change);
                 ControlFlow::Continue(())
             })

@@ -392,9 +392,9 @@ impl Space {
         if h.doc != self.state.content_doc(&epoch.id) {
             return Verdict::Reject("written into another document than its epoch's");
         }
-        if !self.state.may_write_at(&h.control_heads, &h.author) {
+        let Some(author) = self.state.author_at(&h.control_heads, &h.author) else {
             return Verdict::Reject("author may not write in this space");
-        }
+        };
         if !next_in_seq {
             return Verdict::Wait;
         }
@@ -470,7 +470,7 @@ impl Space {
                 return Verdict::Wait;
             }
         }
-        match document.validate(change) {
+        match document.validate(change, &author) {
             Ok(checked) => Verdict::Accept(Some(Box::new(ContentChange {
                 doc: h.doc,
                 epoch,
@@ -611,7 +611,7 @@ impl Space {
         }
         for last in snap.lasts() {
             let l = last.header();
-            if !self.sealed_at_its_heads(last) || !self.state.may_write_at(&l.control_heads, &l.author) {
+            if !self.sealed_at_its_heads(last) || self.state.author_at(&l.control_heads, &l.author).is_none() {
                 return SnapshotVerdict::Reject("a snapshot's writer may not write in this space");
             }
             if l.seq <= self.vv.get(&l.actor())
@@ -669,7 +669,7 @@ impl Space {
         let Ok(doc) = snap.open(&key) else {
             return Err("snapshot does not decrypt under the epoch key");
         };
-        let mut declared: BTreeMap<ActorId, (u64, ChangeHash)> = BTreeMap::new();
+        let mut declared: BTreeMap<ActorId, (u64, ChangeHash, outpost_crdt::Author)> = BTreeMap::new();
         let mut lasts = Vec::with_capacity(snap.lasts().len());
         for last in snap.lasts() {
             let l = last.header();
@@ -683,7 +683,10 @@ impl Space {
             if change.actor_id().to_bytes() != actor_bytes(&l.actor()) || change.seq() != l.seq {
                 return Err("a snapshot's last envelope has another actor or seq inside");
             }
-            declared.insert(change.actor_id().clone(), (change.seq(), change.hash()));
+            let Some(author) = self.state.author_at(&l.control_heads, &l.author) else {
+                return Err("a snapshot's writer may not write in this space");
+            };
+            declared.insert(change.actor_id().clone(), (change.seq(), change.hash(), author));
             lasts.push((last.id(), change.hash()));
         }
         let model = self.state.kind.model();
