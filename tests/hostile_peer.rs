@@ -205,6 +205,7 @@ impl Hostile {
                             "mallory links no one".into(),
                         ))),
                         Request::Policy(_) => Response::Policy(None),
+                        Request::Claims(_) => Response::Ack(Ack::default()),
                         Request::Enroll(_) | Request::EnrollRelayed(_) => Response::Enrolled(Box::new(
                             outpost_node::org::enroll::EnrollOutcome::Refused("mallory enrolls no one".into()),
                         )),
