@@ -342,3 +342,330 @@ fn a_reader_answers_an_invitation_but_cannot_edit() {
     let err = b.fails(&["cal", "rsvp", &other, "accept"], 4);
     assert!(err.contains("not invited"), "{err}");
 }
+
+#[test]
+fn free_busy_conflicts_and_private_events() {
+    let root = tempfile::tempdir().unwrap();
+    let (a, b) = pair(root.path());
+    new_calendar(&a, &b);
+    let (alice, bob) = (user_of(&a), user_of(&b));
+    let add = |title: &str, start: &str, end: &str, extra: &[&str]| -> Value {
+        let mut args = vec![
+            "cal", "add", "Team", "--title", title, "--start", start, "--end", end, "--tz", "UTC",
+        ];
+        args.extend_from_slice(extra);
+        args.push("--json");
+        a.json(&args)
+    };
+    let review = add("Review", "2026-12-03 14:00", "15:00", &["--attendee", &bob[..10]]);
+    assert!(review["warnings"].as_array().unwrap().is_empty(), "{review}");
+    add(
+        "Dentist",
+        "2026-12-03 16:00",
+        "17:00",
+        &["--private", "--location", "Clinic"],
+    );
+    // Over Bob's review: the writer is warned, the event is still added.
+    let clash = add("Planning", "2026-12-03 14:30", "15:30", &["--attendee", &bob[..10]]);
+    let warnings = clash["warnings"].to_string();
+    assert!(warnings.contains(&bob[..12]) && warnings.contains("Review"), "{clash}");
+    assert!(clash["event"].is_string());
+
+    // Bob sees the private event only as busy time.
+    let items = wait_until(Duration::from_secs(30), "b to receive the three events", || {
+        let items = b.json(&[
+            "cal",
+            "agenda",
+            "--from",
+            "2026-12-03",
+            "--to",
+            "2026-12-04",
+            "--tz",
+            "UTC",
+            "--json",
+        ]);
+        (items.as_array().unwrap().len() == 3).then_some(items)
+    });
+    let private = &items[2];
+    assert_eq!(private["title"], "busy");
+    assert_eq!(private["busy_only"], true);
+    assert_eq!(private["location"], "");
+    let mine = a.json(&[
+        "cal",
+        "agenda",
+        "--from",
+        "2026-12-03",
+        "--to",
+        "2026-12-04",
+        "--tz",
+        "UTC",
+        "--json",
+    ]);
+    assert_eq!(mine[2]["title"], "Dentist", "the organizer sees it all");
+
+    // Free/busy: Alice organises all three (merged where they overlap); Bob
+    // takes part in two.
+    let fb = b.json(&[
+        "cal",
+        "freebusy",
+        &alice[..10],
+        &bob[..10],
+        "--from",
+        "2026-12-03",
+        "--to",
+        "2026-12-04",
+        "--tz",
+        "UTC",
+        "--json",
+    ]);
+    let busy = |i: usize| -> Vec<(String, String)> {
+        fb[i]["busy"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| {
+                (
+                    b["start"].as_str().unwrap().to_string(),
+                    b["end"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let span = |s: &str, e: &str| (format!("2026-12-03T{s}:00+00:00"), format!("2026-12-03T{e}:00+00:00"));
+    assert_eq!(busy(0), [span("14:00", "15:30"), span("16:00", "17:00")]);
+    assert_eq!(busy(1), [span("14:00", "15:30")]);
+    // Declining frees the time.
+    b.json(&["cal", "rsvp", review["event"].as_str().unwrap(), "decline", "--json"]);
+    let fb = b.json(&[
+        "cal",
+        "freebusy",
+        &bob[..10],
+        "--from",
+        "2026-12-03",
+        "--to",
+        "2026-12-04",
+        "--tz",
+        "UTC",
+        "--json",
+    ]);
+    assert_eq!(fb[0]["busy"][0]["start"], "2026-12-03T14:30:00+00:00");
+    let err = b.fails(
+        &[
+            "cal",
+            "freebusy",
+            "nobody-here",
+            "--from",
+            "2026-12-03",
+            "--to",
+            "2026-12-04",
+        ],
+        2,
+    );
+    assert!(err.contains("nobody-here"), "{err}");
+}
+
+#[test]
+fn ics_files_import_export_and_reimport_without_duplicates() {
+    let root = tempfile::tempdir().unwrap();
+    let (a, b) = pair(root.path());
+    a.json(&["cal", "new", "Imported", "--member", &b.card(), "--json"]);
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("crdt/tests/ics");
+    let year = |node: &Node| {
+        node.json(&[
+            "cal",
+            "agenda",
+            "--from",
+            "2027-01-01",
+            "--to",
+            "2028-01-01",
+            "--tz",
+            "Europe/Berlin",
+            "--json",
+        ])
+    };
+    let mut total = 0;
+    for file in ["google.ics", "outlook.ics", "apple.ics", "chinese.ics"] {
+        let path = corpus.join(file).display().to_string();
+        let first = a.json(&["cal", "import", "Imported", &path, "--json"]);
+        assert_eq!(first["changed"], true, "{file}: {first}");
+        assert!(first["imported"].as_u64().unwrap() > 0);
+        let again = a.json(&["cal", "import", "Imported", &path, "--json"]);
+        assert_eq!(again["changed"], false, "{file}: a re-import changes nothing");
+        total += first["imported"].as_u64().unwrap();
+    }
+    let on_a = year(&a);
+    let count = on_a.as_array().unwrap().len();
+    assert!(count > 100, "a year of occurrences: {count}");
+    assert!(on_a.to_string().contains("双周例会"), "non-ASCII titles survive");
+    wait_until(Duration::from_secs(30), "b to hold the same year", || {
+        (year(&b) == on_a).then_some(())
+    });
+
+    // Export, and import the export: nothing changes, nothing is duplicated.
+    let out = root.path().join("export.ics");
+    a.cli(&["cal", "export", "Imported", "-o", &out.display().to_string()]);
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        text.starts_with("BEGIN:VCALENDAR\r\n") && text.contains("BEGIN:VTIMEZONE"),
+        "{}",
+        &text[..200]
+    );
+    assert_eq!(text.matches("BEGIN:VEVENT").count() as u64 >= total, true);
+    let back = a.json(&["cal", "import", "Imported", &out.display().to_string(), "--json"]);
+    assert_eq!(back["changed"], false, "{back}");
+    assert_eq!(year(&a), on_a);
+    // Into a fresh calendar on the other node: the same occurrences.
+    b.json(&["cal", "new", "Copy", "--json"]);
+    b.json(&["cal", "import", "Copy", &out.display().to_string(), "--json"]);
+    let copy = b.json(&[
+        "cal",
+        "agenda",
+        "Copy",
+        "--from",
+        "2027-01-01",
+        "--to",
+        "2028-01-01",
+        "--tz",
+        "Europe/Berlin",
+        "--json",
+    ]);
+    let strip = |v: &Value| -> Vec<(Value, Value, Value)> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|i| (i["start"].clone(), i["end"].clone(), i["title"].clone()))
+            .collect()
+    };
+    assert_eq!(strip(&copy), strip(&on_a));
+    let err = a.fails(
+        &[
+            "cal",
+            "import",
+            "Imported",
+            &root.path().join("missing.ics").display().to_string(),
+        ],
+        1,
+    );
+    assert!(err.contains("missing.ics"), "{err}");
+    let not_ics = root.path().join("notes.txt");
+    std::fs::write(&not_ics, "just some notes").unwrap();
+    let err = a.fails(&["cal", "import", "Imported", &not_ics.display().to_string()], 2);
+    assert!(err.contains("iCalendar"), "{err}");
+}
+
+/// "YYYY-MM-DD HH:MM:SS" in UTC, `secs` from now.
+fn utc_in(secs: i64) -> String {
+    (chrono::Utc::now() + chrono::Duration::seconds(secs))
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string()
+}
+
+/// The reminders in a node's inbox.
+fn reminders(node: &Node) -> Vec<Value> {
+    let inbox = node.json(&["inbox", "--json"]);
+    inbox
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "reminder")
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn a_reminder_fires_once_not_again_after_a_restart_and_late_after_downtime() {
+    let root = tempfile::tempdir().unwrap();
+    let mut a = Node::init(root.path(), "a");
+    a.start(&[]);
+    a.json(&["cal", "new", "Solo", "--json"]);
+    // Due in 10 s: one minute before a start 70 s from now.
+    let start = utc_in(70);
+    let id = event_id(&a.json(&[
+        "cal",
+        "add",
+        "Solo",
+        "--title",
+        "Call Shanghai",
+        "--start",
+        &start,
+        "--tz",
+        "UTC",
+        "--remind",
+        "1m",
+        "--json",
+    ]));
+    let fired = wait_until(Duration::from_secs(40), "the reminder", || {
+        let r = reminders(&a);
+        (!r.is_empty()).then_some(r)
+    });
+    assert_eq!(fired.len(), 1);
+    assert_eq!(fired[0]["context"], "Call Shanghai");
+    assert_eq!(fired[0]["reminder"]["minutes"], 1);
+    assert_eq!(fired[0]["reminder"]["late"], false);
+    assert!(fired[0]["reminder"]["occurrence"].as_str().unwrap().starts_with(&id));
+    a.stop();
+    a.restart();
+    std::thread::sleep(Duration::from_secs(12));
+    assert_eq!(reminders(&a).len(), 1, "not again after a restart");
+
+    // Due in 5 s, but the daemon is down until well after: delivered late.
+    let start = utc_in(65);
+    a.json(&[
+        "cal", "add", "Solo", "--title", "Stand-up", "--start", &start, "--tz", "UTC", "--remind", "1m", "--json",
+    ]);
+    a.stop();
+    std::thread::sleep(Duration::from_secs(70));
+    a.start(&[]);
+    let late = wait_until(Duration::from_secs(40), "the late reminder", || {
+        let r = reminders(&a);
+        (r.len() == 2).then_some(r)
+    });
+    assert_eq!(late[1]["context"], "Stand-up");
+    assert_eq!(late[1]["reminder"]["late"], true, "{}", late[1]);
+}
+
+#[test]
+fn a_reminder_fires_on_one_device_of_a_user_not_on_each() {
+    let root = tempfile::tempdir().unwrap();
+    let mut laptop = Node::init(root.path(), "laptop");
+    let mut phone = Node::init(root.path(), "phone");
+    laptop.start(&[]);
+    phone.start(&[laptop.addr()]);
+    laptop.json(&["cal", "new", "Mine", "--json"]);
+    common::link(&laptop, &phone);
+    wait_until(Duration::from_secs(30), "the phone to hold the calendar", || {
+        phone
+            .json(&["cal", "list", "--json"])
+            .as_array()
+            .is_some_and(|c| c.len() == 1 && c[0]["name"] == "Mine")
+            .then_some(())
+    });
+    // Due in 15 s, with both devices up and connected.
+    let start = utc_in(75);
+    laptop.json(&[
+        "cal", "add", "Mine", "--title", "Dentist", "--start", &start, "--tz", "UTC", "--remind", "1m", "--json",
+    ]);
+    wait_until(Duration::from_secs(30), "the phone to hold the event", || {
+        let items = phone.json(&["cal", "agenda", "--tz", "UTC", "--json"]);
+        (items.as_array().unwrap().len() == 1).then_some(())
+    });
+    let total = |laptop: &Node, phone: &Node| reminders(laptop).len() + reminders(phone).len();
+    wait_until(Duration::from_secs(40), "the reminder on one device", || {
+        (total(&laptop, &phone) > 0).then_some(())
+    });
+    // Past every device's turn: still one.
+    std::thread::sleep(Duration::from_secs(35));
+    assert_eq!(
+        total(&laptop, &phone),
+        1,
+        "laptop {:?}, phone {:?}",
+        reminders(&laptop),
+        reminders(&phone)
+    );
+    laptop.stop();
+    laptop.restart();
+    phone.stop();
+    phone.start(&[laptop.addr()]);
+    std::thread::sleep(Duration::from_secs(15));
+    assert_eq!(total(&laptop, &phone), 1, "not again after both restart");
+}
