@@ -510,7 +510,7 @@ fn ics_files_import_export_and_reimport_without_duplicates() {
         "{}",
         &text[..200]
     );
-    assert_eq!(text.matches("BEGIN:VEVENT").count() as u64 >= total, true);
+    assert!(text.matches("BEGIN:VEVENT").count() as u64 >= total);
     let back = a.json(&["cal", "import", "Imported", &out.display().to_string(), "--json"]);
     assert_eq!(back["changed"], false, "{back}");
     assert_eq!(year(&a), on_a);

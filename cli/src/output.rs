@@ -18,6 +18,19 @@ pub(crate) fn json_line<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
 }
 
 pub(crate) fn inbox_entry(e: &InboxEntry) {
+    if let Some(r) = &e.reminder {
+        let title = e.context.as_deref().unwrap_or("(an event no longer there)");
+        let place = e.space_name.as_deref().unwrap_or("a calendar");
+        let late = if r.late { "  (late: this device was off)" } else { "" };
+        println!(
+            "{}  reminder: {title} starts {} ({} min notice, {place}){late}\n    {}",
+            utc(e.at_ms),
+            r.starts,
+            r.minutes,
+            r.occurrence
+        );
+        return;
+    }
     let place = e.space_name.as_deref().unwrap_or("(a document)");
     let context = e.context.as_deref().unwrap_or("(the mention has been edited away)");
     println!(
