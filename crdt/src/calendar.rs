@@ -108,6 +108,11 @@ pub struct Event {
     pub cancelled: bool,
     /// The creator's clock when it created the event (a claim).
     pub created_at_ms: i64,
+    /// A private event's text fields, sealed by the node (field name →
+    /// ciphertext): only its people's devices hold the key.
+    pub sealed: BTreeMap<String, Vec<u8>>,
+    /// The sealing key's public parts (`commit`, `to/<device>` wraps).
+    pub seal: BTreeMap<String, Vec<u8>>,
 }
 
 /// One occurrence of an event, with its exceptions applied.
@@ -138,6 +143,10 @@ pub struct Fields {
     /// An RRULE value; an empty string makes the event single.
     pub rule: Option<String>,
     pub private: Option<bool>,
+    /// Sealed text fields (`title`, `location`, `description` → ciphertext).
+    pub sealed: BTreeMap<String, Vec<u8>>,
+    /// Parts of the sealing key to add (`commit`, `to/<device>`); series only.
+    pub seal: BTreeMap<String, Vec<u8>>,
 }
 
 /// An event's whole state, as an imported file gives it.
@@ -155,6 +164,8 @@ pub struct EventData {
     pub reminders: BTreeSet<u32>,
     pub private: bool,
     pub cancelled: bool,
+    /// Sealed text fields of a private event (the node fills them in).
+    pub sealed: BTreeMap<String, Vec<u8>>,
 }
 
 /// Which occurrences an edit or cancellation applies to.
@@ -199,10 +210,12 @@ pub enum Write {
     /// Makes the event with `data.uid` equal to `data` (creating it under
     /// [`id_for_uid`] if there is none), writing only the fields that differ:
     /// importing the same file twice writes nothing the second time.
-    /// Attendees and answers are left as they are.
+    /// Attendees and answers are left as they are; `seal` adds the parts of a
+    /// private event's key (see [`Fields::seal`]) it lacks.
     Import {
         organizer: String,
         data: EventData,
+        seal: BTreeMap<String, Vec<u8>>,
     },
 }
 
@@ -261,6 +274,8 @@ const EXDATE: &str = "exdate/";
 const OVERRIDE: &str = "override/";
 const ATTENDEE: &str = "attendee/";
 const REMIND: &str = "remind/";
+const SEALED: &str = "sealed-";
+const SEAL: &str = "seal/";
 
 impl CalendarDoc {
     /// A calendar at genesis.
@@ -299,9 +314,9 @@ impl CalendarDoc {
         let mut tx = self.doc.transaction();
         for w in writes {
             match w {
-                Write::Import { organizer, data } => {
+                Write::Import { organizer, data, seal } => {
                     let id = by_uid.get(&data.uid).cloned().unwrap_or_else(|| id_for_uid(&data.uid));
-                    import_one(&mut tx, &self.events, &id, organizer, data, now_ms)?
+                    import_one(&mut tx, &self.events, &id, organizer, data, seal, now_ms)?
                 }
                 _ => write_one(&mut tx, &self.events, w, now_ms)?,
             }
@@ -341,7 +356,8 @@ impl CalendarDoc {
                 if self.event(id).is_some() {
                     return Err(WriteError::Exists(id.clone()));
                 }
-                if fields.title.is_none() || fields.when.is_none() {
+                let titled = fields.title.is_some() || fields.sealed.contains_key(TITLE);
+                if !titled || fields.when.is_none() {
                     return Err(WriteError::Incomplete);
                 }
                 check_rule(&fields.rule, fields.when)
@@ -552,6 +568,7 @@ fn import_one(
     id: &str,
     organizer: &str,
     data: &EventData,
+    seal: &BTreeMap<String, Vec<u8>>,
     now_ms: i64,
 ) -> Result<(), Error> {
     let obj = match tx.get(events, id)? {
@@ -565,8 +582,10 @@ fn import_one(
         }
     };
     let wanted = flatten(data);
-    // Everything but identity and the attendees' answers is the file's.
-    let managed = |k: &str| ![UID, ORGANIZER, CREATED_AT].contains(&k) && !k.starts_with(ATTENDEE);
+    // Everything but identity, the attendees' answers and the sealing key's
+    // parts is the file's.
+    let managed =
+        |k: &str| ![UID, ORGANIZER, CREATED_AT].contains(&k) && !k.starts_with(ATTENDEE) && !k.starts_with(SEAL);
     let mut have: BTreeMap<String, ScalarValue> = BTreeMap::new();
     for item in tx.map_range(&obj, ..) {
         if let ValueRef::Scalar(v) = &item.value
@@ -581,6 +600,12 @@ fn import_one(
     for (key, value) in wanted {
         if have.get(&key) != Some(&value) {
             tx.put(&obj, key, value)?;
+        }
+    }
+    for (name, bytes) in seal {
+        let key = format!("{SEAL}{name}");
+        if tx.get(&obj, key.as_str())?.is_none() {
+            tx.put(&obj, key, ScalarValue::Bytes(bytes.clone()))?;
         }
     }
     Ok(())
@@ -614,6 +639,15 @@ fn flatten(d: &EventData) -> BTreeMap<String, ScalarValue> {
                 );
             }
         }
+        for (field, bytes) in &o.sealed {
+            out.insert(
+                format!("{OVERRIDE}{key}/{SEALED}{field}"),
+                ScalarValue::Bytes(bytes.clone()),
+            );
+        }
+    }
+    for (field, bytes) in &d.sealed {
+        out.insert(format!("{SEALED}{field}"), ScalarValue::Bytes(bytes.clone()));
     }
     let flags = d
         .rdates
@@ -654,6 +688,16 @@ fn put_fields(tx: &mut Transaction<'_>, obj: &ObjId, prefix: &str, f: &Fields) -
     if let Some(private) = f.private {
         tx.put(obj, PRIVATE, private)?;
     }
+    for (name, bytes) in &f.sealed {
+        tx.put(
+            obj,
+            format!("{prefix}{SEALED}{name}"),
+            ScalarValue::Bytes(bytes.clone()),
+        )?;
+    }
+    for (name, bytes) in &f.seal {
+        tx.put(obj, format!("{SEAL}{name}"), ScalarValue::Bytes(bytes.clone()))?;
+    }
     Ok(())
 }
 
@@ -675,6 +719,8 @@ fn read_event(doc: &impl ReadDoc, id: &str, obj: &ObjId) -> Event {
         private: false,
         cancelled: false,
         created_at_ms: 0,
+        sealed: BTreeMap::new(),
+        seal: BTreeMap::new(),
     };
     for item in doc.map_range(obj, ..) {
         let key: &str = &item.key;
@@ -684,6 +730,10 @@ fn read_event(doc: &impl ReadDoc, id: &str, obj: &ObjId) -> Event {
             _ => None,
         };
         let flag = matches!(value, ScalarValueRef::Boolean(true));
+        let bytes = match value {
+            ScalarValueRef::Bytes(b) => Some(b.to_vec()),
+            _ => None,
+        };
         match key {
             UID => e.uid = text.unwrap_or_default(),
             ORGANIZER => e.organizer = text.unwrap_or_default(),
@@ -719,8 +769,16 @@ fn read_event(doc: &impl ReadDoc, id: &str, obj: &ObjId) -> Event {
                         LOCATION => o.location = text,
                         DESCRIPTION => o.description = text,
                         WHEN => o.when = text,
-                        _ => {}
+                        _ => {
+                            if let (Some(name), Some(bytes)) = (field.strip_prefix(SEALED), bytes) {
+                                o.sealed.insert(name.to_string(), bytes);
+                            }
+                        }
                     }
+                } else if let (Some(name), Some(bytes)) = (key.strip_prefix(SEALED), bytes.clone()) {
+                    e.sealed.insert(name.to_string(), bytes);
+                } else if let (Some(name), Some(bytes)) = (key.strip_prefix(SEAL), bytes) {
+                    e.seal.insert(name.to_string(), bytes);
                 }
             }
         }

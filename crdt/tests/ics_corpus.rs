@@ -77,6 +77,7 @@ fn import(doc: &mut CalendarDoc, parsed: &ics::Parsed) -> Result<Change, Error> 
         .map(|data| Write::Import {
             organizer: ORGANIZER.to_string(),
             data: data.clone(),
+            seal: Default::default(),
         })
         .collect();
     doc.write(actor_id(&[1; 32], &DOC, 1), &writes, NOW_MS)

@@ -21,6 +21,7 @@ const EPOCH_COMMIT_CONTEXT: &str = "outpost/epoch-commit/v1";
 const EPOCH_ID_CONTEXT: &str = "outpost/epoch-id/v1";
 const CONTENT_KEY_CONTEXT: &str = "outpost/content-key/v1";
 const MERGED_KEY_CONTEXT: &str = "outpost/epoch-merge/v1";
+const SIV_NONCE_CONTEXT: &str = "outpost/siv-nonce/v1";
 const LINK_AAD: &[u8] = b"outpost/v1/history-link\0";
 
 /// Why decryption or unwrapping failed. Deliberately carries no detail: an AEAD
@@ -110,6 +111,25 @@ impl EpochKey {
     /// Encrypts `plaintext` with a fresh random 24-byte nonce, binding `aad`.
     pub fn seal(&self, aad: &[u8], plaintext: &[u8]) -> ([u8; 24], Vec<u8>) {
         let nonce: [u8; 24] = rand::random();
+        let ct = aead(&self.content)
+            .encrypt(&XNonce::from(nonce), Payload { msg: plaintext, aad })
+            .expect("XChaCha20-Poly1305 encrypts any message below 256 GiB");
+        (nonce, ct)
+    }
+
+    /// Encrypts `plaintext` with a nonce derived from the key, `aad` and the
+    /// plaintext (SIV-style): the same text under the same key and `aad`
+    /// seals to the same bytes. For a private calendar event's fields, so a
+    /// re-import of the same file writes nothing new; it reveals only that a
+    /// field kept its value.
+    pub fn seal_deterministic(&self, aad: &[u8], plaintext: &[u8]) -> ([u8; 24], Vec<u8>) {
+        let mut hasher = blake3::Hasher::new_keyed(&self.content.0);
+        hasher.update(SIV_NONCE_CONTEXT.as_bytes());
+        hasher.update(&(aad.len() as u64).to_le_bytes());
+        hasher.update(aad);
+        hasher.update(plaintext);
+        let mut nonce = [0u8; 24];
+        nonce.copy_from_slice(&hasher.finalize().as_bytes()[..24]);
         let ct = aead(&self.content)
             .encrypt(&XNonce::from(nonce), Payload { msg: plaintext, aad })
             .expect("XChaCha20-Poly1305 encrypts any message below 256 GiB");

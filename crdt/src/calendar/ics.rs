@@ -779,6 +779,7 @@ fn series(master: Vevent, instances: Vec<Vevent>, w: &mut Warnings) -> EventData
         reminders: master.reminders.clone(),
         private: master.private,
         cancelled: master.cancelled,
+        sealed: BTreeMap::new(),
     };
     let mut by_key: BTreeMap<String, Vec<Vevent>> = BTreeMap::new();
     for instance in instances {
@@ -825,6 +826,7 @@ fn instance_overrides(master: &Vevent, series: &When, key: &str, instance: &Veve
         location: differs(&instance.location, &master.location),
         description: differs(&instance.description, &master.description),
         when: (original.is_none_or(|o| !same_time(&own, &o))).then(|| own.to_string()),
+        sealed: BTreeMap::new(),
     }
 }
 
@@ -863,6 +865,7 @@ fn orphan(instance: Vevent, w: &mut Warnings) -> Option<EventData> {
         reminders: instance.reminders,
         private: instance.private,
         cancelled: false,
+        sealed: BTreeMap::new(),
     })
 }
 
@@ -1230,6 +1233,8 @@ mod tests {
             private: false,
             cancelled: false,
             created_at_ms: 0,
+            sealed: BTreeMap::new(),
+            seal: BTreeMap::new(),
         }
     }
 

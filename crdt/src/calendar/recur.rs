@@ -130,6 +130,8 @@ pub struct Overrides {
     pub description: Option<String>,
     /// The occurrence moved: its own time, as stored (invalid ones are ignored).
     pub when: Option<String>,
+    /// Sealed text fields of a private event's occurrence.
+    pub sealed: std::collections::BTreeMap<String, Vec<u8>>,
 }
 
 impl Overrides {

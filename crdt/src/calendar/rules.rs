@@ -19,7 +19,7 @@ use automerge::{
 
 use super::{
     ATTENDEE, CANCELLED, CREATED_AT, DESCRIPTION, EXDATE, LOCATION, ORGANIZER, OVERRIDE, PRIVATE, RDATE, REMIND, RULE,
-    Rsvp, TITLE, UID, WHEN,
+    Rsvp, SEAL, SEALED, TITLE, UID, WHEN,
 };
 use crate::{Author, text::OpRef};
 
@@ -33,6 +33,10 @@ pub const MAX_SHORT_BYTES: usize = 1 << 10;
 pub const MAX_DESCRIPTION_BYTES: usize = 16 << 10;
 /// Longest stored time.
 const MAX_WHEN_BYTES: usize = 128;
+/// What sealing adds to a field: a nonce and an AEAD tag, with room to spare.
+const SEALING_BYTES: usize = 64;
+/// Longest wrap of a private event's key for one device.
+const MAX_WRAP_BYTES: usize = 256;
 /// Latest reminder: four weeks before, in minutes.
 pub const MAX_REMINDER_MINUTES: u32 = 4 * 7 * 24 * 60;
 
@@ -167,6 +171,7 @@ pub(super) fn check(
 #[derive(Debug, Clone, Copy)]
 enum Kind {
     Text(usize),
+    Bytes(usize),
     Flag,
     Time,
     Answer,
@@ -176,6 +181,7 @@ impl Kind {
     fn accepts(self, value: &ScalarValue) -> bool {
         match (self, value) {
             (Kind::Text(max), ScalarValue::Str(s)) => s.len() <= max,
+            (Kind::Bytes(max), ScalarValue::Bytes(b)) => b.len() <= max,
             (Kind::Flag, ScalarValue::Boolean(_)) => true,
             (Kind::Time, ScalarValue::Timestamp(_)) => true,
             (Kind::Answer, ScalarValue::Str(s)) => Rsvp::parse(s).is_some(),
@@ -187,11 +193,16 @@ impl Kind {
 /// The kind of the field stored under `key`.
 fn field_kind(key: &str) -> Result<Kind, Violation> {
     let unknown = || Violation::Field(key.chars().take(64).collect());
+    // A text field, or its sealed form (a private event's).
     let plain = |name: &str| match name {
         TITLE | LOCATION => Some(Kind::Text(MAX_SHORT_BYTES)),
         DESCRIPTION => Some(Kind::Text(MAX_DESCRIPTION_BYTES)),
         WHEN => Some(Kind::Text(MAX_WHEN_BYTES)),
-        _ => None,
+        _ => match name.strip_prefix(SEALED)? {
+            TITLE | LOCATION => Some(Kind::Bytes(MAX_SHORT_BYTES + SEALING_BYTES)),
+            DESCRIPTION => Some(Kind::Bytes(MAX_DESCRIPTION_BYTES + SEALING_BYTES)),
+            _ => None,
+        },
     };
     if let Some(kind) = plain(key) {
         return Ok(kind);
@@ -209,6 +220,14 @@ fn field_kind(key: &str) -> Result<Kind, Violation> {
         } else {
             Err(unknown())
         };
+    }
+    match key.strip_prefix(SEAL) {
+        Some("commit") => return Ok(Kind::Bytes(32)),
+        Some(to) if to.strip_prefix("to/").is_some_and(|d| !d.is_empty() && d.len() <= 128) => {
+            return Ok(Kind::Bytes(MAX_WRAP_BYTES));
+        }
+        Some(_) => return Err(unknown()),
+        None => {}
     }
     if let Some(user) = key.strip_prefix(ATTENDEE) {
         return if !user.is_empty() && user.len() <= 128 {

@@ -15,6 +15,8 @@ use outpost_crdt::calendar::{
 
 use super::{docs::mentioned, *};
 
+mod private;
+
 /// A write to a calendar.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -385,18 +387,28 @@ impl Core {
                 let when = new_when(&new)?;
                 let id = new_event_id();
                 let attendees = self.resolve_users(space, &new.attendees)?;
+                let mut fields = Fields {
+                    title: Some(non_empty_title(&new.title)?),
+                    location: new.location,
+                    description: new.description,
+                    when: Some(when),
+                    rule: new.rrule.filter(|r| !r.trim().is_empty()),
+                    private: new.private.then_some(true),
+                    ..Fields::default()
+                };
+                if new.private {
+                    // Sealed for the organizer's and the attendees' devices only.
+                    let (key, mut seal) = private::new_key(&space_id, &id);
+                    let people: BTreeSet<String> = attendees.iter().cloned().chain([me.clone()]).collect();
+                    seal.extend(private::wraps_for(&key, None, private::devices_of(space, &people)));
+                    private::seal_fields(&key, &id, None, &mut fields);
+                    fields.seal = seal;
+                }
                 let write = Write::Add {
                     uid: format!("{id}@outpost"),
                     id: id.clone(),
                     organizer: me,
-                    fields: Fields {
-                        title: Some(non_empty_title(&new.title)?),
-                        location: new.location,
-                        description: new.description,
-                        when: Some(when),
-                        rule: new.rrule.filter(|r| !r.trim().is_empty()),
-                        private: new.private.then_some(true),
-                    },
+                    fields,
                     attendees,
                     reminders: parse_reminders(&new.remind)?,
                 };
@@ -406,21 +418,31 @@ impl Core {
                 if !editor {
                     return Err(read_only());
                 }
-                let event = self.event_of(space, &id)?;
+                let (event, _) = self.event_of(space, &id)?;
                 let scope = scope_of(scope, &key)?;
                 let when = changed_when(&event, &scope, &change)?;
+                let invite = self.resolve_users(space, &change.invite)?;
+                let mut fields = Fields {
+                    title: change.title.map(|t| non_empty_title(&t)).transpose()?,
+                    location: change.location,
+                    description: change.description,
+                    when,
+                    rule: change.rrule,
+                    private: change.private,
+                    ..Fields::default()
+                };
+                if event.private {
+                    self.private_edit(space, &event, &scope, &invite, &mut fields)?;
+                } else if change.private == Some(true) {
+                    return Err(Error::Invalid(
+                        "make an event private when you add it (`cal add --private`): its text so far stays in the calendar's history".into(),
+                    ));
+                }
                 let write = Write::Edit {
                     id: id.clone(),
                     scope,
-                    fields: Fields {
-                        title: change.title.map(|t| non_empty_title(&t)).transpose()?,
-                        location: change.location,
-                        description: change.description,
-                        when,
-                        rule: change.rrule,
-                        private: change.private,
-                    },
-                    invite: self.resolve_users(space, &change.invite)?,
+                    fields,
+                    invite,
                     uninvite: self.resolve_users(space, &change.uninvite)?,
                     reminders: change.remind.as_deref().map(parse_reminders).transpose()?,
                 };
@@ -437,7 +459,7 @@ impl Core {
                 let answer = Rsvp::parse(&answer).ok_or_else(|| {
                     Error::Invalid(format!("`{answer}` is not an answer: use accept, decline or tentative"))
                 })?;
-                let event = self.event_of(space, &id)?;
+                let (event, _) = self.event_of(space, &id)?;
                 if !event.attendees.contains_key(&me) {
                     return Err(Error::NotAllowed(format!(
                         "you are not invited to `{}`: the organizer adds attendees with `cal edit EVENT --invite USER`",
@@ -466,27 +488,132 @@ impl Core {
                 }
                 let parsed =
                     calendar::ics::parse(&ics).map_err(|e| Error::Invalid(format!("not an iCalendar file: {e}")))?;
-                let writes = parsed
-                    .events
-                    .into_iter()
-                    .map(|data| Write::Import {
-                        organizer: me.clone(),
-                        data,
-                    })
-                    .collect();
-                Ok((writes, None, parsed.warnings))
+                let mut warnings = parsed.warnings;
+                let mut writes = Vec::with_capacity(parsed.events.len());
+                for data in parsed.events {
+                    if let Some(write) = self.import_write(space, &me, data, &mut warnings) {
+                        writes.push(write);
+                    }
+                }
+                Ok((writes, None, warnings))
             }
         }
     }
 
-    fn event_of(&self, space: &Space, id: &str) -> Result<Event> {
-        space
-            .readable
-            .as_ref()
-            .and_then(|r| r.docs.get(&space.main_doc()))
-            .and_then(|d| d.doc.calendar())
+    /// One event, its private text revealed when this device may read it
+    /// (the flag says it may).
+    pub(super) fn event_of(&self, space: &Space, id: &str) -> Result<(Event, bool)> {
+        let mut event = calendar_of(space)
             .and_then(|c| c.event(id))
-            .ok_or_else(|| Error::NotFound(format!("no event `{id}`")))
+            .ok_or_else(|| Error::NotFound(format!("no event `{id}`")))?;
+        let readable = private::reveal(&space.state.space, &mut event, &self.keys);
+        Ok((event, readable))
+    }
+
+    /// Every event of a calendar, private text revealed where this device may.
+    fn events_of(&self, space: &Space) -> Vec<(Event, bool)> {
+        let Some(cal) = calendar_of(space) else {
+            return Vec::new();
+        };
+        cal.events()
+            .into_iter()
+            .map(|mut e| {
+                let readable = private::reveal(&space.state.space, &mut e, &self.keys);
+                (e, readable)
+            })
+            .collect()
+    }
+
+    /// Seals what an edit of a private event writes, and wraps its key for
+    /// the people's devices that lack it. Only a device holding the key may
+    /// change its text.
+    fn private_edit(
+        &self,
+        space: &Space,
+        event: &Event,
+        scope: &Scope,
+        invite: &[String],
+        fields: &mut Fields,
+    ) -> Result<()> {
+        let Some(key) = private::open_key(&space.state.space, event, &self.keys) else {
+            let text = fields.title.is_some() || fields.location.is_some() || fields.description.is_some();
+            if text || fields.private == Some(false) {
+                return Err(Error::NotAllowed(
+                    "this private event's text is sealed for its organizer and attendees: only their devices change it"
+                        .into(),
+                ));
+            }
+            return Ok(());
+        };
+        if fields.private == Some(false) {
+            // Public again: the text goes back in the clear.
+            let (shown, _) = self.event_of(space, &event.id)?;
+            fields.title.get_or_insert(shown.title);
+            fields.location.get_or_insert(shown.location);
+            fields.description.get_or_insert(shown.description);
+            return Ok(());
+        }
+        let occurrence = match scope {
+            Scope::All => None,
+            Scope::This(k) => Some(k.as_str()),
+        };
+        private::seal_fields(&key, &event.id, occurrence, fields);
+        let people: BTreeSet<String> = event
+            .attendees
+            .keys()
+            .cloned()
+            .chain(invite.iter().cloned())
+            .chain([event.organizer.clone()])
+            .collect();
+        fields.seal = private::wraps_for(&key, Some(event), private::devices_of(space, &people));
+        Ok(())
+    }
+
+    /// The write for one imported event; a private one is sealed (under its
+    /// existing key when it was imported before, so nothing changes).
+    fn import_write(
+        &self,
+        space: &Space,
+        me: &str,
+        mut data: calendar::EventData,
+        warnings: &mut Vec<String>,
+    ) -> Option<Write> {
+        let mut seal = BTreeMap::new();
+        if data.private {
+            let existing = calendar_of(space).and_then(|c| c.event_by_uid(&data.uid));
+            let id = existing
+                .as_ref()
+                .map_or_else(|| calendar::id_for_uid(&data.uid), |e| e.id.clone());
+            let key = match existing.as_ref().filter(|e| !e.seal.is_empty()) {
+                Some(e) => match private::open_key(&space.state.space, e, &self.keys) {
+                    Some(key) => key,
+                    None => {
+                        warnings.push(format!(
+                            "skipped the private event {}: it is sealed for other people",
+                            data.uid
+                        ));
+                        return None;
+                    }
+                },
+                None => {
+                    let (key, commit) = private::new_key(&space.state.space, &id);
+                    seal = commit;
+                    key
+                }
+            };
+            let people = BTreeSet::from([me.to_string()]);
+            seal.extend(private::wraps_for(
+                &key,
+                existing.as_ref(),
+                private::devices_of(space, &people),
+            ));
+            private::seal_data(&key, &id, &mut data);
+        }
+        Some(Write::Import {
+            organizer: me.to_string(),
+            data,
+            seal,
+        })
     }
 
     /// Member users by name (as mentions resolve them); each must be a member.
@@ -529,18 +656,12 @@ impl Core {
                         "the agenda spans a positive window of at most {MAX_AGENDA_DAYS} days"
                     )));
                 }
-                let me = self.keys.user_id().to_string();
                 let mut items = Vec::new();
                 for (id, s) in &self.spaces {
                     if s.state.kind != SpaceKind::Calendar || (!spaces.is_empty() && !spaces.contains(id)) {
                         continue;
                     }
-                    let Some(cal) = s
-                        .readable
-                        .as_ref()
-                        .and_then(|r| r.docs.get(&s.main_doc()))
-                        .and_then(|d| d.doc.calendar())
-                    else {
+                    if calendar_of(s).is_none() {
                         if spaces.contains(id) {
                             return Err(Error::KeyMissing {
                                 space: *id,
@@ -551,13 +672,14 @@ impl Core {
                             });
                         }
                         continue;
-                    };
-                    for event in cal.events() {
+                    }
+                    for (event, readable) in self.events_of(s) {
                         let (occurrences, _) = event.occurrences(from, to, viewer);
+                        let name = s.name.as_deref().unwrap_or("");
                         items.extend(
                             occurrences
                                 .iter()
-                                .map(|o| agenda_item(*id, s.name.as_deref().unwrap_or(""), &event, o, viewer, &me)),
+                                .map(|o| agenda_item(*id, name, &event, readable, o, viewer)),
                         );
                     }
                 }
@@ -596,13 +718,22 @@ impl Core {
             CalQuery::Export { space } => {
                 let s = self.spaces.get(&space).ok_or(Error::UnknownSpace(space))?;
                 expect_kind(s, SpaceKind::Calendar)?;
-                let events = s
-                    .readable
-                    .as_ref()
-                    .and_then(|r| r.docs.get(&s.main_doc()))
-                    .and_then(|d| d.doc.calendar())
-                    .map(|c| c.events())
-                    .unwrap_or_default();
+                // What this device reads: others' private events as busy time.
+                let events: Vec<Event> = self
+                    .events_of(s)
+                    .into_iter()
+                    .map(|(mut e, readable)| {
+                        if !readable {
+                            e.title = "Busy".into();
+                            e.location.clear();
+                            e.description.clear();
+                            e.overrides.values_mut().for_each(|o| {
+                                (o.title, o.location, o.description) = (None, None, None);
+                            });
+                        }
+                        e
+                    })
+                    .collect();
                 let stamp = DateTime::from_timestamp_millis(crate::clock::now_ms() as i64).unwrap_or_default();
                 Ok(CalAnswer::Export {
                     name: s.name.clone().unwrap_or_default(),
@@ -644,27 +775,17 @@ impl Core {
     /// calendar this device reads that the user organises or was invited to
     /// and did not decline, except `skip`.
     fn busy(&self, user: &str, from: DateTime<Utc>, to: DateTime<Utc>, viewer: Tz, skip: Option<&str>) -> Vec<Busy> {
-        let me = self.keys.user_id().to_string();
         let mut out = Vec::new();
         for s in self.spaces.values().filter(|s| s.state.kind == SpaceKind::Calendar) {
-            let Some(cal) = s
-                .readable
-                .as_ref()
-                .and_then(|r| r.docs.get(&s.main_doc()))
-                .and_then(|d| d.doc.calendar())
-            else {
-                continue;
-            };
-            for e in cal.events() {
+            for (e, readable) in self.events_of(s) {
                 if Some(e.id.as_str()) == skip || !takes_part(&e, user) {
                     continue;
                 }
-                let hidden = e.private && e.organizer != me && !e.attendees.contains_key(&me);
                 let (occurrences, _) = e.occurrences(from, to, viewer);
                 out.extend(occurrences.into_iter().map(|o| Busy {
                     start: o.start,
                     end: o.end,
-                    title: (!hidden).then_some(o.title),
+                    title: readable.then_some(o.title),
                 }));
             }
         }
@@ -673,7 +794,7 @@ impl Core {
 
     /// Warnings for the people of event `id` busy at one of its next occurrences.
     fn conflicts(&self, space_id: SpaceId, id: &str) -> Vec<String> {
-        let Ok(event) = self.event_of(&self.spaces[&space_id], id) else {
+        let Ok((event, _)) = self.event_of(&self.spaces[&space_id], id) else {
             return Vec::new();
         };
         let Some(when) = event.when else {
@@ -750,8 +871,26 @@ fn merge(intervals: impl Iterator<Item = (DateTime<Utc>, DateTime<Utc>)>) -> Vec
     out
 }
 
-fn agenda_item(space: SpaceId, name: &str, e: &Event, o: &calendar::Occurrence, viewer: Tz, me: &str) -> AgendaItem {
-    let busy_only = e.private && e.organizer != me && !e.attendees.contains_key(me);
+/// A calendar space's document, when this device reads it.
+fn calendar_of(space: &Space) -> Option<&CalendarDoc> {
+    space
+        .readable
+        .as_ref()
+        .and_then(|r| r.docs.get(&space.main_doc()))
+        .and_then(|d| d.doc.calendar())
+}
+
+/// One occurrence for the agenda; `readable` is false for a private event
+/// this device holds no key of (only its time shows).
+fn agenda_item(
+    space: SpaceId,
+    name: &str,
+    e: &Event,
+    readable: bool,
+    o: &calendar::Occurrence,
+    viewer: Tz,
+) -> AgendaItem {
+    let busy_only = !readable;
     let (start, end) = match o.when {
         When::AllDay { start, end } => (start.to_string(), (end - Duration::days(1)).to_string()),
         When::Timed { .. } => (

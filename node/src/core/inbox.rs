@@ -158,8 +158,8 @@ impl Core {
     fn reminder_entry(&self, seq: u64, row: ReminderRow) -> InboxEntry {
         let space = self.spaces.get(&row.space);
         let event = space
-            .and_then(|s| Some((s, s.readable.as_ref()?)))
-            .and_then(|(s, r)| r.docs.get(&s.main_doc())?.doc.calendar()?.event(&row.event));
+            .and_then(|s| self.event_of(s, &row.event).ok())
+            .map(|(event, _)| event);
         InboxEntry {
             seq,
             kind: "reminder".into(),
