@@ -736,3 +736,57 @@ fn a_reminder_fires_on_one_device_of_a_user_not_on_each() {
     std::thread::sleep(Duration::from_secs(15));
     assert_eq!(total(&laptop, &phone), 1, "not again after both restart");
 }
+
+#[test]
+fn this_and_following_splits_a_series_on_every_node() {
+    let root = tempfile::tempdir().unwrap();
+    let (a, b) = pair(root.path());
+    new_calendar(&a, &b);
+    let id = event_id(&a.json(&[
+        "cal",
+        "add",
+        "Team",
+        "--title",
+        "Retro",
+        "--start",
+        "2026-12-01 09:00",
+        "--tz",
+        "UTC",
+        "--rrule",
+        "FREQ=WEEKLY;COUNT=6",
+        "--json",
+    ]));
+    let new = event_id(&a.json(&[
+        "cal",
+        "edit",
+        &format!("{id}@2026-12-15"),
+        "--following",
+        "--start",
+        "10:00",
+        "--title",
+        "Retro (new slot)",
+        "--json",
+    ]));
+    assert_ne!(new, id);
+    a.json(&["cal", "cancel", &format!("{new}@2026-12-29"), "--following", "--json"]);
+    let expected: Vec<(String, String)> = [
+        ("2026-12-01T09:00:00+00:00", "Retro"),
+        ("2026-12-08T09:00:00+00:00", "Retro"),
+        ("2026-12-15T10:00:00+00:00", "Retro (new slot)"),
+        ("2026-12-22T10:00:00+00:00", "Retro (new slot)"),
+    ]
+    .iter()
+    .map(|(s, t)| (s.to_string(), t.to_string()))
+    .collect();
+    for node in [&a, &b] {
+        wait_until(Duration::from_secs(30), "the split series on both nodes", || {
+            let shown: Vec<(String, String)> = agenda(node, "2026-11-01", "2027-03-01")
+                .into_iter()
+                .map(|(_, s, t, _)| (s, t))
+                .collect();
+            (shown == expected).then_some(())
+        });
+    }
+    let err = a.fails(&["cal", "edit", &id, "--following", "--title", "x"], 2);
+    assert!(err.contains("occurrence"), "{err}");
+}

@@ -47,8 +47,9 @@ pub(crate) enum CalCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Change an event: the whole series (EVENT, or --all), or one occurrence
-    /// (EVENT@DATE as `cal agenda` prints it, or --this).
+    /// Change an event: the whole series (EVENT, or --all), one occurrence
+    /// (EVENT@DATE as `cal agenda` prints it, or --this), or an occurrence and
+    /// the ones after it (EVENT@DATE --following).
     Edit {
         /// EVENT (an id prefix of 4+ characters) or EVENT@DATE for one occurrence.
         event: String,
@@ -59,7 +60,8 @@ pub(crate) enum CalCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Cancel an event: the whole series, or one occurrence (EVENT@DATE).
+    /// Cancel an event: the whole series, one occurrence (EVENT@DATE), or an
+    /// occurrence and the ones after it (EVENT@DATE --following).
     Cancel {
         event: String,
         #[command(flatten)]
@@ -168,6 +170,10 @@ pub(crate) struct ScopeArgs {
     /// Only the occurrence named (EVENT@DATE).
     #[arg(long)]
     this: bool,
+    /// The occurrence named and every one after it (the series is split
+    /// there, as calendar apps do; edit prints the new series' id).
+    #[arg(long)]
+    following: bool,
     /// The whole series.
     #[arg(long)]
     all: bool,
@@ -175,10 +181,14 @@ pub(crate) struct ScopeArgs {
 
 impl ScopeArgs {
     fn scope(&self) -> Option<CalScope> {
-        match (self.this, self.all) {
-            (true, _) => Some(CalScope::This),
-            (_, true) => Some(CalScope::All),
-            _ => None,
+        if self.this {
+            Some(CalScope::This)
+        } else if self.following {
+            Some(CalScope::Following)
+        } else if self.all {
+            Some(CalScope::All)
+        } else {
+            None
         }
     }
 }

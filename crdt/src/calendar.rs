@@ -207,6 +207,25 @@ pub enum Write {
         user: String,
         answer: Rsvp,
     },
+    /// "This and following": the series `id` ends before its occurrence
+    /// `key`, and a new series `new_id` (with `fields`, which the caller
+    /// completes: title and time at least) goes on from there with the rest
+    /// of the rule (a COUNT is shared out), the people, the reminders and the
+    /// exceptions from `key` on. Splitting is what iCalendar clients do; see
+    /// the module docs for how it merges.
+    Split {
+        id: String,
+        key: String,
+        new_id: String,
+        new_uid: String,
+        organizer: String,
+        fields: Fields,
+    },
+    /// Ends the series `id` before its occurrence `key` (cancel "this and following").
+    Truncate {
+        id: String,
+        key: String,
+    },
     /// Makes the event with `data.uid` equal to `data` (creating it under
     /// [`id_for_uid`] if there is none), writing only the fields that differ:
     /// importing the same file twice writes nothing the second time.
@@ -377,6 +396,20 @@ impl CalendarDoc {
                 check_rule(&rule, fields.when.or(event.when))
             }
             Write::Cancel { id, scope } => check_scope(&exists(id)?, scope),
+            Write::Split { id, key, .. } | Write::Truncate { id, key } => {
+                let event = exists(id)?;
+                check_scope(&event, &Scope::This(key.clone()))?;
+                if let Write::Split { fields, new_id, .. } = w {
+                    let titled = fields.title.is_some() || fields.sealed.contains_key(TITLE);
+                    if !titled || fields.when.is_none() {
+                        return Err(WriteError::Incomplete);
+                    }
+                    if self.event(new_id).is_some() {
+                        return Err(WriteError::Exists(new_id.clone()));
+                    }
+                }
+                recur::split_rule(&event, key).map(|_| ()).map_err(WriteError::from)
+            }
             Write::Import { data, .. } => check_rule(&data.rule, Some(data.when)),
             Write::Rsvp { id, .. } => exists(id).map(|_| ()),
         }
@@ -556,9 +589,82 @@ fn write_one(tx: &mut Transaction<'_>, events: &ObjId, w: &Write, now_ms: i64) -
             let obj = event_obj(tx, id)?;
             tx.put(&obj, format!("{ATTENDEE}{user}"), answer.as_str())?;
         }
+        Write::Split {
+            id,
+            key,
+            new_id,
+            new_uid,
+            organizer,
+            fields,
+        } => {
+            let obj = event_obj(tx, id)?;
+            let event = read_event(tx, id, &obj);
+            let (before, after) = recur::split_rule(&event, key).map_err(WriteError::from)?;
+            let moved = truncate(tx, &obj, key, &before)?;
+            let new = tx.put_object(events, new_id.as_str(), ObjType::Map)?;
+            tx.put(&new, UID, new_uid.as_str())?;
+            tx.put(&new, ORGANIZER, organizer.as_str())?;
+            tx.put(&new, CREATED_AT, ScalarValue::Timestamp(now_ms))?;
+            let mut fields = fields.clone();
+            if fields.rule.is_none() {
+                fields.rule = Some(after);
+            }
+            put_fields(tx, &new, "", &fields)?;
+            for (k, value) in moved {
+                tx.put(&new, k, value)?;
+            }
+            for (user, answer) in &event.attendees {
+                tx.put(&new, format!("{ATTENDEE}{user}"), answer.as_str())?;
+            }
+            for minutes in &event.reminders {
+                tx.put(&new, format!("{REMIND}{minutes}"), true)?;
+            }
+        }
+        Write::Truncate { id, key } => {
+            let obj = event_obj(tx, id)?;
+            let event = read_event(tx, id, &obj);
+            let (before, _) = recur::split_rule(&event, key).map_err(WriteError::from)?;
+            truncate(tx, &obj, key, &before)?;
+        }
         Write::Import { .. } => unreachable!("imports are written by import_one"),
     }
     Ok(())
+}
+
+/// Ends a series before its occurrence `key` with the rule `before`: the
+/// extra dates and exceptions from `key` on leave it. Returns those that move
+/// to the part after (sealed texts stay: they are bound to this event).
+fn truncate(
+    tx: &mut Transaction<'_>,
+    obj: &ObjId,
+    key: &str,
+    before: &str,
+) -> Result<Vec<(String, ScalarValue)>, Error> {
+    tx.put(obj, RULE, before)?;
+    let from = parse_key(key);
+    let later = |k: &str| parse_key(k).is_some_and(|t| Some(t) >= from);
+    let mut moved = Vec::new();
+    let keys: Vec<(String, ScalarValue)> = tx
+        .map_range(obj, ..)
+        .filter_map(|item| match &item.value {
+            ValueRef::Scalar(v) => Some((item.key.to_string(), ScalarValue::from(v))),
+            _ => None,
+        })
+        .collect();
+    for (k, value) in keys {
+        let occurrence = k.strip_prefix(RDATE).or_else(|| k.strip_prefix(EXDATE)).or_else(|| {
+            k.strip_prefix(OVERRIDE)
+                .and_then(|rest| rest.split_once('/'))
+                .map(|(o, _)| o)
+        });
+        if occurrence.is_some_and(|o| later(o)) {
+            if !k.contains(SEALED) {
+                moved.push((k.clone(), value));
+            }
+            tx.delete(obj, k.as_str())?;
+        }
+    }
+    Ok(moved)
 }
 
 /// Makes event `id` hold `data`, writing only the keys that differ.

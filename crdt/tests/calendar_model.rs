@@ -594,3 +594,85 @@ mod convergence {
         }
     }
 }
+
+#[test]
+fn this_and_following_splits_the_series() {
+    let (mut cal, _) = shared(add(
+        "w",
+        "Weekly",
+        timed("2026-12-07 09:00", "2026-12-07 10:00", "Europe/Berlin"),
+        Some("FREQ=WEEKLY;COUNT=6"),
+    ));
+    cal.write(
+        actor(1),
+        &[Write::Cancel {
+            id: "w".into(),
+            scope: Scope::This("20261228T090000".into()),
+        }],
+        2,
+    )
+    .unwrap();
+    let split = Write::Split {
+        id: "w".into(),
+        key: "20261221T090000".into(),
+        new_id: "w2".into(),
+        new_uid: "w@test_R20261221T090000".into(),
+        organizer: ALICE.into(),
+        fields: Fields {
+            title: Some("Weekly (new room)".into()),
+            when: Some(timed("2026-12-21 10:00", "2026-12-21 11:00", "Europe/Berlin")),
+            ..Fields::default()
+        },
+    };
+    cal.write(actor(1), &[split], 3).unwrap();
+    let before = starts(&cal, "w", "2026-12-01 00:00", "2027-03-01 00:00");
+    assert_eq!(before, ["2026-12-07 08:00", "2026-12-14 08:00"]);
+    let after = cal.event("w2").unwrap();
+    assert_eq!(
+        after.rule.as_deref(),
+        Some("FREQ=WEEKLY;COUNT=4"),
+        "the COUNT is shared out"
+    );
+    assert_eq!(after.attendees, cal.event("w").unwrap().attendees);
+    assert!(
+        after.exdates.contains("20261228T090000"),
+        "exceptions from the split on move"
+    );
+    let (occ, _) = after.occurrences(utc("2026-12-01 00:00"), utc("2027-03-01 00:00"), zone("UTC"));
+    let shown: Vec<String> = occ
+        .iter()
+        .map(|o| format!("{} {}", o.start.format("%m-%d %H:%M"), o.title))
+        .collect();
+    // The cancelled 28th follows its day to the new time.
+    assert_eq!(
+        shown,
+        [
+            "12-21 09:00 Weekly (new room)",
+            "01-04 09:00 Weekly (new room)",
+            "01-11 09:00 Weekly (new room)"
+        ]
+    );
+    // Cancel this and following: the series ends before it.
+    cal.write(
+        actor(1),
+        &[Write::Truncate {
+            id: "w2".into(),
+            key: "20270104T100000".into(),
+        }],
+        4,
+    )
+    .unwrap();
+    assert_eq!(
+        starts(&cal, "w2", "2026-12-01 00:00", "2027-03-01 00:00"),
+        ["2026-12-21 09:00"]
+    );
+    // Splitting at the first occurrence is an edit of the whole series.
+    let first = Write::Truncate {
+        id: "w".into(),
+        key: "20261207T090000".into(),
+    };
+    assert!(matches!(
+        cal.write(actor(1), &[first], 5),
+        Err(Error::Calendar(calendar::WriteError::Rule(_)))
+    ));
+}

@@ -112,6 +112,62 @@ fn as_naive_utc(local: NaiveDateTime) -> DateTime<rrule::Tz> {
     rrule::Tz::UTC.from_utc_datetime(&local)
 }
 
+/// The rules of a series split at its occurrence `key`: the part before
+/// (ending just before `key`) and the part from `key` on (the rest of a
+/// COUNT, or the original end).
+pub(crate) fn split_rule(event: &Event, key: &str) -> Result<(String, String), RuleError> {
+    let err = |why: &str| RuleError {
+        rule: event.rule.clone().unwrap_or_default(),
+        why: why.to_string(),
+    };
+    let (Some(rule), Some(when)) = (event.rule.as_deref(), event.when) else {
+        return Err(err("the event does not repeat: edit it whole"));
+    };
+    let at = parse_key(key).ok_or_else(|| err("not an occurrence key"))?;
+    if at <= when.local_start() {
+        return Err(err("that is the first occurrence: edit the whole series"));
+    }
+    let body = rule.trim();
+    let body = body.strip_prefix("RRULE:").unwrap_or(body);
+    let part = |name: &str| {
+        body.split(';').find_map(|p| {
+            p.split_once('=')
+                .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v)
+        })
+    };
+    let keep: Vec<&str> = body
+        .split(';')
+        .filter(|p| {
+            let name = p.split_once('=').map_or(*p, |(n, _)| n);
+            !p.is_empty() && !name.eq_ignore_ascii_case("COUNT") && !name.eq_ignore_ascii_case("UNTIL")
+        })
+        .collect();
+    let until = match when {
+        When::AllDay { .. } => (at.date() - Duration::days(1)).format("%Y%m%d").to_string(),
+        When::Timed { zone: Some(zone), .. } => (super::time::instant(at, zone) - Duration::seconds(1))
+            .format("%Y%m%dT%H%M%SZ")
+            .to_string(),
+        When::Timed { zone: None, .. } => (at - Duration::seconds(1)).format("%Y%m%dT%H%M%S").to_string(),
+    };
+    let before = [keep.clone(), vec![&format!("UNTIL={until}")]].concat().join(";");
+    let after = match (part("COUNT"), part("UNTIL")) {
+        (Some(count), _) => {
+            let total: u32 = count.parse().map_err(|_| err("COUNT is not a number"))?;
+            let parsed = Rule::parse(rule, &when)?;
+            let (earlier, _) = parsed.starts(when.local_start(), at, MAX_OCCURRENCES);
+            let left = total.saturating_sub(earlier.len() as u32);
+            if left == 0 {
+                return Err(err("no occurrence is left from there"));
+            }
+            [keep, vec![&format!("COUNT={left}")]].concat().join(";")
+        }
+        (None, Some(end)) => [keep, vec![&format!("UNTIL={end}")]].concat().join(";"),
+        (None, None) => keep.join(";"),
+    };
+    Ok((before, after))
+}
+
 /// Parses an occurrence key (`20261202T090000` or `20261202`) as a local time.
 pub fn parse_key(key: &str) -> Option<NaiveDateTime> {
     if let Ok(t) = NaiveDateTime::parse_from_str(key, "%Y%m%dT%H%M%S") {

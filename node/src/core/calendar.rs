@@ -51,6 +51,8 @@ pub enum CalEdit {
 #[serde(rename_all = "snake_case")]
 pub enum CalScope {
     This,
+    /// This occurrence and the ones after it: the series is split there.
+    Following,
     All,
 }
 
@@ -254,7 +256,7 @@ impl Core {
         let imported = writes.iter().filter(|w| matches!(w, Write::Import { .. })).count();
         // Adding an event or moving one: warn of its people's other commitments.
         let timed = writes.iter().any(|w| match w {
-            Write::Add { .. } => true,
+            Write::Add { .. } | Write::Split { .. } => true,
             Write::Edit { fields, invite, .. } => fields.when.is_some() || fields.rule.is_some() || !invite.is_empty(),
             _ => false,
         });
@@ -373,13 +375,31 @@ impl Core {
             match (scope, key) {
                 (Some(CalScope::All), _) | (None, None) => Ok(Scope::All),
                 (Some(CalScope::This) | None, Some(key)) => Ok(Scope::This(key.clone())),
-                (Some(CalScope::This), None) => Err(Error::Invalid(
-                    "--this needs an occurrence: EVENT@DATE, as `outpost cal agenda` prints it".into(),
+                (Some(CalScope::This | CalScope::Following), None) => Err(Error::Invalid(
+                    "--this and --following need an occurrence: EVENT@DATE, as `outpost cal agenda` prints it".into(),
                 )),
+                (Some(CalScope::Following), Some(_)) => unreachable!("handled before"),
             }
         };
         let EventRef { id, key } = event_ref.unwrap_or_default();
+        let following = |scope: Option<CalScope>| scope == Some(CalScope::Following);
         match edit {
+            CalEdit::Edit { scope, change, .. } if following(scope) => {
+                if !editor {
+                    return Err(read_only());
+                }
+                let key = scope_of(Some(CalScope::This), &key).map(|_| key.unwrap_or_default())?;
+                let new_id = new_event_id();
+                let write = self.split(space, &me, &id, &key, &new_id, change)?;
+                Ok((vec![write], Some(new_id), Vec::new()))
+            }
+            CalEdit::Cancel { scope, .. } if following(scope) => {
+                if !editor {
+                    return Err(read_only());
+                }
+                let key = scope_of(Some(CalScope::This), &key).map(|_| key.unwrap_or_default())?;
+                Ok((vec![Write::Truncate { id: id.clone(), key }], Some(id), Vec::new()))
+            }
             CalEdit::Add(new) => {
                 if !editor {
                     return Err(read_only());
@@ -522,6 +542,75 @@ impl Core {
                 (e, readable)
             })
             .collect()
+    }
+
+    /// The split for "edit this and following": a new series from occurrence
+    /// `key` on, with the event's fields as they show and `change` applied.
+    fn split(&self, space: &Space, me: &str, id: &str, key: &str, new_id: &str, change: EventChange) -> Result<Write> {
+        if !change.invite.is_empty()
+            || !change.uninvite.is_empty()
+            || change.remind.is_some()
+            || change.private.is_some()
+        {
+            return Err(Error::Invalid(
+                "with --following, change the time, rule and text; invite, remind or change privacy on the new series afterwards".into(),
+            ));
+        }
+        let (event, readable) = self.event_of(space, id)?;
+        if !readable {
+            return Err(Error::NotAllowed(
+                "this private event's text is sealed for its organizer and attendees: only their devices split it"
+                    .into(),
+            ));
+        }
+        let this = Scope::This(key.to_string());
+        let when = match changed_when(&event, &this, &change)? {
+            Some(when) => when,
+            None => {
+                let series = event
+                    .when
+                    .ok_or_else(|| Error::Invalid(format!("event `{id}` has no valid time")))?;
+                let moved = event
+                    .overrides
+                    .get(key)
+                    .and_then(|o| o.when.as_deref())
+                    .and_then(|w| w.parse().ok());
+                moved.unwrap_or_else(|| series.starting_at(calendar::parse_key(key).unwrap_or(series.local_start())))
+            }
+        };
+        let keep = |new: Option<String>, old: &str| new.or_else(|| (!old.is_empty()).then(|| old.to_string()));
+        let mut fields = Fields {
+            title: Some(match change.title {
+                Some(t) => non_empty_title(&t)?,
+                None => event.title.clone(),
+            }),
+            location: keep(change.location, &event.location),
+            description: keep(change.description, &event.description),
+            when: Some(when),
+            rule: change.rrule,
+            private: event.private.then_some(true),
+            ..Fields::default()
+        };
+        if event.private {
+            let (key, mut seal) = private::new_key(&space.state.space, new_id);
+            let people: BTreeSet<String> = event
+                .attendees
+                .keys()
+                .cloned()
+                .chain([event.organizer.clone()])
+                .collect();
+            seal.extend(private::wraps_for(&key, None, private::devices_of(space, &people)));
+            private::seal_fields(&key, new_id, None, &mut fields);
+            fields.seal = seal;
+        }
+        Ok(Write::Split {
+            id: id.to_string(),
+            key: key.to_string(),
+            new_id: new_id.to_string(),
+            new_uid: format!("{}_R{key}", event.uid),
+            organizer: me.to_string(),
+            fields,
+        })
     }
 
     /// Seals what an edit of a private event writes, and wraps its key for
