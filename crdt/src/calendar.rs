@@ -657,7 +657,7 @@ fn truncate(
                 .and_then(|rest| rest.split_once('/'))
                 .map(|(o, _)| o)
         });
-        if occurrence.is_some_and(|o| later(o)) {
+        if occurrence.is_some_and(&later) {
             if !k.contains(SEALED) {
                 moved.push((k.clone(), value));
             }
