@@ -295,6 +295,7 @@ const ATTENDEE: &str = "attendee/";
 const REMIND: &str = "remind/";
 const SEALED: &str = "sealed-";
 const SEAL: &str = "seal/";
+const SEAL_COMMIT: &str = "seal/commit";
 
 impl CalendarDoc {
     /// A calendar at genesis.
@@ -322,27 +323,47 @@ impl CalendarDoc {
         for w in writes {
             self.check_write(w).map_err(Error::Calendar)?;
         }
-        // Imports find their event by UID (an event made here and exported
-        // comes back with the UID it left with).
-        let by_uid: HashMap<String, String> = if writes.iter().any(|w| matches!(w, Write::Import { .. })) {
+        let events = self.events.clone();
+        let by_uid = self.ids_by_uid(writes);
+        write_all(&mut self.doc, &events, actor, writes, &by_uid, now_ms)
+    }
+
+    /// [`CalendarDoc::write`], made on a copy and checked against the
+    /// calendar rules for `author` and a size (`max_bytes`, what one envelope
+    /// takes) before the document takes it: a change every other node would
+    /// refuse, or that cannot be sealed, never enters this one.
+    pub fn write_as(
+        &mut self,
+        author: &Author,
+        actor: ActorId,
+        writes: &[Write],
+        now_ms: i64,
+        max_bytes: usize,
+    ) -> Result<Change, Error> {
+        for w in writes {
+            self.check_write(w).map_err(Error::Calendar)?;
+        }
+        let by_uid = self.ids_by_uid(writes);
+        let mut copy = self.doc.fork();
+        let change = write_all(&mut copy, &self.events, actor, writes, &by_uid, now_ms)?;
+        if change.raw_bytes().len() > max_bytes {
+            return Err(Error::TooLarge(change.raw_bytes().len()));
+        }
+        let checked = self
+            .validate(change, author)
+            .map_err(|v| Error::Rules(crate::Violation::Calendar(v)))?;
+        self.doc.apply_changes([checked.change.clone()])?;
+        Ok(checked.change)
+    }
+
+    /// Imports find their event by UID (an event made here and exported comes
+    /// back with the UID it left with).
+    fn ids_by_uid(&self, writes: &[Write]) -> HashMap<String, String> {
+        if writes.iter().any(|w| matches!(w, Write::Import { .. })) {
             self.events().into_iter().map(|e| (e.uid, e.id)).collect()
         } else {
             HashMap::new()
-        };
-        self.doc.set_actor(actor);
-        let mut tx = self.doc.transaction();
-        for w in writes {
-            match w {
-                Write::Import { organizer, data, seal } => {
-                    let id = by_uid.get(&data.uid).cloned().unwrap_or_else(|| id_for_uid(&data.uid));
-                    import_one(&mut tx, &self.events, &id, organizer, data, seal, now_ms)?
-                }
-                _ => write_one(&mut tx, &self.events, w, now_ms)?,
-            }
         }
-        let (hash, _) = tx.commit_with(CommitOptions::default().with_time(now_ms));
-        let hash = hash.ok_or(Error::EmptyChange)?;
-        self.doc.get_change_by_hash(&hash).ok_or(Error::EmptyChange)
     }
 
     fn check_write(&self, w: &Write) -> Result<(), WriteError> {
@@ -433,7 +454,14 @@ impl CalendarDoc {
             ObjId::Root => unreachable!("the events map is created by the genesis"),
         };
         let held = |obj: &OpRef| crate::text::object_type(&self.doc, obj).or_else(|| pending(obj));
-        rules::check(&change, &events, author, &held)?;
+        // Whether an event id was taken in the change's causal past. The node
+        // applies calendar changes as they are accepted, so their
+        // dependencies are in the document (a replay at start-up checks
+        // changes accepted before; their dependencies may be pending).
+        let deps = change.deps().to_vec();
+        let known = self.doc.get_missing_deps(&deps).is_empty();
+        let existed = |id: &str| known && matches!(self.doc.get_at(&self.events, id, &deps), Ok(Some(_)));
+        rules::check(&change, &events, author, &held, &existed)?;
         Ok(Checked { change })
     }
 
@@ -489,11 +517,42 @@ impl CalendarDoc {
     }
 }
 
-/// The id an event imported with `uid` gets, the same on every node, so two
-/// imports of one file (here or elsewhere) name one event.
-pub fn id_for_uid(uid: &str) -> String {
-    let hash = blake3::derive_key("outpost/calendar/event-id/v1", uid.as_bytes());
+/// The id an event imported with `uid` by `actor` gets. An import that
+/// finds the UID updates that event instead; two imports made concurrently
+/// on two devices make two events (both show) rather than one hiding the other.
+pub fn id_for_uid(uid: &str, actor: &ActorId) -> String {
+    let mut input = actor.to_bytes().to_vec();
+    input.extend_from_slice(uid.as_bytes());
+    let hash = blake3::derive_key("outpost/calendar/event-id/v1", &input);
     hash[..10].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Makes `writes` as `actor` in one transaction on `doc`.
+fn write_all(
+    doc: &mut Automerge,
+    events: &ObjId,
+    actor: ActorId,
+    writes: &[Write],
+    by_uid: &HashMap<String, String>,
+    now_ms: i64,
+) -> Result<Change, Error> {
+    doc.set_actor(actor.clone());
+    let mut tx = doc.transaction();
+    for w in writes {
+        match w {
+            Write::Import { organizer, data, seal } => {
+                let id = by_uid
+                    .get(&data.uid)
+                    .cloned()
+                    .unwrap_or_else(|| id_for_uid(&data.uid, &actor));
+                import_one(&mut tx, events, &id, organizer, data, seal, now_ms)?
+            }
+            _ => write_one(&mut tx, events, w, now_ms)?,
+        }
+    }
+    let (hash, _) = tx.commit_with(CommitOptions::default().with_time(now_ms));
+    let hash = hash.ok_or(Error::EmptyChange)?;
+    doc.get_change_by_hash(&hash).ok_or(Error::EmptyChange)
 }
 
 fn events_object(doc: &Automerge) -> ObjId {
@@ -543,17 +602,23 @@ fn write_one(tx: &mut Transaction<'_>, events: &ObjId, w: &Write, now_ms: i64) -
                     put_fields(tx, &obj, "", fields)?;
                     // "All occurrences" means every one shows the new value:
                     // clear the per-occurrence values of the fields given.
+                    // (A private event's fields come sealed.)
+                    let given = |f: &str, clear: bool| clear || fields.sealed.contains_key(f);
                     let given = [
-                        (TITLE, fields.title.is_some()),
-                        (LOCATION, fields.location.is_some()),
-                        (DESCRIPTION, fields.description.is_some()),
+                        (TITLE, given(TITLE, fields.title.is_some())),
+                        (LOCATION, given(LOCATION, fields.location.is_some())),
+                        (DESCRIPTION, given(DESCRIPTION, fields.description.is_some())),
                         (WHEN, fields.when.is_some()),
                     ];
                     let stale: Vec<String> = tx
                         .map_range(&obj, OVERRIDE.to_string()..)
                         .map(|item| item.key.to_string())
                         .take_while(|k| k.starts_with(OVERRIDE))
-                        .filter(|k| given.iter().any(|(f, on)| *on && k.ends_with(&format!("/{f}"))))
+                        .filter(|k| {
+                            given.iter().any(|(f, on)| {
+                                *on && (k.ends_with(&format!("/{f}")) || k.ends_with(&format!("/{SEALED}{f}")))
+                            })
+                        })
                         .collect();
                     for key in stale {
                         tx.delete(&obj, key)?;
@@ -613,8 +678,23 @@ fn write_one(tx: &mut Transaction<'_>, events: &ObjId, w: &Write, now_ms: i64) -
             for (k, value) in moved {
                 tx.put(&new, k, value)?;
             }
+            // Each person answers the new series again (only the author may
+            // carry its own answer over).
             for (user, answer) in &event.attendees {
+                let answer = if *user == *organizer {
+                    *answer
+                } else {
+                    Rsvp::NeedsAction
+                };
                 tx.put(&new, format!("{ATTENDEE}{user}"), answer.as_str())?;
+            }
+            // The series' organizer stays one of its people.
+            if event.organizer != *organizer && !event.attendees.contains_key(&event.organizer) {
+                tx.put(
+                    &new,
+                    format!("{ATTENDEE}{}", event.organizer),
+                    Rsvp::NeedsAction.as_str(),
+                )?;
             }
             for minutes in &event.reminders {
                 tx.put(&new, format!("{REMIND}{minutes}"), true)?;

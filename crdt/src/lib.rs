@@ -72,6 +72,8 @@ pub enum Error {
     StaleWriter,
     #[error("the document has no text at `text`")]
     NoText,
+    #[error("the change would be {0} bytes, more than one envelope takes")]
+    TooLarge(usize),
     #[error(transparent)]
     Calendar(#[from] calendar::WriteError),
     #[error("the change breaks the document's rules: {0}")]

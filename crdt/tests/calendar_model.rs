@@ -554,10 +554,11 @@ mod convergence {
                 id: "s".into(),
                 scope: Scope::All
             }),
+            // Editors invite others (their own answers are tested elsewhere).
             "[A-Z]{1,4}".prop_map(|r| Write::Rsvp {
                 id: "s".into(),
                 user: r,
-                answer: Rsvp::Tentative
+                answer: Rsvp::NeedsAction
             }),
         ]
     }
@@ -675,4 +676,105 @@ fn this_and_following_splits_the_series() {
         cal.write(actor(1), &[first], 5),
         Err(Error::Calendar(calendar::WriteError::Rule(_)))
     ));
+}
+
+#[test]
+fn hostile_values_neither_crash_nor_stall_nor_take_over() {
+    use automerge::{ROOT, ReadDoc, transaction::Transactable};
+    let (a, _) = shared(add(
+        "m",
+        "M",
+        timed("2026-12-03 14:00", "2026-12-03 15:00", "UTC"),
+        None,
+    ));
+    let forge = |f: &dyn Fn(&mut automerge::transaction::Transaction<'_>)| {
+        let mut doc = a.automerge().fork().with_actor(actor(4));
+        let mut tx = doc.transaction();
+        f(&mut tx);
+        let (hash, _) = tx.commit();
+        doc.get_change_by_hash(&hash.unwrap()).unwrap()
+    };
+    let events = a.automerge().get(ROOT, "events").unwrap().unwrap().1;
+    let event = a.automerge().get(&events, "m").unwrap().unwrap().1;
+    // Another map under a taken id would hide the event.
+    let replace = forge(&|tx| {
+        let e = tx.put_object(&events, "m", automerge::ObjType::Map).unwrap();
+        tx.put(&e, "organizer", BOB).unwrap();
+    });
+    assert_eq!(
+        a.validate(replace, &editor(BOB)).map(drop),
+        Err(calendar::Violation::Schema)
+    );
+    // An editor invites others but does not answer for them.
+    let forged = forge(&|tx| tx.put(&event, format!("attendee/{BOB}"), "declined").unwrap());
+    assert_eq!(
+        a.validate(forged.clone(), &editor(ALICE)).map(drop),
+        Err(calendar::Violation::ReaderWrite)
+    );
+    assert!(a.validate(forged, &editor(BOB)).is_ok(), "Bob answers for himself");
+    // Privacy and the private key's commitment are set once.
+    for (key, value) in [
+        ("private", automerge::ScalarValue::Boolean(true)),
+        ("seal/commit", vec![0u8; 32].into()),
+    ] {
+        let later = forge(&|tx| tx.put(&event, key, value.clone()).unwrap());
+        assert!(
+            matches!(a.validate(later, &editor(BOB)), Err(calendar::Violation::SetOnce(_))),
+            "{key}"
+        );
+    }
+
+    // A time out of range reads as no time: nothing to expand, no panic.
+    let mut cal = CalendarDoc::new(DOC);
+    let mut far = a.automerge().fork().with_actor(actor(5));
+    let mut tx = far.transaction();
+    let e = tx.put_object(&events, "far", automerge::ObjType::Map).unwrap();
+    tx.put(&e, "title", "Far").unwrap();
+    tx.put(&e, "when", "-262000-01-01T00:00:00/+262000-01-01T00:00:00")
+        .unwrap();
+    tx.put(&e, "rdate/99991231T000000", true).unwrap();
+    tx.commit();
+    cal.apply(far.get_changes(&[]).into_iter().skip(1).collect(), &editor(ALICE))
+        .unwrap();
+    let far = cal.event("far").unwrap();
+    assert_eq!(far.when, None);
+    assert!(
+        far.occurrences(DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC, zone("UTC"))
+            .0
+            .is_empty()
+    );
+
+    // A rule far too dense for the window is cut, not walked for hours.
+    let (dense, _) = shared(add(
+        "dense",
+        "Dense",
+        timed("1900-01-01 00:00", "1900-01-01 00:00", "UTC"),
+        Some("FREQ=SECONDLY"),
+    ));
+    let started = std::time::Instant::now();
+    let (shown, limited) =
+        dense
+            .event("dense")
+            .unwrap()
+            .occurrences(utc("2026-01-01 00:00"), utc("2027-01-01 00:00"), zone("UTC"));
+    assert!(limited && shown.is_empty());
+    // A minutely rule from long ago expands a day near now (shifted, not walked).
+    let (minutely, _) = shared(add(
+        "minutely",
+        "Minutely",
+        timed("1950-01-01 00:00", "1950-01-01 00:00", "UTC"),
+        Some("FREQ=MINUTELY;INTERVAL=30"),
+    ));
+    let (shown, limited) =
+        minutely
+            .event("minutely")
+            .unwrap()
+            .occurrences(utc("2026-12-01 00:00"), utc("2026-12-02 00:00"), zone("UTC"));
+    assert!(!limited);
+    assert_eq!(shown.len(), 48);
+    assert_eq!(shown[0].start, utc("2026-12-01 00:00"));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "expansion is bounded"
+    );
 }

@@ -57,7 +57,7 @@ pub use self::{
     },
     inbox::{InboxEntry, MAX_INBOX_LIMIT, ReminderView},
     org::{DEFAULT_EXPIRY_DAYS, DirEntry, DraftView, MAX_DIR_RESULTS, OrgCommand, OrgNet, OrgView, Proposal},
-    reminders::{CATCH_UP_MS, LATE_AFTER_MS, SIBLING_STEP_MS},
+    reminders::{CATCH_UP_MS, LATE_AFTER_MS, MAX_REMINDERS_PER_EVENT, SIBLING_STEP_MS},
 };
 use self::{
     devices::PendingLink,
@@ -936,6 +936,9 @@ struct Core {
     reminder_mark: Option<i64>,
     /// When this run started (local clock, ms).
     started_ms: i64,
+    /// A peer's calendar change was applied: the next reminder scan looks
+    /// back `reminders::RESCAN_MS` (what arrived may have come due already).
+    reminder_rescan: bool,
     /// Link tickets made here and not yet used or expired (memory only).
     links: HashMap<[u8; 16], PendingLink>,
 }
@@ -1008,6 +1011,7 @@ impl Core {
             devices: BTreeMap::new(),
             reminder_mark: None,
             started_ms: crate::clock::now_ms() as i64,
+            reminder_rescan: false,
             links: HashMap::new(),
         }
     }
@@ -1244,7 +1248,14 @@ impl Core {
                 let _ = reply.send(self.read_doc(space, query));
             }
             ToCore::CalRead { query, reply } => {
-                let _ = reply.send(self.read_calendar(query));
+                // Expanding a peer's rules is not trusted to be panic-free.
+                let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.read_calendar(query)))
+                    .unwrap_or_else(|_| {
+                        Err(Error::Invalid(
+                            "a calendar holds a value this node cannot expand".into(),
+                        ))
+                    });
+                let _ = reply.send(answer);
             }
             ToCore::Inbox { limit, reply } => {
                 let _ = reply.send(self.inbox(limit));

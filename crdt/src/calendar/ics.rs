@@ -544,7 +544,8 @@ impl Vevent {
                 }
                 When::AllDay {
                     start,
-                    end: start + Duration::days(days.max(1)),
+                    // (Bounded: a file's duration cannot overflow the date.)
+                    end: start + Duration::days(days.clamp(1, super::time::MAX_LENGTH_DAYS)),
                 }
             }
             Stamp::Floating(start) | Stamp::Zoned(start, _) => {
@@ -697,8 +698,11 @@ fn read_reminders(cal: &ICalendar, id: u32, label: &str, w: &mut Warnings) -> BT
 /// time days later), hours, minutes and seconds exact (across a DST change
 /// the wall clock shows the shift).
 fn add_duration(start: NaiveDateTime, zone: Option<Tz>, d: &ICalendarDuration) -> NaiveDateTime {
-    let nominal = start + Duration::days(i64::from(d.weeks) * 7 + i64::from(d.days));
-    let exact = Duration::seconds(i64::from(d.hours) * 3600 + i64::from(d.minutes) * 60 + i64::from(d.seconds));
+    // Bounded to the longest event, so a file's duration cannot overflow.
+    let longest = super::time::MAX_LENGTH_DAYS;
+    let nominal = start + Duration::days((i64::from(d.weeks) * 7 + i64::from(d.days)).min(longest));
+    let seconds = i64::from(d.hours) * 3600 + i64::from(d.minutes) * 60 + i64::from(d.seconds);
+    let exact = Duration::seconds(seconds.min(longest * 86_400));
     match zone {
         Some(zone) => (instant(nominal, zone) + exact).with_timezone(&zone).naive_local(),
         None => nominal + exact,

@@ -19,7 +19,7 @@ use automerge::{
 
 use super::{
     ATTENDEE, CANCELLED, CREATED_AT, DESCRIPTION, EXDATE, LOCATION, ORGANIZER, OVERRIDE, PRIVATE, RDATE, REMIND, RULE,
-    Rsvp, SEAL, SEALED, TITLE, UID, WHEN,
+    Rsvp, SEAL, SEAL_COMMIT, SEALED, TITLE, UID, WHEN,
 };
 use crate::{Author, text::OpRef};
 
@@ -51,7 +51,7 @@ pub enum Violation {
     EventId,
     #[error("only members with write access create and edit events")]
     NotEditor,
-    #[error("a reader may only answer an invitation, for its own user")]
+    #[error("each member answers only for itself (others may only be invited)")]
     ReaderWrite,
     #[error("an op on an object this document does not hold (yet)")]
     UnknownObject,
@@ -61,6 +61,8 @@ pub enum Violation {
     Value(String),
     #[error("the organizer is set once, by the event's creator, to itself")]
     Organizer,
+    #[error("event field `{0}` is set once, by the change creating the event")]
+    SetOnce(String),
 }
 
 impl Violation {
@@ -76,17 +78,21 @@ impl Violation {
             Violation::Field(_) => "calendar rules: unknown field",
             Violation::Value(_) => "calendar rules: bad field value",
             Violation::Organizer => "calendar rules: organizer is not the creator",
+            Violation::SetOnce(_) => "calendar rules: a set-once field changed",
         }
     }
 }
 
 /// Checks `change`'s ops, written by `author`. `events` is the events map;
-/// `object_type` gives the type of an object the change did not create.
+/// `object_type` gives the type of an object the change did not create;
+/// `existed` says whether an event id was taken in the change's causal past
+/// (the same answer on every node, whatever else it holds).
 pub(super) fn check(
     change: &Change,
     events: &OpRef,
     author: &Author,
     object_type: &dyn Fn(&OpRef) -> Option<ObjType>,
+    existed: &dyn Fn(&str) -> bool,
 ) -> Result<(), Violation> {
     if change.deps().is_empty() {
         return Err(Violation::NoDeps);
@@ -117,6 +123,10 @@ pub(super) fn check(
             if !author.may_edit() {
                 return Err(Violation::NotEditor);
             }
+            // A second map under a taken id would hide the first event.
+            if existed(key) {
+                return Err(Violation::Schema);
+            }
             created.insert(id, ());
             continue;
         }
@@ -140,25 +150,34 @@ pub(super) fn check(
         if key.len() > MAX_KEY_BYTES {
             return Err(Violation::Field(key.chars().take(64).collect()));
         }
+        // Set once, by the creating change: who made it, whether it is
+        // private, and the private key's commitment (so no later writer can
+        // make a private event public or swap its key).
+        let once = [ORGANIZER, UID, PRIVATE, SEAL_COMMIT].contains(&key.as_str());
         match &op.action {
             OpType::Delete => {
-                if key.as_str() == ORGANIZER || key.as_str() == UID {
-                    return Err(Violation::Organizer);
+                if once || key.starts_with(SEAL) {
+                    return Err(Violation::SetOnce(key.to_string()));
                 }
                 field_kind(key)?;
             }
+            OpType::Put(_) if once && !new => return Err(Violation::SetOnce(key.to_string())),
             OpType::Put(value) => {
                 if key.as_str() == ORGANIZER {
-                    let ScalarValue::Str(user) = value else {
-                        return Err(Violation::Organizer);
-                    };
-                    if !new || user.as_str() != author.user {
-                        return Err(Violation::Organizer);
+                    match value {
+                        ScalarValue::Str(user) if user.as_str() == author.user => continue,
+                        _ => return Err(Violation::Organizer),
                     }
-                    continue;
                 }
                 if !field_kind(key)?.accepts(value) {
                     return Err(Violation::Value(key.to_string()));
+                }
+                // An editor invites (or un-answers) others; each answers for itself.
+                if let (Some(user), ScalarValue::Str(answer)) = (key.strip_prefix(ATTENDEE), value)
+                    && user != author.user
+                    && answer.as_str() != Rsvp::NeedsAction.as_str()
+                {
+                    return Err(Violation::ReaderWrite);
                 }
             }
             _ => return Err(Violation::Value(key.to_string())),

@@ -13,7 +13,7 @@
 
 use std::{fmt, str::FromStr};
 
-use chrono::{DateTime, Duration, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, Offset, TimeZone, Utc};
+use chrono::{DateTime, Datelike, Duration, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, Offset, TimeZone, Utc};
 use chrono_tz::Tz;
 
 /// Why a calendar time did not parse.
@@ -27,6 +27,22 @@ pub enum TimeError {
     EndBeforeStart { start: String, end: String },
     #[error("an all-day event takes dates only, and a timed one date and time for both start and end")]
     Mixed,
+    #[error(
+        "calendar times lie between the years {FIRST_YEAR} and {LAST_YEAR}, and an event lasts at most {MAX_LENGTH_DAYS} days"
+    )]
+    Range,
+}
+
+/// The years a calendar time may lie in. Bounded so that no arithmetic on a
+/// stored time can overflow (a peer's value is read on every node).
+pub const FIRST_YEAR: i32 = 1900;
+pub const LAST_YEAR: i32 = 2999;
+/// The longest event.
+pub const MAX_LENGTH_DAYS: i64 = 400;
+
+/// Whether `t` lies in the years calendars use.
+pub fn in_range(t: NaiveDateTime) -> bool {
+    (FIRST_YEAR..=LAST_YEAR).contains(&t.year())
 }
 
 /// When an event (or one occurrence of it) happens, as its author wrote it.
@@ -53,6 +69,9 @@ impl When {
                 end: end.to_string(),
             });
         }
+        if !in_range(start) || !in_range(end) || end - start > Duration::days(MAX_LENGTH_DAYS) {
+            return Err(TimeError::Range);
+        }
         Ok(When::Timed { start, end, zone })
     }
 
@@ -64,10 +83,21 @@ impl When {
                 end: last.to_string(),
             });
         }
-        Ok(When::AllDay {
-            start: first,
-            end: last.succ_opt().unwrap_or(last),
-        })
+        let end = last.succ_opt().unwrap_or(last);
+        Self::days(first, end)
+    }
+
+    /// Whole days `start..end` (exclusive), checked.
+    fn days(start: NaiveDate, end: NaiveDate) -> Result<Self, TimeError> {
+        let midnight = |d: NaiveDate| d.and_time(NaiveTime::MIN);
+        if end <= start
+            || !in_range(midnight(start))
+            || !in_range(midnight(end))
+            || end - start > Duration::days(MAX_LENGTH_DAYS)
+        {
+            return Err(TimeError::Range);
+        }
+        Ok(When::AllDay { start, end })
     }
 
     /// The local start, as the recurrence rule counts it (midnight for a day).
@@ -172,7 +202,7 @@ impl FromStr for When {
             if zone.is_some() || end <= start {
                 return Err(syntax());
             }
-            return Ok(When::AllDay { start, end });
+            return Self::days(start, end);
         }
         let time = |t: &str| NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S").map_err(|_| syntax());
         When::timed(time(start)?, time(end)?, zone)

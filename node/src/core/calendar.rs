@@ -13,7 +13,10 @@ use outpost_crdt::calendar::{
     time::{self as caltime, Typed, When},
 };
 
-use super::{docs::mentioned, *};
+use super::{
+    docs::{MAX_CHANGE_BYTES, mentioned},
+    *,
+};
 
 mod private;
 
@@ -224,6 +227,9 @@ struct EventRef {
     key: Option<String>,
 }
 
+/// Events one imported change holds (a change is one envelope).
+const IMPORT_EVENTS_PER_CHANGE: usize = 100;
+
 /// Longest agenda window: a year and a bit (a query cannot be unbounded).
 const MAX_AGENDA_DAYS: i64 = 400;
 /// Largest ICS file one import takes.
@@ -260,37 +266,93 @@ impl Core {
             Write::Edit { fields, invite, .. } => fields.when.is_some() || fields.rule.is_some() || !invite.is_empty(),
             _ => false,
         });
-        let now = crate::clock::now_ms() as i64;
-        let calendar = self.calendar_mut(space_id, &target);
-        let change = match calendar.write(target.actor.clone(), &writes, now) {
-            Ok(change) => change,
-            Err(outpost_crdt::Error::EmptyChange) => {
-                return Ok(Ok(CalWritten {
-                    space: space_id,
-                    event,
-                    changed: false,
-                    imported,
-                    warnings,
-                }));
-            }
-            Err(outpost_crdt::Error::Calendar(e)) => return Ok(Err(Error::Invalid(e.to_string()))),
-            Err(e) => return Ok(Err(Error::Invalid(format!("the calendar refused the write: {e}")))),
-        };
-        if let Err(e) = self.seal_local(tx, space_id, &target, &change, effects)? {
-            return Ok(Err(e));
-        }
-        effects.events.push(super::Event::Calendar { space: space_id });
         let mut warnings = warnings;
-        if let (Some(id), true) = (&event, timed) {
-            warnings.extend(self.conflicts(space_id, id));
+        // An import goes in changes of a bounded number of events (each one
+        // envelope); anything else is one change.
+        let chunk = if imported > 0 {
+            IMPORT_EVENTS_PER_CHANGE
+        } else {
+            writes.len().max(1)
+        };
+        let mut changed = false;
+        for writes in writes.chunks(chunk) {
+            match self.write_chunk(tx, space_id, &target, writes, &mut warnings, effects)? {
+                Ok(wrote) => changed |= wrote,
+                Err(e) => return Ok(Err(e)),
+            }
+        }
+        if changed {
+            effects.events.push(super::Event::Calendar { space: space_id });
+        }
+        if let (Some(id), true, true) = (&event, timed, changed) {
+            let conflicts = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.conflicts(space_id, id)));
+            warnings.extend(conflicts.unwrap_or_default());
         }
         Ok(Ok(CalWritten {
             space: space_id,
             event,
-            changed: true,
+            changed,
             imported,
             warnings,
         }))
+    }
+
+    /// Makes `writes` one change (checked against the rules and the envelope
+    /// size first) and seals it. An import too big for one envelope is halved
+    /// until it fits; a single event that does not fit is skipped, with a
+    /// warning. Whether anything changed.
+    fn write_chunk(
+        &mut self,
+        tx: &mut Txn,
+        space_id: SpaceId,
+        target: &WriteTarget,
+        writes: &[Write],
+        warnings: &mut Vec<String>,
+        effects: &mut Effects,
+    ) -> store::Result<Result<bool>> {
+        let now = crate::clock::now_ms() as i64;
+        let calendar = self.calendar_mut(space_id, target);
+        let change = match calendar.write_as(&target.author, target.actor.clone(), writes, now, MAX_CHANGE_BYTES) {
+            Ok(change) => change,
+            Err(outpost_crdt::Error::EmptyChange) => return Ok(Ok(false)),
+            Err(outpost_crdt::Error::TooLarge(bytes)) => {
+                let imports = writes.iter().all(|w| matches!(w, Write::Import { .. }));
+                if imports && writes.len() > 1 {
+                    let (a, b) = writes.split_at(writes.len() / 2);
+                    let first = match self.write_chunk(tx, space_id, target, a, warnings, effects)? {
+                        Ok(wrote) => wrote,
+                        Err(e) => return Ok(Err(e)),
+                    };
+                    return Ok(self
+                        .write_chunk(tx, space_id, target, b, warnings, effects)?
+                        .map(|second| first || second));
+                }
+                if let [Write::Import { data, .. }] = writes {
+                    warnings.push(format!(
+                        "skipped {}: {} KiB, more than one change takes",
+                        data.uid,
+                        bytes >> 10
+                    ));
+                    return Ok(Ok(false));
+                }
+                return Ok(Err(Error::Invalid(format!(
+                    "this write would be {} KiB, more than one change takes (at most {} KiB): shorten the text",
+                    bytes >> 10,
+                    MAX_CHANGE_BYTES >> 10
+                ))));
+            }
+            Err(outpost_crdt::Error::Calendar(e)) => return Ok(Err(Error::Invalid(e.to_string()))),
+            Err(outpost_crdt::Error::Rules(v)) => {
+                return Ok(Err(Error::NotAllowed(format!(
+                    "the calendar's rules refuse this write: {v}"
+                ))));
+            }
+            Err(e) => return Ok(Err(Error::Invalid(format!("the calendar refused the write: {e}")))),
+        };
+        if let Err(e) = self.seal_local(tx, space_id, target, &change, effects)? {
+            return Ok(Err(e));
+        }
+        Ok(Ok(true))
     }
 
     /// The calendar a write goes to, and the event it names.
@@ -507,11 +569,14 @@ impl Core {
                     )));
                 }
                 let parsed =
-                    calendar::ics::parse(&ics).map_err(|e| Error::Invalid(format!("not an iCalendar file: {e}")))?;
+                    // The parser is not a trust boundary: a panic in it is a bad file.
+                    std::panic::catch_unwind(|| calendar::ics::parse(&ics))
+                        .map_err(|_| Error::Invalid("the iCalendar file has a value out of range".into()))?
+                        .map_err(|e| Error::Invalid(format!("not an iCalendar file: {e}")))?;
                 let mut warnings = parsed.warnings;
                 let mut writes = Vec::with_capacity(parsed.events.len());
                 for data in parsed.events {
-                    if let Some(write) = self.import_write(space, &me, data, &mut warnings) {
+                    if let Some(write) = self.import_write(space, &me, &target.actor, data, &mut warnings) {
                         writes.push(write);
                     }
                 }
@@ -593,11 +658,10 @@ impl Core {
         };
         if event.private {
             let (key, mut seal) = private::new_key(&space.state.space, new_id);
-            let people: BTreeSet<String> = event
-                .attendees
-                .keys()
-                .cloned()
-                .chain([event.organizer.clone()])
+            // The new series' key goes to those who held the old one.
+            let people: BTreeSet<String> = private::holders(space, &event)
+                .into_iter()
+                .chain([event.organizer.clone(), me.to_string()])
                 .collect();
             seal.extend(private::wraps_for(&key, None, private::devices_of(space, &people)));
             private::seal_fields(&key, new_id, None, &mut fields);
@@ -624,33 +688,31 @@ impl Core {
         invite: &[String],
         fields: &mut Fields,
     ) -> Result<()> {
+        if fields.private == Some(false) {
+            return Err(Error::Invalid(
+                "a private event stays private (its key is set when it is made): add a public copy instead".into(),
+            ));
+        }
         let Some(key) = private::open_key(&space.state.space, event, &self.keys) else {
             let text = fields.title.is_some() || fields.location.is_some() || fields.description.is_some();
-            if text || fields.private == Some(false) {
+            if text || !invite.is_empty() {
                 return Err(Error::NotAllowed(
-                    "this private event's text is sealed for its organizer and attendees: only their devices change it"
+                    "this private event's text is sealed for its organizer and attendees: only their devices change it or invite"
                         .into(),
                 ));
             }
             return Ok(());
         };
-        if fields.private == Some(false) {
-            // Public again: the text goes back in the clear.
-            let (shown, _) = self.event_of(space, &event.id)?;
-            fields.title.get_or_insert(shown.title);
-            fields.location.get_or_insert(shown.location);
-            fields.description.get_or_insert(shown.description);
-            return Ok(());
-        }
         let occurrence = match scope {
             Scope::All => None,
             Scope::This(k) => Some(k.as_str()),
         };
         private::seal_fields(&key, &event.id, occurrence, fields);
-        let people: BTreeSet<String> = event
-            .attendees
-            .keys()
-            .cloned()
+        // The key goes to the people who hold it already (their new devices
+        // too), the organizer, and whom this write invites: never to someone
+        // who merely wrote an answer into the event.
+        let people: BTreeSet<String> = private::holders(space, event)
+            .into_iter()
             .chain(invite.iter().cloned())
             .chain([event.organizer.clone()])
             .collect();
@@ -664,15 +726,25 @@ impl Core {
         &self,
         space: &Space,
         me: &str,
+        actor: &outpost_crdt::ActorId,
         mut data: calendar::EventData,
         warnings: &mut Vec<String>,
     ) -> Option<Write> {
         let mut seal = BTreeMap::new();
+        let existing = calendar_of(space).and_then(|c| c.event_by_uid(&data.uid));
+        // Privacy is set when an event is made: an event already here keeps it.
+        if let Some(e) = existing.as_ref().filter(|e| e.private != data.private) {
+            warnings.push(format!(
+                "{}: stays {} (privacy is set when an event is made)",
+                data.uid,
+                if e.private { "private" } else { "public" }
+            ));
+            data.private = e.private;
+        }
         if data.private {
-            let existing = calendar_of(space).and_then(|c| c.event_by_uid(&data.uid));
             let id = existing
                 .as_ref()
-                .map_or_else(|| calendar::id_for_uid(&data.uid), |e| e.id.clone());
+                .map_or_else(|| calendar::id_for_uid(&data.uid, actor), |e| e.id.clone());
             let key = match existing.as_ref().filter(|e| !e.seal.is_empty()) {
                 Some(e) => match private::open_key(&space.state.space, e, &self.keys) {
                     Some(key) => key,
@@ -1027,8 +1099,9 @@ fn occurrence_key(event: &Event, typed: &str) -> Result<String> {
     let Some(when) = event.when else {
         return Err(Error::Invalid(format!("event `{}` has no valid time", event.id)));
     };
-    if calendar::parse_key(typed).is_some() {
-        return Ok(typed.to_string());
+    if let Some(start) = calendar::parse_key(typed.trim()) {
+        // Canonical, as the series names its occurrences.
+        return Ok(when.key_at(start));
     }
     let bad = || {
         Error::Invalid(format!(
@@ -1162,6 +1235,11 @@ fn non_empty_title(title: &str) -> Result<String> {
 
 /// `15m`, `2h`, `1d`, `1w` (or bare minutes) as minutes before the start.
 fn parse_reminders(typed: &[String]) -> Result<Vec<u32>> {
+    if typed.len() > MAX_REMINDERS_PER_EVENT {
+        return Err(Error::Invalid(format!(
+            "an event has at most {MAX_REMINDERS_PER_EVENT} reminders"
+        )));
+    }
     typed
         .iter()
         .map(|t| {

@@ -136,7 +136,7 @@ pub const MAX_DOC_WRITE_BYTES: usize = 512 << 10;
 
 /// Largest change one document write makes: what fits one envelope with its
 /// header and the AEAD tag, with room to spare.
-const MAX_CHANGE_BYTES: usize = crate::envelope::MAX_ENVELOPE_BYTES - (64 << 10);
+pub(super) const MAX_CHANGE_BYTES: usize = crate::envelope::MAX_ENVELOPE_BYTES - (64 << 10);
 
 /// Most splices in one write.
 pub const MAX_SPLICES_PER_WRITE: usize = 100_000;

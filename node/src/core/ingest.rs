@@ -218,11 +218,13 @@ impl Core {
                         if !from_pending.contains(&env.id()) {
                             ack.stored += 1;
                         }
+                        // Text and calendar rules look at the document: the
+                        // next change may build on what this one created.
                         apply_now = change.is_some()
                             && space
                                 .readable
                                 .as_ref()
-                                .is_some_and(|r| r.model == outpost_crdt::doc::Model::Text);
+                                .is_some_and(|r| r.model != outpost_crdt::doc::Model::Chat);
                         to_apply.entry(space_id).or_default().extend(change);
                         accepted.push((env, order));
                         progressed.insert(space_id);
@@ -373,6 +375,10 @@ impl Core {
         let Some(readable) = space.readable.as_mut() else {
             return;
         };
+        if readable.model == outpost_crdt::doc::Model::Calendar {
+            // Events (or invitations) may arrive after their reminders came due.
+            self.reminder_rescan = true;
+        }
         let mut by_doc: BTreeMap<DocId, (Epoch, Vec<Checked>)> = BTreeMap::new();
         for ContentChange { doc, epoch, checked } in changes {
             by_doc.entry(doc).or_insert_with(|| (epoch, Vec::new())).1.push(checked);

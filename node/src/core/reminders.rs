@@ -38,6 +38,12 @@ const MAX_TURN: i64 = 9;
 /// After a start, late reminders wait this long: the siblings that fired
 /// them meanwhile say so when they connect.
 const STARTUP_GRACE_MS: i64 = 10_000;
+/// How far back a scan looks after a peer's calendar change arrived: a
+/// reminder that came due meanwhile (an invitation that arrived late) is
+/// delivered late; older ones are not (a new device does not replay).
+pub(super) const RESCAN_MS: i64 = 3_600_000;
+/// Most reminders one event has (more are ignored).
+pub const MAX_REMINDERS_PER_EVENT: usize = 16;
 /// The scan mark in `reminders-1`.
 const SCANNED: &str = "~scanned";
 /// How stale the stored scan mark may get before a write refreshes it (a
@@ -88,9 +94,10 @@ impl Core {
                 mark
             }
         };
+        let since = self.scan_since(scanned, now_ms);
         now_ms - scanned > MARK_EVERY_MS + (MAX_TURN + 1) * SIBLING_STEP_MS
             || self
-                .due(scanned.max(now_ms - CATCH_UP_MS), now_ms)
+                .due_safely(since, now_ms)
                 .iter()
                 .any(|d| self.store.claim(&d.claim_key()).ok().flatten().is_none())
     }
@@ -102,13 +109,14 @@ impl Core {
             .claim(SCANNED)?
             .and_then(|b| b.try_into().ok())
             .map(i64::from_le_bytes);
-        let since = scanned.unwrap_or(now_ms).max(now_ms - CATCH_UP_MS);
+        let since = self.scan_since(scanned.unwrap_or(now_ms), now_ms);
+        self.reminder_rescan = false;
         let turn = self.turn();
         let starting = now_ms - self.started_ms < STARTUP_GRACE_MS;
         let mut fired = Vec::new();
         // The earliest due time left for a later tick: the mark stays before it.
         let mut deferred: Option<i64> = None;
-        for due in self.due(since, now_ms) {
+        for due in self.due_safely(since, now_ms) {
             let key = due.claim_key();
             if tx.claim(&key)?.is_some() {
                 continue;
@@ -151,13 +159,33 @@ impl Core {
             tx.put_claim(SCANNED, &mark.to_le_bytes())?;
             self.reminder_mark = Some(mark);
         }
-        if !fired.is_empty() {
+        for claims in fired.chunks(crate::sync::MAX_CLAIMS) {
             effects.events.push(Event::Claims {
                 to: self.siblings(),
-                claims: fired,
+                claims: claims.to_vec(),
             });
         }
         Ok(())
+    }
+
+    /// Where a scan starts: the mark, at most the catch-up window back, and
+    /// an hour back after a peer's calendar change arrived.
+    fn scan_since(&self, mark: i64, now_ms: i64) -> i64 {
+        let since = mark.max(now_ms - CATCH_UP_MS);
+        if self.reminder_rescan {
+            since.min(now_ms - RESCAN_MS)
+        } else {
+            since
+        }
+    }
+
+    /// [`Core::due`], where a panic in the expansion (a bug reached by a
+    /// peer's value) costs this tick's reminders, never the node.
+    fn due_safely(&self, since: i64, now: i64) -> Vec<Due> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.due(since, now))).unwrap_or_else(|_| {
+            warn!("expanding the calendars for reminders panicked; skipped");
+            Vec::new()
+        })
     }
 
     /// Reminders of this user due in `(since, now]`.
@@ -180,7 +208,8 @@ impl Core {
                 continue;
             };
             for event in cal.events() {
-                let Some(&longest) = event.reminders.last() else {
+                let reminders: Vec<u32> = event.reminders.iter().copied().take(MAX_REMINDERS_PER_EVENT).collect();
+                let Some(&longest) = reminders.last() else {
                     continue;
                 };
                 let part = match event.attendees.get(&me) {
@@ -198,7 +227,7 @@ impl Core {
                     zone,
                 );
                 for o in occurrences {
-                    for &minutes in &event.reminders {
+                    for &minutes in &reminders {
                         let due_ms = (o.start - Duration::minutes(minutes.into())).timestamp_millis();
                         if due_ms > since && due_ms <= now {
                             out.push(Due {
@@ -229,13 +258,14 @@ impl Core {
     /// The other devices of this device's user, as far as this device knows.
     pub(super) fn siblings(&self) -> Vec<DeviceId> {
         let user = self.keys.user_id();
+        let revoked = |d: &DeviceId| self.devices.get(d).is_some_and(|r| r.revoked);
         let mut out: Vec<DeviceId> = self
             .devices
             .values()
-            .filter(|r| !r.revoked && r.cert.user == user)
+            .filter(|r| r.cert.user == user)
             .map(|r| r.cert.device)
             .chain(self.certs.values().filter(|c| c.user == user).map(|c| c.device))
-            .filter(|d| *d != self.me)
+            .filter(|d| *d != self.me && !revoked(d))
             .collect();
         out.sort();
         out.dedup();
@@ -248,8 +278,12 @@ impl Core {
         if !self.siblings().contains(&from) {
             return Ok(());
         }
+        let now_ms = crate::clock::now_ms() as i64;
         for c in claims {
-            if c.event.len() > outpost_crdt::calendar::rules::MAX_ID_BYTES || c.key.len() > 32 {
+            let sane = c.event.len() <= outpost_crdt::calendar::rules::MAX_ID_BYTES
+                && c.key.len() <= 32
+                && (now_ms - KEEP_CLAIMS_MS..=now_ms + KEEP_CLAIMS_MS).contains(&c.fired_at_ms);
+            if !sane {
                 continue;
             }
             let key = claim_key(&c.space, &c.event, &c.key, c.minutes);
@@ -274,7 +308,7 @@ impl Core {
             let Ok(row) = postcard::from_bytes::<ClaimRow>(&bytes) else {
                 continue;
             };
-            if now_ms - row.fired_at_ms > KEEP_CLAIMS_MS {
+            if now_ms.saturating_sub(row.fired_at_ms) > KEEP_CLAIMS_MS {
                 tx.remove_claim(&key)?;
                 continue;
             }

@@ -31,6 +31,9 @@ pub(crate) const MAX_INVALID_PER_SPACE: usize = 65_536;
 /// snapshot of its own document when it serves one; a replicator keeps those that
 /// no other covers.
 pub(crate) const MAX_SNAPSHOTS_PER_SPACE: usize = 4;
+/// Largest content a reader may write (its answers to invitations): checked
+/// in clear, before decrypting.
+pub(crate) const MAX_READER_CONTENT_BYTES: usize = 4 << 10;
 
 /// What to do with an envelope.
 pub(crate) enum Verdict {
@@ -395,6 +398,11 @@ impl Space {
         let Some(author) = self.state.author_at(&h.control_heads, &h.author) else {
             return Verdict::Reject("author may not write in this space");
         };
+        // A reader writes only its answers (calendars): small, checkable in
+        // clear, so replicators that cannot decrypt are not filled either.
+        if !author.editor && env.body().len() > MAX_READER_CONTENT_BYTES {
+            return Verdict::Reject("a reader's content is larger than an answer");
+        }
         if !next_in_seq {
             return Verdict::Wait;
         }

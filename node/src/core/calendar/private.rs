@@ -71,6 +71,17 @@ pub(super) fn wraps_for<'a>(
         .collect()
 }
 
+/// The users whose devices hold a wrap of the event's key.
+pub(super) fn holders(space: &Space, event: &Event) -> BTreeSet<String> {
+    space
+        .state
+        .members
+        .values()
+        .filter(|m| event.seal.contains_key(&wrap_name(&m.cert.device)))
+        .map(|m| m.cert.user.to_string())
+        .collect()
+}
+
 /// The member devices of `space` whose users are in `users`.
 pub(super) fn devices_of<'a>(space: &'a Space, users: &'a BTreeSet<String>) -> impl Iterator<Item = &'a DeviceCert> {
     space
