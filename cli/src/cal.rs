@@ -212,10 +212,6 @@ pub(crate) struct EditArgs {
     location: Option<String>,
     #[arg(long)]
     description: Option<String>,
-    #[arg(long, conflicts_with = "public")]
-    private: bool,
-    #[arg(long)]
-    public: bool,
     #[arg(long)]
     invite: Vec<String>,
     #[arg(long)]
@@ -303,11 +299,8 @@ pub(crate) async fn run(client: &Client, cmd: CalCmd) -> anyhow::Result<()> {
                 rrule: change.rrule,
                 location: change.location,
                 description: change.description,
-                private: match (change.private, change.public) {
-                    (true, _) => Some(true),
-                    (_, true) => Some(false),
-                    _ => None,
-                },
+                // Privacy is set when an event is added (`cal add --private`).
+                private: None,
                 invite: change.invite,
                 uninvite: change.uninvite,
                 remind,
@@ -498,26 +491,9 @@ fn moment(typed: &str, zone: chrono_tz::Tz) -> anyhow::Result<DateTime<Utc>> {
     Ok(caltime::instant(local, zone))
 }
 
-/// This machine's zone: $TZ, /etc/timezone, or where /etc/localtime points;
-/// UTC when none names an IANA zone.
+/// This machine's zone, by name.
 fn local_zone() -> String {
-    let valid = |name: &str| caltime::parse_zone(name).is_ok();
-    let from_env = std::env::var("TZ").ok().map(|t| t.trim_start_matches(':').to_string());
-    let from_file = || {
-        std::fs::read_to_string("/etc/timezone")
-            .ok()
-            .map(|t| t.trim().to_string())
-    };
-    let from_link = || {
-        let target = std::fs::read_link("/etc/localtime").ok()?;
-        let target = target.to_string_lossy();
-        target.split_once("zoneinfo/").map(|(_, zone)| zone.to_string())
-    };
-    from_env
-        .filter(|z| valid(z))
-        .or_else(|| from_file().filter(|z| valid(z)))
-        .or_else(|| from_link().filter(|z| valid(z)))
-        .unwrap_or_else(|| "UTC".into())
+    outpost_node::clock::local_zone().name().to_string()
 }
 
 fn print_agenda(items: &[AgendaItem]) {

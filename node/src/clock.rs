@@ -42,3 +42,21 @@ mod tests {
         assert_eq!(super::utc(-1), "1969-12-31 23:59:59");
     }
 }
+
+/// This machine's time zone: `$TZ`, `/etc/timezone`, or where `/etc/localtime`
+/// points; UTC when none names an IANA zone. Floating and all-day events are
+/// read in it (an all-day reminder fires the day before, here).
+pub fn local_zone() -> chrono_tz::Tz {
+    let parse = |name: &str| name.trim().trim_start_matches(':').parse::<chrono_tz::Tz>().ok();
+    let from_env = || std::env::var("TZ").ok().and_then(|t| parse(&t));
+    let from_file = || std::fs::read_to_string("/etc/timezone").ok().and_then(|t| parse(&t));
+    let from_link = || {
+        let target = std::fs::read_link("/etc/localtime").ok()?;
+        let target = target.to_string_lossy();
+        parse(target.split_once("zoneinfo/")?.1)
+    };
+    from_env()
+        .or_else(from_file)
+        .or_else(from_link)
+        .unwrap_or(chrono_tz::UTC)
+}

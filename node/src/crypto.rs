@@ -123,8 +123,10 @@ impl EpochKey {
     /// re-import of the same file writes nothing new; it reveals only that a
     /// field kept its value.
     pub fn seal_deterministic(&self, aad: &[u8], plaintext: &[u8]) -> ([u8; 24], Vec<u8>) {
-        let mut hasher = blake3::Hasher::new_keyed(&self.content.0);
-        hasher.update(SIV_NONCE_CONTEXT.as_bytes());
+        // A subkey of its own for the nonce, never the cipher key itself.
+        let mut nonce_key = blake3::derive_key(SIV_NONCE_CONTEXT, &self.content.0);
+        let mut hasher = blake3::Hasher::new_keyed(&nonce_key);
+        nonce_key.zeroize();
         hasher.update(&(aad.len() as u64).to_le_bytes());
         hasher.update(aad);
         hasher.update(plaintext);

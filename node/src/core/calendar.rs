@@ -124,10 +124,11 @@ pub struct EventChange {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CalWritten {
     pub space: SpaceId,
-    /// The event written (for an import, the number of events in the file).
+    /// The event written (none for an import).
     pub event: Option<String>,
     /// Whether anything changed (a re-import of the same file changes nothing).
     pub changed: bool,
+    /// For an import: the events in the file (changed or not).
     #[serde(default)]
     pub imported: usize,
     /// What an import could not take as it was.

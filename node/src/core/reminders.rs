@@ -197,6 +197,8 @@ impl Core {
         ) else {
             return Vec::new();
         };
+        // Floating and all-day times are this machine's local times.
+        let local = crate::clock::local_zone();
         let mut out = Vec::new();
         for (space_id, s) in self.spaces.iter().filter(|(_, s)| s.state.kind == SpaceKind::Calendar) {
             let Some(cal) = s
@@ -220,7 +222,7 @@ impl Core {
                     continue;
                 };
                 // Occurrences starting within the reach of the longest reminder.
-                let zone = when.zone().unwrap_or(chrono_tz::UTC);
+                let zone = when.zone().unwrap_or(local);
                 let (occurrences, _) = event.occurrences(
                     from,
                     to + Duration::minutes(longest.into()) + Duration::seconds(1),
