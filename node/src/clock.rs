@@ -33,16 +33,6 @@ pub fn utc(ms: i64) -> String {
     )
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn utc_formats() {
-        assert_eq!(super::utc(0), "1970-01-01 00:00:00");
-        assert_eq!(super::utc(1_795_269_845_000), "2026-11-21 14:04:05");
-        assert_eq!(super::utc(-1), "1969-12-31 23:59:59");
-    }
-}
-
 /// This machine's time zone: `$TZ`, `/etc/timezone`, or where `/etc/localtime`
 /// points; UTC when none names an IANA zone. Floating and all-day events are
 /// read in it (an all-day reminder fires the day before, here).
@@ -59,4 +49,14 @@ pub fn local_zone() -> chrono_tz::Tz {
         .or_else(from_file)
         .or_else(from_link)
         .unwrap_or(chrono_tz::UTC)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_formats() {
+        assert_eq!(super::utc(0), "1970-01-01 00:00:00");
+        assert_eq!(super::utc(1_795_269_845_000), "2026-11-21 14:04:05");
+        assert_eq!(super::utc(-1), "1969-12-31 23:59:59");
+    }
 }
