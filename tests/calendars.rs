@@ -7,17 +7,8 @@ mod common;
 
 use std::{path::Path, time::Duration};
 
-use common::{Node, user_of, wait_until};
+use common::{Node, pair, user_of, wait_until};
 use serde_json::Value;
-
-/// Two daemons, b dialling a.
-fn pair(root: &Path) -> (Node, Node) {
-    let mut a = Node::init(root, "a");
-    let mut b = Node::init(root, "b");
-    a.start(&[]);
-    b.start(&[a.addr()]);
-    (a, b)
-}
 
 fn new_calendar(a: &Node, member: &Node) -> String {
     a.json(&["cal", "new", "Team", "--member", &member.card(), "--json"])["space"]

@@ -7,7 +7,7 @@ mod inproc;
 
 use std::{path::Path, process::Command, time::Duration};
 
-use common::{Node, outpost_bin, wait_until};
+use common::{Node, outpost_bin, pair, wait_until};
 use serde_json::Value;
 
 const START: &str = "# Weekly plan
@@ -38,15 +38,6 @@ fn write(node: &Node, dir: &Path, doc: &str, text: &str) -> String {
         .as_str()
         .expect("a change was written")
         .to_string()
-}
-
-/// Two daemons, b dialling a.
-fn pair(root: &Path) -> (Node, Node) {
-    let mut a = Node::init(root, "a");
-    let mut b = Node::init(root, "b");
-    a.start(&[]);
-    b.start(&[a.addr()]);
-    (a, b)
 }
 
 /// A document "Plan" made on `a` from `text` (none when empty), with `member`.

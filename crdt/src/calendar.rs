@@ -115,6 +115,32 @@ pub struct Event {
     pub seal: BTreeMap<String, Vec<u8>>,
 }
 
+impl Event {
+    /// An event `id` with no fields yet.
+    pub fn empty(id: &str) -> Event {
+        Event {
+            id: id.to_string(),
+            uid: String::new(),
+            organizer: String::new(),
+            title: String::new(),
+            location: String::new(),
+            description: String::new(),
+            when: None,
+            rule: None,
+            rdates: BTreeSet::new(),
+            exdates: BTreeSet::new(),
+            overrides: BTreeMap::new(),
+            attendees: BTreeMap::new(),
+            reminders: BTreeSet::new(),
+            private: false,
+            cancelled: false,
+            created_at_ms: 0,
+            sealed: BTreeMap::new(),
+            seal: BTreeMap::new(),
+        }
+    }
+}
+
 /// One occurrence of an event, with its exceptions applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Occurrence {
@@ -888,26 +914,7 @@ fn put_fields(tx: &mut Transaction<'_>, obj: &ObjId, prefix: &str, f: &Fields) -
 }
 
 fn read_event(doc: &impl ReadDoc, id: &str, obj: &ObjId) -> Event {
-    let mut e = Event {
-        id: id.to_string(),
-        uid: String::new(),
-        organizer: String::new(),
-        title: String::new(),
-        location: String::new(),
-        description: String::new(),
-        when: None,
-        rule: None,
-        rdates: BTreeSet::new(),
-        exdates: BTreeSet::new(),
-        overrides: BTreeMap::new(),
-        attendees: BTreeMap::new(),
-        reminders: BTreeSet::new(),
-        private: false,
-        cancelled: false,
-        created_at_ms: 0,
-        sealed: BTreeMap::new(),
-        seal: BTreeMap::new(),
-    };
+    let mut e = Event::empty(id);
     for item in doc.map_range(obj, ..) {
         let key: &str = &item.key;
         let ValueRef::Scalar(value) = &item.value else { continue };

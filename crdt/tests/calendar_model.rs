@@ -1,6 +1,7 @@
 //! The calendar model: recurrence across daylight-saving changes, exceptions,
 //! the merge rules for concurrent edits, and the calendar rules.
 
+use automerge::transaction::Transaction;
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use outpost_crdt::{
@@ -459,22 +460,9 @@ fn a_reader_may_answer_for_itself_and_nothing_else() {
 
 #[test]
 fn the_rules_refuse_what_the_schema_does_not_have() {
-    use automerge::{ROOT, ReadDoc, transaction::Transactable};
-    let (a, _) = shared(add(
-        "m",
-        "M",
-        timed("2026-12-03 14:00", "2026-12-03 15:00", "UTC"),
-        None,
-    ));
-    let forge = |f: &dyn Fn(&mut automerge::transaction::Transaction<'_>)| {
-        let mut doc = a.automerge().fork().with_actor(actor(4));
-        let mut tx = doc.transaction();
-        f(&mut tx);
-        let (hash, _) = tx.commit();
-        doc.get_change_by_hash(&hash.unwrap()).unwrap()
-    };
-    let events = a.automerge().get(ROOT, "events").unwrap().unwrap().1;
-    let event = a.automerge().get(&events, "m").unwrap().unwrap().1;
+    use automerge::{ROOT, transaction::Transactable};
+    let (a, events, event) = one_event();
+    let forge = |f: &dyn Fn(&mut Transaction<'_>)| forge(&a, f);
     let wipe = forge(&|tx| tx.delete(ROOT, "events").unwrap());
     assert_eq!(
         a.validate(wipe, &editor(BOB)).map(drop),
@@ -505,6 +493,30 @@ fn the_rules_refuse_what_the_schema_does_not_have() {
         Err(calendar::Violation::Value(_))
     ));
     let _ = Violation::Calendar(calendar::Violation::Schema).reason();
+}
+
+/// A calendar holding one event "m", with the ids of `events` and of "m".
+fn one_event() -> (CalendarDoc, automerge::ObjId, automerge::ObjId) {
+    use automerge::{ROOT, ReadDoc};
+    let (a, _) = shared(add(
+        "m",
+        "M",
+        timed("2026-12-03 14:00", "2026-12-03 15:00", "UTC"),
+        None,
+    ));
+    let events = a.automerge().get(ROOT, "events").unwrap().unwrap().1;
+    let event = a.automerge().get(&events, "m").unwrap().unwrap().1;
+    (a, events, event)
+}
+
+/// A change made by hand (as a hostile writer would) on a copy of `cal`.
+fn forge(cal: &CalendarDoc, f: &dyn Fn(&mut Transaction<'_>)) -> Change {
+    use automerge::ReadDoc;
+    let mut doc = cal.automerge().fork().with_actor(actor(4));
+    let mut tx = doc.transaction();
+    f(&mut tx);
+    let (hash, _) = tx.commit();
+    doc.get_change_by_hash(&hash.unwrap()).unwrap()
 }
 
 mod convergence {
@@ -680,22 +692,9 @@ fn this_and_following_splits_the_series() {
 
 #[test]
 fn hostile_values_neither_crash_nor_stall_nor_take_over() {
-    use automerge::{ROOT, ReadDoc, transaction::Transactable};
-    let (a, _) = shared(add(
-        "m",
-        "M",
-        timed("2026-12-03 14:00", "2026-12-03 15:00", "UTC"),
-        None,
-    ));
-    let forge = |f: &dyn Fn(&mut automerge::transaction::Transaction<'_>)| {
-        let mut doc = a.automerge().fork().with_actor(actor(4));
-        let mut tx = doc.transaction();
-        f(&mut tx);
-        let (hash, _) = tx.commit();
-        doc.get_change_by_hash(&hash.unwrap()).unwrap()
-    };
-    let events = a.automerge().get(ROOT, "events").unwrap().unwrap().1;
-    let event = a.automerge().get(&events, "m").unwrap().unwrap().1;
+    use automerge::transaction::Transactable;
+    let (a, events, event) = one_event();
+    let forge = |f: &dyn Fn(&mut Transaction<'_>)| forge(&a, f);
     // Another map under a taken id would hide the event.
     let replace = forge(&|tx| {
         let e = tx.put_object(&events, "m", automerge::ObjType::Map).unwrap();

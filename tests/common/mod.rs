@@ -321,6 +321,15 @@ impl Drop for Node {
     }
 }
 
+/// Two daemons named a and b, b dialling a.
+pub fn pair(root: &Path) -> (Node, Node) {
+    let mut a = Node::init(root, "a");
+    let mut b = Node::init(root, "b");
+    a.start(&[]);
+    b.start(&[a.addr()]);
+    (a, b)
+}
+
 /// The user id of `node`'s device.
 pub fn user_of(node: &Node) -> String {
     node.json(&["id", "--json"])["user_id"].as_str().unwrap().to_string()

@@ -1221,24 +1221,12 @@ mod tests {
 
     fn event(when: &str, rule: Option<&str>) -> Event {
         Event {
-            id: "e1".into(),
             uid: "series@example.com".into(),
             organizer: "00".into(),
             title: "Sync".into(),
-            location: String::new(),
-            description: String::new(),
             when: Some(when.parse().unwrap()),
             rule: rule.map(str::to_string),
-            rdates: BTreeSet::new(),
-            exdates: BTreeSet::new(),
-            overrides: BTreeMap::new(),
-            attendees: BTreeMap::new(),
-            reminders: BTreeSet::new(),
-            private: false,
-            cancelled: false,
-            created_at_ms: 0,
-            sealed: BTreeMap::new(),
-            seal: BTreeMap::new(),
+            ..Event::empty("e1")
         }
     }
 

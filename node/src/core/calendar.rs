@@ -14,7 +14,7 @@ use outpost_crdt::calendar::{
 };
 
 use super::{
-    docs::{MAX_CHANGE_BYTES, mentioned},
+    docs::{MAX_CHANGE_BYTES, member_users, mentioned},
     *,
 };
 
@@ -780,12 +780,7 @@ impl Core {
 
     /// Member users by name (as mentions resolve them); each must be a member.
     fn resolve_users(&self, space: &Space, names: &[String]) -> Result<Vec<String>> {
-        let members: Vec<(DeviceId, UserId)> = space
-            .state
-            .members
-            .values()
-            .map(|m| (m.cert.device, m.cert.user))
-            .collect();
+        let members = member_users(space);
         let aliases = self.mention_aliases();
         names
             .iter()

@@ -231,12 +231,7 @@ impl Core {
             ))),
             DocEdit::Markdown { markdown: md, base } => {
                 let base = base.iter().map(|v| parse_version(doc, v)).collect::<Result<Vec<_>>>()?;
-                let members: Vec<(DeviceId, UserId)> = space
-                    .state
-                    .members
-                    .values()
-                    .map(|m| (m.cert.device, m.cert.user))
-                    .collect();
+                let members = member_users(space);
                 let aliases = self.mention_aliases();
                 Ok((markdown::parse(&md, &|name| mentioned(&members, &aliases, name)), base))
             }
@@ -479,6 +474,16 @@ fn find_version(doc: &TextDoc, prefix: &str) -> Result<ChangeHash> {
             "version prefix {prefix} is ambiguous: give more digits"
         ))),
     }
+}
+
+/// A space's member devices with their users (whom `mentioned` picks from).
+pub(super) fn member_users(space: &Space) -> Vec<(DeviceId, UserId)> {
+    space
+        .state
+        .members
+        .values()
+        .map(|m| (m.cert.device, m.cert.user))
+        .collect()
 }
 
 /// The member user a bare `@name` names: an org member's id, name or e-mail
