@@ -40,13 +40,13 @@ use calcard::{
         ICalendarRelated, ICalendarStatus, ICalendarValue, timezone::TzResolver,
     },
 };
-use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
+use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveDateTime, NaiveTime, Utc};
 use chrono_tz::Tz;
 use rrule::{RRule, Unvalidated};
 
 use super::{
     Event, EventData, Overrides, parse_key,
-    recur::Rule,
+    recur::{Rule, as_naive_utc},
     rules::{MAX_DESCRIPTION_BYTES, MAX_REMINDER_MINUTES, MAX_SHORT_BYTES},
     time::{When, instant},
 };
@@ -404,11 +404,6 @@ fn partial_naive(p: &PartialDateTime) -> Option<NaiveDateTime> {
         p.minute.unwrap_or(0).into(),
         p.second.unwrap_or(0).min(59).into(),
     )
-}
-
-/// A naive time handed to `rrule` as if it were UTC (which has no gaps).
-fn as_naive_utc(t: NaiveDateTime) -> DateTime<rrule::Tz> {
-    rrule::Tz::UTC.from_utc_datetime(&t)
 }
 
 /// One VEVENT, read and checked, before series and instances are matched.
@@ -1149,6 +1144,8 @@ fn exception_time(e: &Event, when: &When, key: &str) -> Option<NaiveDateTime> {
 
 #[cfg(test)]
 mod tests {
+    use chrono::TimeZone;
+
     use super::*;
 
     fn folded(line: &str) -> String {

@@ -162,7 +162,7 @@ fn parse_until(value: &str, when: &When) -> Option<NaiveDateTime> {
 }
 
 /// A naive local time handed to `rrule` as if it were UTC (no gaps, no folds).
-fn as_naive_utc(local: NaiveDateTime) -> DateTime<rrule::Tz> {
+pub(super) fn as_naive_utc(local: NaiveDateTime) -> DateTime<rrule::Tz> {
     rrule::Tz::UTC.from_utc_datetime(&local)
 }
 

@@ -380,12 +380,7 @@ impl Core {
             if s.state.kind != SpaceKind::Calendar || space.is_some_and(|want| want != *id) {
                 continue;
             }
-            if let Some(cal) = s
-                .readable
-                .as_ref()
-                .and_then(|r| r.docs.get(&s.main_doc()))
-                .and_then(|d| d.doc.calendar())
-            {
+            if let Some(cal) = calendar_of(s) {
                 found.extend(
                     cal.events()
                         .into_iter()
@@ -636,12 +631,7 @@ impl Core {
                 let series = event
                     .when
                     .ok_or_else(|| Error::Invalid(format!("event `{id}` has no valid time")))?;
-                let moved = event
-                    .overrides
-                    .get(key)
-                    .and_then(|o| o.when.as_deref())
-                    .and_then(|w| w.parse().ok());
-                moved.unwrap_or_else(|| series.starting_at(calendar::parse_key(key).unwrap_or(series.local_start())))
+                occurrence_when(&event, &series, key)
             }
         };
         let keep = |new: Option<String>, old: &str| new.or_else(|| (!old.is_empty()).then(|| old.to_string()));
@@ -1007,7 +997,7 @@ impl Core {
 }
 
 /// Whether `user` takes part in `e`: organises it or was invited, and did not decline.
-fn takes_part(e: &Event, user: &str) -> bool {
+pub(super) fn takes_part(e: &Event, user: &str) -> bool {
     match e.attendees.get(user) {
         Some(answer) => *answer != Rsvp::Declined,
         None => e.organizer == user,
@@ -1028,8 +1018,18 @@ fn merge(intervals: impl Iterator<Item = (DateTime<Utc>, DateTime<Utc>)>) -> Vec
     out
 }
 
+/// The time of occurrence `key` of a series at `series`: its own when moved.
+fn occurrence_when(event: &Event, series: &When, key: &str) -> When {
+    let moved = event
+        .overrides
+        .get(key)
+        .and_then(|o| o.when.as_deref())
+        .and_then(|w| w.parse().ok());
+    moved.unwrap_or_else(|| series.starting_at(calendar::parse_key(key).unwrap_or(series.local_start())))
+}
+
 /// A calendar space's document, when this device reads it.
-fn calendar_of(space: &Space) -> Option<&CalendarDoc> {
+pub(super) fn calendar_of(space: &Space) -> Option<&CalendarDoc> {
     space
         .readable
         .as_ref()
@@ -1168,14 +1168,7 @@ fn changed_when(event: &Event, scope: &Scope, change: &EventChange) -> Result<Op
     };
     let current = match scope {
         Scope::All => series,
-        Scope::This(key) => {
-            let moved = event
-                .overrides
-                .get(key)
-                .and_then(|o| o.when.as_deref())
-                .and_then(|w| w.parse().ok());
-            moved.unwrap_or_else(|| series.starting_at(calendar::parse_key(key).unwrap_or(series.local_start())))
-        }
+        Scope::This(key) => occurrence_when(event, &series, key),
     };
     let invalid = |e: caltime::TimeError| Error::Invalid(e.to_string());
     let zone = match change.tz.as_deref() {

@@ -20,9 +20,12 @@
 //! claimed it meanwhile.
 
 use chrono::{DateTime, Duration, Utc};
-use outpost_crdt::calendar::Rsvp;
 
-use super::{inbox::ReminderRow, *};
+use super::{
+    calendar::{calendar_of, takes_part},
+    inbox::ReminderRow,
+    *,
+};
 pub(super) use crate::sync::Claim;
 
 /// How far back a device that was down catches up.
@@ -201,12 +204,7 @@ impl Core {
         let local = crate::clock::local_zone();
         let mut out = Vec::new();
         for (space_id, s) in self.spaces.iter().filter(|(_, s)| s.state.kind == SpaceKind::Calendar) {
-            let Some(cal) = s
-                .readable
-                .as_ref()
-                .and_then(|r| r.docs.get(&s.main_doc()))
-                .and_then(|d| d.doc.calendar())
-            else {
+            let Some(cal) = calendar_of(s) else {
                 continue;
             };
             for event in cal.events() {
@@ -214,11 +212,7 @@ impl Core {
                 let Some(&longest) = reminders.last() else {
                     continue;
                 };
-                let part = match event.attendees.get(&me) {
-                    Some(answer) => *answer != Rsvp::Declined,
-                    None => event.organizer == me,
-                };
-                let Some(when) = event.when.filter(|_| part) else {
+                let Some(when) = event.when.filter(|_| takes_part(&event, &me)) else {
                     continue;
                 };
                 // Occurrences starting within the reach of the longest reminder.
