@@ -598,7 +598,16 @@ async fn collect(events: &mut Arrivals, prefix: &str, want: usize, deadline: Ins
 }
 
 async fn send(client: &Client, path: &str, text: String) -> Result<serde_json::Value> {
-    Ok(client.post(path, &SendMessage { text, client_id: None }).await?)
+    Ok(client
+        .post(
+            path,
+            &SendMessage {
+                text,
+                reply_to: None,
+                client_id: None,
+            },
+        )
+        .await?)
 }
 
 async fn daemons(opts: &Opts, report: &mut Report) -> Result<()> {
@@ -1645,7 +1654,7 @@ async fn sealed_vs_raw(h: &History, reps: usize, report: &mut Report) -> Result<
     live_doc.apply_changes(all_changes[..live_held].to_vec())?;
     let live_msgs = {
         let mut chat = ChatDoc::new(doc_id);
-        let before = chat.apply(all_changes[..live_held].to_vec())?.len();
+        let before = chat.apply(all_changes[..live_held].to_vec(), &bench_author())?.len();
         h.messages - before
     };
     let cpu = CpuMeter::start(vec!["self".into()], clock_ticks());
@@ -1689,7 +1698,11 @@ async fn sealed_vs_raw(h: &History, reps: usize, report: &mut Report) -> Result<
         for frame in owned {
             let checked = frame
                 .into_iter()
-                .map(|c| rules.validate(c).map_err(|v| anyhow!("chat rules: {v}")))
+                .map(|c| {
+                    rules
+                        .validate(c, &bench_author())
+                        .map_err(|v| anyhow!("chat rules: {v}"))
+                })
                 .collect::<Result<Vec<_>>>()?;
             checked_frames.push(checked);
         }
@@ -1807,11 +1820,11 @@ async fn sealed_vs_raw(h: &History, reps: usize, report: &mut Report) -> Result<
         t.live_sealed.push(sealed_ingest(h, &live_before, &live_frames).await?);
 
         let mut chat = ChatDoc::new(doc_id);
-        chat.apply(all_changes[..live_held].to_vec())?;
+        chat.apply(all_changes[..live_held].to_vec(), &bench_author())?;
         let input = all_changes[live_held..].to_vec();
         let start = Instant::now();
         for c in input {
-            black_box(chat.apply(vec![c])?);
+            black_box(chat.apply(vec![c], &bench_author())?);
         }
         t.live_chat.push(start.elapsed());
 
@@ -1839,10 +1852,13 @@ async fn sealed_vs_raw(h: &History, reps: usize, report: &mut Report) -> Result<
         let start = Instant::now();
         for i in 0..POSTS {
             let msg = NewMessage {
-                id: format!("post-{rep}-{i}"),
-                text: chat_text(&format!("post-{i}")),
+                id: format!("post{rep}x{i}"),
+                body: outpost_node::ids::EnvelopeId::of(chat_text(&format!("post-{i}")).as_bytes()).to_string(),
+                reply_to: None,
+                mentions: Vec::new(),
+                all: false,
             };
-            black_box(chat.post(actor.clone(), &[msg], 0)?);
+            black_box(chat.post(actor.clone(), &bench_author(), &[msg], 0)?);
         }
         t.post.push(start.elapsed());
         let mut doc = live_doc.clone().with_actor(actor);
@@ -2424,4 +2440,13 @@ fn main() -> Result<()> {
         ));
     }
     outcome
+}
+
+/// The author the chat rules judge a benchmark's changes by (any writer).
+fn bench_author() -> outpost_crdt::Author {
+    outpost_crdt::Author {
+        user: "ab".repeat(32),
+        editor: true,
+        admin: false,
+    }
 }

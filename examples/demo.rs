@@ -104,6 +104,7 @@ impl Node {
     async fn send(&self, space: &str, text: &str) -> anyhow::Result<()> {
         let body = SendMessage {
             text: text.into(),
+            reply_to: None,
             client_id: None,
         };
         let sent: Sent = self

@@ -615,6 +615,7 @@ fn last_changes(doc: &Automerge, doc_id: &DocId) -> BTreeMap<ActorId, Declared> 
     let writer = || outpost_crdt::Author {
         user: String::new(),
         editor: true,
+        admin: false,
     };
     let mut last: BTreeMap<ActorId, Declared> = BTreeMap::new();
     for meta in doc.get_changes_meta(&[]) {

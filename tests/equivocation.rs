@@ -190,7 +190,8 @@ fn an_equivocating_admin_loses_its_additions_and_what_was_written_under_them() {
         deliver(&bob, &carol, push).await;
         let mut carol_rx = carol.core.subscribe();
         carol.core.send(space, "carol here".into(), None).await.unwrap();
-        assert_eq!(deliver(&carol, &bob, stored(&mut carol_rx)).await.stored, 1);
+        // The message's change and its body.
+        assert_eq!(deliver(&carol, &bob, stored(&mut carol_rx)).await.stored, 2);
         assert_eq!(bob.core.members(space).await.unwrap().members.len(), 3);
         assert_eq!(texts(&bob, space).await, ["hello", "carol here"]);
 

@@ -19,7 +19,7 @@ use libp2p::{
     tcp, yamux,
 };
 use outpost_crdt::{
-    ChangeHash,
+    Author, ChangeHash,
     chat::{ChatDoc, NewMessage},
     writer,
 };
@@ -206,6 +206,11 @@ impl Hostile {
                         ))),
                         Request::Policy(_) => Response::Policy(None),
                         Request::Claims(_) => Response::Ack(Ack::default()),
+                        Request::Bodies { space, .. } => Response::Sides {
+                            space,
+                            envelopes: Vec::new(),
+                            more: false,
+                        },
                         Request::Enroll(_) | Request::EnrollRelayed(_) => Response::Enrolled(Box::new(
                             outpost_node::org::enroll::EnrollOutcome::Refused("mallory enrolls no one".into()),
                         )),
@@ -238,6 +243,28 @@ struct Insider {
     room: ChatDoc,
 }
 
+/// Chat rules judge the role; any writer's user does here.
+fn writer_author() -> Author {
+    Author {
+        user: "ab".repeat(32),
+        editor: true,
+        admin: false,
+    }
+}
+
+/// A change posting one message as `actor` into a fresh room (its body is
+/// named by an id; only the skeleton matters to what is tested).
+fn post(doc: outpost_crdt::DocId, actor: outpost_crdt::ActorId, id: &str, text: &str) -> outpost_crdt::Change {
+    let msg = NewMessage {
+        id: id.into(),
+        body: EnvelopeId::of(text.as_bytes()).to_string(),
+        reply_to: None,
+        mentions: Vec::new(),
+        all: false,
+    };
+    ChatDoc::new(doc).post(actor, &writer_author(), &[msg], 1).unwrap()
+}
+
 impl Insider {
     fn learn(keys: &DeviceKeys, received: &[Vec<u8>], space: SpaceId) -> Self {
         let envs: Vec<Envelope> = received
@@ -253,7 +280,7 @@ impl Insider {
         for env in envs.iter().filter(|e| e.header().kind == Kind::Content) {
             let change = outpost_crdt::Change::from_bytes(env.open_content(&key).unwrap()).unwrap();
             messages.push((env.clone(), change.hash()));
-            room.apply(vec![change]).unwrap();
+            room.apply(vec![change], &writer_author()).unwrap();
         }
         Self {
             space,
@@ -283,16 +310,7 @@ impl Insider {
     fn message(&self, author: &DeviceKeys, incarnation: u64, text: &str) -> Envelope {
         let doc = self.space.chat_shard(0);
         let actor = writer::actor_id(&author.device_id().0, &doc, incarnation);
-        let change = ChatDoc::new(doc)
-            .post(
-                actor,
-                &[NewMessage {
-                    id: format!("m-{incarnation}"),
-                    text: text.into(),
-                }],
-                1,
-            )
-            .unwrap();
+        let change = post(doc, actor, &format!("m{incarnation}"), text);
         Envelope::seal_content(
             author,
             self.header(author, incarnation, 1, Vec::new()),
@@ -391,16 +409,7 @@ fn hostile_peer_is_refused_and_the_node_keeps_serving() {
         let doc = space.chat_shard(0);
         let b_device: outpost_node::ids::DeviceId = b.device_id().parse().unwrap();
         let stolen_actor = writer::actor_id(&b_device.0, &doc, 3);
-        let change = ChatDoc::new(doc)
-            .post(
-                stolen_actor,
-                &[NewMessage {
-                    id: "as-b".into(),
-                    text: "I am B".into(),
-                }],
-                1,
-            )
-            .unwrap();
+        let change = post(doc, stolen_actor, "asb", "I am B");
         let mismatch = Envelope::seal_content(
             &mallory,
             insider.header(&mallory, 3, 1, Vec::new()),

@@ -325,11 +325,20 @@ fn message_at(author: &DeviceKeys, state: &SpaceState, heads: Vec<EnvelopeId>, t
     let doc = state.space.chat_shard(0);
     let incarnation = rand::random();
     let actor = outpost_crdt::writer::actor_id(&author.device_id().0, &doc, incarnation);
+    // Only the skeleton matters to the verdict; it names a body by its id.
     let message = NewMessage {
-        id: format!("m-{incarnation}"),
-        text: text.into(),
+        id: format!("m{incarnation}"),
+        body: EnvelopeId::of(text.as_bytes()).to_string(),
+        reply_to: None,
+        mentions: Vec::new(),
+        all: false,
     };
-    let change = ChatDoc::new(doc).post(actor, &[message], 1).unwrap();
+    let by = outpost_crdt::Author {
+        user: author.user_id().to_string(),
+        editor: true,
+        admin: false,
+    };
+    let change = ChatDoc::new(doc).post(actor, &by, &[message], 1).unwrap();
     let epoch = state.epoch_at(&heads).unwrap();
     let mut ring = Keyring::default();
     ring.unlock(state, author);

@@ -74,9 +74,10 @@ fn an_added_device_reads_the_history_and_writes_and_a_forged_add_is_refused() {
         let mut carol_rx = carol.core.subscribe();
         carol.core.send(space, "hello from carol".into(), None).await.unwrap();
         let from_carol = stored(&mut carol_rx);
-        assert_eq!(deliver(&carol, &alice, from_carol.clone()).await.stored, 1);
+        // The message's change and its body.
+        assert_eq!(deliver(&carol, &alice, from_carol.clone()).await.stored, 2);
         let ack = deliver(&carol, &bob, from_carol.clone()).await;
-        assert_eq!((ack.stored, ack.pending), (0, 1), "Bob waits for the add it names");
+        assert_eq!((ack.stored, ack.pending), (0, 2), "Bob waits for the add they name");
         let push = served(&alice, &bob, space).await;
         deliver(&alice, &bob, push).await;
         let expected = alice.core.messages(space, 1000).await.unwrap();

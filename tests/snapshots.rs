@@ -7,12 +7,13 @@ mod inproc;
 
 use inproc::{Node, deliver, kinds, served, stored};
 use outpost_crdt::{
+    Author,
     chat::{ChatDoc, NewMessage},
     writer,
 };
 use outpost_node::{
     control::{History, SpaceState},
-    envelope::Envelope,
+    envelope::{Envelope, Kind},
     snapshot::Snapshot,
 };
 
@@ -55,7 +56,8 @@ fn a_fresh_member_catches_up_from_a_snapshot_then_follows_envelope_by_envelope()
         }
         let push = served(&alice, &bob, space).await;
         assert_eq!(kinds(&push), (0, 5, 0));
-        assert_eq!(deliver(&alice, &bob, push).await.stored, 5);
+        // Each change with its message's body.
+        assert_eq!(deliver(&alice, &bob, push).await.stored, 10);
         let expected = alice.core.messages(space, 1000).await.unwrap();
         assert_eq!(bob.core.messages(space, 1000).await.unwrap(), expected);
 
@@ -63,7 +65,7 @@ fn a_fresh_member_catches_up_from_a_snapshot_then_follows_envelope_by_envelope()
         let mut bob_rx = bob.core.subscribe();
         bob.core.send(space, "bob was here".into(), None).await.unwrap();
         let ack = deliver(&bob, &alice, stored(&mut bob_rx)).await;
-        assert_eq!((ack.stored, ack.rejected), (1, 0));
+        assert_eq!((ack.stored, ack.rejected), (2, 0), "the change and its body");
         let expected = alice.core.messages(space, 1000).await.unwrap();
         assert_eq!(expected.len(), 306);
         assert_eq!(bob.core.messages(space, 1000).await.unwrap(), expected);
@@ -73,13 +75,14 @@ fn a_fresh_member_catches_up_from_a_snapshot_then_follows_envelope_by_envelope()
         assert_eq!(bob.core.messages(space, 1000).await.unwrap(), expected);
         assert_eq!(bob.status(space).await.snapshots, 1);
 
-        // The replicator cannot read, yet holds and forwards the snapshot.
+        // The replicator cannot read a snapshot's messages to fetch their
+        // bodies: it gets the envelopes with the bodies beside them, and
+        // serves a member from those.
         let push = served(&alice, &rex, space).await;
-        assert_eq!(kinds(&push).2, 1);
+        assert_eq!(kinds(&push).2, 0);
         assert_eq!(deliver(&alice, &rex, push).await.rejected, 0);
-        assert_eq!(rex.status(space).await.snapshots, 1);
+        assert_eq!(rex.status(space).await.sides, 306);
         let push = served(&rex, &carol, space).await;
-        assert_eq!(kinds(&push).2, 1, "Carol gets the snapshot from the replicator");
         assert_eq!(deliver(&rex, &carol, push).await.rejected, 0);
         assert_eq!(carol.core.messages(space, 1000).await.unwrap(), expected);
         let status = carol.status(space).await;
@@ -118,6 +121,9 @@ fn a_snapshot_cannot_put_words_in_another_writers_mouth() {
             .map(|b| Envelope::decode(b).unwrap())
             .collect();
         let genesis = envelopes[0].clone();
+        // The messages' texts ride beside their changes, in body envelopes.
+        let (bodies, envelopes): (Vec<Envelope>, Vec<Envelope>) =
+            envelopes.into_iter().partition(|e| e.header().kind == Kind::Body);
         let alice_last = envelopes.last().unwrap().clone();
         let state = SpaceState::from_genesis(&genesis).unwrap();
         let epoch = state.unwrap_key(&mallory.keys).unwrap().unwrap();
@@ -129,14 +135,22 @@ fn a_snapshot_cannot_put_words_in_another_writers_mouth() {
             .iter()
             .map(|e| outpost_crdt::Change::from_bytes(e.open_content(&epoch).unwrap()).unwrap())
             .collect();
-        forged.apply(changes).unwrap();
+        let as_alice = Author {
+            user: alice.keys.user_id().to_string(),
+            editor: true,
+            admin: true,
+        };
+        forged.apply(changes, &as_alice).unwrap();
         let honest = forged.save();
         let alice_actor = writer::actor_id(&alice.device().0, &doc_id, alice_last.header().incarnation);
         let fake = NewMessage {
             id: "forged".into(),
-            text: "alice agrees to everything".into(),
+            body: bodies[0].id().to_string(),
+            reply_to: None,
+            mentions: Vec::new(),
+            all: false,
         };
-        forged.post(alice_actor, &[fake], 1).unwrap();
+        forged.post(alice_actor, &as_alice, &[fake], 1).unwrap();
         let snap = Snapshot::make(
             &mallory.keys,
             &epoch,
@@ -159,6 +173,9 @@ fn a_snapshot_cannot_put_words_in_another_writers_mouth() {
         let snap = Snapshot::make(&mallory.keys, &epoch, doc_id, state.heads(), vec![alice_last], &honest).unwrap();
         let ack = deliver(&mallory, &carol, vec![snap.envelope().as_bytes().to_vec()]).await;
         assert_eq!((ack.stored, ack.rejected), (1, 0));
+        let bodies = bodies.iter().map(|b| b.as_bytes().to_vec()).collect();
+        let ack = deliver(&alice, &carol, bodies).await;
+        assert_eq!((ack.stored, ack.rejected), (3, 0));
         let log = carol.core.messages(space, 100).await.unwrap();
         assert_eq!(
             log.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(),

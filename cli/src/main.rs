@@ -5,6 +5,7 @@
 //! and the exit code says what kind of failure it was (see [`exit`]).
 
 mod cal;
+mod chat;
 mod doc;
 mod exit;
 mod org;
@@ -14,16 +15,12 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use futures::StreamExt;
 use outpost_node::{
-    api::{
-        ApiEvent, CreateChat, Created, IdResponse, Invite, Join, LinkTicket, SendMessage, SetPosting, StatusResponse,
-    },
+    api::{IdResponse, Invite, Join, LinkTicket, SetPosting, StatusResponse},
     client::Client,
-    control::{History, Posting, Role},
+    control::{Posting, Role},
     core::{
-        Changed, DeviceView, Grant, InboxEntry, Invited, Joined, LinkState, Linked, MemberChange, Members, MessageView,
-        Revoked, Sent, SpaceSummary,
+        Changed, DeviceView, Grant, InboxEntry, Invited, Joined, LinkState, Linked, MemberChange, Members, Revoked,
     },
     daemon,
     identity::DeviceKeys,
@@ -61,7 +58,7 @@ enum Command {
     Status(JsonFlag),
     /// Chat spaces.
     #[command(subcommand)]
-    Chat(ChatCommand),
+    Chat(chat::ChatCommand),
     /// Shared documents: Markdown, co-edited offline, merged character by character.
     #[command(subcommand)]
     Doc(doc::DocCmd),
@@ -235,21 +232,6 @@ impl From<RoleArg> for Role {
     }
 }
 
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum HistoryArg {
-    Shared,
-    FromJoin,
-}
-
-impl From<HistoryArg> for History {
-    fn from(h: HistoryArg) -> Self {
-        match h {
-            HistoryArg::Shared => History::Shared,
-            HistoryArg::FromJoin => History::FromJoin,
-        }
-    }
-}
-
 #[derive(Args)]
 struct JsonFlag {
     /// Print machine-readable JSON.
@@ -284,64 +266,6 @@ struct DaemonArgs {
     /// Seconds between full re-syncs with every connected peer.
     #[arg(long, default_value_t = 30, value_name = "SECS")]
     resync_secs: u64,
-}
-
-#[derive(Subcommand)]
-enum ChatCommand {
-    /// Create a chat space and print its id.
-    Create {
-        name: String,
-        /// A member device: its card (from `outpost id`) or, if this node has met it, its device id. Repeatable.
-        #[arg(long, value_name = "CARD|DEVICE_ID")]
-        member: Vec<String>,
-        /// A replicate-only node: stores and forwards the space, never reads it. Repeatable.
-        #[arg(long, value_name = "CARD|DEVICE_ID")]
-        replicator: Vec<String>,
-        /// Whether people added later read what was written before they joined
-        /// (`shared`), or only what is written from their join on (`from-join`:
-        /// the join starts a key epoch that opens nothing older). Another device
-        /// of a member's user reads what that user reads either way.
-        #[arg(long, value_enum, default_value = "shared")]
-        history: HistoryArg,
-        /// An announcement room: only owners and admins post; everyone else
-        /// reads (every node refuses other members' posts alike).
-        #[arg(long)]
-        announcement: bool,
-        /// A department room (org admins): its members follow the org chart,
-        /// the department (e.g. `总部/技术部`) and those below it. People who
-        /// join the department are added, those who leave it are removed.
-        #[arg(long, value_name = "PATH")]
-        department: Option<String>,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Send a message; returns once it is durably stored, printing its id.
-    Send {
-        space: String,
-        text: String,
-        /// Idempotency key: resending with the same id never duplicates.
-        #[arg(long)]
-        client_id: Option<String>,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Show the latest messages, in the same order on every node.
-    Log {
-        space: String,
-        #[arg(long, default_value_t = 50)]
-        limit: usize,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Follow a chat live.
-    Tail {
-        space: String,
-        /// Print each message as a JSON line.
-        #[arg(long)]
-        json: bool,
-    },
-    /// List chat spaces on this node.
-    List(JsonFlag),
 }
 
 fn main() -> ExitCode {
@@ -450,7 +374,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Chat(cmd) => {
             init_logging("warn");
-            chat(&client, cmd).await?;
+            chat::run(&client, cmd).await?;
         }
         Command::Inbox { limit, json } => {
             init_logging("warn");
@@ -484,127 +408,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dir(cmd) => {
             init_logging("warn");
             org::dir(&client, cmd).await?;
-        }
-    }
-    Ok(())
-}
-
-async fn chat(client: &Client, cmd: ChatCommand) -> anyhow::Result<()> {
-    match cmd {
-        ChatCommand::Create {
-            name,
-            member,
-            replicator,
-            history,
-            announcement,
-            department,
-            json,
-        } => {
-            let created: Created = client
-                .post(
-                    "/v1/chats",
-                    &CreateChat {
-                        name,
-                        kind: outpost_node::control::SpaceKind::Chat,
-                        history: history.into(),
-                        posting: if announcement {
-                            Posting::Admins
-                        } else {
-                            Posting::Writers
-                        },
-                        department,
-                        members: member,
-                        replicators: replicator,
-                    },
-                )
-                .await?;
-            if json {
-                output::json(&created)?;
-            } else {
-                println!("{}", created.space);
-            }
-        }
-        ChatCommand::Send {
-            space,
-            text,
-            client_id,
-            json,
-        } => {
-            let sent: Sent = client
-                .post(&format!("/v1/chats/{space}/messages"), &SendMessage { text, client_id })
-                .await?;
-            if json {
-                output::json(&sent)?;
-            } else {
-                println!("{}", sent.id);
-            }
-        }
-        ChatCommand::Log { space, limit, json } => {
-            let msgs: Vec<MessageView> = client.get(&format!("/v1/chats/{space}/messages?limit={limit}")).await?;
-            if json {
-                output::json(&msgs)?;
-            } else {
-                msgs.iter().for_each(output::message);
-            }
-        }
-        ChatCommand::Tail { space, json } => {
-            // Subscribe first so nothing falls between the backlog and the stream.
-            let mut events = Box::pin(client.stream::<ApiEvent>(&format!("/v1/events?space={space}")).await?);
-            let mut seen = std::collections::HashSet::new();
-            let mut print_new = |msgs: &[MessageView]| -> anyhow::Result<()> {
-                for m in msgs.iter().filter(|m| seen.insert(m.id.clone())) {
-                    if json {
-                        output::json_line(m)?;
-                    } else {
-                        output::message(m);
-                    }
-                }
-                Ok(())
-            };
-            let log = async |limit: usize| {
-                client
-                    .get::<Vec<MessageView>>(&format!("/v1/chats/{space}/messages?limit={limit}"))
-                    .await
-            };
-            print_new(&log(10).await?)?;
-            while let Some(event) = events.next().await {
-                match event? {
-                    ApiEvent::Message { message, .. } => print_new(&[message])?,
-                    // Events were dropped: whatever arrived meanwhile is in the log.
-                    ApiEvent::Lagged { missed } => print_new(&log(missed as usize + 10).await?)?,
-                    ApiEvent::Inbox { .. } | ApiEvent::Calendar { .. } => {}
-                }
-            }
-            anyhow::bail!("the daemon closed the event stream");
-        }
-        ChatCommand::List(f) => {
-            let spaces: Vec<SpaceSummary> = client.get("/v1/spaces").await?;
-            if f.json {
-                output::json(&spaces)?;
-            } else {
-                for s in spaces {
-                    let name = s.name.as_deref().unwrap_or("(not readable here)");
-                    let history = match s.history {
-                        History::Shared => "",
-                        History::FromJoin => "  (history from join)",
-                    };
-                    let posting = match s.posting {
-                        Posting::Writers => "",
-                        Posting::Admins => "  (announcement room)",
-                    };
-                    let department = s
-                        .department
-                        .as_deref()
-                        .map(|d| format!("  (department room: {d})"))
-                        .unwrap_or_default();
-                    println!(
-                        "{}  {}  {} members{history}{posting}{department}",
-                        s.space,
-                        name,
-                        s.members.len()
-                    );
-                }
-            }
         }
     }
     Ok(())

@@ -4,7 +4,7 @@ use outpost_node::{
     api::StatusResponse,
     clock::utc,
     control::{History, Posting, Role},
-    core::{DeviceView, InboxEntry, Members, MessageView, OrgView, SyncState},
+    core::{DeviceView, InboxEntry, Members, MessageView, OrgView, RoomView, SpaceSummary, SyncState},
 };
 
 pub(crate) fn json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
@@ -31,6 +31,22 @@ pub(crate) fn inbox_entry(e: &InboxEntry) {
         );
         return;
     }
+    if let Some(id) = &e.message {
+        let place = e.space_name.as_deref().unwrap_or("a room");
+        let context = e.context.as_deref().unwrap_or("(retracted or not here yet)");
+        let how = if e.kind == "all" {
+            "mentioned everyone"
+        } else {
+            "mentioned you"
+        };
+        println!(
+            "{}  {} {how} in {place} ({}) [{id}]\n    {context}",
+            utc(e.at_ms),
+            e.by.fmt_short(),
+            e.space.fmt_short()
+        );
+        return;
+    }
     let place = e.space_name.as_deref().unwrap_or("(a document)");
     let context = e.context.as_deref().unwrap_or("(the mention has been edited away)");
     println!(
@@ -41,8 +57,80 @@ pub(crate) fn inbox_entry(e: &InboxEntry) {
     );
 }
 
+/// One message: `TIME  AUTHOR  TEXT  [ID]`, then its reply target, earlier
+/// texts and reactions, indented.
 pub(crate) fn message(m: &MessageView) {
-    println!("{}  {}  {}", utc(m.sent_at_ms), m.author.fmt_short(), m.text);
+    let text = if let Some(r) = &m.retracted {
+        format!("(retracted by {} at {})", r.by.fmt_short(), utc(r.at_ms))
+    } else if m.missing {
+        "(its text has not reached this device yet)".into()
+    } else if m.history.is_empty() {
+        m.text.clone()
+    } else {
+        format!("{}  (edited)", m.text)
+    };
+    println!("{}  {}  {text}  [{}]", utc(m.sent_at_ms), m.author.fmt_short(), m.id);
+    if let Some(target) = &m.reply_to {
+        println!("    ↳ in reply to [{target}]");
+    }
+    if m.retracted.is_none() {
+        for earlier in &m.history {
+            let was = earlier.text.as_deref().unwrap_or("(not here)");
+            println!("    was ({}): {was}", utc(earlier.at_ms));
+        }
+    }
+    if !m.reactions.is_empty() {
+        let line: Vec<String> = m
+            .reactions
+            .iter()
+            .map(|r| format!("{} {}", r.emoji, r.users.len()))
+            .collect();
+        println!("    {}", line.join("  "));
+    }
+}
+
+/// A room's settings, announcement and pinned messages.
+pub(crate) fn room(r: &RoomView) {
+    println!("topic: {}", r.topic.as_deref().unwrap_or("(none)"));
+    if let Some(w) = &r.welcome {
+        println!("welcome: {w}");
+    }
+    match &r.announcement {
+        Some(a) => {
+            println!("announcement:");
+            message(a);
+        }
+        None => println!("announcement: (none)"),
+    }
+    if !r.pinned.is_empty() {
+        println!("pinned:");
+        r.pinned.iter().for_each(message);
+    }
+    println!("authors may retract for {} s", r.retract_window_s);
+}
+
+/// One line of `chat list`.
+pub(crate) fn space_line(s: &SpaceSummary) {
+    let name = s.name.as_deref().unwrap_or("(not readable here)");
+    let history = match s.history {
+        History::Shared => "",
+        History::FromJoin => "  (history from join)",
+    };
+    let posting = match s.posting {
+        Posting::Writers => "",
+        Posting::Admins => "  (announcement room)",
+    };
+    let department = s
+        .department
+        .as_deref()
+        .map(|d| format!("  (department room: {d})"))
+        .unwrap_or_default();
+    println!(
+        "{}  {}  {} members{history}{posting}{department}",
+        s.space,
+        name,
+        s.members.len()
+    );
 }
 
 pub(crate) fn status(s: &StatusResponse) {

@@ -1,89 +1,183 @@
-//! Chat rooms: messages as entries of one map keyed by message id.
+//! Chat rooms: message *skeletons* in Automerge, their text outside it.
 //!
-//! A map is cheaper than a list (no O(n) `length()` on append) and the key of an
-//! entry never moves. Display order is (Lamport counter of the creating op, actor),
-//! which respects causality and is identical on every node.
+//! Automerge keeps every value it was ever given (deleted text stays in `save()`
+//! and in every change), so a message's text could never be retracted if it lived
+//! here. The document holds a skeleton per message that names its *body*, a
+//! separately sealed blob the node stores and deletes on its own (see the node's
+//! `chat` module); the text never enters the document.
 //!
-//! Schema (created by genesis): `ROOT.messages: Map<msg id, Map{ text: Str, sent_at:
-//! Timestamp }>`. The author is not a field: it is the actor that created the entry,
-//! which the node maps to a device through the signed envelope that carried it.
+//! Schema (created by genesis, so no container is ever made twice):
+//!
+//! ```text
+//! ROOT.messages : Map<id, Map{ body, sent_at, reply_to?, mentions?, all? }>
+//! ROOT.edits    : Map<id, Map{ target, body, sent_at }>   a new body for a message
+//! ROOT.reactions: Map<"TARGET USER EMOJI", true>           one user's reaction
+//! ROOT.retracted: Map<TARGET, Timestamp>                   carries a retraction
+//! ROOT.room     : Map{ topic, welcome, announcement, retract_window, pin/TARGET }
+//! ```
+//!
+//! Message ids are `[a-z0-9]{1,64}`; a message is named across the room's
+//! documents by its *ref*, `DOC:ID` (32 hex digits of the document id, a colon,
+//! the id), so an edit or a reaction written into a newer document (a later
+//! epoch's) can point at an older one. A body is named by 64 hex digits.
+//!
+//! Display order is (Lamport counter of the creating op, actor): it respects
+//! causality and is identical on every node. The author of an entry is not a
+//! field: it is the actor that created it, which the node maps to a device and a
+//! user through the signed envelope that carried it.
+
+mod rules;
+
+use std::collections::BTreeMap;
 
 use automerge::{
     ActorId, Automerge, Change, ChangeHash, ObjId, ObjType, ROOT, ReadDoc, ScalarValue, Value,
     transaction::{CommitOptions, Transactable},
 };
 
-use crate::{DocId, Error, genesis};
+pub use rules::{RULES_VERSION, Violation};
+
+use crate::{Author, DocId, Error, genesis};
 
 const MESSAGES: &str = "messages";
-/// Chat validation rules implemented here; a space names the version it follows.
-pub const RULES_VERSION: u16 = 1;
+const EDITS: &str = "edits";
+const REACTIONS: &str = "reactions";
+const RETRACTED: &str = "retracted";
+const ROOM: &str = "room";
 /// Longest message id accepted in a change (node ids are 16 characters).
 pub const MAX_ID_BYTES: usize = 64;
-/// Longest message text accepted in a change, in bytes.
+/// Longest message text a body may hold, in bytes.
 pub const MAX_TEXT_BYTES: usize = 64 << 10;
+/// Most users one message mentions by name.
+pub const MAX_MENTIONS: usize = 64;
+/// Longest reaction (an emoji or a short word), in bytes.
+pub const MAX_REACTION_BYTES: usize = 32;
+/// Longest room topic, in bytes.
+pub const MAX_TOPIC_BYTES: usize = 1 << 10;
+/// Longest welcome message, in bytes.
+pub const MAX_WELCOME_BYTES: usize = 4 << 10;
+/// Longest retraction window an admin may set: ten years, in seconds.
+pub const MAX_RETRACT_WINDOW_S: i64 = 10 * 366 * 24 * 3600;
+/// The retraction window of a room whose admins set none: a day.
+pub const DEFAULT_RETRACT_WINDOW_S: i64 = 24 * 3600;
 
-/// Why a change breaks the chat rules (version [`RULES_VERSION`]).
-///
-/// The rules are a pure function of the change and the document's fixed schema,
-/// so every node decides identically. In v1 a writer may only create new
-/// message entries; it may never touch the schema or another writer's entries.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Violation {
-    #[error("the change has no dependencies (every change descends from the genesis)")]
-    NoDeps,
-    #[error("the change touches an object it may not (the schema or another entry)")]
-    ForeignObject,
-    #[error("only new message entries may be created in the message map")]
-    MessageMapOp,
-    #[error("message id is empty or longer than {MAX_ID_BYTES} bytes")]
-    MessageId,
-    #[error("a message entry may only set `text` (string) and `sent_at` (timestamp), once")]
-    EntryField,
-    #[error("message text exceeds {MAX_TEXT_BYTES} bytes")]
-    TextTooLong,
-}
-
-impl Violation {
-    /// A fixed description, for logs and counters.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Violation::NoDeps => "chat rules: a change without dependencies",
-            Violation::ForeignObject => "chat rules: touches the schema or another entry",
-            Violation::MessageMapOp => "chat rules: not a new message entry",
-            Violation::MessageId => "chat rules: bad message id",
-            Violation::EntryField => "chat rules: bad message field",
-            Violation::TextTooLong => "chat rules: message text too long",
-        }
-    }
-}
-
-/// A message to post.
+/// A message to post. Its text is in the body named by `body`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewMessage {
     /// Unique message id (chosen by the node; never reused).
     pub id: String,
-    pub text: String,
+    /// The body's id (64 hex digits).
+    pub body: String,
+    /// The ref of the message this one answers.
+    pub reply_to: Option<String>,
+    /// Users mentioned (64 hex digits each).
+    pub mentions: Vec<String>,
+    /// Mentions everyone in the room (`@all`).
+    pub all: bool,
 }
 
-/// A message as every node shows it.
+/// A room setting only owners and admins change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoomWrite {
+    Topic(String),
+    Welcome(String),
+    /// The room's pinned announcement (a message ref), or none.
+    Announcement(Option<String>),
+    /// How long (seconds) authors may retract their own messages.
+    RetractWindow(i64),
+    /// Pins (true) or unpins a message.
+    Pin(String, bool),
+}
+
+/// One write into a chat document; [`ChatDoc::write`] makes a change of several.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Write {
+    Post(NewMessage),
+    /// A new body for the message `target` (only its author's edits show).
+    Edit {
+        id: String,
+        target: String,
+        body: String,
+    },
+    /// The author's reaction `emoji` on `target`, added or taken back.
+    React {
+        target: String,
+        emoji: String,
+        on: bool,
+    },
+    /// Carries the retraction of `target` (its tombstone travels with this change).
+    Retract {
+        target: String,
+    },
+    Room(RoomWrite),
+}
+
+/// A message skeleton as every node reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
     pub id: String,
-    pub text: String,
+    /// The body's id (64 hex digits).
+    pub body: String,
     /// Milliseconds since the Unix epoch, as claimed by the author.
     pub sent_at_ms: i64,
+    pub reply_to: Option<String>,
+    pub mentions: Vec<String>,
+    pub all: bool,
     /// The actor that created the entry.
     pub actor: ActorId,
     /// Lamport counter of the creating op: the primary display order key.
     pub lamport: u64,
 }
 
-/// A change that passed [`ChatDoc::validate`], with the messages it creates.
+/// An edit: a new body for `target`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Edit {
+    pub id: String,
+    pub target: String,
+    pub body: String,
+    pub sent_at_ms: i64,
+    pub actor: ActorId,
+    pub lamport: u64,
+}
+
+/// A user's reaction on a message.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Reaction {
+    pub target: String,
+    pub user: String,
+    pub emoji: String,
+}
+
+/// A retraction carried by the document: who wrote it and when they claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retraction {
+    pub target: String,
+    pub at_ms: i64,
+    pub actor: ActorId,
+}
+
+/// The room's settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Room {
+    pub topic: Option<String>,
+    pub welcome: Option<String>,
+    pub announcement: Option<String>,
+    /// Seconds; [`DEFAULT_RETRACT_WINDOW_S`] when never set.
+    pub retract_window_s: i64,
+    /// Pinned message refs, sorted.
+    pub pins: Vec<String>,
+}
+
+/// A change that passed [`ChatDoc::validate`], with what it creates.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Checked {
     change: Change,
     created: Vec<Message>,
+    edits: Vec<Edit>,
+    retractions: Vec<String>,
+    /// Whether it touches anything beyond new messages (edits, reactions,
+    /// retractions, room settings): the node refreshes what it shows.
+    updates: bool,
 }
 
 impl Checked {
@@ -95,25 +189,63 @@ impl Checked {
     pub fn created(&self) -> &[Message] {
         &self.created
     }
+
+    /// The edits the change creates.
+    pub fn edits(&self) -> &[Edit] {
+        &self.edits
+    }
+
+    /// The refs whose retraction the change carries.
+    pub fn retractions(&self) -> &[String] {
+        &self.retractions
+    }
+
+    /// Whether the change does more than post messages.
+    pub fn updates(&self) -> bool {
+        self.updates
+    }
 }
 
-/// One chat shard document.
+/// The objects of the schema, as the rules and writes need them.
+#[derive(Debug, Clone)]
+pub(crate) struct Schema {
+    pub(crate) messages: ObjId,
+    pub(crate) edits: ObjId,
+    pub(crate) reactions: ObjId,
+    pub(crate) retracted: ObjId,
+    pub(crate) room: ObjId,
+}
+
+impl Schema {
+    fn of(doc: &Automerge) -> Option<Self> {
+        let map = |key: &str| match doc.get(ROOT, key) {
+            Ok(Some((Value::Object(ObjType::Map), id))) => Some(id),
+            _ => None,
+        };
+        Some(Self {
+            messages: map(MESSAGES)?,
+            edits: map(EDITS)?,
+            reactions: map(REACTIONS)?,
+            retracted: map(RETRACTED)?,
+            room: map(ROOM)?,
+        })
+    }
+}
+
+/// One chat document (a shard of a room, or a from-join room's epoch).
 #[derive(Debug)]
 pub struct ChatDoc {
     pub(crate) doc: Automerge,
-    pub(crate) messages: ObjId,
+    pub(crate) schema: Schema,
     genesis: ChangeHash,
 }
 
 impl ChatDoc {
-    /// A shard at genesis.
+    /// A document at genesis.
     pub fn new(doc_id: DocId) -> Self {
         let (doc, genesis) = Self::genesis(&doc_id);
-        let messages = match doc.get(ROOT, MESSAGES) {
-            Ok(Some((Value::Object(ObjType::Map), id))) => id,
-            _ => unreachable!("genesis creates the messages map"),
-        };
-        Self { doc, messages, genesis }
+        let schema = Schema::of(&doc).expect("genesis creates the schema");
+        Self { doc, schema, genesis }
     }
 
     /// The hash of this document's genesis change: the one dependency of a
@@ -125,104 +257,99 @@ impl ChatDoc {
     /// The genesis document and the hash of its only change.
     pub fn genesis(doc_id: &DocId) -> (Automerge, ChangeHash) {
         genesis::build(doc_id, |tx| {
-            tx.put_object(ROOT, MESSAGES, ObjType::Map)?;
+            for map in [MESSAGES, EDITS, REACTIONS, RETRACTED, ROOM] {
+                tx.put_object(ROOT, map, ObjType::Map)?;
+            }
             Ok(())
         })
     }
 
     /// Posts messages as `actor` in one transaction, producing one change.
+    pub fn post(&mut self, actor: ActorId, author: &Author, msgs: &[NewMessage], now_ms: i64) -> Result<Change, Error> {
+        let writes: Vec<Write> = msgs.iter().cloned().map(Write::Post).collect();
+        self.write(actor, author, &writes, now_ms)
+    }
+
+    /// Makes `writes` as `actor`, written by `author`, in one change.
     ///
+    /// Each write is checked against the chat rules first (the same checks
+    /// [`ChatDoc::validate`] applies), so nothing is written when one is refused.
     /// `now_ms` is the author's wall clock, recorded as a claim, never used to order.
-    pub fn post(&mut self, actor: ActorId, msgs: &[NewMessage], now_ms: i64) -> Result<Change, Error> {
+    pub fn write(&mut self, actor: ActorId, author: &Author, writes: &[Write], now_ms: i64) -> Result<Change, Error> {
+        for w in writes {
+            rules::check_write(w, author).map_err(|v| Error::Rules(crate::Violation::Chat(v)))?;
+        }
         self.doc.set_actor(actor);
+        let s = self.schema.clone();
         let mut tx = self.doc.transaction();
-        for msg in msgs {
-            let entry = tx.put_object(&self.messages, msg.id.as_str(), ObjType::Map)?;
-            tx.put(&entry, "text", msg.text.as_str())?;
-            tx.put(&entry, "sent_at", ScalarValue::Timestamp(now_ms))?;
+        for w in writes {
+            match w {
+                Write::Post(m) => {
+                    let entry = tx.put_object(&s.messages, m.id.as_str(), ObjType::Map)?;
+                    tx.put(&entry, "body", m.body.as_str())?;
+                    tx.put(&entry, "sent_at", ScalarValue::Timestamp(now_ms))?;
+                    if let Some(target) = &m.reply_to {
+                        tx.put(&entry, "reply_to", target.as_str())?;
+                    }
+                    if !m.mentions.is_empty() {
+                        tx.put(&entry, "mentions", m.mentions.join(" "))?;
+                    }
+                    if m.all {
+                        tx.put(&entry, "all", true)?;
+                    }
+                }
+                Write::Edit { id, target, body } => {
+                    let entry = tx.put_object(&s.edits, id.as_str(), ObjType::Map)?;
+                    tx.put(&entry, "target", target.as_str())?;
+                    tx.put(&entry, "body", body.as_str())?;
+                    tx.put(&entry, "sent_at", ScalarValue::Timestamp(now_ms))?;
+                }
+                Write::React { target, emoji, on } => {
+                    let key = reaction_key(target, &author.user, emoji);
+                    if *on {
+                        tx.put(&s.reactions, key, true)?;
+                    } else if tx.get(&s.reactions, key.as_str())?.is_some() {
+                        tx.delete(&s.reactions, key)?;
+                    }
+                }
+                Write::Retract { target } => {
+                    tx.put(&s.retracted, target.as_str(), ScalarValue::Timestamp(now_ms))?;
+                }
+                Write::Room(room) => match room {
+                    RoomWrite::Topic(t) => tx.put(&s.room, "topic", t.as_str())?,
+                    RoomWrite::Welcome(t) => tx.put(&s.room, "welcome", t.as_str())?,
+                    RoomWrite::Announcement(Some(target)) => tx.put(&s.room, "announcement", target.as_str())?,
+                    RoomWrite::Announcement(None) => tx.put(&s.room, "announcement", "")?,
+                    RoomWrite::RetractWindow(secs) => tx.put(&s.room, "retract_window", ScalarValue::Int(*secs))?,
+                    RoomWrite::Pin(target, true) => tx.put(&s.room, format!("pin/{target}"), true)?,
+                    RoomWrite::Pin(target, false) => {
+                        let key = format!("pin/{target}");
+                        if tx.get(&s.room, key.as_str())?.is_some() {
+                            tx.delete(&s.room, key)?;
+                        }
+                    }
+                },
+            }
         }
         let (hash, _) = tx.commit_with(CommitOptions::default().with_time(now_ms));
         let hash = hash.ok_or(Error::EmptyChange)?;
         self.doc.get_change_by_hash(&hash).ok_or(Error::EmptyChange)
     }
 
-    /// Checks `change` against the chat rules before it may be applied, and reads
-    /// the messages it creates from its ops (so applying needs no document reads).
-    pub fn validate(&self, change: Change) -> Result<Checked, Violation> {
-        use automerge::{
-            ObjType as T,
-            legacy::{Key, ObjectId, OpId, OpType},
-        };
-        if change.deps().is_empty() {
-            return Err(Violation::NoDeps);
-        }
-        let messages = self.messages_legacy_id();
-        let start = change.start_op().get();
-        let actor = change.actor_id().clone();
-        // Entries created by this change, in op order, with the fields each has set.
-        let mut entries: Vec<(OpId, Message, Vec<String>)> = Vec::new();
-        for (i, op) in change.decode().operations.into_iter().enumerate() {
-            let Key::Map(key) = &op.key else {
-                return Err(Violation::ForeignObject);
-            };
-            if op.obj == messages {
-                if op.insert || !op.pred.is_empty() || !matches!(op.action, OpType::Make(T::Map)) {
-                    return Err(Violation::MessageMapOp);
-                }
-                if key.is_empty() || key.len() > MAX_ID_BYTES {
-                    return Err(Violation::MessageId);
-                }
-                let counter = start + i as u64;
-                let message = Message {
-                    id: key.to_string(),
-                    text: String::new(),
-                    sent_at_ms: 0,
-                    actor: actor.clone(),
-                    lamport: counter,
-                };
-                entries.push((OpId(counter, actor.clone()), message, Vec::new()));
-                continue;
-            }
-            let ObjectId::Id(obj) = &op.obj else {
-                return Err(Violation::ForeignObject);
-            };
-            let (_, message, fields) = entries
-                .iter_mut()
-                .find(|(id, ..)| id == obj)
-                .ok_or(Violation::ForeignObject)?;
-            if op.insert || !op.pred.is_empty() || fields.iter().any(|f| f == key.as_str()) {
-                return Err(Violation::EntryField);
-            }
-            match (key.as_str(), op.action) {
-                ("text", OpType::Put(ScalarValue::Str(text))) => {
-                    if text.len() > MAX_TEXT_BYTES {
-                        return Err(Violation::TextTooLong);
-                    }
-                    message.text = text.to_string();
-                }
-                ("sent_at", OpType::Put(ScalarValue::Timestamp(t))) => message.sent_at_ms = t,
-                _ => return Err(Violation::EntryField),
-            }
-            fields.push(key.to_string());
-        }
-        // An entry without text shows nowhere (as in `messages`).
-        let created = entries
-            .into_iter()
-            .filter(|(_, _, fields)| fields.iter().any(|f| f == "text"))
-            .map(|(_, m, _)| m)
-            .collect();
-        Ok(Checked { change, created })
+    /// Checks `change`, written by `author`, against the chat rules before it
+    /// may be applied, and reads what it creates from its ops (so applying
+    /// needs no document reads).
+    pub fn validate(&self, change: Change, author: &Author) -> Result<Checked, Violation> {
+        rules::validate(&self.schema, change, author)
     }
 
-    /// Validates and applies remote changes in one call (Automerge's apply costs
-    /// time proportional to the document on every call, so callers batch).
-    ///
-    /// Callers hand over only changes whose dependencies are already applied.
-    /// Returns the messages the changes created, in display order.
-    pub fn apply(&mut self, changes: Vec<Change>) -> Result<Vec<Message>, Error> {
+    /// Validates and applies remote changes, each by `author`, in one call
+    /// (Automerge's apply costs time proportional to the document on every
+    /// call, so callers batch). Returns the messages created, in display order.
+    pub fn apply(&mut self, changes: Vec<Change>, author: &Author) -> Result<Vec<Message>, Error> {
         let checked = changes
             .into_iter()
-            .map(|c| self.validate(c))
+            .map(|c| self.validate(c, author))
             .collect::<Result<Vec<_>, _>>()
             .map_err(crate::Violation::Chat)?;
         self.apply_checked(checked)
@@ -243,18 +370,9 @@ impl ChatDoc {
         Ok(created)
     }
 
-    /// The messages map's id in Automerge's expanded change format.
-    fn messages_legacy_id(&self) -> automerge::legacy::ObjectId {
-        use automerge::legacy::{ObjectId, OpId};
-        match &self.messages {
-            ObjId::Id(counter, actor, _) => ObjectId::Id(OpId(*counter, actor.clone())),
-            ObjId::Root => unreachable!("the messages map is created by genesis, never the root"),
-        }
-    }
-
     /// One message by id.
     pub fn message(&self, id: &str) -> Option<Message> {
-        let (value, entry) = self.doc.get(&self.messages, id).ok()??;
+        let (value, entry) = self.doc.get(&self.schema.messages, id).ok()??;
         if !matches!(value, Value::Object(ObjType::Map)) {
             return None;
         }
@@ -266,18 +384,106 @@ impl ChatDoc {
     /// When writers created the same id concurrently, every entry shows: a writer
     /// cannot hide another's message by reusing its id.
     pub fn messages(&self) -> Vec<Message> {
-        let mut out = Vec::new();
-        for item in self.doc.map_range(&self.messages, ..) {
-            let key = item.key.to_string();
-            if item.conflict {
-                let all = self.doc.get_all(&self.messages, key.as_str()).unwrap_or_default();
-                out.extend(all.into_iter().filter_map(|(_, id)| read_message(&self.doc, &key, id)));
-            } else {
-                out.extend(read_message(&self.doc, &key, item.id()));
-            }
-        }
+        let mut out: Vec<Message> = self.entries(&self.schema.messages, read_message);
         sort_for_display(&mut out);
         out
+    }
+
+    /// Every edit, in display order (so the last one for a target is its newest).
+    pub fn edits(&self) -> Vec<Edit> {
+        let mut out: Vec<Edit> = self.entries(&self.schema.edits, read_edit);
+        out.sort_by(|a, b| (a.lamport, a.actor.to_bytes()).cmp(&(b.lamport, b.actor.to_bytes())));
+        out
+    }
+
+    /// Every entry of `map` read by `read`, concurrent entries under one key included.
+    fn entries<T>(&self, map: &ObjId, read: impl Fn(&Automerge, &str, ObjId) -> Option<T>) -> Vec<T> {
+        let mut out = Vec::new();
+        for item in self.doc.map_range(map, ..) {
+            let key = item.key.to_string();
+            if item.conflict {
+                let all = self.doc.get_all(map, key.as_str()).unwrap_or_default();
+                out.extend(all.into_iter().filter_map(|(_, id)| read(&self.doc, &key, id)));
+            } else {
+                out.extend(read(&self.doc, &key, item.id()));
+            }
+        }
+        out
+    }
+
+    /// Every reaction that stands, sorted.
+    pub fn reactions(&self) -> Vec<Reaction> {
+        let mut out: Vec<Reaction> = self
+            .doc
+            .map_range(&self.schema.reactions, ..)
+            .filter_map(|item| {
+                let value: Value<'static> = item.value.into();
+                if value != Value::Scalar(std::borrow::Cow::Owned(ScalarValue::Boolean(true))) {
+                    return None;
+                }
+                let (target, user, emoji) = rules::parse_reaction_key(&item.key)?;
+                Some(Reaction {
+                    target: target.into(),
+                    user: user.into(),
+                    emoji: emoji.into(),
+                })
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Every retraction the document carries (one per ref: the winning write).
+    pub fn retractions(&self) -> Vec<Retraction> {
+        self.doc
+            .map_range(&self.schema.retracted, ..)
+            .filter_map(|item| {
+                let ObjId::Id(_, actor, _) = item.id() else {
+                    return None;
+                };
+                match Value::from(item.value) {
+                    Value::Scalar(s) => match s.as_ref() {
+                        ScalarValue::Timestamp(t) => Some(Retraction {
+                            target: item.key.to_string(),
+                            at_ms: *t,
+                            actor,
+                        }),
+                        _ => None,
+                    },
+                    Value::Object(_) => None,
+                }
+            })
+            .collect()
+    }
+
+    /// The room's settings.
+    pub fn room(&self) -> Room {
+        let mut room = Room {
+            retract_window_s: DEFAULT_RETRACT_WINDOW_S,
+            ..Room::default()
+        };
+        let mut pins = BTreeMap::new();
+        for item in self.doc.map_range(&self.schema.room, ..) {
+            let Value::Scalar(value) = Value::from(item.value) else {
+                continue;
+            };
+            match (item.key.as_ref(), value.as_ref()) {
+                ("topic", ScalarValue::Str(t)) => room.topic = Some(t.to_string()).filter(|t| !t.is_empty()),
+                ("welcome", ScalarValue::Str(t)) => room.welcome = Some(t.to_string()).filter(|t| !t.is_empty()),
+                ("announcement", ScalarValue::Str(t)) => {
+                    room.announcement = Some(t.to_string()).filter(|t| !t.is_empty())
+                }
+                ("retract_window", ScalarValue::Int(s)) => room.retract_window_s = *s,
+                (key, ScalarValue::Boolean(true)) => {
+                    if let Some(target) = key.strip_prefix("pin/") {
+                        pins.insert(target.to_string(), ());
+                    }
+                }
+                _ => {}
+            }
+        }
+        room.pins = pins.into_keys().collect();
+        room
     }
 
     /// The underlying document, for saving and inspection.
@@ -297,12 +503,39 @@ impl ChatDoc {
 
     /// Replaces the document with a merged one (after a snapshot absorb).
     pub(crate) fn replace(&mut self, doc: Automerge) {
-        self.messages = match doc.get(ROOT, MESSAGES) {
-            Ok(Some((Value::Object(ObjType::Map), id))) => id,
-            _ => unreachable!("a checked snapshot has the genesis, which creates the messages map"),
-        };
+        self.schema = Schema::of(&doc).expect("a checked snapshot has the genesis, which creates the schema");
         self.doc = doc;
     }
+}
+
+/// The ref naming message `id` of document `doc` across a room's documents.
+pub fn msg_ref(doc: &DocId, id: &str) -> String {
+    let mut out = String::with_capacity(33 + id.len());
+    for b in doc.0 {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out.push(':');
+    out.push_str(id);
+    out
+}
+
+/// The document and id a ref names, when it is well formed.
+pub fn parse_ref(target: &str) -> Option<(DocId, &str)> {
+    let (doc, id) = target.split_once(':')?;
+    if doc.len() != 32 || !rules::is_message_id(id) {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(doc.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    // Only the canonical lowercase spelling is a ref (one ref per message).
+    (doc.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))).then_some((DocId(out), id))
+}
+
+/// The key of `user`'s reaction `emoji` on `target`.
+fn reaction_key(target: &str, user: &str, emoji: &str) -> String {
+    format!("{target} {user} {emoji}")
 }
 
 /// Display order: (Lamport counter of the creating op, actor). Identical everywhere.
@@ -310,173 +543,59 @@ pub(crate) fn sort_for_display(msgs: &mut [Message]) {
     msgs.sort_by(|a, b| (a.lamport, a.actor.to_bytes()).cmp(&(b.lamport, b.actor.to_bytes())));
 }
 
+/// The scalar `field` of the map `entry`.
+fn scalar(doc: &Automerge, entry: &ObjId, field: &str) -> Option<ScalarValue> {
+    match doc.get(entry, field) {
+        Ok(Some((Value::Scalar(s), _))) => Some(s.into_owned()),
+        _ => None,
+    }
+}
+
+fn string(doc: &Automerge, entry: &ObjId, field: &str) -> Option<String> {
+    match scalar(doc, entry, field)? {
+        ScalarValue::Str(s) => Some(s.to_string()),
+        _ => None,
+    }
+}
+
+fn timestamp(doc: &Automerge, entry: &ObjId, field: &str) -> i64 {
+    match scalar(doc, entry, field) {
+        Some(ScalarValue::Timestamp(t)) => t,
+        _ => 0,
+    }
+}
+
 fn read_message(doc: &Automerge, id: &str, entry: ObjId) -> Option<Message> {
     let ObjId::Id(lamport, actor, _) = entry.clone() else {
         return None;
     };
-    let scalar = |field: &str| match doc.get(&entry, field) {
-        Ok(Some((Value::Scalar(s), _))) => Some(s.into_owned()),
-        _ => None,
-    };
-    let ScalarValue::Str(text) = scalar("text")? else {
-        return None;
-    };
-    let sent_at_ms = match scalar("sent_at") {
-        Some(ScalarValue::Timestamp(t)) => t,
-        _ => 0,
-    };
     Some(Message {
         id: id.to_string(),
-        text: text.to_string(),
-        sent_at_ms,
+        body: string(doc, &entry, "body")?,
+        sent_at_ms: timestamp(doc, &entry, "sent_at"),
+        reply_to: string(doc, &entry, "reply_to"),
+        mentions: string(doc, &entry, "mentions")
+            .map(|m| m.split(' ').map(str::to_string).collect())
+            .unwrap_or_default(),
+        all: scalar(doc, &entry, "all") == Some(ScalarValue::Boolean(true)),
+        actor,
+        lamport,
+    })
+}
+
+fn read_edit(doc: &Automerge, id: &str, entry: ObjId) -> Option<Edit> {
+    let ObjId::Id(lamport, actor, _) = entry.clone() else {
+        return None;
+    };
+    Some(Edit {
+        id: id.to_string(),
+        target: string(doc, &entry, "target")?,
+        body: string(doc, &entry, "body")?,
+        sent_at_ms: timestamp(doc, &entry, "sent_at"),
         actor,
         lamport,
     })
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::writer::actor_id;
-    use proptest::prelude::*;
-
-    fn msg(id: &str, text: &str) -> NewMessage {
-        NewMessage {
-            id: id.into(),
-            text: text.into(),
-        }
-    }
-
-    #[test]
-    fn genesis_is_identical_everywhere() {
-        let doc = DocId([9; 16]);
-        let (a, ha) = ChatDoc::genesis(&doc);
-        let (b, hb) = ChatDoc::genesis(&doc);
-        assert_eq!(ha, hb);
-        assert_eq!(a.save(), b.save());
-        assert_ne!(ChatDoc::genesis(&DocId([8; 16])).1, ha);
-    }
-
-    #[test]
-    fn changes_depend_on_genesis_and_apply_elsewhere() {
-        let doc = DocId([1; 16]);
-        let mut a = ChatDoc::new(doc);
-        let c = a.post(actor_id(&[1; 32], &doc, 1), &[msg("x", "hi")], 5).unwrap();
-        assert_eq!(c.deps(), &[ChatDoc::genesis(&doc).1]);
-        let mut b = ChatDoc::new(doc);
-        let created = b.apply(vec![c]).unwrap();
-        assert_eq!(created, a.messages());
-        assert_eq!(b.messages(), a.messages());
-        assert_eq!(b.message("x").unwrap().text, "hi");
-        assert_eq!(b.messages()[0].sent_at_ms, 5);
-    }
-
-    /// A change made directly on a copy of `room`'s document, bypassing the model.
-    fn raw_change(
-        room: &ChatDoc,
-        actor: ActorId,
-        edit: impl FnOnce(&mut automerge::transaction::Transaction<'_>, &ObjId),
-    ) -> Change {
-        let mut doc = room.automerge().fork().with_actor(actor);
-        let mut tx = doc.transaction();
-        edit(&mut tx, &room.messages);
-        let (hash, _) = tx.commit_with(CommitOptions::default().with_time(1));
-        doc.get_change_by_hash(&hash.unwrap()).unwrap()
-    }
-
-    #[test]
-    fn honest_posts_pass_validation() {
-        let doc = DocId([4; 16]);
-        let mut a = ChatDoc::new(doc);
-        let c = a
-            .post(actor_id(&[1; 32], &doc, 1), &[msg("x", "hi"), msg("y", "yo")], 5)
-            .unwrap();
-        let checked = ChatDoc::new(doc).validate(c).unwrap();
-        let texts: Vec<&str> = checked.created().iter().map(|m| m.text.as_str()).collect();
-        assert_eq!(texts, ["hi", "yo"]);
-        assert_eq!(checked.created()[0].sent_at_ms, 5);
-    }
-
-    #[test]
-    fn schema_and_foreign_entries_are_off_limits() {
-        let doc = DocId([4; 16]);
-        let mut room = ChatDoc::new(doc);
-        let alice = actor_id(&[1; 32], &doc, 1);
-        let mallory = actor_id(&[2; 32], &doc, 1);
-        room.post(alice, &[msg("x", "hi")], 5).unwrap();
-        let (_, entry) = room.doc.get(&room.messages, "x").unwrap().unwrap();
-
-        let wipe = raw_change(&room, mallory.clone(), |tx, _| {
-            tx.put_object(ROOT, MESSAGES, ObjType::Map).unwrap();
-        });
-        assert_eq!(room.validate(wipe).map(drop), Err(Violation::ForeignObject));
-        let edit = raw_change(&room, mallory.clone(), |tx, _| {
-            tx.put(&entry, "text", "rewritten").unwrap();
-        });
-        assert_eq!(room.validate(edit).map(drop), Err(Violation::ForeignObject));
-        let delete = raw_change(&room, mallory.clone(), |tx, m| tx.delete(m, "x").unwrap());
-        assert_eq!(room.validate(delete).map(drop), Err(Violation::MessageMapOp));
-        let overwrite = raw_change(&room, mallory.clone(), |tx, m| {
-            tx.put_object(m, "x", ObjType::Map).unwrap();
-        });
-        assert_eq!(room.validate(overwrite).map(drop), Err(Violation::MessageMapOp));
-        let scalar = raw_change(&room, mallory.clone(), |tx, m| tx.put(m, "z", 1).unwrap());
-        assert_eq!(room.validate(scalar).map(drop), Err(Violation::MessageMapOp));
-        let extra = raw_change(&room, mallory.clone(), |tx, m| {
-            let e = tx.put_object(m, "z", ObjType::Map).unwrap();
-            tx.put(&e, "text", "t").unwrap();
-            tx.put(&e, "admin", true).unwrap();
-        });
-        assert_eq!(room.validate(extra).map(drop), Err(Violation::EntryField));
-        let long = raw_change(&room, mallory, |tx, m| {
-            let e = tx.put_object(m, "z", ObjType::Map).unwrap();
-            tx.put(&e, "text", "x".repeat(MAX_TEXT_BYTES + 1)).unwrap();
-        });
-        assert_eq!(room.validate(long).map(drop), Err(Violation::TextTooLong));
-    }
-
-    #[test]
-    fn a_reused_id_hides_no_message() {
-        let doc = DocId([5; 16]);
-        let mut a = ChatDoc::new(doc);
-        let mut b = ChatDoc::new(doc);
-        let ca = a
-            .post(actor_id(&[1; 32], &doc, 1), &[msg("same", "from a")], 1)
-            .unwrap();
-        let cb = b
-            .post(actor_id(&[2; 32], &doc, 1), &[msg("same", "from b")], 1)
-            .unwrap();
-        // Each side learns exactly the other's entry, though both use one id.
-        let created = a.apply(vec![cb]).unwrap();
-        assert_eq!(created.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(), ["from b"]);
-        assert_eq!(b.apply(vec![ca]).unwrap()[0].text, "from a");
-        let texts: Vec<String> = a.messages().into_iter().map(|m| m.text).collect();
-        assert_eq!(texts.len(), 2, "{texts:?}");
-        assert_eq!(a.messages(), b.messages());
-    }
-
-    proptest! {
-        /// Any delivery order of the same changes gives the same log.
-        #[test]
-        fn order_of_delivery_does_not_matter(seed in any::<u64>(), n in 1usize..12) {
-            let doc = DocId([2; 16]);
-            let mut writers = [ChatDoc::new(doc), ChatDoc::new(doc)];
-            let mut changes = Vec::new();
-            for i in 0..n {
-                let w = (seed >> i) as usize & 1;
-                let actor = actor_id(&[w as u8; 32], &doc, 7);
-                let c = writers[w].post(actor, &[msg(&format!("m{i}"), &format!("t{i}"))], i as i64).unwrap();
-                changes.push(c);
-            }
-            let mut forward = ChatDoc::new(doc);
-            for c in &changes { forward.apply(vec![c.clone()]).unwrap(); }
-            let mut reversed = ChatDoc::new(doc);
-            // Automerge queues a change until its deps arrive; here every dep is
-            // applied before its dependant because each writer's changes stay in order.
-            let (a, b): (Vec<_>, Vec<_>) = changes.iter().cloned().partition(|c| c.actor_id() == &actor_id(&[0; 32], &doc, 7));
-            reversed.apply(b).unwrap();
-            reversed.apply(a).unwrap();
-            prop_assert_eq!(forward.messages(), reversed.messages());
-        }
-    }
-}
+mod tests;

@@ -56,6 +56,9 @@ pub enum Effect {
     Message(chat::Message),
     /// A document mentioned a user.
     Mention(text::Mention),
+    /// Chat messages were edited, reacted to or retracted, or the room's
+    /// settings changed (once per batch).
+    ChatUpdated,
 }
 
 impl Checked {
@@ -71,9 +74,13 @@ impl Checked {
     pub(crate) fn effects_of<'a>(checked: impl IntoIterator<Item = &'a Checked>) -> Vec<Effect> {
         let mut messages = Vec::new();
         let mut mentions = Vec::new();
+        let mut updated = false;
         for c in checked {
             match c {
-                Checked::Chat(c) => messages.extend(c.created().iter().cloned()),
+                Checked::Chat(c) => {
+                    messages.extend(c.created().iter().cloned());
+                    updated |= c.updates();
+                }
                 Checked::Text(c) => mentions.extend(c.mentions().iter().cloned()),
                 Checked::Calendar(_) => {}
             }
@@ -83,6 +90,7 @@ impl Checked {
             .into_iter()
             .map(Effect::Message)
             .chain(mentions.into_iter().map(Effect::Mention))
+            .chain(updated.then_some(Effect::ChatUpdated))
             .collect()
     }
 }
@@ -138,7 +146,7 @@ impl Doc {
         pending: &dyn Fn(&OpRef) -> Option<ObjType>,
     ) -> Result<Checked, Violation> {
         match self {
-            Doc::Chat(d) => d.validate(change).map(Checked::Chat).map_err(Violation::Chat),
+            Doc::Chat(d) => d.validate(change, author).map(Checked::Chat).map_err(Violation::Chat),
             Doc::Text(d) => d
                 .validate_with(change, pending)
                 .map(Checked::Text)

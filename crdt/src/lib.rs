@@ -4,18 +4,20 @@
 //! are passed in, so every function is deterministic and identical on every node.
 //!
 //! ```
-//! use outpost_crdt::{chat::{ChatDoc, NewMessage}, writer, DocId};
+//! use outpost_crdt::{chat::{ChatDoc, NewMessage}, writer, Author, DocId};
 //!
 //! let doc_id = DocId([7; 16]);
 //! let actor = writer::actor_id(&[1; 32], &doc_id, 42);
+//! let author = Author { user: "ab".repeat(32), editor: true, admin: false };
+//! // The text lives in a body the node seals and stores; the document names it.
+//! let body = "0f".repeat(32);
 //! let mut room = ChatDoc::new(doc_id);
-//! let change = room
-//!     .post(actor, &[NewMessage { id: "m1".into(), text: "hello".into() }], 1_700_000_000_000)
-//!     .expect("a fresh room accepts a post");
+//! let post = NewMessage { id: "m1".into(), body: body.clone(), reply_to: None, mentions: vec![], all: false };
+//! let change = room.post(actor, &author, &[post], 1_700_000_000_000).expect("a fresh room accepts a post");
 //!
 //! let mut peer = ChatDoc::new(doc_id);
-//! peer.apply(vec![change]).expect("the peer applies the change");
-//! assert_eq!(peer.messages()[0].text, "hello");
+//! peer.apply(vec![change], &author).expect("the peer applies the change");
+//! assert_eq!(peer.messages()[0].body, body);
 //! ```
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
@@ -53,6 +55,8 @@ pub struct Author {
     /// Whether its role lets it write content (writer or above); readers reach
     /// the rules only in spaces where they may answer (calendars).
     pub editor: bool,
+    /// Whether it is an owner or admin of the space (room settings).
+    pub admin: bool,
 }
 
 impl Author {

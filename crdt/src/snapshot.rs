@@ -204,9 +204,12 @@ mod tests {
     fn post(room: &mut ChatDoc, actor: &ActorId, id: &str) -> Change {
         let msg = NewMessage {
             id: id.into(),
-            text: format!("text of {id}"),
+            body: "0f".repeat(32),
+            reply_to: None,
+            mentions: Vec::new(),
+            all: false,
         };
-        room.post(actor.clone(), &[msg], 1).unwrap()
+        room.post(actor.clone(), &writer(), &[msg], 1).unwrap()
     }
 
     fn last_of(changes: &[Change]) -> BTreeMap<ActorId, (u64, ChangeHash, Author)> {
@@ -222,8 +225,9 @@ mod tests {
 
     fn writer() -> Author {
         Author {
-            user: "aa".into(),
+            user: "aa".repeat(32),
             editor: true,
+            admin: false,
         }
     }
 
@@ -258,7 +262,7 @@ mod tests {
         let doc = DocId([3; 16]);
         let (room, changes, ..) = room(doc);
         let mut mine = ChatDoc::new(doc);
-        mine.apply(changes[..4].to_vec()).unwrap();
+        mine.apply(changes[..4].to_vec(), &writer()).unwrap();
         let c = actor_id(&[3; 32], &doc, 1);
         post(&mut mine, &c, "c0");
         let mut mine = Doc::Chat(mine);
@@ -316,10 +320,10 @@ mod tests {
         let doc = DocId([3; 16]);
         let (mut room, mut changes, a, _) = room(doc);
         // Writer a rewrites one of b's messages, which the rules forbid.
-        let (_, entry) = room.doc.get(&room.messages, "b0").unwrap().unwrap();
+        let (_, entry) = room.doc.get(&room.schema.messages, "b0").unwrap().unwrap();
         room.doc.set_actor(a);
         let mut tx = room.doc.transaction();
-        automerge::transaction::Transactable::put(&mut tx, &entry, "text", "rewritten").unwrap();
+        automerge::transaction::Transactable::put(&mut tx, &entry, "body", "0e".repeat(32)).unwrap();
         let (hash, _) = tx.commit();
         changes.push(room.doc.get_change_by_hash(&hash.unwrap()).unwrap());
         assert_eq!(
@@ -335,13 +339,13 @@ mod tests {
         let doc = DocId([3; 16]);
         let (room, changes, a, _) = room(doc);
         let mut mine = ChatDoc::new(doc);
-        mine.apply(changes[..2].to_vec()).unwrap();
+        mine.apply(changes[..2].to_vec(), &writer()).unwrap();
         // Same writer, same seq 2, different change (a cloned device).
         let mut clone = ChatDoc::new(doc);
-        clone.apply(changes[..1].to_vec()).unwrap();
+        clone.apply(changes[..1].to_vec(), &writer()).unwrap();
         let forked = post(&mut clone, &a, "forked");
         assert_eq!(forked.seq(), 2);
-        mine.apply(vec![forked]).unwrap();
+        mine.apply(vec![forked], &writer()).unwrap();
         let mut mine = Doc::Chat(mine);
         let err = mine
             .absorb(open(Model::Chat, &doc, &room.save(), &last_of(&changes)).unwrap())

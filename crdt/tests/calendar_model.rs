@@ -22,6 +22,7 @@ fn editor(user: &str) -> Author {
     Author {
         user: user.into(),
         editor: true,
+        admin: false,
     }
 }
 
@@ -29,6 +30,7 @@ fn reader(user: &str) -> Author {
     Author {
         user: user.into(),
         editor: false,
+        admin: false,
     }
 }
 

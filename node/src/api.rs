@@ -7,8 +7,10 @@
 //! | GET | `/v1/status` | peers and per-space sync state |
 //! | GET | `/v1/spaces` | spaces this node keeps |
 //! | POST | `/v1/chats` | create a chat space `{name, members, replicators}` |
-//! | POST | `/v1/chats/{space}/messages` | send `{text, client_id?}`; returns after the durable commit |
-//! | GET | `/v1/chats/{space}/messages?limit=N` | the latest N messages in display order |
+//! | POST | `/v1/chats/{space}/messages` | send `{text, reply_to?, client_id?}`; returns after the durable commit |
+//! | GET | `/v1/chats/{space}/messages?limit=N` | the latest N messages in display order, with edits, reactions, retraction |
+//! | POST | `/v1/chat/ops` | `{space?, op}`: edit, retract, react, topic, welcome, announce, pin, retract window (without `space`, the room holding the op's message) |
+//! | GET | `/v1/chats/{space}/room` | topic, welcome message, announcement, pinned messages |
 //! | POST | `/v1/spaces/{space}/members` | add a member `{member, role}` or a replicator `{member, replicator: true}` (owners and admins); returns after the durable commit |
 //! | GET | `/v1/spaces/{space}/members` | the space's members with roles, and its replicators |
 //! | GET | `/v1/events[?space=S]` | NDJSON stream of live events |
@@ -107,9 +109,21 @@ pub struct Created {
     pub space: SpaceId,
 }
 
+/// A change to a room other than a new message.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChatOpRequest {
+    /// The room (an id); without it, the room holding the op's message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub space: Option<String>,
+    pub op: core::ChatOp,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SendMessage {
     pub text: String,
+    /// The message this one answers: its id or a unique prefix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<String>,
     /// Chosen by the client; a retried request with the same id is not duplicated.
     #[serde(default)]
     pub client_id: Option<String>,
@@ -150,6 +164,11 @@ pub enum ApiEvent {
     },
     /// A calendar changed (here or on a peer): re-read the agenda.
     Calendar {
+        space: SpaceId,
+    },
+    /// Messages of a room were edited, reacted to or retracted, or its
+    /// settings changed: re-read what you show.
+    ChatUpdated {
         space: SpaceId,
     },
 }
@@ -201,6 +220,8 @@ pub fn router(core: CoreHandle, net: NetHandle, keys: Arc<DeviceKeys>, stopping:
         .route("/v1/dir/search", get(dir_search))
         .route("/v1/dir/dept", get(dir_dept))
         .route("/v1/chats/{space}/messages", post(send).get(log))
+        .route("/v1/chat/ops", post(chat_op))
+        .route("/v1/chats/{space}/room", get(room))
         .route("/v1/docs", post(create_doc))
         .route("/v1/docs/{space}", post(write_doc))
         .route("/v1/docs/{space}/read", post(read_doc))
@@ -605,7 +626,22 @@ async fn send(
     Json(req): Json<SendMessage>,
 ) -> Result<Json<Sent>, Failure> {
     let space = parse_space(&space)?;
-    Ok(Json(s.core.send(space, req.text, req.client_id).await?))
+    let outgoing = core::Outgoing {
+        text: req.text,
+        reply_to: req.reply_to,
+        client_id: req.client_id,
+    };
+    Ok(Json(s.core.send_message(space, outgoing).await?))
+}
+
+async fn chat_op(State(s): State<AppState>, Json(req): Json<ChatOpRequest>) -> Result<Json<core::ChatDone>, Failure> {
+    let space = req.space.as_deref().map(parse_space).transpose()?;
+    Ok(Json(s.core.chat_write(space, req.op).await?))
+}
+
+async fn room(State(s): State<AppState>, Path(space): Path<String>) -> Result<Json<core::RoomView>, Failure> {
+    let space = parse_space(&space)?;
+    Ok(Json(s.core.room(space).await?))
 }
 
 #[derive(Deserialize)]
@@ -650,6 +686,11 @@ async fn events(State(s): State<AppState>, Query(q): Query<EventsQuery>) -> Resu
                 }
                 Ok(core::Event::Calendar { space }) if filter.is_none_or(|f| f == space) => {
                     let mut line = serde_json::to_vec(&ApiEvent::Calendar { space }).expect("events serialize");
+                    line.push(b'\n');
+                    return Some((Ok(Bytes::from(line)), (rx, stopping)));
+                }
+                Ok(core::Event::ChatUpdated { space }) if filter.is_none_or(|f| f == space) => {
+                    let mut line = serde_json::to_vec(&ApiEvent::ChatUpdated { space }).expect("events serialize");
                     line.push(b'\n');
                     return Some((Ok(Bytes::from(line)), (rx, stopping)));
                 }

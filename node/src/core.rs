@@ -14,6 +14,7 @@
 //! waiting sets.
 
 mod calendar;
+mod chat;
 mod devices;
 mod docs;
 mod equivocation;
@@ -37,10 +38,7 @@ use std::{
     sync::Arc,
 };
 
-use outpost_crdt::{
-    chat::{Message, NewMessage},
-    doc::{Checked, Effect},
-};
+use outpost_crdt::doc::{Checked, Effect};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, info, warn};
@@ -50,6 +48,7 @@ pub use self::{
         AgendaItem, AttendeeView, CalAnswer, CalEdit, CalQuery, CalScope, CalWritten, EventChange, FreeBusyView,
         Interval, MAX_ICS_BYTES, NewEvent,
     },
+    chat::{ChatDone, ChatOp, EditView, MessageView, Outgoing, ReactionView, RetractedView, RoomView},
     devices::{DeviceRecord, DeviceView, Joined, LinkState, Linked, Revoked, join_request},
     docs::{
         BlameView, DiffView, DocAnswer, DocEdit, DocFormat, DocQuery, DocView, MAX_DOC_WRITE_BYTES,
@@ -122,17 +121,6 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// A message as the API shows it; only replicated fields, identical on every node.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MessageView {
-    pub id: String,
-    pub author: DeviceId,
-    pub text: String,
-    /// Author's claimed send time (ms since the Unix epoch); never used for order.
-    pub sent_at_ms: i64,
-    pub lamport: u64,
-}
-
 /// Something that happened, for the network actor and the API's event stream.
 #[derive(Debug, Clone)]
 pub enum Event {
@@ -145,6 +133,9 @@ pub enum Event {
     },
     /// A message became visible.
     Message { space: SpaceId, message: MessageView },
+    /// Messages of a chat room were edited, reacted to or retracted, or its
+    /// settings changed: followers re-read what they show.
+    ChatUpdated { space: SpaceId },
     /// A shared document changed.
     Document { space: SpaceId },
     /// A calendar changed.
@@ -214,6 +205,10 @@ pub struct SpaceStatus {
     pub rejected: u64,
     /// Snapshots held: whole documents that stand in for the envelopes they cover.
     pub snapshots: usize,
+    /// Chat message bodies and tombstones held (beside the log; a retraction
+    /// deletes bodies).
+    #[serde(default)]
+    pub sides: u64,
     /// Devices caught signing two different envelopes for one (writer, seq). Only
     /// a device's own key can do that: a cloned or compromised device.
     pub equivocating: Vec<DeviceId>,
@@ -470,9 +465,30 @@ enum ToCore {
     },
     Send {
         space: SpaceId,
-        text: String,
-        client_id: Option<String>,
+        outgoing: Outgoing,
         reply: Reply<Sent>,
+    },
+    ChatWrite {
+        space: Option<SpaceId>,
+        op: ChatOp,
+        reply: Reply<ChatDone>,
+    },
+    Room {
+        space: SpaceId,
+        reply: Reply<RoomView>,
+    },
+    WantedFor {
+        peer: DeviceId,
+        reply: Reply<Vec<(SpaceId, Vec<EnvelopeId>)>>,
+    },
+    SidesFor {
+        peer: DeviceId,
+        space: SpaceId,
+        ids: Vec<EnvelopeId>,
+        reply: Reply<(Vec<Vec<u8>>, bool)>,
+    },
+    AskAgain {
+        space: SpaceId,
     },
     Ingest {
         from: DeviceId,
@@ -616,13 +632,54 @@ impl CoreHandle {
 
     /// Posts a message; returns once it is durably stored.
     pub async fn send(&self, space: SpaceId, text: String, client_id: Option<String>) -> Result<Sent> {
-        self.call(|reply| ToCore::Send {
-            space,
+        let outgoing = Outgoing {
             text,
+            reply_to: None,
             client_id,
+        };
+        self.send_message(space, outgoing).await
+    }
+
+    /// Posts a message (a reply, with mentions); returns once it is durable.
+    pub async fn send_message(&self, space: SpaceId, outgoing: Outgoing) -> Result<Sent> {
+        self.call(|reply| ToCore::Send { space, outgoing, reply }).await
+    }
+
+    /// Edits, retracts, reacts to a message, or changes a room's settings.
+    pub async fn chat_write(&self, space: Option<SpaceId>, op: ChatOp) -> Result<ChatDone> {
+        self.call(|reply| ToCore::ChatWrite { space, op, reply }).await
+    }
+
+    /// The chat bodies this node lacks that `peer` may hold, per space.
+    pub async fn wanted_for(&self, peer: DeviceId) -> Result<Vec<(SpaceId, Vec<EnvelopeId>)>> {
+        self.call(|reply| ToCore::WantedFor { peer, reply }).await
+    }
+
+    /// The bodies (or their tombstones) `peer` asks for, that this node holds.
+    /// Also says whether more were held than fit one answer.
+    pub async fn sides_for(
+        &self,
+        peer: DeviceId,
+        space: SpaceId,
+        ids: Vec<EnvelopeId>,
+    ) -> Result<(Vec<Vec<u8>>, bool)> {
+        self.call(|reply| ToCore::SidesFor {
+            peer,
+            space,
+            ids,
             reply,
         })
         .await
+    }
+
+    /// A peer held more of the bodies asked for than it sent: ask again now.
+    pub async fn ask_again(&self, space: SpaceId) {
+        let _ = self.tx.send(ToCore::AskAgain { space }).await;
+    }
+
+    /// A room's topic, welcome message, announcement and pinned messages.
+    pub async fn room(&self, space: SpaceId) -> Result<RoomView> {
+        self.call(|reply| ToCore::Room { space, reply }).await
     }
 
     /// Verifies, stores and applies envelopes received from `from`.
@@ -958,7 +1015,7 @@ struct WriteTarget {
     key: crate::crypto::EpochKey,
 }
 
-type PendingSend = (String, Option<String>, Reply<Sent>);
+use self::chat::{PendingSend, SideOutcome};
 
 /// What a batch does once its transaction has committed (or failed).
 #[derive(Default)]
@@ -967,6 +1024,11 @@ struct Effects {
     events: Vec<Event>,
     /// Mentions applied in this batch, recorded in the inbox before it commits.
     mentions: Vec<inbox::NewMention>,
+    /// Chat messages that became visible in this batch: announced (and their
+    /// mentions recorded) before it commits, once their bodies are stored.
+    chat: Vec<(SpaceId, outpost_crdt::chat::Message)>,
+    /// Chat rooms whose messages were edited, reacted to or retracted.
+    chat_updated: BTreeSet<SpaceId>,
 }
 
 impl Effects {
@@ -1082,15 +1144,13 @@ impl Core {
                 ToCore::ClaimsFor { peer, reply } => self
                     .recent_claims(txn, peer, crate::clock::now_ms() as i64)
                     .map(|claims| effects.reply(reply, claims)),
-                ToCore::Send {
-                    space,
-                    text,
-                    client_id,
-                    reply,
-                } => {
-                    sends.entry(space).or_default().push((text, client_id, reply));
+                ToCore::Send { space, outgoing, reply } => {
+                    sends.entry(space).or_default().push((outgoing, reply));
                     Ok(())
                 }
+                ToCore::ChatWrite { space, op, reply } => self
+                    .chat_write(txn, space, op, &mut effects)
+                    .map(|r| effects.reply_result(reply, r)),
                 ToCore::Ingest { from, envelopes, reply } => self
                     .ingest(txn, Some(from), envelopes, &mut effects)
                     .map(|ack| effects.reply(reply, ack)),
@@ -1161,14 +1221,16 @@ impl Core {
                     }
                 }
                 if failure.is_none()
-                    && let Err(e) = self.record_mentions(txn, &mut effects)
+                    && let Err(e) = self
+                        .announce_chat(txn, &mut effects)
+                        .and_then(|()| self.record_mentions(txn, &mut effects))
                 {
                     failure = Some(Arc::new(e));
                 }
             }
         } else {
             for (_, group) in sends {
-                for (_, _, reply) in group {
+                for (_, reply) in group {
                     let _ = reply.send(Err(Error::Store(failure.clone().expect("failure is set"))));
                 }
             }
@@ -1224,8 +1286,23 @@ impl Core {
     fn handle_read(&mut self, cmd: ToCore) {
         match cmd {
             ToCore::Messages { space, limit, reply } => {
-                let _ = reply.send(self.messages(space, limit));
+                let _ = reply.send(self.chat_log(space, limit));
             }
+            ToCore::Room { space, reply } => {
+                let _ = reply.send(self.room_view(space));
+            }
+            ToCore::WantedFor { peer, reply } => {
+                let _ = reply.send(Ok(self.wanted_for(peer)));
+            }
+            ToCore::SidesFor {
+                peer,
+                space,
+                ids,
+                reply,
+            } => {
+                let _ = reply.send(Ok(self.sides_for(peer, space, &ids)));
+            }
+            ToCore::AskAgain { space } => self.ask_again(space),
             ToCore::Spaces { reply } => {
                 let _ = reply.send(Ok(self.summaries()));
             }
@@ -1309,6 +1386,7 @@ impl Core {
             ToCore::CreateChat { reply, .. } => fail_unavailable(reply),
             ToCore::SetPosting { reply, .. } => fail_unavailable(reply),
             ToCore::Send { reply, .. } => fail_unavailable(reply),
+            ToCore::ChatWrite { reply, .. } => fail_unavailable(reply),
             ToCore::Ingest { reply, .. } => fail_unavailable(reply),
             ToCore::LearnCert { .. } => {}
         }
@@ -1454,100 +1532,6 @@ impl Core {
         Ok(Ok(space_id))
     }
 
-    /// Posts every waiting send of one space as one Automerge change.
-    fn send_group(
-        &mut self,
-        tx: &mut Txn,
-        space_id: SpaceId,
-        group: Vec<PendingSend>,
-        effects: &mut Effects,
-    ) -> store::Result<()> {
-        let me = self.me;
-        let target = match self.write_target(tx, space_id, SpaceKind::Chat, effects)? {
-            Ok(target) => target,
-            Err(e) => {
-                for (_, _, reply) in group {
-                    let _ = reply.send(Err(e.clone()));
-                }
-                return Ok(());
-            }
-        };
-        let mut msgs = Vec::new();
-        let mut waiting: Vec<PendingSend> = Vec::new();
-        let mut batch_ids: HashMap<String, String> = HashMap::new();
-        for (text, client_id, reply) in group {
-            if client_id.as_ref().is_some_and(|c| c.len() > MAX_CLIENT_ID_BYTES) {
-                let _ = reply.send(Err(Error::Invalid(format!(
-                    "a client id is at most {MAX_CLIENT_ID_BYTES} bytes"
-                ))));
-                continue;
-            }
-            if text.len() > MAX_TEXT_BYTES {
-                let _ = reply.send(Err(Error::Invalid(format!(
-                    "message of {} bytes exceeds {MAX_TEXT_BYTES}",
-                    text.len()
-                ))));
-                continue;
-            }
-            if let Some(cid) = &client_id
-                && let Some(id) = self
-                    .store
-                    .client_id(&space_id, cid)?
-                    .or_else(|| batch_ids.get(cid).cloned())
-            {
-                effects.reply(reply, Sent { id, duplicate: true });
-                continue;
-            }
-            let id = new_message_id();
-            if let Some(cid) = &client_id {
-                batch_ids.insert(cid.clone(), id.clone());
-            }
-            msgs.push(NewMessage { id: id.clone(), text });
-            waiting.push((id, client_id, reply));
-        }
-        if msgs.is_empty() {
-            return Ok(());
-        }
-        let space = self.spaces.get_mut(&space_id).expect("write_target found it");
-        let readable = space.readable.as_mut().expect("write_target checked the key");
-        let shard = readable.shard_mut(target.doc, &target.epoch);
-        let chat = shard.doc.chat_mut().expect("write_target checked the space is a chat");
-        let change = match chat.post(target.actor.clone(), &msgs, crate::clock::now_ms() as i64) {
-            Ok(c) => c,
-            Err(e) => {
-                for (_, _, reply) in waiting {
-                    let _ = reply.send(Err(Error::Invalid(format!("the document refused the message: {e}"))));
-                }
-                return Ok(());
-            }
-        };
-        let shard = &readable.docs[&target.doc];
-        let created: Vec<MessageView> = msgs
-            .iter()
-            .filter_map(|m| shard.doc.chat().and_then(|chat| chat.message(&m.id)))
-            .map(|m| view(&m, me))
-            .collect();
-        if let Err(e) = self.seal_local(tx, space_id, &target, &change, effects)? {
-            for (_, _, reply) in waiting {
-                let _ = reply.send(Err(e.clone()));
-            }
-            return Ok(());
-        }
-        for (id, client_id, reply) in waiting {
-            if let Some(cid) = client_id {
-                tx.put_client_id(&space_id, &cid, &id)?;
-            }
-            effects.reply(reply, Sent { id, duplicate: false });
-        }
-        for message in created {
-            effects.events.push(Event::Message {
-                space: space_id,
-                message,
-            });
-        }
-        Ok(())
-    }
-
     /// Where this device writes in a space of `kind` now, after checking it
     /// may: the current epoch (cleaned of non-members first), its document,
     /// this run's actor for it and the key. The outer error aborts the batch;
@@ -1650,23 +1634,6 @@ impl Core {
         Ok(Ok(id))
     }
 
-    fn messages(&self, space_id: SpaceId, limit: usize) -> Result<Vec<MessageView>> {
-        let space = self.spaces.get(&space_id).ok_or(Error::UnknownSpace(space_id))?;
-        let readable = space.readable.as_ref().ok_or_else(|| Error::KeyMissing {
-            space: space_id,
-            why: space
-                .key_problem
-                .clone()
-                .unwrap_or_else(|| "this device is a replicator: it stores the space but holds no key".into()),
-        })?;
-        let all = readable.messages(&space.state);
-        let skip = all.len().saturating_sub(limit.min(MAX_LOG_LIMIT));
-        Ok(all[skip..]
-            .iter()
-            .map(|m| view(m, readable.author_of(&m.actor)))
-            .collect())
-    }
-
     fn summaries(&self) -> Vec<SpaceSummary> {
         self.spaces
             .values()
@@ -1736,6 +1703,7 @@ impl Core {
             pending_bytes: s.pending.bytes(),
             rejected: s.rejected,
             snapshots: s.snapshots.len(),
+            sides: s.sides_held,
             equivocating: s.equivocators.iter().copied().collect(),
             peers,
         }
@@ -1824,10 +1792,10 @@ fn effect_events(space: SpaceId, readable: &space::Readable, applied: Vec<Effect
     }
     for effect in applied {
         match effect {
-            Effect::Message(m) => effects.events.push(Event::Message {
-                space,
-                message: view(&m, readable.author_of(&m.actor)),
-            }),
+            Effect::Message(m) => effects.chat.push((space, m)),
+            Effect::ChatUpdated => {
+                effects.chat_updated.insert(space);
+            }
             Effect::Mention(mention) => effects.mentions.push(inbox::NewMention {
                 space,
                 by: readable.author_of(&mention.actor),
@@ -1835,21 +1803,4 @@ fn effect_events(space: SpaceId, readable: &space::Readable, applied: Vec<Effect
             }),
         }
     }
-}
-
-fn view(m: &Message, author: DeviceId) -> MessageView {
-    MessageView {
-        id: m.id.clone(),
-        author,
-        text: m.text.clone(),
-        sent_at_ms: m.sent_at_ms,
-        lamport: m.lamport,
-    }
-}
-
-/// A new message id: 80 random bits, base32 (16 characters).
-fn new_message_id() -> String {
-    data_encoding::BASE32_NOPAD
-        .encode(&rand::random::<[u8; 10]>())
-        .to_lowercase()
 }

@@ -55,7 +55,17 @@ pub enum Kind {
     /// A whole document sealed under the epoch key, with the signed last envelope of
     /// every writer it covers (see [`crate::snapshot`]).
     Snapshot,
+    /// A chat message's body (its text), sealed under the epoch key outside the
+    /// Automerge document, so it can be deleted. Its header names the change
+    /// whose skeleton points at it: same doc, actor and `seq`, no parents.
+    Body,
+    /// Signed, in clear: the bodies a retraction deletes (their envelope ids).
+    /// Its header names the change that carries the retraction, like a body's.
+    Tombstone,
 }
+
+/// Most bodies one tombstone names.
+pub const MAX_TOMBSTONE_TARGETS: usize = 256;
 
 impl Kind {
     fn signing_context(self) -> &'static [u8] {
@@ -63,7 +73,15 @@ impl Kind {
             Kind::Control => b"outpost/v1/control\0",
             Kind::Content => b"outpost/v1/content\0",
             Kind::Snapshot => b"outpost/v1/snapshot\0",
+            Kind::Body => b"outpost/v1/body\0",
+            Kind::Tombstone => b"outpost/v1/tombstone\0",
         }
+    }
+
+    /// Whether envelopes of this kind ride beside a content change (bodies,
+    /// tombstones) instead of being part of the space's log.
+    pub fn is_side(self) -> bool {
+        matches!(self, Kind::Body | Kind::Tombstone)
     }
 }
 
@@ -249,7 +267,13 @@ impl Envelope {
                 header.parents.len() + header.control_heads.len(),
             ));
         }
+        if header.kind.is_side() && !header.parents.is_empty() {
+            return Err(DecodeError::Body(header.kind));
+        }
         let sig_start = body_start + body_len;
+        if header.kind == Kind::Tombstone && tombstone_targets(&bytes[body_start..sig_start]).is_none() {
+            return Err(DecodeError::Body(Kind::Tombstone));
+        }
         Ok(Self {
             id: EnvelopeId::of(&bytes),
             bytes,
@@ -278,6 +302,38 @@ impl Envelope {
         let header_bytes = encode_header(&header);
         let body = seal(epoch, header.kind, &header_bytes, change);
         Self::assemble(keys, header, header_bytes, body)
+    }
+
+    /// Seals a chat message's body under `epoch` (see [`Kind::Body`]).
+    pub fn seal_body(keys: &DeviceKeys, header: Header, epoch: &EpochKey, plaintext: &[u8]) -> Self {
+        debug_assert_eq!(header.kind, Kind::Body);
+        debug_assert!(header.parents.is_empty());
+        Self::sign_with(keys, header, |h| seal(epoch, Kind::Body, h, plaintext))
+    }
+
+    /// Decrypts a body envelope's plaintext.
+    pub fn open_body(&self, epoch: &EpochKey) -> Result<Vec<u8>, crate::crypto::Error> {
+        if self.header.kind != Kind::Body {
+            return Err(crate::crypto::Error::Aead);
+        }
+        self.open_sealed(epoch, self.body())
+    }
+
+    /// Signs a tombstone naming the bodies to delete (at most
+    /// [`MAX_TOMBSTONE_TARGETS`]).
+    pub fn sign_tombstone(keys: &DeviceKeys, header: Header, targets: &[EnvelopeId]) -> Self {
+        debug_assert_eq!(header.kind, Kind::Tombstone);
+        debug_assert!(targets.len() <= MAX_TOMBSTONE_TARGETS);
+        let body = postcard::to_stdvec(targets).expect("ids always serialize");
+        Self::sign_with(keys, header, |_| body)
+    }
+
+    /// The bodies a tombstone deletes; empty for any other kind.
+    pub fn tombstone_targets(&self) -> Vec<EnvelopeId> {
+        match self.header.kind {
+            Kind::Tombstone => tombstone_targets(self.body()).unwrap_or_default(),
+            _ => Vec::new(),
+        }
     }
 
     /// Signs an envelope whose body `make_body` builds; it gets the encoded
@@ -391,6 +447,14 @@ impl Envelope {
     /// The body as signed: sealed ciphertext (content) or the control op.
     pub fn body(&self) -> &[u8] {
         &self.bytes[self.body_start..self.sig_start]
+    }
+}
+
+/// A tombstone body: postcard of at most [`MAX_TOMBSTONE_TARGETS`] ids, nothing after.
+fn tombstone_targets(body: &[u8]) -> Option<Vec<EnvelopeId>> {
+    match postcard::take_from_bytes::<Vec<EnvelopeId>>(body) {
+        Ok((ids, [])) if !ids.is_empty() && ids.len() <= MAX_TOMBSTONE_TARGETS => Some(ids),
+        _ => None,
     }
 }
 

@@ -731,6 +731,7 @@ impl NetActor {
                 | core::Event::Reload { .. }
                 | core::Event::Document { .. }
                 | core::Event::Calendar { .. }
+                | core::Event::ChatUpdated { .. }
                 | core::Event::Inbox { .. },
             ) => {}
             Err(broadcast::error::RecvError::Lagged(n)) => {
@@ -855,6 +856,7 @@ impl NetActor {
                     })
                     .await;
             }
+            pull_bodies(&core, &out, peer, device).await;
             // A device of this user: the reminders fired lately, so it does
             // not fire them again.
             if let Ok(claims) = core.claims_for(device).await
@@ -1075,6 +1077,38 @@ impl NetActor {
                             push_frames(&out, peer, outcome.push, outcome.more).await;
                         });
                     }
+                    Message::Request {
+                        request: Ok(Request::Bodies { space, ids }),
+                        channel,
+                        ..
+                    } => {
+                        self.spawn(async move {
+                            let (envelopes, more) = core.sides_for(device, space, ids).await.unwrap_or_default();
+                            let _ = out
+                                .send(Internal::Respond {
+                                    channel,
+                                    response: Response::Sides { space, envelopes, more },
+                                })
+                                .await;
+                        });
+                    }
+                    Message::Response {
+                        response: Response::Sides { space, envelopes, more },
+                        ..
+                    } => {
+                        // An empty answer: the peer has none of them; they are
+                        // asked for again later (maybe of another peer).
+                        if !envelopes.is_empty() {
+                            self.spawn(async move {
+                                if core.ingest(device, envelopes).await.is_ok() {
+                                    if more {
+                                        core.ask_again(space).await;
+                                    }
+                                    pull_bodies(&core, &out, peer, device).await;
+                                }
+                            });
+                        }
+                    }
                     // The codec rebuilds packed frames into `Envelopes`.
                     Message::Request {
                         request: Ok(Request::Packed { .. }),
@@ -1234,12 +1268,17 @@ impl NetActor {
                                 return;
                             };
                             let needs_resync = ack.pending > 0;
+                            let stored = ack.stored > 0;
                             let _ = out
                                 .send(Internal::Respond {
                                     channel,
                                     response: Response::Ack(ack),
                                 })
                                 .await;
+                            // Messages whose bodies did not come with them (a snapshot).
+                            if stored {
+                                pull_bodies(&core, &out, peer, device).await;
+                            }
                             if needs_resync {
                                 // Parents are missing: ask for everything we lack.
                                 if let Ok(spaces) = core.make_offer(device).await {
@@ -1311,6 +1350,16 @@ impl NetActor {
                 debug!(%peer, %device, %error, "sync request failed (the next offer repairs it)");
             }
             Event::ResponseSent { .. } => {}
+        }
+    }
+}
+
+/// Asks `peer` for the chat bodies this node lacks in spaces it may serve.
+async fn pull_bodies(core: &CoreHandle, out: &mpsc::Sender<Internal>, peer: PeerId, device: DeviceId) {
+    if let Ok(wanted) = core.wanted_for(device).await {
+        for (space, ids) in wanted {
+            let request = Request::Bodies { space, ids };
+            let _ = out.send(Internal::Send { peer, request }).await;
         }
     }
 }

@@ -61,6 +61,19 @@ const INBOX_SEEN: TableDefinition<(&[u8; 16], &[u8; 16], u64), u64> = TableDefin
 /// reminder fires only when no device of the user claimed it. `~scanned` →
 /// the time (ms, LE) up to which this device looked for due reminders.
 const REMINDERS: TableDefinition<&str, &[u8]> = TableDefinition::new("reminders-1");
+/// Side envelopes (chat bodies and tombstones, see `envelope::Kind::Body`):
+/// (space, envelope id) → exact bytes. Kept apart from the log: a body is
+/// deleted when its message is retracted, which a log entry never is.
+const SIDES: TableDefinition<(&[u8; 16], &[u8; 32]), &[u8]> = TableDefinition::new("sides-1");
+/// (space, actor, seq, side id) → (): the sides that ride with the change at
+/// (actor, seq), pushed beside its envelope.
+const SIDES_OF: TableDefinition<SideKey, ()> = TableDefinition::new("sides-of-1");
+/// (space, actor, seq, side id).
+type SideKey = (&'static [u8; 16], &'static [u8; 16], u64, &'static [u8; 32]);
+/// Retracted bodies: (space, body id) → the tombstone naming it. Written when a
+/// tombstone that may delete the body arrives (the body is deleted then), or
+/// before the body arrives (it is then checked, and refused, on arrival).
+const TOMBSTONED: TableDefinition<(&[u8; 16], &[u8; 32]), &[u8; 32]> = TableDefinition::new("tombstoned-1");
 /// Device certificates learnt from peers: device → postcard(DeviceCert).
 const CERTS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("device-certs-1");
 /// This device's user's devices (linked here, or known when this device joined):
@@ -170,6 +183,9 @@ impl Store {
         tx.open_table(INBOX)?;
         tx.open_table(INBOX_SEEN)?;
         tx.open_table(REMINDERS)?;
+        tx.open_table(SIDES)?;
+        tx.open_table(SIDES_OF)?;
+        tx.open_table(TOMBSTONED)?;
         tx.set_two_phase_commit(true);
         tx.commit()?;
         Ok(())
@@ -251,6 +267,72 @@ impl Store {
             out.push(v.value().1.to_vec());
         }
         Ok(out)
+    }
+
+    /// The side envelope (body or tombstone) `id` of `space`, if held.
+    pub fn side(&self, space: &SpaceId, id: &EnvelopeId) -> Result<Option<Vec<u8>>> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(SIDES)?;
+        Ok(table.get((&space.0, &id.0))?.map(|v| v.value().to_vec()))
+    }
+
+    /// The side envelopes held for the change at (actor, seq).
+    pub fn sides_of(&self, space: &SpaceId, actor: &ActorKey, seq: u64) -> Result<Vec<Vec<u8>>> {
+        let tx = self.db.begin_read()?;
+        let index = tx.open_table(SIDES_OF)?;
+        let sides = tx.open_table(SIDES)?;
+        let mut out = Vec::new();
+        for row in index.range((&space.0, &actor.0, seq, &[0u8; 32])..=(&space.0, &actor.0, seq, &[0xff; 32]))? {
+            let (k, _) = row?;
+            if let Some(bytes) = sides.get((&space.0, k.value().3))? {
+                out.push(bytes.value().to_vec());
+            }
+        }
+        Ok(out)
+    }
+
+    /// The tombstone recorded for `body`, if any.
+    pub fn tombstoned(&self, space: &SpaceId, body: &EnvelopeId) -> Result<Option<EnvelopeId>> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(TOMBSTONED)?;
+        Ok(table.get((&space.0, &body.0))?.map(|v| EnvelopeId(*v.value())))
+    }
+
+    /// Every side envelope of `space` (bodies and tombstones), for inspection.
+    pub fn sides(&self, space: &SpaceId) -> Result<Vec<Vec<u8>>> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(SIDES)?;
+        let mut out = Vec::new();
+        for row in table.range((&space.0, &[0u8; 32])..=(&space.0, &[0xff; 32]))? {
+            out.push(row?.1.value().to_vec());
+        }
+        Ok(out)
+    }
+
+    /// Those of `ids` that are neither held as side envelopes nor retracted.
+    pub fn missing_sides(&self, space: &SpaceId, ids: &[EnvelopeId]) -> Result<Vec<EnvelopeId>> {
+        let tx = self.db.begin_read()?;
+        let sides = tx.open_table(SIDES)?;
+        let tombstoned = tx.open_table(TOMBSTONED)?;
+        let mut out = Vec::new();
+        for id in ids {
+            if sides.get((&space.0, &id.0))?.is_none() && tombstoned.get((&space.0, &id.0))?.is_none() {
+                out.push(*id);
+            }
+        }
+        Ok(out)
+    }
+
+    /// How many side envelopes of `space` this node holds.
+    pub fn side_count(&self, space: &SpaceId) -> Result<u64> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(SIDES)?;
+        let mut n = 0;
+        for row in table.range((&space.0, &[0u8; 32])..=(&space.0, &[0xff; 32]))? {
+            row?;
+            n += 1;
+        }
+        Ok(n)
     }
 
     pub fn client_id(&self, space: &SpaceId, client_id: &str) -> Result<Option<String>> {
@@ -419,6 +501,68 @@ impl Txn {
         let mut table = self.open_table(PENDING)?;
         for (env, _) in envs {
             table.remove(&env.id.0)?;
+        }
+        Ok(())
+    }
+
+    /// Stores a side envelope that rides with the change at (actor, seq).
+    pub fn put_side(
+        &mut self,
+        space: &SpaceId,
+        actor: &ActorKey,
+        seq: u64,
+        id: &EnvelopeId,
+        bytes: &[u8],
+    ) -> Result<()> {
+        self.open_table(SIDES)?.insert((&space.0, &id.0), bytes)?;
+        self.open_table(SIDES_OF)?
+            .insert((&space.0, &actor.0, seq, &id.0), ())?;
+        Ok(())
+    }
+
+    /// The side envelope `id`, as this transaction sees it (written earlier in
+    /// the batch or committed).
+    pub fn side(&mut self, space: &SpaceId, id: &EnvelopeId) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .open_table(SIDES)?
+            .get((&space.0, &id.0))?
+            .map(|v| v.value().to_vec()))
+    }
+
+    /// Deletes a side envelope (a retracted body); true if it was held.
+    pub fn delete_side(&mut self, space: &SpaceId, actor: &ActorKey, seq: u64, id: &EnvelopeId) -> Result<bool> {
+        let held = self.open_table(SIDES)?.remove((&space.0, &id.0))?.is_some();
+        self.open_table(SIDES_OF)?.remove((&space.0, &actor.0, seq, &id.0))?;
+        Ok(held)
+    }
+
+    /// The tombstone recorded for `body`, as this transaction sees it.
+    pub fn tombstoned(&mut self, space: &SpaceId, body: &EnvelopeId) -> Result<Option<EnvelopeId>> {
+        Ok(self
+            .open_table(TOMBSTONED)?
+            .get((&space.0, &body.0))?
+            .map(|v| EnvelopeId(*v.value())))
+    }
+
+    pub fn put_tombstoned(&mut self, space: &SpaceId, body: &EnvelopeId, tombstone: &EnvelopeId) -> Result<()> {
+        self.open_table(TOMBSTONED)?.insert((&space.0, &body.0), &tombstone.0)?;
+        Ok(())
+    }
+
+    pub fn remove_tombstoned(&mut self, space: &SpaceId, body: &EnvelopeId) -> Result<()> {
+        self.open_table(TOMBSTONED)?.remove((&space.0, &body.0))?;
+        Ok(())
+    }
+
+    /// Deletes the notification recorded for (space, actor, counter), keeping
+    /// the record that it was seen (so it is never notified again).
+    pub fn remove_inbox(&mut self, space: &SpaceId, actor: &ActorKey, counter: u64) -> Result<()> {
+        let seq = self
+            .open_table(INBOX_SEEN)?
+            .get((&space.0, &actor.0, counter))?
+            .map(|v| v.value());
+        if let Some(seq) = seq {
+            self.open_table(INBOX)?.remove(seq)?;
         }
         Ok(())
     }

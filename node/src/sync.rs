@@ -123,7 +123,17 @@ pub enum Request {
     /// receiver does not fire them again (see `core::reminders`). Sent when
     /// one fires and when siblings connect. Answered with `Response::Ack`.
     Claims(Vec<Claim>),
+    /// Chat bodies the sender lacks (it read their ids in messages it
+    /// holds): answered with [`Response::Sides`], each body or the tombstone
+    /// that deleted it.
+    Bodies {
+        space: SpaceId,
+        ids: Vec<EnvelopeId>,
+    },
 }
+
+/// Most bodies asked for in one request.
+pub const MAX_BODIES_PER_REQUEST: usize = 1024;
 
 /// A reminder a device fired: (calendar, event, occurrence, minutes before).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -263,6 +273,14 @@ pub enum Response {
     /// What the sender of a [`Request::Policy`] lacks (`None`: another org, or none).
     Policy(Option<Box<PolicyFrame>>),
     Enrolled(Box<EnrollOutcome>),
+    /// The side envelopes (bodies, tombstones) a [`Request::Bodies`] asked for
+    /// that the answering node holds, within one frame.
+    Sides {
+        space: SpaceId,
+        envelopes: Vec<Vec<u8>>,
+        /// More were held than fit: ask again.
+        more: bool,
+    },
 }
 
 /// Most sibling devices a join answer may list.
@@ -317,6 +335,11 @@ pub fn decode_request(bytes: &[u8]) -> Result<Request, FrameError> {
                 return Err(FrameError::Cap("reminder claims per frame"));
             }
         }
+        Request::Bodies { ids, .. } => {
+            if ids.len() > MAX_BODIES_PER_REQUEST {
+                return Err(FrameError::Cap("bodies per request"));
+            }
+        }
     }
     Ok(req)
 }
@@ -338,6 +361,11 @@ pub fn decode_response(bytes: &[u8]) -> Result<Response, FrameError> {
         Response::Ack(_) => {}
         Response::Policy(Some(frame)) => check_policy(frame)?,
         Response::Policy(None) | Response::Enrolled(_) => {}
+        Response::Sides { envelopes, .. } => {
+            if envelopes.len() > MAX_ENVELOPES_PER_FRAME {
+                return Err(FrameError::Cap("envelopes per frame"));
+            }
+        }
     }
     Ok(resp)
 }

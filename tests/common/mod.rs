@@ -378,23 +378,15 @@ pub fn plaintext_reachable_after(
     space: &str,
     cut: impl Fn(&ControlOp, &DeviceId) -> bool,
 ) -> (usize, usize) {
-    let keys = DeviceKeys::load(removed).expect("the removed device's identity");
-    let me: DeviceId = keys.device_id();
-    let space: SpaceId = space.parse().unwrap();
-    let store = Store::open(home).expect("open the store of a stopped daemon");
-    let mut log = Vec::new();
-    store
-        .scan_log(&space, 0, |_, bytes| {
-            log.push(Envelope::decode(bytes).expect("stored envelopes verify"));
-            std::ops::ControlFlow::<()>::Continue(())
-        })
-        .unwrap();
-    let mut state = SpaceState::from_genesis(&log[0]).unwrap();
-    for env in log.iter().filter(|e| e.header().kind == Kind::Control).skip(1) {
-        state.apply(env);
-    }
-    let mut ring = Keyring::default();
-    ring.unlock(&state, &keys);
+    let me: DeviceId = DeviceKeys::load(removed)
+        .expect("the removed device's identity")
+        .device_id();
+    let Opened {
+        store,
+        space,
+        log,
+        ring,
+    } = open_store(home, removed, space);
     assert!(!ring.is_empty(), "the removed device held keys before its removal");
     // Written after the removal: a removal of the device is in the causal past
     // of the envelope's control heads (content from before the device was
@@ -442,6 +434,20 @@ pub fn plaintext_reachable_after(
             before += opened
         }
     }
+    // Chat message texts live in body envelopes beside the log.
+    for env in store
+        .sides(&space)
+        .unwrap()
+        .into_iter()
+        .map(|b| Envelope::decode(b).unwrap())
+    {
+        let opened: usize = ring.keys().filter_map(|k| env.open_body(k).ok()).map(|p| p.len()).sum();
+        if after_removal(&env) {
+            after += opened
+        } else {
+            before += opened
+        }
+    }
     for env in snapshots {
         let snap = Snapshot::verify(env.clone()).unwrap();
         let opened: usize = ring.keys().filter_map(|k| snap.open(k).ok()).map(|p| p.len()).sum();
@@ -452,4 +458,62 @@ pub fn plaintext_reachable_after(
         }
     }
     (before, after)
+}
+
+/// A stopped daemon's store, with a space's log and the keys the device whose
+/// home is `reader` gets from that log.
+pub struct Opened {
+    pub store: Store,
+    pub space: SpaceId,
+    pub log: Vec<Envelope>,
+    pub ring: Keyring,
+}
+
+pub fn open_store(home: &Path, reader: &Path, space: &str) -> Opened {
+    let keys = DeviceKeys::load(reader).expect("the reader's identity");
+    let space: SpaceId = space.parse().unwrap();
+    let store = Store::open(home).expect("open the store of a stopped daemon");
+    let mut log = Vec::new();
+    store
+        .scan_log(&space, 0, |_, bytes| {
+            log.push(Envelope::decode(bytes).expect("stored envelopes verify"));
+            std::ops::ControlFlow::<()>::Continue(())
+        })
+        .unwrap();
+    let mut state = SpaceState::from_genesis(&log[0]).unwrap();
+    for env in log.iter().filter(|e| e.header().kind == Kind::Control).skip(1) {
+        state.apply(env);
+    }
+    let mut ring = Keyring::default();
+    ring.unlock(&state, &keys);
+    Opened {
+        store,
+        space,
+        log,
+        ring,
+    }
+}
+
+/// Everything the device whose home is `reader` can decrypt of `space` in the
+/// store at `home` (a stopped daemon's): every change, and every chat body.
+pub fn decryptable(home: &Path, reader: &Path, space: &str) -> Vec<Vec<u8>> {
+    let Opened {
+        store,
+        space,
+        log,
+        ring,
+    } = open_store(home, reader, space);
+    let mut out = Vec::new();
+    for env in log.iter().filter(|e| e.header().kind == Kind::Content) {
+        out.extend(ring.keys().filter_map(|k| env.open_content(k).ok()));
+    }
+    for env in store
+        .sides(&space)
+        .unwrap()
+        .into_iter()
+        .map(|b| Envelope::decode(b).unwrap())
+    {
+        out.extend(ring.keys().filter_map(|k| env.open_body(k).ok()));
+    }
+    out
 }

@@ -48,7 +48,9 @@ use crate::{
 };
 
 /// Validation rules this build implements; a space names the version it follows.
-pub const RULES_VERSION: u16 = 1;
+/// Version 2: chat messages are skeletons whose text is in body envelopes,
+/// with edits, reactions, retraction and room settings (`outpost_crdt::chat`).
+pub const RULES_VERSION: u16 = 2;
 /// Most member devices a space may name in one operation: bounds wrap sets
 /// (≈ 110 bytes per device) so a genesis or rotation stays far below the envelope cap.
 pub const MAX_MEMBERS: usize = 2048;

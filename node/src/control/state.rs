@@ -436,6 +436,7 @@ impl SpaceState {
         (editor || self.kind.readers_write()).then(|| outpost_crdt::Author {
             user: member.cert.user.to_string(),
             editor,
+            admin: member.role >= Role::Admin,
         })
     }
 

@@ -26,6 +26,21 @@ pub(super) struct NewMention {
 pub(super) enum InboxRow {
     Mention(MentionRow),
     Reminder(ReminderRow),
+    Chat(ChatMentionRow),
+}
+
+/// A chat message that mentions this device's user (by name or `@all`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct ChatMentionRow {
+    pub(super) space: SpaceId,
+    pub(super) by: DeviceId,
+    /// The document and id of the message.
+    pub(super) doc: DocId,
+    pub(super) id: String,
+    /// Mentioned through `@all` only.
+    pub(super) all: bool,
+    /// When this device learnt of it (local time).
+    pub(super) at_ms: i64,
 }
 
 /// A mention of this device's user.
@@ -63,7 +78,8 @@ pub(super) struct ReminderRow {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct InboxEntry {
     pub seq: u64,
-    /// What happened: `mention` (in a document) or `reminder` (of an event).
+    /// What happened: `mention` (in a document or a chat message), `all` (a
+    /// chat message to everyone) or `reminder` (of an event).
     pub kind: String,
     pub space: SpaceId,
     pub space_name: Option<String>,
@@ -71,9 +87,12 @@ pub struct InboxEntry {
     pub by: DeviceId,
     /// When this device learnt of it (local time, not replicated).
     pub at_ms: i64,
-    /// The text of the block holding the mention, when it is still there;
-    /// for a reminder, the event's title.
+    /// The text of the block or message holding the mention, when it is still
+    /// there; for a reminder, the event's title.
     pub context: Option<String>,
+    /// The chat message (its id) that mentions the user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reminder: Option<ReminderView>,
 }
@@ -152,6 +171,17 @@ impl Core {
         match row {
             InboxRow::Mention(row) => self.mention_entry(seq, row),
             InboxRow::Reminder(row) => self.reminder_entry(seq, row),
+            InboxRow::Chat(row) => InboxEntry {
+                seq,
+                kind: if row.all { "all" } else { "mention" }.into(),
+                space: row.space,
+                space_name: self.spaces.get(&row.space).and_then(|s| s.name.clone()),
+                by: row.by,
+                at_ms: row.at_ms,
+                context: self.message_text(row.space, row.doc, &row.id),
+                message: Some(row.id),
+                reminder: None,
+            },
         }
     }
 
@@ -167,6 +197,7 @@ impl Core {
             space_name: space.and_then(|s| s.name.clone()),
             by: self.me,
             at_ms: row.at_ms,
+            message: None,
             context: event.map(|e| {
                 e.overrides
                     .get(&row.key)
@@ -202,6 +233,7 @@ impl Core {
             by: row.by,
             at_ms: row.at_ms,
             context,
+            message: None,
             reminder: None,
         }
     }

@@ -87,6 +87,8 @@ impl Core {
         let mut from_pending: BTreeSet<EnvelopeId> = retry.iter().map(Envelope::id).collect();
         queue.extend(retry);
         let mut purges = BTreeSet::new();
+        // Side envelopes stored, pushed on after the space's accepted envelopes.
+        let mut sides: BTreeMap<SpaceId, Vec<Vec<u8>>> = BTreeMap::new();
         let mut snapshot_spaces = BTreeSet::new();
         let mut control_spaces = BTreeSet::new();
         loop {
@@ -107,6 +109,36 @@ impl Core {
                     }
                     if let Some(space) = self.spaces.get_mut(&space_id) {
                         unpend(tx, space, &env.id(), &from_pending)?;
+                    }
+                    continue;
+                }
+                if env.header().kind.is_side() && self.spaces.contains_key(&space_id) {
+                    let outcome = self.ingest_side(tx, &env)?;
+                    let fresh = !from_pending.contains(&env.id());
+                    let space = self.spaces.get_mut(&space_id).expect("checked above");
+                    match outcome {
+                        SideOutcome::Wait => {
+                            waiting.push(env);
+                            continue;
+                        }
+                        SideOutcome::Stored => {
+                            ack.stored += u32::from(fresh);
+                            if env.header().kind == Kind::Tombstone {
+                                effects.chat_updated.insert(space_id);
+                            }
+                            unpend(tx, space, &env.id(), &from_pending)?;
+                            sides.entry(space_id).or_default().push(env.into_bytes());
+                        }
+                        SideOutcome::Duplicate => {
+                            ack.duplicate += u32::from(fresh);
+                            unpend(tx, space, &env.id(), &from_pending)?;
+                        }
+                        SideOutcome::Rejected(reason) => {
+                            warn!(%peer, space = %space_id.fmt_short(), author = %env.header().author.fmt_short(), %reason, "rejected a side envelope");
+                            space.rejected += 1;
+                            ack.rejected += u32::from(fresh);
+                            unpend(tx, space, &env.id(), &from_pending)?;
+                        }
                     }
                     continue;
                 }
@@ -298,6 +330,9 @@ impl Core {
         let mut stored: BTreeMap<SpaceId, Vec<Vec<u8>>> = BTreeMap::new();
         for (env, _) in accepted {
             stored.entry(env.header().space).or_default().push(env.into_bytes());
+        }
+        for (space_id, mut sides) in sides {
+            stored.entry(space_id).or_default().append(&mut sides);
         }
         let touched: BTreeSet<SpaceId> = stored.keys().copied().chain(snapshot_spaces).collect();
         for (space_id, changes) in to_apply {

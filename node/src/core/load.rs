@@ -95,6 +95,7 @@ impl Core {
         for id in self.store.invalid(&space_id).map_err(|e| e.to_string())? {
             space.mark_invalid(id);
         }
+        space.sides_held = self.store.side_count(&space_id).map_err(|e| e.to_string())?;
         for env in pending {
             space.pending.insert(env);
         }
@@ -141,7 +142,9 @@ impl Core {
             }
         }
         self.spaces.insert(space_id, space);
-        Ok(())
+        // Bodies that never came (a crash between a change and its bodies, a
+        // snapshot) are asked of peers.
+        self.find_missing_bodies(space_id).map_err(|e| e.to_string())
     }
 
     /// A space's control log as stored (its operations were checked when stored).

@@ -7,7 +7,9 @@ use std::ops::ControlFlow;
 use super::*;
 
 /// An envelope with its log position.
-pub(super) type LogEntry = (u64, Envelope);
+/// A log position, its envelope, and the side envelopes (chat bodies,
+/// tombstones) that ride with it.
+pub(super) type LogEntry = (u64, Envelope, Vec<Vec<u8>>);
 
 /// A peer lacking at least this share of a space's changes (in percent) gets a
 /// snapshot instead of the envelopes: loading a document beats replaying most of it.
@@ -79,7 +81,7 @@ impl Core {
             if !space.state.entitled(&peer) {
                 continue;
             }
-            let snapshot = wants_snapshot(space, &their_vv);
+            let snapshot = wants_snapshot(space, &peer, &their_vv);
             if snapshot {
                 self.refresh_snapshot(space_id)?;
             }
@@ -100,15 +102,20 @@ impl Core {
             } else {
                 envelopes_beyond(&self.store, space, &floor, budget).map_err(|e| Error::Store(Arc::new(e)))?
             };
-            budget = budget.saturating_sub(found.iter().map(|(_, e)| e.as_bytes().len()).sum());
+            budget = budget.saturating_sub(found.iter().map(entry_bytes).sum());
             more |= truncated;
             // Control operations (the genesis first) go before snapshots and content,
             // which name them as control heads and would wait for them.
-            let (control, content): (Vec<LogEntry>, Vec<LogEntry>) =
-                found.into_iter().partition(|(_, e)| e.header().kind == Kind::Control);
-            out.extend(control.into_iter().map(|(_, e)| e.into_bytes()));
+            let (control, content): (Vec<LogEntry>, Vec<LogEntry>) = found
+                .into_iter()
+                .partition(|(_, e, _)| e.header().kind == Kind::Control);
+            out.extend(control.into_iter().map(|(_, e, _)| e.into_bytes()));
             out.extend(snapshots);
-            out.extend(content.into_iter().map(|(_, e)| e.into_bytes()));
+            for (_, env, sides) in content {
+                // A change's bodies and tombstone ride right behind it.
+                out.push(env.into_bytes());
+                out.extend(sides);
+            }
             let view = space.peers.entry(peer).or_default();
             // Every peer learns each freeze once per run: the twins are the evidence,
             // and a peer holding either one freezes the writer as this node did.
@@ -263,6 +270,7 @@ pub(super) fn envelopes_beyond(
         return Ok((out, false));
     }
     let mut size = 0;
+    let mut failure = None;
     let truncated = store.scan_log(&space.state.space, start, |order, bytes| {
         let Ok(env) = Envelope::decode_stored(bytes) else {
             return ControlFlow::Continue(());
@@ -271,21 +279,35 @@ pub(super) fn envelopes_beyond(
         if h.seq <= floor.get(&h.actor()) {
             return ControlFlow::Continue(());
         }
-        let len = env.as_bytes().len();
+        let sides = match h.kind {
+            Kind::Content => match store.sides_of(&space.state.space, &h.actor(), h.seq) {
+                Ok(sides) => sides,
+                Err(e) => {
+                    failure = Some(e);
+                    return ControlFlow::Break(());
+                }
+            },
+            _ => Vec::new(),
+        };
+        let entry = (order, env, sides);
+        let len = entry_bytes(&entry);
         if !out.is_empty() && size + len > budget {
             return ControlFlow::Break(());
         }
         size += len;
-        out.push((order, env));
+        out.push(entry);
         ControlFlow::Continue(())
     })?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
     Ok((out, truncated.is_some()))
 }
 
 /// Whether to serve a peer that holds `theirs` with snapshots: when it lacks at
 /// least [`SNAPSHOT_WHEN_LACKING_PERCENT`] of the space (and more than a few
 /// changes), or when part of what it lacks is held here only inside snapshots.
-pub(super) fn wants_snapshot(space: &Space, theirs: &VersionVector) -> bool {
+pub(super) fn wants_snapshot(space: &Space, peer: &DeviceId, theirs: &VersionVector) -> bool {
     const MIN_CHANGES: u64 = 64;
     let missing = space.vv.missing_in(theirs);
     let only_in_snapshots = missing
@@ -293,6 +315,16 @@ pub(super) fn wants_snapshot(space: &Space, theirs: &VersionVector) -> bool {
         .any(|(actor, from, _)| space.stored_from.get(actor).is_none_or(|first| from < first));
     let lacking: u64 = missing.iter().map(|(_, from, to)| to - from + 1).sum();
     let can = space.readable.is_some() || !space.snapshots.is_empty();
+    if space.state.replicators.contains(peer) {
+        // A replicator cannot read a snapshot's messages to fetch their bodies:
+        // it gets the envelopes, with the bodies beside them.
+        return only_in_snapshots;
+    }
     only_in_snapshots
         || (can && lacking >= MIN_CHANGES && lacking * 100 >= space.changes_held() * SNAPSHOT_WHEN_LACKING_PERCENT)
+}
+
+/// What an entry costs to send: its envelope and its sides.
+fn entry_bytes((_, env, sides): &LogEntry) -> usize {
+    env.as_bytes().len() + sides.iter().map(Vec::len).sum::<usize>()
 }

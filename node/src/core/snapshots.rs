@@ -134,6 +134,19 @@ impl Core {
         }
         ack.stored += 1;
         info!(%peer, space = %space_id.fmt_short(), changes = covers, effects = created.len(), "merged a snapshot");
+        if created.len() > MAX_MESSAGE_EVENTS_PER_SNAPSHOT {
+            // Not announced one by one: the bodies its messages lack are
+            // asked of peers (announced messages are checked as they go).
+            for effect in &created {
+                if let Effect::Message(m) = effect
+                    && let Ok(body) = m.body.parse()
+                    && tx.side(&space_id, &body)?.is_none()
+                    && tx.tombstoned(&space_id, &body)?.is_none()
+                {
+                    space.want_body(body);
+                }
+            }
+        }
         if let Some(readable) = space.readable.as_ref() {
             if created.len() > MAX_MESSAGE_EVENTS_PER_SNAPSHOT {
                 effects.events.push(Event::Reload {

@@ -170,9 +170,27 @@ pub(crate) struct Space {
     /// "a parent is in its child's document" is checked in clear, alike on
     /// every node, whatever keys it holds.
     pub(crate) doc_of: HashMap<EnvelopeId, DocId>,
+    /// Side envelopes (chat bodies, tombstones) held in the store.
+    pub(crate) sides_held: u64,
+    /// Chat bodies named by messages held here but not stored (they did not
+    /// come beside their change, e.g. it came in a snapshot): asked of peers
+    /// at each sync, with the peer last asked and when (ms). At most
+    /// [`MAX_WANTED_BODIES`].
+    pub(crate) wanted_bodies: BTreeMap<EnvelopeId, Option<(DeviceId, u64)>>,
 }
 
+/// Most missing bodies a space remembers to ask for (more are found again
+/// when the log is read).
+pub(crate) const MAX_WANTED_BODIES: usize = 100_000;
+
 impl Space {
+    /// Remembers to ask peers for a chat body this node lacks.
+    pub(crate) fn want_body(&mut self, id: EnvelopeId) {
+        if self.wanted_bodies.len() < MAX_WANTED_BODIES {
+            self.wanted_bodies.entry(id).or_insert(None);
+        }
+    }
+
     /// The document snapshots cover: a shared-history space's one document
     /// (from-join spaces are not snapshotted in this version).
     pub(crate) fn main_doc(&self) -> DocId {
@@ -216,6 +234,8 @@ impl Space {
             stored_from: HashMap::new(),
             snapshot_lasts: BTreeSet::new(),
             doc_of: HashMap::new(),
+            sides_held: 0,
+            wanted_bodies: BTreeMap::new(),
         }
     }
 
@@ -345,6 +365,7 @@ impl Space {
             Kind::Control => self.classify_control(env, h.seq == have + 1),
             Kind::Content => self.classify_content(env, h.seq == have + 1),
             Kind::Snapshot => unreachable!("snapshots returned above"),
+            Kind::Body | Kind::Tombstone => unreachable!("side envelopes are ingested beside the log"),
         }
     }
 

@@ -1,0 +1,1342 @@
+//! Chat: message skeletons in the room's Automerge documents, their text in
+//! sealed *body* envelopes beside them, so a retraction can delete it.
+//!
+//! A send seals each message's text as a [`Kind::Body`] envelope (under the
+//! epoch key, signed, its header naming the change that carries the skeleton:
+//! same document, actor and seq), then writes the skeletons (`body` = the body
+//! envelope's id) in one change. Bodies ride beside that change's envelope to
+//! every peer, replicators included, and are stored apart from the log
+//! (`sides-1`). Edits are new entries with new bodies; reactions and room
+//! settings are plain document writes.
+//!
+//! A retraction writes a marker into the current document and signs a
+//! [`Kind::Tombstone`] naming every body of the message (its text and its
+//! edits). Every node that receives the tombstone, replicators included,
+//! deletes those bodies if the tombstone may: its author is the bodies'
+//! author's user, or an owner or admin of the space at its control heads. A
+//! body arriving after its tombstone is checked the same way and never stored.
+//! So the text leaves the readable state of every node: it was never in the
+//! document, the inbox keeps references only, and the body's ciphertext is
+//! deleted. What a node already showed, or a malicious member copied, is out
+//! of reach, as in every messenger.
+
+use outpost_crdt::chat::{self as model, ChatDoc, RoomWrite, Write, msg_ref, parse_ref};
+
+use super::{
+    docs::{member_users, mentioned},
+    inbox::InboxRow,
+    space::actor_key,
+    *,
+};
+
+/// A body's plaintext. postcard: append variants, never reorder.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum BodyPlain {
+    V1 { text: String },
+}
+
+/// A message to send.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Outgoing {
+    pub text: String,
+    /// The message this one answers (an id or a unique prefix).
+    #[serde(default)]
+    pub reply_to: Option<String>,
+    /// A retried request with the same id is stored once.
+    #[serde(default)]
+    pub client_id: Option<String>,
+}
+
+pub(super) type PendingSend = (Outgoing, Reply<Sent>);
+
+/// A change to a room other than a new message.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChatOp {
+    /// A new text for one of this user's messages (the old ones stay in its history).
+    Edit { message: String, text: String },
+    /// Removes a message's text from every node: its author, within the
+    /// room's window, or an owner or admin at any time.
+    Retract { message: String },
+    /// This user's reaction (an emoji or a short word), added or taken back.
+    React { message: String, emoji: String, on: bool },
+    /// Owners and admins: the room's topic ("" clears it).
+    Topic { text: String },
+    /// Owners and admins: the message newcomers are shown ("" clears it).
+    Welcome { text: String },
+    /// Owners and admins: posts `text` and pins it as the room's announcement.
+    Announce { text: String },
+    /// Owners and admins: pins or unpins a message.
+    Pin { message: String, on: bool },
+    /// Owners and admins: how long authors may retract their messages (seconds).
+    RetractWindow { seconds: i64 },
+}
+
+impl ChatOp {
+    /// The message the op is about, if any.
+    fn message(&self) -> Option<&str> {
+        match self {
+            ChatOp::Edit { message, .. }
+            | ChatOp::Retract { message }
+            | ChatOp::React { message, .. }
+            | ChatOp::Pin { message, .. } => Some(message),
+            _ => None,
+        }
+    }
+}
+
+/// What a [`ChatOp`] did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChatDone {
+    /// The room it changed.
+    pub space: SpaceId,
+    /// The message it concerns (a new one for `Announce`).
+    pub message: Option<String>,
+    /// Bodies deleted here (a retraction).
+    #[serde(default)]
+    pub deleted: usize,
+}
+
+/// An earlier text of an edited message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EditView {
+    pub text: Option<String>,
+    /// When it was written (claimed by its author).
+    pub at_ms: i64,
+}
+
+/// The users who reacted with one emoji.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReactionView {
+    pub emoji: String,
+    pub users: Vec<String>,
+}
+
+/// Who retracted a message, when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetractedView {
+    pub by: DeviceId,
+    pub at_ms: i64,
+}
+
+/// A room's settings, as `chat info` shows them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomView {
+    pub topic: Option<String>,
+    pub welcome: Option<String>,
+    /// The pinned announcement.
+    pub announcement: Option<MessageView>,
+    pub pinned: Vec<MessageView>,
+    pub retract_window_s: i64,
+}
+
+/// A message as the API shows it; only replicated fields, identical on every node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageView {
+    pub id: String,
+    pub author: DeviceId,
+    /// The current text: the newest edit's, the original's, or empty when
+    /// retracted or when its body has not arrived (`missing`).
+    pub text: String,
+    /// Author's claimed send time (ms since the Unix epoch); never used for order.
+    pub sent_at_ms: i64,
+    pub lamport: u64,
+    /// The id of the message this one answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<String>,
+    /// Users mentioned (user ids).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mentions: Vec<String>,
+    /// Mentions everyone (`@all`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub all: bool,
+    /// Earlier texts, oldest first (the original first); empty when never edited.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<EditView>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reactions: Vec<ReactionView>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retracted: Option<RetractedView>,
+    /// The body has not reached this node yet.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub missing: bool,
+}
+
+/// What a stored body gives.
+enum BodyText {
+    Text(String),
+    /// Not held (not arrived yet, or deleted).
+    Missing,
+}
+
+/// A chat message skeleton found by a person's name for it.
+struct Found {
+    doc: DocId,
+    message: model::Message,
+}
+
+impl Core {
+    /// Posts every waiting send of one space as one Automerge change, each
+    /// message's text in its own body envelope.
+    pub(super) fn send_group(
+        &mut self,
+        tx: &mut Txn,
+        space_id: SpaceId,
+        group: Vec<PendingSend>,
+        effects: &mut Effects,
+    ) -> store::Result<()> {
+        let target = match self.write_target(tx, space_id, SpaceKind::Chat, effects)? {
+            Ok(target) => target,
+            Err(e) => {
+                for (_, reply) in group {
+                    let _ = reply.send(Err(e.clone()));
+                }
+                return Ok(());
+            }
+        };
+        let mut posts = Vec::new();
+        let mut waiting: Vec<(String, Option<String>, Reply<Sent>)> = Vec::new();
+        let mut batch_ids: HashMap<String, String> = HashMap::new();
+        for (out, reply) in group {
+            let prepared = self.prepare_post(space_id, &out);
+            let (text, reply_to) = match prepared {
+                Ok(p) => p,
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                    continue;
+                }
+            };
+            if let Some(cid) = &out.client_id
+                && let Some(id) = self
+                    .store
+                    .client_id(&space_id, cid)?
+                    .or_else(|| batch_ids.get(cid).cloned())
+            {
+                effects.reply(reply, Sent { id, duplicate: true });
+                continue;
+            }
+            let id = new_message_id();
+            if let Some(cid) = &out.client_id {
+                batch_ids.insert(cid.clone(), id.clone());
+            }
+            posts.push((id.clone(), text, reply_to));
+            waiting.push((id, out.client_id, reply));
+        }
+        if posts.is_empty() {
+            return Ok(());
+        }
+        let space = &self.spaces[&space_id];
+        let (members, aliases) = (member_users(space), self.mention_aliases());
+        let bodies = self.seal_bodies(space_id, &target, posts.iter().map(|(_, text, _)| text.as_str()));
+        let writes: Vec<Write> = posts
+            .iter()
+            .zip(&bodies)
+            .map(|((id, text, reply_to), body)| {
+                let (mentions, all) = mentions_in(text, &members, &aliases);
+                Write::Post(model::NewMessage {
+                    id: id.clone(),
+                    body: body.id().to_string(),
+                    reply_to: reply_to.clone(),
+                    mentions,
+                    all,
+                })
+            })
+            .collect();
+        let result = self.write_chat(tx, space_id, &target, &writes, bodies, effects)?;
+        for (id, client_id, reply) in waiting {
+            match &result {
+                Ok(()) => {
+                    if let Some(cid) = client_id {
+                        tx.put_client_id(&space_id, &cid, &id)?;
+                    }
+                    effects.reply(reply, Sent { id, duplicate: false });
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks one send: its size, and the message it answers.
+    fn prepare_post(&self, space_id: SpaceId, out: &Outgoing) -> Result<(String, Option<String>)> {
+        if out.client_id.as_ref().is_some_and(|c| c.len() > MAX_CLIENT_ID_BYTES) {
+            return Err(Error::Invalid(format!(
+                "a client id is at most {MAX_CLIENT_ID_BYTES} bytes"
+            )));
+        }
+        check_text(&out.text)?;
+        let reply_to = match &out.reply_to {
+            None => None,
+            Some(name) => {
+                let found = self.find_message(space_id, name)?;
+                Some(msg_ref(&found.doc, &found.message.id))
+            }
+        };
+        Ok((out.text.clone(), reply_to))
+    }
+
+    /// Seals each text as a body envelope of the change `target`'s writer makes next.
+    fn seal_bodies<'a>(
+        &self,
+        space_id: SpaceId,
+        target: &WriteTarget,
+        texts: impl IntoIterator<Item = &'a str>,
+    ) -> Vec<Envelope> {
+        let space = &self.spaces[&space_id];
+        let actor = actor_key(&target.actor);
+        let seq = space.last_env.get(&actor).map_or(1, |(seq, _)| seq + 1);
+        texts
+            .into_iter()
+            .map(|text| {
+                let header = Header {
+                    kind: Kind::Body,
+                    space: space_id,
+                    doc: target.doc,
+                    epoch: target.epoch.id,
+                    author: self.me,
+                    incarnation: target.incarnation,
+                    seq,
+                    parents: Vec::new(),
+                    control_heads: space.state.heads(),
+                };
+                let plain = postcard::to_stdvec(&BodyPlain::V1 { text: text.to_string() }).expect("bodies serialize");
+                Envelope::seal_body(&self.keys, header, &target.key, &plain)
+            })
+            .collect()
+    }
+
+    /// Writes `writes` into `target`'s document as one change, sealed with its
+    /// side envelopes (bodies, a tombstone), which are stored and pushed after it.
+    fn write_chat(
+        &mut self,
+        tx: &mut Txn,
+        space_id: SpaceId,
+        target: &WriteTarget,
+        writes: &[Write],
+        sides: Vec<Envelope>,
+        effects: &mut Effects,
+    ) -> store::Result<Result<()>> {
+        let space = self.spaces.get_mut(&space_id).expect("write_target found it");
+        let readable = space.readable.as_mut().expect("write_target checked the key");
+        let shard = readable.shard_mut(target.doc, &target.epoch);
+        let chat = shard.doc.chat_mut().expect("write_target checked the space is a chat");
+        let expected_seq = space.last_env.get(&actor_key(&target.actor)).map_or(1, |(s, _)| s + 1);
+        let change = match chat.write(
+            target.actor.clone(),
+            &target.author,
+            writes,
+            crate::clock::now_ms() as i64,
+        ) {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(Error::Invalid(format!("the room refused the write: {e}")))),
+        };
+        // The sides name this seq; the writer is this run's own, so nothing else
+        // can have taken it.
+        if change.seq() != expected_seq {
+            warn!(space = %space_id.fmt_short(), "a chat change got an unexpected seq; the write is refused and the document reloads");
+            return Err(store::Error::Unavailable);
+        }
+        let created: Vec<model::Message> = writes
+            .iter()
+            .filter_map(|w| match w {
+                Write::Post(m) => chat.message(&m.id),
+                _ => None,
+            })
+            .collect();
+        let updates = writes.iter().any(|w| !matches!(w, Write::Post(_)));
+        if let Err(e) = self.seal_local(tx, space_id, target, &change, effects)? {
+            return Ok(Err(e));
+        }
+        let space = self.spaces.get_mut(&space_id).expect("found above");
+        let actor = actor_key(&target.actor);
+        let mut pushed = Vec::new();
+        for side in sides {
+            tx.put_side(&space_id, &actor, change.seq(), &side.id(), side.as_bytes())?;
+            space.sides_held += 1;
+            pushed.push(side.into_bytes());
+        }
+        // The sides go out in the same push as their change (`seal_local`
+        // announced it last), so a peer gets them together.
+        match effects.events.last_mut() {
+            Some(Event::Stored {
+                space: s, envelopes, ..
+            }) if *s == space_id => Arc::make_mut(envelopes).append(&mut pushed),
+            _ if !pushed.is_empty() => effects.events.push(stored_event(space, pushed, None)),
+            _ => {}
+        }
+        effects.chat.extend(created.into_iter().map(|m| (space_id, m)));
+        if updates {
+            effects.chat_updated.insert(space_id);
+        }
+        Ok(Ok(()))
+    }
+
+    /// Edits, retracts, reacts or changes the room's settings. Without a
+    /// room, the op's message is looked for in every room this device reads.
+    pub(super) fn chat_write(
+        &mut self,
+        tx: &mut Txn,
+        space: Option<SpaceId>,
+        op: ChatOp,
+        effects: &mut Effects,
+    ) -> store::Result<Result<ChatDone>> {
+        let space_id = match (space, op.message()) {
+            (Some(space), _) => space,
+            (None, Some(name)) => match self.room_with_message(name) {
+                Ok(space) => space,
+                Err(e) => return Ok(Err(e)),
+            },
+            (None, None) => return Ok(Err(Error::Invalid("name the room this setting is for".into()))),
+        };
+        let target = match self.write_target(tx, space_id, SpaceKind::Chat, effects)? {
+            Ok(t) => t,
+            Err(e) => return Ok(Err(e)),
+        };
+        let admin = target.author.admin;
+        let not_admin = || Error::NotAllowed("only the room's owners and admins change its settings".into());
+        let mut sides = Vec::new();
+        let mut done = ChatDone {
+            space: space_id,
+            message: None,
+            deleted: 0,
+        };
+        let writes = match op {
+            ChatOp::Edit { message, text } => {
+                if let Err(e) = check_text(&text) {
+                    return Ok(Err(e));
+                }
+                let found = match self.find_message(space_id, &message) {
+                    Ok(f) => f,
+                    Err(e) => return Ok(Err(e)),
+                };
+                if !self.is_mine(space_id, &found.message) {
+                    return Ok(Err(Error::NotAllowed("only a message's author edits it".into())));
+                }
+                if self.retraction_of(space_id, &found).is_some() {
+                    return Ok(Err(Error::Invalid("this message was retracted".into())));
+                }
+                sides = self.seal_bodies(space_id, &target, [text.as_str()]);
+                done.message = Some(found.message.id.clone());
+                vec![Write::Edit {
+                    id: new_message_id(),
+                    target: msg_ref(&found.doc, &found.message.id),
+                    body: sides[0].id().to_string(),
+                }]
+            }
+            ChatOp::Retract { message } => {
+                let found = match self.find_message(space_id, &message) {
+                    Ok(f) => f,
+                    Err(e) => return Ok(Err(e)),
+                };
+                if let Err(e) = self.may_retract(space_id, &found, admin) {
+                    return Ok(Err(e));
+                }
+                let bodies = self.bodies_of(space_id, &found);
+                let space = &self.spaces[&space_id];
+                let header = Header {
+                    kind: Kind::Tombstone,
+                    space: space_id,
+                    doc: target.doc,
+                    epoch: target.epoch.id,
+                    author: self.me,
+                    incarnation: target.incarnation,
+                    seq: space.last_env.get(&actor_key(&target.actor)).map_or(1, |(s, _)| s + 1),
+                    parents: Vec::new(),
+                    control_heads: space.state.heads(),
+                };
+                let tombstone = Envelope::sign_tombstone(&self.keys, header, &bodies);
+                done.deleted = self.apply_tombstone(tx, space_id, &tombstone)?;
+                sides.push(tombstone);
+                done.message = Some(found.message.id.clone());
+                vec![Write::Retract {
+                    target: msg_ref(&found.doc, &found.message.id),
+                }]
+            }
+            ChatOp::React { message, emoji, on } => {
+                let found = match self.find_message(space_id, &message) {
+                    Ok(f) => f,
+                    Err(e) => return Ok(Err(e)),
+                };
+                let emoji = emoji.trim().to_string();
+                if emoji.is_empty() || emoji.len() > model::MAX_REACTION_BYTES || emoji.contains(char::is_whitespace) {
+                    return Ok(Err(Error::Invalid(format!(
+                        "a reaction is one emoji or word of at most {} bytes, without spaces",
+                        model::MAX_REACTION_BYTES
+                    ))));
+                }
+                done.message = Some(found.message.id.clone());
+                vec![Write::React {
+                    target: msg_ref(&found.doc, &found.message.id),
+                    emoji,
+                    on,
+                }]
+            }
+            ChatOp::Topic { .. }
+            | ChatOp::Welcome { .. }
+            | ChatOp::Announce { .. }
+            | ChatOp::Pin { .. }
+            | ChatOp::RetractWindow { .. }
+                if !admin =>
+            {
+                return Ok(Err(not_admin()));
+            }
+            ChatOp::Topic { text } => {
+                if text.len() > model::MAX_TOPIC_BYTES {
+                    return Ok(Err(Error::Invalid(format!(
+                        "a topic is at most {} bytes",
+                        model::MAX_TOPIC_BYTES
+                    ))));
+                }
+                vec![Write::Room(RoomWrite::Topic(text))]
+            }
+            ChatOp::Welcome { text } => {
+                if text.len() > model::MAX_WELCOME_BYTES {
+                    return Ok(Err(Error::Invalid(format!(
+                        "a welcome message is at most {} bytes",
+                        model::MAX_WELCOME_BYTES
+                    ))));
+                }
+                vec![Write::Room(RoomWrite::Welcome(text))]
+            }
+            ChatOp::Announce { text } => {
+                if let Err(e) = check_text(&text) {
+                    return Ok(Err(e));
+                }
+                let space = &self.spaces[&space_id];
+                let (mentions, all) = mentions_in(&text, &member_users(space), &self.mention_aliases());
+                sides = self.seal_bodies(space_id, &target, [text.as_str()]);
+                let id = new_message_id();
+                done.message = Some(id.clone());
+                let target_ref = msg_ref(&target.doc, &id);
+                vec![
+                    Write::Post(model::NewMessage {
+                        id,
+                        body: sides[0].id().to_string(),
+                        reply_to: None,
+                        mentions,
+                        all,
+                    }),
+                    Write::Room(RoomWrite::Announcement(Some(target_ref.clone()))),
+                    Write::Room(RoomWrite::Pin(target_ref, true)),
+                ]
+            }
+            ChatOp::Pin { message, on } => {
+                let found = match self.find_message(space_id, &message) {
+                    Ok(f) => f,
+                    Err(e) => return Ok(Err(e)),
+                };
+                done.message = Some(found.message.id.clone());
+                vec![Write::Room(RoomWrite::Pin(msg_ref(&found.doc, &found.message.id), on))]
+            }
+            ChatOp::RetractWindow { seconds } => {
+                if !(0..=model::MAX_RETRACT_WINDOW_S).contains(&seconds) {
+                    return Ok(Err(Error::Invalid(format!(
+                        "the retraction window is 0 to {} seconds",
+                        model::MAX_RETRACT_WINDOW_S
+                    ))));
+                }
+                vec![Write::Room(RoomWrite::RetractWindow(seconds))]
+            }
+        };
+        Ok(self
+            .write_chat(tx, space_id, &target, &writes, sides, effects)?
+            .map(|()| done))
+    }
+
+    /// The one room holding a message named `name` (an id or a unique prefix).
+    fn room_with_message(&self, name: &str) -> Result<SpaceId> {
+        let rooms: Vec<SpaceId> = self
+            .spaces
+            .values()
+            .filter(|s| {
+                s.readable
+                    .as_ref()
+                    .is_some_and(|r| r.model == outpost_crdt::doc::Model::Chat)
+            })
+            .map(|s| s.state.space)
+            .filter(|id| !matches!(self.find_message(*id, name), Err(Error::NotFound(_))))
+            .collect();
+        match rooms.as_slice() {
+            [one] => Ok(*one),
+            [] => Err(Error::NotFound(format!(
+                "no message `{}` in any room here (`chat log ROOM` shows message ids)",
+                name.trim()
+            ))),
+            _ => Err(Error::Invalid(format!(
+                "`{}` names messages in several rooms: give more of the id, or the room",
+                name.trim()
+            ))),
+        }
+    }
+
+    /// A message of `space_id` by its id or a unique prefix of it.
+    fn find_message(&self, space_id: SpaceId, name: &str) -> Result<Found> {
+        let space = self.spaces.get(&space_id).ok_or(Error::UnknownSpace(space_id))?;
+        let readable = readable_of(space)?;
+        let name = name.trim().to_lowercase();
+        if name.is_empty() {
+            return Err(Error::Invalid(
+                "name a message by its id (`chat log` shows them)".into(),
+            ));
+        }
+        let mut found: Vec<Found> = Vec::new();
+        for (doc, shard) in &readable.docs {
+            let Some(chat) = shard.doc.chat() else { continue };
+            if let Some(message) = chat.message(&name) {
+                return Ok(Found { doc: *doc, message });
+            }
+            if found.len() < 2 {
+                found.extend(
+                    chat.messages()
+                        .into_iter()
+                        .filter(|m| m.id.starts_with(&name))
+                        .take(2)
+                        .map(|message| Found { doc: *doc, message }),
+                );
+            }
+        }
+        match found.len() {
+            1 => Ok(found.remove(0)),
+            0 => Err(Error::NotFound(format!(
+                "no message `{name}` in this room (`chat log` shows message ids)"
+            ))),
+            _ => Err(Error::Invalid(format!(
+                "`{name}` names several messages: give more of the id"
+            ))),
+        }
+    }
+
+    /// Whether `message` was written by this device's user.
+    fn is_mine(&self, space_id: SpaceId, message: &model::Message) -> bool {
+        let space = &self.spaces[&space_id];
+        let author = space.readable.as_ref().map(|r| r.author_of(&message.actor));
+        author.is_some_and(|d| self.user_of(space, &d) == Some(self.keys.user_id()))
+    }
+
+    /// The user a device of `space` belongs to, as far as this node knows.
+    pub(super) fn user_of(&self, space: &Space, device: &DeviceId) -> Option<UserId> {
+        if *device == self.me {
+            return Some(self.keys.user_id());
+        }
+        space
+            .state
+            .members
+            .get(device)
+            .map(|m| m.cert.user)
+            .or_else(|| self.certs.get(device).map(|c| c.user))
+    }
+
+    /// Refuses a retraction this device may not make: not its user's message
+    /// and not an admin, or past the room's window.
+    fn may_retract(&self, space_id: SpaceId, found: &Found, admin: bool) -> Result<()> {
+        if self.retraction_of(space_id, found).is_some() {
+            return Err(Error::Invalid("this message is already retracted".into()));
+        }
+        if admin {
+            return Ok(());
+        }
+        if !self.is_mine(space_id, &found.message) {
+            return Err(Error::NotAllowed(
+                "only a message's author, or an owner or admin of the room, retracts it".into(),
+            ));
+        }
+        let window = self.room_of(space_id).retract_window_s;
+        let age_ms = crate::clock::now_ms() as i64 - found.message.sent_at_ms;
+        if age_ms > window.saturating_mul(1000) {
+            return Err(Error::NotAllowed(format!(
+                "this room lets authors retract their messages for {} after sending; ask an owner or admin",
+                human_duration(window)
+            )));
+        }
+        Ok(())
+    }
+
+    /// The room's settings (those of its newest document).
+    fn room_of(&self, space_id: SpaceId) -> model::Room {
+        let space = &self.spaces[&space_id];
+        let doc = space.state.content_doc(&space.state.current().epoch.id);
+        space
+            .readable
+            .as_ref()
+            .and_then(|r| r.docs.get(&doc))
+            .and_then(|s| s.doc.chat())
+            .map(ChatDoc::room)
+            .unwrap_or_else(|| ChatDoc::new(doc).room())
+    }
+
+    /// Every body of a message: its text, then its author's edits.
+    fn bodies_of(&self, space_id: SpaceId, found: &Found) -> Vec<EnvelopeId> {
+        let target = msg_ref(&found.doc, &found.message.id);
+        let mut out: Vec<EnvelopeId> = found.message.body.parse().into_iter().collect();
+        let space = &self.spaces[&space_id];
+        let Some(readable) = &space.readable else { return out };
+        let author = self.user_of(space, &readable.author_of(&found.message.actor));
+        for shard in readable.docs.values() {
+            let Some(chat) = shard.doc.chat() else { continue };
+            for edit in chat.edits() {
+                if edit.target == target
+                    && author.is_some()
+                    && self.user_of(space, &readable.author_of(&edit.actor)) == author
+                    && let Ok(id) = edit.body.parse()
+                {
+                    out.push(id);
+                }
+            }
+        }
+        out.truncate(crate::envelope::MAX_TOMBSTONE_TARGETS);
+        out
+    }
+
+    /// The tombstone in effect on a message's body, with its author.
+    fn retraction_of(&self, space_id: SpaceId, found: &Found) -> Option<(Envelope, DeviceId)> {
+        let body: EnvelopeId = found.message.body.parse().ok()?;
+        let tomb_id = self.store.tombstoned(&space_id, &body).ok()??;
+        let tomb = Envelope::decode_stored(self.store.side(&space_id, &tomb_id).ok()??).ok()?;
+        let space = &self.spaces[&space_id];
+        let author = space.readable.as_ref()?.author_of(&found.message.actor);
+        let by = tomb.header().author;
+        self.tombstone_may_delete(space, &tomb, &author).then_some((tomb, by))
+    }
+
+    /// Whether `tombstone` may delete a body written by device `body_author`:
+    /// its author is the same user, or an owner or admin at its control heads.
+    pub(super) fn tombstone_may_delete(&self, space: &Space, tombstone: &Envelope, body_author: &DeviceId) -> bool {
+        let h = tombstone.header();
+        let Some(resolved) = space.state.resolved(&h.control_heads) else {
+            return false;
+        };
+        let Some(member) = resolved.members.get(&h.author) else {
+            return false;
+        };
+        member.role >= Role::Admin
+            || h.author == *body_author
+            || self.user_of(space, body_author).is_some_and(|u| u == member.cert.user)
+    }
+
+    /// Deletes the bodies `tombstone` names that it may delete, and records it
+    /// for those not held yet; returns how many were deleted here.
+    pub(super) fn apply_tombstone(
+        &mut self,
+        tx: &mut Txn,
+        space_id: SpaceId,
+        tombstone: &Envelope,
+    ) -> store::Result<usize> {
+        let mut deleted = 0;
+        for body_id in tombstone.tombstone_targets() {
+            if let Some(space) = self.spaces.get_mut(&space_id) {
+                space.wanted_bodies.remove(&body_id);
+            }
+            match tx.side(&space_id, &body_id)? {
+                Some(bytes) => {
+                    let Ok(body) = Envelope::decode_stored(bytes) else {
+                        continue;
+                    };
+                    let space = &self.spaces[&space_id];
+                    if body.header().kind != Kind::Body
+                        || !self.tombstone_may_delete(space, tombstone, &body.header().author)
+                    {
+                        continue;
+                    }
+                    let h = body.header();
+                    if tx.delete_side(&space_id, &h.actor(), h.seq, &body_id)? {
+                        deleted += 1;
+                        if let Some(space) = self.spaces.get_mut(&space_id) {
+                            space.sides_held = space.sides_held.saturating_sub(1);
+                        }
+                    }
+                    tx.put_tombstoned(&space_id, &body_id, &tombstone.id())?;
+                }
+                // Not here (yet): it is checked against the tombstone on arrival.
+                None => tx.put_tombstoned(&space_id, &body_id, &tombstone.id())?,
+            }
+        }
+        self.purge_notifications(tx, space_id, tombstone)?;
+        Ok(deleted)
+    }
+
+    /// A retracted message notifies nobody any more: its inbox rows go.
+    fn purge_notifications(&mut self, tx: &mut Txn, space_id: SpaceId, tombstone: &Envelope) -> store::Result<()> {
+        let targets: BTreeSet<String> = tombstone.tombstone_targets().iter().map(ToString::to_string).collect();
+        let Some(readable) = self.spaces.get(&space_id).and_then(|s| s.readable.as_ref()) else {
+            return Ok(());
+        };
+        for shard in readable.docs.values() {
+            let Some(chat) = shard.doc.chat() else { continue };
+            for m in chat.messages().into_iter().filter(|m| targets.contains(&m.body)) {
+                tx.remove_inbox(&space_id, &actor_key(&m.actor), m.lamport)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A side envelope from a peer: stored (a body), or applied and stored (a
+    /// tombstone), once the control heads it names are known.
+    pub(super) fn ingest_side(&mut self, tx: &mut Txn, env: &Envelope) -> store::Result<SideOutcome> {
+        let h = env.header();
+        let space_id = h.space;
+        let Some(space) = self.spaces.get(&space_id) else {
+            return Ok(SideOutcome::Wait);
+        };
+        if !space.state.knows(&h.control_heads) {
+            return Ok(SideOutcome::Wait);
+        }
+        if h.control_heads.is_empty() || space.state.author_at(&h.control_heads, &h.author).is_none() {
+            return Ok(SideOutcome::Rejected("author may not write in this space"));
+        }
+        if space.state.epoch_at(&h.control_heads).is_none_or(|e| e.id != h.epoch) {
+            return Ok(SideOutcome::Rejected(
+                "sealed under an epoch that is not the space's epoch at its control heads",
+            ));
+        }
+        if space.frozen.get(&h.actor()).is_some_and(|(seq, _)| h.seq >= *seq) {
+            return Ok(SideOutcome::Rejected("written by a frozen writer"));
+        }
+        if tx.side(&space_id, &env.id())?.is_some() {
+            return Ok(SideOutcome::Duplicate);
+        }
+        if let Some(space) = self.spaces.get_mut(&space_id) {
+            space.wanted_bodies.remove(&env.id());
+        }
+        let space = &self.spaces[&space_id];
+        if h.kind == Kind::Body
+            && let Some(tomb_id) = tx.tombstoned(&space_id, &env.id())?
+        {
+            // Retracted before it arrived: never stored, if the tombstone may.
+            let tomb = tx
+                .side(&space_id, &tomb_id)?
+                .and_then(|b| Envelope::decode_stored(b).ok());
+            if tomb.is_some_and(|t| self.tombstone_may_delete(space, &t, &h.author)) {
+                return Ok(SideOutcome::Duplicate);
+            }
+            tx.remove_tombstoned(&space_id, &env.id())?;
+        }
+        tx.put_side(&space_id, &h.actor(), h.seq, &env.id(), env.as_bytes())?;
+        if let Some(space) = self.spaces.get_mut(&space_id) {
+            space.sides_held += 1;
+            space.wanted_bodies.remove(&env.id());
+        }
+        if h.kind == Kind::Tombstone {
+            self.apply_tombstone(tx, space_id, env)?;
+        }
+        Ok(SideOutcome::Stored)
+    }
+
+    /// The text of body `id`, read through `get` (the store, or the batch's
+    /// transaction).
+    fn body_text(&self, space: &Space, id: &str, get: &mut dyn FnMut(&EnvelopeId) -> Option<Vec<u8>>) -> BodyText {
+        let Ok(id) = id.parse::<EnvelopeId>() else {
+            return BodyText::Missing;
+        };
+        let Some(env) = get(&id).and_then(|b| Envelope::decode_stored(b).ok()) else {
+            return BodyText::Missing;
+        };
+        let h = env.header();
+        let key = space.keys.get(&h.epoch).cloned().or_else(|| {
+            space
+                .state
+                .epoch_at(&h.control_heads)
+                .filter(|e| e.id == h.epoch)
+                .and_then(|e| space.keys.key_for(&e))
+        });
+        let plain = key.and_then(|k| env.open_body(&k).ok());
+        match plain.and_then(|p| postcard::from_bytes::<BodyPlain>(&p).ok()) {
+            Some(BodyPlain::V1 { text }) => BodyText::Text(text),
+            None => BodyText::Missing,
+        }
+    }
+
+    /// The latest `limit` messages of a room, with their edits, reactions and
+    /// retraction.
+    /// Bodies it finds missing are asked of peers at the next sync.
+    pub(super) fn chat_log(&mut self, space_id: SpaceId, limit: usize) -> Result<Vec<MessageView>> {
+        let space = self.spaces.get(&space_id).ok_or(Error::UnknownSpace(space_id))?;
+        let readable = readable_of(space)?;
+        let all = readable.messages(&space.state);
+        let skip = all.len().saturating_sub(limit.min(MAX_LOG_LIMIT));
+        let overlay = Overlay::of(self, space, readable);
+        let store = &self.store;
+        let mut missing = Vec::new();
+        let mut get = |id: &EnvelopeId| {
+            let found = store.side(&space_id, id).ok().flatten();
+            if found.is_none() {
+                missing.push(*id);
+            }
+            found
+        };
+        let views = all[skip..]
+            .iter()
+            .map(|m| self.view_of(space, readable, &overlay, m, &mut get))
+            .collect();
+        let space = self.spaces.get_mut(&space_id).expect("found above");
+        for id in missing {
+            space.want_body(id);
+        }
+        Ok(views)
+    }
+
+    /// The bodies this device lacks, per space `peer` may serve, at most a
+    /// request's worth each; those asked of this peer in the last
+    /// [`ASK_AGAIN_MS`] are left out, so a body it lacks is not asked for
+    /// with every frame that arrives.
+    pub(super) fn wanted_for(&mut self, peer: DeviceId) -> Vec<(SpaceId, Vec<EnvelopeId>)> {
+        let now = crate::clock::now_ms();
+        let mut out = Vec::new();
+        for space in self.spaces.values_mut() {
+            if space.wanted_bodies.is_empty() || !space.state.entitled(&peer) {
+                continue;
+            }
+            let ids: Vec<EnvelopeId> = space
+                .wanted_bodies
+                .iter_mut()
+                .filter(|(_, asked)| asked.is_none_or(|(who, at)| who != peer || at + ASK_AGAIN_MS <= now))
+                .take(crate::sync::MAX_BODIES_PER_REQUEST)
+                .map(|(id, asked)| {
+                    *asked = Some((peer, now));
+                    *id
+                })
+                .collect();
+            if !ids.is_empty() {
+                out.push((space.state.space, ids));
+            }
+        }
+        out
+    }
+
+    /// Remembers the bodies the messages and edits of a loaded (or rebuilt)
+    /// room name that this node holds neither as a body nor as retracted.
+    pub(super) fn find_missing_bodies(&mut self, space_id: SpaceId) -> store::Result<()> {
+        let Some(readable) = self.spaces.get(&space_id).and_then(|s| s.readable.as_ref()) else {
+            return Ok(());
+        };
+        let mut named: Vec<EnvelopeId> = Vec::new();
+        for shard in readable.docs.values() {
+            let Some(chat) = shard.doc.chat() else { continue };
+            named.extend(chat.messages().iter().filter_map(|m| m.body.parse::<EnvelopeId>().ok()));
+            named.extend(chat.edits().iter().filter_map(|e| e.body.parse::<EnvelopeId>().ok()));
+        }
+        let missing = self.store.missing_sides(&space_id, &named)?;
+        let space = self.spaces.get_mut(&space_id).expect("found above");
+        for id in missing {
+            space.want_body(id);
+        }
+        Ok(())
+    }
+
+    /// A peer had more of the bodies asked for than one answer holds: ask
+    /// for them again at once.
+    pub(super) fn ask_again(&mut self, space_id: SpaceId) {
+        if let Some(space) = self.spaces.get_mut(&space_id) {
+            space.wanted_bodies.values_mut().for_each(|asked| *asked = None);
+        }
+    }
+
+    /// What this node holds of the bodies `peer` asks for: each body, or the
+    /// tombstone that deleted it; within one frame, and whether more did not fit.
+    pub(super) fn sides_for(&self, peer: DeviceId, space_id: SpaceId, ids: &[EnvelopeId]) -> (Vec<Vec<u8>>, bool) {
+        if !self.spaces.get(&space_id).is_some_and(|s| s.state.entitled(&peer)) {
+            return (Vec::new(), false);
+        }
+        let mut out: Vec<Vec<u8>> = Vec::new();
+        let mut size = 0;
+        let mut tombstones = BTreeSet::new();
+        for id in ids.iter().take(crate::sync::MAX_BODIES_PER_REQUEST) {
+            let found = match self.store.side(&space_id, id) {
+                Ok(Some(bytes)) => Some(bytes),
+                _ => match self.store.tombstoned(&space_id, id) {
+                    Ok(Some(t)) if tombstones.insert(t) => self.store.side(&space_id, &t).ok().flatten(),
+                    _ => None,
+                },
+            };
+            if let Some(bytes) = found {
+                size += bytes.len();
+                if size > crate::sync::TARGET_FRAME_BYTES && !out.is_empty() {
+                    return (out, true);
+                }
+                out.push(bytes);
+            }
+        }
+        (out, false)
+    }
+
+    /// A room's settings with its announcement and pinned messages.
+    pub(super) fn room_view(&self, space_id: SpaceId) -> Result<RoomView> {
+        let space = self.spaces.get(&space_id).ok_or(Error::UnknownSpace(space_id))?;
+        let readable = readable_of(space)?;
+        if readable.model != outpost_crdt::doc::Model::Chat {
+            return Err(Error::Invalid("this space is not a chat room".into()));
+        }
+        let room = self.room_of(space_id);
+        let overlay = Overlay::of(self, space, readable);
+        let store = &self.store;
+        let mut get = |id: &EnvelopeId| store.side(&space_id, id).ok().flatten();
+        let mut view = |target: &str| -> Option<MessageView> {
+            let (doc, id) = parse_ref(target)?;
+            let m = readable.docs.get(&doc)?.doc.chat()?.message(id)?;
+            Some(self.view_of(space, readable, &overlay, &m, &mut get))
+        };
+        Ok(RoomView {
+            topic: room.topic.clone(),
+            welcome: room.welcome.clone(),
+            announcement: room.announcement.as_deref().and_then(&mut view),
+            pinned: room.pins.iter().filter_map(|p| view(p)).collect(),
+            retract_window_s: room.retract_window_s,
+        })
+    }
+
+    fn view_of(
+        &self,
+        space: &Space,
+        readable: &space::Readable,
+        overlay: &Overlay,
+        m: &model::Message,
+        get: &mut dyn FnMut(&EnvelopeId) -> Option<Vec<u8>>,
+    ) -> MessageView {
+        let author = readable.author_of(&m.actor);
+        let target = overlay
+            .ref_of
+            .get(&(m.lamport, actor_key(&m.actor)))
+            .cloned()
+            .unwrap_or_default();
+        let retracted = overlay.retracted.get(&m.body).cloned();
+        let mut text = |body: &str| match (&retracted, self.body_text(space, body, get)) {
+            (Some(_), _) | (None, BodyText::Missing) => None,
+            (None, BodyText::Text(t)) => Some(t),
+        };
+        let original = text(&m.body);
+        let edits = overlay.edits.get(&target).map(Vec::as_slice).unwrap_or_default();
+        let mut history = Vec::new();
+        let mut current = original.clone();
+        if !edits.is_empty() && retracted.is_none() {
+            history.push(EditView {
+                text: original,
+                at_ms: m.sent_at_ms,
+            });
+            for (i, (body, at_ms)) in edits.iter().enumerate() {
+                let t = text(body);
+                if i + 1 == edits.len() {
+                    current = t;
+                } else {
+                    history.push(EditView { text: t, at_ms: *at_ms });
+                }
+            }
+        }
+        let missing = retracted.is_none() && current.is_none();
+        MessageView {
+            id: m.id.clone(),
+            author,
+            text: current.unwrap_or_default(),
+            sent_at_ms: m.sent_at_ms,
+            lamport: m.lamport,
+            reply_to: m.reply_to.as_deref().and_then(parse_ref).map(|(_, id)| id.to_string()),
+            mentions: m.mentions.clone(),
+            all: m.all,
+            history,
+            reactions: overlay.reactions.get(&target).cloned().unwrap_or_default(),
+            retracted,
+            missing,
+        }
+    }
+
+    /// Announces the messages this batch made visible (with their text, read
+    /// through the batch's transaction) and records the mentions of this
+    /// device's user in its inbox.
+    pub(super) fn announce_chat(&mut self, tx: &mut Txn, effects: &mut Effects) -> store::Result<()> {
+        let my_user = self.keys.user_id();
+        let me = my_user.to_string();
+        let now = crate::clock::now_ms() as i64;
+        for space_id in std::mem::take(&mut effects.chat_updated) {
+            effects.events.push(Event::ChatUpdated { space: space_id });
+        }
+        for (space_id, m) in std::mem::take(&mut effects.chat) {
+            let Some(space) = self.spaces.get(&space_id) else {
+                continue;
+            };
+            let Some(readable) = space.readable.as_ref() else {
+                continue;
+            };
+            let by = readable.author_of(&m.actor);
+            let retracted = m
+                .body
+                .parse::<EnvelopeId>()
+                .ok()
+                .map(|b| tx.tombstoned(&space_id, &b))
+                .transpose()?
+                .flatten()
+                .is_some();
+            if retracted {
+                continue;
+            }
+            let mut get = |id: &EnvelopeId| tx.side(&space_id, id).ok().flatten();
+            let text = match self.body_text(space, &m.body, &mut get) {
+                BodyText::Text(t) => t,
+                BodyText::Missing => {
+                    if let (Some(space), Ok(id)) = (self.spaces.get_mut(&space_id), m.body.parse()) {
+                        space.want_body(id);
+                    }
+                    String::new()
+                }
+            };
+            let Some(space) = self.spaces.get(&space_id) else {
+                continue;
+            };
+            let Some(readable) = space.readable.as_ref() else {
+                continue;
+            };
+            let by_my_user = self.user_of(space, &by) == Some(my_user);
+            let view = MessageView {
+                id: m.id.clone(),
+                author: by,
+                missing: text.is_empty(),
+                text,
+                sent_at_ms: m.sent_at_ms,
+                lamport: m.lamport,
+                reply_to: m.reply_to.as_deref().and_then(parse_ref).map(|(_, id)| id.to_string()),
+                mentions: m.mentions.clone(),
+                all: m.all,
+                history: Vec::new(),
+                reactions: Vec::new(),
+                retracted: None,
+            };
+            effects.events.push(Event::Message {
+                space: space_id,
+                message: view,
+            });
+            if !by_my_user && (m.all || m.mentions.contains(&me)) {
+                let row = InboxRow::Chat(inbox::ChatMentionRow {
+                    space: space_id,
+                    by,
+                    doc: readable
+                        .docs
+                        .iter()
+                        .find(|(_, s)| s.doc.chat().is_some_and(|c| c.message(&m.id).is_some()))
+                        .map(|(d, _)| *d)
+                        .unwrap_or_else(|| space.main_doc()),
+                    id: m.id.clone(),
+                    all: m.all && !m.mentions.contains(&me),
+                    at_ms: now,
+                });
+                let bytes = postcard::to_stdvec(&row).expect("inbox rows serialize");
+                if let Some(seq) = tx.put_inbox(&space_id, &actor_key(&m.actor), m.lamport, &bytes)? {
+                    let entry = self.entry(seq, row);
+                    effects.events.push(Event::Inbox { entry });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The current text of message `id` in `doc` of a space, for the inbox.
+    pub(super) fn message_text(&self, space_id: SpaceId, doc: DocId, id: &str) -> Option<String> {
+        let space = self.spaces.get(&space_id)?;
+        let readable = space.readable.as_ref()?;
+        let m = readable.docs.get(&doc)?.doc.chat()?.message(id)?;
+        let overlay = Overlay::of(self, space, readable);
+        let store = &self.store;
+        let mut get = |id: &EnvelopeId| store.side(&space_id, id).ok().flatten();
+        let view = self.view_of(space, readable, &overlay, &m, &mut get);
+        (view.retracted.is_none() && !view.missing).then_some(view.text)
+    }
+}
+
+/// How long a body asked of a peer is not asked of it again.
+const ASK_AGAIN_MS: u64 = 5_000;
+
+/// What happened to a side envelope from a peer.
+pub(super) enum SideOutcome {
+    Stored,
+    Duplicate,
+    /// Its control heads are not known yet.
+    Wait,
+    Rejected(&'static str),
+}
+
+/// What the documents of a room say about its messages beyond the skeletons:
+/// each message's ref, its author's edits, reactions and retraction.
+struct Overlay {
+    ref_of: HashMap<(u64, ActorKey), String>,
+    /// ref → (body, claimed time) of each edit by the message's author, oldest first.
+    edits: HashMap<String, Vec<(String, i64)>>,
+    reactions: HashMap<String, Vec<ReactionView>>,
+    /// body id → who retracted it (a tombstone that may), when.
+    retracted: HashMap<String, RetractedView>,
+}
+
+impl Overlay {
+    fn of(core: &Core, space: &Space, readable: &space::Readable) -> Self {
+        let space_id = space.state.space;
+        let mut ref_of = HashMap::new();
+        let mut author_of_ref: HashMap<String, (DeviceId, String)> = HashMap::new();
+        for (doc, shard) in &readable.docs {
+            let Some(chat) = shard.doc.chat() else { continue };
+            for m in chat.messages() {
+                let r = msg_ref(doc, &m.id);
+                author_of_ref.insert(r.clone(), (readable.author_of(&m.actor), m.body.clone()));
+                ref_of.insert((m.lamport, actor_key(&m.actor)), r);
+            }
+        }
+        let same_user = |a: &DeviceId, b: &DeviceId| {
+            a == b
+                || core
+                    .user_of(space, a)
+                    .is_some_and(|u| Some(u) == core.user_of(space, b))
+        };
+        let mut edits: HashMap<String, Vec<(String, i64)>> = HashMap::new();
+        let mut reactions: HashMap<String, BTreeMap<String, Vec<String>>> = HashMap::new();
+        let mut retracted = HashMap::new();
+        let mut shards: Vec<&space::Shard> = readable.docs.values().collect();
+        shards.sort_by_cached_key(|s| space.state.epoch_rank(&s.epoch));
+        for shard in shards {
+            let Some(chat) = shard.doc.chat() else { continue };
+            for e in chat.edits() {
+                if let Some((author, _)) = author_of_ref.get(&e.target)
+                    && same_user(author, &readable.author_of(&e.actor))
+                {
+                    edits.entry(e.target).or_default().push((e.body, e.sent_at_ms));
+                }
+            }
+            for r in chat.reactions() {
+                reactions
+                    .entry(r.target)
+                    .or_default()
+                    .entry(r.emoji)
+                    .or_default()
+                    .push(r.user);
+            }
+            for r in chat.retractions() {
+                let Some((author, body)) = author_of_ref.get(&r.target) else {
+                    continue;
+                };
+                let Ok(body_id) = body.parse::<EnvelopeId>() else {
+                    continue;
+                };
+                let Some(tomb) = core
+                    .store
+                    .tombstoned(&space_id, &body_id)
+                    .ok()
+                    .flatten()
+                    .and_then(|t| core.store.side(&space_id, &t).ok().flatten())
+                    .and_then(|b| Envelope::decode_stored(b).ok())
+                else {
+                    continue;
+                };
+                if core.tombstone_may_delete(space, &tomb, author) {
+                    retracted.insert(
+                        body.clone(),
+                        RetractedView {
+                            by: tomb.header().author,
+                            at_ms: r.at_ms,
+                        },
+                    );
+                }
+            }
+        }
+        Self {
+            ref_of,
+            edits,
+            reactions: reactions
+                .into_iter()
+                .map(|(target, by_emoji)| {
+                    let views = by_emoji
+                        .into_iter()
+                        .map(|(emoji, users)| ReactionView { emoji, users })
+                        .collect();
+                    (target, views)
+                })
+                .collect(),
+            retracted,
+        }
+    }
+}
+
+fn readable_of(space: &Space) -> Result<&space::Readable> {
+    space.readable.as_ref().ok_or_else(|| Error::KeyMissing {
+        space: space.state.space,
+        why: space
+            .key_problem
+            .clone()
+            .unwrap_or_else(|| "this device is a replicator: it stores the space but holds no key".into()),
+    })
+}
+
+fn check_text(text: &str) -> Result<()> {
+    if text.len() > MAX_TEXT_BYTES {
+        return Err(Error::Invalid(format!(
+            "message of {} bytes exceeds {MAX_TEXT_BYTES}",
+            text.len()
+        )));
+    }
+    Ok(())
+}
+
+/// The users `text` mentions (`@name`, see [`mentioned`]) and whether it
+/// mentions everyone (`@all`).
+fn mentions_in(
+    text: &str,
+    members: &[(DeviceId, UserId)],
+    aliases: &[(Vec<String>, Vec<DeviceId>)],
+) -> (Vec<String>, bool) {
+    let mut users = Vec::new();
+    let mut all = false;
+    for (i, _) in text.match_indices('@') {
+        // A mention starts a word: not inside an e-mail address.
+        if text[..i].chars().next_back().is_some_and(|c| c.is_alphanumeric()) {
+            continue;
+        }
+        let name: String = text[i + 1..]
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || matches!(c, '.' | '_' | '-'))
+            .collect();
+        let name = name.trim_end_matches('.');
+        if name.eq_ignore_ascii_case("all") {
+            all = true;
+        } else if let Some(user) = mentioned(members, aliases, name)
+            && !users.contains(&user)
+            && users.len() < model::MAX_MENTIONS
+        {
+            users.push(user);
+        }
+    }
+    (users, all)
+}
+
+fn human_duration(secs: i64) -> String {
+    match secs {
+        0 => "no time at all".into(),
+        s if s % 86_400 == 0 => format!("{} day(s)", s / 86_400),
+        s if s % 3600 == 0 => format!("{} hour(s)", s / 3600),
+        s if s % 60 == 0 => format!("{} minute(s)", s / 60),
+        s => format!("{s} second(s)"),
+    }
+}
+
+/// A new message id: 80 random bits, base32 (16 characters).
+pub(super) fn new_message_id() -> String {
+    data_encoding::BASE32_NOPAD
+        .encode(&rand::random::<[u8; 10]>())
+        .to_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mentions_start_words_and_all_is_everyone() {
+        let alice = UserId([0xaa; 32]);
+        let members = vec![(DeviceId([1; 32]), alice)];
+        let (users, all) = mentions_in("hi @aaaaaaaa, mail me at x@aaaaaaaa and @all", &members, &[]);
+        assert_eq!(users, vec![alice.to_string()]);
+        assert!(all);
+        let (users, all) = mentions_in("nobody@aaaaaaaa here", &members, &[]);
+        assert!(users.is_empty() && !all);
+    }
+
+    #[test]
+    fn windows_read_naturally() {
+        assert_eq!(human_duration(86_400), "1 day(s)");
+        assert_eq!(human_duration(120), "2 minute(s)");
+        assert_eq!(human_duration(0), "no time at all");
+    }
+}
