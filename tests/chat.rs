@@ -8,7 +8,7 @@ mod common;
 
 use std::{path::Path, time::Duration};
 
-use common::{Node, decryptable, pair, user_of, wait_until};
+use common::{Node, decryptable, link, pair, user_of, wait_until};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -243,4 +243,61 @@ fn owners_set_the_topic_announcement_and_pins_and_newcomers_see_them() {
         let info = c.json(&["chat", "info", &space, "--json"]);
         (info["pinned"].as_array()?.len() == 1).then_some(())
     });
+}
+
+fn unread(node: &Node, space: &str) -> Option<u64> {
+    let spaces = node.json(&["chat", "list", "--json"]);
+    spaces.as_array()?.iter().find(|s| s["space"] == space)?["unread"].as_u64()
+}
+
+fn read_by(node: &Node, space: &str, id: &str) -> Vec<String> {
+    message(node, space, id)
+        .and_then(|m| m.get("read_by").cloned())
+        .and_then(|r| serde_json::from_value(r).ok())
+        .unwrap_or_default()
+}
+
+#[test]
+fn read_receipts_are_per_user_and_rooms_count_unread_messages() {
+    let root = tempfile::tempdir().unwrap();
+    let (a, b) = pair(root.path());
+    let space = a.create_chat("ops", &[&b], &[]);
+    let b_user = user_of(&b);
+    let one = a.send(&space, "one");
+    let two = a.send(&space, "two");
+    wait_message(&b, &space, &two, "both messages on b", |m| m["text"] == "two");
+    assert_eq!(unread(&b, &space), Some(2));
+    assert_eq!(unread(&a, &space), Some(0), "one's own messages are never unread");
+    assert!(read_by(&a, &space, &one).is_empty());
+
+    let marked = b.json(&["chat", "read", &space, "--json"]);
+    assert_eq!(marked["newly_read"], 2);
+    assert_eq!(unread(&b, &space), Some(0));
+    wait_until(WAIT, "b's receipt on a", || {
+        (read_by(&a, &space, &one) == [b_user.clone()] && read_by(&a, &space, &two) == [b_user.clone()]).then_some(())
+    });
+
+    // A message sent after the receipt is unread, whatever its place.
+    let three = a.send(&space, "three");
+    wait_message(&b, &space, &three, "the third on b", |m| m["text"] == "three");
+    assert_eq!(unread(&b, &space), Some(1));
+    assert!(read_by(&a, &space, &three).is_empty());
+
+    // Per user, not per device: b's second device reads it, and a sees b
+    // (once), and b's first device counts it read.
+    let mut phone = Node::init(root.path(), "phone");
+    phone.start(&[a.addr(), b.addr()]);
+    link(&b, &phone);
+    wait_message(&phone, &space, &three, "the room on b's phone", |m| {
+        m["text"] == "three"
+    });
+    phone.json(&["chat", "read", &space, "--json"]);
+    wait_until(WAIT, "the phone's receipt on a", || {
+        (read_by(&a, &space, &three) == [b_user.clone()]).then_some(())
+    });
+    wait_until(WAIT, "the phone's receipt on b's laptop", || {
+        (unread(&b, &space) == Some(0)).then_some(())
+    });
+    // b's laptop shows the phone's receipt as b's.
+    assert_eq!(read_by(&b, &space, &three), [b_user]);
 }

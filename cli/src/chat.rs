@@ -7,7 +7,7 @@ use outpost_node::{
     api::{ApiEvent, ChatOpRequest, CreateChat, Created, SendMessage},
     client::Client,
     control::{History, Posting},
-    core::{ChatDone, ChatOp, MessageView, RoomView, Sent, SpaceSummary},
+    core::{ChatDone, ChatOp, MarkedRead, MessageView, RoomView, Sent, SpaceSummary},
 };
 
 use crate::{exit::Usage, output};
@@ -108,6 +108,13 @@ pub(crate) enum ChatCommand {
     /// Owners and admins: how long authors may retract their own messages,
     /// e.g. `2m`, `1h`, `1d`, or `0` (never).
     RetractWindow { space: String, window: String },
+    /// Mark everything in the room read (on all your devices; every member
+    /// sees who has read each message in `chat log`).
+    Read {
+        space: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// The room's topic, welcome message, announcement and pinned messages.
     Info {
         space: String,
@@ -248,6 +255,14 @@ pub(crate) async fn run(client: &Client, cmd: ChatCommand) -> anyhow::Result<()>
         ChatCommand::RetractWindow { space, window } => {
             let seconds = parse_window(&window)?;
             op(client, in_room(space), ChatOp::RetractWindow { seconds }).await?
+        }
+        ChatCommand::Read { space, json } => {
+            let done: MarkedRead = client.post(&format!("/v1/chats/{space}/read"), &()).await?;
+            if json {
+                output::json(&done)?;
+            } else {
+                println!("{} new message(s) marked read", done.newly_read);
+            }
         }
         ChatCommand::Info { space, json } => {
             let room: RoomView = client.get(&format!("/v1/chats/{space}/room")).await?;

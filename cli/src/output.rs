@@ -79,6 +79,10 @@ pub(crate) fn message(m: &MessageView) {
             println!("    was ({}): {was}", utc(earlier.at_ms));
         }
     }
+    if !m.read_by.is_empty() {
+        let users: Vec<String> = m.read_by.iter().map(|u| u.fmt_short().to_string()).collect();
+        println!("    read by {}", users.join(", "));
+    }
     if !m.reactions.is_empty() {
         let line: Vec<String> = m
             .reactions
@@ -125,8 +129,12 @@ pub(crate) fn space_line(s: &SpaceSummary) {
         .as_deref()
         .map(|d| format!("  (department room: {d})"))
         .unwrap_or_default();
+    let unread = match s.unread {
+        Some(n) if n > 0 => format!("  ({n} unread)"),
+        _ => String::new(),
+    };
     println!(
-        "{}  {}  {} members{history}{posting}{department}",
+        "{}  {}  {} members{history}{posting}{department}{unread}",
         s.space,
         name,
         s.members.len()

@@ -24,6 +24,7 @@ mod load;
 mod members;
 mod org;
 mod pending;
+mod receipts;
 mod reminders;
 mod serve;
 mod snapshots;
@@ -56,6 +57,7 @@ pub use self::{
     },
     inbox::{InboxEntry, MAX_INBOX_LIMIT, ReminderView},
     org::{DEFAULT_EXPIRY_DAYS, DirEntry, DraftView, MAX_DIR_RESULTS, OrgCommand, OrgNet, OrgView, Proposal},
+    receipts::{MAX_RECEIPT_WRITERS, MarkedRead},
     reminders::{CATCH_UP_MS, LATE_AFTER_MS, MAX_REMINDERS_PER_EVENT, SIBLING_STEP_MS},
 };
 use self::{
@@ -250,6 +252,9 @@ pub struct SpaceSummary {
     pub readable: bool,
     pub members: Vec<DeviceId>,
     pub replicators: Vec<DeviceId>,
+    /// Chat rooms: messages of others this device's user has not read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unread: Option<u64>,
 }
 
 /// A member of a space, as `space members` shows it.
@@ -490,6 +495,10 @@ enum ToCore {
     AskAgain {
         space: SpaceId,
     },
+    MarkRead {
+        space: SpaceId,
+        reply: Reply<MarkedRead>,
+    },
     Ingest {
         from: DeviceId,
         /// Decoded and signature-checked by the handle, off the core thread.
@@ -670,6 +679,11 @@ impl CoreHandle {
             reply,
         })
         .await
+    }
+
+    /// Marks a chat room read by this device's user, up to what it holds.
+    pub async fn mark_read(&self, space: SpaceId) -> Result<MarkedRead> {
+        self.call(|reply| ToCore::MarkRead { space, reply }).await
     }
 
     /// A peer held more of the bodies asked for than it sent: ask again now.
@@ -1151,6 +1165,9 @@ impl Core {
                 ToCore::ChatWrite { space, op, reply } => self
                     .chat_write(txn, space, op, &mut effects)
                     .map(|r| effects.reply_result(reply, r)),
+                ToCore::MarkRead { space, reply } => self
+                    .mark_read(txn, space, &mut effects)
+                    .map(|r| effects.reply_result(reply, r)),
                 ToCore::Ingest { from, envelopes, reply } => self
                     .ingest(txn, Some(from), envelopes, &mut effects)
                     .map(|ack| effects.reply(reply, ack)),
@@ -1387,6 +1404,7 @@ impl Core {
             ToCore::SetPosting { reply, .. } => fail_unavailable(reply),
             ToCore::Send { reply, .. } => fail_unavailable(reply),
             ToCore::ChatWrite { reply, .. } => fail_unavailable(reply),
+            ToCore::MarkRead { reply, .. } => fail_unavailable(reply),
             ToCore::Ingest { reply, .. } => fail_unavailable(reply),
             ToCore::LearnCert { .. } => {}
         }
@@ -1651,6 +1669,7 @@ impl Core {
                 readable: s.readable.is_some(),
                 members: s.state.members.keys().copied().collect(),
                 replicators: s.state.replicators.iter().copied().collect(),
+                unread: (s.state.kind == SpaceKind::Chat && s.readable.is_some()).then(|| self.unread(s)),
             })
             .collect()
     }

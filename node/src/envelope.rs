@@ -62,6 +62,10 @@ pub enum Kind {
     /// Signed, in clear: the bodies a retraction deletes (their envelope ids).
     /// Its header names the change that carries the retraction, like a body's.
     Tombstone,
+    /// A device's last-writer-wins value (a read receipt), sealed under the
+    /// epoch key: `doc` names what it is about, `seq` is a counter, and a
+    /// newer one replaces the older for (space, doc, author). No parents.
+    State,
 }
 
 /// Most bodies one tombstone names.
@@ -75,13 +79,14 @@ impl Kind {
             Kind::Snapshot => b"outpost/v1/snapshot\0",
             Kind::Body => b"outpost/v1/body\0",
             Kind::Tombstone => b"outpost/v1/tombstone\0",
+            Kind::State => b"outpost/v1/state\0",
         }
     }
 
-    /// Whether envelopes of this kind ride beside a content change (bodies,
-    /// tombstones) instead of being part of the space's log.
+    /// Whether envelopes of this kind are kept beside the space's log (bodies
+    /// and tombstones ride with a content change; states stand alone).
     pub fn is_side(self) -> bool {
-        matches!(self, Kind::Body | Kind::Tombstone)
+        matches!(self, Kind::Body | Kind::Tombstone | Kind::State)
     }
 }
 
@@ -304,16 +309,18 @@ impl Envelope {
         Self::assemble(keys, header, header_bytes, body)
     }
 
-    /// Seals a chat message's body under `epoch` (see [`Kind::Body`]).
-    pub fn seal_body(keys: &DeviceKeys, header: Header, epoch: &EpochKey, plaintext: &[u8]) -> Self {
-        debug_assert_eq!(header.kind, Kind::Body);
+    /// Seals a chat message's body ([`Kind::Body`]) or a state value
+    /// ([`Kind::State`]) under `epoch`.
+    pub fn seal_value(keys: &DeviceKeys, header: Header, epoch: &EpochKey, plaintext: &[u8]) -> Self {
+        debug_assert!(matches!(header.kind, Kind::Body | Kind::State));
         debug_assert!(header.parents.is_empty());
-        Self::sign_with(keys, header, |h| seal(epoch, Kind::Body, h, plaintext))
+        let kind = header.kind;
+        Self::sign_with(keys, header, |h| seal(epoch, kind, h, plaintext))
     }
 
-    /// Decrypts a body envelope's plaintext.
-    pub fn open_body(&self, epoch: &EpochKey) -> Result<Vec<u8>, crate::crypto::Error> {
-        if self.header.kind != Kind::Body {
+    /// Decrypts a body or state envelope's plaintext.
+    pub fn open_value(&self, epoch: &EpochKey) -> Result<Vec<u8>, crate::crypto::Error> {
+        if !matches!(self.header.kind, Kind::Body | Kind::State) {
             return Err(crate::crypto::Error::Aead);
         }
         self.open_sealed(epoch, self.body())

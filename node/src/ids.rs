@@ -108,6 +108,12 @@ impl SpaceId {
         DocId(derive16("outpost/control-doc/v1", &self.0))
     }
 
+    /// What the space's read receipts are about (the `doc` of its
+    /// [`crate::envelope::Kind::State`] envelopes).
+    pub fn receipts_doc(&self) -> DocId {
+        DocId(derive16("outpost/receipts/v1", &self.0))
+    }
+
     /// Chat shard `k` of this space.
     pub fn chat_shard(&self, k: u32) -> DocId {
         let mut input = self.0.to_vec();

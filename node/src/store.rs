@@ -74,6 +74,9 @@ type SideKey = (&'static [u8; 16], &'static [u8; 16], u64, &'static [u8; 32]);
 /// tombstone that may delete the body arrives (the body is deleted then), or
 /// before the body arrives (it is then checked, and refused, on arrival).
 const TOMBSTONED: TableDefinition<(&[u8; 16], &[u8; 32]), &[u8; 32]> = TableDefinition::new("tombstoned-1");
+/// Read receipts (`envelope::Kind::State`): (space, device) → the device's
+/// newest one. A newer one replaces the row.
+const STATES: TableDefinition<(&[u8; 16], &[u8; 32]), &[u8]> = TableDefinition::new("states-1");
 /// Device certificates learnt from peers: device → postcard(DeviceCert).
 const CERTS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("device-certs-1");
 /// This device's user's devices (linked here, or known when this device joined):
@@ -186,6 +189,7 @@ impl Store {
         tx.open_table(SIDES)?;
         tx.open_table(SIDES_OF)?;
         tx.open_table(TOMBSTONED)?;
+        tx.open_table(STATES)?;
         tx.set_two_phase_commit(true);
         tx.commit()?;
         Ok(())
@@ -302,6 +306,17 @@ impl Store {
     pub fn sides(&self, space: &SpaceId) -> Result<Vec<Vec<u8>>> {
         let tx = self.db.begin_read()?;
         let table = tx.open_table(SIDES)?;
+        let mut out = Vec::new();
+        for row in table.range((&space.0, &[0u8; 32])..=(&space.0, &[0xff; 32]))? {
+            out.push(row?.1.value().to_vec());
+        }
+        Ok(out)
+    }
+
+    /// Every state envelope (read receipt) of `space`, one per device.
+    pub fn states(&self, space: &SpaceId) -> Result<Vec<Vec<u8>>> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(STATES)?;
         let mut out = Vec::new();
         for row in table.range((&space.0, &[0u8; 32])..=(&space.0, &[0xff; 32]))? {
             out.push(row?.1.value().to_vec());
@@ -517,6 +532,12 @@ impl Txn {
         self.open_table(SIDES)?.insert((&space.0, &id.0), bytes)?;
         self.open_table(SIDES_OF)?
             .insert((&space.0, &actor.0, seq, &id.0), ())?;
+        Ok(())
+    }
+
+    /// Stores `device`'s newest state envelope of `space`, replacing the older.
+    pub fn put_state(&mut self, space: &SpaceId, device: &DeviceId, bytes: &[u8]) -> Result<()> {
+        self.open_table(STATES)?.insert((&space.0, &device.0), bytes)?;
         Ok(())
     }
 

@@ -441,7 +441,11 @@ pub fn plaintext_reachable_after(
         .into_iter()
         .map(|b| Envelope::decode(b).unwrap())
     {
-        let opened: usize = ring.keys().filter_map(|k| env.open_body(k).ok()).map(|p| p.len()).sum();
+        let opened: usize = ring
+            .keys()
+            .filter_map(|k| env.open_value(k).ok())
+            .map(|p| p.len())
+            .sum();
         if after_removal(&env) {
             after += opened
         } else {
@@ -513,7 +517,7 @@ pub fn decryptable(home: &Path, reader: &Path, space: &str) -> Vec<Vec<u8>> {
         .into_iter()
         .map(|b| Envelope::decode(b).unwrap())
     {
-        out.extend(ring.keys().filter_map(|k| env.open_body(k).ok()));
+        out.extend(ring.keys().filter_map(|k| env.open_value(k).ok()));
     }
     out
 }

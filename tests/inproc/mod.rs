@@ -124,8 +124,8 @@ pub fn kinds(envelopes: &[Vec<u8>]) -> (usize, usize, usize) {
             Kind::Control => counts.0 += 1,
             Kind::Content => counts.1 += 1,
             Kind::Snapshot => counts.2 += 1,
-            // Chat bodies and tombstones ride beside their changes.
-            Kind::Body | Kind::Tombstone => {}
+            // Chat bodies, tombstones and receipts are kept beside the log.
+            Kind::Body | Kind::Tombstone | Kind::State => {}
         }
     }
     counts

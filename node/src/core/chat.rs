@@ -157,6 +157,10 @@ pub struct MessageView {
     pub reactions: Vec<ReactionView>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retracted: Option<RetractedView>,
+    /// The users, other than its author, who have read it (on any of their
+    /// devices), as far as their receipts reached this node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub read_by: Vec<UserId>,
     /// The body has not reached this node yet.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub missing: bool,
@@ -302,7 +306,7 @@ impl Core {
                     control_heads: space.state.heads(),
                 };
                 let plain = postcard::to_stdvec(&BodyPlain::V1 { text: text.to_string() }).expect("bodies serialize");
-                Envelope::seal_body(&self.keys, header, &target.key, &plain)
+                Envelope::seal_value(&self.keys, header, &target.key, &plain)
             })
             .collect()
     }
@@ -774,6 +778,9 @@ impl Core {
     /// A side envelope from a peer: stored (a body), or applied and stored (a
     /// tombstone), once the control heads it names are known.
     pub(super) fn ingest_side(&mut self, tx: &mut Txn, env: &Envelope) -> store::Result<SideOutcome> {
+        if env.header().kind == Kind::State {
+            return self.ingest_state(tx, env);
+        }
         let h = env.header();
         let space_id = h.space;
         let Some(space) = self.spaces.get(&space_id) else {
@@ -832,15 +839,7 @@ impl Core {
         let Some(env) = get(&id).and_then(|b| Envelope::decode_stored(b).ok()) else {
             return BodyText::Missing;
         };
-        let h = env.header();
-        let key = space.keys.get(&h.epoch).cloned().or_else(|| {
-            space
-                .state
-                .epoch_at(&h.control_heads)
-                .filter(|e| e.id == h.epoch)
-                .and_then(|e| space.keys.key_for(&e))
-        });
-        let plain = key.and_then(|k| env.open_body(&k).ok());
+        let plain = space.key_of(&env).and_then(|k| env.open_value(&k).ok());
         match plain.and_then(|p| postcard::from_bytes::<BodyPlain>(&p).ok()) {
             Some(BodyPlain::V1 { text }) => BodyText::Text(text),
             None => BodyText::Missing,
@@ -1023,7 +1022,16 @@ impl Core {
             }
         }
         let missing = retracted.is_none() && current.is_none();
+        let author_user = self.user_of(space, &author);
+        let actor = actor_key(&m.actor);
+        let read_by = overlay
+            .seen
+            .iter()
+            .filter(|(user, seen)| Some(**user) != author_user && seen.get(&actor).is_some_and(|c| *c >= m.lamport))
+            .map(|(user, _)| *user)
+            .collect();
         MessageView {
+            read_by,
             id: m.id.clone(),
             author,
             text: current.unwrap_or_default(),
@@ -1098,6 +1106,7 @@ impl Core {
                 history: Vec::new(),
                 reactions: Vec::new(),
                 retracted: None,
+                read_by: Vec::new(),
             };
             effects.events.push(Event::Message {
                 space: space_id,
@@ -1161,6 +1170,8 @@ struct Overlay {
     reactions: HashMap<String, Vec<ReactionView>>,
     /// body id → who retracted it (a tombstone that may), when.
     retracted: HashMap<String, RetractedView>,
+    /// Per user, per writer, the highest message counter the user has read.
+    seen: BTreeMap<UserId, BTreeMap<ActorKey, u64>>,
 }
 
 impl Overlay {
@@ -1233,6 +1244,7 @@ impl Overlay {
             }
         }
         Self {
+            seen: core.seen_by_user(space),
             ref_of,
             edits,
             reactions: reactions

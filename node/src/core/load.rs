@@ -144,7 +144,9 @@ impl Core {
         self.spaces.insert(space_id, space);
         // Bodies that never came (a crash between a change and its bodies, a
         // snapshot) are asked of peers.
-        self.find_missing_bodies(space_id).map_err(|e| e.to_string())
+        self.find_missing_bodies(space_id)
+            .and_then(|()| self.load_receipts(space_id))
+            .map_err(|e| e.to_string())
     }
 
     /// A space's control log as stored (its operations were checked when stored).

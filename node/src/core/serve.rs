@@ -117,6 +117,13 @@ impl Core {
                 out.extend(sides);
             }
             let view = space.peers.entry(peer).or_default();
+            // Read receipts it was not sent yet in this run (one per device).
+            for (device, receipt) in &space.receipts {
+                if view.receipts_sent.get(device).is_none_or(|c| *c < receipt.counter) {
+                    view.receipts_sent.insert(*device, receipt.counter);
+                    out.push(receipt.bytes.as_ref().clone());
+                }
+            }
             // Every peer learns each freeze once per run: the twins are the evidence,
             // and a peer holding either one freezes the writer as this node did.
             for (actor, (_, twins)) in &space.frozen {

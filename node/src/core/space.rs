@@ -93,6 +93,8 @@ pub(crate) struct PeerView {
     pub(crate) last_sync_ms: Option<u64>,
     /// Frozen writers whose evidence this peer was sent (this run).
     pub(crate) evidence_sent: BTreeSet<ActorKey>,
+    /// The counter of each device's receipt this peer was sent (this run).
+    pub(crate) receipts_sent: BTreeMap<DeviceId, u64>,
 }
 
 /// The readable side of a space (members holding an epoch key).
@@ -172,6 +174,8 @@ pub(crate) struct Space {
     pub(crate) doc_of: HashMap<EnvelopeId, DocId>,
     /// Side envelopes (chat bodies, tombstones) held in the store.
     pub(crate) sides_held: u64,
+    /// Each member device's newest read receipt (chat rooms).
+    pub(crate) receipts: BTreeMap<DeviceId, super::receipts::Receipt>,
     /// Chat bodies named by messages held here but not stored (they did not
     /// come beside their change, e.g. it came in a snapshot): asked of peers
     /// at each sync, with the peer last asked and when (ms). At most
@@ -235,6 +239,7 @@ impl Space {
             snapshot_lasts: BTreeSet::new(),
             doc_of: HashMap::new(),
             sides_held: 0,
+            receipts: BTreeMap::new(),
             wanted_bodies: BTreeMap::new(),
         }
     }
@@ -365,7 +370,7 @@ impl Space {
             Kind::Control => self.classify_control(env, h.seq == have + 1),
             Kind::Content => self.classify_content(env, h.seq == have + 1),
             Kind::Snapshot => unreachable!("snapshots returned above"),
-            Kind::Body | Kind::Tombstone => unreachable!("side envelopes are ingested beside the log"),
+            Kind::Body | Kind::Tombstone | Kind::State => unreachable!("side envelopes are ingested beside the log"),
         }
     }
 
