@@ -301,3 +301,42 @@ fn read_receipts_are_per_user_and_rooms_count_unread_messages() {
     // b's laptop shows the phone's receipt as b's.
     assert_eq!(read_by(&b, &space, &three), [b_user]);
 }
+
+#[test]
+fn a_direct_message_room_is_found_again_and_both_users_own_it() {
+    let root = tempfile::tempdir().unwrap();
+    let (a, b) = pair(root.path());
+    let (a_user, b_user) = (user_of(&a), user_of(&b));
+    let made = a.json(&["chat", "dm", &b.card(), "hi b", "--json"]);
+    assert_eq!(made["created"], true);
+    let space = made["space"].as_str().unwrap().to_string();
+    // Named by the user id once met: the same room, nothing new.
+    let again = a.json(&["chat", "dm", &b_user, "--json"]);
+    assert_eq!(
+        (again["created"].as_bool(), again["space"].as_str()),
+        (Some(false), Some(space.as_str()))
+    );
+    // b sees it as a direct room with a, and finds the same room.
+    let listed = wait_until(WAIT, "the direct room on b", || {
+        let spaces = b.json(&["chat", "list", "--json"]);
+        spaces
+            .as_array()?
+            .iter()
+            .find(|s| s["space"] == space.as_str())
+            .cloned()
+    });
+    assert_eq!(listed["direct"], a_user.as_str());
+    let from_b = b.json(&["chat", "dm", &a_user, "--json"]);
+    assert_eq!(
+        (from_b["created"].as_bool(), from_b["space"].as_str()),
+        (Some(false), Some(space.as_str()))
+    );
+    assert_eq!(b.log_texts(&space), ["hi b"]);
+    let roles = wait_until(WAIT, "both users owners", || {
+        let members = b.members(&space)?;
+        members.iter().all(|(_, role)| role == "owner").then_some(members)
+    });
+    assert_eq!(roles.len(), 2);
+    let err = a.fails(&["chat", "dm", &a_user], 2);
+    assert!(err.contains("someone else"), "{err}");
+}

@@ -4,10 +4,10 @@
 use clap::{Args, Subcommand, ValueEnum};
 use futures::StreamExt;
 use outpost_node::{
-    api::{ApiEvent, ChatOpRequest, CreateChat, Created, SendMessage},
+    api::{ApiEvent, ChatOpRequest, CreateChat, Created, Direct, SendMessage},
     client::Client,
     control::{History, Posting},
-    core::{ChatDone, ChatOp, MarkedRead, MessageView, RoomView, Sent, SpaceSummary},
+    core::{ChatDone, ChatOp, DirectRoom, MarkedRead, MessageView, RoomView, Sent, SpaceSummary},
 };
 
 use crate::{exit::Usage, output};
@@ -38,6 +38,15 @@ pub(crate) enum ChatCommand {
         /// join the department are added, those who leave it are removed.
         #[arg(long, value_name = "PATH")]
         department: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The direct-message room with a user (made when there is none; both of
+    /// you own it), printing its id; with TEXT, sends it there too.
+    Dm {
+        /// Their device card, or a device or user id this node has met.
+        user: String,
+        text: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -221,6 +230,29 @@ pub(crate) async fn run(client: &Client, cmd: ChatCommand) -> anyhow::Result<()>
                 output::json(&sent)?;
             } else {
                 println!("{}", sent.id);
+            }
+        }
+        ChatCommand::Dm { user, text, json } => {
+            let room: DirectRoom = client.post("/v1/chats/dm", &Direct { user }).await?;
+            let sent = match text {
+                Some(text) => {
+                    let send = SendMessage {
+                        text,
+                        reply_to: None,
+                        client_id: None,
+                    };
+                    Some(
+                        client
+                            .post::<_, Sent>(&format!("/v1/chats/{}/messages", room.space), &send)
+                            .await?,
+                    )
+                }
+                None => None,
+            };
+            if json {
+                output::json(&serde_json::json!({ "space": room.space, "created": room.created, "sent": sent }))?;
+            } else {
+                println!("{}", room.space);
             }
         }
         ChatCommand::Edit { message, text, room } => op(client, room, ChatOp::Edit { message, text }).await?,

@@ -115,7 +115,8 @@ pub(crate) fn room(r: &RoomView) {
 
 /// One line of `chat list`.
 pub(crate) fn space_line(s: &SpaceSummary) {
-    let name = s.name.as_deref().unwrap_or("(not readable here)");
+    let direct = s.direct.map(|u| format!("direct: {}", u.fmt_short()));
+    let name = direct.as_deref().or(s.name.as_deref()).unwrap_or("(not readable here)");
     let history = match s.history {
         History::Shared => "",
         History::FromJoin => "  (history from join)",

@@ -11,6 +11,7 @@
 //! | GET | `/v1/chats/{space}/messages?limit=N` | the latest N messages in display order, with edits, reactions, retraction |
 //! | POST | `/v1/chat/ops` | `{space?, op}`: edit, retract, react, topic, welcome, announce, pin, retract window (without `space`, the room holding the op's message) |
 //! | GET | `/v1/chats/{space}/room` | topic, welcome message, announcement, pinned messages |
+//! | POST | `/v1/chats/dm` | `{user}`: the direct-message room with that user (made when there is none) |
 //! | POST | `/v1/chats/{space}/read` | marks the room read by this user (a receipt every member sees) |
 //! | POST | `/v1/spaces/{space}/members` | add a member `{member, role}` or a replicator `{member, replicator: true}` (owners and admins); returns after the durable commit |
 //! | GET | `/v1/spaces/{space}/members` | the space's members with roles, and its replicators |
@@ -224,6 +225,7 @@ pub fn router(core: CoreHandle, net: NetHandle, keys: Arc<DeviceKeys>, stopping:
         .route("/v1/chat/ops", post(chat_op))
         .route("/v1/chats/{space}/room", get(room))
         .route("/v1/chats/{space}/read", post(mark_read))
+        .route("/v1/chats/dm", post(direct))
         .route("/v1/docs", post(create_doc))
         .route("/v1/docs/{space}", post(write_doc))
         .route("/v1/docs/{space}/read", post(read_doc))
@@ -639,6 +641,17 @@ async fn send(
 async fn chat_op(State(s): State<AppState>, Json(req): Json<ChatOpRequest>) -> Result<Json<core::ChatDone>, Failure> {
     let space = req.space.as_deref().map(parse_space).transpose()?;
     Ok(Json(s.core.chat_write(space, req.op).await?))
+}
+
+/// Whom to write to directly.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Direct {
+    /// A device card, or a device or user id this node has met.
+    pub user: String,
+}
+
+async fn direct(State(s): State<AppState>, Json(req): Json<Direct>) -> Result<Json<core::DirectRoom>, Failure> {
+    Ok(Json(s.core.direct(req.user).await?))
 }
 
 async fn mark_read(State(s): State<AppState>, Path(space): Path<String>) -> Result<Json<core::MarkedRead>, Failure> {

@@ -49,7 +49,7 @@ pub use self::{
         AgendaItem, AttendeeView, CalAnswer, CalEdit, CalQuery, CalScope, CalWritten, EventChange, FreeBusyView,
         Interval, MAX_ICS_BYTES, NewEvent,
     },
-    chat::{ChatDone, ChatOp, EditView, MessageView, Outgoing, ReactionView, RetractedView, RoomView},
+    chat::{ChatDone, ChatOp, DirectRoom, EditView, MessageView, Outgoing, ReactionView, RetractedView, RoomView},
     devices::{DeviceRecord, DeviceView, Joined, LinkState, Linked, Revoked, join_request},
     docs::{
         BlameView, DiffView, DocAnswer, DocEdit, DocFormat, DocQuery, DocView, MAX_DOC_WRITE_BYTES,
@@ -255,6 +255,9 @@ pub struct SpaceSummary {
     /// Chat rooms: messages of others this device's user has not read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unread: Option<u64>,
+    /// A direct-message room: the other user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direct: Option<UserId>,
 }
 
 /// A member of a space, as `space members` shows it.
@@ -499,6 +502,10 @@ enum ToCore {
         space: SpaceId,
         reply: Reply<MarkedRead>,
     },
+    Direct {
+        who: String,
+        reply: Reply<DirectRoom>,
+    },
     Ingest {
         from: DeviceId,
         /// Decoded and signature-checked by the handle, off the core thread.
@@ -679,6 +686,11 @@ impl CoreHandle {
             reply,
         })
         .await
+    }
+
+    /// The direct-message room with the user `who` names (made when there is none).
+    pub async fn direct(&self, who: String) -> Result<DirectRoom> {
+        self.call(|reply| ToCore::Direct { who, reply }).await
     }
 
     /// Marks a chat room read by this device's user, up to what it holds.
@@ -1168,6 +1180,9 @@ impl Core {
                 ToCore::MarkRead { space, reply } => self
                     .mark_read(txn, space, &mut effects)
                     .map(|r| effects.reply_result(reply, r)),
+                ToCore::Direct { who, reply } => self
+                    .direct_room(txn, &who, &mut effects)
+                    .map(|r| effects.reply_result(reply, r)),
                 ToCore::Ingest { from, envelopes, reply } => self
                     .ingest(txn, Some(from), envelopes, &mut effects)
                     .map(|ack| effects.reply(reply, ack)),
@@ -1405,6 +1420,7 @@ impl Core {
             ToCore::Send { reply, .. } => fail_unavailable(reply),
             ToCore::ChatWrite { reply, .. } => fail_unavailable(reply),
             ToCore::MarkRead { reply, .. } => fail_unavailable(reply),
+            ToCore::Direct { reply, .. } => fail_unavailable(reply),
             ToCore::Ingest { reply, .. } => fail_unavailable(reply),
             ToCore::LearnCert { .. } => {}
         }
@@ -1442,9 +1458,16 @@ impl Core {
         // alike, and a device id is tried first.
         // A device removed from some space (revoked or lost) comes last.
         let user = UserId(device.0);
+        // Certificates met in offers, and those of the members of every space
+        // this node keeps (named in their signed control logs).
+        let members = self
+            .spaces
+            .values()
+            .flat_map(|s| s.state.members.values().map(|m| &m.cert));
         self.certs
             .values()
-            .filter(|c| c.user == user)
+            .chain(members)
+            .filter(|c| c.user == user || c.device == device)
             .min_by_key(|c| (self.removed_anywhere(&c.device), c.device))
             .copied()
             .ok_or_else(|| Error::UnknownDevice(text.to_string()))
@@ -1670,6 +1693,7 @@ impl Core {
                 members: s.state.members.keys().copied().collect(),
                 replicators: s.state.replicators.iter().copied().collect(),
                 unread: (s.state.kind == SpaceKind::Chat && s.readable.is_some()).then(|| self.unread(s)),
+                direct: s.name.as_deref().and_then(|n| chat::dm_peer(n, self.keys.user_id())),
             })
             .collect()
     }

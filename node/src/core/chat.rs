@@ -85,6 +85,13 @@ impl ChatOp {
     }
 }
 
+/// A direct-message room: found, or made now.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DirectRoom {
+    pub space: SpaceId,
+    pub created: bool,
+}
+
 /// What a [`ChatOp`] did.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ChatDone {
@@ -261,6 +268,60 @@ impl Core {
             }
         }
         Ok(())
+    }
+
+    /// The direct-message room of this user and the user `who` names (a
+    /// card, a device id, or a user id this node has met): the one that
+    /// exists, or a new one. Both users are owners; it is an ordinary room
+    /// whose sealed name marks it (`dm:USER:USER`, the ids sorted), so only
+    /// its members know it is a DM.
+    pub(super) fn direct_room(
+        &mut self,
+        tx: &mut Txn,
+        who: &str,
+        effects: &mut Effects,
+    ) -> store::Result<Result<DirectRoom>> {
+        let cert = match self.resolve_cert(who) {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(e)),
+        };
+        let me = self.keys.user_id();
+        if cert.user == me {
+            return Ok(Err(Error::Invalid(
+                "a direct message goes to someone else: name another user".into(),
+            )));
+        }
+        let name = dm_name(me, cert.user);
+        let existing = self.spaces.values().find(|s| {
+            s.state.kind == SpaceKind::Chat
+                && s.name.as_deref() == Some(name.as_str())
+                && s.state.members.contains_key(&self.me)
+        });
+        if let Some(space) = existing {
+            return Ok(Ok(DirectRoom {
+                space: space.state.space,
+                created: false,
+            }));
+        }
+        let room = NewSpace {
+            name,
+            kind: SpaceKind::Chat,
+            history: History::Shared,
+            posting: Posting::Writers,
+            department: None,
+            members: vec![cert.to_card()],
+            replicators: Vec::new(),
+        };
+        let space = match self.create_chat(tx, &room, effects)? {
+            Ok(space) => space,
+            Err(e) => return Ok(Err(e)),
+        };
+        // Both run the room alike: the other user is an owner too.
+        let change = MemberChange::SetRole(cert.device.to_string(), Role::Owner);
+        if let Err(e) = self.change_members(tx, space, change, effects)? {
+            return Ok(Err(e));
+        }
+        Ok(Ok(DirectRoom { space, created: true }))
     }
 
     /// Checks one send: its size, and the message it answers.
@@ -1270,6 +1331,23 @@ fn readable_of(space: &Space) -> Result<&space::Readable> {
             .clone()
             .unwrap_or_else(|| "this device is a replicator: it stores the space but holds no key".into()),
     })
+}
+
+/// The sealed name of the direct-message room of two users.
+fn dm_name(a: UserId, b: UserId) -> String {
+    let (first, second) = if a <= b { (a, b) } else { (b, a) };
+    format!("dm:{first}:{second}")
+}
+
+/// The other user of a direct-message room named by [`dm_name`], for `me`.
+pub(super) fn dm_peer(name: &str, me: UserId) -> Option<UserId> {
+    let (a, b) = name.strip_prefix("dm:")?.split_once(':')?;
+    let (a, b): (UserId, UserId) = (a.parse().ok()?, b.parse().ok()?);
+    match (a == me, b == me) {
+        (true, false) => Some(b),
+        (false, true) => Some(a),
+        _ => None,
+    }
 }
 
 fn check_text(text: &str) -> Result<()> {
