@@ -340,3 +340,41 @@ fn a_direct_message_room_is_found_again_and_both_users_own_it() {
     let err = a.fails(&["chat", "dm", &a_user], 2);
     assert!(err.contains("someone else"), "{err}");
 }
+
+#[test]
+fn muted_rooms_and_quiet_hours_hold_back_notifications_not_messages() {
+    let root = tempfile::tempdir().unwrap();
+    let (a, b) = pair(root.path());
+    let space = a.create_chat("ops", &[&b], &[]);
+    let b_user = user_of(&b);
+    let muted = b.json(&["chat", "mute", &space, "--json"]);
+    assert_eq!(muted["muted"], serde_json::json!([space]));
+    let first = a.send(&space, &format!("@{} ping", &b_user[..10]));
+    // The message arrives; its notification is kept, held back.
+    wait_message(&b, &space, &first, "the message on b", |m| m["text"] != "");
+    let held = wait_until(WAIT, "the held mention", || {
+        inbox(&b).into_iter().find(|e| e["message"] == first.as_str())
+    });
+    assert_eq!(held["held"], true);
+    b.json(&["chat", "mute", &space, "--unmute", "--json"]);
+    wait_until(WAIT, "the mention released on unmute", || {
+        let e = inbox(&b).into_iter().find(|e| e["message"] == first.as_str())?;
+        e.get("held").is_none().then_some(())
+    });
+
+    // Quiet hours covering the whole day hold back every room's notifications.
+    let err = b.fails(&["chat", "quiet", "7pm"], 2);
+    assert!(err.contains("HH:MM-HH:MM"), "{err}");
+    let quiet = b.json(&["chat", "quiet", "00:00-23:59", "--json"]);
+    assert_eq!(quiet["quiet_hours"], "00:00-23:59");
+    let second = a.send(&space, "@all standup");
+    let held = wait_until(WAIT, "the held @all", || {
+        inbox(&b).into_iter().find(|e| e["message"] == second.as_str())
+    });
+    assert_eq!(held["held"], true);
+    b.json(&["chat", "quiet", "off", "--json"]);
+    wait_until(WAIT, "the @all released after the quiet hours", || {
+        let e = inbox(&b).into_iter().find(|e| e["message"] == second.as_str())?;
+        e.get("held").is_none().then_some(())
+    });
+}

@@ -7,7 +7,10 @@ use outpost_node::{
     api::{ApiEvent, ChatOpRequest, CreateChat, Created, Direct, SendMessage},
     client::Client,
     control::{History, Posting},
-    core::{ChatDone, ChatOp, DirectRoom, MarkedRead, MessageView, RoomView, Sent, SpaceSummary},
+    core::{
+        ChatDone, ChatOp, DirectRoom, MarkedRead, MessageView, Quiet, QuietHours, QuietView, RoomView, Sent,
+        SpaceSummary,
+    },
 };
 
 use crate::{exit::Usage, output};
@@ -121,6 +124,23 @@ pub(crate) enum ChatCommand {
     /// sees who has read each message in `chat log`).
     Read {
         space: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Hold back this room's notifications on this device (mentions still
+    /// land in `outpost inbox`, marked held); `--unmute` lets them through.
+    Mute {
+        space: String,
+        #[arg(long)]
+        unmute: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A daily window (this machine's time) in which notifications are held
+    /// back, e.g. `22:00-07:00`; `off` ends it; no argument shows the settings.
+    /// Messages still arrive; held notifications come when the window ends.
+    Quiet {
+        window: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -296,6 +316,30 @@ pub(crate) async fn run(client: &Client, cmd: ChatCommand) -> anyhow::Result<()>
                 println!("{} new message(s) marked read", done.newly_read);
             }
         }
+        ChatCommand::Mute { space, unmute, json } => {
+            let space = space
+                .parse()
+                .map_err(|_| Usage(format!("`{space}` is not a space id (`chat list` shows them)")))?;
+            let view: QuietView = client
+                .post("/v1/chat/quiet", &Quiet::Mute { space, on: !unmute })
+                .await?;
+            quiet_out(&view, json)?;
+        }
+        ChatCommand::Quiet { window, json } => {
+            let view: QuietView = match window.as_deref() {
+                None => client.get("/v1/chat/quiet").await?,
+                Some("off") => client.post("/v1/chat/quiet", &Quiet::Hours(None)).await?,
+                Some(w) => {
+                    let hours = QuietHours::parse(w).ok_or_else(|| {
+                        Usage(format!(
+                            "`{w}` is not a window: write it as HH:MM-HH:MM, e.g. 22:00-07:00, or `off`"
+                        ))
+                    })?;
+                    client.post("/v1/chat/quiet", &Quiet::Hours(Some(hours))).await?
+                }
+            };
+            quiet_out(&view, json)?;
+        }
         ChatCommand::Info { space, json } => {
             let room: RoomView = client.get(&format!("/v1/chats/{space}/room")).await?;
             if json {
@@ -321,6 +365,22 @@ pub(crate) async fn run(client: &Client, cmd: ChatCommand) -> anyhow::Result<()>
                 spaces.iter().for_each(output::space_line);
             }
         }
+    }
+    Ok(())
+}
+
+fn quiet_out(view: &QuietView, json: bool) -> anyhow::Result<()> {
+    if json {
+        return output::json(view);
+    }
+    let hours = view.quiet_hours.as_deref().unwrap_or("none");
+    let now = if view.quiet_now { " (now)" } else { "" };
+    println!("quiet hours: {hours}{now}");
+    for space in &view.muted {
+        println!("muted: {space}");
+    }
+    if view.held > 0 {
+        println!("{} notification(s) held back", view.held);
     }
     Ok(())
 }

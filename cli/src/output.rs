@@ -33,6 +33,11 @@ pub(crate) fn inbox_entry(e: &InboxEntry) {
     }
     if let Some(id) = &e.message {
         let place = e.space_name.as_deref().unwrap_or("a room");
+        let place = if e.held {
+            format!("{place}, held back")
+        } else {
+            place.to_string()
+        };
         let context = e.context.as_deref().unwrap_or("(retracted or not here yet)");
         let how = if e.kind == "all" {
             "mentioned everyone"
@@ -130,10 +135,13 @@ pub(crate) fn space_line(s: &SpaceSummary) {
         .as_deref()
         .map(|d| format!("  (department room: {d})"))
         .unwrap_or_default();
-    let unread = match s.unread {
+    let mut unread = match s.unread {
         Some(n) if n > 0 => format!("  ({n} unread)"),
         _ => String::new(),
     };
+    if s.muted {
+        unread.push_str("  (muted)");
+    }
     println!(
         "{}  {}  {} members{history}{posting}{department}{unread}",
         s.space,

@@ -11,6 +11,7 @@
 //! | GET | `/v1/chats/{space}/messages?limit=N` | the latest N messages in display order, with edits, reactions, retraction |
 //! | POST | `/v1/chat/ops` | `{space?, op}`: edit, retract, react, topic, welcome, announce, pin, retract window (without `space`, the room holding the op's message) |
 //! | GET | `/v1/chats/{space}/room` | topic, welcome message, announcement, pinned messages |
+//! | GET, POST | `/v1/chat/quiet` | do not disturb: muted rooms and quiet hours (POST a `Quiet` change) |
 //! | POST | `/v1/chats/dm` | `{user}`: the direct-message room with that user (made when there is none) |
 //! | POST | `/v1/chats/{space}/read` | marks the room read by this user (a receipt every member sees) |
 //! | POST | `/v1/spaces/{space}/members` | add a member `{member, role}` or a replicator `{member, replicator: true}` (owners and admins); returns after the durable commit |
@@ -226,6 +227,7 @@ pub fn router(core: CoreHandle, net: NetHandle, keys: Arc<DeviceKeys>, stopping:
         .route("/v1/chats/{space}/room", get(room))
         .route("/v1/chats/{space}/read", post(mark_read))
         .route("/v1/chats/dm", post(direct))
+        .route("/v1/chat/quiet", get(quiet_show).post(quiet_set))
         .route("/v1/docs", post(create_doc))
         .route("/v1/docs/{space}", post(write_doc))
         .route("/v1/docs/{space}/read", post(read_doc))
@@ -652,6 +654,17 @@ pub struct Direct {
 
 async fn direct(State(s): State<AppState>, Json(req): Json<Direct>) -> Result<Json<core::DirectRoom>, Failure> {
     Ok(Json(s.core.direct(req.user).await?))
+}
+
+async fn quiet_show(State(s): State<AppState>) -> Result<Json<core::QuietView>, Failure> {
+    Ok(Json(s.core.quiet().await?))
+}
+
+async fn quiet_set(
+    State(s): State<AppState>,
+    Json(change): Json<core::Quiet>,
+) -> Result<Json<core::QuietView>, Failure> {
+    Ok(Json(s.core.set_quiet(change).await?))
 }
 
 async fn mark_read(State(s): State<AppState>, Path(space): Path<String>) -> Result<Json<core::MarkedRead>, Failure> {

@@ -24,6 +24,7 @@ mod load;
 mod members;
 mod org;
 mod pending;
+mod quiet;
 mod receipts;
 mod reminders;
 mod serve;
@@ -57,6 +58,7 @@ pub use self::{
     },
     inbox::{InboxEntry, MAX_INBOX_LIMIT, ReminderView},
     org::{DEFAULT_EXPIRY_DAYS, DirEntry, DraftView, MAX_DIR_RESULTS, OrgCommand, OrgNet, OrgView, Proposal},
+    quiet::{Quiet, QuietHours, QuietView},
     receipts::{MAX_RECEIPT_WRITERS, MarkedRead},
     reminders::{CATCH_UP_MS, LATE_AFTER_MS, MAX_REMINDERS_PER_EVENT, SIBLING_STEP_MS},
 };
@@ -258,6 +260,9 @@ pub struct SpaceSummary {
     /// A direct-message room: the other user.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub direct: Option<UserId>,
+    /// Its notifications are held back on this device.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub muted: bool,
 }
 
 /// A member of a space, as `space members` shows it.
@@ -506,6 +511,13 @@ enum ToCore {
         who: String,
         reply: Reply<DirectRoom>,
     },
+    Quiet {
+        change: Quiet,
+        reply: Reply<QuietView>,
+    },
+    QuietShow {
+        reply: Reply<QuietView>,
+    },
     Ingest {
         from: DeviceId,
         /// Decoded and signature-checked by the handle, off the core thread.
@@ -686,6 +698,16 @@ impl CoreHandle {
             reply,
         })
         .await
+    }
+
+    /// Mutes or unmutes a room, or sets the quiet hours.
+    pub async fn set_quiet(&self, change: Quiet) -> Result<QuietView> {
+        self.call(|reply| ToCore::Quiet { change, reply }).await
+    }
+
+    /// The do-not-disturb settings.
+    pub async fn quiet(&self) -> Result<QuietView> {
+        self.call(|reply| ToCore::QuietShow { reply }).await
     }
 
     /// The direct-message room with the user `who` names (made when there is none).
@@ -1022,6 +1044,8 @@ struct Core {
     /// A peer's calendar change was applied: the next reminder scan looks
     /// back `reminders::RESCAN_MS` (what arrived may have come due already).
     reminder_rescan: bool,
+    /// Muted rooms, quiet hours and the notifications they hold back.
+    dnd: quiet::Dnd,
     /// Link tickets made here and not yet used or expired (memory only).
     links: HashMap<[u8; 16], PendingLink>,
 }
@@ -1100,6 +1124,7 @@ impl Core {
             reminder_mark: None,
             started_ms: crate::clock::now_ms() as i64,
             reminder_rescan: false,
+            dnd: quiet::Dnd::default(),
             links: HashMap::new(),
         }
     }
@@ -1117,7 +1142,8 @@ impl Core {
             // to fire costs no transaction.
             let ticks = batch.len();
             batch.retain(|c| !matches!(c, ToCore::Remind));
-            if batch.len() < ticks && self.remind_needed(crate::clock::now_ms() as i64) {
+            let now = crate::clock::now_ms() as i64;
+            if batch.len() < ticks && (self.remind_needed(now) || self.dnd.release_due(now)) {
                 batch.push(ToCore::Remind);
             }
             if batch.is_empty() {
@@ -1165,7 +1191,11 @@ impl Core {
                 ToCore::CalWrite { space, edit, reply } => self
                     .write_calendar(txn, space, edit, &mut effects)
                     .map(|outcome| effects.reply_result(reply, outcome)),
-                ToCore::Remind => self.remind(txn, crate::clock::now_ms() as i64, &mut effects),
+                ToCore::Remind => {
+                    let now = crate::clock::now_ms() as i64;
+                    self.remind(txn, now, &mut effects)
+                        .and_then(|()| self.release_notifications(txn, now, &mut effects))
+                }
                 ToCore::TakeClaims { from, claims } => self.take_claims(txn, from, claims),
                 ToCore::ClaimsFor { peer, reply } => self
                     .recent_claims(txn, peer, crate::clock::now_ms() as i64)
@@ -1183,6 +1213,7 @@ impl Core {
                 ToCore::Direct { who, reply } => self
                     .direct_room(txn, &who, &mut effects)
                     .map(|r| effects.reply_result(reply, r)),
+                ToCore::Quiet { change, reply } => self.set_quiet(txn, change).map(|r| effects.reply_result(reply, r)),
                 ToCore::Ingest { from, envelopes, reply } => self
                     .ingest(txn, Some(from), envelopes, &mut effects)
                     .map(|ack| effects.reply(reply, ack)),
@@ -1421,6 +1452,10 @@ impl Core {
             ToCore::ChatWrite { reply, .. } => fail_unavailable(reply),
             ToCore::MarkRead { reply, .. } => fail_unavailable(reply),
             ToCore::Direct { reply, .. } => fail_unavailable(reply),
+            ToCore::Quiet { reply, .. } => fail_unavailable(reply),
+            ToCore::QuietShow { reply } => {
+                let _ = reply.send(Ok(self.quiet_view()));
+            }
             ToCore::Ingest { reply, .. } => fail_unavailable(reply),
             ToCore::LearnCert { .. } => {}
         }
@@ -1694,6 +1729,7 @@ impl Core {
                 replicators: s.state.replicators.iter().copied().collect(),
                 unread: (s.state.kind == SpaceKind::Chat && s.readable.is_some()).then(|| self.unread(s)),
                 direct: s.name.as_deref().and_then(|n| chat::dm_peer(n, self.keys.user_id())),
+                muted: self.dnd.muted.contains(&s.state.space),
             })
             .collect()
     }

@@ -74,6 +74,9 @@ type SideKey = (&'static [u8; 16], &'static [u8; 16], u64, &'static [u8; 32]);
 /// tombstone that may delete the body arrives (the body is deleted then), or
 /// before the body arrives (it is then checked, and refused, on arrival).
 const TOMBSTONED: TableDefinition<(&[u8; 16], &[u8; 32]), &[u8; 32]> = TableDefinition::new("tombstoned-1");
+/// This device's do-not-disturb settings: `mute/{space}` → [1], `quiet` →
+/// postcard(`core::QuietHours`).
+const CHAT_SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("chat-settings-1");
 /// Read receipts (`envelope::Kind::State`): (space, device) → the device's
 /// newest one. A newer one replaces the row.
 const STATES: TableDefinition<(&[u8; 16], &[u8; 32]), &[u8]> = TableDefinition::new("states-1");
@@ -190,6 +193,7 @@ impl Store {
         tx.open_table(SIDES_OF)?;
         tx.open_table(TOMBSTONED)?;
         tx.open_table(STATES)?;
+        tx.open_table(CHAT_SETTINGS)?;
         tx.set_two_phase_commit(true);
         tx.commit()?;
         Ok(())
@@ -309,6 +313,18 @@ impl Store {
         let mut out = Vec::new();
         for row in table.range((&space.0, &[0u8; 32])..=(&space.0, &[0xff; 32]))? {
             out.push(row?.1.value().to_vec());
+        }
+        Ok(out)
+    }
+
+    /// The do-not-disturb settings.
+    pub fn chat_settings(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(CHAT_SETTINGS)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (k, v) = row?;
+            out.push((k.value().to_string(), v.value().to_vec()));
         }
         Ok(out)
     }
@@ -532,6 +548,27 @@ impl Txn {
         self.open_table(SIDES)?.insert((&space.0, &id.0), bytes)?;
         self.open_table(SIDES_OF)?
             .insert((&space.0, &actor.0, seq, &id.0), ())?;
+        Ok(())
+    }
+
+    pub fn put_chat_setting(&mut self, key: &str, value: &[u8]) -> Result<()> {
+        self.open_table(CHAT_SETTINGS)?.insert(key, value)?;
+        Ok(())
+    }
+
+    pub fn remove_chat_setting(&mut self, key: &str) -> Result<()> {
+        self.open_table(CHAT_SETTINGS)?.remove(key)?;
+        Ok(())
+    }
+
+    /// The inbox row `seq`, as this transaction sees it.
+    pub fn inbox_row(&mut self, seq: u64) -> Result<Option<Vec<u8>>> {
+        Ok(self.open_table(INBOX)?.get(seq)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Rewrites the inbox row `seq`.
+    pub fn put_inbox_row(&mut self, seq: u64, row: &[u8]) -> Result<()> {
+        self.open_table(INBOX)?.insert(seq, row)?;
         Ok(())
     }
 

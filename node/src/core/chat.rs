@@ -1185,12 +1185,18 @@ impl Core {
                         .unwrap_or_else(|| space.main_doc()),
                     id: m.id.clone(),
                     all: m.all && !m.mentions.contains(&me),
+                    held: self.dnd.holds(&space_id, now),
                     at_ms: now,
                 });
                 let bytes = postcard::to_stdvec(&row).expect("inbox rows serialize");
                 if let Some(seq) = tx.put_inbox(&space_id, &actor_key(&m.actor), m.lamport, &bytes)? {
-                    let entry = self.entry(seq, row);
-                    effects.events.push(Event::Inbox { entry });
+                    if self.dnd.holds(&space_id, now) {
+                        // Kept, not announced: do not disturb (see `quiet`).
+                        self.dnd.held.insert(seq, space_id);
+                    } else {
+                        let entry = self.entry(seq, row);
+                        effects.events.push(Event::Inbox { entry });
+                    }
                 }
             }
         }

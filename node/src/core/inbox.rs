@@ -39,6 +39,8 @@ pub(super) struct ChatMentionRow {
     pub(super) id: String,
     /// Mentioned through `@all` only.
     pub(super) all: bool,
+    /// Held back (a muted room, quiet hours): not announced yet.
+    pub(super) held: bool,
     /// When this device learnt of it (local time).
     pub(super) at_ms: i64,
 }
@@ -93,6 +95,10 @@ pub struct InboxEntry {
     /// The chat message (its id) that mentions the user.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Held back by do-not-disturb (a muted room, quiet hours): not announced
+    /// on the event stream yet.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub held: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reminder: Option<ReminderView>,
 }
@@ -180,6 +186,7 @@ impl Core {
                 at_ms: row.at_ms,
                 context: self.message_text(row.space, row.doc, &row.id),
                 message: Some(row.id),
+                held: row.held,
                 reminder: None,
             },
         }
@@ -198,6 +205,7 @@ impl Core {
             by: self.me,
             at_ms: row.at_ms,
             message: None,
+            held: false,
             context: event.map(|e| {
                 e.overrides
                     .get(&row.key)
@@ -234,6 +242,7 @@ impl Core {
             at_ms: row.at_ms,
             context,
             message: None,
+            held: false,
             reminder: None,
         }
     }

@@ -18,6 +18,7 @@ impl Core {
         self.orphans.clear();
         self.org = org::load_org(&self.store)?;
         self.load_devices()?;
+        self.load_dnd()?;
         let cert = self.keys.cert();
         if self.devices.get(&self.me).map(|r| r.cert) != Some(cert) {
             let mut tx = self.store.begin()?;
