@@ -126,6 +126,15 @@ fn a_tombstone_deletes_only_what_its_author_may_on_every_node() {
             // Mallory's tombstone and Alice's stay; the body is gone.
             assert_eq!(node.status(space).await.sides, 2);
         }
+        // A forged tombstone arriving after the real one undoes nothing, and
+        // the body, offered again, is refused everywhere.
+        for node in [&bob, &rex, &late] {
+            deliver(&mallory, node, vec![forged.as_bytes().to_vec()]).await;
+            let ack = deliver(&mallory, node, vec![body.as_bytes().to_vec()]).await;
+            assert_eq!(ack.stored, 0, "a retracted body is not stored again");
+        }
+        assert_eq!(text_of(&bob, space, &sent.id).await, (String::new(), true));
+        assert_eq!(rex.status(space).await.sides, 2);
 
         // A fresh replicator that gets the valid tombstone first never stores the body.
         let fresh = Node::new();

@@ -70,10 +70,13 @@ const SIDES: TableDefinition<(&[u8; 16], &[u8; 32]), &[u8]> = TableDefinition::n
 const SIDES_OF: TableDefinition<SideKey, ()> = TableDefinition::new("sides-of-1");
 /// (space, actor, seq, side id).
 type SideKey = (&'static [u8; 16], &'static [u8; 16], u64, &'static [u8; 32]);
-/// Retracted bodies: (space, body id) → the tombstone naming it. Written when a
-/// tombstone that may delete the body arrives (the body is deleted then), or
-/// before the body arrives (it is then checked, and refused, on arrival).
-const TOMBSTONED: TableDefinition<(&[u8; 16], &[u8; 32]), &[u8; 32]> = TableDefinition::new("tombstoned-1");
+/// Tombstones naming a body: (space, body id, tombstone id) → (). Every
+/// tombstone that names a body is recorded, never removed: whether one may
+/// delete the body is decided against the body's author wherever it matters
+/// (a forged one deletes nothing, and cannot undo a real one).
+const TOMBSTONED: TableDefinition<TombKey, ()> = TableDefinition::new("tombstoned-1");
+/// (space, body id, tombstone id).
+type TombKey = (&'static [u8; 16], &'static [u8; 32], &'static [u8; 32]);
 /// This device's do-not-disturb settings: `mute/{space}` → [1], `quiet` →
 /// postcard(`core::QuietHours`).
 const CHAT_SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("chat-settings-1");
@@ -299,11 +302,19 @@ impl Store {
         Ok(out)
     }
 
-    /// The tombstone recorded for `body`, if any.
-    pub fn tombstoned(&self, space: &SpaceId, body: &EnvelopeId) -> Result<Option<EnvelopeId>> {
+    /// The tombstones that name `body`, with their bytes.
+    pub fn tombstones(&self, space: &SpaceId, body: &EnvelopeId) -> Result<Vec<Vec<u8>>> {
         let tx = self.db.begin_read()?;
         let table = tx.open_table(TOMBSTONED)?;
-        Ok(table.get((&space.0, &body.0))?.map(|v| EnvelopeId(*v.value())))
+        let sides = tx.open_table(SIDES)?;
+        let mut out = Vec::new();
+        for row in table.range((&space.0, &body.0, &[0u8; 32])..=(&space.0, &body.0, &[0xff; 32]))? {
+            let (k, _) = row?;
+            if let Some(bytes) = sides.get((&space.0, k.value().2))? {
+                out.push(bytes.value().to_vec());
+            }
+        }
+        Ok(out)
     }
 
     /// Every side envelope of `space` (bodies and tombstones), for inspection.
@@ -344,10 +355,9 @@ impl Store {
     pub fn missing_sides(&self, space: &SpaceId, ids: &[EnvelopeId]) -> Result<Vec<EnvelopeId>> {
         let tx = self.db.begin_read()?;
         let sides = tx.open_table(SIDES)?;
-        let tombstoned = tx.open_table(TOMBSTONED)?;
         let mut out = Vec::new();
         for id in ids {
-            if sides.get((&space.0, &id.0))?.is_none() && tombstoned.get((&space.0, &id.0))?.is_none() {
+            if sides.get((&space.0, &id.0))?.is_none() {
                 out.push(*id);
             }
         }
@@ -587,6 +597,18 @@ impl Txn {
             .map(|v| v.value().to_vec()))
     }
 
+    /// How many side envelopes ride with the change at (actor, seq), as this
+    /// transaction sees it.
+    pub fn sides_of_count(&mut self, space: &SpaceId, actor: &ActorKey, seq: u64) -> Result<u64> {
+        let table = self.open_table(SIDES_OF)?;
+        let mut n = 0;
+        for row in table.range((&space.0, &actor.0, seq, &[0u8; 32])..=(&space.0, &actor.0, seq, &[0xff; 32]))? {
+            row?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
     /// Deletes a side envelope (a retracted body); true if it was held.
     pub fn delete_side(&mut self, space: &SpaceId, actor: &ActorKey, seq: u64, id: &EnvelopeId) -> Result<bool> {
         let held = self.open_table(SIDES)?.remove((&space.0, &id.0))?.is_some();
@@ -594,21 +616,31 @@ impl Txn {
         Ok(held)
     }
 
-    /// The tombstone recorded for `body`, as this transaction sees it.
-    pub fn tombstoned(&mut self, space: &SpaceId, body: &EnvelopeId) -> Result<Option<EnvelopeId>> {
-        Ok(self
-            .open_table(TOMBSTONED)?
-            .get((&space.0, &body.0))?
-            .map(|v| EnvelopeId(*v.value())))
+    /// The tombstones that name `body`, with their bytes, as this
+    /// transaction sees them.
+    pub fn tombstones(&mut self, space: &SpaceId, body: &EnvelopeId) -> Result<Vec<Vec<u8>>> {
+        let ids: Vec<[u8; 32]> = {
+            let table = self.open_table(TOMBSTONED)?;
+            let mut ids = Vec::new();
+            for row in table.range((&space.0, &body.0, &[0u8; 32])..=(&space.0, &body.0, &[0xff; 32]))? {
+                ids.push(*row?.0.value().2);
+            }
+            ids
+        };
+        let sides = self.open_table(SIDES)?;
+        let mut out = Vec::new();
+        for id in ids {
+            if let Some(bytes) = sides.get((&space.0, &id))? {
+                out.push(bytes.value().to_vec());
+            }
+        }
+        Ok(out)
     }
 
+    /// Records that `tombstone` names `body`.
     pub fn put_tombstoned(&mut self, space: &SpaceId, body: &EnvelopeId, tombstone: &EnvelopeId) -> Result<()> {
-        self.open_table(TOMBSTONED)?.insert((&space.0, &body.0), &tombstone.0)?;
-        Ok(())
-    }
-
-    pub fn remove_tombstoned(&mut self, space: &SpaceId, body: &EnvelopeId) -> Result<()> {
-        self.open_table(TOMBSTONED)?.remove((&space.0, &body.0))?;
+        self.open_table(TOMBSTONED)?
+            .insert((&space.0, &body.0, &tombstone.0), ())?;
         Ok(())
     }
 

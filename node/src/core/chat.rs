@@ -511,9 +511,7 @@ impl Core {
                     parents: Vec::new(),
                     control_heads: space.state.heads(),
                 };
-                let tombstone = Envelope::sign_tombstone(&self.keys, header, &bodies);
-                done.deleted = self.apply_tombstone(tx, space_id, &tombstone)?;
-                sides.push(tombstone);
+                sides.push(Envelope::sign_tombstone(&self.keys, header, &bodies));
                 done.message = Some(found.message.id.clone());
                 vec![Write::Retract {
                     target: msg_ref(&found.doc, &found.message.id),
@@ -605,9 +603,15 @@ impl Core {
                 vec![Write::Room(RoomWrite::RetractWindow(seconds))]
             }
         };
-        Ok(self
-            .write_chat(tx, space_id, &target, &writes, sides, effects)?
-            .map(|()| done))
+        let tombstone = sides.iter().find(|s| s.header().kind == Kind::Tombstone).cloned();
+        if let Err(e) = self.write_chat(tx, space_id, &target, &writes, sides, effects)? {
+            return Ok(Err(e));
+        }
+        // Deleted here only once the retraction is sealed and stored.
+        if let Some(tombstone) = tombstone {
+            done.deleted = self.apply_tombstone(tx, space_id, &tombstone)?;
+        }
+        Ok(Ok(done))
     }
 
     /// The one room holding a message named `name` (an id or a unique prefix).
@@ -649,8 +653,18 @@ impl Core {
         let mut found: Vec<Found> = Vec::new();
         for (doc, shard) in &readable.docs {
             let Some(chat) = shard.doc.chat() else { continue };
-            if let Some(message) = chat.message(&name) {
-                return Ok(Found { doc: *doc, message });
+            if chat.message(&name).is_some() {
+                let same: Vec<model::Message> = chat.messages().into_iter().filter(|m| m.id == name).collect();
+                if let [message] = same.as_slice() {
+                    return Ok(Found {
+                        doc: *doc,
+                        message: message.clone(),
+                    });
+                }
+                return Err(Error::Invalid(format!(
+                    "`{name}` names {} messages written concurrently under one id; this one cannot be named",
+                    same.len()
+                )));
             }
             if found.len() < 2 {
                 found.extend(
@@ -757,12 +771,20 @@ impl Core {
     /// The tombstone in effect on a message's body, with its author.
     fn retraction_of(&self, space_id: SpaceId, found: &Found) -> Option<(Envelope, DeviceId)> {
         let body: EnvelopeId = found.message.body.parse().ok()?;
-        let tomb_id = self.store.tombstoned(&space_id, &body).ok()??;
-        let tomb = Envelope::decode_stored(self.store.side(&space_id, &tomb_id).ok()??).ok()?;
         let space = &self.spaces[&space_id];
         let author = space.readable.as_ref()?.author_of(&found.message.actor);
+        let tomb = self.deleting(space, self.store.tombstones(&space_id, &body).ok()?, &author)?;
         let by = tomb.header().author;
-        self.tombstone_may_delete(space, &tomb, &author).then_some((tomb, by))
+        Some((tomb, by))
+    }
+
+    /// The first of `tombstones` (their bytes) that may delete a body written
+    /// by device `author`.
+    fn deleting(&self, space: &Space, tombstones: Vec<Vec<u8>>, author: &DeviceId) -> Option<Envelope> {
+        tombstones
+            .into_iter()
+            .filter_map(|b| Envelope::decode_stored(b).ok())
+            .find(|t| self.tombstone_may_delete(space, t, author))
     }
 
     /// Whether `tombstone` may delete a body written by device `body_author`:
@@ -788,51 +810,69 @@ impl Core {
         space_id: SpaceId,
         tombstone: &Envelope,
     ) -> store::Result<usize> {
-        let mut deleted = 0;
+        let mut deleted = BTreeSet::new();
         for body_id in tombstone.tombstone_targets() {
-            if let Some(space) = self.spaces.get_mut(&space_id) {
-                space.wanted_bodies.remove(&body_id);
+            // Recorded whatever it may do: a body arriving later is checked
+            // against every tombstone naming it.
+            tx.put_tombstoned(&space_id, &body_id, &tombstone.id())?;
+            let Some(bytes) = tx.side(&space_id, &body_id)? else {
+                continue;
+            };
+            let Ok(body) = Envelope::decode_stored(bytes) else {
+                continue;
+            };
+            let space = &self.spaces[&space_id];
+            let h = body.header();
+            if h.kind != Kind::Body || !self.tombstone_may_delete(space, tombstone, &h.author) {
+                continue;
             }
-            match tx.side(&space_id, &body_id)? {
-                Some(bytes) => {
-                    let Ok(body) = Envelope::decode_stored(bytes) else {
-                        continue;
-                    };
-                    let space = &self.spaces[&space_id];
-                    if body.header().kind != Kind::Body
-                        || !self.tombstone_may_delete(space, tombstone, &body.header().author)
-                    {
-                        continue;
-                    }
-                    let h = body.header();
-                    if tx.delete_side(&space_id, &h.actor(), h.seq, &body_id)? {
-                        deleted += 1;
-                        if let Some(space) = self.spaces.get_mut(&space_id) {
-                            space.sides_held = space.sides_held.saturating_sub(1);
-                        }
-                    }
-                    tx.put_tombstoned(&space_id, &body_id, &tombstone.id())?;
+            if tx.delete_side(&space_id, &h.actor(), h.seq, &body_id)? {
+                deleted.insert(body_id);
+                if let Some(space) = self.spaces.get_mut(&space_id) {
+                    space.sides_held = space.sides_held.saturating_sub(1);
                 }
-                // Not here (yet): it is checked against the tombstone on arrival.
-                None => tx.put_tombstoned(&space_id, &body_id, &tombstone.id())?,
             }
         }
-        self.purge_notifications(tx, space_id, tombstone)?;
-        Ok(deleted)
+        self.purge_notifications(tx, space_id, tombstone, &deleted)?;
+        Ok(deleted.len())
     }
 
-    /// A retracted message notifies nobody any more: its inbox rows go.
-    fn purge_notifications(&mut self, tx: &mut Txn, space_id: SpaceId, tombstone: &Envelope) -> store::Result<()> {
+    /// A retracted message notifies nobody any more: the inbox rows of the
+    /// messages whose body `tombstone` may delete go (checked against each
+    /// message's author, so a forged tombstone purges nothing), and those
+    /// bodies are no longer asked for.
+    fn purge_notifications(
+        &mut self,
+        tx: &mut Txn,
+        space_id: SpaceId,
+        tombstone: &Envelope,
+        deleted: &BTreeSet<EnvelopeId>,
+    ) -> store::Result<()> {
         let targets: BTreeSet<String> = tombstone.tombstone_targets().iter().map(ToString::to_string).collect();
+        let mut purged = Vec::new();
         let Some(readable) = self.spaces.get(&space_id).and_then(|s| s.readable.as_ref()) else {
             return Ok(());
         };
+        let space = &self.spaces[&space_id];
         for shard in readable.docs.values() {
             let Some(chat) = shard.doc.chat() else { continue };
             for m in chat.messages().into_iter().filter(|m| targets.contains(&m.body)) {
-                tx.remove_inbox(&space_id, &actor_key(&m.actor), m.lamport)?;
+                let Ok(body) = m.body.parse::<EnvelopeId>() else {
+                    continue;
+                };
+                if deleted.contains(&body) || self.tombstone_may_delete(space, tombstone, &readable.author_of(&m.actor))
+                {
+                    tx.remove_inbox(&space_id, &actor_key(&m.actor), m.lamport)?;
+                    purged.push(body);
+                }
             }
         }
+        if let Some(space) = self.spaces.get_mut(&space_id) {
+            for body in purged.iter().chain(deleted) {
+                space.wanted_bodies.remove(body);
+            }
+        }
+        self.unwant_retracted(space_id, tombstone);
         Ok(())
     }
 
@@ -850,8 +890,19 @@ impl Core {
         if !space.state.knows(&h.control_heads) {
             return Ok(SideOutcome::Wait);
         }
-        if h.control_heads.is_empty() || space.state.author_at(&h.control_heads, &h.author).is_none() {
+        if space.state.kind != SpaceKind::Chat {
+            return Ok(SideOutcome::Rejected("chat bodies and tombstones belong to chat rooms"));
+        }
+        if h.control_heads.is_empty()
+            || !space
+                .state
+                .author_at(&h.control_heads, &h.author)
+                .is_some_and(|a| a.may_edit())
+        {
             return Ok(SideOutcome::Rejected("author may not write in this space"));
+        }
+        if h.kind == Kind::Body && env.body().len() > MAX_BODY_CIPHERTEXT {
+            return Ok(SideOutcome::Rejected("a body larger than a message's text"));
         }
         if space.state.epoch_at(&h.control_heads).is_none_or(|e| e.id != h.epoch) {
             return Ok(SideOutcome::Rejected(
@@ -862,23 +913,22 @@ impl Core {
             return Ok(SideOutcome::Rejected("written by a frozen writer"));
         }
         if tx.side(&space_id, &env.id())?.is_some() {
+            // A tombstone held already may answer a body asked for.
+            if h.kind == Kind::Tombstone {
+                self.unwant_retracted(space_id, env);
+            }
             return Ok(SideOutcome::Duplicate);
         }
-        if let Some(space) = self.spaces.get_mut(&space_id) {
-            space.wanted_bodies.remove(&env.id());
-        }
         let space = &self.spaces[&space_id];
-        if h.kind == Kind::Body
-            && let Some(tomb_id) = tx.tombstoned(&space_id, &env.id())?
-        {
-            // Retracted before it arrived: never stored, if the tombstone may.
-            let tomb = tx
-                .side(&space_id, &tomb_id)?
-                .and_then(|b| Envelope::decode_stored(b).ok());
-            if tomb.is_some_and(|t| self.tombstone_may_delete(space, &t, &h.author)) {
+        if h.kind == Kind::Body {
+            // Retracted before it arrived: never stored, if a tombstone may.
+            let tombstones = tx.tombstones(&space_id, &env.id())?;
+            if self.deleting(space, tombstones, &h.author).is_some() {
                 return Ok(SideOutcome::Duplicate);
             }
-            tx.remove_tombstoned(&space_id, &env.id())?;
+        }
+        if tx.sides_of_count(&space_id, &h.actor(), h.seq)? >= MAX_SIDES_PER_CHANGE {
+            return Ok(SideOutcome::Rejected("more side envelopes than one change carries"));
         }
         tx.put_side(&space_id, &h.actor(), h.seq, &env.id(), env.as_bytes())?;
         if let Some(space) = self.spaces.get_mut(&space_id) {
@@ -891,19 +941,51 @@ impl Core {
         Ok(SideOutcome::Stored)
     }
 
-    /// The text of body `id`, read through `get` (the store, or the batch's
-    /// transaction).
-    fn body_text(&self, space: &Space, id: &str, get: &mut dyn FnMut(&EnvelopeId) -> Option<Vec<u8>>) -> BodyText {
+    /// The text of body `id` written as `actor` (a body of another writer
+    /// reads as missing: nobody shows someone else's words as theirs), read
+    /// through `get` (the store, or the batch's transaction).
+    fn body_text(
+        &self,
+        space: &Space,
+        id: &str,
+        actor: &outpost_crdt::ActorId,
+        get: &mut dyn FnMut(&EnvelopeId) -> Option<Vec<u8>>,
+    ) -> BodyText {
         let Ok(id) = id.parse::<EnvelopeId>() else {
             return BodyText::Missing;
         };
         let Some(env) = get(&id).and_then(|b| Envelope::decode_stored(b).ok()) else {
             return BodyText::Missing;
         };
+        if env.header().kind != Kind::Body || env.header().actor() != actor_key(actor) {
+            return BodyText::Missing;
+        }
         let plain = space.key_of(&env).and_then(|k| env.open_value(&k).ok());
         match plain.and_then(|p| postcard::from_bytes::<BodyPlain>(&p).ok()) {
             Some(BodyPlain::V1 { text }) => BodyText::Text(text),
             None => BodyText::Missing,
+        }
+    }
+
+    /// Stops asking for the bodies `tombstone` may delete (judged against the
+    /// author of the message that named each).
+    fn unwant_retracted(&mut self, space_id: SpaceId, tombstone: &Envelope) {
+        let Some(space) = self.spaces.get(&space_id) else {
+            return;
+        };
+        let done: Vec<EnvelopeId> = tombstone
+            .tombstone_targets()
+            .into_iter()
+            .filter(|id| {
+                space
+                    .wanted_bodies
+                    .get(id)
+                    .is_some_and(|w| self.tombstone_may_delete(space, tombstone, &w.author))
+            })
+            .collect();
+        let space = self.spaces.get_mut(&space_id).expect("found above");
+        for id in done {
+            space.wanted_bodies.remove(&id);
         }
     }
 
@@ -917,21 +999,22 @@ impl Core {
         let skip = all.len().saturating_sub(limit.min(MAX_LOG_LIMIT));
         let overlay = Overlay::of(self, space, readable);
         let store = &self.store;
-        let mut missing = Vec::new();
-        let mut get = |id: &EnvelopeId| {
-            let found = store.side(&space_id, id).ok().flatten();
-            if found.is_none() {
-                missing.push(*id);
-            }
-            found
-        };
-        let views = all[skip..]
+        let mut get = |id: &EnvelopeId| store.side(&space_id, id).ok().flatten();
+        let views: Vec<MessageView> = all[skip..]
             .iter()
             .map(|m| self.view_of(space, readable, &overlay, m, &mut get))
             .collect();
+        let missing: Vec<(EnvelopeId, DeviceId)> = all[skip..]
+            .iter()
+            .zip(&views)
+            .filter(|(_, v)| v.missing)
+            .filter_map(|(m, v)| Some((m.body.parse().ok()?, v.author)))
+            // Held but not this writer's: nothing to fetch.
+            .filter(|(id, _)| store.side(&space_id, id).ok().flatten().is_none())
+            .collect();
         let space = self.spaces.get_mut(&space_id).expect("found above");
-        for id in missing {
-            space.want_body(id);
+        for (id, author) in missing {
+            space.want_body(id, author);
         }
         Ok(views)
     }
@@ -950,10 +1033,13 @@ impl Core {
             let ids: Vec<EnvelopeId> = space
                 .wanted_bodies
                 .iter_mut()
-                .filter(|(_, asked)| asked.is_none_or(|(who, at)| who != peer || at + ASK_AGAIN_MS <= now))
+                .filter(|(_, want)| {
+                    want.asked
+                        .is_none_or(|(who, at)| who != peer || at + ASK_AGAIN_MS <= now)
+                })
                 .take(crate::sync::MAX_BODIES_PER_REQUEST)
-                .map(|(id, asked)| {
-                    *asked = Some((peer, now));
+                .map(|(id, want)| {
+                    want.asked = Some((peer, now));
                     *id
                 })
                 .collect();
@@ -970,16 +1056,32 @@ impl Core {
         let Some(readable) = self.spaces.get(&space_id).and_then(|s| s.readable.as_ref()) else {
             return Ok(());
         };
-        let mut named: Vec<EnvelopeId> = Vec::new();
+        let mut named: HashMap<EnvelopeId, DeviceId> = HashMap::new();
         for shard in readable.docs.values() {
             let Some(chat) = shard.doc.chat() else { continue };
-            named.extend(chat.messages().iter().filter_map(|m| m.body.parse::<EnvelopeId>().ok()));
-            named.extend(chat.edits().iter().filter_map(|e| e.body.parse::<EnvelopeId>().ok()));
+            let bodies = chat.messages().into_iter().map(|m| (m.body, m.actor));
+            for (body, actor) in bodies.chain(chat.edits().into_iter().map(|e| (e.body, e.actor))) {
+                if let Ok(id) = body.parse() {
+                    named.insert(id, readable.author_of(&actor));
+                }
+            }
         }
-        let missing = self.store.missing_sides(&space_id, &named)?;
+        let ids: Vec<EnvelopeId> = named.keys().copied().collect();
+        let space = &self.spaces[&space_id];
+        let mut wanted = Vec::new();
+        for id in self.store.missing_sides(&space_id, &ids)? {
+            let author = named[&id];
+            // Retracted here: nothing to ask for.
+            if self
+                .deleting(space, self.store.tombstones(&space_id, &id)?, &author)
+                .is_none()
+            {
+                wanted.push((id, author));
+            }
+        }
         let space = self.spaces.get_mut(&space_id).expect("found above");
-        for id in missing {
-            space.want_body(id);
+        for (id, author) in wanted {
+            space.want_body(id, author);
         }
         Ok(())
     }
@@ -988,7 +1090,7 @@ impl Core {
     /// for them again at once.
     pub(super) fn ask_again(&mut self, space_id: SpaceId) {
         if let Some(space) = self.spaces.get_mut(&space_id) {
-            space.wanted_bodies.values_mut().for_each(|asked| *asked = None);
+            space.wanted_bodies.values_mut().for_each(|want| want.asked = None);
         }
     }
 
@@ -1003,13 +1105,16 @@ impl Core {
         let mut tombstones = BTreeSet::new();
         for id in ids.iter().take(crate::sync::MAX_BODIES_PER_REQUEST) {
             let found = match self.store.side(&space_id, id) {
-                Ok(Some(bytes)) => Some(bytes),
-                _ => match self.store.tombstoned(&space_id, id) {
-                    Ok(Some(t)) if tombstones.insert(t) => self.store.side(&space_id, &t).ok().flatten(),
-                    _ => None,
-                },
+                Ok(Some(bytes)) => vec![bytes],
+                _ => self
+                    .store
+                    .tombstones(&space_id, id)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|b| tombstones.insert(EnvelopeId::of(b)))
+                    .collect(),
             };
-            if let Some(bytes) = found {
+            for bytes in found {
                 size += bytes.len();
                 if size > crate::sync::TARGET_FRAME_BYTES && !out.is_empty() {
                     return (out, true);
@@ -1059,13 +1164,29 @@ impl Core {
             .get(&(m.lamport, actor_key(&m.actor)))
             .cloned()
             .unwrap_or_default();
-        let retracted = overlay.retracted.get(&m.body).cloned();
-        let mut text = |body: &str| match (&retracted, self.body_text(space, body, get)) {
-            (Some(_), _) | (None, BodyText::Missing) => None,
-            (None, BodyText::Text(t)) => Some(t),
+        let retracted = overlay.retracted.get(&(m.body.clone(), author)).cloned();
+        // A retracted message's bodies are not read (nor asked for).
+        let mut text = |body: &str, actor: &outpost_crdt::ActorId| match retracted {
+            Some(_) => None,
+            None => match self.body_text(space, body, actor, get) {
+                BodyText::Text(t) => Some(t),
+                BodyText::Missing => None,
+            },
         };
-        let original = text(&m.body);
-        let edits = overlay.edits.get(&target).map(Vec::as_slice).unwrap_or_default();
+        let original = text(&m.body, &m.actor);
+        // Only this message's author's edits: another entry under the same
+        // id (a reused id) has its own.
+        let author_user = self.user_of(space, &author);
+        let edits: Vec<&(String, i64, outpost_crdt::ActorId)> = overlay
+            .edits
+            .get(&target)
+            .into_iter()
+            .flatten()
+            .filter(|(_, _, actor)| {
+                let by = readable.author_of(actor);
+                by == author || (author_user.is_some() && self.user_of(space, &by) == author_user)
+            })
+            .collect();
         let mut history = Vec::new();
         let mut current = original.clone();
         if !edits.is_empty() && retracted.is_none() {
@@ -1073,8 +1194,8 @@ impl Core {
                 text: original,
                 at_ms: m.sent_at_ms,
             });
-            for (i, (body, at_ms)) in edits.iter().enumerate() {
-                let t = text(body);
+            for (i, (body, at_ms, actor)) in edits.iter().enumerate() {
+                let t = text(body, actor);
                 if i + 1 == edits.len() {
                     current = t;
                 } else {
@@ -1083,7 +1204,6 @@ impl Core {
             }
         }
         let missing = retracted.is_none() && current.is_none();
-        let author_user = self.user_of(space, &author);
         let actor = actor_key(&m.actor);
         let read_by = overlay
             .seen
@@ -1126,23 +1246,19 @@ impl Core {
                 continue;
             };
             let by = readable.author_of(&m.actor);
-            let retracted = m
-                .body
-                .parse::<EnvelopeId>()
-                .ok()
-                .map(|b| tx.tombstoned(&space_id, &b))
-                .transpose()?
-                .flatten()
-                .is_some();
-            if retracted {
+            let tombstones = match m.body.parse::<EnvelopeId>() {
+                Ok(b) => tx.tombstones(&space_id, &b)?,
+                Err(_) => Vec::new(),
+            };
+            if self.deleting(space, tombstones, &by).is_some() {
                 continue;
             }
             let mut get = |id: &EnvelopeId| tx.side(&space_id, id).ok().flatten();
-            let text = match self.body_text(space, &m.body, &mut get) {
+            let text = match self.body_text(space, &m.body, &m.actor, &mut get) {
                 BodyText::Text(t) => t,
                 BodyText::Missing => {
                     if let (Some(space), Ok(id)) = (self.spaces.get_mut(&space_id), m.body.parse()) {
-                        space.want_body(id);
+                        space.want_body(id, by);
                     }
                     String::new()
                 }
@@ -1216,6 +1332,13 @@ impl Core {
     }
 }
 
+/// Largest body envelope body: a text of [`MAX_TEXT_BYTES`], its postcard
+/// framing, the nonce and the tag (checked in clear, replicators too).
+const MAX_BODY_CIPHERTEXT: usize = MAX_TEXT_BYTES + 64;
+/// Most side envelopes one change carries: a body per message of a group
+/// commit, and a tombstone.
+const MAX_SIDES_PER_CHANGE: u64 = BATCH_CAP as u64 + 1;
+
 /// How long a body asked of a peer is not asked of it again.
 const ASK_AGAIN_MS: u64 = 5_000;
 
@@ -1232,11 +1355,12 @@ pub(super) enum SideOutcome {
 /// each message's ref, its author's edits, reactions and retraction.
 struct Overlay {
     ref_of: HashMap<(u64, ActorKey), String>,
-    /// ref → (body, claimed time) of each edit by the message's author, oldest first.
-    edits: HashMap<String, Vec<(String, i64)>>,
+    /// ref → (body, claimed time, actor) of each edit, oldest first (the
+    /// view keeps those by the message's author).
+    edits: HashMap<String, Vec<(String, i64, outpost_crdt::ActorId)>>,
     reactions: HashMap<String, Vec<ReactionView>>,
-    /// body id → who retracted it (a tombstone that may), when.
-    retracted: HashMap<String, RetractedView>,
+    /// (body id, message author) → who retracted it (a tombstone that may), when.
+    retracted: HashMap<(String, DeviceId), RetractedView>,
     /// Per user, per writer, the highest message counter the user has read.
     seen: BTreeMap<UserId, BTreeMap<ActorKey, u64>>,
 }
@@ -1245,22 +1369,20 @@ impl Overlay {
     fn of(core: &Core, space: &Space, readable: &space::Readable) -> Self {
         let space_id = space.state.space;
         let mut ref_of = HashMap::new();
-        let mut author_of_ref: HashMap<String, (DeviceId, String)> = HashMap::new();
+        // Every entry under a ref (a reused id makes several): its author and body.
+        let mut entries_of_ref: HashMap<String, Vec<(DeviceId, String)>> = HashMap::new();
         for (doc, shard) in &readable.docs {
             let Some(chat) = shard.doc.chat() else { continue };
             for m in chat.messages() {
                 let r = msg_ref(doc, &m.id);
-                author_of_ref.insert(r.clone(), (readable.author_of(&m.actor), m.body.clone()));
+                entries_of_ref
+                    .entry(r.clone())
+                    .or_default()
+                    .push((readable.author_of(&m.actor), m.body.clone()));
                 ref_of.insert((m.lamport, actor_key(&m.actor)), r);
             }
         }
-        let same_user = |a: &DeviceId, b: &DeviceId| {
-            a == b
-                || core
-                    .user_of(space, a)
-                    .is_some_and(|u| Some(u) == core.user_of(space, b))
-        };
-        let mut edits: HashMap<String, Vec<(String, i64)>> = HashMap::new();
+        let mut edits: HashMap<String, Vec<(String, i64, outpost_crdt::ActorId)>> = HashMap::new();
         let mut reactions: HashMap<String, BTreeMap<String, Vec<String>>> = HashMap::new();
         let mut retracted = HashMap::new();
         let mut shards: Vec<&space::Shard> = readable.docs.values().collect();
@@ -1268,11 +1390,7 @@ impl Overlay {
         for shard in shards {
             let Some(chat) = shard.doc.chat() else { continue };
             for e in chat.edits() {
-                if let Some((author, _)) = author_of_ref.get(&e.target)
-                    && same_user(author, &readable.author_of(&e.actor))
-                {
-                    edits.entry(e.target).or_default().push((e.body, e.sent_at_ms));
-                }
+                edits.entry(e.target).or_default().push((e.body, e.sent_at_ms, e.actor));
             }
             for r in chat.reactions() {
                 reactions
@@ -1283,30 +1401,15 @@ impl Overlay {
                     .push(r.user);
             }
             for r in chat.retractions() {
-                let Some((author, body)) = author_of_ref.get(&r.target) else {
-                    continue;
-                };
-                let Ok(body_id) = body.parse::<EnvelopeId>() else {
-                    continue;
-                };
-                let Some(tomb) = core
-                    .store
-                    .tombstoned(&space_id, &body_id)
-                    .ok()
-                    .flatten()
-                    .and_then(|t| core.store.side(&space_id, &t).ok().flatten())
-                    .and_then(|b| Envelope::decode_stored(b).ok())
-                else {
-                    continue;
-                };
-                if core.tombstone_may_delete(space, &tomb, author) {
-                    retracted.insert(
-                        body.clone(),
-                        RetractedView {
-                            by: tomb.header().author,
-                            at_ms: r.at_ms,
-                        },
-                    );
+                for (author, body) in entries_of_ref.get(&r.target).into_iter().flatten() {
+                    let Ok(body_id) = body.parse::<EnvelopeId>() else {
+                        continue;
+                    };
+                    let tombstones = core.store.tombstones(&space_id, &body_id).unwrap_or_default();
+                    if let Some(tomb) = core.deleting(space, tombstones, author) {
+                        let by = tomb.header().author;
+                        retracted.insert((body.clone(), *author), RetractedView { by, at_ms: r.at_ms });
+                    }
                 }
             }
         }

@@ -137,13 +137,14 @@ impl Core {
         if created.len() > MAX_MESSAGE_EVENTS_PER_SNAPSHOT {
             // Not announced one by one: the bodies its messages lack are
             // asked of peers (announced messages are checked as they go).
+            // (A retracted one is answered with its tombstone, which ends the want.)
             for effect in &created {
                 if let Effect::Message(m) = effect
                     && let Ok(body) = m.body.parse()
                     && tx.side(&space_id, &body)?.is_none()
-                    && tx.tombstoned(&space_id, &body)?.is_none()
                 {
-                    space.want_body(body);
+                    let author = space.readable.as_ref().map(|r| r.author_of(&m.actor));
+                    space.want_body(body, author.unwrap_or(DeviceId([0; 32])));
                 }
             }
         }

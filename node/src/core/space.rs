@@ -180,7 +180,17 @@ pub(crate) struct Space {
     /// come beside their change, e.g. it came in a snapshot): asked of peers
     /// at each sync, with the peer last asked and when (ms). At most
     /// [`MAX_WANTED_BODIES`].
-    pub(crate) wanted_bodies: BTreeMap<EnvelopeId, Option<(DeviceId, u64)>>,
+    pub(crate) wanted_bodies: BTreeMap<EnvelopeId, Want>,
+}
+
+/// A chat body this node lacks.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Want {
+    /// The device whose message (or edit) names it: a tombstone answering
+    /// for it counts only if it may delete that device's body.
+    pub(crate) author: DeviceId,
+    /// The peer last asked, and when (ms).
+    pub(crate) asked: Option<(DeviceId, u64)>,
 }
 
 /// Most missing bodies a space remembers to ask for (more are found again
@@ -189,9 +199,9 @@ pub(crate) const MAX_WANTED_BODIES: usize = 100_000;
 
 impl Space {
     /// Remembers to ask peers for a chat body this node lacks.
-    pub(crate) fn want_body(&mut self, id: EnvelopeId) {
+    pub(crate) fn want_body(&mut self, id: EnvelopeId, author: DeviceId) {
         if self.wanted_bodies.len() < MAX_WANTED_BODIES {
-            self.wanted_bodies.entry(id).or_insert(None);
+            self.wanted_bodies.entry(id).or_insert(Want { author, asked: None });
         }
     }
 
