@@ -10,7 +10,7 @@ mod inproc;
 use std::time::Duration;
 
 use common::wait_until;
-use inproc::{Node, deliver, served};
+use inproc::{Node, control_state, deliver, served};
 use outpost_crdt::{
     Author,
     chat::{ChatDoc, NewMessage},
@@ -20,7 +20,7 @@ use outpost_node::{
     control::{History, Posting, SpaceState},
     envelope::{Envelope, Header, Kind},
     identity::DeviceKeys,
-    ids::{EnvelopeId, SpaceId},
+    ids::EnvelopeId,
 };
 
 /// A message from `author`, sealed under the key the space's log gives it, at
@@ -57,20 +57,6 @@ fn message(author: &DeviceKeys, state: &SpaceState, heads: Vec<EnvelopeId>, text
         control_heads: heads,
     };
     Envelope::seal_content(author, header, &key, change.raw_bytes())
-}
-
-/// The space's control log as `envelopes` give it.
-fn control_state(envelopes: &[Vec<u8>], space: SpaceId) -> SpaceState {
-    let ops: Vec<Envelope> = envelopes
-        .iter()
-        .map(|b| Envelope::decode(b.clone()).unwrap())
-        .filter(|e| e.header().space == space && e.header().kind == Kind::Control)
-        .collect();
-    let mut state = SpaceState::from_genesis(&ops[0]).unwrap();
-    for op in &ops[1..] {
-        state.apply(op);
-    }
-    state
 }
 
 #[test]

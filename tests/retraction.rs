@@ -6,27 +6,13 @@
 
 mod inproc;
 
-use inproc::{Node, deliver, served, stored};
+use inproc::{Node, control_state, deliver, served, stored};
 use outpost_node::{
-    control::{History, SpaceState},
+    control::History,
     core::{ChatOp, Grant},
     envelope::{Envelope, Header, Kind},
     ids::SpaceId,
 };
-
-/// The space's control log as `envelopes` give it.
-fn control_state(envelopes: &[Vec<u8>], space: SpaceId) -> SpaceState {
-    let ops: Vec<Envelope> = envelopes
-        .iter()
-        .map(|b| Envelope::decode(b.clone()).unwrap())
-        .filter(|e| e.header().space == space && e.header().kind == Kind::Control)
-        .collect();
-    let mut state = SpaceState::from_genesis(&ops[0]).unwrap();
-    for op in &ops[1..] {
-        state.apply(op);
-    }
-    state
-}
 
 fn of_kind(envelopes: &[Vec<u8>], kind: Kind) -> Vec<Vec<u8>> {
     envelopes

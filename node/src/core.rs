@@ -1633,23 +1633,12 @@ impl Core {
                 Error::NotWritable(space_id)
             }));
         }
-        // Nobody seals under an epoch a non-member can derive.
-        if let Err(e) = self.make_epoch_clean(tx, space_id, false, effects)? {
-            return Ok(Err(Error::KeyMissing {
-                space: space_id,
-                why: e.to_string(),
-            }));
-        }
-        let space = self.spaces.get(&space_id).expect("found above");
-        let epoch = space.state.current().epoch.clone();
-        let doc = space.state.content_doc(&epoch.id);
-        let (Some(_), Some(key)) = (space.readable.as_ref(), space.keys.key_for(&epoch)) else {
-            let why = space
-                .key_problem
-                .clone()
-                .unwrap_or_else(|| "this device holds no key for the current epoch".into());
-            return Ok(Err(Error::KeyMissing { space: space_id, why }));
+        let (epoch, key) = match self.sealing_key(tx, space_id, effects)? {
+            Ok(k) => k,
+            Err(e) => return Ok(Err(e)),
         };
+        let space = self.spaces.get(&space_id).expect("found above");
+        let doc = space.state.content_doc(&epoch.id);
         let incarnation = *self.incarnations.entry(doc).or_insert_with(rand::random);
         let author = space
             .state
@@ -1663,6 +1652,32 @@ impl Core {
             incarnation,
             key,
         }))
+    }
+
+    /// The current epoch and its key, to seal under now: the epoch cleaned of
+    /// non-members first (nobody seals under an epoch a non-member can derive).
+    fn sealing_key(
+        &mut self,
+        tx: &mut Txn,
+        space_id: SpaceId,
+        effects: &mut Effects,
+    ) -> store::Result<Result<(Epoch, EpochKey)>> {
+        if let Err(e) = self.make_epoch_clean(tx, space_id, false, effects)? {
+            return Ok(Err(Error::KeyMissing {
+                space: space_id,
+                why: e.to_string(),
+            }));
+        }
+        let space = self.spaces.get(&space_id).expect("make_epoch_clean found it");
+        let epoch = space.state.current().epoch.clone();
+        let (Some(_), Some(key)) = (space.readable.as_ref(), space.keys.key_for(&epoch)) else {
+            let why = space
+                .key_problem
+                .clone()
+                .unwrap_or_else(|| "this device holds no key for the current epoch".into());
+            return Ok(Err(Error::KeyMissing { space: space_id, why }));
+        };
+        Ok(Ok((epoch, key)))
     }
 
     /// Seals a change this device made into `target`'s document as a content

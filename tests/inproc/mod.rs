@@ -140,3 +140,17 @@ pub fn stored(rx: &mut tokio::sync::broadcast::Receiver<Event>) -> Vec<Vec<u8>> 
     }
     out
 }
+
+/// The space's control log as `envelopes` give it.
+pub fn control_state(envelopes: &[Vec<u8>], space: SpaceId) -> outpost_node::control::SpaceState {
+    let ops: Vec<Envelope> = envelopes
+        .iter()
+        .map(|b| Envelope::decode(b.clone()).unwrap())
+        .filter(|e| e.header().space == space && e.header().kind == Kind::Control)
+        .collect();
+    let mut state = outpost_node::control::SpaceState::from_genesis(&ops[0]).unwrap();
+    for op in &ops[1..] {
+        state.apply(op);
+    }
+    state
+}

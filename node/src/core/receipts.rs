@@ -60,20 +60,12 @@ impl Core {
             return Ok(Err(Error::NotWritable(space_id)));
         }
         let newly_read = self.unread(space);
-        if let Err(e) = self.make_epoch_clean(tx, space_id, false, effects)? {
-            return Ok(Err(Error::KeyMissing {
-                space: space_id,
-                why: e.to_string(),
-            }));
-        }
-        let space = self.spaces.get(&space_id).expect("found above");
-        let epoch = space.state.current().epoch.clone();
-        let (Some(readable), Some(key)) = (space.readable.as_ref(), space.keys.key_for(&epoch)) else {
-            return Ok(Err(Error::KeyMissing {
-                space: space_id,
-                why: "this device holds no key for the current epoch".into(),
-            }));
+        let (epoch, key) = match self.sealing_key(tx, space_id, effects)? {
+            Ok(k) => k,
+            Err(e) => return Ok(Err(e)),
         };
+        let space = self.spaces.get(&space_id).expect("found above");
+        let readable = space.readable.as_ref().expect("sealing_key found a key");
         let seen = seen_now(readable);
         let previous = space.receipts.get(&self.me).map_or(0, |r| r.counter);
         let counter = (previous + 1).max(crate::clock::now_ms());
