@@ -35,7 +35,7 @@ use automerge::{
     transaction::{CommitOptions, Transactable},
 };
 
-pub use rules::{RULES_VERSION, Violation};
+pub use rules::{RULES_VERSION, Violation, is_reaction};
 
 use crate::{Author, DocId, Error, genesis};
 

@@ -94,7 +94,8 @@ fn is_ref(s: &str) -> bool {
     parse_ref(s).is_some()
 }
 
-fn is_emoji(e: &str) -> bool {
+/// A reaction: one emoji or short word, 1–[`MAX_REACTION_BYTES`] bytes, no whitespace.
+pub fn is_reaction(e: &str) -> bool {
     !e.is_empty() && e.len() <= MAX_REACTION_BYTES && !e.chars().any(char::is_whitespace)
 }
 
@@ -102,7 +103,7 @@ fn is_emoji(e: &str) -> bool {
 pub(crate) fn parse_reaction_key(key: &str) -> Option<(&str, &str, &str)> {
     let mut parts = key.splitn(3, ' ');
     let (target, user, emoji) = (parts.next()?, parts.next()?, parts.next()?);
-    (is_ref(target) && is_hex64(user) && is_emoji(emoji)).then_some((target, user, emoji))
+    (is_ref(target) && is_hex64(user) && is_reaction(emoji)).then_some((target, user, emoji))
 }
 
 fn mentions_ok(m: &str) -> bool {
@@ -144,7 +145,7 @@ pub(crate) fn check_write(w: &Write, author: &Author) -> Result<(), Violation> {
         Write::React { target, emoji, .. } => {
             ok(author.may_edit(), Violation::NotWriter)?;
             ok(
-                is_ref(target) && is_hex64(&author.user) && is_emoji(emoji),
+                is_ref(target) && is_hex64(&author.user) && is_reaction(emoji),
                 Violation::Reaction,
             )
         }

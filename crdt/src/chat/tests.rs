@@ -39,6 +39,15 @@ fn target(id: &str) -> String {
     msg_ref(&DOC, id)
 }
 
+/// The author's reaction `emoji` on message `x`, added or taken back.
+fn react(emoji: &str, on: bool) -> Write {
+    Write::React {
+        target: target("x"),
+        emoji: emoji.into(),
+        on,
+    }
+}
+
 #[test]
 fn genesis_is_identical_everywhere() {
     let (a, ha) = ChatDoc::genesis(&DOC);
@@ -101,24 +110,10 @@ fn edits_reactions_retractions_and_room_settings_read_back() {
             target: target("x"),
             body: body(3),
         },
-        Write::React {
-            target: target("x"),
-            emoji: "👍".into(),
-            on: true,
-        },
+        react("👍", true),
     ];
     a.write(alice.clone(), &author(1), &edits, 6).unwrap();
-    a.write(
-        bob.clone(),
-        &author(2),
-        &[Write::React {
-            target: target("x"),
-            emoji: "🎉".into(),
-            on: true,
-        }],
-        7,
-    )
-    .unwrap();
+    a.write(bob.clone(), &author(2), &[react("🎉", true)], 7).unwrap();
     let second_edit = Write::Edit {
         id: "e2".into(),
         target: target("x"),
@@ -129,17 +124,7 @@ fn edits_reactions_retractions_and_room_settings_read_back() {
     assert_eq!(edits, [body(3), body(4)], "in display order, the newest last");
     let emojis: Vec<(String, String)> = a.reactions().into_iter().map(|r| (r.user, r.emoji)).collect();
     assert_eq!(emojis.len(), 2);
-    a.write(
-        bob.clone(),
-        &author(2),
-        &[Write::React {
-            target: target("x"),
-            emoji: "🎉".into(),
-            on: false,
-        }],
-        9,
-    )
-    .unwrap();
+    a.write(bob.clone(), &author(2), &[react("🎉", false)], 9).unwrap();
     assert_eq!(a.reactions().len(), 1, "taken back");
     a.write(
         bob.clone(),

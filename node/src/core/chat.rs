@@ -342,6 +342,32 @@ impl Core {
         Ok((out.text.clone(), reply_to))
     }
 
+    /// The seq of the change `target`'s writer makes next (its writer is this
+    /// run's own: nothing else can take it).
+    fn next_seq(&self, space_id: SpaceId, target: &WriteTarget) -> u64 {
+        let space = &self.spaces[&space_id];
+        space
+            .last_env
+            .get(&actor_key(&target.actor))
+            .map_or(1, |(seq, _)| seq + 1)
+    }
+
+    /// The header of a side envelope of `kind` riding with the change
+    /// `target`'s writer makes next.
+    fn side_header(&self, space_id: SpaceId, target: &WriteTarget, kind: Kind) -> Header {
+        Header {
+            kind,
+            space: space_id,
+            doc: target.doc,
+            epoch: target.epoch.id,
+            author: self.me,
+            incarnation: target.incarnation,
+            seq: self.next_seq(space_id, target),
+            parents: Vec::new(),
+            control_heads: self.spaces[&space_id].state.heads(),
+        }
+    }
+
     /// Seals each text as a body envelope of the change `target`'s writer makes next.
     fn seal_bodies<'a>(
         &self,
@@ -349,23 +375,10 @@ impl Core {
         target: &WriteTarget,
         texts: impl IntoIterator<Item = &'a str>,
     ) -> Vec<Envelope> {
-        let space = &self.spaces[&space_id];
-        let actor = actor_key(&target.actor);
-        let seq = space.last_env.get(&actor).map_or(1, |(seq, _)| seq + 1);
         texts
             .into_iter()
             .map(|text| {
-                let header = Header {
-                    kind: Kind::Body,
-                    space: space_id,
-                    doc: target.doc,
-                    epoch: target.epoch.id,
-                    author: self.me,
-                    incarnation: target.incarnation,
-                    seq,
-                    parents: Vec::new(),
-                    control_heads: space.state.heads(),
-                };
+                let header = self.side_header(space_id, target, Kind::Body);
                 let plain = postcard::to_stdvec(&BodyPlain::V1 { text: text.to_string() }).expect("bodies serialize");
                 Envelope::seal_value(&self.keys, header, &target.key, &plain)
             })
@@ -383,11 +396,11 @@ impl Core {
         sides: Vec<Envelope>,
         effects: &mut Effects,
     ) -> store::Result<Result<()>> {
+        let expected_seq = self.next_seq(space_id, target);
         let space = self.spaces.get_mut(&space_id).expect("write_target found it");
         let readable = space.readable.as_mut().expect("write_target checked the key");
         let shard = readable.shard_mut(target.doc, &target.epoch);
         let chat = shard.doc.chat_mut().expect("write_target checked the space is a chat");
-        let expected_seq = space.last_env.get(&actor_key(&target.actor)).map_or(1, |(s, _)| s + 1);
         let change = match chat.write(
             target.actor.clone(),
             &target.author,
@@ -460,6 +473,7 @@ impl Core {
             Err(e) => return Ok(Err(e)),
         };
         let admin = target.author.admin;
+        let found = |name: &str| self.find_message(space_id, name);
         let not_admin = || Error::NotAllowed("only the room's owners and admins change its settings".into());
         let mut sides = Vec::new();
         let mut done = ChatDone {
@@ -472,7 +486,7 @@ impl Core {
                 if let Err(e) = check_text(&text) {
                     return Ok(Err(e));
                 }
-                let found = match self.find_message(space_id, &message) {
+                let found = match found(&message) {
                     Ok(f) => f,
                     Err(e) => return Ok(Err(e)),
                 };
@@ -491,7 +505,7 @@ impl Core {
                 }]
             }
             ChatOp::Retract { message } => {
-                let found = match self.find_message(space_id, &message) {
+                let found = match found(&message) {
                     Ok(f) => f,
                     Err(e) => return Ok(Err(e)),
                 };
@@ -499,18 +513,7 @@ impl Core {
                     return Ok(Err(e));
                 }
                 let bodies = self.bodies_of(space_id, &found);
-                let space = &self.spaces[&space_id];
-                let header = Header {
-                    kind: Kind::Tombstone,
-                    space: space_id,
-                    doc: target.doc,
-                    epoch: target.epoch.id,
-                    author: self.me,
-                    incarnation: target.incarnation,
-                    seq: space.last_env.get(&actor_key(&target.actor)).map_or(1, |(s, _)| s + 1),
-                    parents: Vec::new(),
-                    control_heads: space.state.heads(),
-                };
+                let header = self.side_header(space_id, &target, Kind::Tombstone);
                 sides.push(Envelope::sign_tombstone(&self.keys, header, &bodies));
                 done.message = Some(found.message.id.clone());
                 vec![Write::Retract {
@@ -518,12 +521,12 @@ impl Core {
                 }]
             }
             ChatOp::React { message, emoji, on } => {
-                let found = match self.find_message(space_id, &message) {
+                let found = match found(&message) {
                     Ok(f) => f,
                     Err(e) => return Ok(Err(e)),
                 };
                 let emoji = emoji.trim().to_string();
-                if emoji.is_empty() || emoji.len() > model::MAX_REACTION_BYTES || emoji.contains(char::is_whitespace) {
+                if !model::is_reaction(&emoji) {
                     return Ok(Err(Error::Invalid(format!(
                         "a reaction is one emoji or word of at most {} bytes, without spaces",
                         model::MAX_REACTION_BYTES
@@ -586,7 +589,7 @@ impl Core {
                 ]
             }
             ChatOp::Pin { message, on } => {
-                let found = match self.find_message(space_id, &message) {
+                let found = match found(&message) {
                     Ok(f) => f,
                     Err(e) => return Ok(Err(e)),
                 };
