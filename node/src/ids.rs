@@ -98,6 +98,10 @@ hex_id!(
     EnvelopeId, 32, "an envelope id"
 );
 hex_id!(
+    /// An attachment: BLAKE3 of its ciphertext (the root of its bao tree).
+    BlobId, 32, "a file id"
+);
+hex_id!(
     /// An Automerge actor (derived from device, document and incarnation).
     ActorKey, 16, "an actor id"
 );

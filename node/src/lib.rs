@@ -2,6 +2,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod api;
+pub mod blobs;
 pub mod client;
 pub mod clock;
 pub mod control;
