@@ -13,6 +13,10 @@
 //! | GET | `/v1/chats/{space}/room` | topic, welcome message, announcement, pinned messages |
 //! | GET, POST | `/v1/chat/quiet` | do not disturb: muted rooms and quiet hours (POST a `Quiet` change) |
 //! | POST | `/v1/chats/dm` | `{user}`: the direct-message room with that user (made when there is none) |
+//! | POST | `/v1/chats/{space}/files?name=N[&text=T][&reply_to=M]` | send a file (the body, streamed; up to 64 GiB) with a message; returns after both are durable |
+//! | POST | `/v1/files/{id}/get` | fetch a file from peers unless it is here (resumes after a restart) |
+//! | GET | `/v1/files/{id}` | a file's name, size, whether it is here, download progress |
+//! | GET | `/v1/files/{id}/content` | a file held here, decrypted as it streams |
 //! | POST | `/v1/chats/{space}/read` | marks the room read by this user (a receipt every member sees) |
 //! | POST | `/v1/spaces/{space}/members` | add a member `{member, role}` or a replicator `{member, replicator: true}` (owners and admins); returns after the durable commit |
 //! | GET | `/v1/spaces/{space}/members` | the space's members with roles, and its replicators |
@@ -25,6 +29,9 @@
 //! | GET | `/v1/dir/dept?path=P` | the members of department P and those under it |
 //!
 //! Errors are `{code, message, hint}` with a matching HTTP status; `code` is stable.
+
+mod files;
+pub use self::files::Upload;
 
 use std::sync::Arc;
 
@@ -228,6 +235,10 @@ pub fn router(core: CoreHandle, net: NetHandle, keys: Arc<DeviceKeys>, stopping:
         .route("/v1/chats/{space}/read", post(mark_read))
         .route("/v1/chats/dm", post(direct))
         .route("/v1/chat/quiet", get(quiet_show).post(quiet_set))
+        .route("/v1/chats/{space}/files", post(files::upload))
+        .route("/v1/files/{id}", get(files::show))
+        .route("/v1/files/{id}/get", post(files::get))
+        .route("/v1/files/{id}/content", get(files::content))
         .route("/v1/docs", post(create_doc))
         .route("/v1/docs/{space}", post(write_doc))
         .route("/v1/docs/{space}/read", post(read_doc))
@@ -636,6 +647,7 @@ async fn send(
         text: req.text,
         reply_to: req.reply_to,
         client_id: req.client_id,
+        file: None,
     };
     Ok(Json(s.core.send_message(space, outgoing).await?))
 }

@@ -40,7 +40,8 @@ use bao_tree::{
 use serde::{Deserialize, Serialize};
 
 pub use self::cipher::FileKey;
-use self::cipher::{CIPHER_CHUNK, PLAIN_CHUNK};
+pub use self::cipher::PLAIN_CHUNK;
+use self::cipher::CIPHER_CHUNK;
 pub use crate::ids::BlobId;
 
 /// The hash tree's leaf groups: 16 chunks of 1 KiB.
@@ -354,7 +355,7 @@ impl Partial {
     }
 
     /// Moves a download whose every range verified into the store, durably.
-    pub fn finish(self) -> io::Result<()> {
+    pub fn finish(&self) -> io::Result<()> {
         self.data.sync_all()?;
         self.outboard.data.sync_all()?;
         let id = self.id;

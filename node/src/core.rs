@@ -18,6 +18,7 @@ mod chat;
 mod devices;
 mod docs;
 mod equivocation;
+mod files;
 mod inbox;
 mod ingest;
 mod load;
@@ -56,6 +57,7 @@ pub use self::{
         BlameView, DiffView, DocAnswer, DocEdit, DocFormat, DocQuery, DocView, MAX_DOC_WRITE_BYTES,
         MAX_SPLICES_PER_WRITE, Splice, VersionView, Written,
     },
+    files::{FileRef, FileStatus, FileView, FileWant, MAX_FILE_NAME_BYTES, check_file_name},
     inbox::{InboxEntry, MAX_INBOX_LIMIT, ReminderView},
     org::{DEFAULT_EXPIRY_DAYS, DirEntry, DraftView, MAX_DIR_RESULTS, OrgCommand, OrgNet, OrgView, Proposal},
     quiet::{Quiet, QuietHours, QuietView},
@@ -157,6 +159,10 @@ pub enum Event {
     Reload { space: SpaceId, messages: u64 },
     /// The org policy advanced, or its drafts changed: tell every peer.
     Policy,
+    /// A file to download (`file get`).
+    FileWanted(FileWant),
+    /// A file was deleted here (its message retracted): stop fetching it.
+    FileDropped(crate::blobs::BlobId),
 }
 
 /// What to look up in the org directory.
@@ -507,6 +513,29 @@ enum ToCore {
         space: SpaceId,
         reply: Reply<MarkedRead>,
     },
+    FileGet {
+        name: String,
+        reply: Reply<FileStatus>,
+    },
+    FileShow {
+        name: String,
+        reply: Reply<FileStatus>,
+    },
+    FileToRead {
+        name: String,
+        reply: Reply<FileRef>,
+    },
+    FileWants {
+        reply: Reply<Vec<FileWant>>,
+    },
+    MayFetch {
+        device: DeviceId,
+        id: crate::blobs::BlobId,
+        reply: oneshot::Sender<bool>,
+    },
+    FileFetched {
+        id: crate::blobs::BlobId,
+    },
     Direct {
         who: String,
         reply: Reply<DirectRoom>,
@@ -607,6 +636,7 @@ pub struct CoreHandle {
     tx: mpsc::Sender<ToCore>,
     events: broadcast::Sender<Event>,
     device: DeviceId,
+    blobs: Arc<crate::blobs::Blobs>,
 }
 
 impl CoreHandle {
@@ -664,6 +694,7 @@ impl CoreHandle {
             text,
             reply_to: None,
             client_id,
+            file: None,
         };
         self.send_message(space, outgoing).await
     }
@@ -718,6 +749,45 @@ impl CoreHandle {
     /// Marks a chat room read by this device's user, up to what it holds.
     pub async fn mark_read(&self, space: SpaceId) -> Result<MarkedRead> {
         self.call(|reply| ToCore::MarkRead { space, reply }).await
+    }
+
+    /// The node's attachment store.
+    pub fn blobs(&self) -> Arc<crate::blobs::Blobs> {
+        self.blobs.clone()
+    }
+
+    /// Fetches the file `name` names (an id or unique prefix) unless it is here.
+    pub async fn file_get(&self, name: String) -> Result<FileStatus> {
+        self.call(|reply| ToCore::FileGet { name, reply }).await
+    }
+
+    /// Where the file `name` names stands here.
+    pub async fn file_status(&self, name: String) -> Result<FileStatus> {
+        self.call(|reply| ToCore::FileShow { name, reply }).await
+    }
+
+    /// The file `name` names, with its key, when it is held whole here.
+    pub async fn file_to_read(&self, name: String) -> Result<FileRef> {
+        self.call(|reply| ToCore::FileToRead { name, reply }).await
+    }
+
+    /// Downloads asked for and not finished.
+    pub async fn file_wants(&self) -> Result<Vec<FileWant>> {
+        self.call(|reply| ToCore::FileWants { reply }).await
+    }
+
+    /// Whether `device` may fetch file `id` from this node.
+    pub async fn may_fetch(&self, device: DeviceId, id: crate::blobs::BlobId) -> bool {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(ToCore::MayFetch { device, id, reply }).await.is_err() {
+            return false;
+        }
+        rx.await.unwrap_or(false)
+    }
+
+    /// A download finished.
+    pub async fn file_fetched(&self, id: crate::blobs::BlobId) {
+        let _ = self.tx.send(ToCore::FileFetched { id }).await;
     }
 
     /// A peer held more of the bodies asked for than it sent: ask again now.
@@ -989,8 +1059,10 @@ pub fn spawn(
     keys: Arc<DeviceKeys>,
 ) -> std::result::Result<(CoreHandle, std::thread::JoinHandle<()>), store::Error> {
     let store = Store::open(&home)?;
+    let blobs = Arc::new(crate::blobs::Blobs::open(home.join("blobs")).map_err(store::Error::Files)?);
     let (events, _) = broadcast::channel(EVENT_CAP);
     let mut core = Core::new(keys, store, events.clone());
+    core.blobs = Some(blobs.clone());
     core.user_keys = devices::load_user_keys(&home).filter(|u| u.user_id() == core.keys.user_id());
     core.home = Some(home);
     core.load()?;
@@ -1002,6 +1074,7 @@ pub fn spawn(
         tx,
         events,
         device: core.me,
+        blobs,
     };
     let thread = std::thread::Builder::new()
         .name("outpost-core".into())
@@ -1025,6 +1098,10 @@ struct Core {
     /// Spaces this device was added to in the current batch: rebuilt with the key
     /// after it commits.
     rebuilds: BTreeSet<SpaceId>,
+    /// The attachment store (none for a core without a home, in tests).
+    blobs: Option<Arc<crate::blobs::Blobs>>,
+    /// Files of messages retracted in the current batch: deleted after it commits.
+    dropped_files: BTreeSet<crate::blobs::BlobId>,
     events: broadcast::Sender<Event>,
     /// The node's home (where the user link is saved); `None` in some tests.
     home: Option<PathBuf>,
@@ -1115,6 +1192,8 @@ impl Core {
             orphans: Pending::new(ORPHAN_CAP, ORPHAN_BYTES_CAP),
             purges: BTreeSet::new(),
             rebuilds: BTreeSet::new(),
+            blobs: None,
+            dropped_files: BTreeSet::new(),
             events,
             home: None,
             org: None,
@@ -1210,6 +1289,10 @@ impl Core {
                 ToCore::MarkRead { space, reply } => self
                     .mark_read(txn, space, &mut effects)
                     .map(|r| effects.reply_result(reply, r)),
+                ToCore::FileGet { name, reply } => self
+                    .file_get(txn, &name, &mut effects)
+                    .map(|r| effects.reply_result(reply, r)),
+                ToCore::FileFetched { id } => self.file_fetched(txn, id),
                 ToCore::Direct { who, reply } => self
                     .direct_room(txn, &who, &mut effects)
                     .map(|r| effects.reply_result(reply, r)),
@@ -1311,6 +1394,7 @@ impl Core {
                 if std::mem::take(&mut self.policy_changed) {
                     let _ = self.events.send(Event::Policy);
                 }
+                self.delete_dropped_files();
                 for space in std::mem::take(&mut self.purges) {
                     if let Err(e) = self.purge(space) {
                         warn!(space = %space.fmt_short(), error = %e, "purging a frozen writer failed; it is retried at the next start");
@@ -1333,6 +1417,7 @@ impl Core {
                 self.policy_changed = false;
                 self.purges.clear();
                 self.rebuilds.clear();
+                self.dropped_files.clear();
                 if let Err(e) = self.load() {
                     warn!(error = %e, "reloading after a failed commit failed too");
                 }
@@ -1353,6 +1438,18 @@ impl Core {
             }
             ToCore::Room { space, reply } => {
                 let _ = reply.send(self.room_view(space));
+            }
+            ToCore::FileShow { name, reply } => {
+                let _ = reply.send(self.file_status_of(&name));
+            }
+            ToCore::FileToRead { name, reply } => {
+                let _ = reply.send(self.file_to_read(&name));
+            }
+            ToCore::FileWants { reply } => {
+                let _ = reply.send(self.file_wants().map_err(|e| Error::Store(Arc::new(e))));
+            }
+            ToCore::MayFetch { device, id, reply } => {
+                let _ = reply.send(self.may_fetch(&device, &id));
             }
             ToCore::WantedFor { peer, reply } => {
                 let _ = reply.send(Ok(self.wanted_for(peer)));
@@ -1451,6 +1548,8 @@ impl Core {
             ToCore::Send { reply, .. } => fail_unavailable(reply),
             ToCore::ChatWrite { reply, .. } => fail_unavailable(reply),
             ToCore::MarkRead { reply, .. } => fail_unavailable(reply),
+            ToCore::FileGet { reply, .. } => fail_unavailable(reply),
+            ToCore::FileFetched { .. } => {}
             ToCore::Direct { reply, .. } => fail_unavailable(reply),
             ToCore::Quiet { reply, .. } => fail_unavailable(reply),
             ToCore::QuietShow { reply } => {

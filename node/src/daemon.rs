@@ -26,6 +26,7 @@ impl Config {
                 mdns: true,
                 resync_interval: Duration::from_secs(30),
                 anchor: false,
+                upload_rate: None,
             },
         }
     }

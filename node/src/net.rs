@@ -5,6 +5,7 @@
 //! in [`anchor`].
 
 mod anchor;
+mod blobs;
 mod codec;
 mod enroll;
 
@@ -85,6 +86,8 @@ pub struct Config {
     pub resync_interval: Duration,
     /// Serve as an anchor: circuit relay and rendezvous for the org's nodes.
     pub anchor: bool,
+    /// Most bytes per second of attachments served to peers (`None`: no limit).
+    pub upload_rate: Option<u64>,
 }
 
 /// A connected peer as `status` shows it.
@@ -190,6 +193,7 @@ impl NetHandle {
 struct Behaviour {
     limits: connection_limits::Behaviour,
     sync: request_response::Behaviour<SyncCodec>,
+    blob: request_response::Behaviour<blobs::BlobCodec>,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     mdns: Toggle<mdns::tokio::Behaviour>,
@@ -220,6 +224,8 @@ enum Internal {
     },
     /// What the org's policy now says (revoked and admitted devices).
     Policy(OrgNet),
+    /// Attachment transfer work done off the actor.
+    Blob(blobs::BlobWork),
 }
 
 struct StaticPeer {
@@ -387,6 +393,15 @@ fn build_swarm(keys: &DeviceKeys, mdns_on: bool, anchor: Option<&Admitted>) -> R
                         .with_request_timeout(REQUEST_TIMEOUT)
                         .with_max_concurrent_streams(MAX_STREAMS),
                 ),
+                // Each stream may hold a 1 MiB range: the cap bounds what one
+                // connection makes us buffer.
+                blob: request_response::Behaviour::with_codec(
+                    blobs::BlobCodec,
+                    [(StreamProtocol::new(blobs::PROTOCOL), ProtocolSupport::Full)],
+                    request_response::Config::default()
+                        .with_request_timeout(REQUEST_TIMEOUT)
+                        .with_max_concurrent_streams(MAX_STREAMS),
+                ),
                 identify: identify::Behaviour::new(identify::Config::new("/outpost/1".into(), key.public())),
                 ping: ping::Behaviour::default(),
                 mdns: Toggle::from(mdns),
@@ -460,6 +475,8 @@ struct NetActor {
     tasks: JoinSet<()>,
     resync_interval: Duration,
     last_resync: Instant,
+    downloads: blobs::Downloads,
+    upload_rate: Option<u64>,
 }
 
 impl NetActor {
@@ -510,6 +527,8 @@ impl NetActor {
             tasks: JoinSet::new(),
             resync_interval: config.resync_interval,
             last_resync: now,
+            downloads: blobs::Downloads::default(),
+            upload_rate: config.upload_rate,
         }
     }
 
@@ -517,6 +536,10 @@ impl NetActor {
         // Before any connection is handled: which devices get no session.
         if let Ok(org) = self.core.org_net().await {
             self.apply_policy(org);
+        }
+        // Downloads an earlier run left unfinished go on.
+        for want in self.core.file_wants().await.unwrap_or_default() {
+            self.want_blob(want);
         }
         let mut tick = tokio::time::interval(TICK);
         loop {
@@ -637,6 +660,7 @@ impl NetActor {
                 let _ = self.swarm.behaviour_mut().sync.send_response(channel, response);
             }
             Internal::Policy(org) => self.apply_policy(org),
+            Internal::Blob(work) => self.handle_blob_work(work),
         }
     }
 
@@ -726,6 +750,8 @@ impl NetActor {
                     }
                 });
             }
+            Ok(core::Event::FileWanted(want)) => self.want_blob(want),
+            Ok(core::Event::FileDropped(id)) => self.drop_blob(&id),
             Ok(
                 core::Event::Message { .. }
                 | core::Event::Reload { .. }
@@ -818,6 +844,7 @@ impl NetActor {
                 self.static_peers[i].dialing = None;
             }
         }
+        self.pump_blobs();
         if now.duration_since(self.last_resync) >= self.resync_interval {
             self.last_resync = now;
             self.resync_all();
@@ -939,6 +966,7 @@ impl NetActor {
                     self.connected.insert(peer_id, link);
                     self.start_sync(peer_id, device);
                     self.hand_over_enrolls(peer_id, device);
+                    self.pump_blobs();
                 }
             }
             SwarmEvent::ConnectionClosed {
@@ -983,6 +1011,7 @@ impl NetActor {
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Sync(event)) => self.handle_sync_event(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Blob(event)) => self.handle_blob_event(event),
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })) => {
                 self.identified(peer_id, &info)
             }

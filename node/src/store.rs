@@ -10,7 +10,7 @@ use std::{ops::ControlFlow, path::Path};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
-use crate::ids::{ActorKey, DeviceId, EnvelopeId, SpaceId};
+use crate::ids::{ActorKey, BlobId, DeviceId, EnvelopeId, SpaceId};
 
 /// Schema version recorded in `meta-1`; bumped with each migration.
 pub const SCHEMA_VERSION: u64 = 1;
@@ -83,6 +83,15 @@ const CHAT_SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("chat-s
 /// Read receipts (`envelope::Kind::State`): (space, device) → the device's
 /// newest one. A newer one replaces the row.
 const STATES: TableDefinition<(&[u8; 16], &[u8; 32]), &[u8]> = TableDefinition::new("states-1");
+/// Attachments referred to by chat bodies: (file id, space, body id) → ().
+/// Who may fetch a file from this node: the devices of a space whose body
+/// names it. A retraction removes its body's row.
+const FILES: TableDefinition<FileRowKey, ()> = TableDefinition::new("files-1");
+/// (file id, space, body id).
+type FileRowKey = (&'static [u8; 32], &'static [u8; 16], &'static [u8; 32]);
+/// Downloads asked for and not finished: file id → (space, ciphertext bytes).
+/// Taken up again at start.
+const FILE_WANTS: TableDefinition<&[u8; 32], (&[u8; 16], u64)> = TableDefinition::new("file-wants-1");
 /// Device certificates learnt from peers: device → postcard(DeviceCert).
 const CERTS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("device-certs-1");
 /// This device's user's devices (linked here, or known when this device joined):
@@ -105,6 +114,8 @@ pub enum Error {
     Unavailable,
     #[error("database error")]
     Redb(#[source] Box<redb::Error>),
+    #[error("cannot open the file store")]
+    Files(#[source] std::io::Error),
 }
 
 impl<E: Into<redb::Error>> From<E> for Error {
@@ -197,6 +208,8 @@ impl Store {
         tx.open_table(TOMBSTONED)?;
         tx.open_table(STATES)?;
         tx.open_table(CHAT_SETTINGS)?;
+        tx.open_table(FILES)?;
+        tx.open_table(FILE_WANTS)?;
         tx.set_two_phase_commit(true);
         tx.commit()?;
         Ok(())
@@ -336,6 +349,36 @@ impl Store {
         for row in table.iter()? {
             let (k, v) = row?;
             out.push((k.value().to_string(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// The (file, space, body) rows of files whose id starts with `prefix`.
+    pub fn files(&self, prefix: &[u8]) -> Result<Vec<(BlobId, SpaceId, EnvelopeId)>> {
+        let (mut low, mut high) = ([0u8; 32], [0xffu8; 32]);
+        let n = prefix.len().min(32);
+        low[..n].copy_from_slice(&prefix[..n]);
+        high[..n].copy_from_slice(&prefix[..n]);
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(FILES)?;
+        let mut out = Vec::new();
+        for row in table.range((&low, &[0u8; 16], &[0u8; 32])..=(&high, &[0xff; 16], &[0xff; 32]))? {
+            let (k, _) = row?;
+            let (file, space, body) = k.value();
+            out.push((BlobId(*file), SpaceId(*space), EnvelopeId(*body)));
+        }
+        Ok(out)
+    }
+
+    /// Downloads not finished: (file, space, ciphertext bytes).
+    pub fn file_wants(&self) -> Result<Vec<(BlobId, SpaceId, u64)>> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(FILE_WANTS)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (k, v) = row?;
+            let (space, size) = v.value();
+            out.push((BlobId(*k.value()), SpaceId(*space), size));
         }
         Ok(out)
     }
@@ -568,6 +611,32 @@ impl Txn {
 
     pub fn remove_chat_setting(&mut self, key: &str) -> Result<()> {
         self.open_table(CHAT_SETTINGS)?.remove(key)?;
+        Ok(())
+    }
+
+    pub fn put_file(&mut self, file: &BlobId, space: &SpaceId, body: &EnvelopeId) -> Result<()> {
+        self.open_table(FILES)?.insert((&file.0, &space.0, &body.0), ())?;
+        Ok(())
+    }
+
+    /// Removes a body's file row; true when no other body names the file.
+    pub fn remove_file(&mut self, file: &BlobId, space: &SpaceId, body: &EnvelopeId) -> Result<bool> {
+        let mut table = self.open_table(FILES)?;
+        table.remove((&file.0, &space.0, &body.0))?;
+        let left = table
+            .range((&file.0, &[0u8; 16], &[0u8; 32])..=(&file.0, &[0xff; 16], &[0xff; 32]))?
+            .next()
+            .is_some();
+        Ok(!left)
+    }
+
+    pub fn put_file_want(&mut self, file: &BlobId, space: &SpaceId, size: u64) -> Result<()> {
+        self.open_table(FILE_WANTS)?.insert(&file.0, (&space.0, size))?;
+        Ok(())
+    }
+
+    pub fn remove_file_want(&mut self, file: &BlobId) -> Result<()> {
+        self.open_table(FILE_WANTS)?.remove(&file.0)?;
         Ok(())
     }
 

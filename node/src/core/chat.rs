@@ -24,6 +24,7 @@ use outpost_crdt::chat::{self as model, ChatDoc, RoomWrite, Write, msg_ref, pars
 
 use super::{
     docs::{member_users, mentioned},
+    files::{FileRef, FileView, MAX_FILE_NAME_BYTES},
     inbox::InboxRow,
     space::actor_key,
     *,
@@ -31,8 +32,29 @@ use super::{
 
 /// A body's plaintext. postcard: append variants, never reorder.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-enum BodyPlain {
+pub(super) enum BodyPlain {
     V1 { text: String },
+    /// A text with an attachment (its key included).
+    V2 { text: String, file: Option<FileRef> },
+}
+
+impl BodyPlain {
+    fn new(text: &str, file: Option<FileRef>) -> Self {
+        match file {
+            None => BodyPlain::V1 { text: text.to_string() },
+            file => BodyPlain::V2 {
+                text: text.to_string(),
+                file,
+            },
+        }
+    }
+
+    pub(super) fn into_parts(self) -> (String, Option<FileRef>) {
+        match self {
+            BodyPlain::V1 { text } => (text, None),
+            BodyPlain::V2 { text, file } => (text, file),
+        }
+    }
 }
 
 /// A message to send.
@@ -45,6 +67,10 @@ pub struct Outgoing {
     /// A retried request with the same id is stored once.
     #[serde(default)]
     pub client_id: Option<String>,
+    /// An attachment imported by this node (never from JSON: the local API
+    /// imports the file's bytes and sets it).
+    #[serde(skip)]
+    pub file: Option<FileRef>,
 }
 
 pub(super) type PendingSend = (Outgoing, Reply<Sent>);
@@ -171,11 +197,14 @@ pub struct MessageView {
     /// The body has not reached this node yet.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub missing: bool,
+    /// The attached file (`outpost file get ID` fetches it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<FileView>,
 }
 
 /// What a stored body gives.
 enum BodyText {
-    Text(String),
+    Text(String, Option<FileRef>),
     /// Not held (not arrived yet, or deleted).
     Missing,
 }
@@ -207,6 +236,7 @@ impl Core {
         };
         let mut posts = Vec::new();
         let mut waiting: Vec<(String, Option<String>, Reply<Sent>)> = Vec::new();
+        let mut files: Vec<Option<FileRef>> = Vec::new();
         let mut batch_ids: HashMap<String, String> = HashMap::new();
         for (out, reply) in group {
             let prepared = self.prepare_post(space_id, &out);
@@ -231,6 +261,7 @@ impl Core {
                 batch_ids.insert(cid.clone(), id.clone());
             }
             posts.push((id.clone(), text, reply_to));
+            files.push(out.file);
             waiting.push((id, out.client_id, reply));
         }
         if posts.is_empty() {
@@ -238,7 +269,11 @@ impl Core {
         }
         let space = &self.spaces[&space_id];
         let (members, aliases) = (member_users(space), self.mention_aliases());
-        let bodies = self.seal_bodies(space_id, &target, posts.iter().map(|(_, text, _)| text.as_str()));
+        let bodies = self.seal_bodies(
+            space_id,
+            &target,
+            posts.iter().zip(&files).map(|((_, text, _), file)| BodyPlain::new(text, file.clone())),
+        );
         let writes: Vec<Write> = posts
             .iter()
             .zip(&bodies)
@@ -253,7 +288,17 @@ impl Core {
                 })
             })
             .collect();
+        let files: Vec<(crate::blobs::BlobId, EnvelopeId)> = files
+            .iter()
+            .zip(&bodies)
+            .filter_map(|(file, body)| file.as_ref().map(|f| (f.id, body.id())))
+            .collect();
         let result = self.write_chat(tx, space_id, &target, &writes, bodies, effects)?;
+        if result.is_ok() {
+            for (file, body) in files {
+                tx.put_file(&file, &space_id, &body)?;
+            }
+        }
         for (id, client_id, reply) in waiting {
             match &result {
                 Ok(()) => {
@@ -332,6 +377,9 @@ impl Core {
             )));
         }
         check_text(&out.text)?;
+        if let Some(file) = &out.file {
+            files::check_file_name(&file.name)?;
+        }
         let reply_to = match &out.reply_to {
             None => None,
             Some(name) => {
@@ -368,18 +416,18 @@ impl Core {
         }
     }
 
-    /// Seals each text as a body envelope of the change `target`'s writer makes next.
-    fn seal_bodies<'a>(
+    /// Seals each body as an envelope of the change `target`'s writer makes next.
+    fn seal_bodies(
         &self,
         space_id: SpaceId,
         target: &WriteTarget,
-        texts: impl IntoIterator<Item = &'a str>,
+        bodies: impl IntoIterator<Item = BodyPlain>,
     ) -> Vec<Envelope> {
-        texts
+        bodies
             .into_iter()
-            .map(|text| {
+            .map(|body| {
                 let header = self.side_header(space_id, target, Kind::Body);
-                let plain = postcard::to_stdvec(&BodyPlain::V1 { text: text.to_string() }).expect("bodies serialize");
+                let plain = postcard::to_stdvec(&body).expect("bodies serialize");
                 Envelope::seal_value(&self.keys, header, &target.key, &plain)
             })
             .collect()
@@ -496,7 +544,7 @@ impl Core {
                 if self.retraction_of(space_id, &found).is_some() {
                     return Ok(Err(Error::Invalid("this message was retracted".into())));
                 }
-                sides = self.seal_bodies(space_id, &target, [text.as_str()]);
+                sides = self.seal_bodies(space_id, &target, [BodyPlain::new(&text, None)]);
                 done.message = Some(found.message.id.clone());
                 vec![Write::Edit {
                     id: new_message_id(),
@@ -572,7 +620,7 @@ impl Core {
                 }
                 let space = &self.spaces[&space_id];
                 let (mentions, all) = mentions_in(&text, &member_users(space), &self.mention_aliases());
-                sides = self.seal_bodies(space_id, &target, [text.as_str()]);
+                sides = self.seal_bodies(space_id, &target, [BodyPlain::new(&text, None)]);
                 let id = new_message_id();
                 done.message = Some(id.clone());
                 let target_ref = msg_ref(&target.doc, &id);
@@ -829,6 +877,7 @@ impl Core {
             if h.kind != Kind::Body || !self.tombstone_may_delete(space, tombstone, &h.author) {
                 continue;
             }
+            self.forget_file(tx, space_id, &body)?;
             if tx.delete_side(&space_id, &h.actor(), h.seq, &body_id)? {
                 deleted.insert(body_id);
                 if let Some(space) = self.spaces.get_mut(&space_id) {
@@ -934,6 +983,9 @@ impl Core {
             return Ok(SideOutcome::Rejected("more side envelopes than one change carries"));
         }
         tx.put_side(&space_id, &h.actor(), h.seq, &env.id(), env.as_bytes())?;
+        if h.kind == Kind::Body {
+            self.record_file(tx, space_id, env)?;
+        }
         if let Some(space) = self.spaces.get_mut(&space_id) {
             space.sides_held += 1;
             space.wanted_bodies.remove(&env.id());
@@ -963,11 +1015,19 @@ impl Core {
         if env.header().kind != Kind::Body || env.header().actor() != actor_key(actor) {
             return BodyText::Missing;
         }
-        let plain = space.key_of(&env).and_then(|k| env.open_value(&k).ok());
-        match plain.and_then(|p| postcard::from_bytes::<BodyPlain>(&p).ok()) {
-            Some(BodyPlain::V1 { text }) => BodyText::Text(text),
+        match self.open_body(space, &env) {
+            Some(plain) => {
+                let (text, file) = plain.into_parts();
+                BodyText::Text(text, file)
+            }
             None => BodyText::Missing,
         }
+    }
+
+    /// A body's plaintext, for a member holding its epoch's key.
+    pub(super) fn open_body(&self, space: &Space, env: &Envelope) -> Option<BodyPlain> {
+        let plain = space.key_of(env).and_then(|k| env.open_value(&k).ok())?;
+        postcard::from_bytes(&plain).ok()
     }
 
     /// Stops asking for the bodies `tombstone` may delete (judged against the
@@ -1169,14 +1229,20 @@ impl Core {
             .unwrap_or_default();
         let retracted = overlay.retracted.get(&(m.body.clone(), author)).cloned();
         // A retracted message's bodies are not read (nor asked for).
+        let (original, file) = match retracted {
+            Some(_) => (None, None),
+            None => match self.body_text(space, &m.body, &m.actor, get) {
+                BodyText::Text(t, file) => (Some(t), file.map(|f| f.view())),
+                BodyText::Missing => (None, None),
+            },
+        };
         let mut text = |body: &str, actor: &outpost_crdt::ActorId| match retracted {
             Some(_) => None,
             None => match self.body_text(space, body, actor, get) {
-                BodyText::Text(t) => Some(t),
+                BodyText::Text(t, _) => Some(t),
                 BodyText::Missing => None,
             },
         };
-        let original = text(&m.body, &m.actor);
         // Only this message's author's edits: another entry under the same
         // id (a reused id) has its own.
         let author_user = self.user_of(space, &author);
@@ -1228,6 +1294,7 @@ impl Core {
             reactions: overlay.reactions.get(&target).cloned().unwrap_or_default(),
             retracted,
             missing,
+            file,
         }
     }
 
@@ -1257,13 +1324,13 @@ impl Core {
                 continue;
             }
             let mut get = |id: &EnvelopeId| tx.side(&space_id, id).ok().flatten();
-            let text = match self.body_text(space, &m.body, &m.actor, &mut get) {
-                BodyText::Text(t) => t,
+            let (text, file, missing) = match self.body_text(space, &m.body, &m.actor, &mut get) {
+                BodyText::Text(t, file) => (t, file.map(|f| f.view()), false),
                 BodyText::Missing => {
                     if let (Some(space), Ok(id)) = (self.spaces.get_mut(&space_id), m.body.parse()) {
                         space.want_body(id, by);
                     }
-                    String::new()
+                    (String::new(), None, true)
                 }
             };
             let Some(space) = self.spaces.get(&space_id) else {
@@ -1276,7 +1343,8 @@ impl Core {
             let view = MessageView {
                 id: m.id.clone(),
                 author: by,
-                missing: text.is_empty(),
+                missing,
+                file,
                 text,
                 sent_at_ms: m.sent_at_ms,
                 lamport: m.lamport,
@@ -1335,9 +1403,9 @@ impl Core {
     }
 }
 
-/// Largest body envelope body: a text of [`MAX_TEXT_BYTES`], its postcard
+/// Largest body envelope body: a text of [`MAX_TEXT_BYTES`] and a file reference, their postcard
 /// framing, the nonce and the tag (checked in clear, replicators too).
-const MAX_BODY_CIPHERTEXT: usize = MAX_TEXT_BYTES + 64;
+const MAX_BODY_CIPHERTEXT: usize = MAX_TEXT_BYTES + MAX_FILE_NAME_BYTES + 256;
 /// Most side envelopes one change carries: a body per message of a group
 /// commit, and a tombstone.
 const MAX_SIDES_PER_CHANGE: u64 = BATCH_CAP as u64 + 1;

@@ -21,11 +21,14 @@ pub(crate) type Inbound = Result<Request, FrameError>;
 
 /// Reads one frame; `Ok(Err(_))` when the declared length breaks the cap (the
 /// body is not read).
-async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Result<Vec<u8>, FrameError>> {
+pub(super) async fn read_frame<T: AsyncRead + Unpin + Send>(
+    io: &mut T,
+    cap: usize,
+) -> io::Result<Result<Vec<u8>, FrameError>> {
     let mut len = [0u8; 4];
     io.read_exact(&mut len).await?;
     let len = u32::from_be_bytes(len) as usize;
-    if len > MAX_FRAME_BYTES {
+    if len > cap {
         return Ok(Err(FrameError::TooLarge(len)));
     }
     let mut buf = vec![0u8; len];
@@ -33,8 +36,12 @@ async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Resul
     Ok(Ok(buf))
 }
 
-async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, bytes: Vec<u8>) -> io::Result<()> {
-    if bytes.len() > MAX_FRAME_BYTES {
+pub(super) async fn write_frame<T: AsyncWrite + Unpin + Send>(
+    io: &mut T,
+    bytes: Vec<u8>,
+    cap: usize,
+) -> io::Result<()> {
+    if bytes.len() > cap {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "outgoing frame exceeds the cap",
@@ -60,7 +67,7 @@ impl libp2p::request_response::Codec for SyncCodec {
         io: &mut T,
     ) -> io::Result<Inbound> {
         // Packed frames are rebuilt here, so the actor sees plain envelopes only.
-        Ok(read_frame(io)
+        Ok(read_frame(io, MAX_FRAME_BYTES)
             .await?
             .and_then(|frame| match sync::decode_request(&frame)? {
                 Request::Packed { groups } => sync::unpack(groups).map(|envelopes| Request::Envelopes { envelopes }),
@@ -73,7 +80,7 @@ impl libp2p::request_response::Codec for SyncCodec {
         _: &StreamProtocol,
         io: &mut T,
     ) -> io::Result<Response> {
-        read_frame(io)
+        read_frame(io, MAX_FRAME_BYTES)
             .await?
             .and_then(|frame| sync::decode_response(&frame))
             .map_err(invalid)
@@ -86,7 +93,7 @@ impl libp2p::request_response::Codec for SyncCodec {
         req: Inbound,
     ) -> io::Result<()> {
         let req = req.map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        write_frame(io, sync::encode(&req)).await
+        write_frame(io, sync::encode(&req), MAX_FRAME_BYTES).await
     }
 
     async fn write_response<T: AsyncWrite + Unpin + Send>(
@@ -95,6 +102,6 @@ impl libp2p::request_response::Codec for SyncCodec {
         io: &mut T,
         res: Response,
     ) -> io::Result<()> {
-        write_frame(io, sync::encode(&res)).await
+        write_frame(io, sync::encode(&res), MAX_FRAME_BYTES).await
     }
 }
