@@ -4,7 +4,7 @@
 use clap::{Args, Subcommand, ValueEnum};
 use futures::StreamExt;
 use outpost_node::{
-    api::{ApiEvent, ChatOpRequest, CreateChat, Created, Direct, SendMessage},
+    api::{ApiEvent, ChatOpRequest, CreateChat, Created, Direct, SendMessage, Upload},
     client::Client,
     control::{History, Posting},
     core::{
@@ -60,7 +60,12 @@ pub(crate) enum ChatCommand {
     /// `@all` mentions everyone in the room.
     Send {
         space: String,
-        text: String,
+        /// The message (with --file, a caption; may be left out).
+        text: Option<String>,
+        /// Attach a file (up to 64 GiB): encrypted as it is sent, fetched by
+        /// others with `outpost file get ID`. Shows a progress bar.
+        #[arg(long, value_name = "PATH")]
+        file: Option<std::path::PathBuf>,
         /// Answer a message (its id, or a unique prefix of it).
         #[arg(long, value_name = "MSG")]
         reply_to: Option<String>,
@@ -236,16 +241,31 @@ pub(crate) async fn run(client: &Client, cmd: ChatCommand) -> anyhow::Result<()>
         ChatCommand::Send {
             space,
             text,
+            file,
             reply_to,
             client_id,
             json,
         } => {
-            let send = SendMessage {
-                text,
-                reply_to,
-                client_id,
+            let sent: Sent = match (file, text) {
+                (Some(path), text) => {
+                    let upload = Upload {
+                        name: String::new(),
+                        text: text.unwrap_or_default(),
+                        reply_to,
+                        client_id,
+                    };
+                    crate::file::send(client, &space, &path, upload, json).await?
+                }
+                (None, Some(text)) => {
+                    let send = SendMessage {
+                        text,
+                        reply_to,
+                        client_id,
+                    };
+                    client.post(&format!("/v1/chats/{space}/messages"), &send).await?
+                }
+                (None, None) => return Err(Usage("give the message's TEXT, a --file, or both".into()).into()),
             };
-            let sent: Sent = client.post(&format!("/v1/chats/{space}/messages"), &send).await?;
             if json {
                 output::json(&sent)?;
             } else {

@@ -8,6 +8,7 @@ mod cal;
 mod chat;
 mod doc;
 mod exit;
+mod file;
 mod org;
 mod output;
 
@@ -85,6 +86,9 @@ enum Command {
     /// The org directory: people by name, department or title.
     #[command(subcommand)]
     Dir(org::DirCmd),
+    /// Files attached to chat messages: fetch and save them.
+    #[command(subcommand)]
+    File(file::FileCmd),
 }
 
 #[derive(Subcommand)]
@@ -266,6 +270,33 @@ struct DaemonArgs {
     /// Seconds between full re-syncs with every connected peer.
     #[arg(long, default_value_t = 30, value_name = "SECS")]
     resync_secs: u64,
+    /// Most attachment bytes per second this node serves to peers, e.g. `5M`
+    /// on a branch office's thin uplink (K, M and G are powers of 1024). No
+    /// limit by default.
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    max_upload_rate: Option<u64>,
+}
+
+/// A byte rate: a number with an optional K, M or G suffix (powers of 1024).
+fn parse_rate(text: &str) -> Result<u64, String> {
+    let t = text.trim().trim_end_matches("/s").trim_end_matches(['B', 'b']);
+    let (digits, unit) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&t[..i], c.to_ascii_uppercase()),
+        _ => (t, ' '),
+    };
+    let scale: u64 = match unit {
+        ' ' => 1,
+        'K' => 1 << 10,
+        'M' => 1 << 20,
+        'G' => 1 << 30,
+        _ => return Err(format!("unknown unit in {text:?}: use K, M or G")),
+    };
+    match digits.trim().parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n.saturating_mul(scale)),
+        _ => Err(format!(
+            "{text:?} is not a rate: give bytes per second, e.g. 500K or 5M"
+        )),
+    }
 }
 
 fn main() -> ExitCode {
@@ -358,6 +389,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 config.net.listen = parse_addrs(&args.listen, "--listen")?;
             }
             config.net.anchor = args.anchor;
+            config.net.upload_rate = args.max_upload_rate;
             config.net.peers = parse_addrs(&args.peer, "--peer")?;
             config.net.mdns = !args.no_mdns;
             config.net.resync_interval = Duration::from_secs(args.resync_secs.max(1));
@@ -404,6 +436,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Org(cmd) => {
             init_logging("warn");
             org::run(&client, &home, cmd).await?;
+        }
+        Command::File(cmd) => {
+            init_logging("warn");
+            file::run(&client, cmd).await?;
         }
         Command::Dir(cmd) => {
             init_logging("warn");
@@ -629,5 +665,17 @@ mod tests {
     #[test]
     fn every_command_is_well_formed() {
         super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn rates_parse_with_units() {
+        use super::parse_rate;
+        assert_eq!(parse_rate("500"), Ok(500));
+        assert_eq!(parse_rate("5M"), Ok(5 << 20));
+        assert_eq!(parse_rate("40MB/s"), Ok(40 << 20));
+        assert_eq!(parse_rate("2k"), Ok(2048));
+        assert!(parse_rate("0").is_err());
+        assert!(parse_rate("fast").is_err());
+        assert!(parse_rate("5X").is_err());
     }
 }

@@ -539,8 +539,8 @@ pub(crate) enum DirCmd {
 
 pub(crate) async fn dir(client: &Client, cmd: DirCmd) -> anyhow::Result<()> {
     let (url, json) = match cmd {
-        DirCmd::Search { query, json } => (format!("/v1/dir/search?q={}", percent_encode(&query)), json),
-        DirCmd::Dept { path, json } => (format!("/v1/dir/dept?path={}", percent_encode(&path)), json),
+        DirCmd::Search { query, json } => (format!("/v1/dir/search?q={}", output::percent_encode(&query)), json),
+        DirCmd::Dept { path, json } => (format!("/v1/dir/dept?path={}", output::percent_encode(&path)), json),
     };
     let entries: Vec<DirEntry> = client.get(&url).await?;
     if json {
@@ -560,14 +560,4 @@ pub(crate) async fn dir(client: &Client, cmd: DirCmd) -> anyhow::Result<()> {
         eprintln!("nobody found");
     }
     Ok(())
-}
-
-/// Percent-encodes a query value (UTF-8 bytes; unreserved characters stay).
-fn percent_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }

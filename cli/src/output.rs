@@ -4,12 +4,22 @@ use outpost_node::{
     api::StatusResponse,
     clock::utc,
     control::{History, Posting, Role},
-    core::{DeviceView, InboxEntry, Members, MessageView, OrgView, RoomView, SpaceSummary, SyncState},
+    core::{DeviceView, FileStatus, InboxEntry, Members, MessageView, OrgView, RoomView, SpaceSummary, SyncState},
 };
 
 pub(crate) fn json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
+}
+
+/// Percent-encodes a query value (UTF-8 bytes; unreserved characters stay).
+pub(crate) fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 pub(crate) fn json_line<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
@@ -84,6 +94,9 @@ pub(crate) fn message(m: &MessageView) {
             println!("    was ({}): {was}", utc(earlier.at_ms));
         }
     }
+    if let Some(f) = &m.file {
+        println!("    file: {} ({}) [{}]", f.name, size(f.size), f.id);
+    }
     if !m.read_by.is_empty() {
         let users: Vec<String> = m.read_by.iter().map(|u| u.fmt_short().to_string()).collect();
         println!("    read by {}", users.join(", "));
@@ -96,6 +109,32 @@ pub(crate) fn message(m: &MessageView) {
             .collect();
         println!("    {}", line.join("  "));
     }
+}
+
+/// A byte count for people: 1.5 MiB.
+pub(crate) fn size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["bytes", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    match unit {
+        0 => format!("{bytes} bytes"),
+        _ => format!("{value:.1} {}", UNITS[unit]),
+    }
+}
+
+/// Where a file stands (`file show`).
+pub(crate) fn file(f: &FileStatus) {
+    let state = match (f.complete, f.progress) {
+        (true, _) => "here".to_string(),
+        (false, Some(p)) if p.total > 0 => format!("downloading, {}%", p.have * 100 / p.total),
+        (false, _) => "not here (`outpost file get` fetches it)".to_string(),
+    };
+    println!("{}  {}  {}  room {}", f.id, f.name, size(f.size), f.space.fmt_short());
+    println!("    {state}");
 }
 
 /// A room's settings, announcement and pinned messages.

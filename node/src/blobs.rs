@@ -39,9 +39,9 @@ use bao_tree::{
 };
 use serde::{Deserialize, Serialize};
 
+use self::cipher::CIPHER_CHUNK;
 pub use self::cipher::FileKey;
 pub use self::cipher::PLAIN_CHUNK;
-use self::cipher::CIPHER_CHUNK;
 pub use crate::ids::BlobId;
 
 /// The hash tree's leaf groups: 16 chunks of 1 KiB.

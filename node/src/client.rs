@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request, StatusCode, body::Bytes};
 use hyper_util::rt::TokioIo;
@@ -41,6 +41,26 @@ impl Client {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<hyper::Response<hyper::body::Incoming>, Error> {
+        self.request_with(
+            method,
+            path,
+            "application/json",
+            Full::new(Bytes::from(body.unwrap_or_default())),
+        )
+        .await
+    }
+
+    async fn request_with<B>(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: &str,
+        body: B,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, Error>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let stream = tokio::net::UnixStream::connect(&self.socket)
             .await
             .map_err(|e| match e.kind() {
@@ -57,8 +77,8 @@ impl Client {
             .method(method)
             .uri(path)
             .header("host", "outpost")
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .header("content-type", content_type)
+            .body(body)
             .map_err(|e| Error::Transport(e.to_string()))?;
         let resp = sender
             .send_request(req)
@@ -83,14 +103,7 @@ impl Client {
     }
 
     async fn json<T: DeserializeOwned>(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<T, Error> {
-        let resp = self.request(method, path, body).await?;
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| Error::Transport(e.to_string()))?
-            .to_bytes();
-        serde_json::from_slice(&bytes).map_err(|e| Error::Transport(format!("unexpected answer: {e}")))
+        read_json(self.request(method, path, body).await?).await
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, Error> {
@@ -100,6 +113,37 @@ impl Client {
     pub async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, Error> {
         let body = serde_json::to_vec(body).map_err(|e| Error::Transport(e.to_string()))?;
         self.json(Method::POST, path, Some(body)).await
+    }
+
+    /// Posts a stream of bytes (a file) and reads the JSON answer.
+    pub async fn post_stream<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        pieces: impl Stream<Item = std::io::Result<Vec<u8>>> + Send + 'static,
+    ) -> Result<T, Error> {
+        let body = http_body_util::StreamBody::new(pieces.map(|p| p.map(|b| hyper::body::Frame::data(Bytes::from(b)))));
+        read_json(
+            self.request_with(Method::POST, path, "application/octet-stream", body)
+                .await?,
+        )
+        .await
+    }
+
+    /// Reads a response body as a stream of bytes (a file).
+    pub async fn get_stream(&self, path: &str) -> Result<impl Stream<Item = Result<Bytes, Error>> + use<>, Error> {
+        let body = self.request(Method::GET, path, None).await?.into_body();
+        Ok(futures::stream::unfold(body, |mut body| async move {
+            loop {
+                match body.frame().await? {
+                    Ok(frame) => {
+                        if let Ok(data) = frame.into_data() {
+                            return Some((Ok(data), body));
+                        }
+                    }
+                    Err(e) => return Some((Err(Error::Transport(e.to_string())), body)),
+                }
+            }
+        }))
     }
 
     /// Streams newline-delimited JSON values.
@@ -134,4 +178,14 @@ impl Client {
             },
         ))
     }
+}
+
+async fn read_json<T: DeserializeOwned>(resp: hyper::Response<hyper::body::Incoming>) -> Result<T, Error> {
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| Error::Transport(e.to_string()))?
+        .to_bytes();
+    serde_json::from_slice(&bytes).map_err(|e| Error::Transport(format!("unexpected answer: {e}")))
 }

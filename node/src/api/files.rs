@@ -40,7 +40,12 @@ fn io_failure(e: std::io::Error) -> Failure {
         std::io::ErrorKind::FileTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         _ => StatusCode::SERVICE_UNAVAILABLE,
     };
-    error(status, "file", e.to_string(), Some("check disk space and the daemon log"))
+    error(
+        status,
+        "file",
+        e.to_string(),
+        Some("check disk space and the daemon log"),
+    )
 }
 
 /// Imports the body into the store (encrypting as it arrives), then posts the
@@ -90,7 +95,12 @@ pub(super) async fn upload(
         .await
         .map_err(|e| io_failure(std::io::Error::other(e)))?
         .map_err(|e| match &broke {
-            Some(why) => error(StatusCode::BAD_REQUEST, "invalid", format!("the upload broke off: {why}"), None),
+            Some(why) => error(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                format!("the upload broke off: {why}"),
+                None,
+            ),
             None => io_failure(e),
         })?;
     let outgoing = core::Outgoing {

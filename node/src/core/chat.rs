@@ -33,9 +33,14 @@ use super::{
 /// A body's plaintext. postcard: append variants, never reorder.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) enum BodyPlain {
-    V1 { text: String },
+    V1 {
+        text: String,
+    },
     /// A text with an attachment (its key included).
-    V2 { text: String, file: Option<FileRef> },
+    V2 {
+        text: String,
+        file: Option<FileRef>,
+    },
 }
 
 impl BodyPlain {
@@ -272,7 +277,10 @@ impl Core {
         let bodies = self.seal_bodies(
             space_id,
             &target,
-            posts.iter().zip(&files).map(|((_, text, _), file)| BodyPlain::new(text, file.clone())),
+            posts
+                .iter()
+                .zip(&files)
+                .map(|((_, text, _), file)| BodyPlain::new(text, file.clone())),
         );
         let writes: Vec<Write> = posts
             .iter()

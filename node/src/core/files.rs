@@ -106,7 +106,10 @@ impl Core {
             let Some(space) = self.spaces.get(&space_id) else {
                 continue;
             };
-            let bytes = self.store.side(&space_id, &body).map_err(|e| Error::Store(Arc::new(e)))?;
+            let bytes = self
+                .store
+                .side(&space_id, &body)
+                .map_err(|e| Error::Store(Arc::new(e)))?;
             let file = bytes
                 .and_then(|b| Envelope::decode_stored(b).ok())
                 .and_then(|env| self.open_body(space, &env))
@@ -121,9 +124,7 @@ impl Core {
                 "no file {name} in the rooms this device can read (retracted, or its message has not arrived)"
             ))),
             1 => Ok(found.pop().expect("one")),
-            n => Err(Error::Invalid(format!(
-                "{name} names {n} files: give more of the id"
-            ))),
+            n => Err(Error::Invalid(format!("{name} names {n} files: give more of the id"))),
         }
     }
 
@@ -164,7 +165,9 @@ impl Core {
         if !status.complete {
             let cipher_size = blobs::cipher::cipher_size(file.size);
             tx.put_file_want(&file.id, &space, cipher_size)?;
-            effects.events.push(Event::FileWanted(self.file_want(space, file.id, cipher_size)));
+            effects
+                .events
+                .push(Event::FileWanted(self.file_want(space, file.id, cipher_size)));
         }
         Ok(Ok(status))
     }

@@ -88,7 +88,11 @@ impl request_response::Codec for BlobCodec {
     type Request = BlobRequest;
     type Response = BlobResponse;
 
-    async fn read_request<T: AsyncRead + Unpin + Send>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<BlobRequest> {
+    async fn read_request<T: AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<BlobRequest> {
         read(io, MAX_REQUEST_BYTES).await
     }
 
@@ -410,7 +414,9 @@ impl NetActor {
                             })
                             .await
                             .unwrap_or(false);
-                            let _ = out.send(Internal::Blob(BlobWork::Written { id, range, peer, ok })).await;
+                            let _ = out
+                                .send(Internal::Blob(BlobWork::Written { id, range, peer, ok }))
+                                .await;
                         });
                     }
                     BlobResponse::NotHere => {
@@ -421,7 +427,12 @@ impl NetActor {
                 }
                 self.pump_blob(id);
             }
-            Event::OutboundFailure { request_id, peer, error, .. } => {
+            Event::OutboundFailure {
+                request_id,
+                peer,
+                error,
+                ..
+            } => {
                 let Some((id, range, _)) = self.downloads.requests.remove(&request_id) else {
                     return;
                 };

@@ -1,0 +1,218 @@
+//! Attachments between daemon processes: a 200 MB file sent with a message,
+//! fetched by another member while its daemon is killed (-9) midway, taken up
+//! again from what was verified on disk, fetched by a third member from the
+//! second while the sender is down, and deleted everywhere by a retraction.
+
+mod common;
+
+use std::{
+    io::Write,
+    path::Path,
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use common::{Node, outpost_bin, wait_until};
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(90);
+const SIZE: usize = 200 << 20;
+
+/// `len` bytes no compressor or dedup could shortcut, and their BLAKE3.
+fn write_random(path: &Path, len: usize) -> blake3::Hash {
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut hasher = blake3::Hasher::new();
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut block = vec![0u8; 1 << 20];
+    for _ in 0..len / block.len() {
+        for word in block.chunks_mut(8) {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            word.copy_from_slice(&state.to_le_bytes());
+        }
+        hasher.update(&block);
+        file.write_all(&block).unwrap();
+    }
+    file.flush().unwrap();
+    hasher.finalize()
+}
+
+fn hash_file(path: &Path) -> blake3::Hash {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update_reader(std::fs::File::open(path).unwrap()).unwrap();
+    hasher.finalize()
+}
+
+fn file_status(node: &Node, id: &str) -> Option<Value> {
+    node.try_json(&["file", "show", id, "--json"]).ok()
+}
+
+/// The downloaded share so far (ciphertext bytes verified on disk).
+fn have(node: &Node, id: &str) -> u64 {
+    file_status(node, id)
+        .and_then(|s| s["progress"]["have"].as_u64())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_large_attachment_resumes_after_kill_9_and_comes_from_any_holder() {
+    let root = tempfile::tempdir().unwrap();
+    let mut a = Node::init(root.path(), "a");
+    let mut b = Node::init(root.path(), "b");
+    let mut c = Node::init(root.path(), "c");
+    // A thin uplink at the sender, so the receiver is killed mid-transfer.
+    a.daemon_args = vec!["--max-upload-rate", "40M"];
+    a.start(&[]);
+    b.start(&[a.addr()]);
+    c.start(&[a.addr(), b.addr()]);
+    let space = a.create_chat("files", &[&b, &c], &[]);
+
+    let source = root.path().join("plans.bin");
+    let original = write_random(&source, SIZE);
+    let sent = a.json(&[
+        "chat",
+        "send",
+        &space,
+        "the plans",
+        "--file",
+        source.to_str().unwrap(),
+        "--json",
+    ]);
+    let message = sent["id"].as_str().unwrap().to_string();
+    let file = wait_until(WAIT, "the message with its file on b", || {
+        let log = b.try_json(&["chat", "log", &space, "--json"]).ok()?;
+        let m = log.as_array()?.iter().find(|m| m["id"] == message.as_str())?.clone();
+        m.get("file").cloned()
+    });
+    assert_eq!(file["name"], "plans.bin");
+    assert_eq!(file["size"], SIZE as u64);
+    let id = file["id"].as_str().unwrap().to_string();
+    let a_peak = a.peak_rss_kib().unwrap();
+
+    // b fetches; once a quarter is there, its daemon dies without warning.
+    let out = root.path().join("b-plans.bin");
+    let mut getter = Command::new(outpost_bin())
+        .arg("--home")
+        .arg(&b.home)
+        .args(["file", "get", &id, "-o", out.to_str().unwrap(), "--json"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let total = outpost_node::blobs::cipher::cipher_size(SIZE as u64);
+    let before_kill = wait_until(WAIT, "a quarter of the file on b", || {
+        let n = have(&b, &id);
+        (n >= total / 4).then_some(n)
+    });
+    b.kill9();
+    let _ = getter.kill();
+    let _ = getter.wait();
+    assert!(before_kill < total, "the download had not finished when b was killed");
+    assert!(!out.exists());
+
+    // Restarted, b takes the download up from what it verified on disk.
+    b.restart();
+    let resumed = wait_until(WAIT, "the download taken up again on b", || {
+        file_status(&b, &id)?.get("progress").cloned().filter(|p| p.is_object())
+    });
+    let resumed_from = resumed["resumed_from"].as_u64().unwrap();
+    assert!(
+        resumed_from >= before_kill,
+        "resumed from {resumed_from}, but {before_kill} bytes were verified before the kill"
+    );
+    let saved = b.json(&["file", "get", &id[..12], "-o", out.to_str().unwrap(), "--json"]);
+    assert_eq!(saved["complete"], true);
+    assert_eq!(hash_file(&out), original, "b's copy is the file that was sent");
+    let fetched = b.json(&["file", "show", &id, "--json"])["progress"]["fetched"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(
+        fetched + resumed_from,
+        total,
+        "only what was missing came over the network"
+    );
+    let b_peak = b.peak_rss_kib().unwrap();
+
+    // Memory stays flat: neither side held the file in memory.
+    eprintln!(
+        "peak RSS: sender {a_peak} KiB, receiver {b_peak} KiB, file {} KiB",
+        SIZE >> 10
+    );
+    assert!(
+        a_peak < (SIZE as u64 >> 10) / 2,
+        "the sender's memory grew with the file: {a_peak} KiB"
+    );
+    assert!(
+        b_peak < (SIZE as u64 >> 10) / 2,
+        "the receiver's memory grew with the file: {b_peak} KiB"
+    );
+
+    // With the sender gone, c gets the file from b.
+    a.stop();
+    let c_out = root.path().join("c-plans.bin");
+    let saved = c.json(&["file", "get", &id, "-o", c_out.to_str().unwrap(), "--json"]);
+    assert_eq!(saved["name"], "plans.bin");
+    assert_eq!(
+        hash_file(&c_out),
+        original,
+        "c's copy, from b, is the file that was sent"
+    );
+
+    // An existing target is not overwritten without --force.
+    let err = c.fails(&["file", "get", &id, "-o", c_out.to_str().unwrap()], 2);
+    assert!(err.contains("--force"), "{err}");
+
+    // The author retracts the message: the file is deleted on every node.
+    a.restart();
+    a.json(&["chat", "retract", &message, "--json"]);
+    for node in [&b, &c] {
+        wait_until(WAIT, "the file deleted by the retraction", || {
+            let gone = !node.home.join("blobs").join(format!("{id}.data")).exists();
+            (gone && file_status(node, &id).is_none()).then_some(())
+        });
+        node.fails(&["file", "get", &id, "-o", "/dev/null"], 5);
+    }
+}
+
+#[test]
+fn bad_file_requests_get_clear_errors() {
+    let root = tempfile::tempdir().unwrap();
+    let mut a = Node::init(root.path(), "a");
+    a.start(&[]);
+    let space = a.create_chat("solo", &[], &[]);
+    let err = a.fails(&["chat", "send", &space, "--file", "/nonexistent/file"], 2);
+    assert!(err.contains("cannot read"), "{err}");
+    let err = a.fails(&["chat", "send", &space], 2);
+    assert!(err.contains("--file"), "{err}");
+    let err = a.fails(&["file", "get", "xyz"], 2);
+    assert!(err.contains("hex"), "{err}");
+    a.fails(&["file", "get", &"ab".repeat(16)], 5);
+
+    // A small file round-trips, its caption and name intact.
+    let small = root.path().join("报告 v2.txt");
+    std::fs::write(&small, "季度报告\n".repeat(1000)).unwrap();
+    let sent = a.json(&[
+        "chat",
+        "send",
+        &space,
+        "见附件",
+        "--file",
+        small.to_str().unwrap(),
+        "--json",
+    ]);
+    let log = a.json(&["chat", "log", &space, "--json"]);
+    let m = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == sent["id"])
+        .unwrap()
+        .clone();
+    assert_eq!(m["text"], "见附件");
+    assert_eq!(m["file"]["name"], "报告 v2.txt");
+    let id = m["file"]["id"].as_str().unwrap();
+    let out = root.path().join("copy.txt");
+    a.json(&["file", "get", id, "-o", out.to_str().unwrap(), "--json"]);
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&small).unwrap());
+}
