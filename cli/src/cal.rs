@@ -480,7 +480,7 @@ async fn find_calendar(client: &Client, name: &str) -> anyhow::Result<SpaceId> {
 }
 
 /// A typed date or time in `zone` as an instant.
-fn moment(typed: &str, zone: chrono_tz::Tz) -> anyhow::Result<DateTime<Utc>> {
+pub(crate) fn moment(typed: &str, zone: chrono_tz::Tz) -> anyhow::Result<DateTime<Utc>> {
     let local = match typed.parse::<Typed>().map_err(|e| Usage(e.to_string()))? {
         Typed::Date(d) => d.and_time(NaiveTime::MIN),
         Typed::DateTime(t) => t,

@@ -11,6 +11,7 @@ mod exit;
 mod file;
 mod org;
 mod output;
+mod search;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
@@ -86,6 +87,9 @@ enum Command {
     /// The org directory: people by name, department or title.
     #[command(subcommand)]
     Dir(org::DirCmd),
+    /// Search the messages and documents you can read (Chinese too; words
+    /// match their beginnings). The index is this device's own, never synced.
+    Search(search::SearchArgs),
     /// Files attached to chat messages: fetch and save them.
     #[command(subcommand)]
     File(file::FileCmd),
@@ -436,6 +440,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Org(cmd) => {
             init_logging("warn");
             org::run(&client, &home, cmd).await?;
+        }
+        Command::Search(args) => {
+            init_logging("warn");
+            search::run(&client, args).await?;
         }
         Command::File(cmd) => {
             init_logging("warn");

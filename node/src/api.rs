@@ -25,6 +25,7 @@
 //! | POST | `/v1/org` | an org command (`init`, `follow`, `propose`, `sign`, `publish`) |
 //! | POST | `/v1/org/invite` | an invite ticket `{member}` (admins) |
 //! | POST | `/v1/org/enroll` | enroll this device with `{ticket}`: asks the admin's device |
+//! | GET | `/v1/search?q=Q[&space=S][&from=U][&after_ms=T][&before_ms=T][&limit=N]` | messages and documents this device can read, best first |
 //! | GET | `/v1/dir/search?q=Q` | org members matching Q, as this device may see them |
 //! | GET | `/v1/dir/dept?path=P` | the members of department P and those under it |
 //!
@@ -57,6 +58,7 @@ use crate::{
     link::{JoinOutcome, Ticket},
     net::{NetHandle, NetStatus, PeerStatus},
     org::enroll::{EnrollOutcome, EnrollTicket},
+    search::{Hit, SearchIndex, SearchQuery},
 };
 
 /// Default number of messages `chat log` returns.
@@ -200,10 +202,18 @@ struct AppState {
     /// Turns true when the daemon shuts down: open event streams end, so the
     /// server's graceful shutdown does not wait on `chat tail` forever.
     stopping: watch::Receiver<bool>,
+    /// The local search index (none when it could not be opened).
+    search: Option<Arc<SearchIndex>>,
 }
 
 /// The router serving the local API.
-pub fn router(core: CoreHandle, net: NetHandle, keys: Arc<DeviceKeys>, stopping: watch::Receiver<bool>) -> Router {
+pub fn router(
+    core: CoreHandle,
+    net: NetHandle,
+    keys: Arc<DeviceKeys>,
+    stopping: watch::Receiver<bool>,
+    search: Option<Arc<SearchIndex>>,
+) -> Router {
     Router::new()
         .route("/v1/id", get(id))
         .route("/v1/status", get(status))
@@ -247,12 +257,14 @@ pub fn router(core: CoreHandle, net: NetHandle, keys: Arc<DeviceKeys>, stopping:
         .route("/v1/cal/read", post(read_calendar))
         .route("/v1/events", get(events))
         .route("/v1/inbox", get(inbox))
+        .route("/v1/search", get(search_handler))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such API endpoint".into(), None) })
         .with_state(AppState {
             core,
             net,
             keys,
             stopping,
+            search,
         })
 }
 
@@ -765,4 +777,51 @@ async fn events(State(s): State<AppState>, Query(q): Query<EventsQuery>) -> Resu
         .header("content-type", "application/x-ndjson")
         .body(Body::from_stream(stream))
         .expect("static headers are valid"))
+}
+
+/// `GET /v1/search`: the query runs over the entries of spaces this device
+/// can read now (a space it left is skipped even before its entries go).
+async fn search_handler(State(s): State<AppState>, Query(q): Query<SearchRequest>) -> Result<Json<Vec<Hit>>, Failure> {
+    let Some(index) = s.search.clone() else {
+        return Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "search_unavailable",
+            "the search index could not be opened".into(),
+            Some("see the daemon log; removing the `search` directory in the home rebuilds it"),
+        ));
+    };
+    let query = SearchQuery {
+        text: q.q,
+        space: q.space.as_deref().map(parse_space).transpose()?,
+        from: q.from,
+        after_ms: q.after_ms,
+        before_ms: q.before_ms,
+        limit: q.limit,
+    };
+    let spaces = s.core.spaces().await?;
+    let readable = spaces.iter().filter(|s| s.readable).map(|s| s.space).collect();
+    let mut hits = tokio::task::spawn_blocking(move || index.search(&query, &readable))
+        .await
+        .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, "search", e.to_string(), None))?
+        .map_err(|e| match e {
+            crate::search::Error::Query(msg) => error(StatusCode::BAD_REQUEST, "invalid", msg, None),
+            other => error(StatusCode::SERVICE_UNAVAILABLE, "search", other.to_string(), None),
+        })?;
+    for hit in &mut hits {
+        hit.space_name = spaces
+            .iter()
+            .find(|s| s.space == hit.space)
+            .and_then(|s| s.name.clone());
+    }
+    Ok(Json(hits))
+}
+
+#[derive(Debug, Deserialize)]
+struct SearchRequest {
+    q: String,
+    space: Option<String>,
+    from: Option<String>,
+    after_ms: Option<i64>,
+    before_ms: Option<i64>,
+    limit: Option<usize>,
 }

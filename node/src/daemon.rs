@@ -2,9 +2,9 @@
 
 use std::{os::unix::fs::PermissionsExt, path::PathBuf, sync::Arc, time::Duration};
 
-use tracing::info;
+use tracing::{info, warn};
 
-use crate::{api, core, home, identity::DeviceKeys, net, store};
+use crate::{api, core, home, identity::DeviceKeys, net, search, store};
 
 /// Everything `outpost daemon` can be told.
 #[derive(Debug, Clone)]
@@ -79,7 +79,15 @@ pub async fn run(
     info!(device = %keys.device_id(), socket = %socket.display(), "daemon ready");
 
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
-    let app = api::router(core.clone(), net.clone(), keys.clone(), stopping);
+    // Derived and local: a node without its index still runs, and says so.
+    let search = match search::indexer::spawn(config.home.join("search"), core.clone()) {
+        Ok(index) => Some(index),
+        Err(error) => {
+            warn!(%error, "search is unavailable");
+            None
+        }
+    };
+    let app = api::router(core.clone(), net.clone(), keys.clone(), stopping, search);
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;

@@ -16,6 +16,7 @@ pub mod ids;
 pub mod link;
 pub mod net;
 pub mod org;
+pub mod search;
 pub mod snapshot;
 pub mod store;
 pub mod sync;

@@ -173,6 +173,9 @@ pub struct RoomView {
 pub struct MessageView {
     pub id: String,
     pub author: DeviceId,
+    /// The author's user, when this node knows the author's certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<UserId>,
     /// The current text: the newest edit's, the original's, or empty when
     /// retracted or when its body has not arrived (`missing`).
     pub text: String,
@@ -994,14 +997,20 @@ impl Core {
         if h.kind == Kind::Body {
             self.record_file(tx, space_id, env)?;
         }
+        let mut late = false;
         if let Some(space) = self.spaces.get_mut(&space_id) {
             space.sides_held += 1;
-            space.wanted_bodies.remove(&env.id());
+            late = space.wanted_bodies.remove(&env.id()).is_some();
         }
         if h.kind == Kind::Tombstone {
             self.apply_tombstone(tx, space_id, env)?;
+            return Ok(SideOutcome::Changed);
         }
-        Ok(SideOutcome::Stored)
+        Ok(if late {
+            SideOutcome::Changed
+        } else {
+            SideOutcome::Stored
+        })
     }
 
     /// The text of body `id` written as `actor` (a body of another writer
@@ -1292,6 +1301,7 @@ impl Core {
             read_by,
             id: m.id.clone(),
             author,
+            user: author_user,
             text: current.unwrap_or_default(),
             sent_at_ms: m.sent_at_ms,
             lamport: m.lamport,
@@ -1347,10 +1357,12 @@ impl Core {
             let Some(readable) = space.readable.as_ref() else {
                 continue;
             };
-            let by_my_user = self.user_of(space, &by) == Some(my_user);
+            let user = self.user_of(space, &by);
+            let by_my_user = user == Some(my_user);
             let view = MessageView {
                 id: m.id.clone(),
                 author: by,
+                user,
                 missing,
                 file,
                 text,
@@ -1424,6 +1436,9 @@ const ASK_AGAIN_MS: u64 = 5_000;
 /// What happened to a side envelope from a peer.
 pub(super) enum SideOutcome {
     Stored,
+    /// Stored, and what the room shows changed: a body that was missing
+    /// arrived, or a tombstone.
+    Changed,
     Duplicate,
     /// Its control heads are not known yet.
     Wait,

@@ -121,9 +121,9 @@ impl Core {
                             waiting.push(env);
                             continue;
                         }
-                        SideOutcome::Stored => {
+                        outcome @ (SideOutcome::Stored | SideOutcome::Changed) => {
                             ack.stored += u32::from(fresh);
-                            if env.header().kind == Kind::Tombstone {
+                            if matches!(outcome, SideOutcome::Changed) {
                                 effects.chat_updated.insert(space_id);
                             }
                             unpend(tx, space, &env.id(), &from_pending)?;

@@ -1,0 +1,304 @@
+//! Keeps the search index current, off the write path: new messages are
+//! added as the core announces them; a room whose messages changed (edits,
+//! retractions, bodies arriving late) and a document that changed are read
+//! again and replaced; everything is committed in one batch a second.
+//!
+//! What changed while the daemon was down is found at start: each space's
+//! *stamp* (envelopes + side envelopes held) is recorded when the space is
+//! indexed in full, and a space whose stamp differs is indexed again. A
+//! space touched only by single additions loses its stamp, so a crash
+//! before the batch commits costs one re-index at the next start, never a
+//! missing entry.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use tokio::sync::broadcast;
+use tracing::{debug, info, warn};
+
+use super::{Entry, Error, HitKind, SearchIndex};
+use crate::{
+    core::{self, CoreHandle, DocAnswer, DocFormat, DocQuery, Event, MAX_LOG_LIMIT, MessageView},
+    ids::SpaceId,
+};
+
+/// How often changes are committed (design-rationale: batched commits).
+const COMMIT_EVERY: Duration = Duration::from_secs(1);
+
+/// Starts the indexer for the index in `dir`; returns the index (for
+/// queries) once it is open. Indexing what is missing goes on in the background.
+pub fn spawn(dir: PathBuf, core: CoreHandle) -> Result<Arc<SearchIndex>, Error> {
+    let (index, fresh) = SearchIndex::open(&dir)?;
+    if fresh {
+        info!("search index created: indexing everything this device can read");
+    }
+    let index = Arc::new(index);
+    let stamps = if fresh { Stamps::default() } else { Stamps::load(&dir) };
+    let indexer = Indexer {
+        events: core.subscribe(),
+        core,
+        index: index.clone(),
+        stamps,
+        dir,
+        rooms: HashSet::new(),
+        docs: HashSet::new(),
+        known: HashMap::new(),
+        added: false,
+        purge: false,
+    };
+    tokio::spawn(indexer.run());
+    Ok(index)
+}
+
+/// Each fully indexed space's stamp, persisted beside the index.
+#[derive(Default)]
+struct Stamps(BTreeMap<SpaceId, u64>);
+
+impl Stamps {
+    fn path(dir: &Path) -> PathBuf {
+        dir.join("stamps.json")
+    }
+
+    fn load(dir: &Path) -> Self {
+        std::fs::read(Self::path(dir))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .map(Self)
+            .unwrap_or_default()
+    }
+
+    fn save(&self, dir: &Path) -> std::io::Result<()> {
+        let tmp = dir.join("stamps.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec(&self.0).expect("stamps serialize"))?;
+        std::fs::rename(tmp, Self::path(dir))
+    }
+}
+
+struct Indexer {
+    core: CoreHandle,
+    events: broadcast::Receiver<Event>,
+    index: Arc<SearchIndex>,
+    stamps: Stamps,
+    dir: PathBuf,
+    /// Rooms and documents to read again at the next commit.
+    rooms: HashSet<SpaceId>,
+    docs: HashSet<SpaceId>,
+    /// What each room read in this run holds in the index: message id → its
+    /// text, so reading a room again rewrites only what changed.
+    known: HashMap<SpaceId, HashMap<String, String>>,
+    /// Entries were added since the last commit.
+    added: bool,
+    /// Entries were removed: merge their segments away at the commit.
+    purge: bool,
+}
+
+/// The entry of a message, unless it has no text to find.
+fn message_entry(space: SpaceId, m: &MessageView) -> Option<Entry> {
+    if m.retracted.is_some() || m.missing {
+        return None;
+    }
+    let mut text = m.text.clone();
+    if let Some(file) = &m.file {
+        text.push('\n');
+        text.push_str(&file.name);
+    }
+    (!text.trim().is_empty()).then(|| Entry {
+        space,
+        kind: HitKind::Message,
+        id: Some(m.id.clone()),
+        author: Some(m.author),
+        user: m.user,
+        at_ms: m.sent_at_ms,
+        text,
+    })
+}
+
+impl Indexer {
+    async fn run(mut self) {
+        self.catch_up().await;
+        let mut tick = tokio::time::interval(COMMIT_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                event = self.events.recv() => match event {
+                    Ok(event) => self.note(event),
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        warn!(missed, "the search indexer fell behind; checking every space");
+                        self.catch_up().await;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => break,
+                },
+                _ = tick.tick() => self.flush().await,
+            }
+        }
+        self.flush().await;
+        debug!("search indexer stopped");
+    }
+
+    fn note(&mut self, event: Event) {
+        match event {
+            Event::Message { space, message } => {
+                self.stamps.0.remove(&space);
+                if let Some(entry) = message_entry(space, &message) {
+                    match self.index.put(&entry) {
+                        Ok(()) => {
+                            self.added = true;
+                            if let Some(known) = self.known.get_mut(&space) {
+                                known.insert(message.id.clone(), entry.text);
+                            }
+                        }
+                        Err(error) => {
+                            warn!(%error, "cannot index a message; its room is read again");
+                            self.rooms.insert(space);
+                        }
+                    }
+                }
+            }
+            Event::ChatUpdated { space } | Event::Reload { space, .. } => {
+                self.rooms.insert(space);
+            }
+            Event::Document { space } => {
+                self.docs.insert(space);
+            }
+            _ => {}
+        }
+    }
+
+    /// Indexes again every space whose stamp changed since it was indexed,
+    /// and drops the spaces this device can no longer read.
+    async fn catch_up(&mut self) {
+        let (Ok(spaces), Ok(status)) = (self.core.spaces().await, self.core.status().await) else {
+            return;
+        };
+        let stamp: BTreeMap<SpaceId, u64> = status.iter().map(|s| (s.space, s.envelopes + s.sides)).collect();
+        let readable: HashSet<SpaceId> = spaces.iter().filter(|s| s.readable).map(|s| s.space).collect();
+        for gone in self
+            .stamps
+            .0
+            .keys()
+            .filter(|s| !readable.contains(s))
+            .copied()
+            .collect::<Vec<_>>()
+        {
+            self.index.remove_space(gone);
+            self.stamps.0.remove(&gone);
+            self.purge = true;
+        }
+        for s in spaces.iter().filter(|s| s.readable) {
+            if self.stamps.0.get(&s.space) == stamp.get(&s.space) {
+                continue;
+            }
+            match s.kind.as_str() {
+                "chat" => self.rooms.insert(s.space),
+                "doc" => self.docs.insert(s.space),
+                _ => false,
+            };
+        }
+        self.flush().await;
+    }
+
+    /// Reads again what changed, then commits.
+    async fn flush(&mut self) {
+        if self.rooms.is_empty() && self.docs.is_empty() && !self.added && !self.purge {
+            return;
+        }
+        // Stamps read before the spaces are: a stamp never covers more than was indexed.
+        let stamps: BTreeMap<SpaceId, u64> = match self.core.status().await {
+            Ok(status) => status.iter().map(|s| (s.space, s.envelopes + s.sides)).collect(),
+            Err(_) => return,
+        };
+        for space in std::mem::take(&mut self.rooms) {
+            match self.core.messages(space, MAX_LOG_LIMIT).await {
+                Ok(messages) => {
+                    self.reindex_room(space, &messages);
+                    self.record(space, &stamps);
+                }
+                Err(core::Error::KeyMissing { .. } | core::Error::UnknownSpace(_)) => {
+                    self.index.remove_space(space);
+                    self.known.remove(&space);
+                    self.purge = true;
+                }
+                Err(error) => debug!(%error, space = %space.fmt_short(), "room not indexed"),
+            }
+        }
+        for space in std::mem::take(&mut self.docs) {
+            let query = DocQuery::Show {
+                at: None,
+                format: DocFormat::Text,
+            };
+            match self.core.read_doc(space, query).await {
+                Ok(DocAnswer::Show(view)) => {
+                    let entry = Entry {
+                        space,
+                        kind: HitKind::Document,
+                        id: None,
+                        author: None,
+                        user: None,
+                        at_ms: crate::clock::now_ms() as i64,
+                        text: format!("{}\n{}", view.name.unwrap_or_default(), view.content),
+                    };
+                    if let Err(error) = self.index.put(&entry) {
+                        warn!(%error, "cannot index a document");
+                    }
+                    self.purge = true;
+                    self.record(space, &stamps);
+                }
+                Ok(_) => {}
+                Err(error) => debug!(%error, space = %space.fmt_short(), "document not indexed"),
+            }
+        }
+        let (index, purge) = (self.index.clone(), std::mem::take(&mut self.purge));
+        self.added = false;
+        let committed = tokio::task::spawn_blocking(move || index.commit(purge)).await;
+        match committed {
+            Ok(Ok(())) => {
+                if let Err(error) = self.stamps.save(&self.dir) {
+                    warn!(%error, "cannot record what the search index holds; it is checked again at start");
+                }
+            }
+            Ok(Err(error)) => warn!(%error, "search index commit failed"),
+            Err(error) => warn!(%error, "search index commit panicked"),
+        }
+    }
+
+    /// Brings a room's entries in line with `messages`: the first time in a
+    /// run all of them, later only those whose text changed; removed ones
+    /// (retracted) are deleted and purged.
+    fn reindex_room(&mut self, space: SpaceId, messages: &[MessageView]) {
+        let now: HashMap<String, Entry> = messages
+            .iter()
+            .filter_map(|m| Some((m.id.clone(), message_entry(space, m)?)))
+            .collect();
+        let before = self.known.remove(&space);
+        if before.is_none() {
+            self.index.remove_space(space);
+            self.purge = true;
+        }
+        let before = before.unwrap_or_default();
+        for (id, entry) in &now {
+            if before.get(id) != Some(&entry.text) {
+                if let Err(error) = self.index.put(entry) {
+                    warn!(%error, "cannot index a message");
+                }
+                self.added = true;
+            }
+        }
+        for id in before.keys().filter(|id| !now.contains_key(*id)) {
+            self.index.remove(space, Some(id));
+            self.purge = true;
+        }
+        self.known
+            .insert(space, now.into_iter().map(|(id, e)| (id, e.text)).collect());
+    }
+
+    fn record(&mut self, space: SpaceId, stamps: &BTreeMap<SpaceId, u64>) {
+        match stamps.get(&space) {
+            Some(stamp) => self.stamps.0.insert(space, *stamp),
+            None => self.stamps.0.remove(&space),
+        };
+    }
+}

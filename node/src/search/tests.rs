@@ -1,0 +1,147 @@
+use super::*;
+
+fn entry(space: SpaceId, id: &str, author: u8, at_ms: i64, text: &str) -> Entry {
+    Entry {
+        space,
+        kind: HitKind::Message,
+        id: Some(id.into()),
+        author: Some(DeviceId([author; 32])),
+        user: Some(UserId([author + 100; 32])),
+        at_ms,
+        text: text.into(),
+    }
+}
+
+fn ids(hits: &[Hit]) -> Vec<&str> {
+    let mut ids: Vec<&str> = hits.iter().filter_map(|h| h.id.as_deref()).collect();
+    ids.sort();
+    ids
+}
+
+fn query(text: &str) -> SearchQuery {
+    SearchQuery {
+        text: text.into(),
+        ..Default::default()
+    }
+}
+
+fn index() -> (SearchIndex, SpaceId, SpaceId, HashSet<SpaceId>) {
+    let index = SearchIndex::in_memory().unwrap();
+    let (ops, hr) = (SpaceId([1; 16]), SpaceId([2; 16]));
+    index
+        .put(&entry(ops, "m1", 1, 1_000, "Deployment of the billing service is done"))
+        .unwrap();
+    index.put(&entry(ops, "m2", 2, 2_000, "我们明天讨论季度报告")).unwrap();
+    index
+        .put(&entry(ops, "m3", 1, 3_000, "报表已经发到邮箱 deploy again tomorrow"))
+        .unwrap();
+    index
+        .put(&entry(hr, "h1", 3, 4_000, "季度报告 salary review, confidential"))
+        .unwrap();
+    index.commit(false).unwrap();
+    let readable = HashSet::from([ops, hr]);
+    (index, ops, hr, readable)
+}
+
+#[test]
+fn finds_chinese_and_english_words_and_their_prefixes() {
+    let (index, _, _, readable) = index();
+    assert_eq!(ids(&index.search(&query("报告"), &readable).unwrap()), ["h1", "m2"]);
+    assert_eq!(ids(&index.search(&query("季度"), &readable).unwrap()), ["h1", "m2"]);
+    // Part of a word: 报 begins 报告 and 报表; deploy begins deployment.
+    assert_eq!(ids(&index.search(&query("报"), &readable).unwrap()), ["h1", "m2", "m3"]);
+    assert_eq!(ids(&index.search(&query("deploy"), &readable).unwrap()), ["m1", "m3"]);
+    assert_eq!(ids(&index.search(&query("BILLING"), &readable).unwrap()), ["m1"]);
+    // Every word must match.
+    assert_eq!(
+        ids(&index.search(&query("季度报告 salary"), &readable).unwrap()),
+        ["h1"]
+    );
+    assert!(index.search(&query("payroll"), &readable).unwrap().is_empty());
+    let hit = &index.search(&query("salary"), &readable).unwrap()[0];
+    assert!(hit.snippet.contains("salary"), "{}", hit.snippet);
+}
+
+#[test]
+fn only_readable_spaces_and_the_filters_asked_for() {
+    let (index, ops, hr, readable) = index();
+    let only_ops = HashSet::from([ops]);
+    assert_eq!(
+        ids(&index.search(&query("报告"), &only_ops).unwrap()),
+        ["m2"],
+        "hr is not readable"
+    );
+    let in_hr = SearchQuery {
+        space: Some(hr),
+        ..query("报告")
+    };
+    assert_eq!(ids(&index.search(&in_hr, &readable).unwrap()), ["h1"]);
+    let by_author = SearchQuery {
+        from: Some(DeviceId([1; 32]).to_string()[..10].to_string()),
+        ..query("deploy")
+    };
+    assert_eq!(ids(&index.search(&by_author, &readable).unwrap()), ["m1", "m3"]);
+    let by_user = SearchQuery {
+        from: Some(UserId([102; 32]).to_string()),
+        ..query("报")
+    };
+    assert_eq!(ids(&index.search(&by_user, &readable).unwrap()), ["m2"]);
+    let window = SearchQuery {
+        after_ms: Some(2_000),
+        before_ms: Some(4_000),
+        ..query("报")
+    };
+    assert_eq!(ids(&index.search(&window, &readable).unwrap()), ["m2", "m3"]);
+}
+
+#[test]
+fn removed_entries_are_gone_and_purged() {
+    let (index, ops, _, readable) = index();
+    index.remove(ops, Some("m2"));
+    index.commit(true).unwrap();
+    assert_eq!(ids(&index.search(&query("报告"), &readable).unwrap()), ["h1"]);
+    let searcher = index.reader.searcher();
+    assert!(
+        searcher.segment_readers().iter().all(|s| s.num_deleted_docs() == 0),
+        "the deleted entry was merged away"
+    );
+    index.remove_space(ops);
+    index.commit(true).unwrap();
+    assert_eq!(index.len(), 1);
+}
+
+#[test]
+fn bad_queries_are_refused() {
+    let (index, _, _, readable) = index();
+    assert!(matches!(index.search(&query("  ,. "), &readable), Err(Error::Query(_))));
+    assert!(matches!(
+        index.search(&query(&"x".repeat(600)), &readable),
+        Err(Error::Query(_))
+    ));
+    let bad_from = SearchQuery {
+        from: Some("bob".into()),
+        ..query("deploy")
+    };
+    assert!(matches!(index.search(&bad_from, &readable), Err(Error::Query(_))));
+    // Regex syntax in a query is only text.
+    assert!(index.search(&query("a.*b (c"), &readable).is_ok());
+}
+
+#[test]
+fn an_index_on_disk_is_reopened_or_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("search");
+    let (index, fresh) = SearchIndex::open(&path).unwrap();
+    assert!(fresh);
+    index.put(&entry(SpaceId([1; 16]), "m1", 1, 1, "hello world")).unwrap();
+    index.commit(false).unwrap();
+    drop(index);
+    let (index, fresh) = SearchIndex::open(&path).unwrap();
+    assert!(!fresh);
+    assert_eq!(index.len(), 1);
+    drop(index);
+    std::fs::write(path.join("VERSION"), "0").unwrap();
+    let (index, fresh) = SearchIndex::open(&path).unwrap();
+    assert!(fresh, "an index of another version is rebuilt");
+    assert!(index.is_empty());
+}
