@@ -16,7 +16,8 @@ pub(crate) struct SearchArgs {
     /// Only this room or document (its id).
     #[arg(long)]
     space: Option<String>,
-    /// Only messages by this user or device: its id, or at least 8 hex characters of it.
+    /// Only messages by this person: their org name or e-mail name, or at
+    /// least 8 hex characters of their user or device id.
     #[arg(long, value_name = "USER")]
     from: Option<String>,
     /// Written on or after this date (YYYY-MM-DD or "YYYY-MM-DD HH:MM", this machine's zone).

@@ -790,10 +790,14 @@ async fn search_handler(State(s): State<AppState>, Query(q): Query<SearchRequest
             Some("see the daemon log; removing the `search` directory in the home rebuilds it"),
         ));
     };
+    let from = match q.from {
+        Some(name) => Some(author_of(&s.core, name).await?),
+        None => None,
+    };
     let query = SearchQuery {
         text: q.q,
         space: q.space.as_deref().map(parse_space).transpose()?,
-        from: q.from,
+        from,
         after_ms: q.after_ms,
         before_ms: q.before_ms,
         limit: q.limit,
@@ -814,6 +818,23 @@ async fn search_handler(State(s): State<AppState>, Query(q): Query<SearchRequest
             .and_then(|s| s.name.clone());
     }
     Ok(Json(hits))
+}
+
+/// `--from`: a person as a mention names them (their user id), else a
+/// device or user id prefix as typed.
+async fn author_of(core: &CoreHandle, name: String) -> Result<String, Failure> {
+    if let Some(user) = core.who_is(name.clone()).await? {
+        return Ok(user.to_string());
+    }
+    if name.len() >= 8 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(name);
+    }
+    Err(error(
+        StatusCode::BAD_REQUEST,
+        "invalid",
+        format!("--from {name:?} names no one member of your spaces"),
+        Some("give their org name, e-mail name, or 8+ hex characters of their user or device id"),
+    ))
 }
 
 #[derive(Debug, Deserialize)]

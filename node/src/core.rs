@@ -496,6 +496,10 @@ enum ToCore {
         space: SpaceId,
         reply: Reply<RoomView>,
     },
+    WhoIs {
+        name: String,
+        reply: Reply<Option<UserId>>,
+    },
     WantedFor {
         peer: DeviceId,
         reply: Reply<Vec<(SpaceId, Vec<EnvelopeId>)>>,
@@ -798,6 +802,13 @@ impl CoreHandle {
     /// A room's topic, welcome message, announcement and pinned messages.
     pub async fn room(&self, space: SpaceId) -> Result<RoomView> {
         self.call(|reply| ToCore::Room { space, reply }).await
+    }
+
+    /// The one user `name` names among the members of this device's spaces,
+    /// as an `@mention` would resolve it (org name, e-mail name, 8+ hex of
+    /// the user id); none when no one or several.
+    pub async fn who_is(&self, name: String) -> Result<Option<UserId>> {
+        self.call(|reply| ToCore::WhoIs { name, reply }).await
     }
 
     /// Verifies, stores and applies envelopes received from `from`.
@@ -1438,6 +1449,11 @@ impl Core {
             }
             ToCore::Room { space, reply } => {
                 let _ = reply.send(self.room_view(space));
+            }
+            ToCore::WhoIs { name, reply } => {
+                let members: Vec<(DeviceId, UserId)> = self.spaces.values().flat_map(docs::member_users).collect();
+                let user = docs::mentioned(&members, &self.mention_aliases(), &name).and_then(|u| u.parse().ok());
+                let _ = reply.send(Ok(user));
             }
             ToCore::FileShow { name, reply } => {
                 let _ = reply.send(self.file_status_of(&name));
