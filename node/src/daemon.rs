@@ -80,7 +80,11 @@ pub async fn run(
 
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     // Derived and local: a node without its index still runs, and says so.
-    let search = match search::indexer::spawn(config.home.join("search"), core.clone()) {
+    let search = match search::indexer::spawn(
+        config.home.join("search"),
+        search::sealed::IndexKey::new(*keys.storage_key()),
+        core.clone(),
+    ) {
         Ok(index) => Some(index),
         Err(error) => {
             warn!(%error, "search is unavailable");

@@ -166,6 +166,16 @@ impl DeviceKeys {
         self.signing.sign(msg).to_bytes()
     }
 
+    /// The key this node seals its local caches with (the search index):
+    /// derived from the device's signing key, so it never leaves the device
+    /// and needs no file of its own.
+    pub fn storage_key(&self) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(blake3::derive_key(
+            "outpost 2026-12 node storage key",
+            self.signing.as_bytes(),
+        ))
+    }
+
     pub(crate) fn agreement_secret(&self) -> &x25519_dalek::StaticSecret {
         &self.agreement
     }

@@ -11,18 +11,21 @@
 //! once, so its words do not linger in the index files.
 
 pub mod indexer;
+pub mod sealed;
 
 use std::{collections::HashSet, ops::Bound, path::Path};
 
 use serde::{Deserialize, Serialize};
 use tantivy::{
-    Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term,
+    Index, IndexReader, IndexSettings, IndexWriter, ReloadPolicy, TantivyDocument, Term,
     collector::TopDocs,
+    directory::MmapDirectory,
     query::{BooleanQuery, BoostQuery, Occur, Query, RangeQuery, RegexQuery, TermQuery, TermSetQuery},
     schema::{FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions, Value},
     tokenizer::{LowerCaser, RemoveLongFilter, TextAnalyzer},
 };
 
+use self::sealed::{IndexKey, SealedDirectory};
 use crate::ids::{DeviceId, SpaceId, UserId};
 
 /// Bumped when the schema or the analysis changes: an index of another
@@ -195,19 +198,23 @@ impl SearchIndex {
     /// Opens the index in `dir`, or makes a new one there when it is missing,
     /// damaged or of another version; `true` when it was made new (everything
     /// must be indexed).
-    pub fn open(dir: &Path) -> Result<(Self, bool), Error> {
+    pub fn open(dir: &Path, key: IndexKey) -> Result<(Self, bool), Error> {
         let version_file = dir.join("VERSION");
         let current = std::fs::read_to_string(&version_file)
             .ok()
             .is_some_and(|v| v.trim() == INDEX_VERSION.to_string());
-        if current && let Ok(index) = Index::open_in_dir(dir) {
+        let sealed = |dir: &Path| -> Result<SealedDirectory, Error> {
+            let files = MmapDirectory::open(dir).map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?;
+            Ok(SealedDirectory::new(Box::new(files), key.clone()))
+        };
+        if current && let Ok(index) = Index::open(sealed(dir)?) {
             return Ok((Self::with(index)?, false));
         }
         if dir.exists() {
             std::fs::remove_dir_all(dir)?;
         }
-        std::fs::create_dir_all(dir)?;
-        let index = Index::create_in_dir(dir, schema().0)?;
+        crate::identity::ensure_private_dir(dir).map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?;
+        let index = Index::create(sealed(dir)?, schema().0, IndexSettings::default())?;
         let this = Self::with(index)?;
         std::fs::write(&version_file, INDEX_VERSION.to_string())?;
         Ok((this, true))

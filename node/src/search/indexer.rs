@@ -20,7 +20,7 @@ use std::{
 use tokio::sync::broadcast;
 use tracing::{debug, info, warn};
 
-use super::{Entry, Error, HitKind, SearchIndex};
+use super::{Entry, Error, HitKind, SearchIndex, sealed::IndexKey};
 use crate::{
     core::{self, CoreHandle, DocAnswer, DocFormat, DocQuery, Event, MAX_LOG_LIMIT, MessageView},
     ids::SpaceId,
@@ -31,8 +31,8 @@ const COMMIT_EVERY: Duration = Duration::from_secs(1);
 
 /// Starts the indexer for the index in `dir`; returns the index (for
 /// queries) once it is open. Indexing what is missing goes on in the background.
-pub fn spawn(dir: PathBuf, core: CoreHandle) -> Result<Arc<SearchIndex>, Error> {
-    let (index, fresh) = SearchIndex::open(&dir)?;
+pub fn spawn(dir: PathBuf, key: IndexKey, core: CoreHandle) -> Result<Arc<SearchIndex>, Error> {
+    let (index, fresh) = SearchIndex::open(&dir, key)?;
     if fresh {
         info!("search index created: indexing everything this device can read");
     }

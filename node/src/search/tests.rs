@@ -128,20 +128,36 @@ fn bad_queries_are_refused() {
 }
 
 #[test]
-fn an_index_on_disk_is_reopened_or_rebuilt() {
+fn an_index_on_disk_is_sealed_and_reopened_or_rebuilt() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("search");
-    let (index, fresh) = SearchIndex::open(&path).unwrap();
+    let key = || IndexKey::new([5; 32]);
+    let (index, fresh) = SearchIndex::open(&path, key()).unwrap();
     assert!(fresh);
-    index.put(&entry(SpaceId([1; 16]), "m1", 1, 1, "hello world")).unwrap();
+    index
+        .put(&entry(SpaceId([1; 16]), "m1", 1, 1, "hello confidentialword 机密报告"))
+        .unwrap();
     index.commit(false).unwrap();
     drop(index);
-    let (index, fresh) = SearchIndex::open(&path).unwrap();
+    for file in std::fs::read_dir(&path).unwrap() {
+        let bytes = std::fs::read(file.unwrap().path()).unwrap();
+        for needle in ["confidential".as_bytes(), "机密".as_bytes(), b"m1"] {
+            assert!(!bytes.windows(needle.len()).any(|w| w == needle), "plaintext at rest");
+        }
+    }
+    let (index, fresh) = SearchIndex::open(&path, key()).unwrap();
     assert!(!fresh);
     assert_eq!(index.len(), 1);
+    let readable = HashSet::from([SpaceId([1; 16])]);
+    assert_eq!(index.search(&query("机密"), &readable).unwrap().len(), 1);
+    drop(index);
+
+    let (index, fresh) = SearchIndex::open(&path, IndexKey::new([6; 32])).unwrap();
+    assert!(fresh, "an index this key does not open is rebuilt");
+    assert!(index.is_empty());
     drop(index);
     std::fs::write(path.join("VERSION"), "0").unwrap();
-    let (index, fresh) = SearchIndex::open(&path).unwrap();
+    let (index, fresh) = SearchIndex::open(&path, key()).unwrap();
     assert!(fresh, "an index of another version is rebuilt");
     assert!(index.is_empty());
 }
