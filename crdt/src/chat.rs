@@ -379,6 +379,15 @@ impl ChatDoc {
         read_message(&self.doc, id, entry)
     }
 
+    /// How many message entries the document holds.
+    pub fn len(&self) -> usize {
+        self.doc.length(&self.schema.messages)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Every message, in display order.
     ///
     /// When writers created the same id concurrently, every entry shows: a writer

@@ -1069,10 +1069,38 @@ pub fn spawn(
     home: PathBuf,
     keys: Arc<DeviceKeys>,
 ) -> std::result::Result<(CoreHandle, std::thread::JoinHandle<()>), store::Error> {
+    spawn_with(home, keys, Options::default())
+}
+
+/// How a core is tuned (defaults serve every real node; tests and
+/// benchmarks change them).
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Messages a room's shard holds before this node writes into the next
+    /// ([`chat::SHARD_MESSAGES`]). Receivers accept any shard, so nodes with
+    /// different settings still agree.
+    pub shard_messages: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            shard_messages: chat::SHARD_MESSAGES,
+        }
+    }
+}
+
+/// [`spawn`] with `options`.
+pub fn spawn_with(
+    home: PathBuf,
+    keys: Arc<DeviceKeys>,
+    options: Options,
+) -> std::result::Result<(CoreHandle, std::thread::JoinHandle<()>), store::Error> {
     let store = Store::open(&home)?;
     let blobs = Arc::new(crate::blobs::Blobs::open(home.join("blobs")).map_err(store::Error::Files)?);
     let (events, _) = broadcast::channel(EVENT_CAP);
     let mut core = Core::new(keys, store, events.clone());
+    core.shard_messages = options.shard_messages.max(1);
     core.blobs = Some(blobs.clone());
     core.user_keys = devices::load_user_keys(&home).filter(|u| u.user_id() == core.keys.user_id());
     core.home = Some(home);
@@ -1095,6 +1123,8 @@ pub fn spawn(
 }
 
 struct Core {
+    /// Messages a room's shard holds before this node writes into the next.
+    shard_messages: usize,
     keys: Arc<DeviceKeys>,
     me: DeviceId,
     store: Store,
@@ -1143,6 +1173,7 @@ type OnCommit = Box<dyn FnOnce(Option<&Arc<store::Error>>) + Send>;
 
 /// A send waiting for its group: text, client request id, reply.
 /// Where this device writes in a space (see `Core::write_target`).
+#[derive(Clone)]
 struct WriteTarget {
     /// This device as the document rules judge its change.
     author: outpost_crdt::Author,
@@ -1153,6 +1184,7 @@ struct WriteTarget {
     key: crate::crypto::EpochKey,
 }
 
+pub use self::chat::SHARD_MESSAGES;
 use self::chat::{PendingSend, SideOutcome};
 
 /// What a batch does once its transaction has committed (or failed).
@@ -1194,6 +1226,7 @@ impl Effects {
 impl Core {
     fn new(keys: Arc<DeviceKeys>, store: Store, events: broadcast::Sender<Event>) -> Self {
         Self {
+            shard_messages: chat::SHARD_MESSAGES,
             me: keys.device_id(),
             keys,
             store,

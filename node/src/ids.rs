@@ -118,11 +118,25 @@ impl SpaceId {
         DocId(derive16("outpost/receipts/v1", &self.0))
     }
 
-    /// Chat shard `k` of this space.
+    /// Shard `k` of this space's content: a room's messages roll over into
+    /// the next shard as one fills; other spaces use shard 0 only. The id is
+    /// the space's shard prefix and `k`, so every node, a replicator included,
+    /// tells in clear whether a document is a shard of this space.
     pub fn chat_shard(&self, k: u32) -> DocId {
-        let mut input = self.0.to_vec();
-        input.extend_from_slice(&k.to_le_bytes());
-        DocId(derive16("outpost/chat-shard/v1", &input))
+        let mut id = [0u8; 16];
+        id[..12].copy_from_slice(&self.shard_prefix());
+        id[12..].copy_from_slice(&k.to_be_bytes());
+        DocId(id)
+    }
+
+    /// Which shard of this space `doc` is, if it is one.
+    pub fn shard_of(&self, doc: &DocId) -> Option<u32> {
+        (doc.0[..12] == self.shard_prefix()).then(|| u32::from_be_bytes(doc.0[12..].try_into().expect("4 bytes")))
+    }
+
+    fn shard_prefix(&self) -> [u8; 12] {
+        let full = derive16("outpost/chat-shard/v2", &self.0);
+        full[..12].try_into().expect("12 of 16 bytes")
     }
 
     /// The chat document of one epoch of a from-join space.
@@ -177,5 +191,11 @@ mod tests {
         let s = SpaceId([1; 16]);
         assert_ne!(s.control_doc(), s.chat_shard(0));
         assert_ne!(s.chat_shard(0), s.chat_shard(1));
+        for k in [0, 1, 7, u32::MAX] {
+            assert_eq!(s.shard_of(&s.chat_shard(k)), Some(k));
+            assert_eq!(SpaceId([2; 16]).shard_of(&s.chat_shard(k)), None);
+        }
+        assert_eq!(s.shard_of(&s.control_doc()), None);
+        assert_eq!(s.shard_of(&s.epoch_doc(&EpochId([3; 16]))), None);
     }
 }

@@ -18,18 +18,24 @@ pub struct Node {
     pub dir: tempfile::TempDir,
     pub core: CoreHandle,
     pub thread: std::thread::JoinHandle<()>,
+    pub options: core::Options,
 }
 
 impl Node {
     pub fn new() -> Self {
+        Self::with(core::Options::default())
+    }
+
+    pub fn with(options: core::Options) -> Self {
         let keys = Arc::new(DeviceKeys::generate());
         let dir = tempfile::tempdir().unwrap();
-        let (core, thread) = core::spawn(dir.path().to_path_buf(), keys.clone()).unwrap();
+        let (core, thread) = core::spawn_with(dir.path().to_path_buf(), keys.clone(), options.clone()).unwrap();
         Self {
             keys,
             dir,
             core,
             thread,
+            options,
         }
     }
 
@@ -49,15 +55,17 @@ impl Node {
             dir,
             core,
             thread,
+            options,
         } = self;
         drop(core);
         thread.join().unwrap();
-        let (core, thread) = core::spawn(dir.path().to_path_buf(), keys.clone()).unwrap();
+        let (core, thread) = core::spawn_with(dir.path().to_path_buf(), keys.clone(), options.clone()).unwrap();
         Self {
             keys,
             dir,
             core,
             thread,
+            options,
         }
     }
 

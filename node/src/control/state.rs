@@ -451,9 +451,21 @@ impl SpaceState {
         joins(self.history, &self.members, user)
     }
 
-    /// Where content sealed under `epoch` is written: the space's one chat
-    /// document, or in a from-join space one document per epoch (so nothing
-    /// written after a join depends on anything before it).
+    /// Whether content sealed under `epoch` may be written into `doc`: its
+    /// [`SpaceState::content_doc`], or in a chat room with shared history any
+    /// shard (messages roll over into the next shard as one fills). Judged in
+    /// clear, alike on every node.
+    pub fn is_content_doc(&self, doc: &DocId, epoch: &EpochId) -> bool {
+        match (self.history, self.kind) {
+            (History::Shared, SpaceKind::Chat) => self.space.shard_of(doc).is_some(),
+            _ => *doc == self.content_doc(epoch),
+        }
+    }
+
+    /// Where content sealed under `epoch` is written: the space's first
+    /// document (a room's settings; its messages from shard 0 on), or in a
+    /// from-join space one document per epoch (so nothing written after a
+    /// join depends on anything before it).
     pub fn content_doc(&self, epoch: &EpochId) -> DocId {
         match self.history {
             History::Shared => self.space.chat_shard(0),

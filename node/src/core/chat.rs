@@ -223,7 +223,51 @@ struct Found {
     message: model::Message,
 }
 
+/// Messages a room's shard holds before its writers open the next one
+/// (design: 5–10k): a shard is what a node loads to show a room's latest
+/// messages, and what it snapshots and could set aside whole.
+pub const SHARD_MESSAGES: usize = 5_000;
+
 impl Core {
+    /// Where this device writes a room's messages, edits, reactions and
+    /// retractions: the highest shard it holds, or the next one once that
+    /// holds [`Core::shard_messages`] messages. A room's settings stay in its
+    /// first document (`target` as `write_target` made it), and so does
+    /// everything in a room whose history starts at each join.
+    fn message_target(&mut self, space_id: SpaceId, target: WriteTarget) -> WriteTarget {
+        let space = &self.spaces[&space_id];
+        let Some(readable) = space
+            .readable
+            .as_ref()
+            .filter(|_| space.state.history == History::Shared)
+        else {
+            return target;
+        };
+        let last = readable
+            .docs
+            .iter()
+            .filter_map(|(doc, shard)| Some((space_id.shard_of(doc)?, shard)))
+            .max_by_key(|(k, _)| *k);
+        let k = match last {
+            Some((k, shard)) if shard.doc.chat().is_some_and(|c| c.len() >= self.shard_messages) => k.saturating_add(1),
+            Some((k, _)) => k,
+            None => 0,
+        };
+        let doc = space_id
+            .shard_of(&target.doc)
+            .map_or(target.doc, |_| space_id.chat_shard(k));
+        if doc == target.doc {
+            return target;
+        }
+        let incarnation = *self.incarnations.entry(doc).or_insert_with(rand::random);
+        WriteTarget {
+            actor: outpost_crdt::writer::actor_id(&self.me.0, &doc, incarnation),
+            doc,
+            incarnation,
+            ..target
+        }
+    }
+
     /// Posts every waiting send of one space as one Automerge change, each
     /// message's text in its own body envelope.
     pub(super) fn send_group(
@@ -234,7 +278,7 @@ impl Core {
         effects: &mut Effects,
     ) -> store::Result<()> {
         let target = match self.write_target(tx, space_id, SpaceKind::Chat, effects)? {
-            Ok(target) => target,
+            Ok(target) => self.message_target(space_id, target),
             Err(e) => {
                 for (_, reply) in group {
                     let _ = reply.send(Err(e.clone()));
@@ -527,11 +571,15 @@ impl Core {
             },
             (None, None) => return Ok(Err(Error::Invalid("name the room this setting is for".into()))),
         };
-        let target = match self.write_target(tx, space_id, SpaceKind::Chat, effects)? {
+        // Settings go into the room's first document; messages, edits,
+        // reactions and retractions into its current shard.
+        let settings = match self.write_target(tx, space_id, SpaceKind::Chat, effects)? {
             Ok(t) => t,
             Err(e) => return Ok(Err(e)),
         };
+        let target = self.message_target(space_id, settings.clone());
         let admin = target.author.admin;
+        let mut room_writes = Vec::new();
         let found = |name: &str| self.find_message(space_id, name);
         let not_admin = || Error::NotAllowed("only the room's owners and admins change its settings".into());
         let mut sides = Vec::new();
@@ -635,17 +683,18 @@ impl Core {
                 let id = new_message_id();
                 done.message = Some(id.clone());
                 let target_ref = msg_ref(&target.doc, &id);
-                vec![
-                    Write::Post(model::NewMessage {
-                        id,
-                        body: sides[0].id().to_string(),
-                        reply_to: None,
-                        mentions,
-                        all,
-                    }),
+                let writes = vec![Write::Post(model::NewMessage {
+                    id,
+                    body: sides[0].id().to_string(),
+                    reply_to: None,
+                    mentions,
+                    all,
+                })];
+                room_writes = vec![
                     Write::Room(RoomWrite::Announcement(Some(target_ref.clone()))),
                     Write::Room(RoomWrite::Pin(target_ref, true)),
-                ]
+                ];
+                writes
             }
             ChatOp::Pin { message, on } => {
                 let found = match found(&message) {
@@ -665,8 +714,25 @@ impl Core {
                 vec![Write::Room(RoomWrite::RetractWindow(seconds))]
             }
         };
+        let (writes, room_writes) = if writes.iter().all(|w| matches!(w, Write::Room(_))) {
+            (Vec::new(), writes)
+        } else {
+            (writes, room_writes)
+        };
         let tombstone = sides.iter().find(|s| s.header().kind == Kind::Tombstone).cloned();
-        if let Err(e) = self.write_chat(tx, space_id, &target, &writes, sides, effects)? {
+        let (writes, room_writes) = if target.doc == settings.doc {
+            ([writes, room_writes].concat(), Vec::new())
+        } else {
+            (writes, room_writes)
+        };
+        if !writes.is_empty()
+            && let Err(e) = self.write_chat(tx, space_id, &target, &writes, sides, effects)?
+        {
+            return Ok(Err(e));
+        }
+        if !room_writes.is_empty()
+            && let Err(e) = self.write_chat(tx, space_id, &settings, &room_writes, Vec::new(), effects)?
+        {
             return Ok(Err(e));
         }
         // Deleted here only once the retraction is sealed and stored.
@@ -1075,16 +1141,15 @@ impl Core {
     pub(super) fn chat_log(&mut self, space_id: SpaceId, limit: usize) -> Result<Vec<MessageView>> {
         let space = self.spaces.get(&space_id).ok_or(Error::UnknownSpace(space_id))?;
         let readable = readable_of(space)?;
-        let all = readable.messages(&space.state);
-        let skip = all.len().saturating_sub(limit.min(MAX_LOG_LIMIT));
-        let overlay = Overlay::of(self, space, readable);
+        let (latest, docs) = readable.latest(&space.state, limit.min(MAX_LOG_LIMIT));
+        let overlay = Overlay::of(self, space, readable, Some(&docs));
         let store = &self.store;
         let mut get = |id: &EnvelopeId| store.side(&space_id, id).ok().flatten();
-        let views: Vec<MessageView> = all[skip..]
+        let views: Vec<MessageView> = latest
             .iter()
             .map(|m| self.view_of(space, readable, &overlay, m, &mut get))
             .collect();
-        let missing: Vec<(EnvelopeId, DeviceId)> = all[skip..]
+        let missing: Vec<(EnvelopeId, DeviceId)> = latest
             .iter()
             .zip(&views)
             .filter(|(_, v)| v.missing)
@@ -1213,7 +1278,7 @@ impl Core {
             return Err(Error::Invalid("this space is not a chat room".into()));
         }
         let room = self.room_of(space_id);
-        let overlay = Overlay::of(self, space, readable);
+        let overlay = Overlay::of(self, space, readable, None);
         let store = &self.store;
         let mut get = |id: &EnvelopeId| store.side(&space_id, id).ok().flatten();
         let mut view = |target: &str| -> Option<MessageView> {
@@ -1415,7 +1480,7 @@ impl Core {
         let space = self.spaces.get(&space_id)?;
         let readable = space.readable.as_ref()?;
         let m = readable.docs.get(&doc)?.doc.chat()?.message(id)?;
-        let overlay = Overlay::of(self, space, readable);
+        let overlay = Overlay::of(self, space, readable, None);
         let store = &self.store;
         let mut get = |id: &EnvelopeId| store.side(&space_id, id).ok().flatten();
         let view = self.view_of(space, readable, &overlay, &m, &mut get);
@@ -1460,12 +1525,20 @@ struct Overlay {
 }
 
 impl Overlay {
-    fn of(core: &Core, space: &Space, readable: &space::Readable) -> Self {
+    /// What the room's documents say about messages; with `only`, what those
+    /// documents say (enough for the messages in them: what points at a
+    /// message is written in its document or a later one).
+    fn of(core: &Core, space: &Space, readable: &space::Readable, only: Option<&[DocId]>) -> Self {
         let space_id = space.state.space;
+        let shards: Vec<(&DocId, &space::Shard)> = readable
+            .ordered(&space.state)
+            .into_iter()
+            .filter(|(doc, _)| only.is_none_or(|only| only.contains(doc)))
+            .collect();
         let mut ref_of = HashMap::new();
         // Every entry under a ref (a reused id makes several): its author and body.
         let mut entries_of_ref: HashMap<String, Vec<(DeviceId, String)>> = HashMap::new();
-        for (doc, shard) in &readable.docs {
+        for (doc, shard) in shards.iter().copied() {
             let Some(chat) = shard.doc.chat() else { continue };
             for m in chat.messages() {
                 let r = msg_ref(doc, &m.id);
@@ -1479,9 +1552,7 @@ impl Overlay {
         let mut edits: HashMap<String, Vec<(String, i64, outpost_crdt::ActorId)>> = HashMap::new();
         let mut reactions: HashMap<String, BTreeMap<String, Vec<String>>> = HashMap::new();
         let mut retracted = HashMap::new();
-        let mut shards: Vec<&space::Shard> = readable.docs.values().collect();
-        shards.sort_by_cached_key(|s| space.state.epoch_rank(&s.epoch));
-        for shard in shards {
+        for (_, shard) in shards {
             let Some(chat) = shard.doc.chat() else { continue };
             for e in chat.edits() {
                 edits.entry(e.target).or_default().push((e.body, e.sent_at_ms, e.actor));

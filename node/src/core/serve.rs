@@ -189,12 +189,18 @@ impl Core {
         for snap in &space.snapshots {
             covered.merge(snap.covers());
         }
-        let uncovered = space.vv.count_missing_in(&covered);
-        if !space.snapshots.is_empty() && uncovered <= SNAPSHOT_STALE_CHANGES.max(space.changes_held() / 8) {
+        // Only the first shard is snapshotted: a room's later shards travel as envelopes.
+        let main = space.main_doc();
+        let (mut uncovered, mut held) = (0, 0);
+        for (actor, seq) in space.content_writers(main) {
+            uncovered += seq.saturating_sub(covered.get(actor));
+            held += seq;
+        }
+        if !space.snapshots.is_empty() && uncovered <= SNAPSHOT_STALE_CHANGES.max(held / 8) {
             return Ok(());
         }
         let mut lasts = Vec::new();
-        for (actor, seq) in space.content_writers() {
+        for (actor, seq) in space.content_writers(main) {
             let last = held_envelope(&self.store, space, actor, seq)
                 .map_err(store_err)?
                 .and_then(|b| Envelope::decode_stored(b).ok());

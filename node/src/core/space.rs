@@ -115,6 +115,8 @@ pub(crate) struct Readable {
     pub(crate) change_of_env: HashMap<EnvelopeId, (DocId, ChangeHash)>,
     pub(crate) env_of_change: HashMap<ChangeHash, EnvelopeId>,
     pub(crate) device_of_actor: HashMap<ActorKey, DeviceId>,
+    /// The document each writer writes (a writer is one device in one document).
+    pub(crate) doc_of_actor: HashMap<ActorKey, DocId>,
 }
 
 /// One document of a space.
@@ -221,6 +223,7 @@ impl Space {
             change_of_env: HashMap::new(),
             env_of_change: HashMap::new(),
             device_of_actor: HashMap::new(),
+            doc_of_actor: HashMap::new(),
         });
         let name = state.name(&keys);
         let department = state.department(&keys);
@@ -428,7 +431,7 @@ impl Space {
         if h.epoch != epoch.id {
             return Verdict::Reject("sealed under an epoch that is not the space's epoch at its control heads");
         }
-        if h.doc != self.state.content_doc(&epoch.id) {
+        if !self.state.is_content_doc(&h.doc, &epoch.id) {
             return Verdict::Reject("written into another document than its epoch's");
         }
         let Some(author) = self.state.author_at(&h.control_heads, &h.author) else {
@@ -773,14 +776,14 @@ impl Space {
     }
 
     /// The writers whose changes the chat document holds, with the device of each.
-    pub(crate) fn content_writers(&self) -> impl Iterator<Item = (&ActorKey, u64)> + '_ {
+    pub(crate) fn content_writers(&self, doc: DocId) -> impl Iterator<Item = (&ActorKey, u64)> + '_ {
         self.vv
             .0
             .iter()
-            .filter(|(actor, _)| {
+            .filter(move |(actor, _)| {
                 self.readable
                     .as_ref()
-                    .is_some_and(|r| r.device_of_actor.contains_key(actor))
+                    .is_some_and(|r| r.doc_of_actor.get(actor) == Some(&doc))
             })
             .map(|(a, s)| (a, *s))
     }
@@ -806,16 +809,37 @@ impl Readable {
         self.docs.values().any(|s| s.doc.has_change(hash))
     }
 
-    /// Every message, in display order: documents by epoch rank (see
-    /// [`SpaceState::epoch_rank`]), then each document's own order.
-    pub(crate) fn messages(&self, state: &SpaceState) -> Vec<outpost_crdt::chat::Message> {
-        let mut shards: Vec<&Shard> = self.docs.values().collect();
-        shards.sort_by_cached_key(|s| state.epoch_rank(&s.epoch));
+    /// The documents in display order: shards by index (a message causally
+    /// after another is in the same shard or a later one), a from-join
+    /// space's epoch documents by epoch rank (see [`SpaceState::epoch_rank`]).
+    pub(crate) fn ordered(&self, state: &SpaceState) -> Vec<(&DocId, &Shard)> {
+        let mut shards: Vec<(&DocId, &Shard)> = self.docs.iter().collect();
+        shards.sort_by_cached_key(|(doc, s)| (state.space.shard_of(doc), state.epoch_rank(&s.epoch)));
         shards
-            .iter()
-            .filter_map(|s| s.doc.chat())
-            .flat_map(|chat| chat.messages())
-            .collect()
+    }
+
+    /// The latest `limit` messages in display order, read from the last
+    /// documents only, and the documents they come from (the oldest first):
+    /// a room's latest messages cost its last shard or two, not its history.
+    pub(crate) fn latest(&self, state: &SpaceState, limit: usize) -> (Vec<outpost_crdt::chat::Message>, Vec<DocId>) {
+        let mut out: Vec<Vec<outpost_crdt::chat::Message>> = Vec::new();
+        let mut docs = Vec::new();
+        let mut count = 0;
+        for (doc, shard) in self.ordered(state).into_iter().rev() {
+            if count >= limit {
+                break;
+            }
+            let Some(chat) = shard.doc.chat() else { continue };
+            let messages = chat.messages();
+            count += messages.len();
+            out.push(messages);
+            docs.push(*doc);
+        }
+        docs.reverse();
+        let mut all: Vec<outpost_crdt::chat::Message> = out.into_iter().rev().flatten().collect();
+        let skip = all.len().saturating_sub(limit);
+        all.drain(..skip);
+        (all, docs)
     }
 
     /// The device that writes as `actor`; all zero for an actor this node cannot
@@ -832,6 +856,7 @@ impl Readable {
         self.change_of_env.insert(env.id(), (h.doc, hash));
         self.env_of_change.insert(hash, env.id());
         self.device_of_actor.insert(h.actor(), h.author);
+        self.doc_of_actor.insert(h.actor(), h.doc);
     }
 }
 

@@ -1,0 +1,228 @@
+//! A room's messages roll over into shard documents, on real cores: with a
+//! shard size of 10, writers open the next shard as one fills; edits,
+//! retractions and reactions of old messages go into the current shard, a
+//! room's settings stay in its first document; two partitioned writers that
+//! both roll over converge on one order; the latest messages are read from
+//! the last shards only and agree with the full log; a restart keeps it all.
+
+mod inproc;
+
+use std::collections::BTreeSet;
+
+use inproc::{Node, deliver, kinds, served, stored};
+use outpost_node::{
+    control::{History, Role},
+    core::{ChatOp, Grant, MessageView, Options},
+    envelope::{Envelope, Kind},
+    ids::{DocId, SpaceId},
+};
+
+const SHARD: usize = 10;
+
+fn node() -> Node {
+    Node::with(Options { shard_messages: SHARD })
+}
+
+/// The documents `envelopes` write content into, by shard index.
+fn shards_written(envelopes: &[Vec<u8>], space: SpaceId) -> BTreeSet<u32> {
+    envelopes
+        .iter()
+        .map(|b| Envelope::decode(b.clone()).unwrap())
+        .filter(|e| e.header().kind == Kind::Content && e.header().space == space)
+        .map(|e| space.shard_of(&e.header().doc).expect("a shard of the room"))
+        .collect()
+}
+
+fn doc_of(envelopes: &[Vec<u8>], kind: Kind) -> Vec<DocId> {
+    envelopes
+        .iter()
+        .map(|b| Envelope::decode(b.clone()).unwrap())
+        .filter(|e| e.header().kind == kind)
+        .map(|e| e.header().doc)
+        .collect()
+}
+
+async fn log(node: &Node, space: SpaceId) -> Vec<MessageView> {
+    node.core.messages(space, 10_000).await.unwrap()
+}
+
+fn texts(log: &[MessageView]) -> Vec<String> {
+    log.iter().map(|m| m.text.clone()).collect()
+}
+
+/// Both nodes hand each other what the other lacks.
+async fn exchange(a: &Node, b: &Node, space: SpaceId) {
+    for _ in 0..2 {
+        let push = served(a, b, space).await;
+        deliver(a, b, push).await;
+        let push = served(b, a, space).await;
+        deliver(b, a, push).await;
+    }
+}
+
+#[test]
+fn messages_roll_over_into_shards_and_every_node_agrees() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let (alice, bob) = (node(), node());
+        let mut alice_rx = alice.core.subscribe();
+        let space = alice
+            .core
+            .create_chat("big room".into(), History::Shared, vec![bob.cert().to_card()], vec![])
+            .await
+            .unwrap();
+        let mut ids = Vec::new();
+        for i in 0..25 {
+            ids.push(alice.core.send(space, format!("m{i}"), None).await.unwrap().id);
+        }
+        let written = stored(&mut alice_rx);
+        assert_eq!(shards_written(&written, space), BTreeSet::from([0, 1, 2]));
+        exchange(&alice, &bob, space).await;
+        let want: Vec<String> = (0..25).map(|i| format!("m{i}")).collect();
+        assert_eq!(texts(&log(&alice, space).await), want);
+        assert_eq!(log(&bob, space).await, log(&alice, space).await);
+
+        // The latest messages come from the last shards and match the full log.
+        for limit in [1, 5, 10, 15, 25, 40] {
+            let latest = bob.core.messages(space, limit).await.unwrap();
+            let full = log(&bob, space).await;
+            assert_eq!(latest, full[full.len().saturating_sub(limit)..], "limit {limit}");
+        }
+
+        // Old messages are edited, retracted and reacted to from the current shard.
+        alice
+            .core
+            .chat_write(
+                None,
+                ChatOp::Edit {
+                    message: ids[0].clone(),
+                    text: "m0, edited".into(),
+                },
+            )
+            .await
+            .unwrap();
+        alice
+            .core
+            .chat_write(
+                None,
+                ChatOp::Retract {
+                    message: ids[1].clone(),
+                },
+            )
+            .await
+            .unwrap();
+        bob.core
+            .chat_write(
+                None,
+                ChatOp::React {
+                    message: ids[2].clone(),
+                    emoji: "👍".into(),
+                    on: true,
+                },
+            )
+            .await
+            .unwrap();
+        let written = stored(&mut alice_rx);
+        let current = space.chat_shard(2);
+        assert_eq!(doc_of(&written, Kind::Content), vec![current, current]);
+        assert_eq!(doc_of(&written, Kind::Tombstone), vec![current]);
+
+        // Settings go to the room's first document; an announcement's message
+        // to the current shard.
+        alice
+            .core
+            .chat_write(Some(space), ChatOp::Topic { text: "launch".into() })
+            .await
+            .unwrap();
+        alice
+            .core
+            .chat_write(
+                Some(space),
+                ChatOp::Announce {
+                    text: "freeze on Friday".into(),
+                },
+            )
+            .await
+            .unwrap();
+        let written = stored(&mut alice_rx);
+        assert_eq!(
+            doc_of(&written, Kind::Content),
+            vec![space.chat_shard(0), current, space.chat_shard(0)]
+        );
+        exchange(&alice, &bob, space).await;
+        for n in [&alice, &bob] {
+            let log = log(n, space).await;
+            assert_eq!(log[0].text, "m0, edited");
+            assert!(log[1].retracted.is_some() && log[1].text.is_empty());
+            assert_eq!(log[2].reactions.len(), 1);
+            let room = n.core.room(space).await.unwrap();
+            assert_eq!(room.topic.as_deref(), Some("launch"));
+            assert_eq!(
+                room.announcement.as_ref().map(|m| m.text.as_str()),
+                Some("freeze on Friday")
+            );
+            assert_eq!(room.pinned.len(), 1);
+        }
+        let announcement = alice.core.room(space).await.unwrap().announcement.unwrap().id;
+        alice
+            .core
+            .chat_write(
+                None,
+                ChatOp::Pin {
+                    message: announcement,
+                    on: false,
+                },
+            )
+            .await
+            .unwrap();
+        exchange(&alice, &bob, space).await;
+        assert!(bob.core.room(space).await.unwrap().pinned.is_empty());
+
+        // A partition: both write past the shard's end on their own.
+        for i in 0..12 {
+            alice.core.send(space, format!("a{i}"), None).await.unwrap();
+            bob.core.send(space, format!("b{i}"), None).await.unwrap();
+        }
+        let before = stored(&mut alice_rx);
+        assert!(
+            shards_written(&before, space).contains(&3),
+            "alice rolled over on her own"
+        );
+        exchange(&alice, &bob, space).await;
+        let (a, b) = (log(&alice, space).await, log(&bob, space).await);
+        assert_eq!(a, b, "one order on both nodes");
+        assert_eq!(a.len(), 25 + 1 + 24);
+        for who in ["a", "b"] {
+            let mine: Vec<String> = texts(&a).into_iter().filter(|t| t.starts_with(who)).collect();
+            let sent: Vec<String> = (0..12).map(|i| format!("{who}{i}")).collect();
+            assert_eq!(mine, sent, "each writer's messages in the order written");
+        }
+        for limit in [3, 12, 30] {
+            assert_eq!(bob.core.messages(space, limit).await.unwrap(), b[b.len() - limit..]);
+        }
+
+        // A restart rebuilds the same room from the store.
+        let bob = bob.restart();
+        assert_eq!(log(&bob, space).await, a);
+        assert_eq!(bob.core.room(space).await.unwrap().topic.as_deref(), Some("launch"));
+
+        // A newcomer gets the first shard in a snapshot and the later shards as
+        // envelopes, and shows the same room.
+        let carol = node();
+        for i in 0..40 {
+            alice.core.send(space, format!("c{i}"), None).await.unwrap();
+        }
+        let a = log(&alice, space).await;
+        alice
+            .core
+            .invite(space, carol.cert().to_card(), Grant::Member(Role::Writer))
+            .await
+            .unwrap();
+        let push = served(&alice, &carol, space).await;
+        assert_eq!(kinds(&push).2, 1, "one snapshot");
+        deliver(&alice, &carol, push).await;
+        exchange(&alice, &carol, space).await;
+        assert_eq!(log(&carol, space).await, a);
+        assert_eq!(carol.status(space).await.snapshots, 1);
+    });
+}
