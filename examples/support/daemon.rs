@@ -1,5 +1,5 @@
 //! One `outpost` daemon process with its own home, for the benches that run
-//! real daemons (`bench`, `doc_bench`). Included with `#[path]`: not an example
+//! real daemons (`bench`, `doc_bench`, `chat_bench`). Included with `#[path]`: not an example
 //! of its own.
 
 // Each bench uses part of it.
@@ -57,13 +57,18 @@ impl Daemon {
     /// Starts the daemon as the integration tests do (loopback TCP, mDNS off,
     /// re-offers every 2 s), dialling `peer` if given. Does not wait for it.
     pub fn spawn(&mut self, bin: &Path, peer: Option<&str>) -> Result<()> {
+        self.spawn_with_peers(bin, peer.as_slice())
+    }
+
+    /// [`Daemon::spawn`] dialling every one of `peers` (`--peer` each).
+    pub fn spawn_with_peers(&mut self, bin: &Path, peers: &[&str]) -> Result<()> {
         let log = std::fs::File::create(&self.log)?;
         let mut cmd = Command::new(bin);
         cmd.arg("--home")
             .arg(&self.home)
             .args(["daemon", "--no-mdns", "--resync-secs", "2", "--listen"])
             .arg(self.addr());
-        if let Some(peer) = peer {
+        for peer in peers {
             cmd.args(["--peer", peer]);
         }
         let child = cmd
