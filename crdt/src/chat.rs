@@ -28,7 +28,7 @@
 
 mod rules;
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Mutex};
 
 use automerge::{
     ActorId, Automerge, Change, ChangeHash, ObjId, ObjType, ROOT, ReadDoc, ScalarValue, Value,
@@ -238,6 +238,20 @@ pub struct ChatDoc {
     pub(crate) doc: Automerge,
     pub(crate) schema: Schema,
     genesis: ChangeHash,
+    /// The messages in display order, read from the document once and then
+    /// kept up to date as messages are written and applied: reading a
+    /// message's fields from Automerge costs microseconds each, so showing
+    /// the latest messages of a shard of thousands must not read them all.
+    /// `None` until first needed, and again after the document was changed
+    /// behind this model's back ([`ChatDoc::automerge_mut`]).
+    order: Mutex<Option<Order>>,
+}
+
+/// Messages by display key (Lamport counter, actor bytes).
+type Order = BTreeMap<(u64, Vec<u8>), Message>;
+
+fn order_key(m: &Message) -> (u64, Vec<u8>) {
+    (m.lamport, m.actor.to_bytes().to_vec())
 }
 
 impl ChatDoc {
@@ -245,7 +259,12 @@ impl ChatDoc {
     pub fn new(doc_id: DocId) -> Self {
         let (doc, genesis) = Self::genesis(&doc_id);
         let schema = Schema::of(&doc).expect("genesis creates the schema");
-        Self { doc, schema, genesis }
+        Self {
+            doc,
+            schema,
+            genesis,
+            order: Mutex::new(None),
+        }
     }
 
     /// The hash of this document's genesis change: the one dependency of a
@@ -281,11 +300,24 @@ impl ChatDoc {
         }
         self.doc.set_actor(actor);
         let s = self.schema.clone();
+        let mut posted = Vec::new();
         let mut tx = self.doc.transaction();
         for w in writes {
             match w {
                 Write::Post(m) => {
                     let entry = tx.put_object(&s.messages, m.id.as_str(), ObjType::Map)?;
+                    if let ObjId::Id(lamport, actor, _) = &entry {
+                        posted.push(Message {
+                            id: m.id.clone(),
+                            body: m.body.clone(),
+                            sent_at_ms: now_ms,
+                            reply_to: m.reply_to.clone(),
+                            mentions: m.mentions.clone(),
+                            all: m.all,
+                            actor: actor.clone(),
+                            lamport: *lamport,
+                        });
+                    }
                     tx.put(&entry, "body", m.body.as_str())?;
                     tx.put(&entry, "sent_at", ScalarValue::Timestamp(now_ms))?;
                     if let Some(target) = &m.reply_to {
@@ -333,7 +365,37 @@ impl ChatDoc {
         }
         let (hash, _) = tx.commit_with(CommitOptions::default().with_time(now_ms));
         let hash = hash.ok_or(Error::EmptyChange)?;
+        self.note_created(&posted);
         self.doc.get_change_by_hash(&hash).ok_or(Error::EmptyChange)
+    }
+
+    /// Adds messages now in the document to the display order (if it was built).
+    fn note_created(&mut self, created: &[Message]) {
+        let order = self.order.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(order) = order {
+            for m in created {
+                order.insert(order_key(m), m.clone());
+            }
+        }
+    }
+
+    /// Runs `f` on the display order, reading it from the document first if needed.
+    fn with_order<R>(&self, f: impl FnOnce(&Order) -> R) -> R {
+        let mut order = self.order.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let order = order.get_or_insert_with(|| {
+            self.entries(&self.schema.messages, read_message)
+                .into_iter()
+                .map(|m| (order_key(&m), m))
+                .collect()
+        });
+        f(order)
+    }
+
+    /// The document for changes this model does not see: the display order
+    /// is read again at its next use.
+    pub(crate) fn automerge_mut(&mut self) -> &mut Automerge {
+        *self.order.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        &mut self.doc
     }
 
     /// Checks `change`, written by `author`, against the chat rules before it
@@ -367,6 +429,7 @@ impl ChatDoc {
             .collect();
         self.doc.apply_changes(changes)?;
         sort_for_display(&mut created);
+        self.note_created(&created);
         Ok(created)
     }
 
@@ -393,9 +456,16 @@ impl ChatDoc {
     /// When writers created the same id concurrently, every entry shows: a writer
     /// cannot hide another's message by reusing its id.
     pub fn messages(&self) -> Vec<Message> {
-        let mut out: Vec<Message> = self.entries(&self.schema.messages, read_message);
-        sort_for_display(&mut out);
-        out
+        self.with_order(|order| order.values().cloned().collect())
+    }
+
+    /// The last `n` messages, in display order.
+    pub fn latest(&self, n: usize) -> Vec<Message> {
+        self.with_order(|order| {
+            let mut out: Vec<Message> = order.values().rev().take(n).cloned().collect();
+            out.reverse();
+            out
+        })
     }
 
     /// Every edit, in display order (so the last one for a target is its newest).
@@ -514,6 +584,7 @@ impl ChatDoc {
     pub(crate) fn replace(&mut self, doc: Automerge) {
         self.schema = Schema::of(&doc).expect("a checked snapshot has the genesis, which creates the schema");
         self.doc = doc;
+        *self.order.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
     }
 }
 

@@ -34,6 +34,9 @@ pub enum Model {
 }
 
 /// A document of any model.
+// Each variant is mostly its Automerge document; one lives per shard, in a
+// map, so boxing the largest would only add an indirection.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Doc {
     Chat(ChatDoc),
@@ -171,6 +174,18 @@ impl Doc {
     /// proportional to the document on every call, so callers batch).
     pub fn apply_checked(&mut self, checked: Vec<Checked>) -> Result<Vec<Effect>, Error> {
         let effects = Checked::effects_of(&checked);
+        if let Doc::Chat(d) = self {
+            // Through the chat model, which keeps its display order current.
+            let chat = checked
+                .into_iter()
+                .map(|c| match c {
+                    Checked::Chat(c) => Ok(c),
+                    _ => Err(Error::WrongModel),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            d.apply_checked(chat)?;
+            return Ok(effects);
+        }
         let changes: Vec<Change> = checked
             .into_iter()
             .map(|c| match c {
@@ -198,7 +213,7 @@ impl Doc {
 
     pub(crate) fn automerge_mut(&mut self) -> &mut Automerge {
         match self {
-            Doc::Chat(d) => &mut d.doc,
+            Doc::Chat(d) => d.automerge_mut(),
             Doc::Text(d) => d.automerge_mut(),
             Doc::Calendar(d) => d.automerge_mut(),
         }

@@ -72,6 +72,8 @@ pub enum Error {
     Automerge(#[from] automerge::AutomergeError),
     #[error("the transaction produced no change")]
     EmptyChange,
+    #[error("a change checked against another document model")]
+    WrongModel,
     #[error("this writer wrote after the version edited: write as a new writer")]
     StaleWriter,
     #[error("the document has no text at `text`")]

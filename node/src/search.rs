@@ -207,8 +207,9 @@ impl SearchIndex {
             let files = MmapDirectory::open(dir).map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?;
             Ok(SealedDirectory::new(Box::new(files), key.clone()))
         };
-        if current && let Ok(index) = Index::open(sealed(dir)?) {
-            return Ok((Self::with(index)?, false));
+        // An index that does not open, or whose segments do not, is made anew.
+        if current && let Ok(this) = Index::open(sealed(dir)?).map_err(Error::from).and_then(Self::with) {
+            return Ok((this, false));
         }
         if dir.exists() {
             std::fs::remove_dir_all(dir)?;
@@ -425,7 +426,7 @@ impl SearchIndex {
 fn regex_escape(word: &str) -> String {
     let mut out = String::with_capacity(word.len());
     for c in word.chars() {
-        if "\\.+*?()|[]{}^$#&-~\"@<>".contains(c) {
+        if "\\.+*?()|[]{}^$#&-~\"@".contains(c) {
             out.push('\\');
         }
         out.push(c);

@@ -316,3 +316,40 @@ proptest! {
         prop_assert_eq!(forward.reactions(), reversed.reactions());
     }
 }
+
+/// The display order kept as messages are written and applied (and after
+/// the document is changed behind the model's back) is the one a fresh read
+/// of the whole document gives.
+#[test]
+fn the_kept_display_order_is_a_fresh_read() {
+    let fresh_read = |d: &ChatDoc| {
+        let mut all = d.entries(&d.schema.messages, read_message);
+        sort_for_display(&mut all);
+        all
+    };
+    let (mut a, mut b) = (ChatDoc::new(DOC), ChatDoc::new(DOC));
+    let (actor_a, actor_b) = (actor_id(&[1; 32], &DOC, 1), actor_id(&[2; 32], &DOC, 1));
+    // Both build their order before anything is written.
+    assert!(a.messages().is_empty() && b.latest(5).is_empty());
+    let mut from_a = Vec::new();
+    for i in 0..20u8 {
+        from_a.push(
+            a.post(actor_a.clone(), &author(1), &[msg(&format!("a{i}"), i)], 1_000)
+                .unwrap(),
+        );
+        // b writes concurrently: same counters, other actor.
+        b.post(actor_b.clone(), &author(2), &[msg(&format!("b{i}"), i)], 1_000)
+            .unwrap();
+    }
+    // A reused id: both entries show.
+    b.post(actor_b.clone(), &author(2), &[msg("a3", 99)], 1_000).unwrap();
+    b.apply(from_a, &author(1)).unwrap();
+    assert_eq!(b.messages(), fresh_read(&b));
+    assert_eq!(b.messages().len(), 41);
+    assert_eq!(b.latest(7), fresh_read(&b)[34..]);
+    assert_eq!(b.latest(100), fresh_read(&b));
+    // A merge through the raw document is seen too.
+    a.automerge_mut().merge(&mut b.doc.clone()).unwrap();
+    assert_eq!(a.messages(), fresh_read(&a));
+    assert_eq!(a.messages(), b.messages());
+}

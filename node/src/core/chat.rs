@@ -1142,7 +1142,11 @@ impl Core {
         let space = self.spaces.get(&space_id).ok_or(Error::UnknownSpace(space_id))?;
         let readable = readable_of(space)?;
         let (latest, docs) = readable.latest(&space.state, limit.min(MAX_LOG_LIMIT));
-        let overlay = Overlay::of(self, space, readable, Some(&docs));
+        // Shards: what points at a message is in its shard or a later one. A
+        // from-join room's epoch documents are ranked, not causally ordered,
+        // so all of them are read.
+        let only = (space.state.history == History::Shared).then_some(docs.as_slice());
+        let overlay = Overlay::of(self, space, readable, only);
         let store = &self.store;
         let mut get = |id: &EnvelopeId| store.side(&space_id, id).ok().flatten();
         let views: Vec<MessageView> = latest

@@ -34,6 +34,9 @@ pub(crate) const MAX_SNAPSHOTS_PER_SPACE: usize = 4;
 /// Largest content a reader may write (its answers to invitations): checked
 /// in clear, before decrypting.
 pub(crate) const MAX_READER_CONTENT_BYTES: usize = 4 << 10;
+/// The last shard a room may write into: 2^20 shards of thousands of
+/// messages each are more than any room holds.
+pub(crate) const MAX_SHARD: u32 = 1 << 20;
 
 /// What to do with an envelope.
 pub(crate) enum Verdict {
@@ -170,10 +173,12 @@ pub(crate) struct Space {
     pub(crate) stored_from: HashMap<ActorKey, u64>,
     /// The last envelopes of held snapshots: known ids that are not stored.
     pub(crate) snapshot_lasts: BTreeSet<EnvelopeId>,
-    /// From-join spaces: the document of every stored content envelope, so that
-    /// "a parent is in its child's document" is checked in clear, alike on
-    /// every node, whatever keys it holds.
+    /// The document of every stored content envelope, so that "a parent is
+    /// in its child's document" is checked in clear, alike on every node,
+    /// whatever keys it holds.
     pub(crate) doc_of: HashMap<EnvelopeId, DocId>,
+    /// The highest shard stored content is written into.
+    pub(crate) max_shard: Option<u32>,
     /// Side envelopes (chat bodies, tombstones) held in the store.
     pub(crate) sides_held: u64,
     /// Each member device's newest read receipt (chat rooms).
@@ -251,6 +256,7 @@ impl Space {
             stored_from: HashMap::new(),
             snapshot_lasts: BTreeSet::new(),
             doc_of: HashMap::new(),
+            max_shard: None,
             sides_held: 0,
             receipts: BTreeMap::new(),
             wanted_bodies: BTreeMap::new(),
@@ -442,6 +448,18 @@ impl Space {
         if !author.editor && env.body().len() > MAX_READER_CONTENT_BYTES {
             return Verdict::Reject("a reader's content is larger than an answer");
         }
+        // A room's shards open one after another: shard k + 2 waits until
+        // shard k + 1 holds something, so nobody makes a room skip to a far
+        // shard (or thousands of empty ones at once).
+        if let Some(k) = self.state.space.shard_of(&h.doc) {
+            if k > MAX_SHARD {
+                return Verdict::Reject("written into a shard past the last one");
+            }
+            // Shard 0 always counts as there (a snapshot may hold it all).
+            if k > self.max_shard.unwrap_or(0).saturating_add(1) {
+                return Verdict::Wait;
+            }
+        }
         if !next_in_seq {
             return Verdict::Wait;
         }
@@ -450,12 +468,20 @@ impl Space {
         }
         // Parents this node never saw: without a snapshot they have not arrived
         // yet; with one, they may be envelopes the snapshot covers (only their
-        // changes are known, checked below by members).
+        // changes are known, checked below by members). Snapshots cover the
+        // first document only.
+        let main = self.main_doc();
         let unknown = h.parents.iter().filter(|p| !self.holds(p)).count();
-        if unknown > 0 && self.snapshots.is_empty() {
+        if unknown > 0 && (self.snapshots.is_empty() || h.doc != main) {
             return Verdict::Wait;
         }
-        if self.state.history == History::FromJoin && h.parents.iter().any(|p| self.doc_of.get(p) != Some(&h.doc)) {
+        // Judged in clear from the parents' headers, alike on every node.
+        let doc_of = |p: &EnvelopeId| match self.doc_of.get(p) {
+            Some(doc) => Some(*doc),
+            None if !self.order.contains_key(p) => Some(main),
+            None => None,
+        };
+        if h.parents.iter().any(|p| doc_of(p) != Some(h.doc)) {
             return Verdict::Reject("a parent envelope is content of another document");
         }
         let Some(readable) = &self.readable else {
@@ -563,8 +589,11 @@ impl Space {
         let h = env.header();
         self.next_order = self.next_order.max(order + 1);
         self.order.insert(env.id(), order);
-        if h.kind == Kind::Content && self.state.history == History::FromJoin {
+        if h.kind == Kind::Content {
             self.doc_of.insert(env.id(), h.doc);
+            if let Some(k) = self.state.space.shard_of(&h.doc) {
+                self.max_shard = self.max_shard.max(Some(k));
+            }
         }
         self.stored_from.entry(h.actor()).or_insert(h.seq);
         self.advance_writer(env);
@@ -830,7 +859,7 @@ impl Readable {
                 break;
             }
             let Some(chat) = shard.doc.chat() else { continue };
-            let messages = chat.messages();
+            let messages = chat.latest(limit - count);
             count += messages.len();
             out.push(messages);
             docs.push(*doc);

@@ -49,6 +49,7 @@ pub fn spawn(dir: PathBuf, key: IndexKey, core: CoreHandle) -> Result<Arc<Search
         known: HashMap::new(),
         added: false,
         purge: false,
+        lost: false,
     };
     tokio::spawn(indexer.run());
     Ok(index)
@@ -94,6 +95,8 @@ struct Indexer {
     added: bool,
     /// Entries were removed: merge their segments away at the commit.
     purge: bool,
+    /// A commit failed: read every space again.
+    lost: bool,
 }
 
 /// The entry of a message, unless it has no text to find.
@@ -132,17 +135,39 @@ impl Indexer {
                     }
                     Err(broadcast::error::RecvError::Closed) => break,
                 },
-                _ = tick.tick() => self.flush().await,
+                _ = tick.tick() => {
+                    self.flush().await;
+                    if std::mem::take(&mut self.lost) {
+                        self.catch_up().await;
+                    }
+                }
             }
         }
         self.flush().await;
         debug!("search indexer stopped");
     }
 
+    /// A space changed: it no longer counts as indexed in full, on disk at
+    /// once (a crash before the next commit must not leave it looking
+    /// indexed: a retraction changes no count a stamp holds).
+    fn forget_stamp(&mut self, space: SpaceId) {
+        if self.stamps.0.remove(&space).is_some()
+            && let Err(error) = self.stamps.save(&self.dir)
+        {
+            warn!(%error, "cannot record what the search index holds");
+        }
+    }
+
     fn note(&mut self, event: Event) {
+        match &event {
+            Event::Message { space, .. }
+            | Event::ChatUpdated { space }
+            | Event::Reload { space, .. }
+            | Event::Document { space } => self.forget_stamp(*space),
+            _ => {}
+        }
         match event {
             Event::Message { space, message } => {
-                self.stamps.0.remove(&space);
                 if let Some(entry) = message_entry(space, &message) {
                     match self.index.put(&entry) {
                         Ok(()) => {
@@ -158,8 +183,16 @@ impl Indexer {
                     }
                 }
             }
-            Event::ChatUpdated { space } | Event::Reload { space, .. } => {
+            Event::ChatUpdated { space } => {
                 self.rooms.insert(space);
+            }
+            Event::Reload { space, .. } => {
+                // Rebuilt (a purge may have removed messages outright): indexed anew.
+                self.index.remove_space(space);
+                self.known.remove(&space);
+                self.purge = true;
+                self.rooms.insert(space);
+                self.docs.insert(space);
             }
             Event::Document { space } => {
                 self.docs.insert(space);
@@ -260,25 +293,36 @@ impl Indexer {
                     warn!(%error, "cannot record what the search index holds; it is checked again at start");
                 }
             }
-            Ok(Err(error)) => warn!(%error, "search index commit failed"),
-            Err(error) => warn!(%error, "search index commit panicked"),
+            Ok(Err(error)) => {
+                warn!(%error, "search index commit failed; every space is indexed again");
+                self.forget_all();
+            }
+            Err(error) => {
+                warn!(%error, "search index commit panicked; every space is indexed again");
+                self.forget_all();
+            }
         }
     }
 
-    /// Brings a room's entries in line with `messages`: the first time in a
-    /// run all of them, later only those whose text changed; removed ones
-    /// (retracted) are deleted and purged.
+    /// Nothing counts as indexed any more: the next pass reads every space.
+    fn forget_all(&mut self) {
+        self.stamps = Stamps::default();
+        let _ = self.stamps.save(&self.dir);
+        self.known.clear();
+        self.purge = true;
+        self.lost = true;
+    }
+
+    /// Brings a room's entries in line with `messages` (its latest, at most
+    /// [`MAX_LOG_LIMIT`]): the first time in a run all of them, later only
+    /// those whose text changed; those without text now (retracted) are
+    /// deleted and purged. Entries of older messages are left as they are.
     fn reindex_room(&mut self, space: SpaceId, messages: &[MessageView]) {
         let now: HashMap<String, Entry> = messages
             .iter()
             .filter_map(|m| Some((m.id.clone(), message_entry(space, m)?)))
             .collect();
-        let before = self.known.remove(&space);
-        if before.is_none() {
-            self.index.remove_space(space);
-            self.purge = true;
-        }
-        let before = before.unwrap_or_default();
+        let before = self.known.remove(&space).unwrap_or_default();
         for (id, entry) in &now {
             if before.get(id) != Some(&entry.text) {
                 if let Err(error) = self.index.put(entry) {
@@ -287,9 +331,12 @@ impl Indexer {
                 self.added = true;
             }
         }
-        for id in before.keys().filter(|id| !now.contains_key(*id)) {
-            self.index.remove(space, Some(id));
-            self.purge = true;
+        for m in messages.iter().filter(|m| !now.contains_key(&m.id)) {
+            // Retracted (or never with text): gone from the index.
+            if before.contains_key(&m.id) || m.retracted.is_some() {
+                self.index.remove(space, Some(&m.id));
+                self.purge = true;
+            }
         }
         self.known
             .insert(space, now.into_iter().map(|(id, e)| (id, e.text)).collect());

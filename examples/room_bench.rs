@@ -1,0 +1,254 @@
+//! Large rooms (issue 7, point 6): opening a room's latest 50 messages, and
+//! the memory a node holds, for rooms of 10k, 100k (and, when asked, 1M)
+//! messages, on the real core (redb store on disk, sealing, group commit).
+//!
+//! For each size a fresh core makes a room and posts the messages through
+//! `CoreHandle::send`, many at once (so group commit packs them into changes
+//! of `--per-change` messages, as a busy room's would be). Then it measures:
+//!
+//! - **latest 50**: `CoreHandle::messages(space, 50)`, what `outpost chat log`
+//!   asks, repeated (p50, p99) — served from the room's last shards;
+//! - **whole log** as the baseline in the same run: the same call for every
+//!   message (what every read cost before rooms were sharded);
+//! - **RSS** of this process after building, and after a restart of the core
+//!   on the same store (the core's own memory: the bench holds nothing else);
+//! - **start-up**: the restart itself (loading the room from the store), and
+//!   the first latest-50 after it.
+//!
+//! ```text
+//! cargo run --release --example room_bench                      # 10k and 100k messages
+//! cargo run --release --example room_bench -- --sizes 1000000   # one size (long)
+//! ```
+//!
+//! A measurement tool: it checks that the latest 50 equal the whole log's tail,
+//! and asserts nothing about time. BENCHMARKS.md ("Large rooms") holds results.
+
+use std::{
+    path::Path,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, ensure};
+use outpost_node::{
+    control::History,
+    core::{self, CoreHandle, Options},
+    identity::DeviceKeys,
+    ids::SpaceId,
+};
+
+struct Args {
+    sizes: Vec<usize>,
+    per_change: usize,
+    reps: usize,
+    json: bool,
+}
+
+fn args() -> Result<Args> {
+    let mut out = Args {
+        sizes: vec![10_000, 100_000],
+        per_change: 16,
+        reps: 200,
+        json: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        let mut value = || it.next().with_context(|| format!("{a} needs a value"));
+        match a.as_str() {
+            "--sizes" => {
+                out.sizes = value()?
+                    .split(',')
+                    .map(|s| s.trim().replace('_', "").parse())
+                    .collect::<Result<_, _>>()?
+            }
+            "--per-change" => out.per_change = value()?.parse()?,
+            "--reps" => out.reps = value()?.parse()?,
+            "--json" => out.json = true,
+            "--help" | "-h" => {
+                println!(
+                    "room_bench [--sizes 10000,100000] [--per-change 16] [--reps 200] [--json]\n\
+                     Builds a room of each size on a fresh core (temp dir on disk) and times\n\
+                     opening its latest 50 messages against reading the whole log."
+                );
+                std::process::exit(0);
+            }
+            other => anyhow::bail!("unknown argument {other} (see --help)"),
+        }
+    }
+    Ok(out)
+}
+
+fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmRSS:"))?.to_string();
+            line.split_whitespace().nth(1)?.parse::<f64>().ok()
+        })
+        .map_or(f64::NAN, |kib| kib / 1024.0)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+#[derive(serde::Serialize)]
+struct Row {
+    messages: usize,
+    changes_about: usize,
+    build_s: f64,
+    build_msgs_per_s: f64,
+    latest50_p50_ms: f64,
+    latest50_p99_ms: f64,
+    whole_log_ms: f64,
+    rss_after_build_mib: f64,
+    restart_s: f64,
+    first_latest50_after_restart_ms: f64,
+    rss_after_restart_mib: f64,
+    store_mib: f64,
+}
+
+/// Posts `n` messages, `per_change` sends in flight at once (one group commit each).
+async fn fill(core: &CoreHandle, space: SpaceId, n: usize, per_change: usize) -> Result<()> {
+    let mut sent = 0;
+    while sent < n {
+        let wave = per_change.min(n - sent);
+        let sends = (0..wave).map(|i| {
+            let core = core.clone();
+            let text = format!(
+                "message {} — the deploy window moves to Thursday, 部署窗口改到周四",
+                sent + i
+            );
+            tokio::spawn(async move { core.send(space, text, None).await })
+        });
+        for r in futures::future::join_all(sends).await {
+            r??;
+        }
+        sent += wave;
+    }
+    Ok(())
+}
+
+fn dir_mib(dir: &Path) -> f64 {
+    let mut total = 0u64;
+    for entry in walk(dir) {
+        total += entry.metadata().map(|m| m.len()).unwrap_or(0);
+    }
+    total as f64 / (1 << 20) as f64
+}
+
+fn walk(dir: &Path) -> Vec<std::fs::DirEntry> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                out.extend(walk(&e.path()));
+            } else {
+                out.push(e);
+            }
+        }
+    }
+    out
+}
+
+async fn latest(core: &CoreHandle, space: SpaceId, reps: usize) -> Result<Vec<Duration>> {
+    let mut times = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let t = Instant::now();
+        let got = core.messages(space, 50).await?;
+        times.push(t.elapsed());
+        ensure!(got.len() == 50, "latest 50 gave {}", got.len());
+    }
+    times.sort();
+    Ok(times)
+}
+
+async fn one_size(n: usize, args: &Args) -> Result<Row> {
+    let dir = tempfile::tempdir_in(std::env::temp_dir())?;
+    let keys = Arc::new(DeviceKeys::generate());
+    let (core, thread) = core::spawn_with(dir.path().to_path_buf(), keys.clone(), Options::default())?;
+    let space = core
+        .create_chat("big room".into(), History::Shared, vec![], vec![])
+        .await?;
+    let t = Instant::now();
+    fill(&core, space, n, args.per_change).await?;
+    let build = t.elapsed();
+    let rss_after_build = rss_mib();
+
+    let times = latest(&core, space, args.reps).await?;
+    let t = Instant::now();
+    let whole = core.messages(space, usize::MAX).await?;
+    let whole_log = t.elapsed();
+    let tail = core.messages(space, 50).await?;
+    ensure!(
+        whole[whole.len() - 50..] == tail[..],
+        "the latest 50 are the log's tail"
+    );
+
+    drop(core);
+    thread.join().expect("core thread");
+    let t = Instant::now();
+    let (core, thread) = core::spawn_with(dir.path().to_path_buf(), keys, Options::default())?;
+    let restart = t.elapsed();
+    let t = Instant::now();
+    let first = core.messages(space, 50).await?;
+    let first_latest = t.elapsed();
+    ensure!(first == tail, "the same latest 50 after a restart");
+    let rss_after_restart = rss_mib();
+    drop(core);
+    thread.join().expect("core thread");
+    Ok(Row {
+        messages: n,
+        changes_about: n.div_ceil(args.per_change),
+        build_s: build.as_secs_f64(),
+        build_msgs_per_s: n as f64 / build.as_secs_f64(),
+        latest50_p50_ms: ms(percentile(&times, 0.5)),
+        latest50_p99_ms: ms(percentile(&times, 0.99)),
+        whole_log_ms: ms(whole_log),
+        rss_after_build_mib: rss_after_build,
+        restart_s: restart.as_secs_f64(),
+        first_latest50_after_restart_ms: ms(first_latest),
+        rss_after_restart_mib: rss_after_restart,
+        store_mib: dir_mib(dir.path()),
+    })
+}
+
+fn main() -> Result<()> {
+    let args = args()?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let mut rows = Vec::new();
+    for &n in &args.sizes {
+        eprintln!("room of {n} messages…");
+        rows.push(rt.block_on(one_size(n, &args))?);
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    println!(
+        "| messages | changes | build (msgs/s) | latest 50 p50 / p99 | whole log (≤ 100k) | RSS built | restart | first latest 50 after restart | RSS restarted | store |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for r in &rows {
+        println!(
+            "| {} | ≈{} | {:.1} s ({:.0}) | {:.2} / {:.2} ms | {:.0} ms | {:.0} MiB | {:.1} s | {:.2} ms | {:.0} MiB | {:.0} MiB |",
+            r.messages,
+            r.changes_about,
+            r.build_s,
+            r.build_msgs_per_s,
+            r.latest50_p50_ms,
+            r.latest50_p99_ms,
+            r.whole_log_ms,
+            r.rss_after_build_mib,
+            r.restart_s,
+            r.first_latest50_after_restart_ms,
+            r.rss_after_restart_mib,
+            r.store_mib
+        );
+    }
+    Ok(())
+}
