@@ -57,7 +57,7 @@ pub use self::{
         BlameView, DiffView, DocAnswer, DocEdit, DocFormat, DocQuery, DocView, MAX_DOC_WRITE_BYTES,
         MAX_SPLICES_PER_WRITE, Splice, VersionView, Written,
     },
-    files::{FileRef, FileStatus, FileView, FileWant, MAX_FILE_NAME_BYTES, check_file_name},
+    files::{FileRef, FileRefError, FileStatus, FileView, FileWant, MAX_FILE_NAME_BYTES, check_file_name},
     inbox::{InboxEntry, MAX_INBOX_LIMIT, ReminderView},
     org::{DEFAULT_EXPIRY_DAYS, DirEntry, DraftView, MAX_DIR_RESULTS, OrgCommand, OrgNet, OrgView, Proposal},
     quiet::{Quiet, QuietHours, QuietView},
