@@ -216,3 +216,73 @@ fn bad_file_requests_get_clear_errors() {
     a.json(&["file", "get", id, "-o", out.to_str().unwrap(), "--json"]);
     assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&small).unwrap());
 }
+
+/// `*.data` files in a node's store: its complete blobs.
+fn blob_count(node: &Node) -> usize {
+    std::fs::read_dir(node.home.join("blobs"))
+        .map(|dir| {
+            dir.filter_map(Result::ok)
+                .filter(|e| e.path().extension().is_some_and(|x| x == "data"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_retried_upload_leaves_no_orphan_and_a_get_can_time_out() {
+    let root = tempfile::tempdir().unwrap();
+    let mut a = Node::init(root.path(), "a");
+    let mut b = Node::init(root.path(), "b");
+    a.start(&[]);
+    b.start(&[a.addr()]);
+    let space = a.create_chat("retries", &[&b], &[]);
+    let source = root.path().join("notes.txt");
+    std::fs::write(&source, "minutes\n".repeat(5000)).unwrap();
+    let send = || {
+        a.json(&[
+            "chat",
+            "send",
+            &space,
+            "the notes",
+            "--file",
+            source.to_str().unwrap(),
+            "--client-id",
+            "once",
+            "--json",
+        ])
+    };
+    let first = send();
+    assert_eq!(first["duplicate"], false);
+    let again = send();
+    assert_eq!(again["duplicate"], true);
+    assert_eq!(again["id"], first["id"]);
+    // The retry imported the file again: that copy, named by nothing, goes.
+    wait_until(WAIT, "only the original's file left on a", || {
+        (blob_count(&a) == 1).then_some(())
+    });
+
+    let message = first["id"].as_str().unwrap().to_string();
+    let file = wait_until(WAIT, "the message with its file on b", || {
+        let log = b.try_json(&["chat", "log", &space, "--json"]).ok()?;
+        let m = log.as_array()?.iter().find(|m| m["id"] == message.as_str())?.clone();
+        m.get("file").cloned()
+    });
+    let id = file["id"].as_str().unwrap().to_string();
+
+    // With the only holder down, a get with a timeout gives up clearly; the
+    // download stays wanted in the daemon.
+    a.stop();
+    let out = root.path().join("b-notes.txt");
+    let err = b.fails(&["file", "get", &id, "-o", out.to_str().unwrap(), "--timeout", "2"], 1);
+    assert!(err.contains("continues in the daemon"), "{err}");
+    assert!(err.contains("outpost file show"), "{err}");
+    assert!(!out.exists());
+
+    // Once the holder is back, the download the daemon kept finishes.
+    a.restart();
+    wait_until(WAIT, "the kept download finished on b", || {
+        file_status(&b, &id).filter(|s| s["complete"] == true).map(|_| ())
+    });
+    b.json(&["file", "get", &id, "-o", out.to_str().unwrap(), "--json"]);
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&source).unwrap());
+}
