@@ -409,7 +409,7 @@ impl Core {
         }
         check_text(&out.text)?;
         if let Some(file) = &out.file {
-            files::check_file_name(&file.name)?;
+            file.check().map_err(|e| Error::Invalid(e.to_string()))?;
         }
         let reply_to = match &out.reply_to {
             None => None,
