@@ -4,6 +4,7 @@
 //! second while the sender is down, and deleted everywhere by a retraction.
 
 mod common;
+mod inproc;
 
 use std::{
     io::Write,
@@ -121,17 +122,33 @@ fn a_large_attachment_resumes_after_kill_9_and_comes_from_any_holder() {
         resumed_from >= before_kill,
         "resumed from {resumed_from}, but {before_kill} bytes were verified before the kill"
     );
-    let saved = b.json(&["file", "get", &id[..12], "-o", out.to_str().unwrap(), "--json"]);
-    assert_eq!(saved["complete"], true);
-    assert_eq!(hash_file(&out), original, "b's copy is the file that was sent");
-    let fetched = b.json(&["file", "show", &id, "--json"])["progress"]["fetched"]
-        .as_u64()
+    let mut getter = Command::new(outpost_bin())
+        .arg("--home")
+        .arg(&b.home)
+        .args(["file", "get", &id[..12], "-o", out.to_str().unwrap(), "--json"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
         .unwrap();
-    assert_eq!(
-        fetched + resumed_from,
-        total,
-        "only what was missing came over the network"
-    );
+    // Only what was missing comes over the network: every verified byte is
+    // either one found on disk or one fetched in this run.
+    let mut seen = 0;
+    wait_until(WAIT, "the download finished on b", || {
+        let status = file_status(&b, &id)?;
+        if let Some(p) = status.get("progress").filter(|p| p.is_object()) {
+            let field = |k: &str| p[k].as_u64().unwrap();
+            assert_eq!(field("resumed_from"), resumed_from, "taken up once");
+            assert_eq!(field("have"), field("resumed_from") + field("fetched"));
+            seen += 1;
+        }
+        (status["complete"] == true).then_some(())
+    });
+    assert!(getter.wait().unwrap().success());
+    assert!(seen > 0, "progress was shown while it downloaded");
+    assert_eq!(hash_file(&out), original, "b's copy is the file that was sent");
+    wait_until(WAIT, "a finished download's progress forgotten", || {
+        file_status(&b, &id)?.get("progress").is_none().then_some(())
+    });
     let b_peak = b.peak_rss_kib().unwrap();
 
     // Memory stays flat: neither side held the file in memory.
@@ -215,4 +232,122 @@ fn bad_file_requests_get_clear_errors() {
     let out = root.path().join("copy.txt");
     a.json(&["file", "get", id, "-o", out.to_str().unwrap(), "--json"]);
     assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&small).unwrap());
+}
+
+/// `*.data` files in a node's store: its complete blobs.
+fn blob_count(node: &Node) -> usize {
+    std::fs::read_dir(node.home.join("blobs"))
+        .map(|dir| {
+            dir.filter_map(Result::ok)
+                .filter(|e| e.path().extension().is_some_and(|x| x == "data"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_retried_upload_leaves_no_orphan_and_a_get_can_time_out() {
+    let root = tempfile::tempdir().unwrap();
+    let mut a = Node::init(root.path(), "a");
+    let mut b = Node::init(root.path(), "b");
+    a.start(&[]);
+    b.start(&[a.addr()]);
+    let space = a.create_chat("retries", &[&b], &[]);
+    let source = root.path().join("notes.txt");
+    std::fs::write(&source, "minutes\n".repeat(5000)).unwrap();
+    let send = || {
+        a.json(&[
+            "chat",
+            "send",
+            &space,
+            "the notes",
+            "--file",
+            source.to_str().unwrap(),
+            "--client-id",
+            "once",
+            "--json",
+        ])
+    };
+    let first = send();
+    assert_eq!(first["duplicate"], false);
+    let again = send();
+    assert_eq!(again["duplicate"], true);
+    assert_eq!(again["id"], first["id"]);
+    // The retry imported the file again: that copy, named by nothing, goes.
+    wait_until(WAIT, "only the original's file left on a", || {
+        (blob_count(&a) == 1).then_some(())
+    });
+
+    let message = first["id"].as_str().unwrap().to_string();
+    let file = wait_until(WAIT, "the message with its file on b", || {
+        let log = b.try_json(&["chat", "log", &space, "--json"]).ok()?;
+        let m = log.as_array()?.iter().find(|m| m["id"] == message.as_str())?.clone();
+        m.get("file").cloned()
+    });
+    let id = file["id"].as_str().unwrap().to_string();
+
+    // With the only holder down, a get with a timeout gives up clearly; the
+    // download stays wanted in the daemon.
+    a.stop();
+    let out = root.path().join("b-notes.txt");
+    let err = b.fails(&["file", "get", &id, "-o", out.to_str().unwrap(), "--timeout", "2"], 1);
+    assert!(err.contains("continues in the daemon"), "{err}");
+    assert!(err.contains("outpost file show"), "{err}");
+    assert!(!out.exists());
+
+    // Once the holder is back, the download the daemon kept finishes.
+    a.restart();
+    wait_until(WAIT, "the kept download finished on b", || {
+        file_status(&b, &id).filter(|s| s["complete"] == true).map(|_| ())
+    });
+    b.json(&["file", "get", &id, "-o", out.to_str().unwrap(), "--json"]);
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&source).unwrap());
+}
+
+/// In process: a peer's later message naming a known blob with another name
+/// (or size, or key) does not change what the file is.
+#[test]
+fn a_later_message_cannot_rename_a_known_file() {
+    use outpost_node::{
+        blobs::{BlobId, FileKey},
+        control::History,
+        core,
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let (alice, bob) = (inproc::Node::new(), inproc::Node::new());
+        let space = (alice.core)
+            .create_chat("room".into(), History::Shared, vec![bob.cert().to_card()], vec![])
+            .await
+            .unwrap();
+        let send = |text: &str, name: &str, size: u64, key: u8| {
+            let outgoing = core::Outgoing {
+                text: text.into(),
+                file: Some(core::FileRef {
+                    id: BlobId([5; 32]),
+                    name: name.into(),
+                    size,
+                    key: FileKey([key; 32]),
+                }),
+                ..Default::default()
+            };
+            alice.core.send_message(space, outgoing)
+        };
+        send("the plans", "plans.pdf", 1000, 1).await.unwrap();
+        // Several, so a store order that happened to favour the first cannot pass for the rule.
+        for i in 0..4u8 {
+            send("update", &format!("plans-{i}.sh"), 1000 + u64::from(i), 2 + i)
+                .await
+                .unwrap();
+        }
+        let push = inproc::served(&alice, &bob, space).await;
+        inproc::deliver(&alice, &bob, push).await;
+        let texts: Vec<String> = (bob.core.messages(space, 10).await.unwrap())
+            .into_iter()
+            .map(|m| m.text)
+            .collect();
+        assert_eq!(texts.len(), 5, "every message arrived: {texts:?}");
+        let status = bob.core.file_status(BlobId([5; 32]).to_string()).await.unwrap();
+        assert_eq!((status.name.as_str(), status.size), ("plans.pdf", 1000));
+    });
 }

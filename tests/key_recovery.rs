@@ -28,6 +28,21 @@ use outpost_node::{
     ids::{EnvelopeId, SpaceId},
 };
 
+/// A message carrying a file (the blob need not exist: only the body's
+/// reference is looked at).
+fn with_file(text: &str, id: u8, name: &str) -> core::Outgoing {
+    core::Outgoing {
+        text: text.into(),
+        file: Some(core::FileRef {
+            id: outpost_node::blobs::BlobId([id; 32]),
+            name: name.into(),
+            size: 1000,
+            key: outpost_node::blobs::FileKey([id; 32]),
+        }),
+        ..Default::default()
+    }
+}
+
 /// Every control operation in `envelopes`, as a state (genesis first).
 fn control_state(envelopes: &[Vec<u8>]) -> SpaceState {
     let ops: Vec<Envelope> = envelopes
@@ -100,6 +115,11 @@ fn a_member_missing_the_current_key_says_why_and_recovers_when_a_holder_syncs() 
             .await
             .unwrap();
         alice.core.send(space, "after carol left".into(), None).await.unwrap();
+        (alice.core)
+            .send_message(space, with_file("the minutes", 9, "minutes.txt"))
+            .await
+            .unwrap();
+        let file = outpost_node::blobs::BlobId([9; 32]).to_string();
         let alice_side = stored(&mut alice_rx);
         log.extend(alice_side.clone());
         bob.core
@@ -118,6 +138,8 @@ fn a_member_missing_the_current_key_says_why_and_recovers_when_a_holder_syncs() 
         assert!(problem.contains("no key yet for the current epoch"), "{problem}");
         let err = dave.core.send(space, "hello?".into(), None).await.unwrap_err();
         assert!(matches!(err, core::Error::KeyMissing { .. }), "{err}");
+        let unread = dave.core.file_status(file.clone()).await;
+        assert!(unread.is_err(), "its body is not readable yet");
 
         // Bob and Alice sync (both ways): whoever holds the key rotates for
         // Dave, and Dave, syncing with Alice, gets it and reads everything.
@@ -135,7 +157,10 @@ fn a_member_missing_the_current_key_says_why_and_recovers_when_a_holder_syncs() 
             .into_iter()
             .map(|m| m.text)
             .collect();
-        assert_eq!(texts, ["before", "after carol left"]);
+        assert_eq!(texts, ["before", "after carol left", "the minutes"]);
+        // The file its body names, readable only now, is known (fetchable, servable).
+        let status = dave.core.file_status(file).await.unwrap();
+        assert_eq!(status.name, "minutes.txt");
         dave.core.send(space, "hello from dave".into(), None).await.unwrap();
         sync(&dave, &alice, space).await;
         let last = alice.core.messages(space, 1).await.unwrap();

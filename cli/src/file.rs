@@ -35,6 +35,10 @@ pub(crate) enum FileCmd {
         /// Replace PATH if it exists.
         #[arg(long)]
         force: bool,
+        /// Give up waiting after SECS seconds (the download goes on in the
+        /// daemon; `outpost file show ID` tells how far it is).
+        #[arg(long, value_name = "SECS")]
+        timeout: Option<u64>,
         #[arg(long)]
         json: bool,
     },
@@ -138,10 +142,14 @@ pub(crate) async fn run(client: &Client, cmd: FileCmd) -> anyhow::Result<()> {
             id,
             output: path,
             force,
+            timeout,
             json,
         } => {
             let mut status: FileStatus = client.post(&format!("/v1/files/{id}/get"), &()).await?;
-            let path = path.unwrap_or_else(|| PathBuf::from(&status.name));
+            let path = match path {
+                Some(path) => path,
+                None => default_path(&status.name)?,
+            };
             if path.exists() && !force {
                 return Err(Usage(format!(
                     "{} exists: pass --force to replace it, or -o PATH",
@@ -151,15 +159,22 @@ pub(crate) async fn run(client: &Client, cmd: FileCmd) -> anyhow::Result<()> {
             }
             let id = status.id.to_string();
             if !status.complete {
+                let deadline = timeout.map(|secs| tokio::time::Instant::now() + std::time::Duration::from_secs(secs));
                 let progress = bar(status.size, "fetching", json);
                 progress.set_message("waiting for a peer");
                 while !status.complete {
+                    if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                        progress.finish_and_clear();
+                        anyhow::bail!(TimedOut {
+                            id: id.clone(),
+                            secs: timeout.unwrap_or_default(),
+                        });
+                    }
                     tokio::time::sleep(POLL).await;
                     status = client.get(&format!("/v1/files/{id}")).await?;
                     if let Some(p) = status.progress.filter(|p| p.total > 0) {
                         progress.set_message("fetching");
-                        // Progress counts ciphertext; the bar shows the file's bytes.
-                        progress.set_position(p.have.min(p.total) * status.size / p.total);
+                        progress.set_position(plain_position(p.have, p.total, status.size));
                     }
                 }
                 progress.finish_and_clear();
@@ -178,15 +193,66 @@ pub(crate) async fn run(client: &Client, cmd: FileCmd) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `file get --timeout` ran out: the download is not abandoned.
+#[derive(Debug)]
+struct TimedOut {
+    id: String,
+    secs: u64,
+}
+
+impl std::fmt::Display for TimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "file {} is not here after {} s; the download continues in the daemon: \
+             check it with `outpost file show {}` and run `outpost file get` again to save it",
+            self.id, self.secs, self.id
+        )
+    }
+}
+
+impl std::error::Error for TimedOut {}
+
+/// Where a file is saved without `-o`: its name's last component only, in
+/// the current directory. Names are checked by the daemon already; this is
+/// defence in depth against one that is a path.
+fn default_path(name: &str) -> anyhow::Result<PathBuf> {
+    match Path::new(name).file_name() {
+        Some(plain) => Ok(PathBuf::from(plain)),
+        None => Err(Usage(format!(
+            "the file's name {name:?} is not a file name: save it with -o PATH"
+        ))
+        .into()),
+    }
+}
+
+/// The bar's position in file bytes for `have` of `total` ciphertext bytes
+/// (u128: `have * size` overflows u64 for large files).
+fn plain_position(have: u64, total: u64, size: u64) -> u64 {
+    if total == 0 {
+        return 0;
+    }
+    let position = u128::from(have.min(total)) * u128::from(size) / u128::from(total);
+    u64::try_from(position).unwrap_or(size)
+}
+
 /// Streams the file's plaintext from the daemon into `path` (through a
-/// temporary file beside it, renamed once whole).
+/// temporary file beside it, renamed once whole; removed if it fails).
 async fn save(client: &Client, status: &FileStatus, path: &Path) -> anyhow::Result<()> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     let tmp = dir.join(format!(".{}.outpost-part", status.id.fmt_short()));
-    let mut out = tokio::fs::File::create(&tmp)
+    let saved = save_through(client, status, dir, &tmp, path).await;
+    if saved.is_err() {
+        let _ = tokio::fs::remove_file(&tmp).await;
+    }
+    saved
+}
+
+async fn save_through(client: &Client, status: &FileStatus, dir: &Path, tmp: &Path, path: &Path) -> anyhow::Result<()> {
+    let mut out = tokio::fs::File::create(tmp)
         .await
         .map_err(|e| Usage(format!("cannot write in {}: {e}", dir.display())))?;
     let stream = client.get_stream(&format!("/v1/files/{}/content", status.id)).await?;
@@ -199,12 +265,38 @@ async fn save(client: &Client, status: &FileStatus, path: &Path) -> anyhow::Resu
     }
     out.sync_all().await?;
     if written != status.size {
-        let _ = tokio::fs::remove_file(&tmp).await;
         anyhow::bail!(
             "the file arrived short ({written} of {} bytes); run the command again",
             status.size
         );
     }
-    tokio::fs::rename(&tmp, path).await?;
+    tokio::fs::rename(tmp, path).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bar_does_not_overflow_on_large_files() {
+        let size = 60u64 << 30;
+        let total = size + size / 4000;
+        assert_eq!(plain_position(total, total, size), size);
+        assert_eq!(plain_position(total / 2, total, size), size / 2);
+        assert_eq!(plain_position(5, 0, size), 0);
+    }
+
+    #[test]
+    fn a_name_saves_as_its_last_component_only() {
+        assert_eq!(default_path("plans.pdf").unwrap(), PathBuf::from("plans.pdf"));
+        assert_eq!(
+            default_path("../../.ssh/authorized_keys").unwrap(),
+            PathBuf::from("authorized_keys")
+        );
+        assert_eq!(default_path("/etc/passwd").unwrap(), PathBuf::from("passwd"));
+        assert!(default_path("..").is_err());
+        assert!(default_path("/").is_err());
+        assert!(default_path("").is_err());
+    }
 }

@@ -123,6 +123,7 @@ impl Blobs {
             buf: Vec::with_capacity(PLAIN_CHUNK),
             index: 0,
             size: 0,
+            finished: false,
         })
     }
 
@@ -236,6 +237,8 @@ impl Blobs {
 }
 
 /// A file being imported: plaintext in, sealed chunks out to a temporary file.
+/// Dropped unfinished (an upload broke off, a write failed), it removes its
+/// temporary files: `tmp/` is otherwise cleared only at the next start.
 pub struct Import {
     dir: PathBuf,
     tmp: PathBuf,
@@ -246,6 +249,18 @@ pub struct Import {
     buf: Vec<u8>,
     index: u64,
     size: u64,
+    /// Moved into the store: nothing left to remove.
+    finished: bool,
+}
+
+impl Drop for Import {
+    fn drop(&mut self) {
+        if !self.finished {
+            // Absent already (never created, or failed half-way) is fine.
+            let _ = fs::remove_file(&self.tmp);
+            let _ = fs::remove_file(self.tmp.with_extension("obao"));
+        }
+    }
 }
 
 impl Import {
@@ -280,10 +295,10 @@ impl Import {
     /// the store, durably: once this returns, a crash does not lose it.
     pub fn finish(mut self) -> io::Result<Imported> {
         self.seal(true)?;
-        let file = self.out.into_inner().map_err(|e| e.into_error())?;
+        self.out.flush()?;
+        let file = self.out.get_ref();
         file.sync_all()?;
         let cipher_len = file.metadata()?.len();
-        drop(file);
         let tree = BaoTree::new(cipher_len, BLOCK);
         let ob_tmp = self.tmp.with_extension("obao");
         let mut ob = PreOrderOutboard {
@@ -300,6 +315,7 @@ impl Import {
         let id = BlobId(*root.as_bytes());
         fs::rename(&ob_tmp, self.dir.join(format!("{id}.obao")))?;
         fs::rename(&self.tmp, self.dir.join(format!("{id}.data")))?;
+        self.finished = true;
         sync_dir(&self.dir)?;
         Ok(Imported {
             id,

@@ -57,7 +57,7 @@ pub use self::{
         BlameView, DiffView, DocAnswer, DocEdit, DocFormat, DocQuery, DocView, MAX_DOC_WRITE_BYTES,
         MAX_SPLICES_PER_WRITE, Splice, VersionView, Written,
     },
-    files::{FileRef, FileStatus, FileView, FileWant, MAX_FILE_NAME_BYTES, check_file_name},
+    files::{FileRef, FileRefError, FileStatus, FileView, FileWant, MAX_FILE_NAME_BYTES, check_file_name},
     inbox::{InboxEntry, MAX_INBOX_LIMIT, ReminderView},
     org::{DEFAULT_EXPIRY_DAYS, DirEntry, DraftView, MAX_DIR_RESULTS, OrgCommand, OrgNet, OrgView, Proposal},
     quiet::{Quiet, QuietHours, QuietView},
@@ -1139,6 +1139,9 @@ struct Core {
     /// Spaces this device was added to in the current batch: rebuilt with the key
     /// after it commits.
     rebuilds: BTreeSet<SpaceId>,
+    /// Spaces where this device gained a key in the current batch: the files
+    /// of bodies it stored unreadable are recorded after it commits.
+    refiles: BTreeSet<SpaceId>,
     /// The attachment store (none for a core without a home, in tests).
     blobs: Option<Arc<crate::blobs::Blobs>>,
     /// Files of messages retracted in the current batch: deleted after it commits.
@@ -1236,6 +1239,7 @@ impl Core {
             orphans: Pending::new(ORPHAN_CAP, ORPHAN_BYTES_CAP),
             purges: BTreeSet::new(),
             rebuilds: BTreeSet::new(),
+            refiles: BTreeSet::new(),
             blobs: None,
             dropped_files: BTreeSet::new(),
             events,
@@ -1444,6 +1448,11 @@ impl Core {
                         warn!(space = %space.fmt_short(), error = %e, "purging a frozen writer failed; it is retried at the next start");
                     }
                 }
+                for space in std::mem::take(&mut self.refiles) {
+                    if let Err(e) = self.record_files(space) {
+                        warn!(space = %space.fmt_short(), error = %e, "recording the files of bodies readable now failed");
+                    }
+                }
                 for space in std::mem::take(&mut self.rebuilds) {
                     match self.rebuild(space) {
                         Ok(()) => {
@@ -1461,6 +1470,7 @@ impl Core {
                 self.policy_changed = false;
                 self.purges.clear();
                 self.rebuilds.clear();
+                self.refiles.clear();
                 self.dropped_files.clear();
                 if let Err(e) = self.load() {
                     warn!(error = %e, "reloading after a failed commit failed too");

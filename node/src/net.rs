@@ -476,7 +476,6 @@ struct NetActor {
     resync_interval: Duration,
     last_resync: Instant,
     downloads: blobs::Downloads,
-    upload_rate: Option<u64>,
 }
 
 impl NetActor {
@@ -527,8 +526,7 @@ impl NetActor {
             tasks: JoinSet::new(),
             resync_interval: config.resync_interval,
             last_resync: now,
-            downloads: blobs::Downloads::default(),
-            upload_rate: config.upload_rate,
+            downloads: blobs::Downloads::new(config.upload_rate),
         }
     }
 
@@ -763,6 +761,8 @@ impl NetActor {
             Err(broadcast::error::RecvError::Lagged(n)) => {
                 warn!(missed = n, "fell behind the core's events; re-syncing every peer");
                 self.resync_all();
+                // A missed FileWanted or FileDropped: the recorded downloads are the truth.
+                self.reload_blob_wants();
             }
             Err(broadcast::error::RecvError::Closed) => {}
         }

@@ -619,6 +619,18 @@ impl Txn {
         Ok(())
     }
 
+    /// The (space, body) rows naming `file`, as this transaction sees them.
+    pub fn files_of(&mut self, file: &BlobId) -> Result<Vec<(SpaceId, EnvelopeId)>> {
+        let table = self.open_table(FILES)?;
+        let mut out = Vec::new();
+        for row in table.range((&file.0, &[0u8; 16], &[0u8; 32])..=(&file.0, &[0xff; 16], &[0xff; 32]))? {
+            let (k, _) = row?;
+            let (_, space, body) = k.value();
+            out.push((SpaceId(*space), EnvelopeId(*body)));
+        }
+        Ok(out)
+    }
+
     /// Removes a body's file row; true when no other body names the file.
     pub fn remove_file(&mut self, file: &BlobId, space: &SpaceId, body: &EnvelopeId) -> Result<bool> {
         let mut table = self.open_table(FILES)?;

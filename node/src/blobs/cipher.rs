@@ -48,9 +48,17 @@ pub fn chunks(plain: u64) -> u64 {
     plain.div_ceil(PLAIN_CHUNK as u64).max(1)
 }
 
-/// The ciphertext size of a file of `plain` bytes.
+/// The ciphertext size of a file of `plain` bytes (at most
+/// [`crate::blobs::MAX_FILE_BYTES`]: checked where a size is taken in).
 pub fn cipher_size(plain: u64) -> u64 {
-    plain + TAG as u64 * chunks(plain)
+    checked_cipher_size(plain).unwrap_or(u64::MAX)
+}
+
+/// The ciphertext size of a file of `plain` bytes, `None` past `u64`.
+pub fn checked_cipher_size(plain: u64) -> Option<u64> {
+    (TAG as u64)
+        .checked_mul(chunks(plain))
+        .and_then(|tags| plain.checked_add(tags))
 }
 
 fn nonce(index: u64) -> Nonce {

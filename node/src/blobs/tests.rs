@@ -138,3 +138,29 @@ fn a_wrong_key_or_altered_data_fails_to_read() {
             .is_err()
     );
 }
+
+#[test]
+fn an_import_dropped_unfinished_leaves_no_temporary_file() {
+    let (_dir, blobs) = store();
+    let tmp_files = || fs::read_dir(blobs.dir.join("tmp")).unwrap().count();
+    let mut broken = blobs.import().unwrap();
+    broken.write(&sample(300_000)).unwrap();
+    assert_eq!(tmp_files(), 1);
+    // The upload broke off: the importer is dropped without `finish`.
+    drop(broken);
+    assert_eq!(tmp_files(), 0);
+    // A finished import keeps its blob.
+    let got = import(&blobs, &sample(1000));
+    assert_eq!(tmp_files(), 0);
+    assert!(blobs.has(&got.id));
+}
+
+#[test]
+fn cipher_sizes_never_overflow() {
+    assert_eq!(
+        cipher::checked_cipher_size(MAX_FILE_BYTES).map(|c| c > MAX_FILE_BYTES),
+        Some(true)
+    );
+    assert_eq!(cipher::checked_cipher_size(u64::MAX), None);
+    assert_eq!(cipher::cipher_size(u64::MAX), u64::MAX);
+}

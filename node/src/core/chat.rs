@@ -54,10 +54,22 @@ impl BodyPlain {
         }
     }
 
+    /// The text and the file. A body comes from a peer: a file that fails
+    /// [`FileRef::check`] is left out here, the one place every reader of
+    /// a body's file goes through, and its message shows as text only.
     pub(super) fn into_parts(self) -> (String, Option<FileRef>) {
         match self {
             BodyPlain::V1 { text } => (text, None),
-            BodyPlain::V2 { text, file } => (text, file),
+            BodyPlain::V2 { text, file } => {
+                let file = file.filter(|f| match f.check() {
+                    Ok(()) => true,
+                    Err(error) => {
+                        debug!(file = %f.id.fmt_short(), %error, "a message's file is refused; showing its text only");
+                        false
+                    }
+                });
+                (text, file)
+            }
         }
     }
 }
@@ -305,6 +317,14 @@ impl Core {
                     .client_id(&space_id, cid)?
                     .or_else(|| batch_ids.get(cid).cloned())
             {
+                // A retry: its file was imported again, under a new key, so
+                // nothing names it unless the original did; an orphan goes.
+                if let Some(file) = &out.file
+                    && !files.iter().flatten().any(|f| f.id == file.id)
+                    && tx.files_of(&file.id)?.is_empty()
+                {
+                    self.dropped_files.insert(file.id);
+                }
                 effects.reply(reply, Sent { id, duplicate: true });
                 continue;
             }
@@ -433,7 +453,7 @@ impl Core {
         }
         check_text(&out.text)?;
         if let Some(file) = &out.file {
-            files::check_file_name(&file.name)?;
+            file.check().map_err(|e| Error::Invalid(e.to_string()))?;
         }
         let reply_to = match &out.reply_to {
             None => None,
@@ -1699,6 +1719,23 @@ mod tests {
         assert!(all);
         let (users, all) = mentions_in("nobody@aaaaaaaa here", &members, &[]);
         assert!(users.is_empty() && !all);
+    }
+
+    #[test]
+    fn a_body_with_an_invalid_file_reads_as_its_text_only() {
+        let file = |name: &str| FileRef {
+            id: crate::blobs::BlobId([3; 32]),
+            name: name.to_string(),
+            size: 5,
+            key: crate::blobs::FileKey([2; 32]),
+        };
+        let body = |name: &str| BodyPlain::V2 {
+            text: "see attached".into(),
+            file: Some(file(name)),
+        };
+        let (text, got) = body("../../.bashrc").into_parts();
+        assert_eq!((text.as_str(), got), ("see attached", None));
+        assert_eq!(body("notes.txt").into_parts().1, Some(file("notes.txt")));
     }
 
     #[test]

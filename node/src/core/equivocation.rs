@@ -100,6 +100,11 @@ impl Core {
             new.invalid_control = old.invalid_control;
             new.equivocators.extend(old.equivocators);
         }
+        // Bodies stored while their key was missing name files only now
+        // readable: recorded, so they can be fetched and served.
+        if self.spaces.contains_key(&space_id) {
+            self.record_files(space_id)?;
+        }
         Ok(())
     }
 }

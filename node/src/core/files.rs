@@ -26,7 +26,47 @@ pub struct FileRef {
     pub key: FileKey,
 }
 
+/// Why a [`FileRef`] is refused. A peer's body is checked as it is read:
+/// a refused file is left out (its message's text still shows).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FileRefError {
+    #[error("a file name is 1 to {MAX_FILE_NAME_BYTES} bytes: got {0} bytes")]
+    NameLength(usize),
+    #[error("a file name is not a path: no '/', '\\', control characters, \".\" or \"..\": got {0:?}")]
+    NameNotPlain(String),
+    #[error("attachments are at most {max} GiB: this one states {0} bytes", max = blobs::MAX_FILE_BYTES >> 30)]
+    TooLarge(u64),
+}
+
+/// Checks a file's name: a plain name, never a path, so saving it by name
+/// cannot write outside the directory it is saved in.
+pub(super) fn check_name(name: &str) -> std::result::Result<(), FileRefError> {
+    if name.is_empty() || name.len() > MAX_FILE_NAME_BYTES {
+        return Err(FileRefError::NameLength(name.len()));
+    }
+    if name == "." || name == ".." || name.chars().any(|c| c == '/' || c == '\\' || c.is_control()) {
+        return Err(FileRefError::NameNotPlain(name.to_string()));
+    }
+    Ok(())
+}
+
 impl FileRef {
+    /// The checks every file read from a body passes: a plain name, a size
+    /// this node accepts (so its ciphertext size cannot overflow).
+    pub fn check(&self) -> std::result::Result<(), FileRefError> {
+        check_name(&self.name)?;
+        if self.size > blobs::MAX_FILE_BYTES || blobs::cipher::checked_cipher_size(self.size).is_none() {
+            return Err(FileRefError::TooLarge(self.size));
+        }
+        Ok(())
+    }
+
+    /// The same file: a later body naming this blob with another name,
+    /// size or key is not believed.
+    fn same(&self, other: &FileRef) -> bool {
+        self == other
+    }
+
     pub fn view(&self) -> FileView {
         FileView {
             id: self.id,
@@ -71,12 +111,7 @@ pub struct FileStatus {
 
 /// Checks a file's name before it is sealed into a body.
 pub fn check_file_name(name: &str) -> Result<()> {
-    if name.is_empty() || name.len() > MAX_FILE_NAME_BYTES || name.contains(['/', '\0']) {
-        return Err(Error::Invalid(format!(
-            "a file name is 1 to {MAX_FILE_NAME_BYTES} bytes without '/': got {name:?}"
-        )));
-    }
-    Ok(())
+    check_name(name).map_err(|e| Error::Invalid(e.to_string()))
 }
 
 impl Core {
@@ -228,17 +263,56 @@ impl Core {
         })
     }
 
-    /// Notes the file a stored body names (members only: others cannot read it).
+    /// Notes the file a stored body names (members only: others cannot read
+    /// it). A body naming a blob that an earlier body names differently
+    /// (another name, size or key) is ambiguous: the first recorded stays
+    /// the file, the later one is not recorded.
     pub(super) fn record_file(&self, tx: &mut Txn, space_id: SpaceId, body: &Envelope) -> store::Result<()> {
-        let file = self
-            .spaces
-            .get(&space_id)
-            .and_then(|space| self.open_body(space, body))
-            .and_then(|plain| plain.into_parts().1);
-        if let Some(file) = file {
-            tx.put_file(&file.id, &space_id, &body.id())?;
+        let Some(space) = self.spaces.get(&space_id) else {
+            return Ok(());
+        };
+        let Some(file) = self.open_body(space, body).and_then(|plain| plain.into_parts().1) else {
+            return Ok(());
+        };
+        let body_id = body.id();
+        for (other_space, other_body) in tx.files_of(&file.id)? {
+            if other_body == body_id {
+                return Ok(());
+            }
+            let earlier = self
+                .spaces
+                .get(&other_space)
+                .zip(tx.side(&other_space, &other_body)?)
+                .and_then(|(s, bytes)| Envelope::decode_stored(bytes).ok().and_then(|e| self.open_body(s, &e)))
+                .and_then(|plain| plain.into_parts().1);
+            if earlier.is_some_and(|earlier| !earlier.same(&file)) {
+                warn!(
+                    file = %file.id.fmt_short(),
+                    space = %space_id.fmt_short(),
+                    author = %body.header().author.fmt_short(),
+                    "a message names a file another message names differently; keeping the first"
+                );
+                return Ok(());
+            }
         }
-        Ok(())
+        tx.put_file(&file.id, &space_id, &body_id)
+    }
+
+    /// Records the files of every stored body of a space (after a rebuild:
+    /// bodies that arrived before this device held their key name files
+    /// only now readable).
+    pub(super) fn record_files(&self, space_id: SpaceId) -> store::Result<()> {
+        let sides = self.store.sides(&space_id)?;
+        let mut tx = self.store.begin()?;
+        for bytes in sides {
+            let Ok(env) = Envelope::decode_stored(bytes) else {
+                continue;
+            };
+            if env.header().kind == Kind::Body {
+                self.record_file(&mut tx, space_id, &env)?;
+            }
+        }
+        tx.commit()
     }
 
     /// A body is being deleted: its file row goes, and the file itself (after
@@ -268,5 +342,48 @@ impl Core {
             }
             let _ = self.events.send(Event::FileDropped(id));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(name: &str, size: u64) -> FileRef {
+        FileRef {
+            id: BlobId([7; 32]),
+            name: name.to_string(),
+            size,
+            key: FileKey([1; 32]),
+        }
+    }
+
+    #[test]
+    fn a_peers_file_must_have_a_plain_name_and_a_sane_size() {
+        assert_eq!(file("plans.pdf", 10).check(), Ok(()));
+        assert_eq!(file("ünïcode name.txt", blobs::MAX_FILE_BYTES).check(), Ok(()));
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "../x",
+            "a\\b",
+            "a\nb",
+            "nul\0",
+            "bell\u{7}",
+            "del\u{7f}",
+        ] {
+            assert!(file(bad, 1).check().is_err(), "{bad:?} is refused");
+        }
+        assert!(file(&"x".repeat(MAX_FILE_NAME_BYTES), 1).check().is_ok());
+        assert!(file(&"x".repeat(MAX_FILE_NAME_BYTES + 1), 1).check().is_err());
+        assert_eq!(
+            file("big", blobs::MAX_FILE_BYTES + 1).check(),
+            Err(FileRefError::TooLarge(blobs::MAX_FILE_BYTES + 1))
+        );
+        assert!(file("huge", u64::MAX).check().is_err());
+        // The local API's check is the same rule.
+        assert!(check_file_name("a\\b").is_err() && check_file_name("ok.txt").is_ok());
     }
 }

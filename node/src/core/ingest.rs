@@ -243,8 +243,12 @@ impl Core {
                             // A key arrived (added to the space, or a rotation or link):
                             // rebuild once the batch is durable, so what arrived before
                             // it gets decrypted.
-                            if space.unlock(&self.keys) && space.needs_rebuild() {
-                                self.rebuilds.insert(space_id);
+                            if space.unlock(&self.keys) {
+                                if space.needs_rebuild() {
+                                    self.rebuilds.insert(space_id);
+                                }
+                                // Bodies stored before the key may name files.
+                                self.refiles.insert(space_id);
                             }
                         }
                         if !from_pending.contains(&env.id()) {

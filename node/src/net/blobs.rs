@@ -11,6 +11,13 @@
 //! verifies (after a broken link or a restart), asks the space's connected
 //! members for the rest, a few ranges at a time, moves on to another peer
 //! when one fails or does not hold it, and hands the finished blob to the core.
+//! A download whose file cannot be opened or finished is tried again after a
+//! growing wait; one whose holders are all offline gives its turn to one
+//! that can move.
+//!
+//! Nothing a peer sends reaches arithmetic unchecked: a request's range is
+//! validated before anything else looks at it, and the serving rate limit is
+//! charged with the answer's real length, in saturating arithmetic.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -50,6 +57,18 @@ const ACTIVE_DOWNLOADS: usize = 4;
 const ASK_AGAIN: Duration = Duration::from_secs(10);
 /// Chunks per request.
 const RANGE_CHUNKS: u64 = MAX_RANGE_BYTES / CHUNK_BYTES;
+/// First wait before a download whose file could not be opened or finished
+/// (a full disk, a permission) is tried again; each failure in a row doubles it.
+const RETRY_FIRST: Duration = Duration::from_secs(5);
+/// Longest wait between such attempts: a fixed disk is noticed within minutes.
+const RETRY_MAX: Duration = Duration::from_secs(300);
+/// Most serving time queued behind the rate limit. Beyond it an asker is told
+/// "not here" at once (and asks another holder) rather than piling up
+/// answers, and their tasks, for minutes.
+const MAX_UPLOAD_BACKLOG: Duration = Duration::from_secs(30);
+/// Most one answer is charged to the rate limit, so an absurdly low rate
+/// cannot push the schedule past what `Instant` can hold.
+const MAX_UPLOAD_CHARGE: Duration = Duration::from_secs(24 * 3600);
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct BlobRequest {
@@ -123,53 +142,229 @@ impl request_response::Codec for BlobCodec {
     }
 }
 
-/// What the blob tasks report back to the actor.
+/// What the blob tasks report back to the actor. Download events carry the
+/// generation of the download they were started for: one for a download
+/// dropped or restarted since is stale and ignored, so the counters of the
+/// current one stay exact.
 pub(super) enum BlobWork {
+    /// An answer ready for a peer: charged to the rate limit, then sent.
+    Encoded {
+        channel: ResponseChannel<BlobResponse>,
+        response: BlobResponse,
+    },
+    /// An answer whose rate-limit wait is over.
     Respond {
         channel: ResponseChannel<BlobResponse>,
         response: BlobResponse,
     },
     Opened {
         id: BlobId,
-        opened: io::Result<(Partial, Vec<Range<u64>>)>,
+        generation: u64,
+        opened: io::Result<Opened>,
     },
     Written {
         id: BlobId,
+        generation: u64,
         range: Range<u64>,
         peer: PeerId,
         ok: bool,
     },
     Finished {
         id: BlobId,
+        generation: u64,
         ok: bool,
     },
+    /// The downloads the core records, read again after this actor missed
+    /// some of its events.
+    Wants(Vec<FileWant>),
+}
+
+/// A download's file, as opening it found it.
+pub(super) enum Opened {
+    /// Partial: the chunk ranges still missing.
+    Partial(Partial, Vec<Range<u64>>),
+    /// Already whole here (fetched by an earlier run that stopped before
+    /// telling the core): nothing to download.
+    Complete,
 }
 
 /// One blob being fetched.
 struct Download {
     want: FileWant,
+    /// Which (re)start of a download of this blob this is.
+    generation: u64,
     /// `None` while its partial file is being opened and checked.
     partial: Option<Arc<Mutex<Partial>>>,
     /// Ranges not asked for yet.
     todo: VecDeque<Range<u64>>,
     in_flight: usize,
-    /// Ranges being verified and written.
+    /// Ranges received and being verified and written (their bytes are in memory).
     writing: usize,
-    /// Peers that did not have it, or sent a range that failed to verify, and since when.
+    /// Peers that did not have it, failed a request, or sent a range that
+    /// failed to verify, and since when.
     skip: HashMap<PeerId, Instant>,
     progress: Progress,
     finishing: bool,
 }
 
+impl Download {
+    fn new(want: FileWant, generation: u64) -> Self {
+        Self {
+            want,
+            generation,
+            partial: None,
+            todo: VecDeque::new(),
+            in_flight: 0,
+            writing: 0,
+            skip: HashMap::new(),
+            progress: Progress::default(),
+            finishing: false,
+        }
+    }
+
+    /// More ranges it may ask for now. Answers waiting to be written count
+    /// with those in flight: together they bound its memory to
+    /// [`RANGES_IN_FLIGHT`] ranges.
+    fn room(&self) -> usize {
+        RANGES_IN_FLIGHT.saturating_sub(self.in_flight.saturating_add(self.writing))
+    }
+
+    /// Opened, nothing asked or being written, not finishing: giving its
+    /// slot away loses nothing but the check of its file when taken up again.
+    fn idle(&self) -> bool {
+        self.partial.is_some() && self.in_flight == 0 && self.writing == 0 && !self.finishing
+    }
+}
+
+/// A range asked of a peer.
+struct RangeRequest {
+    id: BlobId,
+    generation: u64,
+    range: Range<u64>,
+    peer: PeerId,
+}
+
+/// The serving rate limit: answers are spaced so that, on average, at most
+/// `rate` bytes a second go out. Plain data; the caller supplies the time.
+#[derive(Debug)]
+struct UploadLimiter {
+    /// Bytes a second, at least 1.
+    rate: u64,
+    /// When the next answer may go.
+    next_send: Option<Instant>,
+}
+
+impl UploadLimiter {
+    fn new(rate: u64) -> Self {
+        Self {
+            rate: rate.max(1),
+            next_send: None,
+        }
+    }
+
+    /// How long an answer of `bytes` waits before it goes, charging the
+    /// limit for it; `None` (nothing charged) when the backlog is full.
+    fn charge(&mut self, bytes: u64, now: Instant) -> Option<Duration> {
+        let start = self.next_send.map_or(now, |t| t.max(now));
+        let wait = start.saturating_duration_since(now);
+        if wait > MAX_UPLOAD_BACKLOG {
+            return None;
+        }
+        let nanos = u128::from(bytes) * 1_000_000_000 / u128::from(self.rate);
+        let cost = Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX)).min(MAX_UPLOAD_CHARGE);
+        self.next_send = Some(start.checked_add(cost).unwrap_or(start));
+        Some(wait)
+    }
+}
+
+/// The wait before the next attempt after `failures` in a row (at least 1).
+fn retry_delay(failures: u32) -> Duration {
+    let factor = 1u32.checked_shl(failures.saturating_sub(1)).unwrap_or(u32::MAX);
+    RETRY_FIRST.saturating_mul(factor).min(RETRY_MAX)
+}
+
 /// The node's downloads, and its serving budget.
-#[derive(Default)]
 pub(super) struct Downloads {
     active: HashMap<BlobId, Download>,
     /// Waiting for a turn, in order.
     queued: VecDeque<FileWant>,
-    requests: HashMap<OutboundRequestId, (BlobId, Range<u64>, PeerId)>,
-    /// When the serving rate limit lets the next answer go.
-    next_send: Option<Instant>,
+    /// Downloads whose file could not be opened or finished, and when they
+    /// are tried again.
+    retrying: HashMap<BlobId, (FileWant, Instant)>,
+    /// Failures in a row per blob (reset when its download completes).
+    failures: HashMap<BlobId, u32>,
+    requests: HashMap<OutboundRequestId, RangeRequest>,
+    /// The generation the next (re)started download gets.
+    next_generation: u64,
+    /// `None`: serving is not rate limited.
+    limiter: Option<UploadLimiter>,
+}
+
+impl Downloads {
+    /// `upload_rate`: bytes a second this node serves at most, if limited.
+    pub(super) fn new(upload_rate: Option<u64>) -> Self {
+        Self {
+            active: HashMap::new(),
+            queued: VecDeque::new(),
+            retrying: HashMap::new(),
+            failures: HashMap::new(),
+            requests: HashMap::new(),
+            next_generation: 0,
+            limiter: upload_rate.map(UploadLimiter::new),
+        }
+    }
+
+    /// Makes `want` an active download under a new generation, replacing
+    /// any earlier one of the same blob (its requests are forgotten).
+    fn activate(&mut self, want: FileWant) -> u64 {
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        let id = want.id;
+        self.requests.retain(|_, r| r.id != id);
+        self.active.insert(id, Download::new(want, generation));
+        generation
+    }
+
+    /// The download of `id` if `generation` is its current one.
+    fn current(&mut self, id: &BlobId, generation: u64) -> Option<&mut Download> {
+        self.active.get_mut(id).filter(|d| d.generation == generation)
+    }
+
+    /// Takes the active download of `id` out and schedules another attempt
+    /// after a wait that grows with each failure in a row; returns the wait.
+    fn retry_later(&mut self, id: &BlobId, now: Instant) -> Option<Duration> {
+        let d = self.active.remove(id)?;
+        self.requests.retain(|_, r| r.id != *id);
+        let failures = self.failures.entry(*id).or_insert(0);
+        *failures = failures.saturating_add(1);
+        let wait = retry_delay(*failures);
+        self.retrying.insert(*id, (d.want, now + wait));
+        Some(wait)
+    }
+
+    /// Moves the downloads whose wait is over back into the queue.
+    fn requeue_due(&mut self, now: Instant) {
+        let due: Vec<BlobId> = self
+            .retrying
+            .iter()
+            .filter(|(_, (_, at))| *at <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            if let Some((want, _)) = self.retrying.remove(&id) {
+                self.queued.push_back(want);
+            }
+        }
+    }
+
+    /// Forgets every trace of a download of `id`.
+    fn remove(&mut self, id: &BlobId) {
+        self.active.remove(id);
+        self.queued.retain(|w| w.id != *id);
+        self.retrying.remove(id);
+        self.failures.remove(id);
+        self.requests.retain(|_, r| r.id != *id);
+    }
 }
 
 /// `ranges` cut into requests: aligned to the tree's 16 KiB groups (so each
@@ -189,108 +384,169 @@ fn pieces(ranges: Vec<Range<u64>>, chunks: u64) -> VecDeque<Range<u64>> {
     out
 }
 
+/// Ciphertext bytes of chunks `range` of a blob of `total` bytes (local
+/// ranges only: they lie within the blob).
 fn range_bytes(range: &Range<u64>, total: u64) -> u64 {
-    (range.end * CHUNK_BYTES).min(total) - range.start * CHUNK_BYTES
+    range
+        .end
+        .saturating_mul(CHUNK_BYTES)
+        .min(total)
+        .saturating_sub(range.start.saturating_mul(CHUNK_BYTES))
+}
+
+/// A request's range is one this node would ever answer: non-empty, at most
+/// [`RANGE_CHUNKS`]. (Whether it lies within the blob is checked against
+/// the blob's size when it is encoded.)
+fn sane_request(request: &BlobRequest) -> bool {
+    request.start < request.end && request.end - request.start <= RANGE_CHUNKS
 }
 
 impl NetActor {
     /// A blob the core wants: fetched now, or when a slot frees up.
     pub(super) fn want_blob(&mut self, want: FileWant) {
-        if let Some(d) = self.downloads.active.get_mut(&want.id) {
+        let downloads = &mut self.downloads;
+        if let Some(d) = downloads.active.get_mut(&want.id) {
             d.want.holders = want.holders;
             return;
         }
-        if self.downloads.queued.iter().any(|w| w.id == want.id) {
+        if let Some((w, _)) = downloads.retrying.get_mut(&want.id) {
+            w.holders = want.holders;
             return;
         }
-        self.downloads.queued.push_back(want);
+        if let Some(w) = downloads.queued.iter_mut().find(|w| w.id == want.id) {
+            w.holders = want.holders;
+            return;
+        }
+        downloads.queued.push_back(want);
         self.start_downloads();
     }
 
     /// Stops fetching a blob (its message was retracted).
     pub(super) fn drop_blob(&mut self, id: &BlobId) {
-        self.downloads.active.remove(id);
-        self.downloads.queued.retain(|w| w.id != *id);
-        self.downloads.requests.retain(|_, (b, _, _)| b != id);
+        self.downloads.remove(id);
         self.start_downloads();
     }
 
-    fn start_downloads(&mut self) {
-        while self.downloads.active.len() < ACTIVE_DOWNLOADS
-            && let Some(want) = self.downloads.queued.pop_front()
-        {
-            let id = want.id;
-            let size = want.cipher_size;
-            self.downloads.active.insert(
-                id,
-                Download {
-                    want,
-                    partial: None,
-                    todo: VecDeque::new(),
-                    in_flight: 0,
-                    writing: 0,
-                    skip: HashMap::new(),
-                    progress: Progress::default(),
-                    finishing: false,
-                },
-            );
-            let blobs = self.core.blobs();
-            let out = self.internal_tx.clone();
-            self.spawn(async move {
-                let opened = tokio::task::spawn_blocking(move || {
-                    let partial = blobs.partial(id, size)?;
-                    let missing = partial.missing()?;
-                    Ok((partial, missing))
-                })
-                .await
-                .unwrap_or_else(|e| Err(io::Error::other(e)));
-                let _ = out.send(Internal::Blob(BlobWork::Opened { id, opened })).await;
-            });
+    /// Takes up the downloads the core records, and drops those it no longer
+    /// does (their retraction was among the events missed).
+    fn reload_wants(&mut self, wants: Vec<FileWant>) {
+        let listed: std::collections::HashSet<BlobId> = wants.iter().map(|w| w.id).collect();
+        let gone: Vec<BlobId> = (self.downloads.active.keys())
+            .chain(self.downloads.queued.iter().map(|w| &w.id))
+            .chain(self.downloads.retrying.keys())
+            .filter(|id| !listed.contains(id))
+            .copied()
+            .collect();
+        for id in gone {
+            self.downloads.remove(&id);
         }
+        for want in wants {
+            self.want_blob(want);
+        }
+        self.start_downloads();
+    }
+
+    /// After missing core events: reads the recorded downloads again.
+    pub(super) fn reload_blob_wants(&mut self) {
+        let (core, out) = (self.core.clone(), self.internal_tx.clone());
+        self.spawn(async move {
+            match core.file_wants().await {
+                Ok(wants) => {
+                    let _ = out.send(Internal::Blob(BlobWork::Wants(wants))).await;
+                }
+                Err(error) => warn!(%error, "cannot read the downloads to take up"),
+            }
+        });
+    }
+
+    /// Some connected peer is one of the blob's holders.
+    fn holder_connected(&self, want: &FileWant) -> bool {
+        self.connected.values().any(|c| want.holders.contains(&c.device))
+    }
+
+    /// Fills the free slots from the queue, those with a holder online first.
+    fn start_downloads(&mut self) {
+        while self.downloads.active.len() < ACTIVE_DOWNLOADS {
+            let next = (self.downloads.queued.iter())
+                .position(|w| self.holder_connected(w))
+                .unwrap_or(0);
+            let Some(want) = self.downloads.queued.remove(next) else {
+                break;
+            };
+            self.start_download(want);
+        }
+    }
+
+    /// Opens a download's partial file off the actor (checking what it
+    /// already verifies), unless the blob is whole here already.
+    fn start_download(&mut self, want: FileWant) {
+        let id = want.id;
+        let size = want.cipher_size;
+        let generation = self.downloads.activate(want);
+        let blobs = self.core.blobs();
+        let out = self.internal_tx.clone();
+        let spawned = self.spawn(async move {
+            let opened = tokio::task::spawn_blocking(move || {
+                if blobs.has(&id) {
+                    return Ok(Opened::Complete);
+                }
+                let partial = blobs.partial(id, size)?;
+                let missing = partial.missing()?;
+                Ok(Opened::Partial(partial, missing))
+            })
+            .await
+            .unwrap_or_else(|e| Err(io::Error::other(e)));
+            let _ = out
+                .send(Internal::Blob(BlobWork::Opened { id, generation, opened }))
+                .await;
+        });
+        if !spawned {
+            self.retry_blob(&id, "no task slot to open the download's file");
+        }
+    }
+
+    /// A download that cannot go on now (its file failed to open or finish)
+    /// is tried again after a wait, and its slot goes to the next one.
+    fn retry_blob(&mut self, id: &BlobId, why: &str) {
+        if let Some(wait) = self.downloads.retry_later(id, Instant::now()) {
+            warn!(file = %id.fmt_short(), retry_in = ?wait, "{why}; trying again later");
+        }
+        self.start_downloads();
+    }
+
+    /// A download is complete here: the core stops asking for it.
+    fn blob_complete(&mut self, id: BlobId) {
+        self.downloads.active.remove(&id);
+        self.downloads.failures.remove(&id);
+        self.downloads.requests.retain(|_, r| r.id != id);
+        self.core.blobs().forget_progress(&id);
+        let core = self.core.clone();
+        self.spawn(async move { core.file_fetched(id).await });
+        self.start_downloads();
     }
 
     pub(super) fn handle_blob_work(&mut self, work: BlobWork) {
         match work {
+            BlobWork::Encoded { channel, response } => self.respond_limited(channel, response),
             BlobWork::Respond { channel, response } => {
                 let _ = self.swarm.behaviour_mut().blob.send_response(channel, response);
             }
-            BlobWork::Opened { id, opened } => {
-                let Some(d) = self.downloads.active.get_mut(&id) else {
+            BlobWork::Opened { id, generation, opened } => self.blob_opened(id, generation, opened),
+            BlobWork::Written {
+                id,
+                generation,
+                range,
+                peer,
+                ok,
+            } => {
+                let Some(d) = self.downloads.current(&id, generation) else {
                     return;
                 };
-                match opened {
-                    Ok((partial, missing)) => {
-                        let total = partial.size();
-                        d.todo = pieces(missing, partial.chunks());
-                        let left: u64 = d.todo.iter().map(|r| range_bytes(r, total)).sum();
-                        d.progress = Progress {
-                            have: total - left,
-                            total,
-                            resumed_from: total - left,
-                            fetched: 0,
-                        };
-                        if d.progress.have > 0 {
-                            info!(file = %id.fmt_short(), have = d.progress.have, total, "resuming a download from what is on disk");
-                        }
-                        d.partial = Some(Arc::new(Mutex::new(partial)));
-                        self.core.blobs().set_progress(id, d.progress);
-                        self.pump_blob(id);
-                    }
-                    Err(error) => {
-                        warn!(file = %id.fmt_short(), %error, "cannot open the download's file; dropping it until asked again");
-                        self.drop_blob(&id);
-                    }
-                }
-            }
-            BlobWork::Written { id, range, peer, ok } => {
-                let Some(d) = self.downloads.active.get_mut(&id) else {
-                    return;
-                };
-                d.writing -= 1;
+                d.writing = d.writing.saturating_sub(1);
                 if ok {
                     let n = range_bytes(&range, d.progress.total);
-                    d.progress.have += n;
-                    d.progress.fetched += n;
+                    d.progress.have = d.progress.have.saturating_add(n).min(d.progress.total);
+                    d.progress.fetched = d.progress.fetched.saturating_add(n);
                     self.core.blobs().set_progress(id, d.progress);
                 } else {
                     warn!(file = %id.fmt_short(), %peer, "a range failed to verify; asking another peer");
@@ -299,16 +555,51 @@ impl NetActor {
                 }
                 self.pump_blob(id);
             }
-            BlobWork::Finished { id, ok } => {
-                self.downloads.active.remove(&id);
+            BlobWork::Finished { id, generation, ok } => {
+                if self.downloads.current(&id, generation).is_none() {
+                    return;
+                }
                 if ok {
                     info!(file = %id.fmt_short(), "file downloaded");
-                    let core = self.core.clone();
-                    self.spawn(async move { core.file_fetched(id).await });
+                    self.blob_complete(id);
                 } else {
-                    warn!(file = %id.fmt_short(), "cannot move the downloaded file into place; will try again");
+                    self.retry_blob(&id, "cannot move the downloaded file into place");
                 }
-                self.start_downloads();
+            }
+            BlobWork::Wants(wants) => self.reload_wants(wants),
+        }
+    }
+
+    fn blob_opened(&mut self, id: BlobId, generation: u64, opened: io::Result<Opened>) {
+        let Some(d) = self.downloads.current(&id, generation) else {
+            return;
+        };
+        match opened {
+            Ok(Opened::Complete) => {
+                debug!(file = %id.fmt_short(), "the file is here already");
+                self.blob_complete(id);
+            }
+            Ok(Opened::Partial(partial, missing)) => {
+                let total = partial.size();
+                d.todo = pieces(missing, partial.chunks());
+                let left: u64 = d.todo.iter().map(|r| range_bytes(r, total)).sum();
+                let have = total.saturating_sub(left);
+                d.progress = Progress {
+                    have,
+                    total,
+                    resumed_from: have,
+                    fetched: 0,
+                };
+                if have > 0 {
+                    info!(file = %id.fmt_short(), have, total, "resuming a download from what is on disk");
+                }
+                d.partial = Some(Arc::new(Mutex::new(partial)));
+                self.core.blobs().set_progress(id, d.progress);
+                self.pump_blob(id);
+            }
+            Err(error) => {
+                warn!(file = %id.fmt_short(), %error, "cannot open the download's file");
+                self.retry_blob(&id, "cannot open the download's file");
             }
         }
     }
@@ -325,17 +616,24 @@ impl NetActor {
         if d.todo.is_empty() && d.in_flight == 0 && d.writing == 0 {
             if !d.finishing {
                 d.finishing = true;
+                let generation = d.generation;
                 let out = self.internal_tx.clone();
-                self.spawn(async move {
+                let spawned = self.spawn(async move {
                     let ok = tokio::task::spawn_blocking(move || {
-                        let partial = partial.lock().expect("partial lock");
+                        let partial = partial.lock().expect("partial lock: no holder panics");
                         // Every range verified as it arrived; finishing checks once more.
                         partial.missing().is_ok_and(|m| m.is_empty()) && partial.finish().is_ok()
                     })
                     .await
                     .unwrap_or(false);
-                    let _ = out.send(Internal::Blob(BlobWork::Finished { id, ok })).await;
+                    let _ = out
+                        .send(Internal::Blob(BlobWork::Finished { id, generation, ok }))
+                        .await;
                 });
+                if !spawned && let Some(d) = self.downloads.active.get_mut(&id) {
+                    // The next pump tries again.
+                    d.finishing = false;
+                }
             }
             return;
         }
@@ -347,14 +645,14 @@ impl NetActor {
             .filter(|(p, c)| d.want.holders.contains(&c.device) && !d.skip.contains_key(p))
             .map(|(p, _)| (*p, 0))
             .collect();
-        for (blob, _, peer) in self.downloads.requests.values() {
-            if *blob == id
-                && let Some(n) = load.get_mut(peer)
+        for r in self.downloads.requests.values() {
+            if r.id == id
+                && let Some(n) = load.get_mut(&r.peer)
             {
                 *n += 1;
             }
         }
-        while d.in_flight < RANGES_IN_FLIGHT {
+        while d.room() > 0 {
             let Some(peer) = load.iter().min_by_key(|(_, n)| **n).map(|(p, _)| *p) else {
                 break;
             };
@@ -367,18 +665,58 @@ impl NetActor {
                 end: range.end,
             };
             let rid = self.swarm.behaviour_mut().blob.send_request(&peer, request);
-            self.downloads.requests.insert(rid, (id, range, peer));
+            self.downloads.requests.insert(
+                rid,
+                RangeRequest {
+                    id,
+                    generation: d.generation,
+                    range,
+                    peer,
+                },
+            );
             d.in_flight += 1;
-            *load.get_mut(&peer).expect("picked from it") += 1;
+            if let Some(n) = load.get_mut(&peer) {
+                *n += 1;
+            }
         }
     }
 
     /// Every download that waits for a peer tries again (a peer connected,
-    /// or time passed).
+    /// or time passed); downloads whose wait after a failure is over queue
+    /// again; idle ones without a holder online give their slot away.
     pub(super) fn pump_blobs(&mut self) {
+        self.downloads.requeue_due(Instant::now());
+        self.yield_idle_slots();
+        self.start_downloads();
         let ids: Vec<BlobId> = self.downloads.active.keys().copied().collect();
         for id in ids {
             self.pump_blob(id);
+        }
+    }
+
+    /// An active download that cannot move (no holder online, nothing in
+    /// flight) goes back to the end of the queue when a queued one could
+    /// move instead. Only then: so downloads never take turns for nothing.
+    fn yield_idle_slots(&mut self) {
+        let mut movable = (self.downloads.queued.iter())
+            .filter(|w| self.holder_connected(w))
+            .count();
+        if movable == 0 {
+            return;
+        }
+        let stuck: Vec<BlobId> = (self.downloads.active.values())
+            .filter(|d| d.idle() && !self.holder_connected(&d.want))
+            .map(|d| d.want.id)
+            .collect();
+        for id in stuck {
+            if movable == 0 {
+                break;
+            }
+            if let Some(d) = self.downloads.active.remove(&id) {
+                debug!(file = %id.fmt_short(), "no holder online; giving the download's turn to another");
+                self.downloads.queued.push_back(d.want);
+                movable -= 1;
+            }
         }
     }
 
@@ -395,37 +733,10 @@ impl NetActor {
                 message: Message::Response { request_id, response },
                 ..
             } => {
-                let Some((id, range, _)) = self.downloads.requests.remove(&request_id) else {
+                let Some(r) = self.downloads.requests.remove(&request_id) else {
                     return;
                 };
-                let Some(d) = self.downloads.active.get_mut(&id) else {
-                    return;
-                };
-                d.in_flight -= 1;
-                match response {
-                    BlobResponse::Range(encoded) => {
-                        let partial = d.partial.clone().expect("requests start once opened");
-                        d.writing += 1;
-                        let out = self.internal_tx.clone();
-                        let written = range.clone();
-                        self.spawn(async move {
-                            let ok = tokio::task::spawn_blocking(move || {
-                                partial.lock().expect("partial lock").write(written, &encoded).is_ok()
-                            })
-                            .await
-                            .unwrap_or(false);
-                            let _ = out
-                                .send(Internal::Blob(BlobWork::Written { id, range, peer, ok }))
-                                .await;
-                        });
-                    }
-                    BlobResponse::NotHere => {
-                        debug!(file = %id.fmt_short(), %peer, "peer does not have the file");
-                        d.skip.insert(peer, Instant::now());
-                        d.todo.push_front(range);
-                    }
-                }
-                self.pump_blob(id);
+                self.blob_response(r, peer, response);
             }
             Event::OutboundFailure {
                 request_id,
@@ -433,16 +744,15 @@ impl NetActor {
                 error,
                 ..
             } => {
-                let Some((id, range, _)) = self.downloads.requests.remove(&request_id) else {
+                let Some(r) = self.downloads.requests.remove(&request_id) else {
                     return;
                 };
-                if let Some(d) = self.downloads.active.get_mut(&id) {
-                    debug!(file = %id.fmt_short(), %peer, %error, "a range request failed; asking again");
-                    d.in_flight -= 1;
-                    d.todo.push_front(range);
-                    if !self.connected.contains_key(&peer) {
-                        d.skip.remove(&peer);
-                    }
+                let id = r.id;
+                if let Some(d) = self.downloads.current(&id, r.generation) {
+                    debug!(file = %id.fmt_short(), %peer, %error, "a range request failed; asking another peer");
+                    d.in_flight = d.in_flight.saturating_sub(1);
+                    d.todo.push_front(r.range);
+                    d.skip.insert(peer, Instant::now());
                 }
                 self.pump_blob(id);
             }
@@ -450,41 +760,111 @@ impl NetActor {
         }
     }
 
-    /// Answers a range request, off the actor: the core says whether the
-    /// asker may have the blob, a blocking task reads and encodes it, and the
-    /// serving rate limit (if any) spaces the answers.
+    /// An answer to one of our range requests: written (verified first) off
+    /// the actor, or the range asked of another peer.
+    fn blob_response(&mut self, r: RangeRequest, peer: PeerId, response: BlobResponse) {
+        let RangeRequest {
+            id, generation, range, ..
+        } = r;
+        let Some(d) = self.downloads.current(&id, generation) else {
+            return;
+        };
+        d.in_flight = d.in_flight.saturating_sub(1);
+        let partial = match (response, d.partial.clone()) {
+            (BlobResponse::Range(encoded), Some(partial)) => Some((encoded, partial)),
+            (BlobResponse::Range(_), None) => None,
+            (BlobResponse::NotHere, _) => {
+                debug!(file = %id.fmt_short(), %peer, "peer does not have the file");
+                d.skip.insert(peer, Instant::now());
+                None
+            }
+        };
+        let Some((encoded, partial)) = partial else {
+            d.todo.push_front(range);
+            self.pump_blob(id);
+            return;
+        };
+        d.writing += 1;
+        let out = self.internal_tx.clone();
+        let (written, again) = (range.clone(), range.clone());
+        let spawned = self.spawn(async move {
+            let ok = tokio::task::spawn_blocking(move || {
+                (partial.lock().expect("partial lock: no holder panics"))
+                    .write(written, &encoded)
+                    .is_ok()
+            })
+            .await
+            .unwrap_or(false);
+            let _ = out
+                .send(Internal::Blob(BlobWork::Written {
+                    id,
+                    generation,
+                    range,
+                    peer,
+                    ok,
+                }))
+                .await;
+        });
+        if !spawned && let Some(d) = self.downloads.current(&id, generation) {
+            // Dropped unwritten: asked again.
+            d.writing = d.writing.saturating_sub(1);
+            d.todo.push_front(again);
+        }
+        self.pump_blob(id);
+    }
+
+    /// Answers a range request: a malformed range at once, otherwise off the
+    /// actor (the core says whether the asker may have the blob, a blocking
+    /// task reads and encodes it), then through the serving rate limit.
     fn serve_blob(&mut self, peer: PeerId, request: BlobRequest, channel: ResponseChannel<BlobResponse>) {
         let Some(device) = self.connected.get(&peer).map(|c| c.device) else {
             return;
         };
-        let delay = self.upload_delay(range_bytes(&(request.start..request.end), u64::MAX));
+        if !sane_request(&request) {
+            debug!(%peer, start = request.start, end = request.end, "a malformed range request");
+            let _ = (self.swarm.behaviour_mut().blob).send_response(channel, BlobResponse::NotHere);
+            return;
+        }
         let (core, out) = (self.core.clone(), self.internal_tx.clone());
         self.spawn(async move {
             let response = encode_for(&core, device, request).await;
-            if !delay.is_zero() {
-                tokio::time::sleep(delay).await;
-            }
-            let _ = out.send(Internal::Blob(BlobWork::Respond { channel, response })).await;
+            let _ = out.send(Internal::Blob(BlobWork::Encoded { channel, response })).await;
         });
     }
 
-    /// How long an answer of `bytes` waits under the serving rate limit.
-    fn upload_delay(&mut self, bytes: u64) -> Duration {
-        let Some(rate) = self.upload_rate else {
-            return Duration::ZERO;
+    /// Sends an answer once the serving rate limit lets it go: charged with
+    /// its real length; refused ("not here") when the backlog is full.
+    fn respond_limited(&mut self, channel: ResponseChannel<BlobResponse>, response: BlobResponse) {
+        let bytes = match &response {
+            BlobResponse::Range(encoded) => encoded.len() as u64,
+            // Costs nothing to send, so waits for nothing.
+            BlobResponse::NotHere => 0,
         };
-        let now = Instant::now();
-        let start = self.downloads.next_send.map_or(now, |t| t.max(now));
-        self.downloads.next_send = Some(start + Duration::from_secs_f64(bytes as f64 / rate as f64));
-        start - now
+        let wait = match self.downloads.limiter.as_mut() {
+            Some(limiter) if bytes > 0 => limiter.charge(bytes, Instant::now()),
+            _ => Some(Duration::ZERO),
+        };
+        match wait {
+            Some(wait) if wait.is_zero() => {
+                let _ = self.swarm.behaviour_mut().blob.send_response(channel, response);
+            }
+            Some(wait) => {
+                let out = self.internal_tx.clone();
+                self.spawn(async move {
+                    tokio::time::sleep(wait).await;
+                    let _ = out.send(Internal::Blob(BlobWork::Respond { channel, response })).await;
+                });
+            }
+            None => {
+                debug!("serving backlog full; answering \"not here\" so the peer asks another holder");
+                let _ = (self.swarm.behaviour_mut().blob).send_response(channel, BlobResponse::NotHere);
+            }
+        }
     }
 }
 
 async fn encode_for(core: &crate::core::CoreHandle, device: DeviceId, request: BlobRequest) -> BlobResponse {
-    if request.end <= request.start || request.end - request.start > RANGE_CHUNKS {
-        return BlobResponse::NotHere;
-    }
-    if !core.may_fetch(device, request.id).await {
+    if !sane_request(&request) || !core.may_fetch(device, request.id).await {
         return BlobResponse::NotHere;
     }
     let blobs = core.blobs();
@@ -492,6 +872,10 @@ async fn encode_for(core: &crate::core::CoreHandle, device: DeviceId, request: B
     match encoded {
         Ok(Ok(Some(bytes))) => BlobResponse::Range(bytes),
         Ok(Ok(None)) => BlobResponse::NotHere,
+        Ok(Err(error)) if error.kind() == io::ErrorKind::InvalidInput => {
+            debug!(file = %request.id.fmt_short(), %error, "a range request beyond the file");
+            BlobResponse::NotHere
+        }
         Ok(Err(error)) => {
             warn!(file = %request.id.fmt_short(), %error, "cannot serve a range of a file");
             BlobResponse::NotHere
@@ -509,6 +893,103 @@ mod tests {
         let p = pieces(vec![0..3000, 3010..3020], 3020);
         assert_eq!(p, VecDeque::from([0..1024, 1024..2048, 2048..3008, 3008..3020]));
         assert!(pieces(Vec::new(), 10).is_empty());
+    }
+
+    fn want(id: u8) -> FileWant {
+        FileWant {
+            id: BlobId([id; 32]),
+            space: crate::ids::SpaceId([0; 16]),
+            cipher_size: 10 << 20,
+            holders: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn malformed_ranges_are_refused_before_any_arithmetic() {
+        let request = |start, end| BlobRequest {
+            id: BlobId([1; 32]),
+            start,
+            end,
+        };
+        assert!(sane_request(&request(0, RANGE_CHUNKS)));
+        assert!(!sane_request(&request(5, 5)), "empty");
+        assert!(!sane_request(&request(u64::MAX, 0)), "start after end");
+        assert!(!sane_request(&request(0, RANGE_CHUNKS + 1)), "too long");
+        assert!(!sane_request(&request(0, u64::MAX)), "huge");
+        let (high, low) = (u64::MAX, 0);
+        assert_eq!(range_bytes(&(high..low), u64::MAX), 0, "never panics");
+    }
+
+    #[test]
+    fn the_rate_limit_charges_real_lengths_and_bounds_its_backlog() {
+        let now = Instant::now();
+        let mut limiter = UploadLimiter::new(1 << 20);
+        assert_eq!(limiter.charge(1 << 20, now), Some(Duration::ZERO));
+        assert_eq!(limiter.charge(1 << 19, now), Some(Duration::from_secs(1)));
+        // Enormous answers and a zero rate cannot overflow or panic.
+        let mut tiny = UploadLimiter::new(0);
+        assert_eq!(tiny.charge(u64::MAX, now), Some(Duration::ZERO));
+        assert_eq!(tiny.charge(1, now), None, "backlog full: refused, not queued");
+        assert_eq!(tiny.charge(u64::MAX, now + Duration::from_secs(3600)), None);
+        // Once the backlog drains below the bound, answers go again.
+        let mut limiter = UploadLimiter::new(1000);
+        assert_eq!(limiter.charge(40_000, now), Some(Duration::ZERO));
+        assert_eq!(limiter.charge(1, now), None);
+        assert_eq!(
+            limiter.charge(1, now + Duration::from_secs(20)),
+            Some(Duration::from_secs(20))
+        );
+    }
+
+    #[test]
+    fn answers_waiting_to_be_written_count_against_ranges_in_flight() {
+        let mut d = Download::new(want(1), 0);
+        assert_eq!(d.room(), RANGES_IN_FLIGHT);
+        d.writing = RANGES_IN_FLIGHT - 1;
+        assert_eq!(d.room(), 1);
+        d.in_flight = 1;
+        assert_eq!(d.room(), 0);
+        d.writing = RANGES_IN_FLIGHT * 2;
+        assert_eq!(d.room(), 0, "never underflows");
+    }
+
+    #[test]
+    fn events_of_an_earlier_download_of_the_same_blob_are_stale() {
+        let mut downloads = Downloads::new(None);
+        let id = want(1).id;
+        let first = downloads.activate(want(1));
+        assert!(downloads.current(&id, first).is_some());
+        // Dropped and asked for again: the first run's events must not touch it.
+        downloads.remove(&id);
+        assert!(downloads.current(&id, first).is_none());
+        let second = downloads.activate(want(1));
+        assert_ne!(first, second);
+        assert!(downloads.current(&id, first).is_none());
+        assert!(downloads.current(&id, second).is_some());
+    }
+
+    #[test]
+    fn a_failed_download_is_retried_after_a_growing_capped_wait() {
+        assert_eq!(retry_delay(1), RETRY_FIRST);
+        assert_eq!(retry_delay(2), RETRY_FIRST * 2);
+        assert_eq!(retry_delay(40), RETRY_MAX);
+        assert_eq!(retry_delay(u32::MAX), RETRY_MAX);
+        let mut downloads = Downloads::new(None);
+        let id = want(1).id;
+        let now = Instant::now();
+        downloads.activate(want(1));
+        assert_eq!(downloads.retry_later(&id, now), Some(RETRY_FIRST));
+        assert!(downloads.active.is_empty(), "its slot is free");
+        downloads.requeue_due(now + RETRY_FIRST / 2);
+        assert!(downloads.queued.is_empty(), "not before its wait");
+        downloads.requeue_due(now + RETRY_FIRST);
+        assert_eq!(downloads.queued.front().map(|w| w.id), Some(id));
+        // A second failure in a row waits longer.
+        let want = downloads.queued.pop_front().unwrap();
+        downloads.activate(want);
+        assert_eq!(downloads.retry_later(&id, now), Some(RETRY_FIRST * 2));
+        downloads.remove(&id);
+        assert!(downloads.retrying.is_empty() && downloads.failures.is_empty());
     }
 
     #[test]
