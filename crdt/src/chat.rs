@@ -442,6 +442,16 @@ impl ChatDoc {
         read_message(&self.doc, id, entry)
     }
 
+    /// Every entry under message id `id` (writers may reuse an id concurrently).
+    pub fn entries_named(&self, id: &str) -> Vec<Message> {
+        self.doc
+            .get_all(&self.schema.messages, id)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(_, entry)| read_message(&self.doc, id, entry))
+            .collect()
+    }
+
     /// How many message entries the document holds.
     pub fn len(&self) -> usize {
         self.doc.length(&self.schema.messages)

@@ -1328,10 +1328,11 @@ impl Core {
         get: &mut dyn FnMut(&EnvelopeId) -> Option<Vec<u8>>,
     ) -> MessageView {
         let author = readable.author_of(&m.actor);
-        let target = overlay
-            .ref_of
-            .get(&(m.lamport, actor_key(&m.actor)))
-            .cloned()
+        // Its ref: a writer writes one document.
+        let target = readable
+            .doc_of_actor
+            .get(&actor_key(&m.actor))
+            .map(|doc| msg_ref(doc, &m.id))
             .unwrap_or_default();
         let retracted = overlay.retracted.get(&(m.body.clone(), author)).cloned();
         // A retracted message's bodies are not read (nor asked for).
@@ -1537,7 +1538,6 @@ pub(super) enum SideOutcome {
 /// What the documents of a room say about its messages beyond the skeletons:
 /// each message's ref, its author's edits, reactions and retraction.
 struct Overlay {
-    ref_of: HashMap<(u64, ActorKey), String>,
     /// ref → (body, claimed time, actor) of each edit, oldest first (the
     /// view keeps those by the message's author).
     edits: HashMap<String, Vec<(String, i64, outpost_crdt::ActorId)>>,
@@ -1559,20 +1559,6 @@ impl Overlay {
             .into_iter()
             .filter(|(doc, _)| only.is_none_or(|only| only.contains(doc)))
             .collect();
-        let mut ref_of = HashMap::new();
-        // Every entry under a ref (a reused id makes several): its author and body.
-        let mut entries_of_ref: HashMap<String, Vec<(DeviceId, String)>> = HashMap::new();
-        for (doc, shard) in shards.iter().copied() {
-            let Some(chat) = shard.doc.chat() else { continue };
-            for m in chat.messages() {
-                let r = msg_ref(doc, &m.id);
-                entries_of_ref
-                    .entry(r.clone())
-                    .or_default()
-                    .push((readable.author_of(&m.actor), m.body.clone()));
-                ref_of.insert((m.lamport, actor_key(&m.actor)), r);
-            }
-        }
         let mut edits: HashMap<String, Vec<(String, i64, outpost_crdt::ActorId)>> = HashMap::new();
         let mut reactions: HashMap<String, BTreeMap<String, Vec<String>>> = HashMap::new();
         let mut retracted = HashMap::new();
@@ -1590,21 +1576,26 @@ impl Overlay {
                     .push(r.user);
             }
             for r in chat.retractions() {
-                for (author, body) in entries_of_ref.get(&r.target).into_iter().flatten() {
+                // The entries it names (read only for retractions: formatting a
+                // ref for every message of a shard would cost more than the read).
+                let named = parse_ref(&r.target)
+                    .and_then(|(doc, id)| Some(readable.docs.get(&doc)?.doc.chat()?.entries_named(id)))
+                    .unwrap_or_default();
+                let entries = named.iter().map(|m| (readable.author_of(&m.actor), m.body.clone()));
+                for (author, body) in entries {
                     let Ok(body_id) = body.parse::<EnvelopeId>() else {
                         continue;
                     };
                     let tombstones = core.store.tombstones(&space_id, &body_id).unwrap_or_default();
-                    if let Some(tomb) = core.deleting(space, tombstones, author) {
+                    if let Some(tomb) = core.deleting(space, tombstones, &author) {
                         let by = tomb.header().author;
-                        retracted.insert((body.clone(), *author), RetractedView { by, at_ms: r.at_ms });
+                        retracted.insert((body.clone(), author), RetractedView { by, at_ms: r.at_ms });
                     }
                 }
             }
         }
         Self {
             seen: core.seen_by_user(space),
-            ref_of,
             edits,
             reactions: reactions
                 .into_iter()
