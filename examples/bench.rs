@@ -34,10 +34,9 @@
 //! what each number means and holds the latest results.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::HashMap,
     hint::black_box,
     path::{Path, PathBuf},
-    process::Command,
     str::FromStr,
     sync::{
         Arc,
@@ -72,7 +71,10 @@ use tokio::sync::mpsc;
 
 #[path = "support/daemon.rs"]
 mod daemon;
-use daemon::{Daemon, newest_mtime, wait_for};
+#[path = "support/measure.rs"]
+mod measure;
+use daemon::{Daemon, newest_mtime, wait_for, warnings};
+use measure::{CpuMeter, available_cpus, clock_ticks, load_average, machine, ms, quantile, revision, rss_mib, today};
 
 const HELP: &str = "\
 Outpost benchmark (see BENCHMARKS.md)
@@ -338,209 +340,13 @@ fn fmt_value(v: f64, unit: &str) -> String {
     }
 }
 
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
-/// The `q` quantile of sorted samples (nearest rank).
-fn quantile(sorted: &[Duration], q: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
-}
-
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     quantile(&v, 0.5)
 }
 
-fn today() -> String {
-    outpost_node::clock::utc(outpost_node::clock::now_ms() as i64)[..10].to_string()
-}
-
-/// The commit the sources are at, `+dirty` with uncommitted changes.
-fn revision() -> String {
-    let root = env!("CARGO_MANIFEST_DIR");
-    let git = |args: &[&str]| {
-        Command::new("git")
-            .arg("-C")
-            .arg(root)
-            .args(args)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-    };
-    let Some(head) = git(&["rev-parse", "--short", "HEAD"]) else {
-        return "unknown".into();
-    };
-    match git(&["status", "--porcelain", "--untracked-files=no"]) {
-        Some(s) if !s.is_empty() => format!("{head}+dirty"),
-        _ => head,
-    }
-}
-
-fn machine() -> serde_json::Value {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split(':').nth(1))
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default();
-    let mem_kb: u64 = std::fs::read_to_string("/proc/meminfo")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("MemTotal:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    serde_json::json!({
-        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        "cpu_model": model,
-        "memory_gib": (mem_kb as f64 / 1_048_576.0).round(),
-        "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
-        "release_build": !cfg!(debug_assertions),
-        "load_average": load_average(),
-    })
-}
-
-// ---------------------------------------------------------------------------
-// Process accounting (Linux /proc)
-
-fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-/// User + system CPU seconds of a process (`self` for this one).
-fn cpu_seconds(pid: &str, ticks: f64) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / ticks)
-}
-
-fn rss_mib(pid: &str) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb: f64 = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    Some(kb / 1024.0)
-}
-
-/// CPU seconds of A, B and this process since `start`.
-struct CpuMeter {
-    pids: Vec<String>,
-    start: Vec<f64>,
-    machine: f64,
-    at: Instant,
-    ticks: f64,
-}
-
-/// What a [`CpuMeter`] saw: CPU seconds per watched process, and the share of the
-/// machine's CPU capacity that *other* processes used meanwhile (noise).
-struct CpuUse {
-    ours: Vec<f64>,
-    others_pct: f64,
-}
-
-impl CpuMeter {
-    fn start(pids: Vec<String>, ticks: f64) -> Self {
-        let start = pids.iter().map(|p| cpu_seconds(p, ticks).unwrap_or(0.0)).collect();
-        Self {
-            pids,
-            start,
-            machine: machine_busy_seconds(ticks).unwrap_or(0.0),
-            at: Instant::now(),
-            ticks,
-        }
-    }
-
-    fn stop(&self) -> CpuUse {
-        let ours: Vec<f64> = self
-            .pids
-            .iter()
-            .zip(&self.start)
-            .map(|(pid, start)| cpu_seconds(pid, self.ticks).unwrap_or(0.0) - start)
-            .collect();
-        let machine = machine_busy_seconds(self.ticks).unwrap_or(0.0) - self.machine;
-        let capacity = self.at.elapsed().as_secs_f64() * available_cpus();
-        let others = (machine - ours.iter().sum::<f64>()).max(0.0);
-        CpuUse {
-            ours,
-            others_pct: others / capacity * 100.0,
-        }
-    }
-}
-
-/// Busy CPU seconds of the whole machine since boot (all CPUs, from /proc/stat).
-fn machine_busy_seconds(ticks: f64) -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let line = stat.lines().next()?;
-    let v: Vec<f64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
-    // user nice system idle iowait irq softirq steal ...
-    let busy = v.first()? + v.get(1)? + v.get(2)? + v.get(5)? + v.get(6)? + v.get(7).unwrap_or(&0.0);
-    Some(busy / ticks)
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 // ---------------------------------------------------------------------------
 // Daemons
-
-/// The warnings and errors in a daemon's log: how many, and the first few
-/// kinds with their counts.
-fn warnings(d: &Daemon) -> (usize, Vec<String>) {
-    let lines = d.warning_lines();
-    let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
-    for line in &lines {
-        // Drop the timestamp; keep the level, target and message.
-        let line = strip_ansi(line);
-        let text = line.split_once(' ').map_or(line.as_str(), |(_, rest)| rest).trim();
-        let text: String = text.chars().take(160).collect();
-        *kinds.entry(text).or_default() += 1;
-    }
-    let list = kinds.into_iter().take(6).map(|(k, n)| format!("{n}× {k}")).collect();
-    (lines.len(), list)
-}
-
-/// Removes terminal colour codes (`ESC [ … m`) from a log line.
-fn strip_ansi(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
 
 /// The `outpost` binary next to this example: target/<profile>/outpost.
 fn locate_outpost(opts: &Opts, report: &mut Report) -> Result<PathBuf> {
@@ -1148,10 +954,6 @@ async fn throughput(opts: &Opts, report: &mut Report, pair: &Pair<'_>, arrivals:
         report.note(format!("throughput run: {failed} sends failed"));
     }
     Ok(())
-}
-
-fn available_cpus() -> f64 {
-    std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64)
 }
 
 // ---------------------------------------------------------------------------

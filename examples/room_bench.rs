@@ -23,6 +23,9 @@
 //! A measurement tool: it checks that the latest 50 equal the whole log's tail,
 //! and asserts nothing about time. BENCHMARKS.md ("Large rooms") holds results.
 
+#[path = "support/measure.rs"]
+mod measure;
+
 use std::{
     path::Path,
     sync::Arc,
@@ -30,6 +33,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, ensure};
+use measure::{ms, quantile, rss_mib};
 use outpost_node::{
     control::History,
     core::{self, CoreHandle, Options},
@@ -76,24 +80,6 @@ fn args() -> Result<Args> {
         }
     }
     Ok(out)
-}
-
-fn rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            let line = s.lines().find(|l| l.starts_with("VmRSS:"))?.to_string();
-            line.split_whitespace().nth(1)?.parse::<f64>().ok()
-        })
-        .map_or(f64::NAN, |kib| kib / 1024.0)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 #[derive(serde::Serialize)]
@@ -177,7 +163,7 @@ async fn one_size(n: usize, args: &Args) -> Result<Row> {
     let t = Instant::now();
     fill(&core, space, n, args.per_change).await?;
     let build = t.elapsed();
-    let rss_after_build = rss_mib();
+    let rss_after_build = rss_mib("self").unwrap_or(f64::NAN);
 
     let times = latest(&core, space, args.reps).await?;
     let t = Instant::now();
@@ -198,7 +184,7 @@ async fn one_size(n: usize, args: &Args) -> Result<Row> {
     let first = core.messages(space, 50).await?;
     let first_latest = t.elapsed();
     ensure!(first == tail, "the same latest 50 after a restart");
-    let rss_after_restart = rss_mib();
+    let rss_after_restart = rss_mib("self").unwrap_or(f64::NAN);
     drop(core);
     thread.join().expect("core thread");
     Ok(Row {
@@ -206,8 +192,8 @@ async fn one_size(n: usize, args: &Args) -> Result<Row> {
         changes_about: n.div_ceil(args.per_change),
         build_s: build.as_secs_f64(),
         build_msgs_per_s: n as f64 / build.as_secs_f64(),
-        latest50_p50_ms: ms(percentile(&times, 0.5)),
-        latest50_p99_ms: ms(percentile(&times, 0.99)),
+        latest50_p50_ms: ms(quantile(&times, 0.5)),
+        latest50_p99_ms: ms(quantile(&times, 0.99)),
         whole_log_ms: ms(whole_log),
         rss_after_build_mib: rss_after_build,
         restart_s: restart.as_secs_f64(),

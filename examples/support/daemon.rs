@@ -210,3 +210,35 @@ pub fn newest_mtime(dir: &Path) -> Option<SystemTime> {
     }
     newest
 }
+
+/// How many warnings a daemon logged, by kind, and a few of them.
+pub fn warnings(d: &Daemon) -> (usize, Vec<String>) {
+    let lines = d.warning_lines();
+    let mut kinds: std::collections::BTreeMap<String, usize> = Default::default();
+    for line in &lines {
+        let line = strip_ansi(line);
+        let text = line.split_once(' ').map_or(line.as_str(), |(_, rest)| rest).trim();
+        let text: String = text.chars().take(160).collect();
+        *kinds.entry(text).or_default() += 1;
+    }
+    let list = kinds.into_iter().take(6).map(|(k, n)| format!("{n}× {k}")).collect();
+    (lines.len(), list)
+}
+
+/// Removes terminal colour codes (`ESC [ … m`) from a log line.
+pub fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
