@@ -385,11 +385,16 @@ impl SearchIndex {
         }
         // Only spaces this device can read now: one it left is never searched,
         // even before its entries are dropped from the index.
-        if readable.is_empty() {
-            return Ok(Vec::new());
+        match q.space {
+            // One space asked for: its term above is the whole filter.
+            Some(space) if readable.contains(&space) => {}
+            Some(_) => return Ok(Vec::new()),
+            None if readable.is_empty() => return Ok(Vec::new()),
+            None => {
+                let readable_terms = readable.iter().map(|s| Term::from_field_text(f.space, &s.to_string()));
+                must.push((Occur::Must, Box::new(TermSetQuery::new(readable_terms))));
+            }
         }
-        let readable_terms = readable.iter().map(|s| Term::from_field_text(f.space, &s.to_string()));
-        must.push((Occur::Must, Box::new(TermSetQuery::new(readable_terms))));
         let query = BooleanQuery::new(must);
         let limit = q.limit.unwrap_or(50).clamp(1, MAX_HITS);
         let searcher = self.reader.searcher();

@@ -76,6 +76,10 @@ fn only_readable_spaces_and_the_filters_asked_for() {
         ..query("报告")
     };
     assert_eq!(ids(&index.search(&in_hr, &readable).unwrap()), ["h1"]);
+    assert!(
+        index.search(&in_hr, &only_ops).unwrap().is_empty(),
+        "a space asked for by name is still only searched when readable"
+    );
     let by_author = SearchQuery {
         from: Some(DeviceId([1; 32]).to_string()[..10].to_string()),
         ..query("deploy")
