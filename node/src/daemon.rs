@@ -80,15 +80,15 @@ pub async fn run(
 
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     // Derived and local: a node without its index still runs, and says so.
-    let search = match search::indexer::spawn(
+    let (search, indexer) = match search::indexer::spawn(
         config.home.join("search"),
         search::sealed::IndexKey::new(*keys.storage_key()),
         core.clone(),
     ) {
-        Ok(index) => Some(index),
+        Ok((index, task)) => (Some(index), Some(task)),
         Err(error) => {
             warn!(%error, "search is unavailable");
-            None
+            (None, None)
         }
     };
     let app = api::router(core.clone(), net.clone(), keys.clone(), stopping, search);
@@ -103,6 +103,9 @@ pub async fn run(
     info!("shutting down");
     clock.abort();
     net_task.abort();
+    if let Some(indexer) = indexer {
+        indexer.abort();
+    }
     drop(net);
     drop(core);
     let _ = std::fs::remove_file(&socket);

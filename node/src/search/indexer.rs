@@ -30,8 +30,15 @@ use crate::{
 const COMMIT_EVERY: Duration = Duration::from_secs(1);
 
 /// Starts the indexer for the index in `dir`; returns the index (for
-/// queries) once it is open. Indexing what is missing goes on in the background.
-pub fn spawn(dir: PathBuf, key: IndexKey, core: CoreHandle) -> Result<Arc<SearchIndex>, Error> {
+/// queries) once it is open, and the indexer's task: it holds a core handle,
+/// so the daemon aborts it to let the core stop (what it had not committed
+/// is indexed again at the next start: those spaces' stamps are gone).
+/// Indexing what is missing goes on in the background.
+pub fn spawn(
+    dir: PathBuf,
+    key: IndexKey,
+    core: CoreHandle,
+) -> Result<(Arc<SearchIndex>, tokio::task::JoinHandle<()>), Error> {
     let (index, fresh) = SearchIndex::open(&dir, key)?;
     if fresh {
         info!("search index created: indexing everything this device can read");
@@ -51,8 +58,8 @@ pub fn spawn(dir: PathBuf, key: IndexKey, core: CoreHandle) -> Result<Arc<Search
         purge: false,
         lost: false,
     };
-    tokio::spawn(indexer.run());
-    Ok(index)
+    let task = tokio::spawn(indexer.run());
+    Ok((index, task))
 }
 
 /// Each fully indexed space's stamp, persisted beside the index.
