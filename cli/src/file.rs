@@ -283,7 +283,9 @@ mod tests {
         let size = 60u64 << 30;
         let total = size + size / 4000;
         assert_eq!(plain_position(total, total, size), size);
-        assert_eq!(plain_position(total / 2, total, size), size / 2);
+        // Half the sealed bytes is half the plain bytes, give or take the
+        // rounding of an odd total.
+        assert!(plain_position(total / 2, total, size).abs_diff(size / 2) <= 1);
         assert_eq!(plain_position(5, 0, size), 0);
     }
 
