@@ -268,6 +268,24 @@ impl Core {
         let doc = space_id
             .shard_of(&target.doc)
             .map_or(target.doc, |_| space_id.chat_shard(k));
+        self.writer_in(target, doc)
+    }
+
+    /// Where this device writes what points at a message of `doc` (an edit,
+    /// a reaction, a retraction): that message's own shard, so that all that
+    /// is said about a message is read from the one document holding it (a
+    /// closed shard is loaded whole or not at all). A room whose history
+    /// starts at each join writes into its current document (an earlier
+    /// epoch's is sealed under a key it no longer writes with).
+    fn target_of_message(&mut self, space_id: SpaceId, settings: WriteTarget, doc: DocId) -> WriteTarget {
+        match self.spaces[&space_id].state.history {
+            History::Shared if space_id.shard_of(&doc).is_some() => self.writer_in(settings, doc),
+            _ => self.message_target(space_id, settings),
+        }
+    }
+
+    /// `target` moved to document `doc` of its space: this run's writer there.
+    fn writer_in(&mut self, target: WriteTarget, doc: DocId) -> WriteTarget {
         if doc == target.doc {
             return target;
         }
@@ -591,13 +609,26 @@ impl Core {
             },
             (None, None) => return Ok(Err(Error::Invalid("name the room this setting is for".into()))),
         };
-        // Settings go into the room's first document; messages, edits,
-        // reactions and retractions into its current shard.
+        // Settings go into the room's first document, new messages into its
+        // current shard, and edits, reactions and retractions into the shard
+        // of the message they point at.
         let settings = match self.write_target(tx, space_id, SpaceKind::Chat, effects)? {
             Ok(t) => t,
             Err(e) => return Ok(Err(e)),
         };
-        let target = self.message_target(space_id, settings.clone());
+        let pointed = match (&op, op.message()) {
+            (ChatOp::Edit { .. } | ChatOp::Retract { .. } | ChatOp::React { .. }, Some(name)) => {
+                match self.find_message(space_id, name) {
+                    Ok(found) => Some(found.doc),
+                    Err(e) => return Ok(Err(e)),
+                }
+            }
+            _ => None,
+        };
+        let target = match pointed {
+            Some(doc) => self.target_of_message(space_id, settings.clone(), doc),
+            None => self.message_target(space_id, settings.clone()),
+        };
         let admin = target.author.admin;
         let mut room_writes = Vec::new();
         let found = |name: &str| self.find_message(space_id, name);
@@ -900,7 +931,9 @@ impl Core {
         let space = &self.spaces[&space_id];
         let Some(readable) = &space.readable else { return out };
         let author = self.user_of(space, &readable.author_of(&found.message.actor));
-        for shard in readable.docs.values() {
+        let every = space.state.history == History::FromJoin;
+        let docs = readable.docs.iter().filter(|(doc, _)| every || **doc == found.doc);
+        for (_, shard) in docs {
             let Some(chat) = shard.doc.chat() else { continue };
             for edit in chat.edits() {
                 if edit.target == target
@@ -1162,11 +1195,7 @@ impl Core {
         let space = self.spaces.get(&space_id).ok_or(Error::UnknownSpace(space_id))?;
         let readable = readable_of(space)?;
         let (latest, docs) = readable.latest(&space.state, limit.min(MAX_LOG_LIMIT));
-        // Shards: what points at a message is in its shard or a later one. A
-        // from-join room's epoch documents are ranked, not causally ordered,
-        // so all of them are read.
-        let only = (space.state.history == History::Shared).then_some(docs.as_slice());
-        let overlay = Overlay::of(self, space, readable, only);
+        let overlay = Overlay::of(self, space, readable, &docs);
         let store = &self.store;
         let mut get = |id: &EnvelopeId| store.side(&space_id, id).ok().flatten();
         let views: Vec<MessageView> = latest
@@ -1302,7 +1331,13 @@ impl Core {
             return Err(Error::Invalid("this space is not a chat room".into()));
         }
         let room = self.room_of(space_id);
-        let overlay = Overlay::of(self, space, readable, None);
+        let shown: Vec<DocId> = room
+            .announcement
+            .iter()
+            .chain(&room.pins)
+            .filter_map(|r| Some(parse_ref(r)?.0))
+            .collect();
+        let overlay = Overlay::of(self, space, readable, &shown);
         let store = &self.store;
         let mut get = |id: &EnvelopeId| store.side(&space_id, id).ok().flatten();
         let mut view = |target: &str| -> Option<MessageView> {
@@ -1505,7 +1540,7 @@ impl Core {
         let space = self.spaces.get(&space_id)?;
         let readable = space.readable.as_ref()?;
         let m = readable.docs.get(&doc)?.doc.chat()?.message(id)?;
-        let overlay = Overlay::of(self, space, readable, None);
+        let overlay = Overlay::of(self, space, readable, &[doc]);
         let store = &self.store;
         let mut get = |id: &EnvelopeId| store.side(&space_id, id).ok().flatten();
         let view = self.view_of(space, readable, &overlay, &m, &mut get);
@@ -1549,25 +1584,31 @@ struct Overlay {
 }
 
 impl Overlay {
-    /// What the room's documents say about messages; with `only`, what those
-    /// documents say (enough for the messages in them: what points at a
-    /// message is written in its document or a later one).
-    fn of(core: &Core, space: &Space, readable: &space::Readable, only: Option<&[DocId]>) -> Self {
+    /// What the room says about the messages of `docs`. In a sharded room
+    /// that is what those documents say: what points at a message is written
+    /// in its own shard. A room whose history starts at each join writes it
+    /// into the current epoch's document, so all of them are read.
+    fn of(core: &Core, space: &Space, readable: &space::Readable, docs: &[DocId]) -> Self {
         let space_id = space.state.space;
+        let every = space.state.history == History::FromJoin;
         let shards: Vec<(&DocId, &space::Shard)> = readable
             .ordered(&space.state)
             .into_iter()
-            .filter(|(doc, _)| only.is_none_or(|only| only.contains(doc)))
+            .filter(|(doc, _)| every || docs.contains(doc))
             .collect();
         let mut edits: HashMap<String, Vec<(String, i64, outpost_crdt::ActorId)>> = HashMap::new();
         let mut reactions: HashMap<String, BTreeMap<String, Vec<String>>> = HashMap::new();
         let mut retracted = HashMap::new();
-        for (_, shard) in shards {
+        for (doc, shard) in shards {
             let Some(chat) = shard.doc.chat() else { continue };
-            for e in chat.edits() {
+            // In a sharded room, what points at a message of another shard is
+            // ignored alike on every node, whichever shards it has loaded.
+            let own = msg_ref(doc, "");
+            let counts = |target: &str| every || target.starts_with(&own);
+            for e in chat.edits().into_iter().filter(|e| counts(&e.target)) {
                 edits.entry(e.target).or_default().push((e.body, e.sent_at_ms, e.actor));
             }
-            for r in chat.reactions() {
+            for r in chat.reactions().into_iter().filter(|r| counts(&r.target)) {
                 reactions
                     .entry(r.target)
                     .or_default()
@@ -1575,7 +1616,7 @@ impl Overlay {
                     .or_default()
                     .push(r.user);
             }
-            for r in chat.retractions() {
+            for r in chat.retractions().into_iter().filter(|r| counts(&r.target)) {
                 // The entries it names (read only for retractions: formatting a
                 // ref for every message of a shard would cost more than the read).
                 let named = parse_ref(&r.target)
