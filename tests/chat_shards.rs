@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use inproc::{Node, deliver, kinds, served, stored};
 use outpost_node::{
     control::{History, Role},
-    core::{ChatOp, Grant, MessageView, Options},
+    core::{ChatOp, Grant, MessageView, Options, Outgoing},
     envelope::{Envelope, Kind},
     ids::{DocId, SpaceId},
 };
@@ -224,5 +224,138 @@ fn messages_roll_over_into_shards_and_every_node_agrees() {
         exchange(&alice, &carol, space).await;
         assert_eq!(log(&carol, space).await, a);
         assert_eq!(carol.status(space).await.snapshots, 1);
+    });
+}
+
+/// The unread count `chat list` shows for a room.
+async fn unread(node: &Node, space: SpaceId) -> u64 {
+    let all = node.core.spaces().await.unwrap();
+    all.into_iter().find(|s| s.space == space).unwrap().unread.unwrap()
+}
+
+#[test]
+fn closed_shards_are_set_aside_and_loaded_when_something_reaches_them() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let (alice, bob) = (node(), node());
+        let mut alice_rx = alice.core.subscribe();
+        let space = alice
+            .core
+            .create_chat("history".into(), History::Shared, vec![bob.cert().to_card()], vec![])
+            .await
+            .unwrap();
+        let mut ids = Vec::new();
+        for i in 0..60 {
+            ids.push(alice.core.send(space, format!("m{i}"), None).await.unwrap().id);
+        }
+        // Shards 0–5: the first and the last two stay, 1–3 are set aside.
+        let status = alice.status(space).await;
+        assert_eq!((status.shards_loaded, status.shards_set_aside), (3, 3));
+        let want: Vec<String> = (0..60).map(|i| format!("m{i}")).collect();
+
+        // The latest messages are read without loading anything.
+        let latest = alice.core.messages(space, 15).await.unwrap();
+        assert_eq!(texts(&latest), want[45..]);
+        assert_eq!(alice.status(space).await.shards_set_aside, 3);
+        // Reading further loads the shards it reaches, and sets aside again
+        // all but the two used last.
+        assert_eq!(texts(&log(&alice, space).await), want);
+        assert_eq!(alice.status(space).await.shards_set_aside, 1);
+        let latest = alice.core.messages(space, 40).await.unwrap();
+        assert_eq!(texts(&latest), want[20..]);
+
+        // Edits, retractions and reactions of messages in closed shards go
+        // into those shards (loaded for it).
+        let _ = stored(&mut alice_rx);
+        alice
+            .core
+            .chat_write(
+                None,
+                ChatOp::Edit {
+                    message: ids[12].clone(),
+                    text: "m12, edited".into(),
+                },
+            )
+            .await
+            .unwrap();
+        alice
+            .core
+            .chat_write(
+                Some(space),
+                ChatOp::Retract {
+                    message: ids[25].clone(),
+                },
+            )
+            .await
+            .unwrap();
+        alice
+            .core
+            .chat_write(
+                Some(space),
+                ChatOp::React {
+                    message: ids[35].clone(),
+                    emoji: "👍".into(),
+                    on: true,
+                },
+            )
+            .await
+            .unwrap();
+        let written = stored(&mut alice_rx);
+        assert_eq!(
+            doc_of(&written, Kind::Content),
+            vec![space.chat_shard(1), space.chat_shard(2), space.chat_shard(3)]
+        );
+        let full = log(&alice, space).await;
+        assert_eq!(full[12].text, "m12, edited");
+        assert!(full[25].retracted.is_some() && full[25].text.is_empty());
+        assert_eq!(full[35].reactions.len(), 1);
+
+        // Another node gets it all and sets its own closed shards aside;
+        // its unread count covers them, from their stored rows.
+        exchange(&alice, &bob, space).await;
+        assert_eq!(bob.status(space).await.shards_set_aside, 3);
+        // 60 messages (a retracted one counts, as it did).
+        assert_eq!(unread(&bob, space).await, 60);
+        assert_eq!(log(&bob, space).await, full);
+        // Both keep the two closed shards they used last loaded.
+        assert_eq!(bob.status(space).await.shards_set_aside, 1);
+        assert_eq!(alice.status(space).await.shards_set_aside, 1);
+
+        // A change for a closed shard set aside on the receiver loads it.
+        alice
+            .core
+            .chat_write(
+                None,
+                ChatOp::Edit {
+                    message: ids[15].clone(),
+                    text: "m15, edited".into(),
+                },
+            )
+            .await
+            .unwrap();
+        exchange(&alice, &bob, space).await;
+        let full = log(&alice, space).await;
+        assert_eq!(full[15].text, "m15, edited");
+        assert_eq!(log(&bob, space).await, full);
+
+        // A restart keeps closed shards aside (nothing of them is decrypted)
+        // and shows the same room.
+        let bob = bob.restart();
+        assert_eq!(bob.status(space).await.shards_set_aside, 3);
+        assert_eq!(bob.core.messages(space, 5).await.unwrap(), full[55..]);
+        assert_eq!(unread(&bob, space).await, 60);
+        bob.core.mark_read(space).await.unwrap();
+        assert_eq!(unread(&bob, space).await, 0);
+        assert_eq!(log(&bob, space).await.len(), 60);
+        // Replying to an old message finds it in its closed shard.
+        let outgoing = Outgoing {
+            text: "re m13".into(),
+            reply_to: Some(ids[13].clone()),
+            ..Outgoing::default()
+        };
+        let reply = bob.core.send_message(space, outgoing).await.unwrap();
+        let log_b = log(&bob, space).await;
+        assert_eq!(log_b.last().unwrap().id, reply.id);
+        assert!(log_b.last().unwrap().reply_to.is_some());
     });
 }

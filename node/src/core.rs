@@ -29,6 +29,7 @@ mod quiet;
 mod receipts;
 mod reminders;
 mod serve;
+mod shards;
 mod snapshots;
 mod space;
 
@@ -219,6 +220,12 @@ pub struct SpaceStatus {
     /// deletes bodies).
     #[serde(default)]
     pub sides: u64,
+    /// A large room's documents: shards in memory, and closed shards set
+    /// aside (stored, not in memory; loaded when something reaches them).
+    #[serde(default)]
+    pub shards_loaded: usize,
+    #[serde(default)]
+    pub shards_set_aside: usize,
     /// Devices caught signing two different envelopes for one (writer, seq). Only
     /// a device's own key can do that: a cloned or compromised device.
     pub equivocating: Vec<DeviceId>,
@@ -563,6 +570,9 @@ enum ToCore {
     Messages {
         space: SpaceId,
         limit: usize,
+        /// Only what is in memory: a room's open shards and closed ones
+        /// loaded lately (see `CoreHandle::recent_messages`).
+        loaded_only: bool,
         reply: Reply<Vec<MessageView>>,
     },
     Spaces {
@@ -966,7 +976,27 @@ impl CoreHandle {
     }
 
     pub async fn messages(&self, space: SpaceId, limit: usize) -> Result<Vec<MessageView>> {
-        self.call(|reply| ToCore::Messages { space, limit, reply }).await
+        self.call(|reply| ToCore::Messages {
+            space,
+            limit,
+            loaded_only: false,
+            reply,
+        })
+        .await
+    }
+
+    /// The messages of a room that are in memory, in order: its open shards
+    /// and closed ones loaded lately. Everything that just changed is there
+    /// (a change to a closed shard loads it); nothing is loaded for it, so
+    /// this costs no more for a room of a million messages than for a new one.
+    pub async fn recent_messages(&self, space: SpaceId) -> Result<Vec<MessageView>> {
+        self.call(|reply| ToCore::Messages {
+            space,
+            limit: MAX_LOG_LIMIT,
+            loaded_only: true,
+            reply,
+        })
+        .await
     }
 
     pub async fn spaces(&self) -> Result<Vec<SpaceSummary>> {
@@ -1418,6 +1448,7 @@ impl Core {
                     && let Err(e) = self
                         .announce_chat(txn, &mut effects)
                         .and_then(|()| self.record_mentions(txn, &mut effects))
+                        .and_then(|()| self.settle_shards(txn))
                 {
                     failure = Some(Arc::new(e));
                 }
@@ -1487,11 +1518,22 @@ impl Core {
 
     fn handle_read(&mut self, cmd: ToCore) {
         match cmd {
-            ToCore::Messages { space, limit, reply } => {
-                let _ = reply.send(self.chat_log(space, limit));
+            ToCore::Messages {
+                space,
+                limit,
+                loaded_only,
+                reply,
+            } => {
+                let _ = reply.send(self.chat_log(space, limit, loaded_only));
             }
             ToCore::Room { space, reply } => {
-                let _ = reply.send(self.room_view(space));
+                let shown = self.shown_docs(space);
+                let view = match self.bring_docs(space, &shown) {
+                    Ok(()) => self.room_view(space),
+                    Err(e) => Err(Error::Store(Arc::new(e))),
+                };
+                self.release_shards(space);
+                let _ = reply.send(view);
             }
             ToCore::WhoIs { name, reply } => {
                 let members: Vec<(DeviceId, UserId)> = self.spaces.values().flat_map(docs::member_users).collect();
@@ -1956,6 +1998,8 @@ impl Core {
             rejected: s.rejected,
             snapshots: s.snapshots.len(),
             sides: s.sides_held,
+            shards_loaded: s.readable.as_ref().map_or(0, |r| r.docs.len()),
+            shards_set_aside: s.readable.as_ref().map_or(0, |r| r.parked.len()),
             equivocating: s.equivocators.iter().copied().collect(),
             peers,
         }

@@ -10,7 +10,7 @@ use std::{ops::ControlFlow, path::Path};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
-use crate::ids::{ActorKey, BlobId, DeviceId, EnvelopeId, SpaceId};
+use crate::ids::{ActorKey, BlobId, DeviceId, DocId, EnvelopeId, SpaceId};
 
 /// Schema version recorded in `meta-1`; bumped with each migration.
 pub const SCHEMA_VERSION: u64 = 1;
@@ -101,6 +101,12 @@ const USER_DEVICES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("us
 /// version; `draft/{hex}` → a draft; `signed-for/{n:020}` → the draft this
 /// device's admin key signed for version n (it signs no other).
 const ORG: TableDefinition<&str, &[u8]> = TableDefinition::new("org-1");
+/// A room's closed shards set aside (not held in memory): (space, doc) → a
+/// postcard `ShardRow` (each writer's last seq then, its message counters).
+const CLOSED_SHARDS: TableDefinition<(&[u8; 16], &[u8; 16]), &[u8]> = TableDefinition::new("closed-shards-1");
+/// Where a closed shard's messages are: (space, message id) → its shard, so
+/// a command naming an old message loads that one shard.
+const MESSAGE_SHARDS: TableDefinition<(&[u8; 16], &str), &[u8; 16]> = TableDefinition::new("message-shards-1");
 
 /// A store failure. Always fatal for the operation; the node reports it and the
 /// caller's write is not acknowledged.
@@ -210,6 +216,8 @@ impl Store {
         tx.open_table(CHAT_SETTINGS)?;
         tx.open_table(FILES)?;
         tx.open_table(FILE_WANTS)?;
+        tx.open_table(CLOSED_SHARDS)?;
+        tx.open_table(MESSAGE_SHARDS)?;
         tx.set_two_phase_commit(true);
         tx.commit()?;
         Ok(())
@@ -379,6 +387,42 @@ impl Store {
             let (k, v) = row?;
             let (space, size) = v.value();
             out.push((BlobId(*k.value()), SpaceId(*space), size));
+        }
+        Ok(out)
+    }
+
+    /// Every closed shard of `space` set aside, with its row.
+    pub fn closed_shards(&self, space: &SpaceId) -> Result<Vec<(DocId, Vec<u8>)>> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(CLOSED_SHARDS)?;
+        let mut out = Vec::new();
+        for row in table.range((&space.0, &[0u8; 16])..=(&space.0, &[0xff; 16]))? {
+            let (k, v) = row?;
+            out.push((DocId(*k.value().1), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// The row of one closed shard of `space`.
+    pub fn closed_shard(&self, space: &SpaceId, doc: &DocId) -> Result<Option<Vec<u8>>> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(CLOSED_SHARDS)?;
+        Ok(table.get((&space.0, &doc.0))?.map(|v| v.value().to_vec()))
+    }
+
+    /// The closed shards holding messages of `space` whose id starts with
+    /// `prefix`: (id, shard), at most `limit`.
+    pub fn message_shards(&self, space: &SpaceId, prefix: &str, limit: usize) -> Result<Vec<(String, DocId)>> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(MESSAGE_SHARDS)?;
+        let mut out = Vec::new();
+        for row in table.range((&space.0, prefix)..)? {
+            let (k, v) = row?;
+            let (row_space, id) = k.value();
+            if row_space != &space.0 || !id.starts_with(prefix) || out.len() >= limit {
+                break;
+            }
+            out.push((id.to_string(), DocId(*v.value())));
         }
         Ok(out)
     }
@@ -585,6 +629,23 @@ impl Txn {
         let mut table = self.open_table(PENDING)?;
         for (env, _) in envs {
             table.remove(&env.id.0)?;
+        }
+        Ok(())
+    }
+
+    /// Sets a closed shard of `space` aside with its row, and indexes its
+    /// messages' ids.
+    pub fn put_closed_shard<'a>(
+        &mut self,
+        space: &SpaceId,
+        doc: &DocId,
+        row: &[u8],
+        ids: impl IntoIterator<Item = &'a str>,
+    ) -> Result<()> {
+        self.open_table(CLOSED_SHARDS)?.insert((&space.0, &doc.0), row)?;
+        let mut table = self.open_table(MESSAGE_SHARDS)?;
+        for id in ids {
+            table.insert((&space.0, id), &doc.0)?;
         }
         Ok(())
     }

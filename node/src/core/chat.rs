@@ -321,6 +321,9 @@ impl Core {
         let mut files: Vec<Option<FileRef>> = Vec::new();
         let mut batch_ids: HashMap<String, String> = HashMap::new();
         for (out, reply) in group {
+            if let Some(name) = &out.reply_to {
+                self.bring_message(space_id, name)?;
+            }
             let prepared = self.prepare_post(space_id, &out);
             let (text, reply_to) = match prepared {
                 Ok(p) => p,
@@ -540,6 +543,9 @@ impl Core {
         let expected_seq = self.next_seq(space_id, target);
         let space = self.spaces.get_mut(&space_id).expect("write_target found it");
         let readable = space.readable.as_mut().expect("write_target checked the key");
+        if readable.recent.contains(&target.doc) {
+            readable.dirty.insert(target.doc);
+        }
         let shard = readable.shard_mut(target.doc, &target.epoch);
         let chat = shard.doc.chat_mut().expect("write_target checked the space is a chat");
         let change = match chat.write(
@@ -601,6 +607,16 @@ impl Core {
         op: ChatOp,
         effects: &mut Effects,
     ) -> store::Result<Result<ChatDone>> {
+        // A message in a closed shard set aside is found once that is loaded.
+        if let Some(name) = op.message() {
+            let rooms: Vec<SpaceId> = match space {
+                Some(space) => vec![space],
+                None => self.spaces.keys().copied().collect(),
+            };
+            for room in rooms {
+                self.bring_message(room, name)?;
+            }
+        }
         let space_id = match (space, op.message()) {
             (Some(space), _) => space,
             (None, Some(name)) => match self.room_with_message(name) {
@@ -1191,10 +1207,27 @@ impl Core {
     /// The latest `limit` messages of a room, with their edits, reactions and
     /// retraction.
     /// Bodies it finds missing are asked of peers at the next sync.
-    pub(super) fn chat_log(&mut self, space_id: SpaceId, limit: usize) -> Result<Vec<MessageView>> {
-        let space = self.spaces.get(&space_id).ok_or(Error::UnknownSpace(space_id))?;
+    /// With `loaded_only`, what is in memory (no closed shard is loaded).
+    pub(super) fn chat_log(&mut self, space_id: SpaceId, limit: usize, loaded_only: bool) -> Result<Vec<MessageView>> {
+        let limit = limit.min(MAX_LOG_LIMIT);
+        let views = self.chat_log_loading(space_id, limit, loaded_only);
+        self.release_shards(space_id);
+        views
+    }
+
+    fn chat_log_loading(&mut self, space_id: SpaceId, limit: usize, loaded_only: bool) -> Result<Vec<MessageView>> {
+        let space::Latest {
+            messages: latest, docs, ..
+        } = loop {
+            let space = self.spaces.get(&space_id).ok_or(Error::UnknownSpace(space_id))?;
+            let found = readable_of(space)?.latest(&space.state, limit);
+            match found.set_aside {
+                Some(doc) if !loaded_only => self.load_shard(space_id, doc).map_err(|e| Error::Store(Arc::new(e)))?,
+                _ => break found,
+            }
+        };
+        let space = &self.spaces[&space_id];
         let readable = readable_of(space)?;
-        let (latest, docs) = readable.latest(&space.state, limit.min(MAX_LOG_LIMIT));
         let overlay = Overlay::of(self, space, readable, &docs);
         let store = &self.store;
         let mut get = |id: &EnvelopeId| store.side(&space_id, id).ok().flatten();
@@ -1324,6 +1357,16 @@ impl Core {
     }
 
     /// A room's settings with its announcement and pinned messages.
+    /// The documents holding a room's announcement and pinned messages.
+    pub(super) fn shown_docs(&self, space_id: SpaceId) -> Vec<DocId> {
+        let room = self.room_of(space_id);
+        room.announcement
+            .iter()
+            .chain(&room.pins)
+            .filter_map(|r| Some(parse_ref(r)?.0))
+            .collect()
+    }
+
     pub(super) fn room_view(&self, space_id: SpaceId) -> Result<RoomView> {
         let space = self.spaces.get(&space_id).ok_or(Error::UnknownSpace(space_id))?;
         let readable = readable_of(space)?;
@@ -1331,13 +1374,7 @@ impl Core {
             return Err(Error::Invalid("this space is not a chat room".into()));
         }
         let room = self.room_of(space_id);
-        let shown: Vec<DocId> = room
-            .announcement
-            .iter()
-            .chain(&room.pins)
-            .filter_map(|r| Some(parse_ref(r)?.0))
-            .collect();
-        let overlay = Overlay::of(self, space, readable, &shown);
+        let overlay = Overlay::of(self, space, readable, &self.shown_docs(space_id));
         let store = &self.store;
         let mut get = |id: &EnvelopeId| store.side(&space_id, id).ok().flatten();
         let mut view = |target: &str| -> Option<MessageView> {

@@ -148,14 +148,41 @@ impl Core {
     }
 
     /// The newest `limit` notifications, oldest first.
-    pub(super) fn inbox(&self, limit: usize) -> Result<Vec<InboxEntry>> {
+    pub(super) fn inbox(&mut self, limit: usize) -> Result<Vec<InboxEntry>> {
         let rows = self
             .store
             .inbox(limit.min(MAX_INBOX_LIMIT))
             .map_err(|e| Error::Store(Arc::new(e)))?;
+        let rows: Vec<(u64, InboxRow)> = rows
+            .into_iter()
+            .filter_map(|(seq, bytes)| Some((seq, postcard::from_bytes(&bytes).ok()?)))
+            .collect();
+        // Mentions in closed shards set aside: loaded for their text, one
+        // room at a time, and set aside again.
+        let mut shards: BTreeMap<SpaceId, Vec<DocId>> = BTreeMap::new();
+        for (_, row) in &rows {
+            if let InboxRow::Chat(row) = row {
+                shards.entry(row.space).or_default().push(row.doc);
+            }
+        }
+        let mut entries = BTreeMap::new();
+        for (space, docs) in shards {
+            for doc in docs {
+                self.bring_docs(space, &[doc]).map_err(|e| Error::Store(Arc::new(e)))?;
+                for (seq, row) in &rows {
+                    if let InboxRow::Chat(r) = row
+                        && r.space == space
+                        && r.doc == doc
+                    {
+                        entries.entry(*seq).or_insert_with(|| self.entry(*seq, row.clone()));
+                    }
+                }
+                self.release_shards(space);
+            }
+        }
         Ok(rows
             .into_iter()
-            .filter_map(|(seq, bytes)| Some(self.entry(seq, postcard::from_bytes(&bytes).ok()?)))
+            .map(|(seq, row)| entries.remove(&seq).unwrap_or_else(|| self.entry(seq, row)))
             .collect())
     }
 

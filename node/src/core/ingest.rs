@@ -142,6 +142,17 @@ impl Core {
                     }
                     continue;
                 }
+                // Content for a closed shard set aside is judged against it loaded.
+                let h = env.header();
+                if h.kind == Kind::Content
+                    && self
+                        .spaces
+                        .get(&space_id)
+                        .and_then(|s| s.readable.as_ref())
+                        .is_some_and(|r| r.parked.contains_key(&h.doc))
+                {
+                    self.load_shard(space_id, h.doc)?;
+                }
                 let org_verdict = self.org_verdict(&env);
                 let Some(space) = self.spaces.get_mut(&space_id) else {
                     if self.orphans.insert(env) {
@@ -426,6 +437,9 @@ impl Core {
         let mut by_doc: Vec<(DocId, (Epoch, Vec<Checked>))> = by_doc.into_iter().collect();
         by_doc.sort_by_cached_key(|(_, (epoch, _))| space.state.epoch_rank(epoch));
         for (doc, (epoch, changes)) in by_doc {
+            if readable.recent.contains(&doc) {
+                readable.dirty.insert(doc);
+            }
             let shard = readable.shard_mut(doc, &epoch);
             let result = std::panic::catch_unwind(AssertUnwindSafe(|| shard.doc.apply_checked(changes)));
             match result {

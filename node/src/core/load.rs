@@ -5,11 +5,72 @@ use std::ops::ControlFlow;
 
 use super::*;
 
-/// A space rebuilt from its log, with the changes decrypted on the way (their
-/// document and epoch), still to be applied.
-/// A space rebuilt from its log, and the stored changes it can read, each
-/// with the author the document rules judge it as.
-type Replayed = (Space, Vec<(DocId, Epoch, outpost_crdt::Change, outpost_crdt::Author)>);
+/// A stored change decrypted: its document, epoch, the change, and the
+/// author the document rules judge it as.
+pub(super) type StoredChange = (DocId, Epoch, outpost_crdt::Change, outpost_crdt::Author);
+
+/// A space rebuilt from its log, the stored changes it can read, and for
+/// each closed shard set aside, its writers' last seqs as stored.
+type Replayed = (Space, Vec<StoredChange>, BTreeMap<DocId, BTreeMap<ActorKey, u64>>);
+
+impl Space {
+    /// A stored content envelope opened, when this device holds its key and
+    /// its parents opened: the checks ingest makes after decrypting, for
+    /// content stored locked (the change is the author's, at its seq).
+    pub(super) fn open_stored(&self, env: &Envelope) -> Option<StoredChange> {
+        let r = self.readable.as_ref()?;
+        let h = env.header();
+        if h.kind != Kind::Content || h.parents.iter().any(|p| r.locked.contains(p)) {
+            return None;
+        }
+        let epoch = self.state.epoch_at(&h.control_heads)?;
+        let plain = env.open_content(&self.key_of(env)?).ok()?;
+        let change = outpost_crdt::Change::from_bytes(plain).ok()?;
+        let bound = change.actor_id().to_bytes() == h.actor().0 && change.seq() == h.seq;
+        let author = self.state.author_at(&h.control_heads, &h.author)?;
+        bound.then_some((h.doc, epoch, change, author))
+    }
+}
+
+/// Applies stored changes (accepted in causal order) to their documents.
+/// Content stored while this device lacked its key was checked only in clear;
+/// the document rules are checked now. A change that breaks them is left out
+/// (and logged), never allowed to stop the space from loading.
+pub(super) fn apply_stored(
+    r: &mut space::Readable,
+    space_id: SpaceId,
+    changes: Vec<StoredChange>,
+) -> std::result::Result<(), String> {
+    let mut by_doc: BTreeMap<DocId, (Epoch, Vec<Checked>)> = BTreeMap::new();
+    // Each change's objects are created by it, the document, or a change
+    // stored before it. Only the text and calendar rules look objects up;
+    // chat changes are not decoded for it.
+    let created = match r.model {
+        outpost_crdt::doc::Model::Text | outpost_crdt::doc::Model::Calendar => {
+            outpost_crdt::doc::created_objects(changes.iter().map(|(_, _, c, _)| c))
+        }
+        outpost_crdt::doc::Model::Chat => Default::default(),
+    };
+    let pending = |obj: &outpost_crdt::text::OpRef| created.get(obj).copied();
+    for (doc, epoch, change, author) in changes {
+        let shard = r.shard_mut(doc, &epoch);
+        match shard.doc.validate_with(change, &author, &pending) {
+            Ok(c) => by_doc.entry(doc).or_insert_with(|| (epoch, Vec::new())).1.push(c),
+            Err(v) => {
+                warn!(space = %space_id.fmt_short(), reason = v.reason(), "a stored change breaks the document rules; left out")
+            }
+        }
+    }
+    for (doc, (epoch, checked)) in by_doc {
+        let shard = r.shard_mut(doc, &epoch);
+        // The store is not a trust boundary for Automerge input: a panic
+        // leaves this space unread, never the node down.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| shard.doc.apply_checked(checked)))
+            .map_err(|_| "Automerge panicked applying stored changes".to_string())?
+            .map_err(|e| format!("stored changes do not apply: {e}"))?;
+    }
+    Ok(())
+}
 
 impl Core {
     /// Rebuilds every in-memory structure from the store.
@@ -69,6 +130,11 @@ impl Core {
         for space_id in unpurged {
             self.purge(space_id)?;
         }
+        // Closed shards read whole at this start (a room's first with them
+        // set aside, or stale rows) are set aside now.
+        let mut tx = self.store.begin()?;
+        self.settle_shards(&mut tx)?;
+        tx.commit()?;
         info!(spaces = self.spaces.len(), "store loaded");
         Ok(())
     }
@@ -85,7 +151,19 @@ impl Core {
         // device the key of earlier content), so read it first.
         let mut keys = Keyring::default();
         keys.unlock(&self.control_state(space_id)?, &self.keys);
-        let (mut space, mut changes) = self.replay_log(space_id, keys)?;
+        // Closed shards set aside at the last run stay aside, unless their
+        // writers moved on since (their rows are then stale: loaded below).
+        let mut rows: BTreeMap<DocId, shards::ShardRow> = BTreeMap::new();
+        for (doc, bytes) in self.store.closed_shards(&space_id).map_err(|e| e.to_string())? {
+            match postcard::from_bytes(&bytes) {
+                Ok(row) => drop(rows.insert(doc, row)),
+                Err(_) => {
+                    warn!(space = %space_id.fmt_short(), "a closed shard's row does not decode; the shard is read from its envelopes")
+                }
+            }
+        }
+        let aside: BTreeSet<DocId> = rows.keys().copied().collect();
+        let (mut space, mut changes, held) = self.replay_log(space_id, keys, &aside)?;
         space.unlock(&self.keys);
         for f in frozen {
             if let Ok(env) = Envelope::decode_stored(f.twins[0].clone()) {
@@ -107,42 +185,22 @@ impl Core {
                 warn!(space = %space_id.fmt_short(), %why, "a stored snapshot could not be loaded; skipped");
             }
         }
+        let mut stale = Vec::new();
         if let Some(r) = space.readable.as_mut() {
             changes.retain(|(_, _, c, _)| !r.has_change(&c.hash()));
-            // Content stored while this device lacked its key was checked only in
-            // clear; the document rules are checked now. A change that breaks them is
-            // left out (and logged), never allowed to stop the space from loading.
-            let mut by_doc: BTreeMap<DocId, (Epoch, Vec<Checked>)> = BTreeMap::new();
-            // Stored changes were accepted in causal order: each one's objects
-            // are created by it, the document, or a change stored before it.
-            // Only the text and calendar rules look objects up; chat changes are
-            // not decoded for it.
-            let created = match r.model {
-                outpost_crdt::doc::Model::Text | outpost_crdt::doc::Model::Calendar => {
-                    outpost_crdt::doc::created_objects(changes.iter().map(|(_, _, c, _)| c))
+            apply_stored(r, space_id, changes)?;
+            for (doc, writers) in held {
+                let row = &rows[&doc];
+                if row.writers != writers {
+                    stale.push(doc);
                 }
-                outpost_crdt::doc::Model::Chat => Default::default(),
-            };
-            let pending = |obj: &outpost_crdt::text::OpRef| created.get(obj).copied();
-            for (doc, epoch, change, author) in changes {
-                let shard = r.shard_mut(doc, &epoch);
-                match shard.doc.validate_with(change, &author, &pending) {
-                    Ok(c) => by_doc.entry(doc).or_insert_with(|| (epoch, Vec::new())).1.push(c),
-                    Err(v) => {
-                        warn!(space = %space_id.fmt_short(), reason = v.reason(), "a stored change breaks the document rules; left out")
-                    }
-                }
-            }
-            for (doc, (epoch, checked)) in by_doc {
-                let shard = r.shard_mut(doc, &epoch);
-                // The store is not a trust boundary for Automerge input: a panic
-                // leaves this space unread, never the node down.
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| shard.doc.apply_checked(checked)))
-                    .map_err(|_| "Automerge panicked applying stored changes".to_string())?
-                    .map_err(|e| format!("stored changes do not apply: {e}"))?;
+                r.parked.insert(doc, shards::Parked::of(row));
             }
         }
         self.spaces.insert(space_id, space);
+        for doc in stale {
+            self.load_shard(space_id, doc).map_err(|e| e.to_string())?;
+        }
         // Bodies that never came (a crash between a change and its bodies, a
         // snapshot) are asked of peers.
         self.find_missing_bodies(space_id)
@@ -180,10 +238,18 @@ impl Core {
     /// Replays a space's log in arrival order: the genesis, control operations
     /// (applied to the membership) and content (recorded, and decrypted when
     /// `keys` hold its epoch's key and its parents opened).
-    pub(super) fn replay_log(&self, space_id: SpaceId, keys: Keyring) -> std::result::Result<Replayed, String> {
+    /// Content of the closed shards in `aside` that this device could read is
+    /// recorded without being decrypted: those shards stay set aside.
+    pub(super) fn replay_log(
+        &self,
+        space_id: SpaceId,
+        keys: Keyring,
+        aside: &BTreeSet<DocId>,
+    ) -> std::result::Result<Replayed, String> {
         let mut keys = Some(keys);
         let mut space: Option<Space> = None;
         let mut changes = Vec::new();
+        let mut held: BTreeMap<DocId, BTreeMap<ActorKey, u64>> = aside.iter().map(|d| (*d, BTreeMap::new())).collect();
         let failed = self
             .store
             .scan_log(&space_id, 0, |order, bytes| {
@@ -207,20 +273,19 @@ impl Core {
                 if env.header().kind == Kind::Control {
                     s.state.apply(&env);
                 }
-                let change = s.readable.as_ref().and_then(|r| {
-                    let h = env.header();
-                    if h.kind != Kind::Content || h.parents.iter().any(|p| r.locked.contains(p)) {
-                        return None;
-                    }
-                    let epoch = s.state.epoch_at(&h.control_heads)?;
-                    let plain = env.open_content(&s.key_of(&env)?).ok()?;
-                    let change = outpost_crdt::Change::from_bytes(plain).ok()?;
-                    // The checks ingest makes after decrypting, for content that
-                    // was stored locked: the change is the author's, at its seq.
-                    let bound = change.actor_id().to_bytes() == h.actor().0 && change.seq() == h.seq;
-                    let author = s.state.author_at(&h.control_heads, &h.author)?;
-                    bound.then_some((h.doc, epoch, change, author))
-                });
+                let h = env.header();
+                if let Some(writers) = held.get_mut(&h.doc)
+                    && h.kind == Kind::Content
+                    && s.key_of(&env).is_some()
+                    && s.readable
+                        .as_ref()
+                        .is_some_and(|r| !h.parents.iter().any(|p| r.locked.contains(p)))
+                {
+                    writers.insert(h.actor(), h.seq);
+                    s.record_aside(&env, order);
+                    return ControlFlow::Continue(());
+                }
+                let change = s.open_stored(&env);
                 s.record_at(&env, change.as_ref().map(|(_, _, c, _)| c), order);
                 changes.extend(change);
                 ControlFlow::Continue(())
@@ -229,6 +294,6 @@ impl Core {
         if let Some(why) = failed {
             return Err(why);
         }
-        Ok((space.ok_or("the space has no genesis")?, changes))
+        Ok((space.ok_or("the space has no genesis")?, changes, held))
     }
 }

@@ -178,16 +178,40 @@ impl Core {
         let me = self.keys.user_id();
         let seen = self.seen_by_user(space).remove(&me).unwrap_or_default();
         let mut authors: HashMap<ActorKey, bool> = HashMap::new();
+        let mut mine = |actor: ActorKey| {
+            *authors.entry(actor).or_insert_with(|| {
+                let device = readable.device_of_actor.get(&actor);
+                device.is_some_and(|d| self.user_of(space, d) == Some(me))
+            })
+        };
+        let unseen = |actor: &ActorKey, counter: u64| seen.get(actor).is_none_or(|c| *c < counter);
         let mut unread = 0;
         for shard in readable.docs.values() {
             let Some(chat) = shard.doc.chat() else { continue };
             for m in chat.messages() {
                 let actor = actor_key(&m.actor);
-                let mine = *authors
-                    .entry(actor)
-                    .or_insert_with(|| self.user_of(space, &readable.author_of(&m.actor)) == Some(me));
-                if !mine && seen.get(&actor).is_none_or(|c| *c < m.lamport) {
+                if !mine(actor) && unseen(&actor, m.lamport) {
                     unread += 1;
+                }
+            }
+        }
+        // A closed shard set aside is counted from its stored counters, read
+        // only when it may hold something unread.
+        for (doc, parked) in &readable.parked {
+            if !parked
+                .top
+                .iter()
+                .any(|(actor, top)| !mine(*actor) && unseen(actor, *top))
+            {
+                continue;
+            }
+            let row = self.store.closed_shard(&space.state.space, doc).ok().flatten();
+            let Some(row) = row.and_then(|b| postcard::from_bytes::<super::shards::ShardRow>(&b).ok()) else {
+                continue;
+            };
+            for (actor, counters) in &row.counters {
+                if !mine(*actor) {
+                    unread += counters.iter().filter(|c| unseen(actor, **c)).count() as u64;
                 }
             }
         }
@@ -205,6 +229,10 @@ fn seen_now(readable: &space::Readable) -> BTreeMap<ActorKey, u64> {
             let entry = seen.entry(actor_key(&m.actor)).or_insert(0);
             *entry = (*entry).max(m.lamport);
         }
+    }
+    for (actor, top) in readable.parked.values().flat_map(|p| &p.top) {
+        let entry = seen.entry(*actor).or_insert(0);
+        *entry = (*entry).max(*top);
     }
     if seen.len() > MAX_RECEIPT_WRITERS {
         let mut by_counter: Vec<(ActorKey, u64)> = seen.into_iter().collect();

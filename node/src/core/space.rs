@@ -4,7 +4,7 @@
 //! The decisions here are pure functions of the envelopes and the space state:
 //! [`Space::classify`] says what to do with an envelope, identically on every node.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use outpost_crdt::{
     ActorId, Change, ChangeHash,
@@ -120,6 +120,23 @@ pub(crate) struct Readable {
     pub(crate) device_of_actor: HashMap<ActorKey, DeviceId>,
     /// The document each writer writes (a writer is one device in one document).
     pub(crate) doc_of_actor: HashMap<ActorKey, DocId>,
+    /// A sharded room's closed shards set aside: stored, summarised, not in
+    /// `docs` (see `core::shards`).
+    pub(crate) parked: BTreeMap<DocId, super::shards::Parked>,
+    /// Closed shards loaded back on demand, the most recently used last.
+    pub(crate) recent: VecDeque<DocId>,
+    /// Those of `recent` changed since they were loaded: their stored rows are
+    /// rewritten before they are set aside again.
+    pub(crate) dirty: BTreeSet<DocId>,
+}
+
+/// A room's latest messages (see [`Readable::latest`]).
+pub(crate) struct Latest {
+    pub(crate) messages: Vec<outpost_crdt::chat::Message>,
+    /// The documents they come from, the oldest first.
+    pub(crate) docs: Vec<DocId>,
+    /// A closed shard set aside that the messages stop short at.
+    pub(crate) set_aside: Option<DocId>,
 }
 
 /// One document of a space.
@@ -229,6 +246,9 @@ impl Space {
             env_of_change: HashMap::new(),
             device_of_actor: HashMap::new(),
             doc_of_actor: HashMap::new(),
+            parked: BTreeMap::new(),
+            recent: VecDeque::new(),
+            dirty: BTreeSet::new(),
         });
         let name = state.name(&keys);
         let department = state.department(&keys);
@@ -586,6 +606,22 @@ impl Space {
     /// Records an envelope stored at log position `order` (start-up replay: a
     /// purge may have left gaps, and new positions must follow the last one).
     pub(crate) fn record_at(&mut self, env: &Envelope, change: Option<&Change>, order: u64) {
+        self.record_inner(env, change, false, order);
+    }
+
+    /// Records a stored content envelope of a closed shard set aside: readable
+    /// (its key is held), but neither decrypted nor applied until the shard
+    /// is loaded (start-up replay).
+    pub(crate) fn record_aside(&mut self, env: &Envelope, order: u64) {
+        self.record_inner(env, None, true, order);
+        if let Some(r) = self.readable.as_mut() {
+            let h = env.header();
+            r.device_of_actor.insert(h.actor(), h.author);
+            r.doc_of_actor.insert(h.actor(), h.doc);
+        }
+    }
+
+    fn record_inner(&mut self, env: &Envelope, change: Option<&Change>, aside: bool, order: u64) {
         let h = env.header();
         self.next_order = self.next_order.max(order + 1);
         self.order.insert(env.id(), order);
@@ -600,7 +636,7 @@ impl Space {
         self.pending.remove(&env.id());
         match (self.readable.as_mut(), change) {
             (Some(r), Some(change)) => r.map_change(env, change.hash()),
-            (Some(r), None) if h.kind == Kind::Content => {
+            (Some(r), None) if h.kind == Kind::Content && !aside => {
                 r.locked.insert(env.id());
                 if !h.parents.iter().any(|p| r.locked.contains(p))
                     && let Some(epoch) = self.state.epoch_at(&h.control_heads)
@@ -850,12 +886,26 @@ impl Readable {
     /// The latest `limit` messages in display order, read from the last
     /// documents only, and the documents they come from (the oldest first):
     /// a room's latest messages cost its last shard or two, not its history.
-    pub(crate) fn latest(&self, state: &SpaceState, limit: usize) -> (Vec<outpost_crdt::chat::Message>, Vec<DocId>) {
+    /// They stop short at a closed shard set aside, named in the answer: the
+    /// caller loads it and asks again, or makes do with the messages after it.
+    pub(crate) fn latest(&self, state: &SpaceState, limit: usize) -> Latest {
         let mut out: Vec<Vec<outpost_crdt::chat::Message>> = Vec::new();
         let mut docs = Vec::new();
         let mut count = 0;
+        let mut set_aside = None;
         for (doc, shard) in self.ordered(state).into_iter().rev() {
             if count >= limit {
+                break;
+            }
+            // A shard set aside between this one and the last read comes first.
+            let k = state.space.shard_of(doc);
+            let gap = self
+                .parked
+                .keys()
+                .filter(|p| state.space.shard_of(p) > k)
+                .max_by_key(|p| state.space.shard_of(p));
+            if let Some(parked) = gap {
+                set_aside = Some(*parked);
                 break;
             }
             let Some(chat) = shard.doc.chat() else { continue };
@@ -868,7 +918,11 @@ impl Readable {
         let mut all: Vec<outpost_crdt::chat::Message> = out.into_iter().rev().flatten().collect();
         let skip = all.len().saturating_sub(limit);
         all.drain(..skip);
-        (all, docs)
+        Latest {
+            messages: all,
+            docs,
+            set_aside,
+        }
     }
 
     /// The device that writes as `actor`; all zero for an actor this node cannot
@@ -880,7 +934,7 @@ impl Readable {
             .unwrap_or(DeviceId([0; 32]))
     }
 
-    fn map_change(&mut self, env: &Envelope, hash: ChangeHash) {
+    pub(crate) fn map_change(&mut self, env: &Envelope, hash: ChangeHash) {
         let h = env.header();
         self.change_of_env.insert(env.id(), (h.doc, hash));
         self.env_of_change.insert(hash, env.id());

@@ -252,7 +252,15 @@ impl Indexer {
             Err(_) => return,
         };
         for space in std::mem::take(&mut self.rooms) {
-            match self.core.messages(space, MAX_LOG_LIMIT).await {
+            // A room indexed in this run is read again from memory only: what
+            // changed is there (a change to a closed shard loads it), and a
+            // large room's history is not loaded for it.
+            let messages = if self.known.contains_key(&space) {
+                self.core.recent_messages(space).await
+            } else {
+                self.core.messages(space, MAX_LOG_LIMIT).await
+            };
+            match messages {
                 Ok(messages) => {
                     self.reindex_room(space, &messages);
                     self.record(space, &stamps);

@@ -1,0 +1,278 @@
+//! A large room's closed shards, set aside (issue 7, point 6: memory does not
+//! grow with a room's history).
+//!
+//! A sharded room (shared history) writes new messages into its last shard,
+//! and what points at a message into that message's own shard. So only three
+//! shards are *open*: shard 0 (the room's settings, what snapshots cover) and
+//! the last two (the latest messages). Every other shard is *closed*: it
+//! changes only when someone edits, reacts to or retracts one of its messages.
+//!
+//! A closed shard is set aside: its Automerge document and the per-change
+//! maps leave memory, and a row in `closed-shards-1` keeps what the node must
+//! know without it (each writer's last seq then; each writer's message
+//! counters, for unread counts), with its message ids in `message-shards-1`
+//! (so a command naming an old message loads its one shard). Its envelopes
+//! stay in the log as before. A start-up replay records a closed shard's
+//! envelopes without decrypting them, unless its writers moved on since its
+//! row was written (a crash between a late change and setting it aside
+//! again): then the shard is read from its envelopes and set aside anew.
+//!
+//! A closed shard is loaded back, from its writers' stored envelopes, when a
+//! change for it arrives, when this device writes into it, or when a read
+//! reaches it; at most [`LOADED_CLOSED`] stay loaded (least recently used go
+//! first). Shards loaded and not changed are set aside again without a write;
+//! changed ones rewrite their row in the batch that changed them.
+
+use serde::{Deserialize, Serialize};
+
+use super::{space::actor_key, *};
+
+/// Closed shards kept loaded after use, per room.
+pub(crate) const LOADED_CLOSED: usize = 2;
+
+/// What is stored of a closed shard set aside.
+#[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
+pub(crate) struct ShardRow {
+    /// Each writer's last seq when the row was written: a replay that finds
+    /// more reads the shard again.
+    pub(crate) writers: BTreeMap<ActorKey, u64>,
+    /// Each writer's message counters (Lamport), for unread counts.
+    pub(crate) counters: BTreeMap<ActorKey, Vec<u64>>,
+}
+
+/// A closed shard set aside, as held in memory: a few bytes per writer.
+#[derive(Debug, Clone)]
+pub(crate) struct Parked {
+    /// Each writer's highest message counter in the shard.
+    pub(crate) top: BTreeMap<ActorKey, u64>,
+}
+
+impl Parked {
+    pub(crate) fn of(row: &ShardRow) -> Self {
+        let top = row
+            .counters
+            .iter()
+            .filter_map(|(actor, counters)| Some((*actor, *counters.iter().max()?)))
+            .collect();
+        Self { top }
+    }
+}
+
+impl Space {
+    /// Whether `doc` is a closed shard of this room: a shard of a room with
+    /// shared history, neither its first nor one of its last two.
+    pub(crate) fn is_closed(&self, doc: &DocId) -> bool {
+        let (Some(k), Some(max)) = (self.state.space.shard_of(doc), self.max_shard) else {
+            return false;
+        };
+        self.state.history == History::Shared && k >= 1 && k.saturating_add(2) <= max
+    }
+}
+
+impl Core {
+    /// Loads a closed shard set aside back into memory from its writers'
+    /// stored envelopes; a shard already loaded counts as used now. Keeps
+    /// up to [`LOADED_CLOSED`] closed shards loaded beyond what a read needs
+    /// (see [`Core::release_shards`]).
+    pub(super) fn load_shard(&mut self, space_id: SpaceId, doc: DocId) -> store::Result<()> {
+        let Some(space) = self.spaces.get_mut(&space_id) else {
+            return Ok(());
+        };
+        let Some(r) = space.readable.as_mut() else {
+            return Ok(());
+        };
+        if r.parked.remove(&doc).is_none() {
+            if let Some(at) = r.recent.iter().position(|d| *d == doc) {
+                r.recent.remove(at);
+                r.recent.push_back(doc);
+            }
+            return Ok(());
+        }
+        let writers: Vec<ActorKey> = r
+            .doc_of_actor
+            .iter()
+            .filter(|(_, d)| **d == doc)
+            .map(|(actor, _)| *actor)
+            .collect();
+        let mut envelopes = Vec::new();
+        for actor in writers {
+            let from = space.stored_from.get(&actor).copied().unwrap_or(1);
+            for bytes in self.store.writer_range(&space_id, &actor, from, space.vv.get(&actor))? {
+                if let Ok(env) = Envelope::decode_stored(bytes) {
+                    envelopes.push(env);
+                }
+            }
+        }
+        // The log's order is causal: parents before children.
+        envelopes.sort_by_key(|e| space.order.get(&e.id()).copied().unwrap_or(u64::MAX));
+        let mut changes = Vec::with_capacity(envelopes.len());
+        for env in &envelopes {
+            let opened = space.open_stored(env);
+            let r = space.readable.as_mut().expect("checked above");
+            match &opened {
+                Some((_, _, change, _)) => r.map_change(env, change.hash()),
+                None => drop(r.locked.insert(env.id())),
+            }
+            changes.extend(opened);
+        }
+        let r = space.readable.as_mut().expect("checked above");
+        if let Err(why) = load::apply_stored(r, space_id, changes) {
+            warn!(space = %space_id.fmt_short(), shard = ?space_id.shard_of(&doc), %why, "a closed shard could not be loaded whole");
+        }
+        r.recent.push_back(doc);
+        debug!(space = %space_id.fmt_short(), shard = ?space_id.shard_of(&doc), envelopes = envelopes.len(), "closed shard loaded");
+        Ok(())
+    }
+
+    /// Loads the closed shards holding messages of `space_id` whose id
+    /// starts with `name`, so that commands naming an old message find it.
+    pub(super) fn bring_message(&mut self, space_id: SpaceId, name: &str) -> store::Result<()> {
+        let name = name.trim().to_lowercase();
+        if name.is_empty() {
+            return Ok(());
+        }
+        let Some(r) = self.spaces.get(&space_id).and_then(|s| s.readable.as_ref()) else {
+            return Ok(());
+        };
+        if r.parked.is_empty() {
+            return Ok(());
+        }
+        // Two are enough to tell "one message" from "ambiguous".
+        let found = self.store.message_shards(&space_id, &name, 2)?;
+        for (_, doc) in found {
+            self.load_shard(space_id, doc)?;
+        }
+        Ok(())
+    }
+
+    /// Loads the shards `docs` of a room that are set aside.
+    pub(super) fn bring_docs(&mut self, space_id: SpaceId, docs: &[DocId]) -> store::Result<()> {
+        for doc in docs {
+            let parked = self
+                .spaces
+                .get(&space_id)
+                .and_then(|s| s.readable.as_ref())
+                .is_some_and(|r| r.parked.contains_key(doc));
+            if parked {
+                self.load_shard(space_id, *doc)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// After a read: closed shards loaded beyond [`LOADED_CLOSED`] and not
+    /// changed are set aside again (their rows are current).
+    pub(super) fn release_shards(&mut self, space_id: SpaceId) {
+        let Some(space) = self.spaces.get_mut(&space_id) else {
+            return;
+        };
+        let Some(r) = space.readable.as_mut() else { return };
+        let over = r.recent.len().saturating_sub(LOADED_CLOSED);
+        let clean: Vec<DocId> = r
+            .recent
+            .iter()
+            .take(over)
+            .filter(|d| !r.dirty.contains(d))
+            .copied()
+            .collect();
+        for doc in clean {
+            if let Some((parked, _)) = set_aside(space, doc) {
+                let r = space.readable.as_mut().expect("checked above");
+                r.parked.insert(doc, parked);
+            }
+        }
+    }
+
+    /// At the end of a batch that wrote: in every sharded room, closed shards
+    /// loaded and not among the [`LOADED_CLOSED`] recently used are set aside
+    /// (their rows written), and the rows of those changed are rewritten.
+    pub(super) fn settle_shards(&mut self, tx: &mut Txn) -> store::Result<()> {
+        for (space_id, space) in &mut self.spaces {
+            let Some(r) = space.readable.as_ref() else { continue };
+            if r.model != outpost_crdt::doc::Model::Chat || space.state.history != History::Shared {
+                continue;
+            }
+            let over = r.recent.len().saturating_sub(LOADED_CLOSED);
+            let evicted: Vec<DocId> = r.recent.iter().take(over).copied().collect();
+            let closed: Vec<DocId> = r
+                .docs
+                .keys()
+                .filter(|d| space.is_closed(d) && !r.recent.contains(d))
+                .copied()
+                .collect();
+            let dirty: Vec<DocId> = r.dirty.iter().filter(|d| !evicted.contains(d)).copied().collect();
+            for doc in evicted.into_iter().chain(closed) {
+                if let Some((parked, (row, ids))) = set_aside(space, doc) {
+                    tx.put_closed_shard(space_id, &doc, &row, ids.iter().map(String::as_str))?;
+                    let r = space.readable.as_mut().expect("checked above");
+                    r.parked.insert(doc, parked);
+                }
+            }
+            for doc in dirty {
+                if let Some((row, ids)) = row_of(space, doc) {
+                    tx.put_closed_shard(space_id, &doc, &row, ids.iter().map(String::as_str))?;
+                }
+            }
+            if let Some(r) = space.readable.as_mut() {
+                r.dirty.clear();
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What is written for a closed shard: its row (postcard) and its message ids.
+type Stored = (Vec<u8>, Vec<String>);
+
+/// A closed shard's stored row and message ids, from the loaded shard.
+fn row_of(space: &Space, doc: DocId) -> Option<Stored> {
+    let (row, ids) = summary(space, doc)?;
+    Some((postcard::to_stdvec(&row).expect("rows serialize"), ids))
+}
+
+fn summary(space: &Space, doc: DocId) -> Option<(ShardRow, Vec<String>)> {
+    let r = space.readable.as_ref()?;
+    let chat = r.docs.get(&doc)?.doc.chat()?;
+    let mut row = ShardRow::default();
+    let mut ids = Vec::new();
+    for m in chat.messages() {
+        row.counters.entry(actor_key(&m.actor)).or_default().push(m.lamport);
+        ids.push(m.id);
+    }
+    row.writers = r
+        .doc_of_actor
+        .iter()
+        .filter(|(_, d)| **d == doc)
+        .map(|(actor, _)| (*actor, space.vv.get(actor)))
+        .collect();
+    Some((row, ids))
+}
+
+/// Takes a loaded closed shard out of memory (its document and per-change
+/// maps), with what to store for it. None when it is not loaded, or holds
+/// content this device cannot open (kept loaded: a key may still come).
+fn set_aside(space: &mut Space, doc: DocId) -> Option<(Parked, Stored)> {
+    let r = space.readable.as_ref()?;
+    if r.locked.iter().any(|id| space.doc_of.get(id) == Some(&doc)) {
+        return None;
+    }
+    let (row, ids) = summary(space, doc)?;
+    let parked = Parked::of(&row);
+    let bytes = postcard::to_stdvec(&row).expect("rows serialize");
+    let r = space.readable.as_mut()?;
+    r.docs.remove(&doc);
+    r.recent.retain(|d| *d != doc);
+    r.dirty.remove(&doc);
+    let gone: Vec<EnvelopeId> = r
+        .change_of_env
+        .iter()
+        .filter(|(_, (d, _))| *d == doc)
+        .map(|(id, _)| *id)
+        .collect();
+    for id in gone {
+        if let Some((_, hash)) = r.change_of_env.remove(&id) {
+            r.env_of_change.remove(&hash);
+        }
+    }
+    Some((parked, (bytes, ids)))
+}
