@@ -10,10 +10,13 @@
 //!   asks, repeated (p50, p99) — served from the room's last shards;
 //! - **whole log** as the baseline in the same run: the same call for every
 //!   message (what every read cost before rooms were sharded);
-//! - **RSS** of this process after building, and after a restart of the core
-//!   on the same store (the core's own memory: the bench holds nothing else);
-//! - **start-up**: the restart itself (loading the room from the store), and
-//!   the first latest-50 after it.
+//! - **RSS** of this process after building; and of a fresh process that
+//!   opens the same store (this bench run again with `--reopen`), after its
+//!   first latest-50: the memory a node holds for the room at rest, which is
+//!   what must not grow with the room's history (the building process keeps
+//!   its allocator's high-water mark);
+//! - **start-up**: that process's core start (loading the room from the
+//!   store), the first latest-50 after it, and the closed shards it set aside.
 //!
 //! ```text
 //! cargo run --release --example room_bench                      # 10k and 100k messages
@@ -46,6 +49,8 @@ struct Args {
     per_change: usize,
     reps: usize,
     json: bool,
+    /// Internal: open the store in this home and measure a start (the child).
+    reopen: Option<(std::path::PathBuf, SpaceId)>,
 }
 
 fn args() -> Result<Args> {
@@ -54,6 +59,7 @@ fn args() -> Result<Args> {
         per_change: 16,
         reps: 200,
         json: false,
+        reopen: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -68,6 +74,11 @@ fn args() -> Result<Args> {
             "--per-change" => out.per_change = value()?.parse()?,
             "--reps" => out.reps = value()?.parse()?,
             "--json" => out.json = true,
+            "--reopen" => {
+                let home = value()?.into();
+                let space = it.next().context("--reopen HOME SPACE")?.parse()?;
+                out.reopen = Some((home, space));
+            }
             "--help" | "-h" => {
                 println!(
                     "room_bench [--sizes 10000,100000] [--per-change 16] [--reps 200] [--json]\n\
@@ -95,7 +106,49 @@ struct Row {
     restart_s: f64,
     first_latest50_after_restart_ms: f64,
     rss_after_restart_mib: f64,
+    shards_set_aside: usize,
     store_mib: f64,
+}
+
+/// What the fresh process that reopens the store measures.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Reopened {
+    start_s: f64,
+    first_latest50_ms: f64,
+    rss_mib: f64,
+    shards_set_aside: usize,
+    /// The ids of the latest 50, to check against the builder's.
+    latest_ids: Vec<String>,
+}
+
+/// The child: starts a core on `home`, reads the latest 50 once, and prints
+/// what it measured as JSON.
+async fn reopen(home: &Path, space: SpaceId) -> Result<()> {
+    let keys = Arc::new(DeviceKeys::load(home)?);
+    let t = Instant::now();
+    let (core, thread) = core::spawn_with(home.to_path_buf(), keys, Options::default())?;
+    // The start is done when the core answers.
+    core.status().await?;
+    let start = t.elapsed();
+    let t = Instant::now();
+    let latest = core.messages(space, 50).await?;
+    let first = t.elapsed();
+    let status = core.status().await?;
+    let set_aside = status
+        .iter()
+        .find(|s| s.space == space)
+        .map_or(0, |s| s.shards_set_aside);
+    let out = Reopened {
+        start_s: start.as_secs_f64(),
+        first_latest50_ms: ms(first),
+        rss_mib: rss_mib("self").unwrap_or(f64::NAN),
+        shards_set_aside: set_aside,
+        latest_ids: latest.into_iter().map(|m| m.id).collect(),
+    };
+    drop(core);
+    thread.join().expect("core thread");
+    println!("{}", serde_json::to_string(&out)?);
+    Ok(())
 }
 
 /// Posts `n` messages, `per_change` sends in flight at once (one group commit each).
@@ -155,7 +208,7 @@ async fn latest(core: &CoreHandle, space: SpaceId, reps: usize) -> Result<Vec<Du
 
 async fn one_size(n: usize, args: &Args) -> Result<Row> {
     let dir = tempfile::tempdir_in(std::env::temp_dir())?;
-    let keys = Arc::new(DeviceKeys::generate());
+    let keys = Arc::new(DeviceKeys::create(dir.path())?);
     let (core, thread) = core::spawn_with(dir.path().to_path_buf(), keys.clone(), Options::default())?;
     let space = core
         .create_chat("big room".into(), History::Shared, vec![], vec![])
@@ -177,16 +230,17 @@ async fn one_size(n: usize, args: &Args) -> Result<Row> {
 
     drop(core);
     thread.join().expect("core thread");
-    let t = Instant::now();
-    let (core, thread) = core::spawn_with(dir.path().to_path_buf(), keys, Options::default())?;
-    let restart = t.elapsed();
-    let t = Instant::now();
-    let first = core.messages(space, 50).await?;
-    let first_latest = t.elapsed();
-    ensure!(first == tail, "the same latest 50 after a restart");
-    let rss_after_restart = rss_mib("self").unwrap_or(f64::NAN);
-    drop(core);
-    thread.join().expect("core thread");
+    drop(keys);
+    let child = std::process::Command::new(std::env::current_exe()?)
+        .arg("--reopen")
+        .arg(dir.path())
+        .arg(space.to_string())
+        .stderr(std::process::Stdio::inherit())
+        .output()?;
+    ensure!(child.status.success(), "the reopening process failed");
+    let reopened: Reopened = serde_json::from_slice(&child.stdout)?;
+    let tail_ids: Vec<String> = tail.into_iter().map(|m| m.id).collect();
+    ensure!(reopened.latest_ids == tail_ids, "the same latest 50 after a restart");
     Ok(Row {
         messages: n,
         changes_about: n.div_ceil(args.per_change),
@@ -196,9 +250,10 @@ async fn one_size(n: usize, args: &Args) -> Result<Row> {
         latest50_p99_ms: ms(quantile(&times, 0.99)),
         whole_log_ms: ms(whole_log),
         rss_after_build_mib: rss_after_build,
-        restart_s: restart.as_secs_f64(),
-        first_latest50_after_restart_ms: ms(first_latest),
-        rss_after_restart_mib: rss_after_restart,
+        restart_s: reopened.start_s,
+        first_latest50_after_restart_ms: reopened.first_latest50_ms,
+        rss_after_restart_mib: reopened.rss_mib,
+        shards_set_aside: reopened.shards_set_aside,
         store_mib: dir_mib(dir.path()),
     })
 }
@@ -206,6 +261,9 @@ async fn one_size(n: usize, args: &Args) -> Result<Row> {
 fn main() -> Result<()> {
     let args = args()?;
     let rt = tokio::runtime::Runtime::new()?;
+    if let Some((home, space)) = &args.reopen {
+        return rt.block_on(reopen(home, *space));
+    }
     let mut rows = Vec::new();
     for &n in &args.sizes {
         eprintln!("room of {n} messages…");
@@ -216,12 +274,12 @@ fn main() -> Result<()> {
         return Ok(());
     }
     println!(
-        "| messages | changes | build (msgs/s) | latest 50 p50 / p99 | whole log (≤ 100k) | RSS built | restart | first latest 50 after restart | RSS restarted | store |"
+        "| messages | changes | build (msgs/s) | latest 50 p50 / p99 | whole log (≤ 100k) | RSS built | restart | first latest 50 after restart | RSS restarted | shards set aside | store |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in &rows {
         println!(
-            "| {} | ≈{} | {:.1} s ({:.0}) | {:.2} / {:.2} ms | {:.0} ms | {:.0} MiB | {:.1} s | {:.2} ms | {:.0} MiB | {:.0} MiB |",
+            "| {} | ≈{} | {:.1} s ({:.0}) | {:.2} / {:.2} ms | {:.0} ms | {:.0} MiB | {:.1} s | {:.2} ms | {:.0} MiB | {} | {:.0} MiB |",
             r.messages,
             r.changes_about,
             r.build_s,
@@ -233,6 +291,7 @@ fn main() -> Result<()> {
             r.restart_s,
             r.first_latest50_after_restart_ms,
             r.rss_after_restart_mib,
+            r.shards_set_aside,
             r.store_mib
         );
     }

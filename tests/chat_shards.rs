@@ -13,8 +13,8 @@ use inproc::{Node, deliver, kinds, served, stored};
 use outpost_node::{
     control::{History, Role},
     core::{ChatOp, Grant, MessageView, Options, Outgoing},
-    envelope::{Envelope, Kind},
-    ids::{DocId, SpaceId},
+    envelope::{Envelope, Header, Kind},
+    ids::{DocId, EnvelopeId, SpaceId},
 };
 
 const SHARD: usize = 10;
@@ -357,5 +357,98 @@ fn closed_shards_are_set_aside_and_loaded_when_something_reaches_them() {
         let log_b = log(&bob, space).await;
         assert_eq!(log_b.last().unwrap().id, reply.id);
         assert!(log_b.last().unwrap().reply_to.is_some());
+    });
+}
+
+#[test]
+fn a_member_cannot_skip_shards_or_build_across_them() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let (alice, mallory) = (node(), node());
+        let mut alice_rx = alice.core.subscribe();
+        let space = alice
+            .core
+            .create_chat("rules".into(), History::Shared, vec![mallory.cert().to_card()], vec![])
+            .await
+            .unwrap();
+        alice.core.send(space, "hello".into(), None).await.unwrap();
+        let written = stored(&mut alice_rx);
+        let state = inproc::control_state(&written, space);
+        let key = state.unwrap_key(&mallory.keys).expect("mallory is a member").unwrap();
+        let first = written
+            .iter()
+            .map(|b| Envelope::decode(b.clone()).unwrap())
+            .find(|e| e.header().kind == Kind::Content)
+            .unwrap();
+        let seal = |doc: DocId, incarnation: u64, parents: Vec<EnvelopeId>, body: &[u8]| {
+            let header = Header {
+                kind: Kind::Content,
+                space,
+                doc,
+                epoch: state.epoch,
+                author: mallory.device(),
+                incarnation,
+                seq: 1,
+                parents,
+                control_heads: state.heads(),
+            };
+            Envelope::seal_content(&mallory.keys, header, &key, body).into_bytes()
+        };
+        // Shard rules are checked in clear, before decryption: the body need
+        // not be a change.
+        let envelope = |doc: DocId, parents: Vec<EnvelopeId>| seal(doc, 7, parents, b"not a change");
+        let ingest = |bytes: Vec<u8>| async { alice.core.ingest(mallory.device(), vec![bytes]).await.unwrap() };
+
+        // Shard 0 holds everything so far: shard 3 waits for shards 1 and 2.
+        let ack = ingest(envelope(space.chat_shard(3), Vec::new())).await;
+        assert_eq!(
+            (ack.stored, ack.pending, ack.rejected),
+            (0, 1, 0),
+            "a skipped shard waits"
+        );
+        // Past the last shard there can be: refused for good.
+        let ack = ingest(envelope(space.chat_shard((1 << 20) + 1), Vec::new())).await;
+        assert_eq!(
+            (ack.stored, ack.pending, ack.rejected),
+            (0, 0, 1),
+            "a shard past the last"
+        );
+        // A message of shard 1 naming a change of shard 0 as its parent:
+        // refused; the same message without it is taken.
+        let message = |incarnation: u64| {
+            let doc = space.chat_shard(1);
+            let actor = outpost_crdt::writer::actor_id(&mallory.device().0, &doc, incarnation);
+            let post = outpost_crdt::chat::NewMessage {
+                id: format!("mallory{incarnation}"),
+                body: EnvelopeId::of(b"its body").to_string(),
+                reply_to: None,
+                mentions: Vec::new(),
+                all: false,
+            };
+            let author = outpost_crdt::Author {
+                user: mallory.keys.user_id().to_string(),
+                editor: true,
+                admin: false,
+            };
+            outpost_crdt::chat::ChatDoc::new(doc)
+                .post(actor, &author, &[post], 1)
+                .unwrap()
+        };
+        let across = seal(space.chat_shard(1), 8, vec![first.id()], message(8).raw_bytes());
+        let ack = ingest(across).await;
+        assert_eq!(
+            (ack.stored, ack.pending, ack.rejected),
+            (0, 0, 1),
+            "a parent in another shard"
+        );
+        let alone = seal(space.chat_shard(1), 9, Vec::new(), message(9).raw_bytes());
+        let ack = ingest(alone).await;
+        assert_eq!(
+            (ack.stored, ack.pending, ack.rejected),
+            (1, 0, 0),
+            "the same message on its own"
+        );
+        assert_eq!(alice.status(space).await.rejected, 2);
+        assert_eq!(log(&alice, space).await.len(), 2);
     });
 }
