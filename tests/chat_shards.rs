@@ -60,21 +60,54 @@ async fn exchange(a: &Node, b: &Node, space: SpaceId) {
     }
 }
 
+/// A room Alice makes with Bob as a member, and the ids of `n` messages she
+/// posts into it (m0, m1, …).
+async fn room_of(alice: &Node, bob: &Node, n: usize) -> (SpaceId, Vec<String>) {
+    let space = alice
+        .core
+        .create_chat("big room".into(), History::Shared, vec![bob.cert().to_card()], vec![])
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for i in 0..n {
+        ids.push(alice.core.send(space, format!("m{i}"), None).await.unwrap().id);
+    }
+    (space, ids)
+}
+
+/// Writes one chat operation, which must succeed.
+async fn write(node: &Node, space: Option<SpaceId>, op: ChatOp) {
+    node.core.chat_write(space, op).await.unwrap();
+}
+
+fn edit(message: &str, text: &str) -> ChatOp {
+    ChatOp::Edit {
+        message: message.into(),
+        text: text.into(),
+    }
+}
+
+fn retract(message: &str) -> ChatOp {
+    ChatOp::Retract {
+        message: message.into(),
+    }
+}
+
+fn thumbs_up(message: &str) -> ChatOp {
+    ChatOp::React {
+        message: message.into(),
+        emoji: "👍".into(),
+        on: true,
+    }
+}
+
 #[test]
 fn messages_roll_over_into_shards_and_every_node_agrees() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let (alice, bob) = (node(), node());
         let mut alice_rx = alice.core.subscribe();
-        let space = alice
-            .core
-            .create_chat("big room".into(), History::Shared, vec![bob.cert().to_card()], vec![])
-            .await
-            .unwrap();
-        let mut ids = Vec::new();
-        for i in 0..25 {
-            ids.push(alice.core.send(space, format!("m{i}"), None).await.unwrap().id);
-        }
+        let (space, ids) = room_of(&alice, &bob, 25).await;
         let written = stored(&mut alice_rx);
         assert_eq!(shards_written(&written, space), BTreeSet::from([0, 1, 2]));
         exchange(&alice, &bob, space).await;
@@ -90,38 +123,9 @@ fn messages_roll_over_into_shards_and_every_node_agrees() {
         }
 
         // Old messages are edited, retracted and reacted to in their own shard.
-        alice
-            .core
-            .chat_write(
-                None,
-                ChatOp::Edit {
-                    message: ids[0].clone(),
-                    text: "m0, edited".into(),
-                },
-            )
-            .await
-            .unwrap();
-        alice
-            .core
-            .chat_write(
-                None,
-                ChatOp::Retract {
-                    message: ids[1].clone(),
-                },
-            )
-            .await
-            .unwrap();
-        bob.core
-            .chat_write(
-                None,
-                ChatOp::React {
-                    message: ids[2].clone(),
-                    emoji: "👍".into(),
-                    on: true,
-                },
-            )
-            .await
-            .unwrap();
+        write(&alice, None, edit(&ids[0], "m0, edited")).await;
+        write(&alice, None, retract(&ids[1])).await;
+        write(&bob, None, thumbs_up(&ids[2])).await;
         let written = stored(&mut alice_rx);
         let first = space.chat_shard(0);
         assert_eq!(doc_of(&written, Kind::Content), vec![first, first]);
@@ -239,15 +243,7 @@ fn closed_shards_are_set_aside_and_loaded_when_something_reaches_them() {
     rt.block_on(async {
         let (alice, bob) = (node(), node());
         let mut alice_rx = alice.core.subscribe();
-        let space = alice
-            .core
-            .create_chat("history".into(), History::Shared, vec![bob.cert().to_card()], vec![])
-            .await
-            .unwrap();
-        let mut ids = Vec::new();
-        for i in 0..60 {
-            ids.push(alice.core.send(space, format!("m{i}"), None).await.unwrap().id);
-        }
+        let (space, ids) = room_of(&alice, &bob, 60).await;
         // Shards 0–5: the first and the last two stay, 1–3 are set aside.
         let status = alice.status(space).await;
         assert_eq!((status.shards_loaded, status.shards_set_aside), (3, 3));
@@ -267,39 +263,9 @@ fn closed_shards_are_set_aside_and_loaded_when_something_reaches_them() {
         // Edits, retractions and reactions of messages in closed shards go
         // into those shards (loaded for it).
         let _ = stored(&mut alice_rx);
-        alice
-            .core
-            .chat_write(
-                None,
-                ChatOp::Edit {
-                    message: ids[12].clone(),
-                    text: "m12, edited".into(),
-                },
-            )
-            .await
-            .unwrap();
-        alice
-            .core
-            .chat_write(
-                Some(space),
-                ChatOp::Retract {
-                    message: ids[25].clone(),
-                },
-            )
-            .await
-            .unwrap();
-        alice
-            .core
-            .chat_write(
-                Some(space),
-                ChatOp::React {
-                    message: ids[35].clone(),
-                    emoji: "👍".into(),
-                    on: true,
-                },
-            )
-            .await
-            .unwrap();
+        write(&alice, None, edit(&ids[12], "m12, edited")).await;
+        write(&alice, Some(space), retract(&ids[25])).await;
+        write(&alice, Some(space), thumbs_up(&ids[35])).await;
         let written = stored(&mut alice_rx);
         assert_eq!(
             doc_of(&written, Kind::Content),
@@ -322,17 +288,7 @@ fn closed_shards_are_set_aside_and_loaded_when_something_reaches_them() {
         assert_eq!(alice.status(space).await.shards_set_aside, 1);
 
         // A change for a closed shard set aside on the receiver loads it.
-        alice
-            .core
-            .chat_write(
-                None,
-                ChatOp::Edit {
-                    message: ids[15].clone(),
-                    text: "m15, edited".into(),
-                },
-            )
-            .await
-            .unwrap();
+        write(&alice, None, edit(&ids[15], "m15, edited")).await;
         exchange(&alice, &bob, space).await;
         let full = log(&alice, space).await;
         assert_eq!(full[15].text, "m15, edited");
