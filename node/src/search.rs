@@ -4,14 +4,15 @@
 //! events, rebuilds it when it is missing or from an older build, and brings
 //! back up to date what changed while the daemon was down.
 //!
-//! Text is segmented with jieba (search mode: long words also yield their
-//! parts), lower-cased, and every query word also matches as a prefix, so
+//! Text is split into words ([`words`]: Chinese and Japanese by jieba in
+//! search mode, other scripts at separators), lower-cased, and every query word also matches as a prefix, so
 //! `deploy` finds "deployment" and `报` finds "报告". A retracted message is
 //! deleted from the index and the segments holding it are merged away at
 //! once, so its words do not linger in the index files.
 
 pub mod indexer;
 pub mod sealed;
+mod words;
 
 use std::{collections::HashSet, ops::Bound, path::Path};
 
@@ -30,7 +31,7 @@ use crate::ids::{DeviceId, SpaceId, UserId};
 
 /// Bumped when the schema or the analysis changes: an index of another
 /// version is rebuilt.
-pub const INDEX_VERSION: u32 = 1;
+pub const INDEX_VERSION: u32 = 2;
 /// Most hits one query returns.
 pub const MAX_HITS: usize = 500;
 /// Longest query (bytes) and most words in it.
@@ -167,7 +168,7 @@ fn schema() -> (Schema, Fields) {
 }
 
 fn analyzer() -> TextAnalyzer {
-    TextAnalyzer::builder(tantivy_jieba::JiebaTokenizer::new())
+    TextAnalyzer::builder(words::Words::default())
         .filter(RemoveLongFilter::limit(64))
         .filter(LowerCaser)
         .build()

@@ -172,3 +172,32 @@ fn an_index_on_disk_is_sealed_and_reopened_or_rebuilt() {
     assert!(fresh, "an index of another version is rebuilt");
     assert!(index.is_empty());
 }
+
+#[test]
+fn words_of_every_script_are_whole() {
+    assert_eq!(
+        words("Привет, мир! café crème 안녕하세요 deploy-2 部署窗口"),
+        ["привет", "мир", "café", "crème", "안녕하세요", "deploy", "2", "部署", "窗口"]
+    );
+}
+
+#[test]
+fn words_in_other_scripts_match_as_words_and_prefixes() {
+    let index = SearchIndex::in_memory().unwrap();
+    let room = SpaceId([3; 16]);
+    index.put(&entry(room, "ru", 1, 1, "Привет, команда: релиз в четверг")).unwrap();
+    // The same letters, scattered over other words.
+    index.put(&entry(room, "scattered", 1, 2, "при вет тер")).unwrap();
+    index.put(&entry(room, "fr", 1, 3, "Réunion déplacée à jeudi")).unwrap();
+    index.put(&entry(room, "ko", 1, 4, "안녕하세요 배포 일정")).unwrap();
+    index.commit(false).unwrap();
+    let readable = HashSet::from([room]);
+    let found = |q: &str| ids(&index.search(&query(q), &readable).unwrap()).join(",");
+    assert_eq!(found("привет"), "ru");
+    assert_eq!(found("релиз"), "ru");
+    assert_eq!(found("четв"), "ru", "a prefix");
+    assert_eq!(found("déplacée"), "fr");
+    assert_eq!(found("RÉUNION"), "fr");
+    assert_eq!(found("배포"), "ko");
+    assert_eq!(found("안녕"), "ko", "a prefix");
+}
