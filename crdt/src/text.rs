@@ -327,6 +327,19 @@ impl TextDoc {
         Ok(mentions)
     }
 
+    /// When the text was last written: the latest time its current versions
+    /// claim (ms since the Unix epoch, the writers' clocks); None for a new
+    /// document.
+    pub fn edited_ms(&self) -> Option<i64> {
+        self.doc
+            .get_heads()
+            .iter()
+            .filter(|h| **h != self.genesis)
+            .filter_map(|h| self.doc.get_change_by_hash(h))
+            .map(|c| c.timestamp())
+            .max()
+    }
+
     /// Every version after the genesis, oldest first (a causal order).
     pub fn versions(&self) -> Vec<Version> {
         self.doc
@@ -589,6 +602,21 @@ mod tests {
 
     fn writer(n: u8) -> ActorId {
         actor_id(&[n; 32], &DOC, 1)
+    }
+
+    #[test]
+    fn edited_is_the_latest_time_of_the_current_versions() {
+        let mut a = TextDoc::new(DOC);
+        assert_eq!(a.edited_ms(), None);
+        let first = a.write(writer(1), &md("one"), 1_000).unwrap().unwrap();
+        assert_eq!(a.edited_ms(), Some(1_000));
+        let mut b = TextDoc::new(DOC);
+        b.apply(vec![first]).unwrap();
+        let later = b.write(writer(2), &md("one, two"), 5_000).unwrap().unwrap();
+        a.write(writer(1), &md("one\n\nthree"), 3_000).unwrap();
+        a.apply(vec![later]).unwrap();
+        // Two concurrent versions: the later claim counts.
+        assert_eq!(a.edited_ms(), Some(5_000));
     }
 
     /// A document both writers start from, and each writer's copy of it.

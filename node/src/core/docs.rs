@@ -87,6 +87,9 @@ pub struct DocView {
     pub heads: Vec<String>,
     pub format: DocFormat,
     pub content: String,
+    /// When it was last written, as its writers claim (ms since the Unix epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edited_ms: Option<i64>,
 }
 
 /// One version of a document.
@@ -367,6 +370,7 @@ impl Core {
                     heads: doc.automerge().get_heads().iter().map(|h| h.to_string()).collect(),
                     format,
                     content,
+                    edited_ms: doc.edited_ms(),
                 })
             }
             DocQuery::History => DocAnswer::History(

@@ -286,7 +286,8 @@ impl Indexer {
                         id: None,
                         author: None,
                         user: None,
-                        at_ms: crate::clock::now_ms() as i64,
+                        // When it was last written; a new one, when it was indexed.
+                        at_ms: view.edited_ms.unwrap_or(crate::clock::now_ms() as i64),
                         text: format!("{}\n{}", view.name.unwrap_or_default(), view.content),
                     };
                     if let Err(error) = self.index.put(&entry) {

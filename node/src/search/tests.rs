@@ -177,7 +177,17 @@ fn an_index_on_disk_is_sealed_and_reopened_or_rebuilt() {
 fn words_of_every_script_are_whole() {
     assert_eq!(
         words("Привет, мир! café crème 안녕하세요 deploy-2 部署窗口"),
-        ["привет", "мир", "café", "crème", "안녕하세요", "deploy", "2", "部署", "窗口"]
+        [
+            "привет",
+            "мир",
+            "café",
+            "crème",
+            "안녕하세요",
+            "deploy",
+            "2",
+            "部署",
+            "窗口"
+        ]
     );
 }
 
@@ -185,7 +195,9 @@ fn words_of_every_script_are_whole() {
 fn words_in_other_scripts_match_as_words_and_prefixes() {
     let index = SearchIndex::in_memory().unwrap();
     let room = SpaceId([3; 16]);
-    index.put(&entry(room, "ru", 1, 1, "Привет, команда: релиз в четверг")).unwrap();
+    index
+        .put(&entry(room, "ru", 1, 1, "Привет, команда: релиз в четверг"))
+        .unwrap();
     // The same letters, scattered over other words.
     index.put(&entry(room, "scattered", 1, 2, "при вет тер")).unwrap();
     index.put(&entry(room, "fr", 1, 3, "Réunion déplacée à jeudi")).unwrap();
