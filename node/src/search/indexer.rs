@@ -52,6 +52,7 @@ pub fn spawn(
         stamps,
         dir,
         rooms: HashSet::new(),
+        deep: HashSet::new(),
         docs: HashSet::new(),
         known: HashMap::new(),
         added: false,
@@ -94,6 +95,12 @@ struct Indexer {
     dir: PathBuf,
     /// Rooms and documents to read again at the next commit.
     rooms: HashSet<SpaceId>,
+    /// Those of `rooms` to read as far back as a read goes (the latest
+    /// [`MAX_LOG_LIMIT`]): changed while the daemon was down, rebuilt, or
+    /// failed. The others changed in this run, so what changed is in memory
+    /// (see `CoreHandle::recent_messages`), and a large room's history is not
+    /// loaded for them.
+    deep: HashSet<SpaceId>,
     docs: HashSet<SpaceId>,
     /// What each room read in this run holds in the index: message id → its
     /// text, so reading a room again rewrites only what changed.
@@ -186,6 +193,7 @@ impl Indexer {
                         Err(error) => {
                             warn!(%error, "cannot index a message; its room is read again");
                             self.rooms.insert(space);
+                            self.deep.insert(space);
                         }
                     }
                 }
@@ -199,6 +207,7 @@ impl Indexer {
                 self.known.remove(&space);
                 self.purge = true;
                 self.rooms.insert(space);
+                self.deep.insert(space);
                 self.docs.insert(space);
             }
             Event::Document { space } => {
@@ -233,7 +242,7 @@ impl Indexer {
                 continue;
             }
             match s.kind.as_str() {
-                "chat" => self.rooms.insert(s.space),
+                "chat" => self.rooms.insert(s.space) | self.deep.insert(s.space),
                 "doc" => self.docs.insert(s.space),
                 _ => false,
             };
@@ -252,13 +261,10 @@ impl Indexer {
             Err(_) => return,
         };
         for space in std::mem::take(&mut self.rooms) {
-            // A room indexed in this run is read again from memory only: what
-            // changed is there (a change to a closed shard loads it), and a
-            // large room's history is not loaded for it.
-            let messages = if self.known.contains_key(&space) {
-                self.core.recent_messages(space).await
-            } else {
+            let messages = if self.deep.remove(&space) {
                 self.core.messages(space, MAX_LOG_LIMIT).await
+            } else {
+                self.core.recent_messages(space).await
             };
             match messages {
                 Ok(messages) => {
