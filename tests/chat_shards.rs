@@ -262,11 +262,12 @@ fn closed_shards_are_set_aside_and_loaded_when_something_reaches_them() {
 
         // Edits, retractions and reactions of messages in closed shards go
         // into those shards (loaded for it).
-        let _ = stored(&mut alice_rx);
+        let mut sent = stored(&mut alice_rx);
         write(&alice, None, edit(&ids[12], "m12, edited")).await;
         write(&alice, Some(space), retract(&ids[25])).await;
         write(&alice, Some(space), thumbs_up(&ids[35])).await;
         let written = stored(&mut alice_rx);
+        sent.extend(written.iter().cloned());
         assert_eq!(
             doc_of(&written, Kind::Content),
             vec![space.chat_shard(1), space.chat_shard(2), space.chat_shard(3)]
@@ -297,6 +298,10 @@ fn closed_shards_are_set_aside_and_loaded_when_something_reaches_them() {
         // A restart keeps closed shards aside (nothing of them is decrypted)
         // and shows the same room.
         let bob = bob.restart();
+        assert_eq!(bob.status(space).await.shards_set_aside, 3);
+        // What it holds, sent again, loads nothing.
+        let ack = deliver(&alice, &bob, sent).await;
+        assert!(ack.duplicate > 0 && ack.stored == 0 && ack.rejected == 0, "{ack:?}");
         assert_eq!(bob.status(space).await.shards_set_aside, 3);
         assert_eq!(bob.core.messages(space, 5).await.unwrap(), full[55..]);
         assert_eq!(unread(&bob, space).await, 60);

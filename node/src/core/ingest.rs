@@ -142,14 +142,16 @@ impl Core {
                     }
                     continue;
                 }
-                // Content for a closed shard set aside is judged against it loaded.
+                // Content for a closed shard set aside is judged against it
+                // loaded; only its writer's next change can need it (what is
+                // held is a duplicate, what is further on waits), so a peer
+                // resending what this node holds loads nothing.
                 let h = env.header();
                 if h.kind == Kind::Content
-                    && self
-                        .spaces
-                        .get(&space_id)
-                        .and_then(|s| s.readable.as_ref())
-                        .is_some_and(|r| r.parked.contains_key(&h.doc))
+                    && self.spaces.get(&space_id).is_some_and(|s| {
+                        h.seq == s.vv.get(&h.actor()) + 1
+                            && s.readable.as_ref().is_some_and(|r| r.parked.contains_key(&h.doc))
+                    })
                 {
                     self.load_shard(space_id, h.doc)?;
                 }
