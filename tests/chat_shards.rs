@@ -413,3 +413,28 @@ fn a_member_cannot_skip_shards_or_build_across_them() {
         assert_eq!(log(&alice, space).await.len(), 2);
     });
 }
+
+#[test]
+fn a_mention_in_a_closed_shard_goes_when_its_message_is_retracted() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let (alice, bob) = (node(), node());
+        let (space, _) = room_of(&alice, &bob, SHARD).await;
+        let name = bob.keys.user_id().to_string()[..16].to_string();
+        let mention = alice.core.send(space, format!("@{name} look"), None).await.unwrap().id;
+        for i in 0..3 * SHARD {
+            alice.core.send(space, format!("later {i}"), None).await.unwrap();
+        }
+        exchange(&alice, &bob, space).await;
+        // The mention's shard (1) is closed and set aside on Bob's node.
+        assert_eq!(bob.status(space).await.shards_set_aside, 2);
+        let inbox = bob.core.inbox(10).await.unwrap();
+        assert_eq!(inbox.len(), 1);
+        assert_eq!(inbox[0].context.as_deref(), Some(format!("@{name} look").as_str()));
+
+        write(&alice, Some(space), retract(&mention)).await;
+        exchange(&alice, &bob, space).await;
+        assert!(bob.core.inbox(10).await.unwrap().is_empty());
+        assert!(log(&bob, space).await[SHARD].retracted.is_some());
+    });
+}

@@ -1046,6 +1046,9 @@ impl Core {
         tombstone: &Envelope,
         deleted: &BTreeSet<EnvelopeId>,
     ) -> store::Result<()> {
+        // A retraction is written into its message's shard, the tombstone's
+        // document: set aside, it is loaded to find the messages.
+        self.bring_docs(space_id, &[tombstone.header().doc])?;
         let targets: BTreeSet<String> = tombstone.tombstone_targets().iter().map(ToString::to_string).collect();
         let mut purged = Vec::new();
         let Some(readable) = self.spaces.get(&space_id).and_then(|s| s.readable.as_ref()) else {
