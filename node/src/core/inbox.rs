@@ -157,33 +157,27 @@ impl Core {
             .into_iter()
             .filter_map(|(seq, bytes)| Some((seq, postcard::from_bytes(&bytes).ok()?)))
             .collect();
-        // Mentions in closed shards set aside: loaded for their text, one
-        // room at a time, and set aside again.
-        let mut shards: BTreeMap<SpaceId, Vec<DocId>> = BTreeMap::new();
-        for (_, row) in &rows {
-            if let InboxRow::Chat(row) = row {
-                shards.entry(row.space).or_default().push(row.doc);
-            }
-        }
-        let mut entries = BTreeMap::new();
-        for (space, docs) in shards {
-            for doc in docs {
+        // Mentions in closed shards set aside are loaded for their text: rows
+        // are read shard by shard, so each is loaded once and set aside again.
+        let shard_of = |row: &InboxRow| match row {
+            InboxRow::Chat(r) => Some((r.space, r.doc)),
+            _ => None,
+        };
+        let mut by_shard: Vec<usize> = (0..rows.len()).collect();
+        by_shard.sort_by_key(|&i| shard_of(&rows[i].1));
+        let mut entries: Vec<Option<InboxEntry>> = rows.iter().map(|_| None).collect();
+        for i in by_shard {
+            let (seq, row) = &rows[i];
+            let shard = shard_of(row);
+            if let Some((space, doc)) = shard {
                 self.bring_docs(space, &[doc]).map_err(|e| Error::Store(Arc::new(e)))?;
-                for (seq, row) in &rows {
-                    if let InboxRow::Chat(r) = row
-                        && r.space == space
-                        && r.doc == doc
-                    {
-                        entries.entry(*seq).or_insert_with(|| self.entry(*seq, row.clone()));
-                    }
-                }
+            }
+            entries[i] = Some(self.entry(*seq, row.clone()));
+            if let Some((space, _)) = shard {
                 self.release_shards(space);
             }
         }
-        Ok(rows
-            .into_iter()
-            .map(|(seq, row)| entries.remove(&seq).unwrap_or_else(|| self.entry(seq, row)))
-            .collect())
+        Ok(entries.into_iter().flatten().collect())
     }
 
     /// Records a reminder this device fired, and announces it.

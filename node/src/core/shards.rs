@@ -176,10 +176,7 @@ impl Core {
             .copied()
             .collect();
         for doc in clean {
-            if let Some((parked, _)) = set_aside(space, doc) {
-                let r = space.readable.as_mut().expect("checked above");
-                r.parked.insert(doc, parked);
-            }
+            set_aside(space, doc);
         }
     }
 
@@ -202,15 +199,13 @@ impl Core {
                 .collect();
             let dirty: Vec<DocId> = r.dirty.iter().filter(|d| !evicted.contains(d)).copied().collect();
             for doc in evicted.into_iter().chain(closed) {
-                if let Some((parked, (row, ids))) = set_aside(space, doc) {
-                    tx.put_closed_shard(space_id, &doc, &row, ids.iter().map(String::as_str))?;
-                    let r = space.readable.as_mut().expect("checked above");
-                    r.parked.insert(doc, parked);
+                if let Some((row, ids)) = set_aside(space, doc) {
+                    put_row(tx, space_id, doc, &row, &ids)?;
                 }
             }
             for doc in dirty {
-                if let Some((row, ids)) = row_of(space, doc) {
-                    tx.put_closed_shard(space_id, &doc, &row, ids.iter().map(String::as_str))?;
+                if let Some((row, ids)) = summary(space, doc) {
+                    put_row(tx, space_id, doc, &row, &ids)?;
                 }
             }
             if let Some(r) = space.readable.as_mut() {
@@ -221,15 +216,12 @@ impl Core {
     }
 }
 
-/// What is written for a closed shard: its row (postcard) and its message ids.
-type Stored = (Vec<u8>, Vec<String>);
-
-/// A closed shard's stored row and message ids, from the loaded shard.
-fn row_of(space: &Space, doc: DocId) -> Option<Stored> {
-    let (row, ids) = summary(space, doc)?;
-    Some((postcard::to_stdvec(&row).expect("rows serialize"), ids))
+fn put_row(tx: &mut Txn, space_id: &SpaceId, doc: DocId, row: &ShardRow, ids: &[String]) -> store::Result<()> {
+    let bytes = postcard::to_stdvec(row).expect("rows serialize");
+    tx.put_closed_shard(space_id, &doc, &bytes, ids.iter().map(String::as_str))
 }
 
+/// A loaded closed shard's row and message ids, as stored when it is set aside.
 fn summary(space: &Space, doc: DocId) -> Option<(ShardRow, Vec<String>)> {
     let r = space.readable.as_ref()?;
     let chat = r.docs.get(&doc)?.doc.chat()?;
@@ -248,18 +240,18 @@ fn summary(space: &Space, doc: DocId) -> Option<(ShardRow, Vec<String>)> {
     Some((row, ids))
 }
 
-/// Takes a loaded closed shard out of memory (its document and per-change
-/// maps), with what to store for it. None when it is not loaded, or holds
-/// content this device cannot open (kept loaded: a key may still come).
-fn set_aside(space: &mut Space, doc: DocId) -> Option<(Parked, Stored)> {
+/// Sets a loaded closed shard aside: its document and per-change maps leave
+/// memory. Returns what to store for it (the caller writes it unless its row
+/// is current). None when it is not loaded, or holds content this device
+/// cannot open (kept loaded: a key may still come).
+fn set_aside(space: &mut Space, doc: DocId) -> Option<(ShardRow, Vec<String>)> {
     let r = space.readable.as_ref()?;
     if r.locked.iter().any(|id| space.doc_of.get(id) == Some(&doc)) {
         return None;
     }
     let (row, ids) = summary(space, doc)?;
-    let parked = Parked::of(&row);
-    let bytes = postcard::to_stdvec(&row).expect("rows serialize");
     let r = space.readable.as_mut()?;
+    r.parked.insert(doc, Parked::of(&row));
     r.docs.remove(&doc);
     r.recent.retain(|d| *d != doc);
     r.dirty.remove(&doc);
@@ -274,5 +266,5 @@ fn set_aside(space: &mut Space, doc: DocId) -> Option<(Parked, Stored)> {
             r.env_of_change.remove(&hash);
         }
     }
-    Some((parked, (bytes, ids)))
+    Some((row, ids))
 }
