@@ -378,3 +378,52 @@ fn muted_rooms_and_quiet_hours_hold_back_notifications_not_messages() {
         e.get("held").is_none().then_some(())
     });
 }
+
+#[test]
+fn commands_naming_a_space_this_node_does_not_hold_fail_cleanly() {
+    let root = tempfile::tempdir().unwrap();
+    let mut a = Node::init(root.path(), "a");
+    a.start(&[]);
+    // A well-formed id of a space `a` was never invited to: the daemon must
+    // answer "unknown space", never stop (every command below once reached
+    // the core with it).
+    let space = "5a".repeat(16);
+    let card = a.card();
+    let message = format!("{space}/0/{}", "77".repeat(8));
+    let commands: &[&[&str]] = &[
+        &["chat", "info", &space],
+        &["chat", "log", &space],
+        &["chat", "send", &space, "hello"],
+        &["chat", "announce", &space, "hello"],
+        &["chat", "topic", &space, "t"],
+        &["chat", "welcome", &space, "w"],
+        &["chat", "retract-window", &space, "1h"],
+        &["chat", "read", &space],
+        &["chat", "mute", &space],
+        &["chat", "edit", &message, "x"],
+        &["chat", "retract", &message],
+        &["chat", "react", &message, "👍"],
+        &["chat", "pin", &message],
+        &["doc", "show", &space],
+        &["doc", "history", &space],
+        &["doc", "blame", &space],
+        &["cal", "agenda", &space],
+        &["cal", "export", &space, "-o", "/dev/null"],
+        &["space", "members", &space],
+        &["space", "invite", &space, &card],
+        &["space", "rotate", &space],
+        &["space", "leave", &space],
+        &["space", "posting", &space, "admins"],
+        &["search", "hello", "--space", &space],
+    ];
+    for args in commands {
+        let out = a.cli(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(stderr.contains(&space) || stderr.contains("no "), "{args:?}: {stderr}");
+        assert!(
+            a.try_json(&["status", "--json"]).is_ok(),
+            "the daemon stopped after {args:?}: {stderr}"
+        );
+    }
+}

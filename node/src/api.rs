@@ -803,6 +803,11 @@ async fn search_handler(State(s): State<AppState>, Query(q): Query<SearchRequest
         limit: q.limit,
     };
     let spaces = s.core.spaces().await?;
+    if let Some(asked) = query.space
+        && !spaces.iter().any(|s| s.space == asked)
+    {
+        return Err(core::Error::UnknownSpace(asked).into());
+    }
     let readable = spaces.iter().filter(|s| s.readable).map(|s| s.space).collect();
     let mut hits = tokio::task::spawn_blocking(move || index.search(&query, &readable))
         .await

@@ -654,6 +654,17 @@ pub struct CoreHandle {
 }
 
 impl CoreHandle {
+    /// Resolves once the core has stopped taking commands: every handle is
+    /// gone, or its thread panicked.
+    pub async fn stopped(&self) {
+        self.tx.closed().await;
+    }
+
+    /// Whether the core has stopped taking commands.
+    pub fn is_stopped(&self) -> bool {
+        self.tx.is_closed()
+    }
+
     async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> ToCore) -> Result<T> {
         let (reply, rx) = oneshot::channel();
         self.tx.send(make(reply)).await.map_err(|_| Error::Stopped)?;
@@ -1868,7 +1879,9 @@ impl Core {
                 why: e.to_string(),
             }));
         }
-        let space = self.spaces.get(&space_id).expect("make_epoch_clean found it");
+        let Some(space) = self.spaces.get(&space_id) else {
+            return Ok(Err(Error::UnknownSpace(space_id)));
+        };
         let epoch = space.state.current().epoch.clone();
         let (Some(_), Some(key)) = (space.readable.as_ref(), space.keys.key_for(&epoch)) else {
             let why = space

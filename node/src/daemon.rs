@@ -43,6 +43,10 @@ pub enum Error {
     Net(#[from] net::Error),
     #[error("a daemon is already running for this home (its API answers at {0})")]
     AlreadyRunning(PathBuf),
+    #[error(
+        "the node's core stopped: {0}; see the log above, then restart the daemon (what was acknowledged is stored)"
+    )]
+    CoreStopped(String),
     #[error("cannot serve the local API at {path}")]
     Api {
         path: PathBuf,
@@ -92,15 +96,23 @@ pub async fn run(
         }
     };
     let app = api::router(core.clone(), net.clone(), keys.clone(), stopping, search);
+    // A core that stopped by itself (a bug made it panic) must not leave a
+    // daemon that answers every request with "shutting down": it exits, with
+    // an error, so that its supervisor restarts it.
+    let watched = core.clone();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
-            shutdown.await;
+            tokio::select! {
+                () = shutdown => {}
+                () = watched.stopped() => {}
+            }
             let _ = stopping_tx.send(true);
         })
         .await
         .map_err(api_err)?;
 
     info!("shutting down");
+    let core_failed = core.is_stopped();
     clock.abort();
     net_task.abort();
     if let Some(indexer) = indexer {
@@ -111,7 +123,18 @@ pub async fn run(
     let _ = std::fs::remove_file(&socket);
     // The core thread exits once every handle is gone; the API's handles are
     // dropped with the server. Wait briefly so the last commit completes.
-    let _ = tokio::task::spawn_blocking(move || core_thread.join()).await;
+    let joined = tokio::task::spawn_blocking(move || core_thread.join()).await;
+    if core_failed {
+        let why = match joined {
+            Ok(Err(panic)) => panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "it panicked".into()),
+            _ => "it ended unexpectedly".into(),
+        };
+        return Err(Error::CoreStopped(why));
+    }
     Ok(())
 }
 

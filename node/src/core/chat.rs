@@ -916,7 +916,10 @@ impl Core {
                 "only a message's author, or an owner or admin of the room, retracts it".into(),
             ));
         }
-        let window = self.room_of(space_id).retract_window_s;
+        let window = self
+            .spaces
+            .get(&space_id)
+            .map_or(0, |s| Self::room_of(s).retract_window_s);
         let age_ms = crate::clock::now_ms() as i64 - found.message.sent_at_ms;
         if age_ms > window.saturating_mul(1000) {
             return Err(Error::NotAllowed(format!(
@@ -928,8 +931,7 @@ impl Core {
     }
 
     /// The room's settings (those of its newest document).
-    fn room_of(&self, space_id: SpaceId) -> model::Room {
-        let space = &self.spaces[&space_id];
+    fn room_of(space: &Space) -> model::Room {
         let doc = space.state.content_doc(&space.state.current().epoch.id);
         space
             .readable
@@ -1359,25 +1361,23 @@ impl Core {
         (out, false)
     }
 
-    /// A room's settings with its announcement and pinned messages.
-    /// The documents holding a room's announcement and pinned messages.
+    /// The documents holding a room's announcement and pinned messages
+    /// (none for a space this device does not hold).
     pub(super) fn shown_docs(&self, space_id: SpaceId) -> Vec<DocId> {
-        let room = self.room_of(space_id);
-        room.announcement
-            .iter()
-            .chain(&room.pins)
-            .filter_map(|r| Some(parse_ref(r)?.0))
-            .collect()
+        self.spaces
+            .get(&space_id)
+            .map_or_else(Vec::new, |s| shown_docs_of(&Self::room_of(s)))
     }
 
+    /// A room's settings with its announcement and pinned messages.
     pub(super) fn room_view(&self, space_id: SpaceId) -> Result<RoomView> {
         let space = self.spaces.get(&space_id).ok_or(Error::UnknownSpace(space_id))?;
         let readable = readable_of(space)?;
         if readable.model != outpost_crdt::doc::Model::Chat {
             return Err(Error::Invalid("this space is not a chat room".into()));
         }
-        let room = self.room_of(space_id);
-        let overlay = Overlay::of(self, space, readable, &self.shown_docs(space_id));
+        let room = Self::room_of(space);
+        let overlay = Overlay::of(self, space, readable, &shown_docs_of(&room));
         let store = &self.store;
         let mut get = |id: &EnvelopeId| store.side(&space_id, id).ok().flatten();
         let mut view = |target: &str| -> Option<MessageView> {
@@ -1776,6 +1776,15 @@ pub(super) fn new_message_id() -> String {
     data_encoding::BASE32_NOPAD
         .encode(&rand::random::<[u8; 10]>())
         .to_lowercase()
+}
+
+/// The documents a room's announcement and pinned messages point into.
+fn shown_docs_of(room: &model::Room) -> Vec<DocId> {
+    room.announcement
+        .iter()
+        .chain(&room.pins)
+        .filter_map(|r| Some(parse_ref(r)?.0))
+        .collect()
 }
 
 #[cfg(test)]
