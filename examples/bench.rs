@@ -1527,6 +1527,7 @@ async fn sealed_vs_raw(h: &History, reps: usize, report: &mut Report) -> Result<
                         space: hd.space,
                         actor: hd.actor(),
                         seq: hd.seq,
+                        doc: Some(hd.doc),
                         bytes: e.as_bytes(),
                     };
                     (new, order - 1)
@@ -1550,6 +1551,7 @@ async fn sealed_vs_raw(h: &History, reps: usize, report: &mut Report) -> Result<
                     space: h.space,
                     actor: last.header().actor(),
                     seq: last.header().seq + 1 + i as u64,
+                    doc: Some(last.header().doc),
                     bytes: last.as_bytes(),
                 },
                 order,

@@ -1478,6 +1478,9 @@ impl Core {
         };
         match &outcome {
             None => {
+                for space in self.spaces.values_mut() {
+                    space.committed();
+                }
                 for event in effects.events.drain(..) {
                     let _ = self.events.send(event);
                 }
@@ -2057,6 +2060,7 @@ fn new_envelope(env: &Envelope) -> NewEnvelope<'_> {
         space: h.space,
         actor: h.actor(),
         seq: h.seq,
+        doc: (h.kind == Kind::Content).then_some(h.doc),
         bytes: env.as_bytes(),
     }
 }

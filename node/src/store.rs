@@ -26,6 +26,15 @@ const ENVELOPES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("envel
 /// (space, arrival order) → envelope id. Arrival order is a topological order: an
 /// envelope is stored only after its parents.
 const SPACE_LOG: TableDefinition<(&[u8; 16], u64), &[u8; 32]> = TableDefinition::new("space-log-1");
+/// (space, envelope id) → where it is: its log position and, for content,
+/// its document. Answers "is this envelope held?" and "is this parent in
+/// its child's document?" without a map in memory per envelope.
+const PLACES: TableDefinition<(&[u8; 16], &[u8; 32]), PlaceRow> = TableDefinition::new("places-1");
+/// (log position, document of content).
+type PlaceRow = (u64, Option<&'static [u8; 16]>);
+/// `META` key set once `places-1` indexes every stored envelope (a store
+/// written before the table existed is indexed at its first start).
+const PLACES_COMPLETE: &str = "places-complete";
 /// (space, actor, seq) → envelope id: serves "send me actor A from seq n".
 const WRITERS: TableDefinition<WriterKey, &[u8; 32]> = TableDefinition::new("writers-1");
 /// (space, actor, seq).
@@ -160,12 +169,22 @@ pub struct Frozen {
     pub twins: [Vec<u8>; 2],
 }
 
+/// Where a stored envelope is: its position in its space's log and, for
+/// content, its document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placed {
+    pub order: u64,
+    pub doc: Option<DocId>,
+}
+
 /// One envelope to persist, with the indexes that locate it.
 pub struct NewEnvelope<'a> {
     pub id: EnvelopeId,
     pub space: SpaceId,
     pub actor: ActorKey,
     pub seq: u64,
+    /// The document of a content envelope.
+    pub doc: Option<DocId>,
     pub bytes: &'a [u8],
 }
 
@@ -188,6 +207,8 @@ impl Store {
             match found {
                 None => {
                     meta.insert("schema", SCHEMA_VERSION)?;
+                    // Nothing stored yet: the index is complete from the start.
+                    meta.insert(PLACES_COMPLETE, 1)?;
                 }
                 Some(v) if v > SCHEMA_VERSION => return Err(Error::FutureSchema { found: v }),
                 Some(_) => {}
@@ -218,6 +239,7 @@ impl Store {
         tx.open_table(FILE_WANTS)?;
         tx.open_table(CLOSED_SHARDS)?;
         tx.open_table(MESSAGE_SHARDS)?;
+        tx.open_table(PLACES)?;
         tx.set_two_phase_commit(true);
         tx.commit()?;
         Ok(())
@@ -389,6 +411,59 @@ impl Store {
             out.push((BlobId(*k.value()), SpaceId(*space), size));
         }
         Ok(out)
+    }
+
+    /// Where the envelope `id` of `space` is stored, if it is.
+    pub fn placed(&self, space: &SpaceId, id: &EnvelopeId) -> Result<Option<Placed>> {
+        Ok(self.placed_all(space, std::iter::once(id))?.pop().flatten())
+    }
+
+    /// [`Store::placed`] of each of `ids`, in one read transaction.
+    pub fn placed_all<'a>(
+        &self,
+        space: &SpaceId,
+        ids: impl IntoIterator<Item = &'a EnvelopeId>,
+    ) -> Result<Vec<Option<Placed>>> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(PLACES)?;
+        let mut out = Vec::new();
+        for id in ids {
+            out.push(table.get((&space.0, &id.0))?.map(|v| {
+                let (order, doc) = v.value();
+                Placed {
+                    order,
+                    doc: doc.map(|d| DocId(*d)),
+                }
+            }));
+        }
+        Ok(out)
+    }
+
+    /// Indexes the place of every stored envelope, once, in a store written
+    /// before `places-1` existed; `doc_of` reads a stored envelope's document
+    /// (None when its bytes do not decode). Returns how many were indexed.
+    pub fn complete_places(&self, doc_of: impl Fn(&[u8]) -> Option<Option<DocId>>) -> Result<u64> {
+        let mut tx = self.begin()?;
+        if tx.open_table(META)?.get(PLACES_COMPLETE)?.is_some() {
+            return Ok(0);
+        }
+        let mut indexed = 0;
+        {
+            let log = tx.tx.open_table(SPACE_LOG)?;
+            let envs = tx.tx.open_table(ENVELOPES)?;
+            let mut places = tx.tx.open_table(PLACES)?;
+            for row in log.iter()? {
+                let (k, id) = row?;
+                let (space, order) = k.value();
+                let Some(bytes) = envs.get(id.value())? else { continue };
+                let Some(doc) = doc_of(bytes.value()) else { continue };
+                places.insert((space, id.value()), (order, doc.as_ref().map(|d| &d.0)))?;
+                indexed += 1;
+            }
+        }
+        tx.open_table(META)?.insert(PLACES_COMPLETE, 1)?;
+        tx.commit()?;
+        Ok(indexed)
     }
 
     /// Every closed shard of `space` set aside, with its row.
@@ -619,6 +694,11 @@ impl Txn {
         let mut table = self.open_table(SPACE_LOG)?;
         for (env, order) in envs.clone() {
             table.insert((&env.space.0, order), &env.id.0)?;
+        }
+        drop(table);
+        let mut table = self.open_table(PLACES)?;
+        for (env, order) in envs.clone() {
+            table.insert((&env.space.0, &env.id.0), (order, env.doc.as_ref().map(|d| &d.0)))?;
         }
         drop(table);
         let mut table = self.open_table(WRITERS)?;
@@ -885,6 +965,7 @@ impl Txn {
     pub fn delete_envelope(&mut self, env: &NewEnvelope<'_>, order: u64) -> Result<()> {
         self.open_table(ENVELOPES)?.remove(&env.id.0)?;
         self.open_table(SPACE_LOG)?.remove((&env.space.0, order))?;
+        self.open_table(PLACES)?.remove((&env.space.0, &env.id.0))?;
         self.open_table(WRITERS)?
             .remove((&env.space.0, &env.actor.0, env.seq))?;
         Ok(())
@@ -944,6 +1025,7 @@ mod tests {
                 space,
                 actor: ActorKey([2; 16]),
                 seq: 1,
+                doc: Some(DocId([4; 16])),
                 bytes: b"abc",
             };
             tx.put_envelope(&env, 0).unwrap();
@@ -970,5 +1052,51 @@ mod tests {
         );
         assert_eq!(store.client_id(&space, "c1").unwrap().as_deref(), Some("m1"));
         assert_eq!(store.snapshots(&space).unwrap(), vec![b"snap".to_vec()]);
+        let placed = Placed {
+            order: 0,
+            doc: Some(DocId([4; 16])),
+        };
+        assert_eq!(store.placed(&space, &EnvelopeId([9; 32])).unwrap(), Some(placed));
+        assert_eq!(store.placed(&SpaceId([2; 16]), &EnvelopeId([9; 32])).unwrap(), None);
+    }
+
+    #[test]
+    fn a_store_from_before_the_places_index_is_indexed_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let space = SpaceId([1; 16]);
+        let envelope = |n: u8, doc| NewEnvelope {
+            id: EnvelopeId([n; 32]),
+            space,
+            actor: ActorKey([2; 16]),
+            seq: u64::from(n),
+            doc,
+            bytes: if doc.is_some() { b"content" } else { b"control" },
+        };
+        let mut tx = store.begin().unwrap();
+        tx.put_envelope(&envelope(1, None), 0).unwrap();
+        tx.put_envelope(&envelope(2, Some(DocId([5; 16]))), 1).unwrap();
+        // As a store written before the index existed: no rows, no mark.
+        tx.tx.open_table(PLACES).unwrap().retain(|_, _| false).unwrap();
+        tx.open_table(META).unwrap().remove(PLACES_COMPLETE).unwrap();
+        tx.commit().unwrap();
+        assert_eq!(store.placed(&space, &EnvelopeId([2; 32])).unwrap(), None);
+
+        let doc_of = |bytes: &[u8]| Some((bytes == b"content").then_some(DocId([5; 16])));
+        assert_eq!(store.complete_places(doc_of).unwrap(), 2);
+        let placed = store
+            .placed_all(&space, [&EnvelopeId([1; 32]), &EnvelopeId([2; 32])])
+            .unwrap();
+        assert_eq!(
+            placed,
+            [
+                Some(Placed { order: 0, doc: None }),
+                Some(Placed {
+                    order: 1,
+                    doc: Some(DocId([5; 16]))
+                })
+            ]
+        );
+        assert_eq!(store.complete_places(doc_of).unwrap(), 0, "indexed once");
     }
 }

@@ -174,7 +174,10 @@ impl Core {
                         .map(|(e, _)| e.as_bytes().to_vec())
                         .or_else(|| store.writer_range(&space_id, actor, seq, seq).ok()?.pop())
                 };
-                let verdict = match space.classify(&env, |actor, seq| held_at(actor, seq).map(|b| EnvelopeId::of(&b))) {
+                let placed = space.placements(&env, |ids| store.placed_all(&space_id, ids))?;
+                let verdict = match space.classify(&env, &placed, |actor, seq| {
+                    held_at(actor, seq).map(|b| EnvelopeId::of(&b))
+                }) {
                     // Valid by the space's rules; an operation the org authorises
                     // also needs the policy version it names.
                     Verdict::Accept(checked) => org_verdict.unwrap_or(Verdict::Accept(checked)),

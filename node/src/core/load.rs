@@ -20,7 +20,7 @@ impl Space {
     pub(super) fn open_stored(&self, env: &Envelope) -> Option<StoredChange> {
         let r = self.readable.as_ref()?;
         let h = env.header();
-        if h.kind != Kind::Content || h.parents.iter().any(|p| r.locked.contains(p)) {
+        if h.kind != Kind::Content || h.parents.iter().any(|p| r.locked.contains_key(p)) {
             return None;
         }
         let epoch = self.state.epoch_at(&h.control_heads)?;
@@ -77,6 +77,17 @@ impl Core {
     pub(super) fn load(&mut self) -> store::Result<()> {
         self.spaces.clear();
         self.orphans.clear();
+        let indexed = self.store.complete_places(|bytes| {
+            let env = Envelope::decode_stored(bytes.to_vec()).ok()?;
+            let h = env.header();
+            Some((h.kind == Kind::Content).then_some(h.doc))
+        })?;
+        if indexed > 0 {
+            info!(
+                envelopes = indexed,
+                "indexed where stored envelopes are (once, for this version)"
+            );
+        }
         self.org = org::load_org(&self.store)?;
         self.load_devices()?;
         self.load_dnd()?;
@@ -279,7 +290,7 @@ impl Core {
                     && s.key_of(&env).is_some()
                     && s.readable
                         .as_ref()
-                        .is_some_and(|r| !h.parents.iter().any(|p| r.locked.contains(p)))
+                        .is_some_and(|r| !h.parents.iter().any(|p| r.locked.contains_key(p)))
                 {
                     writers.insert(h.actor(), h.seq);
                     s.record_aside(&env, order);

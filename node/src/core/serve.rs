@@ -273,9 +273,9 @@ pub(super) fn envelopes_beyond(
         let first = (*from).max(space.stored_from.get(actor).copied().unwrap_or(u64::MAX));
         if first <= *to
             && let Some(id) = store.writer_at(&space.state.space, actor, first)?
-            && let Some(order) = space.order.get(&id)
+            && let Some(placed) = store.placed(&space.state.space, &id)?
         {
-            start = start.min(*order);
+            start = start.min(placed.order);
         }
     }
     let mut out = Vec::new();

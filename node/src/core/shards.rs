@@ -104,14 +104,22 @@ impl Core {
             }
         }
         // The log's order is causal: parents before children.
-        envelopes.sort_by_key(|e| space.order.get(&e.id()).copied().unwrap_or(u64::MAX));
+        let ids: Vec<EnvelopeId> = envelopes.iter().map(Envelope::id).collect();
+        let places = self.store.placed_all(&space_id, &ids)?;
+        let mut envelopes: Vec<(u64, Envelope)> = places
+            .into_iter()
+            .zip(envelopes)
+            .map(|(placed, env)| (placed.map_or(u64::MAX, |p| p.order), env))
+            .collect();
+        envelopes.sort_by_key(|(order, _)| *order);
+        let envelopes: Vec<Envelope> = envelopes.into_iter().map(|(_, env)| env).collect();
         let mut changes = Vec::with_capacity(envelopes.len());
         for env in &envelopes {
             let opened = space.open_stored(env);
             let r = space.readable.as_mut().expect("checked above");
             match &opened {
                 Some((_, _, change, _)) => r.map_change(env, change.hash()),
-                None => drop(r.locked.insert(env.id())),
+                None => drop(r.locked.insert(env.id(), doc)),
             }
             changes.extend(opened);
         }
@@ -246,7 +254,7 @@ fn summary(space: &Space, doc: DocId) -> Option<(ShardRow, Vec<String>)> {
 /// cannot open (kept loaded: a key may still come).
 fn set_aside(space: &mut Space, doc: DocId) -> Option<(ShardRow, Vec<String>)> {
     let r = space.readable.as_ref()?;
-    if r.locked.iter().any(|id| space.doc_of.get(id) == Some(&doc)) {
+    if r.locked.values().any(|d| *d == doc) {
         return None;
     }
     let (row, ids) = summary(space, doc)?;

@@ -19,6 +19,7 @@ use crate::{
     identity::DeviceKeys,
     ids::{ActorKey, DeviceId, DocId, EnvelopeId, EpochId},
     snapshot::Snapshot,
+    store::Placed,
     sync::VersionVector,
 };
 
@@ -37,6 +38,16 @@ pub(crate) const MAX_READER_CONTENT_BYTES: usize = 4 << 10;
 /// The last shard a room may write into: 2^20 shards of thousands of
 /// messages each are more than any room holds.
 pub(crate) const MAX_SHARD: u32 = 1 << 20;
+
+/// Where an envelope and its parents are stored (None: not stored), as
+/// [`Space::placements`] found them for [`Space::classify`].
+pub(crate) struct Placements(Vec<(EnvelopeId, Option<Placed>)>);
+
+impl Placements {
+    fn of(&self, id: &EnvelopeId) -> Option<Placed> {
+        self.0.iter().find(|(i, _)| i == id).and_then(|(_, p)| *p)
+    }
+}
 
 /// What to do with an envelope.
 pub(crate) enum Verdict {
@@ -110,8 +121,8 @@ pub(crate) struct Readable {
     pub(crate) docs: BTreeMap<DocId, Shard>,
     /// Content stored but not applied: sealed under an epoch whose key this
     /// device lacks, or built on such content. Applied by a rebuild once the
-    /// key arrives.
-    pub(crate) locked: HashSet<EnvelopeId>,
+    /// key arrives. Each with its document.
+    pub(crate) locked: HashMap<EnvelopeId, DocId>,
     /// The epochs locked content is sealed under (not counting content locked
     /// only for a locked parent): a key for one of them calls for a rebuild.
     pub(crate) locked_epochs: BTreeMap<EpochId, Epoch>,
@@ -162,8 +173,13 @@ pub(crate) struct Space {
     /// Why this device cannot read (all of) the space, when it should be able to.
     pub(crate) key_problem: Option<String>,
     pub(crate) vv: VersionVector,
-    /// Arrival order of every stored envelope (a topological order).
-    pub(crate) order: HashMap<EnvelopeId, u64>,
+    /// Where envelopes recorded since the last commit are; the store's
+    /// `places-1` table holds the others (see [`Space::placements`]).
+    pub(crate) fresh: HashMap<EnvelopeId, Placed>,
+    /// How many envelopes are stored (the log's length, gaps aside).
+    pub(crate) stored: u64,
+    /// The log position of the next envelope stored (arrival order, a
+    /// topological order).
     pub(crate) next_order: u64,
     pub(crate) pending: Pending,
     pub(crate) peers: BTreeMap<DeviceId, PeerView>,
@@ -190,10 +206,6 @@ pub(crate) struct Space {
     pub(crate) stored_from: HashMap<ActorKey, u64>,
     /// The last envelopes of held snapshots: known ids that are not stored.
     pub(crate) snapshot_lasts: BTreeSet<EnvelopeId>,
-    /// The document of every stored content envelope, so that "a parent is
-    /// in its child's document" is checked in clear, alike on every node,
-    /// whatever keys it holds.
-    pub(crate) doc_of: HashMap<EnvelopeId, DocId>,
     /// The highest shard stored content is written into.
     pub(crate) max_shard: Option<u32>,
     /// Side envelopes (chat bodies, tombstones) held in the store.
@@ -240,7 +252,7 @@ impl Space {
         let readable = (!keys.is_empty()).then(|| Readable {
             model: state.kind.model(),
             docs: BTreeMap::new(),
-            locked: HashSet::new(),
+            locked: HashMap::new(),
             locked_epochs: BTreeMap::new(),
             change_of_env: HashMap::new(),
             env_of_change: HashMap::new(),
@@ -261,7 +273,8 @@ impl Space {
             readable,
             key_problem: None,
             vv: VersionVector::default(),
-            order: HashMap::new(),
+            fresh: HashMap::new(),
+            stored: 0,
             next_order: 0,
             pending: Pending::new(PENDING_PER_SPACE_CAP, PENDING_BYTES_PER_SPACE_CAP),
             peers: BTreeMap::new(),
@@ -275,7 +288,6 @@ impl Space {
             last_env: HashMap::new(),
             stored_from: HashMap::new(),
             snapshot_lasts: BTreeSet::new(),
-            doc_of: HashMap::new(),
             max_shard: None,
             sides_held: 0,
             receipts: BTreeMap::new(),
@@ -355,23 +367,64 @@ impl Space {
     pub(crate) fn before_join(&self) -> usize {
         match (self.state.history, &self.readable) {
             (History::FromJoin, Some(r)) => r.locked.len(),
-            (History::FromJoin, None) => self.order.len().saturating_sub(self.state.len()),
+            (History::FromJoin, None) => (self.stored as usize).saturating_sub(self.state.len()),
             (History::Shared, _) => 0,
         }
     }
 
-    /// Whether this node holds the envelope `id`, stored or as a snapshot's last.
-    fn holds(&self, id: &EnvelopeId) -> bool {
-        self.order.contains_key(id) || self.snapshot_lasts.contains(id)
+    /// Whether this node holds the envelope `id`, stored or as a snapshot's
+    /// last (`placed` holds what is known of `id`: see [`Space::placements`]).
+    fn holds(&self, placed: &Placements, id: &EnvelopeId) -> bool {
+        placed.of(id).is_some() || self.snapshot_lasts.contains(id)
     }
 
-    /// Decides what to do with `env`, given everything stored so far.
-    pub(crate) fn classify(&self, env: &Envelope, stored_at: impl Fn(&ActorKey, u64) -> Option<EnvelopeId>) -> Verdict {
+    /// Where `env` and its parents are stored, if they are: recorded since
+    /// the last commit (in memory), else as `stored` finds them (the store).
+    /// What [`Space::classify`] needs to know of the log.
+    pub(crate) fn placements<E>(
+        &self,
+        env: &Envelope,
+        stored: impl FnOnce(&[EnvelopeId]) -> Result<Vec<Option<Placed>>, E>,
+    ) -> Result<Placements, E> {
+        let ids: Vec<EnvelopeId> = std::iter::once(env.id())
+            .chain(env.header().parents.iter().copied())
+            .collect();
+        let unknown: Vec<EnvelopeId> = ids.iter().filter(|id| !self.fresh.contains_key(id)).copied().collect();
+        let mut found = if unknown.is_empty() {
+            Vec::new()
+        } else {
+            stored(&unknown)?
+        }
+        .into_iter();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let placed = match self.fresh.get(&id) {
+                Some(p) => Some(*p),
+                None => found.next().flatten(),
+            };
+            out.push((id, placed));
+        }
+        Ok(Placements(out))
+    }
+
+    /// The batch that recorded envelopes committed: the store places them now.
+    pub(crate) fn committed(&mut self) {
+        self.fresh = HashMap::new();
+    }
+
+    /// Decides what to do with `env`, given everything stored so far
+    /// (`placed`: where `env` and its parents are, from [`Space::placements`]).
+    pub(crate) fn classify(
+        &self,
+        env: &Envelope,
+        placed: &Placements,
+        stored_at: impl Fn(&ActorKey, u64) -> Option<EnvelopeId>,
+    ) -> Verdict {
         let h = env.header();
         if h.kind == Kind::Snapshot {
             return Verdict::Reject("a snapshot outside the snapshot path");
         }
-        if self.order.contains_key(&env.id()) {
+        if placed.of(&env.id()).is_some() {
             return Verdict::Duplicate;
         }
         let actor = h.actor();
@@ -407,7 +460,7 @@ impl Space {
         }
         match h.kind {
             Kind::Control => self.classify_control(env, h.seq == have + 1),
-            Kind::Content => self.classify_content(env, h.seq == have + 1),
+            Kind::Content => self.classify_content(env, placed, h.seq == have + 1),
             Kind::Snapshot => unreachable!("snapshots returned above"),
             Kind::Body | Kind::Tombstone | Kind::State => unreachable!("side envelopes are ingested beside the log"),
         }
@@ -442,7 +495,7 @@ impl Space {
         }
     }
 
-    fn classify_content(&self, env: &Envelope, next_in_seq: bool) -> Verdict {
+    fn classify_content(&self, env: &Envelope, placed: &Placements, next_in_seq: bool) -> Verdict {
         let h = env.header();
         if h.control_heads.is_empty() {
             return Verdict::Reject("content names no control heads");
@@ -491,15 +544,14 @@ impl Space {
         // changes are known, checked below by members). Snapshots cover the
         // first document only.
         let main = self.main_doc();
-        let unknown = h.parents.iter().filter(|p| !self.holds(p)).count();
+        let unknown = h.parents.iter().filter(|p| !self.holds(placed, p)).count();
         if unknown > 0 && (self.snapshots.is_empty() || h.doc != main) {
             return Verdict::Wait;
         }
         // Judged in clear from the parents' headers, alike on every node.
-        let doc_of = |p: &EnvelopeId| match self.doc_of.get(p) {
-            Some(doc) => Some(*doc),
-            None if !self.order.contains_key(p) => Some(main),
-            None => None,
+        let doc_of = |p: &EnvelopeId| match placed.of(p) {
+            Some(held) => held.doc,
+            None => Some(main),
         };
         if h.parents.iter().any(|p| doc_of(p) != Some(h.doc)) {
             return Verdict::Reject("a parent envelope is content of another document");
@@ -509,7 +561,7 @@ impl Space {
             return Verdict::Accept(None);
         };
         let key = self.keys.key_for(&epoch);
-        let Some(key) = key.filter(|_| !h.parents.iter().any(|p| readable.locked.contains(p))) else {
+        let Some(key) = key.filter(|_| !h.parents.iter().any(|p| readable.locked.contains_key(p))) else {
             // This device lacks the key (or a parent's): stored like a replicator
             // would, locked until the key arrives.
             return Verdict::Accept(None);
@@ -547,7 +599,7 @@ impl Space {
             }
         } else {
             let mut known = Vec::with_capacity(h.parents.len());
-            for p in h.parents.iter().filter(|p| self.holds(p)) {
+            for p in h.parents.iter().filter(|p| self.holds(placed, p)) {
                 match readable.change_of_env.get(p) {
                     Some((doc, _)) if *doc != h.doc => {
                         return Verdict::Reject("a parent envelope is content of another document");
@@ -600,6 +652,9 @@ impl Space {
     pub(crate) fn record(&mut self, env: &Envelope, change: Option<&Change>) -> u64 {
         let order = self.next_order;
         self.record_at(env, change, order);
+        let h = env.header();
+        let doc = (h.kind == Kind::Content).then_some(h.doc);
+        self.fresh.insert(env.id(), Placed { order, doc });
         order
     }
 
@@ -624,12 +679,11 @@ impl Space {
     fn record_inner(&mut self, env: &Envelope, change: Option<&Change>, aside: bool, order: u64) {
         let h = env.header();
         self.next_order = self.next_order.max(order + 1);
-        self.order.insert(env.id(), order);
-        if h.kind == Kind::Content {
-            self.doc_of.insert(env.id(), h.doc);
-            if let Some(k) = self.state.space.shard_of(&h.doc) {
-                self.max_shard = self.max_shard.max(Some(k));
-            }
+        self.stored += 1;
+        if h.kind == Kind::Content
+            && let Some(k) = self.state.space.shard_of(&h.doc)
+        {
+            self.max_shard = self.max_shard.max(Some(k));
         }
         self.stored_from.entry(h.actor()).or_insert(h.seq);
         self.advance_writer(env);
@@ -637,8 +691,8 @@ impl Space {
         match (self.readable.as_mut(), change) {
             (Some(r), Some(change)) => r.map_change(env, change.hash()),
             (Some(r), None) if h.kind == Kind::Content && !aside => {
-                r.locked.insert(env.id());
-                if !h.parents.iter().any(|p| r.locked.contains(p))
+                r.locked.insert(env.id(), h.doc);
+                if !h.parents.iter().any(|p| r.locked.contains_key(p))
                     && let Some(epoch) = self.state.epoch_at(&h.control_heads)
                 {
                     r.locked_epochs.insert(epoch.id, epoch);
