@@ -32,7 +32,11 @@ const SPACE_LOG: TableDefinition<(&[u8; 16], u64), &[u8; 32]> = TableDefinition:
 const PLACES: TableDefinition<(&[u8; 16], &[u8; 32]), PlaceRow> = TableDefinition::new("places-1");
 /// (log position, document of content).
 type PlaceRow = (u64, Option<&'static [u8; 16]>);
-/// `META` key set once `places-1` indexes every stored envelope (a store
+/// (space, arrival order) → envelope id of the control operations alone (the
+/// genesis first): the membership is read at start-up without reading every
+/// message's envelope.
+const CONTROL_LOG: TableDefinition<(&[u8; 16], u64), &[u8; 32]> = TableDefinition::new("control-log-1");
+/// `META` key set once `places-1` and `control-log-1` index every stored envelope (a store
 /// written before the table existed is indexed at its first start).
 const PLACES_COMPLETE: &str = "places-complete";
 /// (space, actor, seq) → envelope id: serves "send me actor A from seq n".
@@ -183,7 +187,8 @@ pub struct NewEnvelope<'a> {
     pub space: SpaceId,
     pub actor: ActorKey,
     pub seq: u64,
-    /// The document of a content envelope.
+    /// The document of a content envelope; None for a control operation
+    /// (the only other kind in a space's log).
     pub doc: Option<DocId>,
     pub bytes: &'a [u8],
 }
@@ -240,6 +245,7 @@ impl Store {
         tx.open_table(CLOSED_SHARDS)?;
         tx.open_table(MESSAGE_SHARDS)?;
         tx.open_table(PLACES)?;
+        tx.open_table(CONTROL_LOG)?;
         tx.set_two_phase_commit(true);
         tx.commit()?;
         Ok(())
@@ -273,10 +279,29 @@ impl Store {
         &self,
         space: &SpaceId,
         from: u64,
+        visit: impl FnMut(u64, Vec<u8>) -> ControlFlow<B>,
+    ) -> Result<Option<B>> {
+        self.scan(SPACE_LOG, space, from, visit)
+    }
+
+    /// [`Store::scan_log`] of the control operations alone.
+    pub fn scan_control<B>(
+        &self,
+        space: &SpaceId,
+        visit: impl FnMut(u64, Vec<u8>) -> ControlFlow<B>,
+    ) -> Result<Option<B>> {
+        self.scan(CONTROL_LOG, space, 0, visit)
+    }
+
+    fn scan<B>(
+        &self,
+        table: TableDefinition<(&[u8; 16], u64), &[u8; 32]>,
+        space: &SpaceId,
+        from: u64,
         mut visit: impl FnMut(u64, Vec<u8>) -> ControlFlow<B>,
     ) -> Result<Option<B>> {
         let tx = self.db.begin_read()?;
-        let log = tx.open_table(SPACE_LOG)?;
+        let log = tx.open_table(table)?;
         let envs = tx.open_table(ENVELOPES)?;
         for row in log.range((&space.0, from)..=(&space.0, u64::MAX))? {
             let (k, id) = row?;
@@ -452,12 +477,16 @@ impl Store {
             let log = tx.tx.open_table(SPACE_LOG)?;
             let envs = tx.tx.open_table(ENVELOPES)?;
             let mut places = tx.tx.open_table(PLACES)?;
+            let mut control = tx.tx.open_table(CONTROL_LOG)?;
             for row in log.iter()? {
                 let (k, id) = row?;
                 let (space, order) = k.value();
                 let Some(bytes) = envs.get(id.value())? else { continue };
                 let Some(doc) = doc_of(bytes.value()) else { continue };
                 places.insert((space, id.value()), (order, doc.as_ref().map(|d| &d.0)))?;
+                if doc.is_none() {
+                    control.insert((space, order), id.value())?;
+                }
                 indexed += 1;
             }
         }
@@ -699,6 +728,11 @@ impl Txn {
         let mut table = self.open_table(PLACES)?;
         for (env, order) in envs.clone() {
             table.insert((&env.space.0, &env.id.0), (order, env.doc.as_ref().map(|d| &d.0)))?;
+        }
+        drop(table);
+        let mut table = self.open_table(CONTROL_LOG)?;
+        for (env, order) in envs.clone().into_iter().filter(|(env, _)| env.doc.is_none()) {
+            table.insert((&env.space.0, order), &env.id.0)?;
         }
         drop(table);
         let mut table = self.open_table(WRITERS)?;
@@ -966,6 +1000,7 @@ impl Txn {
         self.open_table(ENVELOPES)?.remove(&env.id.0)?;
         self.open_table(SPACE_LOG)?.remove((&env.space.0, order))?;
         self.open_table(PLACES)?.remove((&env.space.0, &env.id.0))?;
+        self.open_table(CONTROL_LOG)?.remove((&env.space.0, order))?;
         self.open_table(WRITERS)?
             .remove((&env.space.0, &env.actor.0, env.seq))?;
         Ok(())
@@ -1078,6 +1113,7 @@ mod tests {
         tx.put_envelope(&envelope(2, Some(DocId([5; 16]))), 1).unwrap();
         // As a store written before the index existed: no rows, no mark.
         tx.tx.open_table(PLACES).unwrap().retain(|_, _| false).unwrap();
+        tx.tx.open_table(CONTROL_LOG).unwrap().retain(|_, _| false).unwrap();
         tx.open_table(META).unwrap().remove(PLACES_COMPLETE).unwrap();
         tx.commit().unwrap();
         assert_eq!(store.placed(&space, &EnvelopeId([2; 32])).unwrap(), None);
@@ -1098,5 +1134,13 @@ mod tests {
             ]
         );
         assert_eq!(store.complete_places(doc_of).unwrap(), 0, "indexed once");
+        let mut control = Vec::new();
+        store
+            .scan_control(&space, |order, bytes| {
+                control.push((order, bytes));
+                ControlFlow::<()>::Continue(())
+            })
+            .unwrap();
+        assert_eq!(control, [(0, b"control".to_vec())], "the control operation alone");
     }
 }

@@ -219,12 +219,13 @@ impl Core {
             .map_err(|e| e.to_string())
     }
 
-    /// A space's control log as stored (its operations were checked when stored).
+    /// A space's control log as stored (its operations were checked when
+    /// stored), read from `control-log-1` alone: no message envelope is read.
     fn control_state(&self, space_id: SpaceId) -> std::result::Result<SpaceState, String> {
         let mut state: Option<SpaceState> = None;
         let failed = self
             .store
-            .scan_log(&space_id, 0, |_, bytes| {
+            .scan_control(&space_id, |_, bytes| {
                 let env = match Envelope::decode_stored(bytes) {
                     Ok(env) if env.header().kind == Kind::Control => env,
                     Ok(_) => return ControlFlow::Continue(()),
