@@ -37,7 +37,6 @@ use std::{
     collections::HashMap,
     hint::black_box,
     path::{Path, PathBuf},
-    str::FromStr,
     sync::{
         Arc,
         atomic::{AtomicU64, AtomicUsize, Ordering},
@@ -51,14 +50,11 @@ use automerge::{
     sync::{Message as SyncMessage, State as SyncState, SyncDoc},
     transaction::Transactable,
 };
-use futures::StreamExt;
 use outpost_crdt::{
     Change,
     chat::{ChatDoc, NewMessage},
 };
 use outpost_node::{
-    api::{CreateChat, Created, SendMessage},
-    client::Client,
     control::{self, SpaceState},
     core::{self, Event, MAX_LOG_LIMIT},
     envelope::{Envelope, Kind},
@@ -69,12 +65,18 @@ use outpost_node::{
 };
 use tokio::sync::mpsc;
 
+#[path = "support/chat.rs"]
+mod chat;
 #[path = "support/daemon.rs"]
 mod daemon;
+#[path = "support/harness.rs"]
+mod harness;
 #[path = "support/measure.rs"]
 mod measure;
-use daemon::{Daemon, newest_mtime, wait_for, warnings};
-use measure::{CpuMeter, available_cpus, clock_ticks, load_average, machine, ms, quantile, revision, rss_mib, today};
+use chat::{chat_text, create_room, send, watch_messages};
+use daemon::{Daemon, connect, locate_outpost, start_mesh, warnings_note};
+use harness::{print_notes, results_json, revision_and_cpus, until_interrupted, warn_if_debug};
+use measure::{CpuMeter, available_cpus, busy_note, clock_ticks, machine, median, ms, quantile, rss_mib, today};
 
 const HELP: &str = "\
 Outpost benchmark (see BENCHMARKS.md)
@@ -100,32 +102,6 @@ General:
   --json                 print the results as JSON instead of tables
   --keep                 keep the daemons' homes and logs (path printed)
 ";
-
-/// Words for message texts: ordinary chat lines compress like prose, not like one
-/// sentence repeated (Automerge's sync compresses what it sends).
-const WORDS: [&str; 64] = [
-    "the", "a", "to", "and", "of", "is", "in", "it", "you", "that", "for", "on", "we", "this", "with", "be", "are",
-    "not", "have", "at", "can", "will", "just", "so", "but", "meeting", "tomorrow", "lunch", "build", "deploy",
-    "review", "ticket", "branch", "merge", "test", "fixed", "broken", "coffee", "later", "today", "thanks", "sure",
-    "maybe", "weekend", "train", "late", "office", "call", "doc", "draft", "ship", "release", "bug", "log", "server",
-    "disk", "network", "again", "really", "great", "okay", "done", "wait", "soon",
-];
-
-/// A ~70-byte chat line starting with `tag` (which makes it unique and findable).
-fn chat_text(tag: &str) -> String {
-    let mut state = tag.bytes().fold(0x9e37_79b9_7f4a_7c15u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    });
-    let mut text = tag.to_string();
-    while text.len() < 70 {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        text.push(' ');
-        text.push_str(WORDS[(state % WORDS.len() as u64) as usize]);
-    }
-    text
-}
 
 // ---------------------------------------------------------------------------
 // Options
@@ -167,45 +143,29 @@ impl Default for Opts {
     }
 }
 
-fn value<T: FromStr>(args: &mut impl Iterator<Item = String>, name: &str) -> Result<T>
-where
-    T::Err: std::fmt::Display,
-{
-    let raw = args.next().with_context(|| format!("{name} needs a value"))?;
-    raw.parse().map_err(|e| anyhow!("{name} {raw:?}: {e}"))
-}
-
 fn parse_opts() -> Result<Option<Opts>> {
-    let mut o = Opts::default();
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--latency-messages" => o.latency_messages = value(&mut args, &arg)?,
-            "--interval-ms" => o.interval = Duration::from_secs_f64(value::<f64>(&mut args, &arg)? / 1e3),
-            "--serial" => o.serial = value(&mut args, &arg)?,
-            "--messages" => o.messages = value(&mut args, &arg)?,
-            "--clients" => o.clients = value::<usize>(&mut args, &arg)?.max(1),
-            "--outpost" => o.outpost = Some(value(&mut args, &arg)?),
-            "--history" => o.history = value::<usize>(&mut args, &arg)?.max(1),
-            "--per-change" => o.per_change = value::<usize>(&mut args, &arg)?.max(1),
-            "--reps" => o.reps = value::<usize>(&mut args, &arg)?.max(1),
-            "--only" => match value::<String>(&mut args, &arg)?.as_str() {
+    harness::parse(HELP, Opts::default(), |o, arg, args| {
+        match arg {
+            "--latency-messages" => o.latency_messages = args.value(arg)?,
+            "--interval-ms" => o.interval = Duration::from_secs_f64(args.value::<f64>(arg)? / 1e3),
+            "--serial" => o.serial = args.value(arg)?,
+            "--messages" => o.messages = args.value(arg)?,
+            "--clients" => o.clients = args.value::<usize>(arg)?.max(1),
+            "--outpost" => o.outpost = Some(args.value(arg)?),
+            "--history" => o.history = args.value::<usize>(arg)?.max(1),
+            "--per-change" => o.per_change = args.value::<usize>(arg)?.max(1),
+            "--reps" => o.reps = args.value::<usize>(arg)?.max(1),
+            "--only" => match args.value::<String>(arg)?.as_str() {
                 "daemons" => o.sync = false,
                 "sync" => o.daemons = false,
                 other => bail!("--only takes `daemons` or `sync`, not {other:?}"),
             },
             "--json" => o.json = true,
             "--keep" => o.keep = true,
-            "-h" | "--help" => {
-                print!("{HELP}");
-                return Ok(None);
-            }
-            // `cargo bench`-style harness flags are ignored.
-            "--bench" => {}
-            other => bail!("unknown option {other:?}; see --help"),
+            _ => return Ok(false),
         }
-    }
-    Ok(Some(o))
+        Ok(true)
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -296,12 +256,7 @@ impl Report {
                 r.unit
             );
         }
-        if !self.notes.is_empty() {
-            println!("\nNotes:");
-            for n in &self.notes {
-                println!("- {n}");
-            }
-        }
+        print_notes(&self.notes);
     }
 
     fn to_json(&self, machine: &serde_json::Value, opts: &Opts, date: &str) -> serde_json::Value {
@@ -320,14 +275,7 @@ impl Report {
                 })
             })
             .collect();
-        serde_json::json!({
-            "date": date,
-            "revision": revision(),
-            "machine": machine,
-            "options": format!("{opts:?}"),
-            "results": rows,
-            "notes": self.notes,
-        })
+        results_json(date, machine, opts, rows.into(), &self.notes)
     }
 }
 
@@ -340,49 +288,8 @@ fn fmt_value(v: f64, unit: &str) -> String {
     }
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    quantile(&v, 0.5)
-}
-
 // ---------------------------------------------------------------------------
 // Daemons
-
-/// The `outpost` binary next to this example: target/<profile>/outpost.
-fn locate_outpost(opts: &Opts, report: &mut Report) -> Result<PathBuf> {
-    let bin = match &opts.outpost {
-        Some(p) => p.clone(),
-        None => {
-            let exe = std::env::current_exe()?;
-            let dir = exe
-                .parent()
-                .and_then(Path::parent)
-                .context("the example should live in target/<profile>/examples")?;
-            dir.join("outpost")
-        }
-    };
-    ensure!(
-        bin.exists(),
-        "{} is missing: build it first with `cargo build --release -p outpost-cli` (or pass --outpost PATH)",
-        bin.display()
-    );
-    // A stale daemon binary would measure old code: compare with the sources.
-    let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let newest = ["node/src", "cli/src", "crdt/src"]
-        .iter()
-        .filter_map(|d| newest_mtime(&root.join(d)))
-        .max();
-    if let (Some(built), Some(newest)) = (built, newest)
-        && newest > built
-    {
-        report.note(format!(
-            "{} is older than the node sources: rebuild with `cargo build --release -p outpost-cli`",
-            bin.display()
-        ));
-    }
-    Ok(bin)
-}
 
 type Arrivals = mpsc::UnboundedReceiver<(String, Instant)>;
 
@@ -403,38 +310,20 @@ async fn collect(events: &mut Arrivals, prefix: &str, want: usize, deadline: Ins
     seen
 }
 
-async fn send(client: &Client, path: &str, text: String) -> Result<serde_json::Value> {
-    Ok(client
-        .post(
-            path,
-            &SendMessage {
-                text,
-                reply_to: None,
-                client_id: None,
-            },
-        )
-        .await?)
-}
-
 async fn daemons(opts: &Opts, report: &mut Report) -> Result<()> {
-    let bin = locate_outpost(opts, report)?;
+    let (bin, stale) = locate_outpost(opts.outpost.as_deref())?;
+    if let Some(stale) = stale {
+        report.note(stale);
+    }
     let ticks = clock_ticks();
     // On the real disk (/tmp is ext4 here): fsync costs what it costs.
     let root = tempfile::Builder::new().prefix("outpost-bench-").tempdir()?;
     eprintln!("[bench] daemons: homes in {}", root.path().display());
-    let mut a = Daemon::init(&bin, root.path(), "a")?;
-    let mut b = Daemon::init(&bin, root.path(), "b")?;
-    a.spawn(&bin, Some(&b.addr()))?;
-    b.spawn(&bin, Some(&a.addr()))?;
-    let result = run_daemons(opts, report, &bin, &mut a, &mut b, ticks).await;
-    for d in [&a, &b] {
-        let (count, kinds) = warnings(d);
-        if count > 0 {
-            report.note(format!(
-                "daemon {} logged {count} warnings/errors: {}",
-                d.name,
-                kinds.join("; ")
-            ));
+    let mut nodes = start_mesh(&bin, root.path(), ["a", "b"])?;
+    let result = run_daemons(opts, report, &bin, &mut nodes, ticks).await;
+    for d in &nodes {
+        if let Some(note) = warnings_note(d) {
+            report.note(note);
         }
         if let Some(rss) = rss_mib(&d.pid().to_string()) {
             report.add(
@@ -446,8 +335,7 @@ async fn daemons(opts: &Opts, report: &mut Report) -> Result<()> {
             );
         }
     }
-    drop(a);
-    drop(b);
+    drop(nodes);
     if opts.keep {
         let path = root.keep();
         report.note(format!("daemon homes and logs kept in {}", path.display()));
@@ -455,83 +343,22 @@ async fn daemons(opts: &Opts, report: &mut Report) -> Result<()> {
     result
 }
 
-async fn run_daemons(
-    opts: &Opts,
-    report: &mut Report,
-    bin: &Path,
-    a: &mut Daemon,
-    b: &mut Daemon,
-    ticks: f64,
-) -> Result<()> {
+async fn run_daemons(opts: &Opts, report: &mut Report, bin: &Path, nodes: &mut [Daemon; 2], ticks: f64) -> Result<()> {
     // Both APIs up, then connected to each other.
-    for d in [&mut *a, &mut *b] {
-        d.wait_api().await?;
-    }
-    let (ar, br) = (&*a, &*b);
-    let setup = Instant::now();
-    wait_for(Duration::from_secs(20), "the daemons to connect", move || async move {
-        (ar.peers().await > 0 && br.peers().await > 0).then_some(())
-    })
-    .await?;
-    eprintln!("[bench] daemons connected after {:.0} ms", ms(setup.elapsed()));
+    let setup = connect(nodes, Duration::from_secs(20)).await?;
+    eprintln!("[bench] daemons connected after {:.0} ms", ms(setup));
+    let [a, b] = nodes;
 
-    let card = b.card(bin)?;
-    let created: Created = a
-        .client
-        .post(
-            "/v1/chats",
-            &CreateChat {
-                name: "bench".into(),
-                kind: control::SpaceKind::Chat,
-                history: control::History::Shared,
-                posting: control::Posting::Writers,
-                department: None,
-                members: vec![card],
-                replicators: vec![],
-            },
-        )
-        .await?;
-    let space = created.space;
-    wait_for(Duration::from_secs(20), "B to join the space", move || async move {
-        let spaces: serde_json::Value = br.client.get("/v1/spaces").await.ok()?;
-        let space = space.to_string();
-        spaces
-            .as_array()?
-            .iter()
-            .any(|s| s["space"].as_str() == Some(space.as_str()) && s["readable"] == true)
-            .then_some(())
-    })
-    .await?;
+    let space = create_room(bin, a, &[&*b], "bench", Duration::from_secs(20)).await?;
     let path = format!("/v1/chats/{space}/messages");
 
     // B's live event stream, time-stamped as it arrives.
-    let mut stream = Box::pin(
-        b.client
-            .stream::<serde_json::Value>(&format!("/v1/events?space={space}"))
-            .await?,
-    );
     let (tx, mut arrivals) = mpsc::unbounded_channel();
     let lagged = Arc::new(AtomicU64::new(0));
-    let lagged_in_reader = lagged.clone();
-    let reader = tokio::spawn(async move {
-        // Lines look like {"type":"message","space":…,"message":{"id":…,"text":…}}.
-        while let Some(Ok(event)) = stream.next().await {
-            let at = Instant::now();
-            if event["type"] == "lagged" {
-                // The daemon dropped events for this stream: {"type":"lagged","missed":N}.
-                let missed = event["missed"].as_u64().unwrap_or(0);
-                lagged_in_reader.fetch_add(missed, Ordering::Relaxed);
-                continue;
-            }
-            if event["type"] != "message" {
-                continue;
-            }
-            let text = event["message"]["text"].as_str().unwrap_or_default().to_string();
-            if tx.send((text, at)).is_err() {
-                break;
-            }
-        }
-    });
+    let reader = watch_messages(b, space, lagged.clone(), move |text, at| {
+        tx.send((text.to_string(), at)).is_ok()
+    })
+    .await?;
 
     // Warm-up: connections, caches, first envelopes.
     for i in 0..20 {
@@ -2198,12 +2025,8 @@ async fn sync_part(opts: &Opts, report: &mut Report) -> Result<()> {
 // ---------------------------------------------------------------------------
 
 async fn run(opts: &Opts, report: &mut Report) -> Result<()> {
-    let load = load_average();
-    let one_minute: f64 = load.split(' ').next().and_then(|l| l.parse().ok()).unwrap_or(0.0);
-    if one_minute > 0.5 {
-        report.note(format!(
-            "the machine was not idle at the start (load average {load}): other processes skew these numbers"
-        ));
+    if let Some(busy) = busy_note() {
+        report.note(busy);
     }
     if opts.daemons {
         daemons(opts, report).await?;
@@ -2218,28 +2041,19 @@ fn main() -> Result<()> {
     let Some(opts) = parse_opts()? else {
         return Ok(());
     };
-    if cfg!(debug_assertions) {
-        eprintln!("[bench] warning: not a release build; run with `cargo run --release --example bench`");
-    }
+    warn_if_debug("bench");
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let mut report = Report::default();
     let started = Instant::now();
-    let outcome = runtime.block_on(async {
-        tokio::select! {
-            r = run(&opts, &mut report) => r,
-            _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
-        }
-    });
+    let outcome = until_interrupted(&runtime, run(&opts, &mut report));
     let date = today();
     let machine = machine();
     if opts.json {
         println!("{:#}", report.to_json(&machine, &opts, &date));
     } else {
         report.print_tables(&format!(
-            "Outpost benchmark, {date}, revision {}, {} CPUs ({}), {:.0} s",
-            revision(),
-            machine["cpus"],
-            machine["cpu_model"].as_str().unwrap_or(""),
+            "Outpost benchmark, {date}, {}, {:.0} s",
+            revision_and_cpus(&machine),
             started.elapsed().as_secs_f64()
         ));
     }

@@ -32,7 +32,6 @@ use std::{
     collections::HashSet,
     io::{Read, Write},
     path::{Path, PathBuf},
-    str::FromStr,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -40,25 +39,30 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, Result, anyhow, bail, ensure};
+use anyhow::{Result, anyhow, bail, ensure};
 use futures::StreamExt;
 use outpost_node::{
-    api::{CreateChat, Created, SendMessage},
     client::Client,
-    control,
     core::{FileStatus, Sent},
     ids::{DeviceId, SpaceId, UserId},
     search::{Entry, HitKind, SearchIndex, SearchQuery, sealed::IndexKey},
 };
 use tokio::sync::mpsc;
 
+#[path = "support/chat.rs"]
+mod chat;
 #[path = "support/daemon.rs"]
 mod daemon;
+#[path = "support/harness.rs"]
+mod harness;
 #[path = "support/measure.rs"]
 mod measure;
-use daemon::{Daemon, newest_mtime, wait_for, warnings};
+use chat::{chat_text, create_room, send, watch_messages};
+use daemon::{Daemon, connect, locate_outpost, start_mesh, wait_for, warnings_note};
+use harness::{Table, print_notes, results_json, revision_and_cpus, until_interrupted, warn_if_debug};
 use measure::{
-    CpuMeter, CpuUse, available_cpus, clock_ticks, load_average, machine, ms, quantile, revision, rss_mib, today,
+    CpuMeter, CpuUse, available_cpus, busy_note, clock_ticks, dir_size, grouped, load_average, machine, ms, quantile,
+    rss_mib, today,
 };
 
 const HELP: &str = "\
@@ -126,28 +130,18 @@ impl Default for Opts {
     }
 }
 
-fn value<T: FromStr>(args: &mut impl Iterator<Item = String>, name: &str) -> Result<T>
-where
-    T::Err: std::fmt::Display,
-{
-    let raw = args.next().with_context(|| format!("{name} needs a value"))?;
-    raw.parse().map_err(|e| anyhow!("{name} {raw:?}: {e}"))
-}
-
 fn parse_opts() -> Result<Option<Opts>> {
-    let mut o = Opts::default();
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--clients" => o.clients = value::<usize>(&mut args, &arg)?.max(1),
-            "--per-client" => o.per_client = value::<usize>(&mut args, &arg)?.max(1),
-            "--file-mb" => o.file_mb = value::<u64>(&mut args, &arg)?.max(1),
-            "--search-messages" => o.search_messages = value::<usize>(&mut args, &arg)?.max(100),
-            "--commit-every" => o.commit_every = value::<usize>(&mut args, &arg)?.max(1),
-            "--queries" => o.queries = value::<usize>(&mut args, &arg)?.max(1),
+    harness::parse(HELP, Opts::default(), |o, arg, args| {
+        match arg {
+            "--clients" => o.clients = args.value::<usize>(arg)?.max(1),
+            "--per-client" => o.per_client = args.value::<usize>(arg)?.max(1),
+            "--file-mb" => o.file_mb = args.value::<u64>(arg)?.max(1),
+            "--search-messages" => o.search_messages = args.value::<usize>(arg)?.max(100),
+            "--commit-every" => o.commit_every = args.value::<usize>(arg)?.max(1),
+            "--queries" => o.queries = args.value::<usize>(arg)?.max(1),
             "--no-ram-index" => o.ram_index = false,
             "--only" => {
-                let part = value::<String>(&mut args, &arg)?;
+                let part = args.value::<String>(arg)?;
                 ensure!(
                     ["rooms", "files", "search"].contains(&part.as_str()),
                     "--only takes rooms, files or search, not {part:?}"
@@ -156,29 +150,17 @@ fn parse_opts() -> Result<Option<Opts>> {
                 o.files = part == "files";
                 o.search = part == "search";
             }
-            "--outpost" => o.outpost = Some(value(&mut args, &arg)?),
+            "--outpost" => o.outpost = Some(args.value(arg)?),
             "--json" => o.json = true,
             "--keep" => o.keep = true,
-            "-h" | "--help" => {
-                print!("{HELP}");
-                return Ok(None);
-            }
-            // `cargo bench`-style harness flags are ignored.
-            "--bench" => {}
-            other => bail!("unknown option {other:?}; see --help"),
+            _ => return Ok(false),
         }
-    }
-    Ok(Some(o))
+        Ok(true)
+    })
 }
 
 // ---------------------------------------------------------------------------
 // Results: Markdown tables (or JSON), one per section
-
-struct Table {
-    title: String,
-    columns: Vec<String>,
-    rows: Vec<Vec<String>>,
-}
 
 #[derive(Default)]
 struct Report {
@@ -194,11 +176,7 @@ impl Report {
     }
 
     fn table(&mut self, title: impl Into<String>, columns: &[&str]) {
-        self.tables.push(Table {
-            title: title.into(),
-            columns: columns.iter().map(|c| c.to_string()).collect(),
-            rows: Vec::new(),
-        });
+        self.tables.push(Table::new(title, columns));
     }
 
     fn current(&self) -> String {
@@ -221,7 +199,7 @@ impl Report {
     /// A row of the current table (its JSON is added by the caller).
     fn row(&mut self, cells: Vec<String>) {
         if let Some(t) = self.tables.last_mut() {
-            t.rows.push(cells);
+            t.row(cells);
         }
     }
 
@@ -234,48 +212,14 @@ impl Report {
     fn print_tables(&self, header: &str) {
         println!("{header}");
         for t in &self.tables {
-            println!("\n### {}\n", t.title);
-            println!("| {} |", t.columns.join(" | "));
-            let align: Vec<&str> = (0..t.columns.len())
-                .map(|i| if i == 0 { "---" } else { "---:" })
-                .collect();
-            println!("|{}|", align.join("|"));
-            for r in &t.rows {
-                println!("| {} |", r.join(" | "));
-            }
+            t.print();
         }
-        if !self.notes.is_empty() {
-            println!("\nNotes:");
-            for n in &self.notes {
-                println!("- {n}");
-            }
-        }
+        print_notes(&self.notes);
     }
 
     fn to_json(&self, machine: &serde_json::Value, opts: &Opts, date: &str) -> serde_json::Value {
-        serde_json::json!({
-            "date": date,
-            "revision": revision(),
-            "machine": machine,
-            "options": format!("{opts:?}"),
-            "results": self.values,
-            "notes": self.notes,
-        })
+        results_json(date, machine, opts, self.values.clone().into(), &self.notes)
     }
-}
-
-/// `1234567.8` → `1,234,568`.
-fn grouped(v: f64) -> String {
-    let n = v.round() as i64;
-    let digits = n.unsigned_abs().to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    if n < 0 { format!("-{out}") } else { out }
 }
 
 fn fmt_value(v: f64, unit: &str) -> String {
@@ -361,31 +305,6 @@ impl Zipf {
 // ---------------------------------------------------------------------------
 // Part 1: rooms
 
-/// Words for the rooms' message texts (as in `bench`): ~70-byte chat lines.
-const ROOM_WORDS: [&str; 64] = [
-    "the", "a", "to", "and", "of", "is", "in", "it", "you", "that", "for", "on", "we", "this", "with", "be", "are",
-    "not", "have", "at", "can", "will", "just", "so", "but", "meeting", "tomorrow", "lunch", "build", "deploy",
-    "review", "ticket", "branch", "merge", "test", "fixed", "broken", "coffee", "later", "today", "thanks", "sure",
-    "maybe", "weekend", "train", "late", "office", "call", "doc", "draft", "ship", "release", "bug", "log", "server",
-    "disk", "network", "again", "really", "great", "okay", "done", "wait", "soon",
-];
-
-/// A ~70-byte chat line starting with `tag` (which makes it unique and findable).
-fn chat_text(tag: &str) -> String {
-    let mut state = tag.bytes().fold(0x9e37_79b9_7f4a_7c15u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    });
-    let mut text = tag.to_string();
-    while text.len() < 70 {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        text.push(' ');
-        text.push_str(ROOM_WORDS[(state % ROOM_WORDS.len() as u64) as usize]);
-    }
-    text
-}
-
 const NODES: [&str; 3] = ["a", "b", "c"];
 
 /// `r<run><origin>-<index>`: which run, which node it was posted to, which message.
@@ -413,108 +332,15 @@ fn parse_tag(text: &str) -> Option<(u8, usize, usize)> {
     Some((run, origin, index))
 }
 
-/// The `outpost` binary next to this example: target/<profile>/outpost.
-fn locate_outpost(opts: &Opts, report: &mut Report) -> Result<PathBuf> {
-    let bin = match &opts.outpost {
-        Some(p) => p.clone(),
-        None => {
-            let exe = std::env::current_exe()?;
-            let dir = exe
-                .parent()
-                .and_then(Path::parent)
-                .context("the example should live in target/<profile>/examples")?;
-            dir.join("outpost")
-        }
-    };
-    ensure!(
-        bin.exists(),
-        "{} is missing: build it first with `cargo build --release -p outpost-cli` (or pass --outpost PATH)",
-        bin.display()
-    );
-    let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let newest = ["node/src", "cli/src", "crdt/src"]
-        .iter()
-        .filter_map(|d| newest_mtime(&root.join(d)))
-        .max();
-    if let (Some(built), Some(newest)) = (built, newest)
-        && newest > built
-    {
-        report.note(format!(
-            "{} is older than the node sources: rebuild with `cargo build --release -p outpost-cli`",
-            bin.display()
-        ));
-    }
-    Ok(bin)
-}
-
-/// Creates a chat on `owner` with `members` and waits until they can read it.
-async fn create_room(bin: &Path, owner: &Daemon, members: &[&Daemon], name: &str) -> Result<SpaceId> {
-    let cards = members.iter().map(|m| m.card(bin)).collect::<Result<Vec<_>>>()?;
-    let created: Created = owner
-        .client
-        .post(
-            "/v1/chats",
-            &CreateChat {
-                name: name.into(),
-                kind: control::SpaceKind::Chat,
-                history: control::History::Shared,
-                posting: control::Posting::Writers,
-                department: None,
-                members: cards,
-                replicators: vec![],
-            },
-        )
-        .await?;
-    let space = created.space;
-    for m in members {
-        wait_for(
-            Duration::from_secs(30),
-            "a member to join the room",
-            move || async move {
-                let spaces: serde_json::Value = m.client.get("/v1/spaces").await.ok()?;
-                let space = space.to_string();
-                spaces
-                    .as_array()?
-                    .iter()
-                    .any(|s| s["space"].as_str() == Some(space.as_str()) && s["readable"] == true)
-                    .then_some(())
-            },
-        )
-        .await?;
-    }
-    Ok(space)
-}
-
-async fn send(client: &Client, path: &str, text: String) -> Result<serde_json::Value> {
-    Ok(client
-        .post(
-            path,
-            &SendMessage {
-                text,
-                reply_to: None,
-                client_id: None,
-            },
-        )
-        .await?)
-}
-
-/// The warnings and errors in a daemon's log: how many, and the first few kinds.
 async fn daemons(opts: &Opts, report: &mut Report) -> Result<()> {
-    let bin = locate_outpost(opts, report)?;
+    let (bin, stale) = locate_outpost(opts.outpost.as_deref())?;
+    if let Some(stale) = stale {
+        report.note(stale);
+    }
     // On the real disk (/tmp is ext4 here): fsync costs what it costs.
     let root = tempfile::Builder::new().prefix("outpost-chat-bench-").tempdir()?;
     eprintln!("[chat_bench] daemons: homes in {}", root.path().display());
-    let mut nodes = [
-        Daemon::init(&bin, root.path(), "a")?,
-        Daemon::init(&bin, root.path(), "b")?,
-        Daemon::init(&bin, root.path(), "c")?,
-    ];
-    let addrs: Vec<String> = nodes.iter().map(Daemon::addr).collect();
-    for (i, node) in nodes.iter_mut().enumerate() {
-        let peers: Vec<&str> = (0..3).filter(|&j| j != i).map(|j| addrs[j].as_str()).collect();
-        node.spawn_with_peers(&bin, &peers)?;
-    }
+    let mut nodes = start_mesh(&bin, root.path(), NODES)?;
     let result = run_daemons(opts, report, &bin, &mut nodes, root.path()).await;
     report.section("daemons: resources at the end");
     for d in &nodes {
@@ -526,13 +352,8 @@ async fn daemons(opts: &Opts, report: &mut Report) -> Result<()> {
                 "MiB",
             );
         }
-        let (count, kinds) = warnings(d);
-        if count > 0 {
-            report.note(format!(
-                "daemon {} logged {count} warnings/errors: {}",
-                d.name,
-                kinds.join("; ")
-            ));
+        if let Some(note) = warnings_note(d) {
+            report.note(note);
         }
     }
     drop(nodes);
@@ -544,20 +365,8 @@ async fn daemons(opts: &Opts, report: &mut Report) -> Result<()> {
 }
 
 async fn run_daemons(opts: &Opts, report: &mut Report, bin: &Path, nodes: &mut [Daemon; 3], root: &Path) -> Result<()> {
-    for d in nodes.iter_mut() {
-        d.wait_api().await?;
-    }
-    let setup = Instant::now();
-    for d in nodes.iter() {
-        wait_for(Duration::from_secs(30), "the daemons to connect", move || async move {
-            (d.peers().await >= 2).then_some(())
-        })
-        .await?;
-    }
-    eprintln!(
-        "[chat_bench] three daemons connected after {:.0} ms",
-        ms(setup.elapsed())
-    );
+    let setup = connect(nodes, Duration::from_secs(30)).await?;
+    eprintln!("[chat_bench] three daemons connected after {:.0} ms", ms(setup));
     let [a, b, c] = &*nodes;
     if opts.rooms {
         rooms(opts, report, bin, [a, b, c]).await?;
@@ -573,46 +382,29 @@ async fn run_daemons(opts: &Opts, report: &mut Report, bin: &Path, nodes: &mut [
 
 async fn rooms(opts: &Opts, report: &mut Report, bin: &Path, nodes: [&Daemon; 3]) -> Result<()> {
     let [a, b, c] = nodes;
-    let space = create_room(bin, a, &[b, c], "all-hands").await?;
+    let space = create_room(bin, a, &[b, c], "all-hands", Duration::from_secs(30)).await?;
     let path = format!("/v1/chats/{space}/messages");
 
     // Every node's live event stream, time-stamped as it arrives.
     let (tx, mut arrivals) = mpsc::unbounded_channel::<Arrival>();
-    let lagged: Arc<[AtomicU64; 3]> = Arc::new(Default::default());
+    let lagged: [Arc<AtomicU64>; 3] = Default::default();
     let mut readers = Vec::new();
     for (node, d) in nodes.iter().enumerate() {
-        let mut stream = Box::pin(
-            d.client
-                .stream::<serde_json::Value>(&format!("/v1/events?space={space}"))
-                .await?,
-        );
         let tx = tx.clone();
-        let lagged = lagged.clone();
-        readers.push(tokio::spawn(async move {
-            while let Some(Ok(event)) = stream.next().await {
-                let at = Instant::now();
-                if event["type"] == "lagged" {
-                    lagged[node].fetch_add(event["missed"].as_u64().unwrap_or(1), Ordering::Relaxed);
-                    continue;
-                }
-                if event["type"] != "message" {
-                    continue;
-                }
-                let Some((run, origin, index)) = event["message"]["text"].as_str().and_then(parse_tag) else {
-                    continue;
-                };
-                let arrival = Arrival {
-                    node,
-                    run,
-                    origin,
-                    index,
-                    at,
-                };
-                if tx.send(arrival).is_err() {
-                    break;
-                }
-            }
-        }));
+        let reader = watch_messages(d, space, lagged[node].clone(), move |text, at| {
+            let Some((run, origin, index)) = parse_tag(text) else {
+                return true;
+            };
+            let arrival = Arrival {
+                node,
+                run,
+                origin,
+                index,
+                at,
+            };
+            tx.send(arrival).is_ok()
+        });
+        readers.push(reader.await?);
     }
     drop(tx);
 
@@ -673,7 +465,7 @@ struct RoomRun<'a> {
     run: u8,
     spread: bool,
     ticks: f64,
-    lagged: &'a Arc<[AtomicU64; 3]>,
+    lagged: &'a [Arc<AtomicU64>; 3],
 }
 
 async fn room_run(
@@ -978,6 +770,21 @@ async fn save(client: &Client, id: &str, path: &Path) -> Result<u64> {
     Ok(written)
 }
 
+/// Copies `from` into `to` through a 128 KiB buffer, in user space (as `cat`
+/// and `nc` do): the bytes copied.
+fn copy_through(from: &mut impl Read, to: &mut impl Write) -> Result<u64> {
+    let mut buf = vec![0u8; 128 << 10];
+    let mut total = 0u64;
+    loop {
+        let n = from.read(&mut buf)?;
+        if n == 0 {
+            return Ok(total);
+        }
+        to.write_all(&buf[..n])?;
+        total += n as u64;
+    }
+}
+
 /// The baseline: the file copied over a loopback TCP socket, as
 /// `cat file | nc` → `nc -l > copy` would (user-space reads and writes, the
 /// copy synced at the end as the node's is).
@@ -989,29 +796,12 @@ fn tcp_copy(src: &Path, dst: &Path) -> Result<Duration> {
     let receiver = std::thread::spawn(move || -> Result<u64> {
         let (mut socket, _) = listener.accept()?;
         let mut out = std::fs::File::create(dst)?;
-        let mut buf = vec![0u8; 128 << 10];
-        let mut total = 0u64;
-        loop {
-            let n = socket.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            out.write_all(&buf[..n])?;
-            total += n as u64;
-        }
+        let total = copy_through(&mut socket, &mut out)?;
         out.sync_all()?;
         Ok(total)
     });
     let mut socket = std::net::TcpStream::connect(addr)?;
-    let mut file = std::fs::File::open(src)?;
-    let mut buf = vec![0u8; 128 << 10];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        socket.write_all(&buf[..n])?;
-    }
+    copy_through(&mut std::fs::File::open(src)?, &mut socket)?;
     socket.shutdown(std::net::Shutdown::Write)?;
     let received = receiver
         .join()
@@ -1029,14 +819,7 @@ fn local_copy(src: &Path, dst: &Path) -> Result<Duration> {
     let start = Instant::now();
     let mut from = std::fs::File::open(src)?;
     let mut to = std::fs::File::create(dst)?;
-    let mut buf = vec![0u8; 128 << 10];
-    loop {
-        let n = from.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        to.write_all(&buf[..n])?;
-    }
+    copy_through(&mut from, &mut to)?;
     to.sync_all()?;
     Ok(start.elapsed())
 }
@@ -1051,7 +834,7 @@ async fn files(opts: &Opts, report: &mut Report, bin: &Path, nodes: [&Daemon; 3]
         let source = source.clone();
         tokio::task::spawn_blocking(move || write_random(&source, size)).await??
     };
-    let space = create_room(bin, a, &[b, c], "files").await?;
+    let space = create_room(bin, a, &[b, c], "files", Duration::from_secs(30)).await?;
     let mbps = |d: Duration| size as f64 / MB / d.as_secs_f64();
 
     // Import on A: streamed in, encrypted, hashed, stored; then the message posted.
@@ -1570,26 +1353,6 @@ fn scan(c: &Corpus, p: &Probe) -> usize {
     std::hint::black_box(hits)
 }
 
-fn dir_size(dir: &Path) -> (u64, usize) {
-    let mut bytes = 0;
-    let mut files = 0;
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            if let Ok(m) = e.metadata() {
-                if m.is_dir() {
-                    let (b, f) = dir_size(&e.path());
-                    bytes += b;
-                    files += f;
-                } else {
-                    bytes += m.len();
-                    files += 1;
-                }
-            }
-        }
-    }
-    (bytes, files)
-}
-
 /// Segments in an index directory (tantivy names a segment's files `<uuid>.<ext>`).
 fn segments(dir: &Path) -> usize {
     let mut ids = HashSet::new();
@@ -1950,12 +1713,8 @@ fn search_part(opts: &Opts, report: &mut Report) -> Result<()> {
 // ---------------------------------------------------------------------------
 
 async fn run(opts: &Opts, report: &mut Report) -> Result<()> {
-    let load = load_average();
-    let one_minute: f64 = load.split(' ').next().and_then(|l| l.parse().ok()).unwrap_or(0.0);
-    if one_minute > 0.5 {
-        report.note(format!(
-            "the machine was not idle at the start (load average {load}): other processes skew these numbers"
-        ));
+    if let Some(busy) = busy_note() {
+        report.note(busy);
     }
     if opts.rooms || opts.files {
         daemons(opts, report).await?;
@@ -1982,30 +1741,20 @@ fn main() -> Result<()> {
     let Some(opts) = parse_opts()? else {
         return Ok(());
     };
-    if cfg!(debug_assertions) {
-        eprintln!("[chat_bench] warning: not a release build; run with `cargo run --release --example chat_bench`");
-    }
+    warn_if_debug("chat_bench");
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let mut report = Report::default();
     let started = Instant::now();
     let load_at_start = load_average();
-    let outcome = runtime.block_on(async {
-        tokio::select! {
-            r = run(&opts, &mut report) => r,
-            _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
-        }
-    });
+    let outcome = until_interrupted(&runtime, run(&opts, &mut report));
     let date = today();
     let machine = machine();
     if opts.json {
         println!("{:#}", report.to_json(&machine, &opts, &date));
     } else {
         report.print_tables(&format!(
-            "Outpost chat benchmark, {date}, revision {}, {} CPUs ({}), load average {load_at_start} at the start, \
-             {} at the end, {:.0} s",
-            revision(),
-            machine["cpus"],
-            machine["cpu_model"].as_str().unwrap_or(""),
+            "Outpost chat benchmark, {date}, {}, load average {load_at_start} at the start, {} at the end, {:.0} s",
+            revision_and_cpus(&machine),
             load_average(),
             started.elapsed().as_secs_f64()
         ));

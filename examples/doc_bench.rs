@@ -36,7 +36,6 @@ use std::{
     hint::black_box,
     io::Read,
     path::{Path, PathBuf},
-    process::Command,
     sync::{
         Arc,
         atomic::{AtomicU64, AtomicUsize, Ordering},
@@ -44,7 +43,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, Result, anyhow, bail, ensure};
+use anyhow::{Context, Result, bail, ensure};
 use automerge::{
     ActorId, Automerge, Change, ChangeHash, ObjId, ObjType, ROOT, ReadDoc,
     transaction::{CommitOptions, Transactable},
@@ -67,7 +66,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[path = "support/daemon.rs"]
 mod daemon;
-use daemon::{Daemon, newest_mtime, wait_for};
+#[path = "support/harness.rs"]
+mod harness;
+#[path = "support/measure.rs"]
+mod measure;
+use daemon::{Daemon, locate_outpost, wait_for};
+use harness::Table;
+use measure::{CpuMeter, clock_ticks, load_average, median, ms, revision, thousands};
 
 const HELP: &str = "\
 Shared documents under editing traces (see BENCHMARKS.md, \"Shared documents\")
@@ -195,72 +200,11 @@ fn thread_cpu() -> Duration {
     Duration::from_nanos(ns)
 }
 
-/// CPU seconds the whole machine, this process and some children spent, at one instant.
-struct CpuClock {
-    at: Instant,
-    machine: f64,
-    ours: f64,
-}
-
-impl CpuClock {
-    /// Reads the clocks; `pids` are daemons whose CPU counts as ours.
-    fn now(pids: &[u32]) -> Self {
-        let ours = cpu_seconds("self") + pids.iter().map(|p| cpu_seconds(&p.to_string())).sum::<f64>();
-        Self {
-            at: Instant::now(),
-            machine: machine_busy_seconds(),
-            ours,
-        }
-    }
-
-    /// Percent of the machine's CPUs that other processes used since `self`.
-    fn others_since(&self, pids: &[u32]) -> f64 {
-        let now = Self::now(pids);
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-        let wall = now.at.duration_since(self.at).as_secs_f64().max(1e-3);
-        let others = (now.machine - self.machine) - (now.ours - self.ours);
-        (100.0 * others / (wall * cpus)).max(0.0)
-    }
-}
-
-fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-/// User + system CPU seconds of a process (`self` or a pid).
-fn cpu_seconds(pid: &str) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The command name may hold spaces: count from its closing parenthesis, after
-    // which field 3 (the state) comes first; utime is field 14, stime field 15.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let field = |i: usize| {
-        rest.split_whitespace()
-            .nth(i)
-            .and_then(|x| x.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (field(11) + field(12)) / clock_ticks()
-}
-
-/// Busy CPU seconds of the whole machine since boot (`/proc/stat`).
-fn machine_busy_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let v: Vec<f64> = stat
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    // user nice system idle iowait irq softirq steal
-    let busy: f64 = [0, 1, 2, 5, 6, 7].iter().filter_map(|&i| v.get(i)).sum();
-    busy / clock_ticks()
+/// Starts measuring how much of the machine's CPUs other processes use: this
+/// process and the daemons of `pids` count as ours.
+fn noise_meter(pids: &[u32]) -> CpuMeter {
+    let ours = std::iter::once("self".to_string()).chain(pids.iter().map(u32::to_string));
+    CpuMeter::start(ours.collect(), clock_ticks())
 }
 
 // ---------------------------------------------------------------------------
@@ -292,16 +236,8 @@ impl Opts {
     }
 }
 
-fn value<T: std::str::FromStr>(args: &mut impl Iterator<Item = String>, name: &str) -> Result<T>
-where
-    T::Err: std::fmt::Display,
-{
-    let raw = args.next().with_context(|| format!("{name} needs a value"))?;
-    raw.parse().map_err(|e| anyhow!("{name} {raw:?}: {e}"))
-}
-
 fn parse_opts() -> Result<Option<Opts>> {
-    let mut o = Opts {
+    let defaults = Opts {
         traces: Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/editing-traces"),
         group: 10,
         keystrokes: true,
@@ -312,18 +248,17 @@ fn parse_opts() -> Result<Option<Opts>> {
         only: None,
         keep: false,
     };
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--traces" => o.traces = value(&mut args, &arg)?,
-            "--group" => o.group = value::<usize>(&mut args, &arg)?.max(1),
+    harness::parse(HELP, defaults, |o, arg, args| {
+        match arg {
+            "--traces" => o.traces = args.value(arg)?,
+            "--group" => o.group = args.value::<usize>(arg)?.max(1),
             "--no-keystrokes" => o.keystrokes = false,
-            "--reps" => o.reps = value::<usize>(&mut args, &arg)?.max(1),
-            "--concurrent-reps" => o.concurrent_reps = value::<usize>(&mut args, &arg)?.max(1),
-            "--daemon-group" => o.daemon_group = value::<usize>(&mut args, &arg)?.max(1),
-            "--outpost" => o.outpost = Some(value(&mut args, &arg)?),
+            "--reps" => o.reps = args.value::<usize>(arg)?.max(1),
+            "--concurrent-reps" => o.concurrent_reps = args.value::<usize>(arg)?.max(1),
+            "--daemon-group" => o.daemon_group = args.value::<usize>(arg)?.max(1),
+            "--outpost" => o.outpost = Some(args.value(arg)?),
             "--only" => {
-                o.only = Some(match value::<String>(&mut args, &arg)?.as_str() {
+                o.only = Some(match args.value::<String>(arg)?.as_str() {
                     "sequential" => Part::Sequential,
                     "concurrent" => Part::Concurrent,
                     "daemons" => Part::Daemons,
@@ -331,16 +266,10 @@ fn parse_opts() -> Result<Option<Opts>> {
                 })
             }
             "--keep" => o.keep = true,
-            "-h" | "--help" => {
-                print!("{HELP}");
-                return Ok(None);
-            }
-            // `cargo bench`-style harness flags are ignored.
-            "--bench" => {}
-            other => bail!("unknown option {other:?}; see --help"),
+            _ => return Ok(false),
         }
-    }
-    Ok(Some(o))
+        Ok(true)
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -603,11 +532,6 @@ fn rotated(n: usize, rep: usize) -> impl Iterator<Item = usize> {
     (0..n).map(move |k| (k + rep) % n)
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v.get(v.len() / 2).copied().unwrap_or_default()
-}
-
 /// Each writer's last change in a document, (seq, hash, author): what those
 /// writers' signed envelopes declare to whoever receives a snapshot of it.
 fn last_changes(doc: &Automerge, doc_id: &DocId) -> BTreeMap<ActorId, Declared> {
@@ -671,7 +595,7 @@ struct SeqResults {
 fn measure_sequential(name: &str, trace: &Trace, group: usize, reps: usize) -> Result<SeqResults> {
     let edits = trace.edits();
     let groups: Vec<&[Edit<'_>]> = edits.chunks(group).collect();
-    let cpu = CpuClock::now(&[]);
+    let cpu = noise_meter(&[]);
     let mut runs: Vec<Vec<SeqRun>> = SEQUENTIAL.iter().map(|_| Vec::new()).collect();
     for rep in 0..reps {
         for f in rotated(SEQUENTIAL.len(), rep) {
@@ -715,7 +639,7 @@ fn measure_sequential(name: &str, trace: &Trace, group: usize, reps: usize) -> R
         load,
         opened,
         rebuilt,
-        noise: cpu.others_since(&[]),
+        noise: cpu.stop().others_pct,
     })
 }
 
@@ -966,7 +890,7 @@ fn replay_concurrent(flavour: Flavour, name: &str, trace: &Trace) -> Result<Conc
 /// `apply_changes`) and on `TextDoc`, `reps` times each, interleaved. One table.
 fn concurrent(name: &str, trace: &Trace, reps: usize) -> Result<Table> {
     let flavours = [Flavour::RawFetch, Flavour::Outpost];
-    let cpu = CpuClock::now(&[]);
+    let cpu = noise_meter(&[]);
     let mut runs: [Vec<ConcurrentRun>; 2] = [Vec::new(), Vec::new()];
     for rep in 0..reps {
         for f in rotated(flavours.len(), rep) {
@@ -974,7 +898,7 @@ fn concurrent(name: &str, trace: &Trace, reps: usize) -> Result<Table> {
             runs[f].push(replay_concurrent(flavours[f], name, trace)?);
         }
     }
-    let noise = cpu.others_since(&[]);
+    let noise = cpu.stop().others_pct;
     let patches: usize = trace.txns.iter().map(|t| t.patches.len()).sum();
     let mut t = Table::new(
         format!(
@@ -1168,38 +1092,6 @@ async fn pump(
     let _ = to.shutdown().await;
 }
 
-/// The `outpost` binary next to this example (target/<profile>/outpost), and a
-/// warning when the sources are newer than it.
-fn locate_outpost(opts: &Opts) -> Result<(PathBuf, Option<String>)> {
-    let bin = match &opts.outpost {
-        Some(p) => p.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .and_then(Path::parent)
-            .context("the example should live in target/<profile>/examples")?
-            .join("outpost"),
-    };
-    ensure!(
-        bin.exists(),
-        "{} is missing: build it first with `cargo build --release -p outpost-cli` (or pass --outpost PATH)",
-        bin.display()
-    );
-    let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let newest = ["node/src", "cli/src", "crdt/src"]
-        .iter()
-        .filter_map(|d| newest_mtime(&root.join(d)))
-        .max();
-    let stale = match (built, newest) {
-        (Some(built), Some(newest)) if newest > built => Some(format!(
-            "{} is older than the node sources: rebuild with `cargo build --release -p outpost-cli`",
-            bin.display()
-        )),
-        _ => None,
-    };
-    Ok((bin, stale))
-}
-
 /// What filling daemon A measured.
 struct Filled {
     space: SpaceId,
@@ -1276,7 +1168,7 @@ async fn catch_up(bin: &Path, a: &Daemon, b: &Daemon, relay: &Relay, space: Spac
         replicator: false,
     };
     let pids = [a.pid(), b.pid()];
-    let cpu = CpuClock::now(&pids);
+    let cpu = noise_meter(&pids);
     let before = relay.bytes();
     let started = Instant::now();
     let _: serde_json::Value = a.client.post(&format!("/v1/spaces/{space}/members"), &invite).await?;
@@ -1297,7 +1189,7 @@ async fn catch_up(bin: &Path, a: &Daemon, b: &Daemon, relay: &Relay, space: Spac
     }
     let shown = started.elapsed();
     let at_shown = relay.bytes();
-    let noise = cpu.others_since(&pids);
+    let noise = cpu.stop().others_pct;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let settled = relay.bytes();
     let since = |(x, y): (u64, u64)| (x - before.0, y - before.1);
@@ -1332,7 +1224,7 @@ fn reference_loads(space: SpaceId, saved: &[u8], end: &str, reps: usize) -> Resu
 /// daemon B that reaches A only through the counting relay, and measures B's
 /// catch-up after A invites it.
 async fn daemons(opts: &Opts, trace: &Trace) -> Result<Table> {
-    let (bin, stale) = locate_outpost(opts)?;
+    let (bin, stale) = locate_outpost(opts.outpost.as_deref())?;
     let root = tempfile::Builder::new().prefix("outpost-doc-bench-").tempdir()?;
     eprintln!("[doc_bench] daemons: homes in {}", root.path().display());
     let mut a = Daemon::init(&bin, root.path(), "a")?;
@@ -1383,7 +1275,7 @@ async fn daemons(opts: &Opts, trace: &Trace) -> Result<Table> {
 fn sync_table(opts: &Opts, filled: &Filled, caught: &CaughtUp, (load, open): (Duration, Duration)) -> Table {
     let saved = filled.saved.len() as f64;
     let mut t = Table::new(
-        "automerge-paper synced to a fresh daemon over loopback (two `outpost` processes)".into(),
+        "automerge-paper synced to a fresh daemon over loopback (two `outpost` processes)",
         &["metric", "value"],
     );
     let writes = filled.writes.len();
@@ -1475,52 +1367,6 @@ fn sync_table(opts: &Opts, filled: &Filled, caught: &CaughtUp, (load, open): (Du
 /// A row of values before formatting: label, one value per column, how to show them.
 type Row<const N: usize> = (String, [f64; N], fn(f64) -> String);
 
-/// A Markdown table with notes under it.
-struct Table {
-    title: String,
-    head: Vec<String>,
-    rows: Vec<Vec<String>>,
-    notes: Vec<String>,
-}
-
-impl Table {
-    fn new(title: String, head: &[&str]) -> Self {
-        Self {
-            title,
-            head: head.iter().map(|h| h.to_string()).collect(),
-            rows: Vec::new(),
-            notes: Vec::new(),
-        }
-    }
-
-    fn row(&mut self, cells: Vec<String>) {
-        self.rows.push(cells);
-    }
-
-    fn note(&mut self, text: String) {
-        self.notes.push(text);
-    }
-
-    fn print(&self) {
-        println!("\n### {}\n", self.title);
-        println!("| {} |", self.head.join(" | "));
-        let align: Vec<&str> = (0..self.head.len())
-            .map(|i| if i == 0 { "---" } else { "---:" })
-            .collect();
-        println!("|{}|", align.join("|"));
-        for r in &self.rows {
-            println!("| {} |", r.join(" | "));
-        }
-        for n in &self.notes {
-            println!("\n{n}");
-        }
-    }
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
 fn fmt_ms(v: f64) -> String {
     match v {
         v if v < 10.0 => format!("{v:.2} ms"),
@@ -1546,45 +1392,6 @@ fn ratio(num: f64, den: f64) -> String {
         d if d > 0.0 => format!("{:.2}×", num / d),
         _ => "—".into(),
     }
-}
-
-fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-fn revision() -> String {
-    let git = |args: &[&str]| {
-        Command::new("git")
-            .arg("-C")
-            .arg(env!("CARGO_MANIFEST_DIR"))
-            .args(args)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-    };
-    let head = git(&["rev-parse", "--short", "HEAD"]).unwrap_or_else(|| "unknown".into());
-    match git(&["status", "--porcelain", "--untracked-files=no"]) {
-        Some(s) if !s.is_empty() => format!("{head}+dirty"),
-        _ => head,
-    }
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 // ---------------------------------------------------------------------------

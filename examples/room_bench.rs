@@ -26,6 +26,8 @@
 //! A measurement tool: it checks that the latest 50 equal the whole log's tail,
 //! and asserts nothing about time. BENCHMARKS.md ("Large rooms") holds results.
 
+#[path = "support/harness.rs"]
+mod harness;
 #[path = "support/measure.rs"]
 mod measure;
 
@@ -35,14 +37,20 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, Result, ensure};
-use measure::{ms, quantile, rss_mib};
+use anyhow::{Result, ensure};
+use measure::{dir_size, ms, quantile, rss_mib};
 use outpost_node::{
     control::History,
     core::{self, CoreHandle, Options},
     identity::DeviceKeys,
     ids::SpaceId,
 };
+
+const HELP: &str = "\
+room_bench [--sizes 10000,100000] [--per-change 16] [--reps 200] [--json]
+Builds a room of each size on a fresh core (temp dir on disk) and times
+opening its latest 50 messages against reading the whole log.
+";
 
 struct Args {
     sizes: Vec<usize>,
@@ -53,44 +61,36 @@ struct Args {
     reopen: Option<(std::path::PathBuf, SpaceId)>,
 }
 
-fn args() -> Result<Args> {
-    let mut out = Args {
+/// The options, or `None` after `--help`.
+fn args() -> Result<Option<Args>> {
+    let defaults = Args {
         sizes: vec![10_000, 100_000],
         per_change: 16,
         reps: 200,
         json: false,
         reopen: None,
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        let mut value = || it.next().with_context(|| format!("{a} needs a value"));
-        match a.as_str() {
+    harness::parse(HELP, defaults, |out, arg, args| {
+        match arg {
             "--sizes" => {
-                out.sizes = value()?
+                out.sizes = args
+                    .value::<String>(arg)?
                     .split(',')
                     .map(|s| s.trim().replace('_', "").parse())
                     .collect::<Result<_, _>>()?
             }
-            "--per-change" => out.per_change = value()?.parse()?,
-            "--reps" => out.reps = value()?.parse()?,
+            "--per-change" => out.per_change = args.value(arg)?,
+            "--reps" => out.reps = args.value(arg)?,
             "--json" => out.json = true,
             "--reopen" => {
-                let home = value()?.into();
-                let space = it.next().context("--reopen HOME SPACE")?.parse()?;
+                let home = args.value(arg)?;
+                let space = args.value("--reopen HOME SPACE")?;
                 out.reopen = Some((home, space));
             }
-            "--help" | "-h" => {
-                println!(
-                    "room_bench [--sizes 10000,100000] [--per-change 16] [--reps 200] [--json]\n\
-                     Builds a room of each size on a fresh core (temp dir on disk) and times\n\
-                     opening its latest 50 messages against reading the whole log."
-                );
-                std::process::exit(0);
-            }
-            other => anyhow::bail!("unknown argument {other} (see --help)"),
+            _ => return Ok(false),
         }
-    }
-    Ok(out)
+        Ok(true)
+    })
 }
 
 #[derive(serde::Serialize)]
@@ -172,28 +172,6 @@ async fn fill(core: &CoreHandle, space: SpaceId, n: usize, per_change: usize) ->
     Ok(())
 }
 
-fn dir_mib(dir: &Path) -> f64 {
-    let mut total = 0u64;
-    for entry in walk(dir) {
-        total += entry.metadata().map(|m| m.len()).unwrap_or(0);
-    }
-    total as f64 / (1 << 20) as f64
-}
-
-fn walk(dir: &Path) -> Vec<std::fs::DirEntry> {
-    let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                out.extend(walk(&e.path()));
-            } else {
-                out.push(e);
-            }
-        }
-    }
-    out
-}
-
 async fn latest(core: &CoreHandle, space: SpaceId, reps: usize) -> Result<Vec<Duration>> {
     let mut times = Vec::with_capacity(reps);
     for _ in 0..reps {
@@ -254,12 +232,14 @@ async fn one_size(n: usize, args: &Args) -> Result<Row> {
         first_latest50_after_restart_ms: reopened.first_latest50_ms,
         rss_after_restart_mib: reopened.rss_mib,
         shards_set_aside: reopened.shards_set_aside,
-        store_mib: dir_mib(dir.path()),
+        store_mib: dir_size(dir.path()).0 as f64 / (1 << 20) as f64,
     })
 }
 
 fn main() -> Result<()> {
-    let args = args()?;
+    let Some(args) = args()? else {
+        return Ok(());
+    };
     let rt = tokio::runtime::Runtime::new()?;
     if let Some((home, space)) = &args.reopen {
         return rt.block_on(reopen(home, *space));

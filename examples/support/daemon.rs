@@ -1,6 +1,7 @@
 //! One `outpost` daemon process with its own home, for the benches that run
-//! real daemons (`bench`, `doc_bench`, `chat_bench`). Included with `#[path]`: not an example
-//! of its own.
+//! real daemons (`bench`, `doc_bench`, `chat_bench`): finding the binary,
+//! starting daemons that dial each other, waiting for them, reading their
+//! status and logs. Included with `#[path]`: not an example of its own.
 
 // Each bench uses part of it.
 #![allow(dead_code)]
@@ -177,6 +178,74 @@ impl Drop for Daemon {
     }
 }
 
+/// The `outpost` binary to run: `given`, else the one next to this example
+/// (target/<profile>/outpost); and a note when the sources are newer than it
+/// (a stale daemon would measure old code).
+pub fn locate_outpost(given: Option<&Path>) -> Result<(PathBuf, Option<String>)> {
+    let bin = match given {
+        Some(p) => p.to_path_buf(),
+        None => std::env::current_exe()?
+            .parent()
+            .and_then(Path::parent)
+            .context("the example should live in target/<profile>/examples")?
+            .join("outpost"),
+    };
+    ensure!(
+        bin.exists(),
+        "{} is missing: build it first with `cargo build --release -p outpost-cli` (or pass --outpost PATH)",
+        bin.display()
+    );
+    let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let newest = ["node/src", "cli/src", "crdt/src"]
+        .iter()
+        .filter_map(|d| newest_mtime(&root.join(d)))
+        .max();
+    let stale = match (built, newest) {
+        (Some(built), Some(newest)) if newest > built => Some(format!(
+            "{} is older than the node sources: rebuild with `cargo build --release -p outpost-cli`",
+            bin.display()
+        )),
+        _ => None,
+    };
+    Ok((bin, stale))
+}
+
+/// A daemon of each name, homes under `root`, each dialling all the others.
+/// Does not wait for them: see [`connect`].
+pub fn start_mesh<const N: usize>(bin: &Path, root: &Path, names: [&'static str; N]) -> Result<[Daemon; N]> {
+    let mut nodes = Vec::with_capacity(N);
+    for name in names {
+        nodes.push(Daemon::init(bin, root, name)?);
+    }
+    let addrs: Vec<String> = nodes.iter().map(Daemon::addr).collect();
+    for (i, node) in nodes.iter_mut().enumerate() {
+        let peers: Vec<&str> = (0..N).filter(|&j| j != i).map(|j| addrs[j].as_str()).collect();
+        node.spawn_with_peers(bin, &peers)?;
+    }
+    Ok(nodes.try_into().unwrap_or_else(|_| unreachable!("one daemon per name")))
+}
+
+/// Waits until every daemon's API answers, then (within `timeout`) until each
+/// is connected to all the others: how long the connecting took.
+pub async fn connect(nodes: &mut [Daemon], timeout: Duration) -> Result<Duration> {
+    for d in nodes.iter_mut() {
+        d.wait_api().await?;
+    }
+    let setup = Instant::now();
+    let (nodes, others) = (&*nodes, nodes.len() - 1);
+    wait_for(timeout, "the daemons to connect", move || async move {
+        for d in nodes {
+            if d.peers().await < others {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await?;
+    Ok(setup.elapsed())
+}
+
 /// Polls `check` every 10 ms until it yields a value or `timeout` passes.
 pub async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> Result<T>
 where
@@ -211,9 +280,13 @@ pub fn newest_mtime(dir: &Path) -> Option<SystemTime> {
     newest
 }
 
-/// How many warnings a daemon logged, by kind, and a few of them.
-pub fn warnings(d: &Daemon) -> (usize, Vec<String>) {
+/// A note of the warnings a daemon logged, if any: how many, and the first few
+/// kinds with their counts.
+pub fn warnings_note(d: &Daemon) -> Option<String> {
     let lines = d.warning_lines();
+    if lines.is_empty() {
+        return None;
+    }
     let mut kinds: std::collections::BTreeMap<String, usize> = Default::default();
     for line in &lines {
         let line = strip_ansi(line);
@@ -221,8 +294,13 @@ pub fn warnings(d: &Daemon) -> (usize, Vec<String>) {
         let text: String = text.chars().take(160).collect();
         *kinds.entry(text).or_default() += 1;
     }
-    let list = kinds.into_iter().take(6).map(|(k, n)| format!("{n}× {k}")).collect();
-    (lines.len(), list)
+    let list: Vec<String> = kinds.into_iter().take(6).map(|(k, n)| format!("{n}× {k}")).collect();
+    Some(format!(
+        "daemon {} logged {} warnings/errors: {}",
+        d.name,
+        lines.len(),
+        list.join("; ")
+    ))
 }
 
 /// Removes terminal colour codes (`ESC [ … m`) from a log line.

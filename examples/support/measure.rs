@@ -1,12 +1,13 @@
-//! Measuring helpers shared by the benches: quantiles, the machine and
-//! revision a run is on, and process accounting from Linux `/proc` (our CPU,
-//! and everybody else's, as a noise indicator). Included with `#[path]`:
-//! not an example of its own.
+//! Measuring helpers shared by the benches: quantiles, number formats, sizes
+//! on disk, the machine and revision a run is on, and process accounting from
+//! Linux `/proc` (our CPU, and everybody else's, as a noise indicator).
+//! Included with `#[path]`: not an example of its own.
 
 // Each bench uses part of it.
 #![allow(dead_code)]
 
 use std::{
+    path::Path,
     process::Command,
     time::{Duration, Instant},
 };
@@ -21,6 +22,53 @@ pub fn quantile(sorted: &[Duration], q: f64) -> Duration {
         return Duration::ZERO;
     }
     sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+/// The median of some samples.
+pub fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    quantile(&v, 0.5)
+}
+
+/// `1234567` → `1,234,567`.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `1234567.8` → `1,234,568`.
+pub fn grouped(v: f64) -> String {
+    let n = v.round() as i64;
+    let digits = thousands(n.unsigned_abs());
+    if n < 0 { format!("-{digits}") } else { digits }
+}
+
+/// Bytes and files under `dir`, recursively.
+pub fn dir_size(dir: &Path) -> (u64, usize) {
+    let mut bytes = 0;
+    let mut files = 0;
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if let Ok(m) = e.metadata() {
+                if m.is_dir() {
+                    let (b, f) = dir_size(&e.path());
+                    bytes += b;
+                    files += f;
+                } else {
+                    bytes += m.len();
+                    files += 1;
+                }
+            }
+        }
+    }
+    (bytes, files)
 }
 
 pub fn today() -> String {
@@ -81,6 +129,15 @@ pub fn load_average() -> String {
         .take(3)
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// A note for the results when the machine was busy as the run started.
+pub fn busy_note() -> Option<String> {
+    let load = load_average();
+    let one_minute: f64 = load.split(' ').next().and_then(|l| l.parse().ok()).unwrap_or(0.0);
+    (one_minute > 0.5).then(|| {
+        format!("the machine was not idle at the start (load average {load}): other processes skew these numbers")
+    })
 }
 
 pub fn clock_ticks() -> f64 {
