@@ -28,6 +28,12 @@ async fn text_of(node: &Node, space: SpaceId, id: &str) -> (String, bool) {
     (m.text.clone(), m.retracted.is_some())
 }
 
+/// The unread count `chat list` shows for a room.
+async fn unread(node: &Node, space: SpaceId) -> u64 {
+    let all = node.core.spaces().await.unwrap();
+    all.into_iter().find(|s| s.space == space).unwrap().unread.unwrap()
+}
+
 #[test]
 fn a_tombstone_deletes_only_what_its_author_may_on_every_node() {
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -69,6 +75,7 @@ fn a_tombstone_deletes_only_what_its_author_may_on_every_node() {
             assert_eq!(ack.rejected, 0, "well formed: stored, and without effect");
         }
         assert_eq!(text_of(&bob, space, &sent.id).await, ("alice's words".into(), false));
+        assert_eq!(unread(&bob, space).await, 1, "a forged tombstone retracts nothing");
         assert_eq!(rex.status(space).await.sides, 2, "the body stays beside the tombstone");
 
         // A replicator that gets the forged tombstone before the body still
@@ -108,6 +115,7 @@ fn a_tombstone_deletes_only_what_its_author_may_on_every_node() {
         }
         let (text, retracted) = text_of(&bob, space, &sent.id).await;
         assert_eq!((text.as_str(), retracted), ("", true));
+        assert_eq!(unread(&bob, space).await, 0, "nothing is left to read");
         for node in [&rex, &late] {
             // Mallory's tombstone and Alice's stay; the body is gone.
             assert_eq!(node.status(space).await.sides, 2);

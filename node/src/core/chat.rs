@@ -1074,6 +1074,14 @@ impl Core {
             for body in purged.iter().chain(deleted) {
                 space.wanted_bodies.remove(body);
             }
+            // A closed shard's stored row counts its messages for unread
+            // counts: rewritten at the end of the batch without these.
+            let doc = tombstone.header().doc;
+            if let Some(r) = space.readable.as_mut()
+                && r.recent.contains(&doc)
+            {
+                r.dirty.insert(doc);
+            }
         }
         self.unwant_retracted(space_id, tombstone);
         Ok(())
@@ -1610,6 +1618,72 @@ pub(super) enum SideOutcome {
     Rejected(&'static str),
 }
 
+/// A retraction in effect: a marker in the room names the entry, and a
+/// tombstone this node holds may delete the entry's body.
+pub(super) struct Retracted {
+    pub(super) entry: model::Message,
+    /// The entry's author.
+    pub(super) author: DeviceId,
+    /// The tombstone's author.
+    pub(super) by: DeviceId,
+    /// When the marker claims it was written.
+    pub(super) at_ms: i64,
+}
+
+impl Core {
+    /// The retractions in effect on the messages of the loaded shards `docs`
+    /// of a room (every loaded shard when `None`). In a sharded room only a
+    /// shard's own markers count for its messages, alike on every node; a
+    /// room whose history starts at each join writes them into the current
+    /// epoch's document, so every document's markers count. `tombstones`
+    /// reads the tombstones naming a body (the store, or a batch's
+    /// transaction).
+    pub(super) fn retractions_in(
+        &self,
+        space: &Space,
+        readable: &space::Readable,
+        docs: Option<&[DocId]>,
+        mut tombstones: impl FnMut(&EnvelopeId) -> Vec<Vec<u8>>,
+    ) -> Vec<Retracted> {
+        let every = space.state.history == History::FromJoin;
+        let mut out = Vec::new();
+        for (doc, shard) in readable.ordered(&space.state) {
+            if !every && docs.is_some_and(|docs| !docs.contains(doc)) {
+                continue;
+            }
+            let Some(chat) = shard.doc.chat() else { continue };
+            let own = msg_ref(doc, "");
+            for r in chat
+                .retractions()
+                .into_iter()
+                .filter(|r| every || r.target.starts_with(&own))
+            {
+                // The entries it names (read only for retractions: formatting a
+                // ref for every message of a shard would cost more than the read).
+                let named = parse_ref(&r.target)
+                    .and_then(|(doc, id)| Some(readable.docs.get(&doc)?.doc.chat()?.entries_named(id)))
+                    .unwrap_or_default();
+                for entry in named {
+                    let author = readable.author_of(&entry.actor);
+                    let Ok(body) = entry.body.parse::<EnvelopeId>() else {
+                        continue;
+                    };
+                    if let Some(tomb) = self.deleting(space, tombstones(&body), &author) {
+                        let by = tomb.header().author;
+                        out.push(Retracted {
+                            entry,
+                            author,
+                            by,
+                            at_ms: r.at_ms,
+                        });
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
 /// What the documents of a room say about its messages beyond the skeletons:
 /// each message's ref, its author's edits, reactions and retraction.
 struct Overlay {
@@ -1656,24 +1730,14 @@ impl Overlay {
                     .or_default()
                     .push(r.user);
             }
-            for r in chat.retractions().into_iter().filter(|r| counts(&r.target)) {
-                // The entries it names (read only for retractions: formatting a
-                // ref for every message of a shard would cost more than the read).
-                let named = parse_ref(&r.target)
-                    .and_then(|(doc, id)| Some(readable.docs.get(&doc)?.doc.chat()?.entries_named(id)))
-                    .unwrap_or_default();
-                let entries = named.iter().map(|m| (readable.author_of(&m.actor), m.body.clone()));
-                for (author, body) in entries {
-                    let Ok(body_id) = body.parse::<EnvelopeId>() else {
-                        continue;
-                    };
-                    let tombstones = core.store.tombstones(&space_id, &body_id).unwrap_or_default();
-                    if let Some(tomb) = core.deleting(space, tombstones, &author) {
-                        let by = tomb.header().author;
-                        retracted.insert((body.clone(), author), RetractedView { by, at_ms: r.at_ms });
-                    }
-                }
-            }
+        }
+        let tombstones = |body: &EnvelopeId| core.store.tombstones(&space_id, body).unwrap_or_default();
+        for r in core.retractions_in(space, readable, Some(docs), tombstones) {
+            let view = RetractedView {
+                by: r.by,
+                at_ms: r.at_ms,
+            };
+            retracted.insert((r.entry.body, r.author), view);
         }
         Self {
             seen: core.seen_by_user(space),

@@ -10,6 +10,8 @@
 //! arriving late from another writer is unread whatever its place in the log.
 //! A user has read what any of its devices has read (pointwise maximum).
 
+use std::collections::HashSet;
+
 use super::{space::actor_key, *};
 
 /// Most writers one receipt names (a room's writer count grows with daemon
@@ -170,11 +172,14 @@ impl Core {
         out
     }
 
-    /// How many messages of others this device's user has not read in a room.
+    /// How many messages of others this device's user has not read in a
+    /// room. A retracted message is not counted: there is nothing left to read.
     pub(super) fn unread(&self, space: &Space) -> u64 {
         let Some(readable) = space.readable.as_ref() else {
             return 0;
         };
+        let tombstones = |body: &EnvelopeId| (self.store.tombstones(&space.state.space, body)).unwrap_or_default();
+        let retracted = retracted_counters(self.retractions_in(space, readable, None, tombstones));
         let me = self.keys.user_id();
         let seen = self.seen_by_user(space).remove(&me).unwrap_or_default();
         let mut authors: HashMap<ActorKey, bool> = HashMap::new();
@@ -190,13 +195,14 @@ impl Core {
             let Some(chat) = shard.doc.chat() else { continue };
             for m in chat.messages() {
                 let actor = actor_key(&m.actor);
-                if !mine(actor) && unseen(&actor, m.lamport) {
+                if !mine(actor) && unseen(&actor, m.lamport) && !retracted.contains(&(actor, m.lamport)) {
                     unread += 1;
                 }
             }
         }
-        // A closed shard set aside is counted from its stored counters, read
-        // only when it may hold something unread.
+        // A closed shard set aside is counted from its stored counters (its
+        // retracted messages left out), read only when it may hold something
+        // unread.
         for (doc, parked) in &readable.parked {
             if !parked
                 .top
@@ -217,6 +223,13 @@ impl Core {
         }
         unread
     }
+}
+
+/// The (writer, counter) of each message entry `retractions` take effect on.
+pub(super) fn retracted_counters(retractions: Vec<super::chat::Retracted>) -> HashSet<(ActorKey, u64)> {
+    (retractions.into_iter())
+        .map(|r| (actor_key(&r.entry.actor), r.entry.lamport))
+        .collect()
 }
 
 /// Per writer, the highest message counter held in a room's documents (at

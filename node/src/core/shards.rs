@@ -25,7 +25,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{space::actor_key, *};
+use std::collections::HashSet;
+
+use super::{receipts::retracted_counters, space::actor_key, *};
 
 /// Closed shards kept loaded after use, per room.
 pub(crate) const LOADED_CLOSED: usize = 2;
@@ -184,7 +186,8 @@ impl Core {
             .copied()
             .collect();
         for doc in clean {
-            set_aside(space, doc);
+            // Its row is current: nothing is written, so nothing to leave out.
+            set_aside(space, doc, &HashSet::new());
         }
     }
 
@@ -192,7 +195,9 @@ impl Core {
     /// loaded and not among the [`LOADED_CLOSED`] recently used are set aside
     /// (their rows written), and the rows of those changed are rewritten.
     pub(super) fn settle_shards(&mut self, tx: &mut Txn) -> store::Result<()> {
-        for (space_id, space) in &mut self.spaces {
+        let ids: Vec<SpaceId> = self.spaces.keys().copied().collect();
+        for space_id in ids {
+            let space = &self.spaces[&space_id];
             let Some(r) = space.readable.as_ref() else { continue };
             if r.model != outpost_crdt::doc::Model::Chat || space.state.history != History::Shared {
                 continue;
@@ -206,14 +211,24 @@ impl Core {
                 .copied()
                 .collect();
             let dirty: Vec<DocId> = r.dirty.iter().filter(|d| !evicted.contains(d)).copied().collect();
+            let written: Vec<DocId> = evicted.iter().chain(&closed).chain(&dirty).copied().collect();
+            // Rows leave retracted messages out, by the tombstones of this
+            // batch too: the transaction reads them.
+            let retracted = if written.is_empty() {
+                HashSet::new()
+            } else {
+                let tombstones = |body: &EnvelopeId| tx.tombstones(&space_id, body).unwrap_or_default();
+                retracted_counters(self.retractions_in(space, r, Some(&written), tombstones))
+            };
+            let space = self.spaces.get_mut(&space_id).expect("listed above");
             for doc in evicted.into_iter().chain(closed) {
-                if let Some((row, ids)) = set_aside(space, doc) {
-                    put_row(tx, space_id, doc, &row, &ids)?;
+                if let Some((row, ids)) = set_aside(space, doc, &retracted) {
+                    put_row(tx, &space_id, doc, &row, &ids)?;
                 }
             }
             for doc in dirty {
-                if let Some((row, ids)) = summary(space, doc) {
-                    put_row(tx, space_id, doc, &row, &ids)?;
+                if let Some((row, ids)) = summary(space, doc, &retracted) {
+                    put_row(tx, &space_id, doc, &row, &ids)?;
                 }
             }
             if let Some(r) = space.readable.as_mut() {
@@ -229,14 +244,18 @@ fn put_row(tx: &mut Txn, space_id: &SpaceId, doc: DocId, row: &ShardRow, ids: &[
     tx.put_closed_shard(space_id, &doc, &bytes, ids.iter().map(String::as_str))
 }
 
-/// A loaded closed shard's row and message ids, as stored when it is set aside.
-fn summary(space: &Space, doc: DocId) -> Option<(ShardRow, Vec<String>)> {
+/// A loaded closed shard's row and message ids, as stored when it is set
+/// aside; the counters leave out the `retracted` messages.
+fn summary(space: &Space, doc: DocId, retracted: &HashSet<(ActorKey, u64)>) -> Option<(ShardRow, Vec<String>)> {
     let r = space.readable.as_ref()?;
     let chat = r.docs.get(&doc)?.doc.chat()?;
     let mut row = ShardRow::default();
     let mut ids = Vec::new();
     for m in chat.messages() {
-        row.counters.entry(actor_key(&m.actor)).or_default().push(m.lamport);
+        let actor = actor_key(&m.actor);
+        if !retracted.contains(&(actor, m.lamport)) {
+            row.counters.entry(actor).or_default().push(m.lamport);
+        }
         ids.push(m.id);
     }
     row.writers = r
@@ -252,12 +271,12 @@ fn summary(space: &Space, doc: DocId) -> Option<(ShardRow, Vec<String>)> {
 /// memory. Returns what to store for it (the caller writes it unless its row
 /// is current). None when it is not loaded, or holds content this device
 /// cannot open (kept loaded: a key may still come).
-fn set_aside(space: &mut Space, doc: DocId) -> Option<(ShardRow, Vec<String>)> {
+fn set_aside(space: &mut Space, doc: DocId, retracted: &HashSet<(ActorKey, u64)>) -> Option<(ShardRow, Vec<String>)> {
     let r = space.readable.as_ref()?;
     if r.locked.values().any(|d| *d == doc) {
         return None;
     }
-    let (row, ids) = summary(space, doc)?;
+    let (row, ids) = summary(space, doc, retracted)?;
     let r = space.readable.as_mut()?;
     r.parked.insert(doc, Parked::of(&row));
     r.docs.remove(&doc);
