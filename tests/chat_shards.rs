@@ -445,3 +445,50 @@ fn a_mention_in_a_closed_shard_goes_when_its_message_is_retracted() {
         assert_eq!(unread(&bob, space).await, before - 1);
     });
 }
+
+#[test]
+fn search_follows_edits_and_retractions_of_messages_in_closed_shards() {
+    use outpost_node::search::{SearchQuery, indexer, sealed::IndexKey};
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let (alice, bob) = (node(), node());
+        let (space, ids) = room_of(&alice, &bob, 60).await;
+        let dir = tempfile::tempdir().unwrap();
+        let (index, indexer) =
+            indexer::spawn(dir.path().to_path_buf(), IndexKey::new([7; 32]), alice.core.clone()).unwrap();
+        let readable = std::collections::HashSet::from([space]);
+        let find = |text: &str| -> Vec<String> {
+            let query = SearchQuery {
+                text: text.into(),
+                ..SearchQuery::default()
+            };
+            let hits = index.search(&query, &readable).unwrap();
+            hits.into_iter().filter_map(|h| h.id).collect()
+        };
+        // Polls (the indexer commits once a second) until `text` finds `want`.
+        let wait = async |text: &str, want: &[&String]| {
+            let want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+            for _ in 0..100 {
+                if find(text) == want {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            panic!("{text:?} finds {:?}, not {want:?}", find(text));
+        };
+        wait("m12", &[&ids[12]]).await;
+        wait("m25", &[&ids[25]]).await;
+
+        // Shards 1 and 2 are loaded for the edit and the retraction; shard 3
+        // stays set aside between them and the latest messages.
+        write(&alice, None, edit(&ids[12], "walrus")).await;
+        write(&alice, Some(space), retract(&ids[25])).await;
+        assert!(alice.status(space).await.shards_set_aside >= 1);
+        wait("walrus", &[&ids[12]]).await;
+        wait("m12", &[]).await;
+        wait("m25", &[]).await;
+        assert_eq!(find("m35"), vec![ids[35].clone()], "the other messages stay found");
+        indexer.abort();
+    });
+}

@@ -746,7 +746,7 @@ async fn events(State(s): State<AppState>, Query(q): Query<EventsQuery>) -> Resu
                     line.push(b'\n');
                     return Some((Ok(Bytes::from(line)), (rx, stopping)));
                 }
-                Ok(core::Event::ChatUpdated { space }) if filter.is_none_or(|f| f == space) => {
+                Ok(core::Event::ChatUpdated { space, .. }) if filter.is_none_or(|f| f == space) => {
                     let mut line = serde_json::to_vec(&ApiEvent::ChatUpdated { space }).expect("events serialize");
                     line.push(b'\n');
                     return Some((Ok(Bytes::from(line)), (rx, stopping)));

@@ -141,8 +141,10 @@ pub enum Event {
     /// A message became visible.
     Message { space: SpaceId, message: MessageView },
     /// Messages of a chat room were edited, reacted to or retracted, or its
-    /// settings changed: followers re-read what they show.
-    ChatUpdated { space: SpaceId },
+    /// settings or read receipts changed: followers re-read what they show.
+    /// `docs` are the room's documents whose messages changed (none for
+    /// receipts).
+    ChatUpdated { space: SpaceId, docs: Vec<DocId> },
     /// A shared document changed.
     Document { space: SpaceId },
     /// A calendar changed.
@@ -570,9 +572,11 @@ enum ToCore {
     Messages {
         space: SpaceId,
         limit: usize,
-        /// Only what is in memory: a room's open shards and closed ones
-        /// loaded lately (see `CoreHandle::recent_messages`).
-        loaded_only: bool,
+        reply: Reply<Vec<MessageView>>,
+    },
+    ShardMessages {
+        space: SpaceId,
+        docs: Vec<DocId>,
         reply: Reply<Vec<MessageView>>,
     },
     Spaces {
@@ -987,27 +991,16 @@ impl CoreHandle {
     }
 
     pub async fn messages(&self, space: SpaceId, limit: usize) -> Result<Vec<MessageView>> {
-        self.call(|reply| ToCore::Messages {
-            space,
-            limit,
-            loaded_only: false,
-            reply,
-        })
-        .await
+        self.call(|reply| ToCore::Messages { space, limit, reply }).await
     }
 
-    /// The messages of a room that are in memory, in order: its open shards
-    /// and closed ones loaded lately. Everything that just changed is there
-    /// (a change to a closed shard loads it); nothing is loaded for it, so
-    /// this costs no more for a room of a million messages than for a new one.
-    pub async fn recent_messages(&self, space: SpaceId) -> Result<Vec<MessageView>> {
-        self.call(|reply| ToCore::Messages {
-            space,
-            limit: MAX_LOG_LIMIT,
-            loaded_only: true,
-            reply,
-        })
-        .await
+    /// Every message of the shards `docs` of a room (closed ones loaded for
+    /// it), with their edits, reactions and retraction: what changed when
+    /// those shards did (see [`Event::ChatUpdated`]). A room whose history
+    /// starts at each join answers its latest [`MAX_LOG_LIMIT`] messages:
+    /// what points at a message is written into its current document.
+    pub async fn shard_messages(&self, space: SpaceId, docs: Vec<DocId>) -> Result<Vec<MessageView>> {
+        self.call(|reply| ToCore::ShardMessages { space, docs, reply }).await
     }
 
     pub async fn spaces(&self) -> Result<Vec<SpaceSummary>> {
@@ -1241,8 +1234,9 @@ struct Effects {
     /// Chat messages that became visible in this batch: announced (and their
     /// mentions recorded) before it commits, once their bodies are stored.
     chat: Vec<(SpaceId, outpost_crdt::chat::Message)>,
-    /// Chat rooms whose messages were edited, reacted to or retracted.
-    chat_updated: BTreeSet<SpaceId>,
+    /// Chat rooms whose messages were edited, reacted to or retracted (in
+    /// which documents), or whose receipts changed.
+    chat_updated: BTreeMap<SpaceId, BTreeSet<DocId>>,
 }
 
 impl Effects {
@@ -1532,13 +1526,11 @@ impl Core {
 
     fn handle_read(&mut self, cmd: ToCore) {
         match cmd {
-            ToCore::Messages {
-                space,
-                limit,
-                loaded_only,
-                reply,
-            } => {
-                let _ = reply.send(self.chat_log(space, limit, loaded_only));
+            ToCore::Messages { space, limit, reply } => {
+                let _ = reply.send(self.chat_log(space, limit));
+            }
+            ToCore::ShardMessages { space, docs, reply } => {
+                let _ = reply.send(self.shard_log(space, &docs));
             }
             ToCore::Room { space, reply } => {
                 let shown = self.shown_docs(space);
@@ -2097,7 +2089,7 @@ fn expect_kind(space: &Space, kind: SpaceKind) -> Result<()> {
 
 /// The events for what applying changes to a space's documents made visible;
 /// mentions wait in `effects` for the inbox.
-fn effect_events(space: SpaceId, readable: &space::Readable, applied: Vec<Effect>, effects: &mut Effects) {
+fn effect_events(space: SpaceId, doc: DocId, readable: &space::Readable, applied: Vec<Effect>, effects: &mut Effects) {
     match readable.model {
         outpost_crdt::doc::Model::Text => effects.events.push(Event::Document { space }),
         outpost_crdt::doc::Model::Calendar => effects.events.push(Event::Calendar { space }),
@@ -2107,7 +2099,7 @@ fn effect_events(space: SpaceId, readable: &space::Readable, applied: Vec<Effect
         match effect {
             Effect::Message(m) => effects.chat.push((space, m)),
             Effect::ChatUpdated => {
-                effects.chat_updated.insert(space);
+                effects.chat_updated.entry(space).or_default().insert(doc);
             }
             Effect::Mention(mention) => effects.mentions.push(inbox::NewMention {
                 space,

@@ -593,7 +593,7 @@ impl Core {
         }
         effects.chat.extend(created.into_iter().map(|m| (space_id, m)));
         if updates {
-            effects.chat_updated.insert(space_id);
+            effects.chat_updated.entry(space_id).or_default().insert(target.doc);
         }
         Ok(Ok(()))
     }
@@ -1220,23 +1220,22 @@ impl Core {
     /// The latest `limit` messages of a room, with their edits, reactions and
     /// retraction.
     /// Bodies it finds missing are asked of peers at the next sync.
-    /// With `loaded_only`, what is in memory (no closed shard is loaded).
-    pub(super) fn chat_log(&mut self, space_id: SpaceId, limit: usize, loaded_only: bool) -> Result<Vec<MessageView>> {
+    pub(super) fn chat_log(&mut self, space_id: SpaceId, limit: usize) -> Result<Vec<MessageView>> {
         let limit = limit.min(MAX_LOG_LIMIT);
-        let views = self.chat_log_loading(space_id, limit, loaded_only);
+        let views = self.chat_log_loading(space_id, limit);
         self.release_shards(space_id);
         views
     }
 
-    fn chat_log_loading(&mut self, space_id: SpaceId, limit: usize, loaded_only: bool) -> Result<Vec<MessageView>> {
+    fn chat_log_loading(&mut self, space_id: SpaceId, limit: usize) -> Result<Vec<MessageView>> {
         let space::Latest {
             messages: latest, docs, ..
         } = loop {
             let space = self.spaces.get(&space_id).ok_or(Error::UnknownSpace(space_id))?;
             let found = readable_of(space)?.latest(&space.state, limit);
             match found.set_aside {
-                Some(doc) if !loaded_only => self.load_shard(space_id, doc).map_err(|e| Error::Store(Arc::new(e)))?,
-                _ => break found,
+                Some(doc) => self.load_shard(space_id, doc).map_err(|e| Error::Store(Arc::new(e)))?,
+                None => break found,
             }
         };
         let space = &self.spaces[&space_id];
@@ -1259,6 +1258,38 @@ impl Core {
         let space = self.spaces.get_mut(&space_id).expect("found above");
         for (id, author) in missing {
             space.want_body(id, author);
+        }
+        Ok(views)
+    }
+
+    /// Every message of the shards `docs` of a room (those set aside loaded
+    /// for it), as the log shows them; see `CoreHandle::shard_messages`.
+    pub(super) fn shard_log(&mut self, space_id: SpaceId, docs: &[DocId]) -> Result<Vec<MessageView>> {
+        let space = self.spaces.get(&space_id).ok_or(Error::UnknownSpace(space_id))?;
+        if space.state.history == History::FromJoin {
+            return self.chat_log(space_id, MAX_LOG_LIMIT);
+        }
+        self.bring_docs(space_id, docs).map_err(|e| Error::Store(Arc::new(e)))?;
+        let views = self.shard_views(space_id, docs);
+        self.release_shards(space_id);
+        views
+    }
+
+    fn shard_views(&self, space_id: SpaceId, docs: &[DocId]) -> Result<Vec<MessageView>> {
+        let space = self.spaces.get(&space_id).ok_or(Error::UnknownSpace(space_id))?;
+        let readable = readable_of(space)?;
+        let overlay = Overlay::of(self, space, readable, docs);
+        let mut get = |id: &EnvelopeId| self.store.side(&space_id, id).ok().flatten();
+        let mut views = Vec::new();
+        for (_, shard) in readable
+            .ordered(&space.state)
+            .into_iter()
+            .filter(|(d, _)| docs.contains(d))
+        {
+            let Some(chat) = shard.doc.chat() else { continue };
+            for m in chat.messages() {
+                views.push(self.view_of(space, readable, &overlay, &m, &mut get));
+            }
         }
         Ok(views)
     }
@@ -1496,8 +1527,9 @@ impl Core {
         let my_user = self.keys.user_id();
         let me = my_user.to_string();
         let now = crate::clock::now_ms() as i64;
-        for space_id in std::mem::take(&mut effects.chat_updated) {
-            effects.events.push(Event::ChatUpdated { space: space_id });
+        for (space_id, docs) in std::mem::take(&mut effects.chat_updated) {
+            let docs = docs.into_iter().collect();
+            effects.events.push(Event::ChatUpdated { space: space_id, docs });
         }
         for (space_id, m) in std::mem::take(&mut effects.chat) {
             let Some(space) = self.spaces.get(&space_id) else {

@@ -124,7 +124,9 @@ impl Core {
                         outcome @ (SideOutcome::Stored | SideOutcome::Changed) => {
                             ack.stored += u32::from(fresh);
                             if matches!(outcome, SideOutcome::Changed) {
-                                effects.chat_updated.insert(space_id);
+                                // A tombstone or a body lands in its message's document.
+                                let doc = env.header().doc;
+                                effects.chat_updated.entry(space_id).or_default().insert(doc);
                             }
                             unpend(tx, space, &env.id(), &from_pending)?;
                             sides.entry(space_id).or_default().push(env.into_bytes());
@@ -448,7 +450,7 @@ impl Core {
             let shard = readable.shard_mut(doc, &epoch);
             let result = std::panic::catch_unwind(AssertUnwindSafe(|| shard.doc.apply_checked(changes)));
             match result {
-                Ok(Ok(applied)) => effect_events(space_id, readable, applied, effects),
+                Ok(Ok(applied)) => effect_events(space_id, doc, readable, applied, effects),
                 Ok(Err(e)) => {
                     warn!(space = %space_id.fmt_short(), error = %e, "Automerge refused validated changes")
                 }

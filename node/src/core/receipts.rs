@@ -98,7 +98,8 @@ impl Core {
             },
         );
         effects.events.push(stored_event(space, vec![env.into_bytes()], None));
-        effects.chat_updated.insert(space_id);
+        // No document changed: what the log shows as read did.
+        effects.chat_updated.entry(space_id).or_default();
         Ok(Ok(MarkedRead {
             space: space_id,
             newly_read,

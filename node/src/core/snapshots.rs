@@ -155,7 +155,7 @@ impl Core {
                     messages: created.len() as u64,
                 });
             } else {
-                effect_events(space_id, readable, created, effects);
+                effect_events(space_id, space.main_doc(), readable, created, effects);
             }
         }
         Ok(SnapshotOutcome::Held)

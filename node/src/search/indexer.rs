@@ -1,7 +1,8 @@
 //! Keeps the search index current, off the write path: new messages are
-//! added as the core announces them; a room whose messages changed (edits,
-//! retractions, bodies arriving late) and a document that changed are read
-//! again and replaced; everything is committed in one batch a second.
+//! added as the core announces them; the shards of a room whose messages
+//! changed (edits, retractions, bodies arriving late), however old, and a
+//! document that changed are read again and replaced; everything is
+//! committed in one batch a second.
 //!
 //! What changed while the daemon was down is found at start: each space's
 //! *stamp* (envelopes + side envelopes held) is recorded when the space is
@@ -11,7 +12,7 @@
 //! missing entry.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     path::{Path, PathBuf},
     sync::Arc,
     time::Duration,
@@ -23,7 +24,7 @@ use tracing::{debug, info, warn};
 use super::{Entry, Error, HitKind, SearchIndex, sealed::IndexKey};
 use crate::{
     core::{self, CoreHandle, DocAnswer, DocFormat, DocQuery, Event, MAX_LOG_LIMIT, MessageView},
-    ids::SpaceId,
+    ids::{DocId, SpaceId},
 };
 
 /// How often changes are committed (design-rationale: batched commits).
@@ -51,7 +52,7 @@ pub fn spawn(
         index: index.clone(),
         stamps,
         dir,
-        rooms: HashSet::new(),
+        rooms: HashMap::new(),
         deep: HashSet::new(),
         docs: HashSet::new(),
         known: HashMap::new(),
@@ -93,13 +94,14 @@ struct Indexer {
     index: Arc<SearchIndex>,
     stamps: Stamps,
     dir: PathBuf,
-    /// Rooms and documents to read again at the next commit.
-    rooms: HashSet<SpaceId>,
-    /// Those of `rooms` to read as far back as a read goes (the latest
+    /// Rooms to read again at the next commit: the shards whose messages
+    /// changed in this run (read whole, closed ones too: see
+    /// `CoreHandle::shard_messages`), so a large room's history is not read
+    /// for them.
+    rooms: HashMap<SpaceId, BTreeSet<DocId>>,
+    /// Rooms to read as far back as a read goes (the latest
     /// [`MAX_LOG_LIMIT`]): changed while the daemon was down, rebuilt, or
-    /// failed. The others changed in this run, so what changed is in memory
-    /// (see `CoreHandle::recent_messages`), and a large room's history is not
-    /// loaded for them.
+    /// failed.
     deep: HashSet<SpaceId>,
     docs: HashSet<SpaceId>,
     /// What each room read in this run holds in the index: message id → its
@@ -174,10 +176,11 @@ impl Indexer {
 
     fn note(&mut self, event: Event) {
         match &event {
-            Event::Message { space, .. }
-            | Event::ChatUpdated { space }
-            | Event::Reload { space, .. }
-            | Event::Document { space } => self.forget_stamp(*space),
+            Event::Message { space, .. } | Event::Reload { space, .. } | Event::Document { space } => {
+                self.forget_stamp(*space)
+            }
+            // Read receipts change no text.
+            Event::ChatUpdated { space, docs } if !docs.is_empty() => self.forget_stamp(*space),
             _ => {}
         }
         match event {
@@ -192,21 +195,19 @@ impl Indexer {
                         }
                         Err(error) => {
                             warn!(%error, "cannot index a message; its room is read again");
-                            self.rooms.insert(space);
                             self.deep.insert(space);
                         }
                     }
                 }
             }
-            Event::ChatUpdated { space } => {
-                self.rooms.insert(space);
+            Event::ChatUpdated { space, docs } if !docs.is_empty() => {
+                self.rooms.entry(space).or_default().extend(docs);
             }
             Event::Reload { space, .. } => {
                 // Rebuilt (a purge may have removed messages outright): indexed anew.
                 self.index.remove_space(space);
                 self.known.remove(&space);
                 self.purge = true;
-                self.rooms.insert(space);
                 self.deep.insert(space);
                 self.docs.insert(space);
             }
@@ -242,7 +243,7 @@ impl Indexer {
                 continue;
             }
             match s.kind.as_str() {
-                "chat" => self.rooms.insert(s.space) | self.deep.insert(s.space),
+                "chat" => self.deep.insert(s.space),
                 "doc" => self.docs.insert(s.space),
                 _ => false,
             };
@@ -252,7 +253,7 @@ impl Indexer {
 
     /// Reads again what changed, then commits.
     async fn flush(&mut self) {
-        if self.rooms.is_empty() && self.docs.is_empty() && !self.added && !self.purge {
+        if self.rooms.is_empty() && self.deep.is_empty() && self.docs.is_empty() && !self.added && !self.purge {
             return;
         }
         // Stamps read before the spaces are: a stamp never covers more than was indexed.
@@ -260,11 +261,18 @@ impl Indexer {
             Ok(status) => status.iter().map(|s| (s.space, s.envelopes + s.sides)).collect(),
             Err(_) => return,
         };
-        for space in std::mem::take(&mut self.rooms) {
-            let messages = if self.deep.remove(&space) {
-                self.core.messages(space, MAX_LOG_LIMIT).await
-            } else {
-                self.core.recent_messages(space).await
+        let deep = std::mem::take(&mut self.deep);
+        let rooms = std::mem::take(&mut self.rooms);
+        let reads = (deep.iter().map(|space| (*space, None))).chain(
+            rooms
+                .into_iter()
+                .filter(|(space, _)| !deep.contains(space))
+                .map(|(s, docs)| (s, Some(docs))),
+        );
+        for (space, docs) in reads {
+            let messages = match docs {
+                None => self.core.messages(space, MAX_LOG_LIMIT).await,
+                Some(docs) => self.core.shard_messages(space, docs.into_iter().collect()).await,
             };
             match messages {
                 Ok(messages) => {
@@ -335,33 +343,33 @@ impl Indexer {
         self.lost = true;
     }
 
-    /// Brings a room's entries in line with `messages` (its latest, at most
-    /// [`MAX_LOG_LIMIT`]): the first time in a run all of them, later only
-    /// those whose text changed; those without text now (retracted) are
-    /// deleted and purged. Entries of older messages are left as they are.
+    /// Brings a room's entries in line with `messages` (some of its
+    /// messages: its latest, or those of the shards that changed): the first
+    /// time in a run all of them, later only those whose text changed; those
+    /// without text now (retracted) are deleted and purged. Entries of other
+    /// messages are left as they are.
     fn reindex_room(&mut self, space: SpaceId, messages: &[MessageView]) {
-        let now: HashMap<String, Entry> = messages
-            .iter()
-            .filter_map(|m| Some((m.id.clone(), message_entry(space, m)?)))
-            .collect();
-        let before = self.known.remove(&space).unwrap_or_default();
-        for (id, entry) in &now {
-            if before.get(id) != Some(&entry.text) {
-                if let Err(error) = self.index.put(entry) {
-                    warn!(%error, "cannot index a message");
+        let known = self.known.entry(space).or_default();
+        for m in messages {
+            match message_entry(space, m) {
+                Some(entry) => {
+                    if known.get(&m.id) != Some(&entry.text) {
+                        if let Err(error) = self.index.put(&entry) {
+                            warn!(%error, "cannot index a message");
+                        }
+                        self.added = true;
+                        known.insert(m.id.clone(), entry.text);
+                    }
                 }
-                self.added = true;
+                // Retracted (or never with text): gone from the index.
+                None => {
+                    if known.remove(&m.id).is_some() || m.retracted.is_some() {
+                        self.index.remove(space, Some(&m.id));
+                        self.purge = true;
+                    }
+                }
             }
         }
-        for m in messages.iter().filter(|m| !now.contains_key(&m.id)) {
-            // Retracted (or never with text): gone from the index.
-            if before.contains_key(&m.id) || m.retracted.is_some() {
-                self.index.remove(space, Some(&m.id));
-                self.purge = true;
-            }
-        }
-        self.known
-            .insert(space, now.into_iter().map(|(id, e)| (id, e.text)).collect());
     }
 
     fn record(&mut self, space: SpaceId, stamps: &BTreeMap<SpaceId, u64>) {
