@@ -52,7 +52,9 @@ pub use self::{
         AgendaItem, AttendeeView, CalAnswer, CalEdit, CalQuery, CalScope, CalWritten, EventChange, FreeBusyView,
         Interval, MAX_ICS_BYTES, NewEvent,
     },
-    chat::{ChatDone, ChatOp, DirectRoom, EditView, MessageView, Outgoing, ReactionView, RetractedView, RoomView},
+    chat::{
+        ChatDone, ChatOp, DirectRoom, EditView, MessageView, Outgoing, ReactionView, RetractedView, RoomView, read_body,
+    },
     devices::{DeviceRecord, DeviceView, Joined, LinkState, Linked, Revoked, join_request},
     docs::{
         BlameView, DiffView, DocAnswer, DocEdit, DocFormat, DocQuery, DocView, MAX_DOC_WRITE_BYTES,

@@ -54,6 +54,11 @@ impl BodyPlain {
         }
     }
 
+    /// Decrypts a body envelope's plaintext with its epoch's key and parses it.
+    fn open(env: &Envelope, key: &EpochKey) -> Option<Self> {
+        postcard::from_bytes(&env.open_value(key).ok()?).ok()
+    }
+
     /// The text and the file. A body comes from a peer: a file that fails
     /// [`FileRef::check`] is left out here, the one place every reader of
     /// a body's file goes through, and its message shows as text only.
@@ -72,6 +77,18 @@ impl BodyPlain {
             }
         }
     }
+}
+
+/// A chat body envelope's text and attachment, read with its epoch's key as a
+/// member's node reads a body it stores or shows: decrypted, parsed, the file
+/// checked. `None` when `env` is no [`Kind::Body`] (an Automerge change is a
+/// [`Kind::Content`] envelope: [`Envelope::open_content`]), the key does not
+/// open it, or its plaintext is no body.
+pub fn read_body(env: &Envelope, key: &EpochKey) -> Option<(String, Option<FileRef>)> {
+    if env.header().kind != Kind::Body {
+        return None;
+    }
+    BodyPlain::open(env, key).map(BodyPlain::into_parts)
 }
 
 /// A message to send.
@@ -1191,8 +1208,7 @@ impl Core {
 
     /// A body's plaintext, for a member holding its epoch's key.
     pub(super) fn open_body(&self, space: &Space, env: &Envelope) -> Option<BodyPlain> {
-        let plain = space.key_of(env).and_then(|k| env.open_value(&k).ok())?;
-        postcard::from_bytes(&plain).ok()
+        space.key_of(env).and_then(|k| BodyPlain::open(env, &k))
     }
 
     /// Stops asking for the bodies `tombstone` may delete (judged against the
@@ -1913,6 +1929,36 @@ mod tests {
         let (text, got) = body("../../.bashrc").into_parts();
         assert_eq!((text.as_str(), got), ("see attached", None));
         assert_eq!(body("notes.txt").into_parts().1, Some(file("notes.txt")));
+    }
+
+    #[test]
+    fn read_body_opens_bodies_only() {
+        let keys = DeviceKeys::generate();
+        let space = SpaceId([7; 16]);
+        let key = EpochKey::generate(space);
+        let header = |kind| Header {
+            kind,
+            space,
+            doc: space.chat_shard(0),
+            epoch: key.id,
+            author: keys.device_id(),
+            incarnation: 1,
+            seq: 1,
+            parents: Vec::new(),
+            control_heads: Vec::new(),
+        };
+        let plain = postcard::to_stdvec(&BodyPlain::new("hello", None)).expect("bodies serialize");
+        let body = Envelope::seal_value(&keys, header(Kind::Body), &key, &plain);
+        assert_eq!(read_body(&body, &key), Some(("hello".to_string(), None)));
+        assert_eq!(read_body(&body, &EpochKey::generate(space)), None, "another key");
+        // The same plaintext in a change or a state envelope is no body.
+        let content = Envelope::seal_content(&keys, header(Kind::Content), &key, &plain);
+        assert_eq!(read_body(&content, &key), None);
+        let state = Envelope::seal_value(&keys, header(Kind::State), &key, &plain);
+        assert_eq!(read_body(&state, &key), None);
+        // A body whose plaintext is not a BodyPlain.
+        let garbage = Envelope::seal_value(&keys, header(Kind::Body), &key, &[0xff; 3]);
+        assert_eq!(read_body(&garbage, &key), None);
     }
 
     #[test]
