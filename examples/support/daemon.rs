@@ -73,7 +73,12 @@ impl Daemon {
             cmd.args(["--peer", peer]);
         }
         let child = cmd
-            .env("RUST_LOG", "warn")
+            // BENCH_DAEMON_LOG (a RUST_LOG filter) traces the daemons into
+            // their logs, kept with --keep.
+            .env(
+                "RUST_LOG",
+                std::env::var("BENCH_DAEMON_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
