@@ -18,9 +18,14 @@
 //! - **start-up**: that process's core start (loading the room from the
 //!   store), the first latest-50 after it, and the closed shards it set aside.
 //!
+//! With `--history from-join --joins J` the room's history starts at each
+//! join, and J new users join it at even intervals while it fills: each join
+//! starts an epoch, whose messages roll over into a run of shards of its own.
+//!
 //! ```text
 //! cargo run --release --example room_bench                      # 10k and 100k messages
 //! cargo run --release --example room_bench -- --sizes 1000000   # one size (long)
+//! cargo run --release --example room_bench -- --sizes 100000 --history from-join --joins 10
 //! ```
 //!
 //! A measurement tool: it checks that the latest 50 equal the whole log's tail,
@@ -40,22 +45,28 @@ use std::{
 use anyhow::{Result, ensure};
 use measure::{dir_size, ms, quantile, rss_mib};
 use outpost_node::{
-    control::History,
-    core::{self, CoreHandle, Options},
+    control::{History, Role},
+    core::{self, CoreHandle, Grant, Options},
     identity::DeviceKeys,
     ids::SpaceId,
 };
 
 const HELP: &str = "\
-room_bench [--sizes 10000,100000] [--per-change 16] [--reps 200] [--json]
+room_bench [--sizes 10000,100000] [--per-change 16] [--reps 200]
+           [--history shared|from-join] [--joins 0] [--json]
 Builds a room of each size on a fresh core (temp dir on disk) and times
-opening its latest 50 messages against reading the whole log.
+opening its latest 50 messages against reading the whole log. With
+`--history from-join`, `--joins J` new users join while the room fills
+(each join starts an epoch).
 ";
 
 struct Args {
     sizes: Vec<usize>,
     per_change: usize,
     reps: usize,
+    history: History,
+    /// New users joining while the room fills, at even intervals.
+    joins: usize,
     json: bool,
     /// Internal: open the store in this home and measure a start (the child).
     reopen: Option<(std::path::PathBuf, SpaceId)>,
@@ -67,6 +78,8 @@ fn args() -> Result<Option<Args>> {
         sizes: vec![10_000, 100_000],
         per_change: 16,
         reps: 200,
+        history: History::Shared,
+        joins: 0,
         json: false,
         reopen: None,
     };
@@ -81,6 +94,14 @@ fn args() -> Result<Option<Args>> {
             }
             "--per-change" => out.per_change = args.value(arg)?,
             "--reps" => out.reps = args.value(arg)?,
+            "--history" => {
+                out.history = match args.value::<String>(arg)?.as_str() {
+                    "shared" => History::Shared,
+                    "from-join" => History::FromJoin,
+                    other => anyhow::bail!("--history is `shared` or `from-join`, not {other:?}"),
+                }
+            }
+            "--joins" => out.joins = args.value(arg)?,
             "--json" => out.json = true,
             "--reopen" => {
                 let home = args.value(arg)?;
@@ -189,10 +210,22 @@ async fn one_size(n: usize, args: &Args) -> Result<Row> {
     let keys = Arc::new(DeviceKeys::create(dir.path())?);
     let (core, thread) = core::spawn_with(dir.path().to_path_buf(), keys.clone(), Options::default())?;
     let space = core
-        .create_chat("big room".into(), History::Shared, vec![], vec![])
+        .create_chat("big room".into(), args.history, vec![], vec![])
         .await?;
+    // Homes of the users who join, kept until the room is measured.
+    let joiners = tempfile::tempdir_in(std::env::temp_dir())?;
     let t = Instant::now();
-    fill(&core, space, n, args.per_change).await?;
+    let waves = args.joins + 1;
+    for wave in 0..waves {
+        if wave > 0 {
+            let home = joiners.path().join(wave.to_string());
+            std::fs::create_dir_all(&home)?;
+            let card = DeviceKeys::create(&home)?.cert().to_card();
+            core.invite(space, card, Grant::Member(Role::Writer)).await?;
+        }
+        let part = n * (wave + 1) / waves - n * wave / waves;
+        fill(&core, space, part, args.per_change).await?;
+    }
     let build = t.elapsed();
     let rss_after_build = rss_mib("self").unwrap_or(f64::NAN);
 
@@ -253,6 +286,11 @@ fn main() -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
+    let history = match args.history {
+        History::Shared => "shared".to_string(),
+        History::FromJoin => format!("from-join, {} joins", args.joins),
+    };
+    println!("history: {history}");
     println!(
         "| messages | changes | build (msgs/s) | latest 50 p50 / p99 | whole log (≤ 100k) | RSS built | restart | first latest 50 after restart | RSS restarted | shards set aside | store |"
     );

@@ -14,7 +14,7 @@ use outpost_node::{
     control::{History, Role},
     core::{ChatOp, Grant, MessageView, Options, Outgoing},
     envelope::{Envelope, Header, Kind},
-    ids::{DocId, EnvelopeId, SpaceId},
+    ids::{DocId, EnvelopeId, EpochId, SpaceId},
 };
 
 const SHARD: usize = 10;
@@ -490,5 +490,138 @@ fn search_follows_edits_and_retractions_of_messages_in_closed_shards() {
         wait("m25", &[]).await;
         assert_eq!(find("m35"), vec![ids[35].clone()], "the other messages stay found");
         indexer.abort();
+    });
+}
+
+/// Each epoch's run of shards `envelopes` write content into: (epoch, index).
+fn epoch_shards_written(envelopes: &[Vec<u8>], space: SpaceId) -> BTreeSet<(EpochId, u32)> {
+    envelopes
+        .iter()
+        .map(|b| Envelope::decode(b.clone()).unwrap())
+        .filter(|e| e.header().kind == Kind::Content && e.header().space == space)
+        .map(|e| {
+            let h = e.header();
+            (
+                h.epoch,
+                space
+                    .epoch_shard_of(&h.epoch, &h.doc)
+                    .expect("a shard of its epoch's run"),
+            )
+        })
+        .collect()
+}
+
+/// A room whose history starts at each join keeps memory flat too: each
+/// epoch's messages roll over into shards of their own (its first document
+/// holds no messages), shards of an earlier epoch are closed and set aside,
+/// and what points at an earlier epoch's message goes into the current
+/// epoch's first document, where every node reads it, whatever it has loaded.
+#[test]
+fn a_room_whose_history_starts_at_each_join_shards_each_epoch() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let (alice, bob, carol) = (node(), node(), node());
+        let mut alice_rx = alice.core.subscribe();
+        let space = alice
+            .core
+            .create_chat(
+                "from join".into(),
+                History::FromJoin,
+                vec![bob.cert().to_card()],
+                vec![],
+            )
+            .await
+            .unwrap();
+        let name = bob.keys.user_id().to_string()[..16].to_string();
+        let mut ids = Vec::new();
+        for i in 0..35 {
+            let text = if i == 8 { format!("@{name} m8") } else { format!("m{i}") };
+            ids.push(alice.core.send(space, text, None).await.unwrap().id);
+        }
+        let written = stored(&mut alice_rx);
+        let first = epoch_shards_written(&written, space);
+        let e1 = first.first().unwrap().0;
+        assert_eq!(first, (1..=4).map(|k| (e1, k)).collect::<BTreeSet<_>>());
+        // Shards 1 and 2 are closed: set aside.
+        let status = alice.status(space).await;
+        assert_eq!((status.shards_loaded, status.shards_set_aside), (2, 2));
+        exchange(&alice, &bob, space).await;
+        assert_eq!(bob.status(space).await.shards_set_aside, 2);
+        assert_eq!(log(&bob, space).await, log(&alice, space).await);
+
+        // Carol joins: a new epoch, whose messages start a run of their own.
+        alice
+            .core
+            .invite(space, carol.cert().to_card(), Grant::Member(Role::Writer))
+            .await
+            .unwrap();
+        for i in 0..12 {
+            alice.core.send(space, format!("n{i}"), None).await.unwrap();
+        }
+        let written = epoch_shards_written(&stored(&mut alice_rx), space);
+        let e2 = written.first().unwrap().0;
+        assert_ne!(e1, e2);
+        assert_eq!(written, BTreeSet::from([(e2, 1), (e2, 2)]));
+        // Every shard of the earlier epoch is closed now: set aside, but for
+        // the two the full log above read last.
+        let status = alice.status(space).await;
+        assert_eq!((status.shards_loaded, status.shards_set_aside), (4, 2));
+        let mut want: Vec<String> = (0..35).map(|i| format!("m{i}")).collect();
+        want[8] = format!("@{name} m8");
+        want.extend((0..12).map(|i| format!("n{i}")));
+        // The latest messages reach back into the earlier epoch's last shard.
+        let latest = alice.core.messages(space, 15).await.unwrap();
+        assert_eq!(texts(&latest), want[want.len() - 15..]);
+        assert_eq!(texts(&log(&alice, space).await), want);
+
+        // Edits, retractions and reactions of the earlier epoch's messages go
+        // into the current epoch's first document.
+        write(&alice, Some(space), edit(&ids[5], "m5, edited")).await;
+        write(&alice, Some(space), retract(&ids[8])).await;
+        write(&bob, Some(space), thumbs_up(&ids[7])).await;
+        let written = stored(&mut alice_rx);
+        let settings = space.epoch_shard(&e2, 0);
+        assert_eq!(doc_of(&written, Kind::Content), vec![settings, settings]);
+        assert_eq!(doc_of(&written, Kind::Tombstone), vec![settings]);
+        let full = log(&alice, space).await;
+        assert_eq!(full[5].text, "m5, edited");
+        assert!(full[8].retracted.is_some() && full[8].text.is_empty());
+        assert_eq!(alice.status(space).await.shards_set_aside, 2);
+
+        // Bob gets them with m5..m8's shard set aside (a restart sets aside
+        // what his reads had loaded): the change names it, so it is loaded,
+        // its mention leaves the inbox and its unread count drops the
+        // retracted message.
+        assert_eq!(bob.core.inbox(10).await.unwrap().len(), 1);
+        let bob = bob.restart();
+        assert_eq!(bob.status(space).await.shards_set_aside, 2);
+        let mut bob_rx = bob.core.subscribe();
+        exchange(&alice, &bob, space).await;
+        let updated: BTreeSet<DocId> = std::iter::from_fn(|| bob_rx.try_recv().ok())
+            .filter_map(|e| match e {
+                outpost_node::core::Event::ChatUpdated { docs, .. } => Some(docs),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        assert!(updated.contains(&space.epoch_shard(&e1, 1)), "{updated:?}");
+        assert!(bob.core.inbox(10).await.unwrap().is_empty());
+        assert_eq!(unread(&bob, space).await, 35 + 12 - 1);
+        let full = log(&alice, space).await;
+        assert_eq!(full[7].reactions.len(), 1, "Bob's reaction reached Alice");
+        assert_eq!(log(&bob, space).await, full);
+        let aside = bob.status(space).await.shards_set_aside;
+        assert!(aside >= 2, "{aside} set aside");
+
+        // A restart keeps it all, the earlier epoch's shards set aside.
+        let bob = bob.restart();
+        assert_eq!(bob.status(space).await.shards_set_aside, 4);
+        assert_eq!(unread(&bob, space).await, 35 + 12 - 1);
+        assert_eq!(bob.core.messages(space, 5).await.unwrap(), full[full.len() - 5..]);
+        assert_eq!(log(&bob, space).await, full);
+
+        // Carol reads from her join on only.
+        exchange(&alice, &carol, space).await;
+        assert_eq!(texts(&log(&carol, space).await), want[35..]);
     });
 }

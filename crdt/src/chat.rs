@@ -28,7 +28,10 @@
 
 mod rules;
 
-use std::{collections::BTreeMap, sync::Mutex};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Mutex,
+};
 
 use automerge::{
     ActorId, Automerge, Change, ChangeHash, ObjId, ObjType, ROOT, ReadDoc, ScalarValue, Value,
@@ -178,6 +181,9 @@ pub struct Checked {
     /// Whether it touches anything beyond new messages (edits, reactions,
     /// retractions, room settings): the node refreshes what it shows.
     updates: bool,
+    /// The documents holding the messages its edits, reactions and
+    /// retractions name (as their refs say).
+    targets: BTreeSet<DocId>,
 }
 
 impl Checked {
@@ -203,6 +209,11 @@ impl Checked {
     /// Whether the change does more than post messages.
     pub fn updates(&self) -> bool {
         self.updates
+    }
+
+    /// The documents whose messages its edits, reactions and retractions name.
+    pub fn targets(&self) -> &BTreeSet<DocId> {
+        &self.targets
     }
 }
 

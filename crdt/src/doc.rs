@@ -60,8 +60,9 @@ pub enum Effect {
     /// A document mentioned a user.
     Mention(text::Mention),
     /// Chat messages were edited, reacted to or retracted, or the room's
-    /// settings changed (once per batch).
-    ChatUpdated,
+    /// settings changed (once per batch), with the documents holding the
+    /// messages named (as the markers' refs say).
+    ChatUpdated { targets: std::collections::BTreeSet<DocId> },
 }
 
 impl Checked {
@@ -78,11 +79,13 @@ impl Checked {
         let mut messages = Vec::new();
         let mut mentions = Vec::new();
         let mut updated = false;
+        let mut targets = std::collections::BTreeSet::new();
         for c in checked {
             match c {
                 Checked::Chat(c) => {
                     messages.extend(c.created().iter().cloned());
                     updated |= c.updates();
+                    targets.extend(c.targets().iter().copied());
                 }
                 Checked::Text(c) => mentions.extend(c.mentions().iter().cloned()),
                 Checked::Calendar(_) => {}
@@ -93,7 +96,7 @@ impl Checked {
             .into_iter()
             .map(Effect::Message)
             .chain(mentions.into_iter().map(Effect::Mention))
-            .chain(updated.then_some(Effect::ChatUpdated))
+            .chain(updated.then_some(Effect::ChatUpdated { targets }))
             .collect()
     }
 }

@@ -2091,7 +2091,16 @@ fn expect_kind(space: &Space, kind: SpaceKind) -> Result<()> {
 
 /// The events for what applying changes to a space's documents made visible;
 /// mentions wait in `effects` for the inbox.
-fn effect_events(space: SpaceId, doc: DocId, readable: &space::Readable, applied: Vec<Effect>, effects: &mut Effects) {
+/// What changes `applied` to document `doc` of a space (sealed under `epoch`)
+/// made, as events and work for the end of the batch.
+fn effect_events(
+    state: &SpaceState,
+    (doc, epoch): (DocId, &Epoch),
+    readable: &space::Readable,
+    applied: Vec<Effect>,
+    effects: &mut Effects,
+) {
+    let space = state.space;
     match readable.model {
         outpost_crdt::doc::Model::Text => effects.events.push(Event::Document { space }),
         outpost_crdt::doc::Model::Calendar => effects.events.push(Event::Calendar { space }),
@@ -2100,8 +2109,13 @@ fn effect_events(space: SpaceId, doc: DocId, readable: &space::Readable, applied
     for effect in applied {
         match effect {
             Effect::Message(m) => effects.chat.push((space, m)),
-            Effect::ChatUpdated => {
-                effects.chat_updated.entry(space).or_default().insert(doc);
+            Effect::ChatUpdated { targets } => {
+                let docs = effects.chat_updated.entry(space).or_default();
+                docs.insert(doc);
+                // Markers that count for other documents' messages change those.
+                if chat::speaks_for_others(state, &doc, epoch) {
+                    docs.extend(targets);
+                }
             }
             Effect::Mention(mention) => effects.mentions.push(inbox::NewMention {
                 space,

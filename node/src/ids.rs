@@ -123,28 +123,54 @@ impl SpaceId {
     /// the space's shard prefix and `k`, so every node, a replicator included,
     /// tells in clear whether a document is a shard of this space.
     pub fn chat_shard(&self, k: u32) -> DocId {
-        let mut id = [0u8; 16];
-        id[..12].copy_from_slice(&self.shard_prefix());
-        id[12..].copy_from_slice(&k.to_be_bytes());
-        DocId(id)
+        shard_in(self.shard_prefix(), k)
     }
 
     /// Which shard of this space `doc` is, if it is one.
     pub fn shard_of(&self, doc: &DocId) -> Option<u32> {
-        (doc.0[..12] == self.shard_prefix()).then(|| u32::from_be_bytes(doc.0[12..].try_into().expect("4 bytes")))
+        index_in(self.shard_prefix(), doc)
     }
 
     fn shard_prefix(&self) -> [u8; 12] {
-        let full = derive16("outpost/chat-shard/v2", &self.0);
-        full[..12].try_into().expect("12 of 16 bytes")
+        prefix12(derive16("outpost/chat-shard/v2", &self.0))
     }
 
-    /// The chat document of one epoch of a from-join space.
-    pub fn epoch_doc(&self, epoch: &EpochId) -> DocId {
+    /// Shard `k` of what is sealed under `epoch` in a room whose history
+    /// starts at each join: each epoch's messages roll over into shards of
+    /// their own, so nothing written after a join depends on anything before
+    /// it. Like [`SpaceId::chat_shard`], the id is a prefix (of the space and
+    /// the epoch) and `k`, told in clear from the envelope's header.
+    pub fn epoch_shard(&self, epoch: &EpochId, k: u32) -> DocId {
+        shard_in(self.epoch_prefix(epoch), k)
+    }
+
+    /// Which shard of epoch `epoch`'s run `doc` is, if it is one.
+    pub fn epoch_shard_of(&self, epoch: &EpochId, doc: &DocId) -> Option<u32> {
+        index_in(self.epoch_prefix(epoch), doc)
+    }
+
+    fn epoch_prefix(&self, epoch: &EpochId) -> [u8; 12] {
         let mut input = self.0.to_vec();
         input.extend_from_slice(&epoch.0);
-        DocId(derive16("outpost/epoch-doc/v1", &input))
+        prefix12(derive16("outpost/epoch-shard/v1", &input))
     }
+}
+
+/// Shard `k` of the run of shards named by `prefix`.
+fn shard_in(prefix: [u8; 12], k: u32) -> DocId {
+    let mut id = [0u8; 16];
+    id[..12].copy_from_slice(&prefix);
+    id[12..].copy_from_slice(&k.to_be_bytes());
+    DocId(id)
+}
+
+/// Which shard of the run named by `prefix` `doc` is, if it is one.
+fn index_in(prefix: [u8; 12], doc: &DocId) -> Option<u32> {
+    (doc.0[..12] == prefix).then(|| u32::from_be_bytes(doc.0[12..].try_into().expect("4 bytes")))
+}
+
+fn prefix12(full: [u8; 16]) -> [u8; 12] {
+    full[..12].try_into().expect("12 of 16 bytes")
 }
 
 impl EnvelopeId {
@@ -196,6 +222,15 @@ mod tests {
             assert_eq!(SpaceId([2; 16]).shard_of(&s.chat_shard(k)), None);
         }
         assert_eq!(s.shard_of(&s.control_doc()), None);
-        assert_eq!(s.shard_of(&s.epoch_doc(&EpochId([3; 16]))), None);
+        let (e3, e4) = (EpochId([3; 16]), EpochId([4; 16]));
+        for k in [0, 1, u32::MAX] {
+            let doc = s.epoch_shard(&e3, k);
+            assert_eq!(s.shard_of(&doc), None);
+            assert_eq!(s.epoch_shard_of(&e3, &doc), Some(k));
+            assert_eq!(s.epoch_shard_of(&e4, &doc), None);
+            assert_eq!(SpaceId([2; 16]).epoch_shard_of(&e3, &doc), None);
+            assert_eq!(s.epoch_shard_of(&e3, &s.chat_shard(k)), None);
+        }
+        assert_ne!(s.epoch_shard(&e3, 0), s.epoch_shard(&e4, 0));
     }
 }

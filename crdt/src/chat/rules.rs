@@ -28,6 +28,8 @@ use super::{
 };
 use crate::Author;
 
+use std::collections::BTreeSet;
+
 /// Chat validation rules implemented here; a space names the version it follows.
 pub const RULES_VERSION: u16 = 2;
 
@@ -204,6 +206,9 @@ pub(super) fn validate(schema: &Schema, change: Change, author: &Author) -> Resu
     let mut entries: Vec<(OpId, Entry)> = Vec::new();
     let mut retractions = Vec::new();
     let mut updates = false;
+    // The documents whose messages the markers of this change name.
+    let mut targets = BTreeSet::new();
+    let mut target = |r: &str| targets.extend(parse_ref(r).map(|(doc, _)| doc));
     for (i, op) in change.decode().operations.into_iter().enumerate() {
         let Key::Map(key) = &op.key else {
             return Err(Violation::ForeignObject);
@@ -254,13 +259,14 @@ pub(super) fn validate(schema: &Schema, change: Change, author: &Author) -> Resu
             continue;
         }
         if op.obj == reactions {
-            let (_, user, _) = parse_reaction_key(key).ok_or(Violation::Reaction)?;
+            let (reacted, user, _) = parse_reaction_key(key).ok_or(Violation::Reaction)?;
             if !matches!(op.action, OpType::Put(ScalarValue::Boolean(true)) | OpType::Delete) {
                 return Err(Violation::Reaction);
             }
             if user != author.user || !author.may_edit() {
                 return Err(Violation::NotYours);
             }
+            target(reacted);
             updates = true;
             continue;
         }
@@ -268,6 +274,7 @@ pub(super) fn validate(schema: &Schema, change: Change, author: &Author) -> Resu
             if !is_ref(key) || !matches!(op.action, OpType::Put(ScalarValue::Timestamp(_))) {
                 return Err(Violation::Retraction);
             }
+            target(key);
             retractions.push(key.to_string());
             updates = true;
             continue;
@@ -317,7 +324,10 @@ pub(super) fn validate(schema: &Schema, change: Change, author: &Author) -> Resu
     for (_, entry) in entries {
         match entry {
             Entry::Message(m, _) if !m.body.is_empty() => created.push(m),
-            Entry::Edit(e, _) if !e.body.is_empty() && !e.target.is_empty() => new_edits.push(e),
+            Entry::Edit(e, _) if !e.body.is_empty() && !e.target.is_empty() => {
+                target(&e.target);
+                new_edits.push(e)
+            }
             _ => return Err(Violation::MissingField),
         }
     }
@@ -327,5 +337,6 @@ pub(super) fn validate(schema: &Schema, change: Change, author: &Author) -> Resu
         edits: new_edits,
         retractions,
         updates,
+        targets,
     })
 }

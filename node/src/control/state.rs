@@ -451,26 +451,44 @@ impl SpaceState {
         joins(self.history, &self.members, user)
     }
 
-    /// Whether content sealed under `epoch` may be written into `doc`: its
-    /// [`SpaceState::content_doc`], or in a chat room with shared history any
-    /// shard (messages roll over into the next shard as one fills). Judged in
+    /// Whether content sealed under `epoch` may be written into `doc`: in a
+    /// chat room any shard of its run (messages roll over into the next shard
+    /// as one fills), otherwise its [`SpaceState::content_doc`]. Judged in
     /// clear, alike on every node.
     pub fn is_content_doc(&self, doc: &DocId, epoch: &EpochId) -> bool {
-        match (self.history, self.kind) {
-            (History::Shared, SpaceKind::Chat) => self.space.shard_of(doc).is_some(),
+        match self.kind {
+            SpaceKind::Chat => self.shard_place(doc, epoch).is_some(),
             _ => *doc == self.content_doc(epoch),
         }
     }
 
-    /// Where content sealed under `epoch` is written: the space's first
+    /// Where content sealed under `epoch` is written first: the space's first
     /// document (a room's settings; its messages from shard 0 on), or in a
-    /// from-join space one document per epoch (so nothing written after a
-    /// join depends on anything before it).
+    /// from-join space the first shard of the epoch's own run (so nothing
+    /// written after a join depends on anything before it).
     pub fn content_doc(&self, epoch: &EpochId) -> DocId {
+        self.shard(epoch, 0)
+    }
+
+    /// Shard `k` of the run content sealed under `epoch` is written into:
+    /// the room's run, or in a from-join room the epoch's own.
+    pub fn shard(&self, epoch: &EpochId, k: u32) -> DocId {
         match self.history {
-            History::Shared => self.space.chat_shard(0),
-            History::FromJoin => self.space.epoch_doc(epoch),
+            History::Shared => self.space.chat_shard(k),
+            History::FromJoin => self.space.epoch_shard(epoch, k),
         }
+    }
+
+    /// Where `doc`, holding content sealed under `epoch`, stands among the
+    /// room's shards: the first document of its run ([`SpaceState::content_doc`]:
+    /// the room's, or in a from-join room its epoch's) and its index in the
+    /// run. None when `doc` is no shard such content may be in.
+    pub fn shard_place(&self, doc: &DocId, epoch: &EpochId) -> Option<(DocId, u32)> {
+        let k = match self.history {
+            History::Shared => self.space.shard_of(doc),
+            History::FromJoin => self.space.epoch_shard_of(epoch, doc),
+        }?;
+        Some((self.content_doc(epoch), k))
     }
 
     /// A display rank for content sealed under `epoch`: the depth of the

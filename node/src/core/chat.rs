@@ -258,46 +258,55 @@ struct Found {
 pub const SHARD_MESSAGES: usize = 5_000;
 
 impl Core {
-    /// Where this device writes a room's messages, edits, reactions and
-    /// retractions: the highest shard it holds, or the next one once that
-    /// holds [`Core::shard_messages`] messages. A room's settings stay in its
-    /// first document (`target` as `write_target` made it), and so does
-    /// everything in a room whose history starts at each join.
+    /// Where this device writes a room's new messages: the highest shard of
+    /// the run it writes (the room's, or in a from-join room the current
+    /// epoch's), or the next one once that holds [`Core::shard_messages`]
+    /// messages. A room's settings stay in the run's first document (`target`
+    /// as `write_target` made it); in a from-join room that document holds
+    /// no messages (see `core::shards`), so they start at shard 1.
     fn message_target(&mut self, space_id: SpaceId, target: WriteTarget) -> WriteTarget {
         let space = &self.spaces[&space_id];
-        let Some(readable) = space
-            .readable
-            .as_ref()
-            .filter(|_| space.state.history == History::Shared)
-        else {
+        let Some(readable) = space.readable.as_ref() else {
             return target;
+        };
+        let state = &space.state;
+        let first = match state.history {
+            History::Shared => 0,
+            History::FromJoin => 1,
         };
         let last = readable
             .docs
             .iter()
-            .filter_map(|(doc, shard)| Some((space_id.shard_of(doc)?, shard)))
-            .max_by_key(|(k, _)| *k);
+            .filter_map(|(doc, shard)| Some((state.shard_place(doc, &shard.epoch.id)?, shard)))
+            .filter(|((run, k), _)| *run == target.doc && *k >= first)
+            .max_by_key(|((_, k), _)| *k);
         let k = match last {
-            Some((k, shard)) if shard.doc.chat().is_some_and(|c| c.len() >= self.shard_messages) => k.saturating_add(1),
-            Some((k, _)) => k,
-            None => 0,
+            Some(((_, k), shard)) if shard.doc.chat().is_some_and(|c| c.len() >= self.shard_messages) => {
+                k.saturating_add(1)
+            }
+            Some(((_, k), _)) => k,
+            None => first,
         };
-        let doc = space_id
-            .shard_of(&target.doc)
-            .map_or(target.doc, |_| space_id.chat_shard(k));
+        let doc = state.shard(&target.epoch.id, k);
         self.writer_in(target, doc)
     }
 
     /// Where this device writes what points at a message of `doc` (an edit,
     /// a reaction, a retraction): that message's own shard, so that all that
     /// is said about a message is read from the one document holding it (a
-    /// closed shard is loaded whole or not at all). A room whose history
-    /// starts at each join writes into its current document (an earlier
-    /// epoch's is sealed under a key it no longer writes with).
+    /// closed shard is loaded whole or not at all). In a from-join room, a
+    /// message of an earlier epoch's run is sealed under a key nobody writes
+    /// with any more: what points at it goes into the current epoch's first
+    /// document (`settings`), which every reader keeps loaded.
     fn target_of_message(&mut self, space_id: SpaceId, settings: WriteTarget, doc: DocId) -> WriteTarget {
-        match self.spaces[&space_id].state.history {
-            History::Shared if space_id.shard_of(&doc).is_some() => self.writer_in(settings, doc),
-            _ => self.message_target(space_id, settings),
+        let same_run = self.spaces[&space_id]
+            .state
+            .shard_place(&doc, &settings.epoch.id)
+            .is_some_and(|(run, _)| run == settings.doc);
+        if same_run {
+            self.writer_in(settings, doc)
+        } else {
+            settings
         }
     }
 
@@ -966,11 +975,8 @@ impl Core {
         let space = &self.spaces[&space_id];
         let Some(readable) = &space.readable else { return out };
         let author = self.user_of(space, &readable.author_of(&found.message.actor));
-        let every = space.state.history == History::FromJoin;
-        let docs = readable.docs.iter().filter(|(doc, _)| every || **doc == found.doc);
-        for (_, shard) in docs {
-            let Some(chat) = shard.doc.chat() else { continue };
-            for edit in chat.edits() {
+        for speaker in Speaker::all(space, readable, Some(&[found.doc])) {
+            for edit in speaker.chat.edits() {
                 if edit.target == target
                     && author.is_some()
                     && self.user_of(space, &readable.author_of(&edit.actor)) == author
@@ -1281,10 +1287,6 @@ impl Core {
     /// Every message of the shards `docs` of a room (those set aside loaded
     /// for it), as the log shows them; see `CoreHandle::shard_messages`.
     pub(super) fn shard_log(&mut self, space_id: SpaceId, docs: &[DocId]) -> Result<Vec<MessageView>> {
-        let space = self.spaces.get(&space_id).ok_or(Error::UnknownSpace(space_id))?;
-        if space.state.history == History::FromJoin {
-            return self.chat_log(space_id, MAX_LOG_LIMIT);
-        }
         self.bring_docs(space_id, docs).map_err(|e| Error::Store(Arc::new(e)))?;
         let views = self.shard_views(space_id, docs);
         self.release_shards(space_id);
@@ -1543,7 +1545,8 @@ impl Core {
         let my_user = self.keys.user_id();
         let me = my_user.to_string();
         let now = crate::clock::now_ms() as i64;
-        for (space_id, docs) in std::mem::take(&mut effects.chat_updated) {
+        for (space_id, mut docs) in std::mem::take(&mut effects.chat_updated) {
+            self.follow_retractions(tx, space_id, &mut docs)?;
             let docs = docs.into_iter().collect();
             effects.events.push(Event::ChatUpdated { space: space_id, docs });
         }
@@ -1631,6 +1634,51 @@ impl Core {
         Ok(())
     }
 
+    /// A from-join room's first documents hold retractions of messages of
+    /// earlier epochs (see [`Speaker`]), whose shards may be set aside. When
+    /// such a document changed in this batch (`docs`: the documents whose
+    /// messages changed), or a tombstone landed in it, the shards its
+    /// retractions name are loaded, their messages retracted leave the inbox,
+    /// and their rows are rewritten at the end of the batch (unread counts
+    /// leave them out). A tombstone beside its retraction is applied before
+    /// the change carrying the marker is, so the shards are found from here.
+    fn follow_retractions(&mut self, tx: &mut Txn, space_id: SpaceId, docs: &mut BTreeSet<DocId>) -> store::Result<()> {
+        let Some(space) = self.spaces.get(&space_id) else {
+            return Ok(());
+        };
+        let Some(readable) = space.readable.as_ref() else {
+            return Ok(());
+        };
+        let named: BTreeSet<DocId> = docs
+            .iter()
+            .filter_map(|doc| Some((doc, readable.docs.get(doc)?)))
+            .filter(|(doc, shard)| speaks_for_others(&space.state, doc, &shard.epoch))
+            .filter_map(|(_, shard)| shard.doc.chat())
+            .flat_map(|chat| chat.retractions())
+            .filter_map(|r| Some(parse_ref(&r.target)?.0))
+            .collect();
+        if named.is_empty() {
+            return Ok(());
+        }
+        let named: Vec<DocId> = named.into_iter().collect();
+        self.bring_docs(space_id, &named)?;
+        let space = &self.spaces[&space_id];
+        let Some(readable) = space.readable.as_ref() else {
+            return Ok(());
+        };
+        let tombstones = |body: &EnvelopeId| tx.tombstones(&space_id, body).unwrap_or_default();
+        let retracted = self.retractions_in(space, readable, Some(&named), tombstones);
+        for r in &retracted {
+            tx.remove_inbox(&space_id, &actor_key(&r.entry.actor), r.entry.lamport)?;
+        }
+        if let Some(r) = self.spaces.get_mut(&space_id).and_then(|s| s.readable.as_mut()) {
+            let loaded: Vec<DocId> = named.iter().filter(|d| r.recent.contains(d)).copied().collect();
+            r.dirty.extend(loaded);
+        }
+        docs.extend(named);
+        Ok(())
+    }
+
     /// The current text of message `id` in `doc` of a space, for the inbox.
     pub(super) fn message_text(&self, space_id: SpaceId, doc: DocId, id: &str) -> Option<String> {
         let space = self.spaces.get(&space_id)?;
@@ -1680,12 +1728,9 @@ pub(super) struct Retracted {
 
 impl Core {
     /// The retractions in effect on the messages of the loaded shards `docs`
-    /// of a room (every loaded shard when `None`). In a sharded room only a
-    /// shard's own markers count for its messages, alike on every node; a
-    /// room whose history starts at each join writes them into the current
-    /// epoch's document, so every document's markers count. `tombstones`
-    /// reads the tombstones naming a body (the store, or a batch's
-    /// transaction).
+    /// of a room (every loaded shard when `None`), as the markers that count
+    /// say ([`Speaker`]). `tombstones` reads the tombstones naming a body
+    /// (the store, or a batch's transaction).
     pub(super) fn retractions_in(
         &self,
         space: &Space,
@@ -1693,18 +1738,13 @@ impl Core {
         docs: Option<&[DocId]>,
         mut tombstones: impl FnMut(&EnvelopeId) -> Vec<Vec<u8>>,
     ) -> Vec<Retracted> {
-        let every = space.state.history == History::FromJoin;
         let mut out = Vec::new();
-        for (doc, shard) in readable.ordered(&space.state) {
-            if !every && docs.is_some_and(|docs| !docs.contains(doc)) {
-                continue;
-            }
-            let Some(chat) = shard.doc.chat() else { continue };
-            let own = msg_ref(doc, "");
-            for r in chat
+        for speaker in Speaker::all(space, readable, docs) {
+            for r in speaker
+                .chat
                 .retractions()
                 .into_iter()
-                .filter(|r| every || r.target.starts_with(&own))
+                .filter(|r| speaker.counts(&r.target))
             {
                 // The entries it names (read only for retractions: formatting a
                 // ref for every message of a shard would cost more than the read).
@@ -1732,6 +1772,54 @@ impl Core {
     }
 }
 
+/// A loaded document of a room whose markers (edits, reactions, retractions)
+/// count for the messages read. What points at a message is written in its
+/// own shard, so only a shard's own markers count for its messages, alike on
+/// every node whichever shards it has loaded. A from-join room writes what
+/// points at a message of an earlier epoch into the current epoch's first
+/// document instead (see `Core::target_of_message`); every epoch's first
+/// document stays loaded, so the markers there count for any message.
+struct Speaker<'a> {
+    chat: &'a ChatDoc,
+    /// The ref prefix its markers must name to count; None: any.
+    own: Option<String>,
+}
+
+impl<'a> Speaker<'a> {
+    /// The documents whose markers count for the messages of the loaded
+    /// documents `docs` (every loaded one when `None`), in display order.
+    fn all(space: &Space, readable: &'a space::Readable, docs: Option<&[DocId]>) -> Vec<Self> {
+        readable
+            .ordered(&space.state)
+            .into_iter()
+            .filter_map(|(doc, shard)| {
+                let chat = shard.doc.chat()?;
+                if speaks_for_others(&space.state, doc, &shard.epoch) {
+                    return Some(Speaker { chat, own: None });
+                }
+                docs.is_none_or(|docs| docs.contains(doc)).then(|| Speaker {
+                    chat,
+                    own: Some(msg_ref(doc, "")),
+                })
+            })
+            .collect()
+    }
+
+    /// Whether its marker naming `target` (a ref) counts.
+    fn counts(&self, target: &str) -> bool {
+        self.own.as_ref().is_none_or(|own| target.starts_with(own))
+    }
+}
+
+/// Whether the markers in `doc` (sealed under `epoch`) count for messages of
+/// other documents: in a from-join room, every epoch's first document.
+pub(super) fn speaks_for_others(state: &control::SpaceState, doc: &DocId, epoch: &control::Epoch) -> bool {
+    state.history == History::FromJoin
+        && state
+            .shard_place(doc, &epoch.id)
+            .is_some_and(|(first, _)| first == *doc)
+}
+
 /// What the documents of a room say about its messages beyond the skeletons:
 /// each message's ref, its author's edits, reactions and retraction.
 struct Overlay {
@@ -1746,31 +1834,19 @@ struct Overlay {
 }
 
 impl Overlay {
-    /// What the room says about the messages of `docs`. In a sharded room
-    /// that is what those documents say: what points at a message is written
-    /// in its own shard. A room whose history starts at each join writes it
-    /// into the current epoch's document, so all of them are read.
+    /// What the room says about the messages of `docs`: what the markers
+    /// that count for them say ([`Speaker`]).
     fn of(core: &Core, space: &Space, readable: &space::Readable, docs: &[DocId]) -> Self {
         let space_id = space.state.space;
-        let every = space.state.history == History::FromJoin;
-        let shards: Vec<(&DocId, &space::Shard)> = readable
-            .ordered(&space.state)
-            .into_iter()
-            .filter(|(doc, _)| every || docs.contains(doc))
-            .collect();
         let mut edits: HashMap<String, Vec<(String, i64, outpost_crdt::ActorId)>> = HashMap::new();
         let mut reactions: HashMap<String, BTreeMap<String, Vec<String>>> = HashMap::new();
         let mut retracted = HashMap::new();
-        for (doc, shard) in shards {
-            let Some(chat) = shard.doc.chat() else { continue };
-            // In a sharded room, what points at a message of another shard is
-            // ignored alike on every node, whichever shards it has loaded.
-            let own = msg_ref(doc, "");
-            let counts = |target: &str| every || target.starts_with(&own);
-            for e in chat.edits().into_iter().filter(|e| counts(&e.target)) {
+        for speaker in Speaker::all(space, readable, Some(docs)) {
+            let chat = speaker.chat;
+            for e in chat.edits().into_iter().filter(|e| speaker.counts(&e.target)) {
                 edits.entry(e.target).or_default().push((e.body, e.sent_at_ms, e.actor));
             }
-            for r in chat.reactions().into_iter().filter(|r| counts(&r.target)) {
+            for r in chat.reactions().into_iter().filter(|r| speaker.counts(&r.target)) {
                 reactions
                     .entry(r.target)
                     .or_default()

@@ -442,7 +442,7 @@ impl Core {
         }
         // Documents in display order, so events come in the order of the log.
         let mut by_doc: Vec<(DocId, (Epoch, Vec<Checked>))> = by_doc.into_iter().collect();
-        by_doc.sort_by_cached_key(|(_, (epoch, _))| space.state.epoch_rank(epoch));
+        by_doc.sort_by_cached_key(|(doc, (epoch, _))| space::position(&space.state, doc, epoch));
         for (doc, (epoch, changes)) in by_doc {
             if readable.recent.contains(&doc) {
                 readable.dirty.insert(doc);
@@ -450,7 +450,7 @@ impl Core {
             let shard = readable.shard_mut(doc, &epoch);
             let result = std::panic::catch_unwind(AssertUnwindSafe(|| shard.doc.apply_checked(changes)));
             match result {
-                Ok(Ok(applied)) => effect_events(space_id, doc, readable, applied, effects),
+                Ok(Ok(applied)) => effect_events(&space.state, (doc, &epoch), readable, applied, effects),
                 Ok(Err(e)) => {
                     warn!(space = %space_id.fmt_short(), error = %e, "Automerge refused validated changes")
                 }

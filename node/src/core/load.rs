@@ -9,9 +9,18 @@ use super::*;
 /// author the document rules judge it as.
 pub(super) type StoredChange = (DocId, Epoch, outpost_crdt::Change, outpost_crdt::Author);
 
-/// A space rebuilt from its log, the stored changes it can read, and for
-/// each closed shard set aside, its writers' last seqs as stored.
-type Replayed = (Space, Vec<StoredChange>, BTreeMap<DocId, BTreeMap<ActorKey, u64>>);
+/// A space rebuilt from its log, the stored changes it can read, and what
+/// the log holds of each closed shard set aside.
+type Replayed = (Space, Vec<StoredChange>, BTreeMap<DocId, Aside>);
+
+/// A closed shard set aside, as a replay finds it.
+#[derive(Default)]
+pub(super) struct Aside {
+    /// Its writers' last seqs as stored.
+    writers: BTreeMap<ActorKey, u64>,
+    /// The epoch its content is sealed under (none when nothing is stored).
+    epoch: Option<Epoch>,
+}
 
 impl Space {
     /// A stored content envelope opened, when this device holds its key and
@@ -200,12 +209,17 @@ impl Core {
         if let Some(r) = space.readable.as_mut() {
             changes.retain(|(_, _, c, _)| !r.has_change(&c.hash()));
             apply_stored(r, space_id, changes)?;
-            for (doc, writers) in held {
+            for (doc, aside) in held {
                 let row = &rows[&doc];
-                if row.writers != writers {
-                    stale.push(doc);
-                }
-                r.parked.insert(doc, shards::Parked::of(row));
+                let epoch = match aside.epoch {
+                    Some(epoch) if row.writers == aside.writers => epoch,
+                    // Stale: read again whole right below.
+                    epoch => {
+                        stale.push(doc);
+                        epoch.unwrap_or_else(|| space.state.current().epoch.clone())
+                    }
+                };
+                r.parked.insert(doc, shards::Parked::of(row, epoch));
             }
         }
         self.spaces.insert(space_id, space);
@@ -261,7 +275,7 @@ impl Core {
         let mut keys = Some(keys);
         let mut space: Option<Space> = None;
         let mut changes = Vec::new();
-        let mut held: BTreeMap<DocId, BTreeMap<ActorKey, u64>> = aside.iter().map(|d| (*d, BTreeMap::new())).collect();
+        let mut held: BTreeMap<DocId, Aside> = aside.iter().map(|d| (*d, Aside::default())).collect();
         let failed = self
             .store
             .scan_log(&space_id, 0, |order, bytes| {
@@ -286,14 +300,17 @@ impl Core {
                     s.state.apply(&env);
                 }
                 let h = env.header();
-                if let Some(writers) = held.get_mut(&h.doc)
+                if let Some(held) = held.get_mut(&h.doc)
                     && h.kind == Kind::Content
                     && s.key_of(&env).is_some()
                     && s.readable
                         .as_ref()
                         .is_some_and(|r| !h.parents.iter().any(|p| r.locked.contains_key(p)))
                 {
-                    writers.insert(h.actor(), h.seq);
+                    held.writers.insert(h.actor(), h.seq);
+                    if held.epoch.is_none() {
+                        held.epoch = s.state.epoch_at(&h.control_heads);
+                    }
                     s.record_aside(&env, order);
                     return ControlFlow::Continue(());
                 }

@@ -1,11 +1,18 @@
 //! A large room's closed shards, set aside (issue 7, point 6: memory does not
 //! grow with a room's history).
 //!
-//! A sharded room (shared history) writes new messages into its last shard,
-//! and what points at a message into that message's own shard. So only three
-//! shards are *open*: shard 0 (the room's settings, what snapshots cover) and
-//! the last two (the latest messages). Every other shard is *closed*: it
-//! changes only when someone edits, reacts to or retracts one of its messages.
+//! A room writes new messages into the last shard of its run, and what points
+//! at a message into that message's own shard. So only three shards are
+//! *open*: shard 0 (the room's settings, what snapshots cover) and the last
+//! two (the latest messages). Every other shard is *closed*: it changes only
+//! when someone edits, reacts to or retracts one of its messages.
+//!
+//! A room whose history starts at each join has a run of shards per epoch.
+//! Each run's shard 0 stays open: it holds the room's settings under that
+//! epoch and what points at messages of earlier epochs (whose own shards are
+//! sealed under keys nobody writes with any more), and it holds no messages,
+//! so it stays small. The current epoch's last two shards are open too; every
+//! other shard of an earlier epoch is closed.
 //!
 //! A closed shard is set aside: its Automerge document and the per-change
 //! maps leave memory, and a row in `closed-shards-1` keeps what the node must
@@ -47,27 +54,34 @@ pub(crate) struct ShardRow {
 pub(crate) struct Parked {
     /// Each writer's highest message counter in the shard.
     pub(crate) top: BTreeMap<ActorKey, u64>,
+    /// The epoch its content is sealed under: where it stands in the room
+    /// (see `space::position`).
+    pub(crate) epoch: Epoch,
 }
 
 impl Parked {
-    pub(crate) fn of(row: &ShardRow) -> Self {
+    pub(crate) fn of(row: &ShardRow, epoch: Epoch) -> Self {
         let top = row
             .counters
             .iter()
             .filter_map(|(actor, counters)| Some((*actor, *counters.iter().max()?)))
             .collect();
-        Self { top }
+        Self { top, epoch }
     }
 }
 
 impl Space {
-    /// Whether `doc` is a closed shard of this room: a shard of a room with
-    /// shared history, neither its first nor one of its last two.
-    pub(crate) fn is_closed(&self, doc: &DocId) -> bool {
-        let (Some(k), Some(max)) = (self.state.space.shard_of(doc), self.max_shard) else {
+    /// Whether `doc`, holding content sealed under `epoch`, is a closed shard
+    /// of this room: not the first of its run, and not one of the last two
+    /// of the run this device writes (in a from-join room, every shard of an
+    /// earlier epoch's run but its first).
+    pub(crate) fn is_closed(&self, doc: &DocId, epoch: &Epoch) -> bool {
+        let Some((first, k)) = self.state.shard_place(doc, &epoch.id) else {
             return false;
         };
-        self.state.history == History::Shared && k >= 1 && k.saturating_add(2) <= max
+        let max = self.max_shard.get(&first).copied().unwrap_or(0);
+        let current = self.state.content_doc(&self.state.current().epoch.id);
+        k >= 1 && (k.saturating_add(2) <= max || first != current)
     }
 }
 
@@ -127,10 +141,10 @@ impl Core {
         }
         let r = space.readable.as_mut().expect("checked above");
         if let Err(why) = load::apply_stored(r, space_id, changes) {
-            warn!(space = %space_id.fmt_short(), shard = ?space_id.shard_of(&doc), %why, "a closed shard could not be loaded whole");
+            warn!(space = %space_id.fmt_short(), doc = ?doc, %why, "a closed shard could not be loaded whole");
         }
         r.recent.push_back(doc);
-        debug!(space = %space_id.fmt_short(), shard = ?space_id.shard_of(&doc), envelopes = envelopes.len(), "closed shard loaded");
+        debug!(space = %space_id.fmt_short(), doc = ?doc, envelopes = envelopes.len(), "closed shard loaded");
         Ok(())
     }
 
@@ -191,7 +205,7 @@ impl Core {
         }
     }
 
-    /// At the end of a batch that wrote: in every sharded room, closed shards
+    /// At the end of a batch that wrote: in every room, closed shards
     /// loaded and not among the [`LOADED_CLOSED`] recently used are set aside
     /// (their rows written), and the rows of those changed are rewritten.
     pub(super) fn settle_shards(&mut self, tx: &mut Txn) -> store::Result<()> {
@@ -199,16 +213,16 @@ impl Core {
         for space_id in ids {
             let space = &self.spaces[&space_id];
             let Some(r) = space.readable.as_ref() else { continue };
-            if r.model != outpost_crdt::doc::Model::Chat || space.state.history != History::Shared {
+            if r.model != outpost_crdt::doc::Model::Chat {
                 continue;
             }
             let over = r.recent.len().saturating_sub(LOADED_CLOSED);
             let evicted: Vec<DocId> = r.recent.iter().take(over).copied().collect();
             let closed: Vec<DocId> = r
                 .docs
-                .keys()
-                .filter(|d| space.is_closed(d) && !r.recent.contains(d))
-                .copied()
+                .iter()
+                .filter(|(d, shard)| space.is_closed(d, &shard.epoch) && !r.recent.contains(d))
+                .map(|(d, _)| *d)
                 .collect();
             let dirty: Vec<DocId> = r.dirty.iter().filter(|d| !evicted.contains(d)).copied().collect();
             let written: Vec<DocId> = evicted.iter().chain(&closed).chain(&dirty).copied().collect();
@@ -278,8 +292,8 @@ fn set_aside(space: &mut Space, doc: DocId, retracted: &HashSet<(ActorKey, u64)>
     }
     let (row, ids) = summary(space, doc, retracted)?;
     let r = space.readable.as_mut()?;
-    r.parked.insert(doc, Parked::of(&row));
-    r.docs.remove(&doc);
+    let shard = r.docs.remove(&doc)?;
+    r.parked.insert(doc, Parked::of(&row, shard.epoch));
     r.recent.retain(|d| *d != doc);
     r.dirty.remove(&doc);
     let gone: Vec<EnvelopeId> = r

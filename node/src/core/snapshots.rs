@@ -155,7 +155,10 @@ impl Core {
                     messages: created.len() as u64,
                 });
             } else {
-                effect_events(space_id, space.main_doc(), readable, created, effects);
+                // Snapshots are of rooms with shared history: one run of
+                // shards, whatever the epoch.
+                let main = (space.main_doc(), &space.state.current().epoch);
+                effect_events(&space.state, main, readable, created, effects);
             }
         }
         Ok(SnapshotOutcome::Held)

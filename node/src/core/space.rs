@@ -206,8 +206,10 @@ pub(crate) struct Space {
     pub(crate) stored_from: HashMap<ActorKey, u64>,
     /// The last envelopes of held snapshots: known ids that are not stored.
     pub(crate) snapshot_lasts: BTreeSet<EnvelopeId>,
-    /// The highest shard stored content is written into.
-    pub(crate) max_shard: Option<u32>,
+    /// The highest shard stored content is written into, per run of shards
+    /// (keyed by its first document: the room's, or in a from-join room each
+    /// epoch's; see [`SpaceState::shard_place`]).
+    pub(crate) max_shard: BTreeMap<DocId, u32>,
     /// Side envelopes (chat bodies, tombstones) held in the store.
     pub(crate) sides_held: u64,
     /// Each member device's newest read receipt (chat rooms).
@@ -288,7 +290,7 @@ impl Space {
             last_env: HashMap::new(),
             stored_from: HashMap::new(),
             snapshot_lasts: BTreeSet::new(),
-            max_shard: None,
+            max_shard: BTreeMap::new(),
             sides_held: 0,
             receipts: BTreeMap::new(),
             wanted_bodies: BTreeMap::new(),
@@ -521,15 +523,15 @@ impl Space {
         if !author.editor && env.body().len() > MAX_READER_CONTENT_BYTES {
             return Verdict::Reject("a reader's content is larger than an answer");
         }
-        // A room's shards open one after another: shard k + 2 waits until
+        // A run of shards opens one after another: shard k + 2 waits until
         // shard k + 1 holds something, so nobody makes a room skip to a far
         // shard (or thousands of empty ones at once).
-        if let Some(k) = self.state.space.shard_of(&h.doc) {
+        if let Some((first, k)) = self.state.shard_place(&h.doc, &h.epoch) {
             if k > MAX_SHARD {
                 return Verdict::Reject("written into a shard past the last one");
             }
             // Shard 0 always counts as there (a snapshot may hold it all).
-            if k > self.max_shard.unwrap_or(0).saturating_add(1) {
+            if k > self.max_shard.get(&first).copied().unwrap_or(0).saturating_add(1) {
                 return Verdict::Wait;
             }
         }
@@ -681,9 +683,10 @@ impl Space {
         self.next_order = self.next_order.max(order + 1);
         self.stored += 1;
         if h.kind == Kind::Content
-            && let Some(k) = self.state.space.shard_of(&h.doc)
+            && let Some((first, k)) = self.state.shard_place(&h.doc, &h.epoch)
         {
-            self.max_shard = self.max_shard.max(Some(k));
+            let max = self.max_shard.entry(first).or_insert(k);
+            *max = (*max).max(k);
         }
         self.stored_from.entry(h.actor()).or_insert(h.seq);
         self.advance_writer(env);
@@ -928,12 +931,10 @@ impl Readable {
         self.docs.values().any(|s| s.doc.has_change(hash))
     }
 
-    /// The documents in display order: shards by index (a message causally
-    /// after another is in the same shard or a later one), a from-join
-    /// space's epoch documents by epoch rank (see [`SpaceState::epoch_rank`]).
+    /// The documents in display order (see [`position`]).
     pub(crate) fn ordered(&self, state: &SpaceState) -> Vec<(&DocId, &Shard)> {
         let mut shards: Vec<(&DocId, &Shard)> = self.docs.iter().collect();
-        shards.sort_by_cached_key(|(doc, s)| (state.space.shard_of(doc), state.epoch_rank(&s.epoch)));
+        shards.sort_by_cached_key(|(doc, s)| position(state, doc, &s.epoch));
         shards
     }
 
@@ -947,21 +948,26 @@ impl Readable {
         let mut docs = Vec::new();
         let mut count = 0;
         let mut set_aside = None;
-        for (doc, shard) in self.ordered(state).into_iter().rev() {
+        // Loaded documents and those set aside, in display order.
+        let mut every: Vec<(Position, &DocId, Option<&Shard>)> = self
+            .docs
+            .iter()
+            .map(|(doc, shard)| (position(state, doc, &shard.epoch), doc, Some(shard)))
+            .chain(
+                self.parked
+                    .iter()
+                    .map(|(doc, p)| (position(state, doc, &p.epoch), doc, None)),
+            )
+            .collect();
+        every.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        for (_, doc, shard) in every.into_iter().rev() {
             if count >= limit {
                 break;
             }
-            // A shard set aside between this one and the last read comes first.
-            let k = state.space.shard_of(doc);
-            let gap = self
-                .parked
-                .keys()
-                .filter(|p| state.space.shard_of(p) > k)
-                .max_by_key(|p| state.space.shard_of(p));
-            if let Some(parked) = gap {
-                set_aside = Some(*parked);
+            let Some(shard) = shard else {
+                set_aside = Some(*doc);
                 break;
-            }
+            };
             let Some(chat) = shard.doc.chat() else { continue };
             let messages = chat.latest(limit - count);
             count += messages.len();
@@ -994,6 +1000,22 @@ impl Readable {
         self.env_of_change.insert(hash, env.id());
         self.device_of_actor.insert(h.actor(), h.author);
         self.doc_of_actor.insert(h.actor(), h.doc);
+    }
+}
+
+/// Where a document stands in a room's display order. A room with shared
+/// history orders its shards by index (a message causally after another is in
+/// the same shard or a later one); a from-join room orders its epochs' runs by
+/// epoch rank (content causally after other content is sealed under an epoch
+/// of equal or higher rank: see [`SpaceState::epoch_rank`]), then each run's
+/// shards by index. Documents that are no shard come first.
+pub(crate) type Position = (Option<u32>, (u32, crate::ids::EpochId), Option<u32>);
+
+pub(crate) fn position(state: &SpaceState, doc: &DocId, epoch: &Epoch) -> Position {
+    let rank = state.epoch_rank(epoch);
+    match state.history {
+        History::Shared => (state.space.shard_of(doc), rank, None),
+        History::FromJoin => (None, rank, state.space.epoch_shard_of(&epoch.id, doc)),
     }
 }
 
