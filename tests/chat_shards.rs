@@ -446,9 +446,31 @@ fn a_mention_in_a_closed_shard_goes_when_its_message_is_retracted() {
     });
 }
 
+/// The ids of the messages of `space` that `text` finds.
+fn find(index: &outpost_node::search::SearchIndex, space: SpaceId, text: &str) -> Vec<String> {
+    let query = outpost_node::search::SearchQuery {
+        text: text.into(),
+        ..Default::default()
+    };
+    let hits = index.search(&query, &std::collections::HashSet::from([space])).unwrap();
+    hits.into_iter().filter_map(|h| h.id).collect()
+}
+
+/// Polls (the indexer commits once a second) until `text` finds `want`.
+async fn found(index: &outpost_node::search::SearchIndex, space: SpaceId, text: &str, want: &[&String]) {
+    let want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+    for _ in 0..100 {
+        if find(index, space, text) == want {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("{text:?} finds {:?}, not {want:?}", find(index, space, text));
+}
+
 #[test]
 fn search_follows_edits_and_retractions_of_messages_in_closed_shards() {
-    use outpost_node::search::{SearchQuery, indexer, sealed::IndexKey};
+    use outpost_node::search::{indexer, sealed::IndexKey};
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
@@ -457,39 +479,60 @@ fn search_follows_edits_and_retractions_of_messages_in_closed_shards() {
         let dir = tempfile::tempdir().unwrap();
         let (index, indexer) =
             indexer::spawn(dir.path().to_path_buf(), IndexKey::new([7; 32]), alice.core.clone()).unwrap();
-        let readable = std::collections::HashSet::from([space]);
-        let find = |text: &str| -> Vec<String> {
-            let query = SearchQuery {
-                text: text.into(),
-                ..SearchQuery::default()
-            };
-            let hits = index.search(&query, &readable).unwrap();
-            hits.into_iter().filter_map(|h| h.id).collect()
-        };
-        // Polls (the indexer commits once a second) until `text` finds `want`.
-        let wait = async |text: &str, want: &[&String]| {
-            let want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
-            for _ in 0..100 {
-                if find(text) == want {
-                    return;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
-            panic!("{text:?} finds {:?}, not {want:?}", find(text));
-        };
-        wait("m12", &[&ids[12]]).await;
-        wait("m25", &[&ids[25]]).await;
+        found(&index, space, "m12", &[&ids[12]]).await;
+        found(&index, space, "m25", &[&ids[25]]).await;
 
         // Shards 1 and 2 are loaded for the edit and the retraction; shard 3
         // stays set aside between them and the latest messages.
         write(&alice, None, edit(&ids[12], "walrus")).await;
         write(&alice, Some(space), retract(&ids[25])).await;
         assert!(alice.status(space).await.shards_set_aside >= 1);
-        wait("walrus", &[&ids[12]]).await;
-        wait("m12", &[]).await;
-        wait("m25", &[]).await;
-        assert_eq!(find("m35"), vec![ids[35].clone()], "the other messages stay found");
+        found(&index, space, "walrus", &[&ids[12]]).await;
+        found(&index, space, "m12", &[]).await;
+        found(&index, space, "m25", &[]).await;
+        assert_eq!(
+            find(&index, space, "m35"),
+            vec![ids[35].clone()],
+            "the other messages stay found"
+        );
         indexer.abort();
+    });
+}
+
+/// A message older than what the indexer reads back at start (here the
+/// latest 15), retracted while it did not run, leaves the index: the core
+/// names a room's retracted messages, closed shards' from their rows.
+#[test]
+fn search_drops_old_messages_retracted_while_it_was_not_running() {
+    use outpost_node::search::{indexer, sealed::IndexKey};
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let (alice, bob) = (node(), node());
+        let (space, ids) = room_of(&alice, &bob, 60).await;
+        let dir = tempfile::tempdir().unwrap();
+        let key = || IndexKey::new([7; 32]);
+        let (index, task) = indexer::spawn(dir.path().to_path_buf(), key(), alice.core.clone()).unwrap();
+        found(&index, space, "m12", &[&ids[12]]).await;
+        task.abort();
+        let _ = task.await;
+        drop(index);
+
+        write(&alice, Some(space), retract(&ids[12])).await;
+        // Its shard is set aside again: the answer comes from its row.
+        let alice = alice.restart();
+        assert_eq!(alice.status(space).await.shards_set_aside, 3);
+        assert_eq!(alice.core.retracted(space).await.unwrap(), vec![ids[12].clone()]);
+
+        let options = indexer::Options { deep_read: 15 };
+        let (index, task) = indexer::spawn_with(dir.path().to_path_buf(), key(), alice.core.clone(), options).unwrap();
+        found(&index, space, "m12", &[]).await;
+        assert_eq!(
+            find(&index, space, "m25"),
+            vec![ids[25].clone()],
+            "older messages keep their entries"
+        );
+        task.abort();
     });
 }
 

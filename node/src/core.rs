@@ -581,6 +581,10 @@ enum ToCore {
         docs: Vec<DocId>,
         reply: Reply<Vec<MessageView>>,
     },
+    Retracted {
+        space: SpaceId,
+        reply: Reply<Vec<String>>,
+    },
     Spaces {
         reply: Reply<Vec<SpaceSummary>>,
     },
@@ -998,11 +1002,15 @@ impl CoreHandle {
 
     /// Every message of the shards `docs` of a room (closed ones loaded for
     /// it), with their edits, reactions and retraction: what changed when
-    /// those shards did (see [`Event::ChatUpdated`]). A room whose history
-    /// starts at each join answers its latest [`MAX_LOG_LIMIT`] messages:
-    /// what points at a message is written into its current document.
+    /// those shards did (see [`Event::ChatUpdated`]).
     pub async fn shard_messages(&self, space: SpaceId, docs: Vec<DocId>) -> Result<Vec<MessageView>> {
         self.call(|reply| ToCore::ShardMessages { space, docs, reply }).await
+    }
+
+    /// The ids of a room's retracted messages, however old (closed shards
+    /// answer from their stored rows: nothing is loaded).
+    pub async fn retracted(&self, space: SpaceId) -> Result<Vec<String>> {
+        self.call(|reply| ToCore::Retracted { space, reply }).await
     }
 
     pub async fn spaces(&self) -> Result<Vec<SpaceSummary>> {
@@ -1533,6 +1541,9 @@ impl Core {
             }
             ToCore::ShardMessages { space, docs, reply } => {
                 let _ = reply.send(self.shard_log(space, &docs));
+            }
+            ToCore::Retracted { space, reply } => {
+                let _ = reply.send(self.retracted_ids(space));
             }
             ToCore::Room { space, reply } => {
                 let shown = self.shown_docs(space);

@@ -1881,7 +1881,7 @@ impl Overlay {
     }
 }
 
-fn readable_of(space: &Space) -> Result<&space::Readable> {
+pub(super) fn readable_of(space: &Space) -> Result<&space::Readable> {
     space.readable.as_ref().ok_or_else(|| Error::KeyMissing {
         space: space.state.space,
         why: space

@@ -47,6 +47,9 @@ pub(crate) struct ShardRow {
     pub(crate) writers: BTreeMap<ActorKey, u64>,
     /// Each writer's message counters (Lamport), for unread counts.
     pub(crate) counters: BTreeMap<ActorKey, Vec<u64>>,
+    /// The ids of its messages retracted (left out of `counters`), so that
+    /// the search index drops them without loading the shard.
+    pub(crate) retracted: Vec<String>,
 }
 
 /// A closed shard set aside, as held in memory: a few bytes per writer.
@@ -146,6 +149,29 @@ impl Core {
         r.recent.push_back(doc);
         debug!(space = %space_id.fmt_short(), doc = ?doc, envelopes = envelopes.len(), "closed shard loaded");
         Ok(())
+    }
+
+    /// The ids of a room's retracted messages, those of closed shards set
+    /// aside read from their rows (nothing is loaded).
+    pub(super) fn retracted_ids(&self, space_id: SpaceId) -> Result<Vec<String>> {
+        let space = self.spaces.get(&space_id).ok_or(Error::UnknownSpace(space_id))?;
+        let readable = chat::readable_of(space)?;
+        let tombstones = |body: &EnvelopeId| self.store.tombstones(&space_id, body).unwrap_or_default();
+        let mut ids: BTreeSet<String> = self
+            .retractions_in(space, readable, None, tombstones)
+            .into_iter()
+            .map(|r| r.entry.id)
+            .collect();
+        for doc in readable.parked.keys() {
+            let row = self
+                .store
+                .closed_shard(&space_id, doc)
+                .map_err(|e| Error::Store(Arc::new(e)))?;
+            if let Some(row) = row.and_then(|bytes| postcard::from_bytes::<ShardRow>(&bytes).ok()) {
+                ids.extend(row.retracted);
+            }
+        }
+        Ok(ids.into_iter().collect())
     }
 
     /// Loads the closed shards holding messages of `space_id` whose id
@@ -267,7 +293,9 @@ fn summary(space: &Space, doc: DocId, retracted: &HashSet<(ActorKey, u64)>) -> O
     let mut ids = Vec::new();
     for m in chat.messages() {
         let actor = actor_key(&m.actor);
-        if !retracted.contains(&(actor, m.lamport)) {
+        if retracted.contains(&(actor, m.lamport)) {
+            row.retracted.push(m.id.clone());
+        } else {
             row.counters.entry(actor).or_default().push(m.lamport);
         }
         ids.push(m.id);

@@ -9,7 +9,9 @@
 //! indexed in full, and a space whose stamp differs is indexed again. A
 //! space touched only by single additions loses its stamp, so a crash
 //! before the batch commits costs one re-index at the next start, never a
-//! missing entry.
+//! missing entry. A room read back only to its latest messages (a large
+//! one) also drops the entries of its older messages retracted meanwhile:
+//! the core names them without loading their shards.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},
@@ -30,6 +32,23 @@ use crate::{
 /// How often changes are committed (design-rationale: batched commits).
 const COMMIT_EVERY: Duration = Duration::from_secs(1);
 
+/// How the indexer reads.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// How many of a room's latest messages a full read of it covers
+    /// ([`MAX_LOG_LIMIT`]); older ones keep their entries, but for those
+    /// retracted.
+    pub deep_read: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            deep_read: MAX_LOG_LIMIT,
+        }
+    }
+}
+
 /// Starts the indexer for the index in `dir`; returns the index (for
 /// queries) once it is open, and the indexer's task: it holds a core handle,
 /// so the daemon aborts it to let the core stop (what it had not committed
@@ -40,6 +59,16 @@ pub fn spawn(
     key: IndexKey,
     core: CoreHandle,
 ) -> Result<(Arc<SearchIndex>, tokio::task::JoinHandle<()>), Error> {
+    spawn_with(dir, key, core, Options::default())
+}
+
+/// [`spawn`] with `options`.
+pub fn spawn_with(
+    dir: PathBuf,
+    key: IndexKey,
+    core: CoreHandle,
+    options: Options,
+) -> Result<(Arc<SearchIndex>, tokio::task::JoinHandle<()>), Error> {
     let (index, fresh) = SearchIndex::open(&dir, key)?;
     if fresh {
         info!("search index created: indexing everything this device can read");
@@ -47,6 +76,7 @@ pub fn spawn(
     let index = Arc::new(index);
     let stamps = if fresh { Stamps::default() } else { Stamps::load(&dir) };
     let indexer = Indexer {
+        options,
         events: core.subscribe(),
         core,
         index: index.clone(),
@@ -89,6 +119,7 @@ impl Stamps {
 }
 
 struct Indexer {
+    options: Options,
     core: CoreHandle,
     events: broadcast::Receiver<Event>,
     index: Arc<SearchIndex>,
@@ -100,8 +131,8 @@ struct Indexer {
     /// for them.
     rooms: HashMap<SpaceId, BTreeSet<DocId>>,
     /// Rooms to read as far back as a read goes (the latest
-    /// [`MAX_LOG_LIMIT`]): changed while the daemon was down, rebuilt, or
-    /// failed.
+    /// [`Options::deep_read`]): changed while the daemon was down, rebuilt,
+    /// or failed.
     deep: HashSet<SpaceId>,
     docs: HashSet<SpaceId>,
     /// What each room read in this run holds in the index: message id → its
@@ -270,13 +301,19 @@ impl Indexer {
                 .map(|(s, docs)| (s, Some(docs))),
         );
         for (space, docs) in reads {
+            let deep = docs.is_none();
             let messages = match docs {
-                None => self.core.messages(space, MAX_LOG_LIMIT).await,
+                None => self.core.messages(space, self.options.deep_read).await,
                 Some(docs) => self.core.shard_messages(space, docs.into_iter().collect()).await,
             };
             match messages {
                 Ok(messages) => {
                     self.reindex_room(space, &messages);
+                    // Older messages than the read reached may have been
+                    // retracted while nobody indexed.
+                    if deep && messages.len() >= self.options.deep_read {
+                        self.drop_retracted(space).await;
+                    }
                     self.record(space, &stamps);
                 }
                 Err(core::Error::KeyMissing { .. } | core::Error::UnknownSpace(_)) => {
@@ -369,6 +406,23 @@ impl Indexer {
                     }
                 }
             }
+        }
+    }
+
+    /// Removes the entries of every retracted message of a room.
+    async fn drop_retracted(&mut self, space: SpaceId) {
+        let ids = match self.core.retracted(space).await {
+            Ok(ids) => ids,
+            Err(error) => {
+                debug!(%error, space = %space.fmt_short(), "retracted messages not known");
+                return;
+            }
+        };
+        let known = self.known.entry(space).or_default();
+        for id in ids {
+            known.remove(&id);
+            self.index.remove(space, Some(&id));
+            self.purge = true;
         }
     }
 
