@@ -1,5 +1,5 @@
 //! `outpost search` against running daemons: Chinese and English words and
-//! their prefixes, in messages and documents; only what the asking device can
+//! their prefixes, any part of a Chinese text, in messages and documents; only what the asking device can
 //! read (a replicator storing a room's sealed envelopes finds nothing in it);
 //! a retracted message leaves the results of every node; the index is
 //! rebuilt when its directory is deleted.
@@ -77,6 +77,9 @@ fn finds_chinese_and_english_in_what_each_device_can_read() {
     finds(&a, &["deploy"], &[&english, &c_deploy]);
     finds(&a, &["deploy", "--space", &ops], &[&english]);
     finds(&a, &["报告 查收"], &[&report]);
+    // Any part of a Chinese text, across jieba's word boundaries (部署 / 报告).
+    finds(&b, &["署报"], &[&report]);
+    finds(&b, &["告"], &[&report]);
     assert!(found(&a, &["报告 noon"]).is_empty(), "every word must match");
 
     // The replicator holds the room's envelopes, and finds nothing in them.

@@ -31,12 +31,12 @@ use crate::ids::{DeviceId, SpaceId, UserId};
 
 /// Bumped when the schema or the analysis changes: an index of another
 /// version is rebuilt.
-pub const INDEX_VERSION: u32 = 2;
+pub const INDEX_VERSION: u32 = 3;
 /// Most hits one query returns.
 pub const MAX_HITS: usize = 500;
 /// Longest query (bytes) and most words in it.
 pub const MAX_QUERY_BYTES: usize = 512;
-const MAX_QUERY_WORDS: usize = 16;
+const MAX_QUERY_WORDS: usize = 32;
 const TOKENIZER: &str = "outpost_jieba";
 /// Characters of context a snippet shows around the first match.
 const SNIPPET_CHARS: usize = 80;
@@ -332,6 +332,13 @@ impl SearchIndex {
         }
         let mut must: Vec<(Occur, Box<dyn Query>)> = Vec::new();
         for word in &words {
+            // A Chinese word's characters are words of the query too (and
+            // must match); the word itself only ranks.
+            let occur = if words::spelled_out(word) {
+                Occur::Should
+            } else {
+                Occur::Must
+            };
             // The word itself (scored higher) or any word it begins.
             let exact: Box<dyn Query> = Box::new(TermQuery::new(
                 Term::from_field_text(f.text, word),
@@ -340,7 +347,7 @@ impl SearchIndex {
             let prefix: Box<dyn Query> =
                 Box::new(RegexQuery::from_pattern(&format!("{}.*", regex_escape(word)), f.text)?);
             must.push((
-                Occur::Must,
+                occur,
                 Box::new(BooleanQuery::new(vec![
                     (Occur::Should, Box::new(BoostQuery::new(exact, 2.0))),
                     (Occur::Should, prefix),

@@ -185,10 +185,28 @@ fn words_of_every_script_are_whole() {
             "안녕하세요",
             "deploy",
             "2",
+            // jieba's words, then each character of the run.
             "部署",
-            "窗口"
+            "窗口",
+            "部",
+            "署",
+            "窗",
+            "口"
         ]
     );
+}
+
+#[test]
+fn any_part_of_a_chinese_text_matches_across_word_boundaries() {
+    let (index, _, _, readable) = index();
+    // 季度报告 is segmented 季度 / 报告: 度报 spans the boundary, 告 ends a word.
+    assert_eq!(ids(&index.search(&query("度报"), &readable).unwrap()), ["h1", "m2"]);
+    assert_eq!(ids(&index.search(&query("告"), &readable).unwrap()), ["h1", "m2"]);
+    // 讨论季度 is in m2 only; 邮 (of 邮箱) in m3 only.
+    assert_eq!(ids(&index.search(&query("论季"), &readable).unwrap()), ["m2"]);
+    assert_eq!(ids(&index.search(&query("邮"), &readable).unwrap()), ["m3"]);
+    // Every character must be there.
+    assert!(index.search(&query("度薪"), &readable).unwrap().is_empty());
 }
 
 #[test]

@@ -1,7 +1,10 @@
 //! How text becomes words for the index: Chinese and Japanese runs are
-//! segmented by jieba (search mode: long words also yield their parts); every
-//! other run of letters and digits, in any script, is one word (Latin with
-//! accents, Cyrillic, Greek, Hangul, …); everything else separates words.
+//! segmented by jieba (search mode: long words also yield their parts), and
+//! each of their characters is a word of its own too, so any part of a
+//! Chinese text matches, across jieba's word boundaries ("度报" finds
+//! "季度报告", segmented 季度 / 报告); every other run of letters and digits,
+//! in any script, is one word (Latin with accents, Cyrillic, Greek, Hangul,
+//! …), found by its prefixes; everything else separates words.
 //!
 //! jieba alone treats a non-ASCII letter outside its dictionary as a word of
 //! its own: "привет" would be six one-letter words, and a query for it would
@@ -34,6 +37,13 @@ fn class(c: char) -> Class {
         _ if c.is_alphanumeric() => Class::Letter,
         _ => Class::Separator,
     }
+}
+
+/// Whether `word` is a segmented word of several characters: each of them
+/// is a word too, so a query needs the characters, and the whole word only
+/// ranks the texts holding it higher.
+pub(crate) fn spelled_out(word: &str) -> bool {
+    word.chars().nth(1).is_some() && word.chars().all(|c| class(c) == Class::Segmented)
 }
 
 impl Tokenizer for Words {
@@ -71,10 +81,21 @@ impl Tokenizer for Words {
             match kind {
                 Class::Letter => push(from, to, run),
                 Class::Segmented => {
+                    // Where jieba gave one character as a word already.
+                    let mut single = std::collections::HashSet::new();
                     let mut stream = self.jieba.token_stream(run);
                     while let Some(t) = stream.next() {
                         if t.text.chars().any(char::is_alphanumeric) {
                             push(from + t.offset_from, from + t.offset_to, &t.text);
+                            if t.text.chars().nth(1).is_none() {
+                                single.insert(t.offset_from);
+                            }
+                        }
+                    }
+                    // Each character a word of its own.
+                    for (at, c) in run.char_indices() {
+                        if c.is_alphanumeric() && !single.contains(&at) {
+                            push(from + at, from + at + c.len_utf8(), &run[at..at + c.len_utf8()]);
                         }
                     }
                 }
