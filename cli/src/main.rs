@@ -279,6 +279,10 @@ struct DaemonArgs {
     /// limit by default.
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     max_upload_rate: Option<u64>,
+    /// Messages this node writes into a room's shard before opening the next
+    /// (for tests and benchmarks; peers accept any size).
+    #[arg(long, hide = true, value_name = "N", default_value_t = outpost_node::core::SHARD_MESSAGES)]
+    shard_messages: usize,
 }
 
 /// A byte rate: a number with an optional K, M or G suffix (powers of 1024).
@@ -397,6 +401,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             config.net.peers = parse_addrs(&args.peer, "--peer")?;
             config.net.mdns = !args.no_mdns;
             config.net.resync_interval = Duration::from_secs(args.resync_secs.max(1));
+            config.core.shard_messages = args.shard_messages;
             daemon::run(config, shutdown_signal()).await?;
         }
         Command::Status(f) => {

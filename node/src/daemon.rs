@@ -11,6 +11,8 @@ use crate::{api, core, home, identity::DeviceKeys, net, search, store};
 pub struct Config {
     pub home: PathBuf,
     pub net: net::Config,
+    /// How the core is tuned (tests and benchmarks only).
+    pub core: core::Options,
 }
 
 impl Config {
@@ -28,6 +30,7 @@ impl Config {
                 anchor: false,
                 upload_rate: None,
             },
+            core: core::Options::default(),
         }
     }
 }
@@ -65,7 +68,7 @@ pub async fn run(
     if tokio::net::UnixStream::connect(&socket).await.is_ok() {
         return Err(Error::AlreadyRunning(socket));
     }
-    let (core, core_thread) = core::spawn(config.home.clone(), keys.clone())?;
+    let (core, core_thread) = core::spawn_with(config.home.clone(), keys.clone(), config.core.clone())?;
     let (net, net_task) = net::spawn(config.net.clone(), keys.clone(), core.clone())?;
     let clock = tokio::spawn(remind_every_second(core.clone()));
 
