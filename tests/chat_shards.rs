@@ -668,3 +668,45 @@ fn a_room_whose_history_starts_at_each_join_shards_each_epoch() {
         assert_eq!(texts(&log(&carol, space).await), want[35..]);
     });
 }
+
+/// A from-join room's settings live in each epoch's first document: a join
+/// (a new epoch) keeps showing the earlier ones, and the first setting
+/// written in the new epoch carries them over, so the newcomer sees them too.
+#[test]
+fn a_from_join_room_keeps_its_settings_across_a_join() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let (alice, bob, carol) = (node(), node(), node());
+        let space = alice
+            .core
+            .create_chat("settings".into(), History::FromJoin, vec![bob.cert().to_card()], vec![])
+            .await
+            .unwrap();
+        let topic = |text: &str| ChatOp::Topic { text: text.into() };
+        write(&alice, Some(space), topic("launch")).await;
+        write(&alice, Some(space), ChatOp::RetractWindow { seconds: 60 }).await;
+        alice
+            .core
+            .invite(space, carol.cert().to_card(), Grant::Member(Role::Writer))
+            .await
+            .unwrap();
+        let room = alice.core.room(space).await.unwrap();
+        assert_eq!(room.topic.as_deref(), Some("launch"), "a join keeps the settings");
+        assert_eq!(room.retract_window_s, 60);
+
+        write(&alice, Some(space), ChatOp::Welcome { text: "hi all".into() }).await;
+        exchange(&alice, &carol, space).await;
+        exchange(&alice, &bob, space).await;
+        for node in [&alice, &bob, &carol] {
+            let room = node.core.room(space).await.unwrap();
+            assert_eq!(room.topic.as_deref(), Some("launch"));
+            assert_eq!(room.welcome.as_deref(), Some("hi all"));
+            assert_eq!(room.retract_window_s, 60);
+        }
+        write(&alice, Some(space), topic("landing")).await;
+        exchange(&alice, &carol, space).await;
+        let room = carol.core.room(space).await.unwrap();
+        assert_eq!(room.topic.as_deref(), Some("landing"));
+        assert_eq!(room.welcome.as_deref(), Some("hi all"));
+    });
+}

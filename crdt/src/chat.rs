@@ -171,6 +171,32 @@ pub struct Room {
     pub pins: Vec<String>,
 }
 
+impl Room {
+    /// Whether nothing was ever set (every field at its default).
+    pub fn is_unset(&self) -> bool {
+        self.topic.is_none()
+            && self.welcome.is_none()
+            && self.announcement.is_none()
+            && self.pins.is_empty()
+            && self.retract_window_s == DEFAULT_RETRACT_WINDOW_S
+    }
+
+    /// The writes that set these settings in a document that has none.
+    pub fn writes(&self) -> Vec<RoomWrite> {
+        let mut out = Vec::new();
+        out.extend(self.topic.clone().map(RoomWrite::Topic));
+        out.extend(self.welcome.clone().map(RoomWrite::Welcome));
+        if let Some(a) = &self.announcement {
+            out.push(RoomWrite::Announcement(Some(a.clone())));
+        }
+        if self.retract_window_s != DEFAULT_RETRACT_WINDOW_S {
+            out.push(RoomWrite::RetractWindow(self.retract_window_s));
+        }
+        out.extend(self.pins.iter().map(|p| RoomWrite::Pin(p.clone(), true)));
+        out
+    }
+}
+
 /// A change that passed [`ChatDoc::validate`], with what it creates.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Checked {

@@ -812,6 +812,11 @@ impl Core {
         } else {
             (writes, room_writes)
         };
+        let room_writes = if room_writes.is_empty() {
+            room_writes
+        } else {
+            [self.carried_settings(space_id, &settings), room_writes].concat()
+        };
         let tombstone = sides.iter().find(|s| s.header().kind == Kind::Tombstone).cloned();
         let (writes, room_writes) = if target.doc == settings.doc {
             ([writes, room_writes].concat(), Vec::new())
@@ -956,16 +961,37 @@ impl Core {
         Ok(())
     }
 
-    /// The room's settings (those of its newest document).
+    /// The room's settings: those of its first document, or in a from-join
+    /// room those of the newest epoch whose first document has any (a new
+    /// epoch starts with none; the first settings written into it carry the
+    /// earlier ones over, see [`Core::carried_settings`]).
     fn room_of(space: &Space) -> model::Room {
-        let doc = space.state.content_doc(&space.state.current().epoch.id);
-        space
+        let newest = space.readable.as_ref().and_then(|r| {
+            r.ordered(&space.state)
+                .into_iter()
+                .rev()
+                .filter(|(doc, shard)| **doc == space.state.content_doc(&shard.epoch.id))
+                .filter_map(|(_, shard)| Some(shard.doc.chat()?.room()))
+                .find(|room| !room.is_unset())
+        });
+        newest.unwrap_or_else(|| ChatDoc::new(space.main_doc()).room())
+    }
+
+    /// In a from-join room, settings written into an epoch's first document
+    /// that holds none yet start with the room's settings until then (read
+    /// from earlier epochs), so changing one setting keeps the others.
+    fn carried_settings(&self, space_id: SpaceId, settings: &WriteTarget) -> Vec<Write> {
+        let space = &self.spaces[&space_id];
+        let fresh = space
             .readable
             .as_ref()
-            .and_then(|r| r.docs.get(&doc))
+            .and_then(|r| r.docs.get(&settings.doc))
             .and_then(|s| s.doc.chat())
-            .map(ChatDoc::room)
-            .unwrap_or_else(|| ChatDoc::new(doc).room())
+            .is_none_or(|chat| chat.room().is_unset());
+        if space.state.history != History::FromJoin || !fresh {
+            return Vec::new();
+        }
+        Self::room_of(space).writes().into_iter().map(Write::Room).collect()
     }
 
     /// Every body of a message: its text, then its author's edits.
