@@ -670,8 +670,9 @@ fn a_room_whose_history_starts_at_each_join_shards_each_epoch() {
 }
 
 /// A from-join room's settings live in each epoch's first document: a join
-/// (a new epoch) keeps showing the earlier ones, and the first setting
-/// written in the new epoch carries them over, so the newcomer sees them too.
+/// (a new epoch) keeps showing the earlier ones, the inviter writes them into
+/// the new epoch so the newcomer sees them, and a setting written in an epoch
+/// without any carries the others over.
 #[test]
 fn a_from_join_room_keeps_its_settings_across_a_join() {
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -692,6 +693,11 @@ fn a_from_join_room_keeps_its_settings_across_a_join() {
             .unwrap();
         let room = alice.core.room(space).await.unwrap();
         assert_eq!(room.topic.as_deref(), Some("launch"), "a join keeps the settings");
+        assert_eq!(room.retract_window_s, 60);
+        // The inviter wrote them into the new epoch: the newcomer reads them.
+        exchange(&alice, &carol, space).await;
+        let room = carol.core.room(space).await.unwrap();
+        assert_eq!(room.topic.as_deref(), Some("launch"), "the newcomer sees the topic");
         assert_eq!(room.retract_window_s, 60);
 
         write(&alice, Some(space), ChatOp::Welcome { text: "hi all".into() }).await;

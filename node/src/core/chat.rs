@@ -977,6 +977,39 @@ impl Core {
         newest.unwrap_or_else(|| ChatDoc::new(space.main_doc()).room())
     }
 
+    /// After this device started a from-join room's new epoch for a
+    /// newcomer: the room's settings are written into the epoch's first
+    /// document, so the newcomer sees the topic and the welcome message
+    /// (announcements and pins keep naming earlier messages, which it cannot
+    /// read). Only owners and admins write settings.
+    pub(super) fn carry_settings_to_newcomers(
+        &mut self,
+        tx: &mut Txn,
+        space_id: SpaceId,
+        effects: &mut Effects,
+    ) -> store::Result<()> {
+        let space = &self.spaces[&space_id];
+        let admin = space.state.members.get(&self.me).is_some_and(|m| m.role >= Role::Admin);
+        if space.state.history != History::FromJoin || space.state.kind != SpaceKind::Chat || !admin {
+            return Ok(());
+        }
+        let target = match self.write_target(tx, space_id, SpaceKind::Chat, effects)? {
+            Ok(target) => target,
+            Err(e) => {
+                warn!(space = %space_id.fmt_short(), error = %e, "the room's settings were not carried into the new epoch");
+                return Ok(());
+            }
+        };
+        let writes = self.carried_settings(space_id, &target);
+        if writes.is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = self.write_chat(tx, space_id, &target, &writes, Vec::new(), effects)? {
+            warn!(space = %space_id.fmt_short(), error = %e, "the room's settings were not carried into the new epoch");
+        }
+        Ok(())
+    }
+
     /// In a from-join room, settings written into an epoch's first document
     /// that holds none yet start with the room's settings until then (read
     /// from earlier epochs), so changing one setting keeps the others.

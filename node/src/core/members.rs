@@ -85,7 +85,11 @@ impl Core {
             grant,
             op: env.id(),
         };
+        let joined = new_key.is_some();
         self.store_control(tx, env, new_key, effects)?;
+        if joined {
+            self.carry_settings_to_newcomers(tx, space_id, effects)?;
+        }
         info!(space = %space_id.fmt_short(), device = %cert.device.fmt_short(), ?role, "added to a space");
         if self.certs.get(&cert.device) != Some(&cert) {
             tx.put_cert(&cert.device, &postcard::to_stdvec(&cert).expect("certs serialize"))?;
