@@ -136,3 +136,123 @@ fn a_newcomer_reads_from_its_join_on_and_its_other_device_reads_the_same() {
     let (before, after) = plaintext_reachable_after(&alice.home, &bob.home, &space, joined_erin);
     assert!(before > 0 && after > 0);
 }
+
+/// The texts of a `chat info` answer's pinned messages, sorted.
+fn pinned_texts(info: &Value) -> Option<Vec<String>> {
+    let mut texts: Vec<String> = info["pinned"]
+        .as_array()?
+        .iter()
+        .map(|m| m["text"].as_str().map(str::to_string))
+        .collect::<Option<_>>()?;
+    texts.sort();
+    Some(texts)
+}
+
+/// A newcomer to a from-join room cannot read what came before its join, yet
+/// is shown the room's announcement and the messages owners and admins pinned:
+/// the inviting owner seals copies of them under the new epoch. The author's
+/// later edit reaches the copy; a retraction deletes the copy on the
+/// newcomer's node too. A writer's pinned message is not copied; an earlier
+/// message pinned after the join is copied then.
+#[test]
+fn a_newcomer_is_shown_the_announcement_and_admins_pins_from_before_its_join() {
+    let root = tempfile::tempdir().unwrap();
+    let mut alice = Node::init(root.path(), "alice");
+    let mut bob = Node::init(root.path(), "bob");
+    let mut erin = Node::init(root.path(), "erin");
+    alice.start(&[]);
+    bob.start(&[alice.addr()]);
+    erin.start(&[alice.addr(), bob.addr()]);
+    let bob_card = bob.card();
+    let created = alice.json(&[
+        "chat",
+        "create",
+        "branch",
+        "--member",
+        &bob_card,
+        "--history",
+        "from-join",
+        "--json",
+    ]);
+    let space = created["space"].as_str().unwrap().to_string();
+    let note = alice.json(&["chat", "announce", &space, "Freeze starts Friday", "--json"])["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let rules = alice.send(&space, "Rules: be kind");
+    alice.json(&["chat", "pin", &rules, "--json"]);
+    let decision = alice.send(&space, "Decision: ship it");
+    wait_until(CONVERGE, "Bob to read the room", || {
+        (bob.log_texts(&space).len() == 3).then_some(())
+    });
+    let faq = bob.send(&space, "FAQ: ask in thread");
+    wait_until(CONVERGE, "Alice to read Bob's FAQ", || {
+        alice.try_json(&["chat", "pin", &faq, "--json"]).ok()
+    });
+
+    let erin_user = common::user_of(&erin);
+    wait_until(CONVERGE, "Alice to invite Erin", || {
+        alice.try_json(&["space", "invite", &space, &erin_user, "--json"]).ok()
+    });
+    let info = wait_until(CONVERGE, "Erin to be shown the announcement and the pins", || {
+        let info = erin.try_json(&["chat", "info", &space, "--json"]).ok()?;
+        (info["announcement"]["text"] == "Freeze starts Friday").then_some(info)
+    });
+    assert!(
+        erin.log_texts(&space).is_empty(),
+        "Erin reads no message from before her join"
+    );
+    assert_eq!(
+        info["announcement"]["id"],
+        note.as_str(),
+        "the copy shows as the original"
+    );
+    assert_eq!(info["announcement"]["author"], alice.device_id().as_str());
+    assert_eq!(
+        pinned_texts(&info).unwrap(),
+        ["Freeze starts Friday", "Rules: be kind"],
+        "the owner's pins are shown; the writer's FAQ is not copied"
+    );
+    let bob_info = bob.json(&["chat", "info", &space, "--json"]);
+    assert_eq!(
+        pinned_texts(&bob_info).unwrap().len(),
+        3,
+        "members from before read all pins"
+    );
+
+    // A message from before the join pinned after it is copied as it is pinned.
+    alice.json(&["chat", "pin", &decision, "--json"]);
+    wait_until(CONVERGE, "Erin to be shown the message pinned after her join", || {
+        let info = erin.json(&["chat", "info", &space, "--json"]);
+        (pinned_texts(&info)?.len() == 3).then_some(())
+    });
+
+    // The author's edit, written after the join, reaches the copy.
+    alice.json(&["chat", "edit", &note, "Freeze starts Monday", "--json"]);
+    let info = wait_until(CONVERGE, "Erin to see the edited announcement", || {
+        let info = erin.json(&["chat", "info", &space, "--json"]);
+        (info["announcement"]["text"] == "Freeze starts Monday").then_some(info)
+    });
+    assert_eq!(info["announcement"]["history"][0]["text"], "Freeze starts Friday");
+
+    // A retraction deletes the copy with the original.
+    alice.json(&["chat", "retract", &note, "--json"]);
+    wait_until(CONVERGE, "the announcement to leave Erin's view", || {
+        let info = erin.json(&["chat", "info", &space, "--json"]);
+        (info["announcement"].is_null() && pinned_texts(&info)? == ["Decision: ship it", "Rules: be kind"])
+            .then_some(())
+    });
+    erin.stop();
+    let readable: String = common::decryptable(&erin.home, &erin.home, &space)
+        .iter()
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .collect();
+    assert!(readable.contains("Rules: be kind"), "the test reads what Erin holds");
+    assert!(
+        !readable.contains("Freeze starts"),
+        "Erin's store holds no text of the retracted announcement"
+    );
+    for node in [&mut alice, &mut bob] {
+        node.stop();
+    }
+}

@@ -13,7 +13,8 @@
 //! ROOT.edits    : Map<id, Map{ target, body, sent_at }>   a new body for a message
 //! ROOT.reactions: Map<"TARGET USER EMOJI", true>           one user's reaction
 //! ROOT.retracted: Map<TARGET, Timestamp>                   carries a retraction
-//! ROOT.room     : Map{ topic, welcome, announcement, retract_window, pin/TARGET }
+//! ROOT.room     : Map{ topic, welcome, announcement, retract_window, pin/TARGET,
+//!                       copy/TARGET }
 //! ```
 //!
 //! Message ids are `[a-z0-9]{1,64}`; a message is named across the room's
@@ -90,6 +91,13 @@ pub enum RoomWrite {
     RetractWindow(i64),
     /// Pins (true) or unpins a message.
     Pin(String, bool),
+    /// A copy of the message `target` (its current text, sealed again in the
+    /// body `body`, under this document's epoch): what members who cannot
+    /// read `target`'s document are shown when it is announced or pinned.
+    Copy {
+        target: String,
+        body: String,
+    },
 }
 
 /// One write into a chat document; [`ChatDoc::write`] makes a change of several.
@@ -149,6 +157,16 @@ pub struct Reaction {
     pub target: String,
     pub user: String,
     pub emoji: String,
+}
+
+/// A copy of a message, written by an owner or admin (see [`RoomWrite::Copy`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Copy {
+    /// The ref of the message copied.
+    pub target: String,
+    /// The body holding the copy (64 hex digits), written as `actor`.
+    pub body: String,
+    pub actor: ActorId,
 }
 
 /// A retraction carried by the document: who wrote it and when they claim.
@@ -397,6 +415,7 @@ impl ChatDoc {
                             tx.delete(&s.room, key)?;
                         }
                     }
+                    RoomWrite::Copy { target, body } => tx.put(&s.room, format!("copy/{target}"), body.as_str())?,
                 },
             }
         }
@@ -610,6 +629,32 @@ impl ChatDoc {
         }
         room.pins = pins.into_keys().collect();
         room
+    }
+
+    /// Every copy of a message the room holds (concurrent ones included).
+    pub fn copies(&self) -> Vec<Copy> {
+        let mut out = Vec::new();
+        for item in self.doc.map_range(&self.schema.room, ..) {
+            let Some(target) = item.key.strip_prefix("copy/") else {
+                continue;
+            };
+            for (value, id) in self
+                .doc
+                .get_all(&self.schema.room, item.key.as_ref())
+                .unwrap_or_default()
+            {
+                if let (Value::Scalar(s), ObjId::Id(_, actor, _)) = (value, id)
+                    && let ScalarValue::Str(body) = s.as_ref()
+                {
+                    out.push(Copy {
+                        target: target.to_string(),
+                        body: body.to_string(),
+                        actor,
+                    });
+                }
+            }
+        }
+        out
     }
 
     /// The underlying document, for saving and inspection.

@@ -14,7 +14,8 @@
 //!   the author's own user: nobody reacts for someone else.
 //! - `retracted`: a ref set to a timestamp (never deleted). It carries the
 //!   tombstone; whether the retraction takes effect is the tombstone's rule.
-//! - `room`: owners and admins only, known keys with their types and sizes.
+//! - `room`: owners and admins only, known keys with their types and sizes
+//!   (`copy/REF` set to a body id: a message sealed again for later members).
 //! - Nothing else: not the root, not the schema.
 
 use automerge::{
@@ -121,6 +122,7 @@ fn room_field_ok(key: &str, value: &OpType) -> bool {
         ("announcement", OpType::Put(ScalarValue::Str(t))) => t.is_empty() || is_ref(t),
         ("retract_window", OpType::Put(ScalarValue::Int(s))) => (0..=MAX_RETRACT_WINDOW_S).contains(s),
         (key, OpType::Put(ScalarValue::Boolean(true)) | OpType::Delete) => key.strip_prefix("pin/").is_some_and(is_ref),
+        (key, OpType::Put(ScalarValue::Str(body))) => key.strip_prefix("copy/").is_some_and(is_ref) && is_hex64(body),
         _ => false,
     }
 }
@@ -169,6 +171,10 @@ pub(crate) fn check_write(w: &Write, author: &Author) -> Result<(), Violation> {
                     } else {
                         OpType::Delete
                     },
+                ),
+                RoomWrite::Copy { target, body } => (
+                    format!("copy/{target}"),
+                    OpType::Put(ScalarValue::Str(body.as_str().into())),
                 ),
             };
             ok(room_field_ok(&key, &value), Violation::RoomField)

@@ -140,6 +140,18 @@ fn edits_reactions_retractions_and_room_settings_read_back() {
     .unwrap();
     a.write(alice, &author(1), &[Write::Retract { target: target("x") }], 11)
         .unwrap();
+    let copy = RoomWrite::Copy {
+        target: target("x"),
+        body: body(5),
+    };
+    a.write(bob.clone(), &admin(2), &[Write::Room(copy)], 12).unwrap();
+    let copies = a.copies();
+    assert_eq!(copies.len(), 1);
+    assert_eq!(
+        (copies[0].target.as_str(), copies[0].body.as_str()),
+        (target("x").as_str(), body(5).as_str())
+    );
+    assert_eq!(copies[0].actor, bob, "the copy is its writer's");
     let room = a.room();
     assert_eq!(room.topic.as_deref(), Some("Launch"));
     assert_eq!(room.pins, [target("x")]);
@@ -256,6 +268,19 @@ fn the_rules_refuse_what_no_honest_writer_makes() {
         tx.put(&s.room, "topic", "x".repeat(MAX_TOPIC_BYTES + 1)).unwrap();
     });
     assert_eq!(check(long_topic, &admin(2)), Err(Violation::RoomField));
+    let copy = raw_change(&room, mallory.clone(), |tx, s| {
+        tx.put(&s.room, format!("copy/{}", target("x")), body(9)).unwrap();
+    });
+    assert_eq!(check(copy.clone(), &m), Err(Violation::NotAdmin));
+    assert_eq!(check(copy, &admin(2)), Ok(()));
+    let copy_without_body = raw_change(&room, mallory.clone(), |tx, s| {
+        tx.put(&s.room, format!("copy/{}", target("x")), "not a body").unwrap();
+    });
+    assert_eq!(check(copy_without_body, &admin(2)), Err(Violation::RoomField));
+    let copy_of_nothing = raw_change(&room, mallory.clone(), |tx, s| {
+        tx.put(&s.room, "copy/x", body(9)).unwrap();
+    });
+    assert_eq!(check(copy_of_nothing, &admin(2)), Err(Violation::RoomField));
     let unretract = raw_change(&room, mallory.clone(), |tx, s| {
         tx.put(&s.retracted, target("x"), ScalarValue::Timestamp(1)).unwrap();
         tx.delete(&s.retracted, target("x")).unwrap();

@@ -20,6 +20,8 @@
 //! deleted. What a node already showed, or a malicious member copied, is out
 //! of reach, as in every messenger.
 
+mod copies;
+
 use outpost_crdt::chat::{self as model, ChatDoc, RoomWrite, Write, msg_ref, parse_ref};
 
 use super::{
@@ -40,6 +42,15 @@ pub(super) enum BodyPlain {
     V2 {
         text: String,
         file: Option<FileRef>,
+    },
+    /// A copy of another message, sealed again by an owner or admin for
+    /// members who cannot read the original's epoch ([`copies`]): its text
+    /// and file then, its author and time as the copy's writer states them.
+    Copy {
+        text: String,
+        file: Option<FileRef>,
+        author: DeviceId,
+        sent_at_ms: i64,
     },
 }
 
@@ -63,19 +74,18 @@ impl BodyPlain {
     /// [`FileRef::check`] is left out here, the one place every reader of
     /// a body's file goes through, and its message shows as text only.
     pub(super) fn into_parts(self) -> (String, Option<FileRef>) {
-        match self {
+        let (text, file) = match self {
             BodyPlain::V1 { text } => (text, None),
-            BodyPlain::V2 { text, file } => {
-                let file = file.filter(|f| match f.check() {
-                    Ok(()) => true,
-                    Err(error) => {
-                        debug!(file = %f.id.fmt_short(), %error, "a message's file is refused; showing its text only");
-                        false
-                    }
-                });
-                (text, file)
+            BodyPlain::V2 { text, file } | BodyPlain::Copy { text, file, .. } => (text, file),
+        };
+        let file = file.filter(|f| match f.check() {
+            Ok(()) => true,
+            Err(error) => {
+                debug!(file = %f.id.fmt_short(), %error, "a message's file is refused; showing its text only");
+                false
             }
-        }
+        });
+        (text, file)
     }
 }
 
@@ -812,16 +822,24 @@ impl Core {
         } else {
             (writes, room_writes)
         };
-        let room_writes = if room_writes.is_empty() {
-            room_writes
+        let (room_writes, copies) = if room_writes.is_empty() {
+            (room_writes, Vec::new())
         } else {
-            [self.carried_settings(space_id, &settings), room_writes].concat()
+            let room_writes = [self.carried_settings(space_id, &settings), room_writes].concat();
+            let shown = copies::shown_after(&Self::room_of(&self.spaces[&space_id]), &room_writes);
+            let (copy_writes, copies) = self.copies_for(tx, space_id, &settings, &shown)?;
+            ([room_writes, copy_writes].concat(), copies)
         };
         let tombstone = sides.iter().find(|s| s.header().kind == Kind::Tombstone).cloned();
-        let (writes, room_writes) = if target.doc == settings.doc {
-            ([writes, room_writes].concat(), Vec::new())
+        let (writes, room_writes, sides, copies) = if target.doc == settings.doc {
+            (
+                [writes, room_writes].concat(),
+                Vec::new(),
+                [sides, copies].concat(),
+                Vec::new(),
+            )
         } else {
-            (writes, room_writes)
+            (writes, room_writes, sides, copies)
         };
         if !writes.is_empty()
             && let Err(e) = self.write_chat(tx, space_id, &target, &writes, sides, effects)?
@@ -829,7 +847,7 @@ impl Core {
             return Ok(Err(e));
         }
         if !room_writes.is_empty()
-            && let Err(e) = self.write_chat(tx, space_id, &settings, &room_writes, Vec::new(), effects)?
+            && let Err(e) = self.write_chat(tx, space_id, &settings, &room_writes, copies, effects)?
         {
             return Ok(Err(e));
         }
@@ -979,9 +997,10 @@ impl Core {
 
     /// After this device started a from-join room's new epoch for a
     /// newcomer: the room's settings are written into the epoch's first
-    /// document, so the newcomer sees the topic and the welcome message
-    /// (announcements and pins keep naming earlier messages, which it cannot
-    /// read). Only owners and admins write settings.
+    /// document, so the newcomer sees the topic and the welcome message, with
+    /// copies of the announced and pinned messages it cannot read
+    /// ([`copies`]). Only owners and admins write settings (and only they
+    /// add another user).
     pub(super) fn carry_settings_to_newcomers(
         &mut self,
         tx: &mut Txn,
@@ -1000,11 +1019,14 @@ impl Core {
                 return Ok(());
             }
         };
-        let writes = self.carried_settings(space_id, &target);
+        let mut writes = self.carried_settings(space_id, &target);
+        let shown = copies::shown_after(&Self::room_of(&self.spaces[&space_id]), &[]);
+        let (copy_writes, copies) = self.copies_for(tx, space_id, &target, &shown)?;
+        writes.extend(copy_writes);
         if writes.is_empty() {
             return Ok(());
         }
-        if let Err(e) = self.write_chat(tx, space_id, &target, &writes, Vec::new(), effects)? {
+        if let Err(e) = self.write_chat(tx, space_id, &target, &writes, copies, effects)? {
             warn!(space = %space_id.fmt_short(), error = %e, "the room's settings were not carried into the new epoch");
         }
         Ok(())
@@ -1045,6 +1067,7 @@ impl Core {
                 }
             }
         }
+        out.extend(self.copy_bodies(space, &target));
         out.truncate(crate::envelope::MAX_TOMBSTONE_TARGETS);
         out
     }
@@ -1496,11 +1519,7 @@ impl Core {
         let overlay = Overlay::of(self, space, readable, &shown_docs_of(&room));
         let store = &self.store;
         let mut get = |id: &EnvelopeId| store.side(&space_id, id).ok().flatten();
-        let mut view = |target: &str| -> Option<MessageView> {
-            let (doc, id) = parse_ref(target)?;
-            let m = readable.docs.get(&doc)?.doc.chat()?.message(id)?;
-            Some(self.view_of(space, readable, &overlay, &m, &mut get))
-        };
+        let mut view = |target: &str| Some(self.shown(space, readable, &overlay, target, &mut get)?.0);
         Ok(RoomView {
             topic: room.topic.clone(),
             welcome: room.welcome.clone(),
@@ -1518,6 +1537,18 @@ impl Core {
         m: &model::Message,
         get: &mut dyn FnMut(&EnvelopeId) -> Option<Vec<u8>>,
     ) -> MessageView {
+        self.view_with_file(space, readable, overlay, m, get).0
+    }
+
+    /// A message's view, with its file's key (which the view leaves out).
+    fn view_with_file(
+        &self,
+        space: &Space,
+        readable: &space::Readable,
+        overlay: &Overlay,
+        m: &model::Message,
+        get: &mut dyn FnMut(&EnvelopeId) -> Option<Vec<u8>>,
+    ) -> (MessageView, Option<FileRef>) {
         let author = readable.author_of(&m.actor);
         // Its ref: a writer writes one document.
         let target = readable
@@ -1530,47 +1561,16 @@ impl Core {
         let (original, file) = match retracted {
             Some(_) => (None, None),
             None => match self.body_text(space, &m.body, &m.actor, get) {
-                BodyText::Text(t, file) => (Some(t), file.map(|f| f.view())),
+                BodyText::Text(t, file) => (Some(t), file),
                 BodyText::Missing => (None, None),
             },
         };
-        let mut text = |body: &str, actor: &outpost_crdt::ActorId| match retracted {
-            Some(_) => None,
-            None => match self.body_text(space, body, actor, get) {
-                BodyText::Text(t, _) => Some(t),
-                BodyText::Missing => None,
-            },
+        let (current, history) = match retracted {
+            Some(_) => (None, Vec::new()),
+            None => self.edited(space, readable, overlay, &target, &author, original, m.sent_at_ms, get),
         };
-        // Only this message's author's edits: another entry under the same
-        // id (a reused id) has its own.
-        let author_user = self.user_of(space, &author);
-        let edits: Vec<&(String, i64, outpost_crdt::ActorId)> = overlay
-            .edits
-            .get(&target)
-            .into_iter()
-            .flatten()
-            .filter(|(_, _, actor)| {
-                let by = readable.author_of(actor);
-                by == author || (author_user.is_some() && self.user_of(space, &by) == author_user)
-            })
-            .collect();
-        let mut history = Vec::new();
-        let mut current = original.clone();
-        if !edits.is_empty() && retracted.is_none() {
-            history.push(EditView {
-                text: original,
-                at_ms: m.sent_at_ms,
-            });
-            for (i, (body, at_ms, actor)) in edits.iter().enumerate() {
-                let t = text(body, actor);
-                if i + 1 == edits.len() {
-                    current = t;
-                } else {
-                    history.push(EditView { text: t, at_ms: *at_ms });
-                }
-            }
-        }
         let missing = retracted.is_none() && current.is_none();
+        let author_user = self.user_of(space, &author);
         let actor = actor_key(&m.actor);
         let read_by = overlay
             .seen
@@ -1578,7 +1578,7 @@ impl Core {
             .filter(|(user, seen)| Some(**user) != author_user && seen.get(&actor).is_some_and(|c| *c >= m.lamport))
             .map(|(user, _)| *user)
             .collect();
-        MessageView {
+        let view = MessageView {
             read_by,
             id: m.id.clone(),
             author,
@@ -1593,8 +1593,55 @@ impl Core {
             reactions: overlay.reactions.get(&target).cloned().unwrap_or_default(),
             retracted,
             missing,
-            file,
+            file: file.as_ref().map(FileRef::view),
+        };
+        (view, file)
+    }
+
+    /// A message's current text and its earlier ones: the newest of the
+    /// edits of `target` by `author`'s user over its `original` text.
+    /// Another entry under the same id (a reused id) has its own edits.
+    #[allow(clippy::too_many_arguments)]
+    fn edited(
+        &self,
+        space: &Space,
+        readable: &space::Readable,
+        overlay: &Overlay,
+        target: &str,
+        author: &DeviceId,
+        original: Option<String>,
+        sent_at_ms: i64,
+        get: &mut dyn FnMut(&EnvelopeId) -> Option<Vec<u8>>,
+    ) -> (Option<String>, Vec<EditView>) {
+        let author_user = self.user_of(space, author);
+        let edits: Vec<&(String, i64, outpost_crdt::ActorId)> = overlay
+            .edits
+            .get(target)
+            .into_iter()
+            .flatten()
+            .filter(|(_, _, actor)| {
+                let by = readable.author_of(actor);
+                by == *author || (author_user.is_some() && self.user_of(space, &by) == author_user)
+            })
+            .collect();
+        let Some((last, earlier)) = edits.split_last() else {
+            return (original, Vec::new());
+        };
+        let mut text = |body: &str, actor: &outpost_crdt::ActorId| match self.body_text(space, body, actor, get) {
+            BodyText::Text(t, _) => Some(t),
+            BodyText::Missing => None,
+        };
+        let mut history = vec![EditView {
+            text: original,
+            at_ms: sent_at_ms,
+        }];
+        for (body, at_ms, actor) in earlier {
+            history.push(EditView {
+                text: text(body, actor),
+                at_ms: *at_ms,
+            });
         }
+        (text(&last.0, &last.2), history)
     }
 
     /// Announces the messages this batch made visible (with their text, read
