@@ -716,3 +716,58 @@ fn a_from_join_room_keeps_its_settings_across_a_join() {
         assert_eq!(room.welcome.as_deref(), Some("hi all"));
     });
 }
+
+/// A copy of an announcement written for a newcomer where the announcement's
+/// retraction had not arrived yet: once the two meet, the owner, who reads
+/// the original, retracts the copy too, and the newcomer no longer sees it.
+#[test]
+fn a_copy_made_while_its_original_was_being_retracted_is_retracted_too() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let (alice, bob, carol) = (node(), node(), node());
+        let space = alice
+            .core
+            .create_chat("crossed".into(), History::FromJoin, vec![], vec![])
+            .await
+            .unwrap();
+        alice
+            .core
+            .invite(space, bob.cert().to_card(), Grant::Member(Role::Admin))
+            .await
+            .unwrap();
+        let announce = ChatOp::Announce {
+            text: "Freeze starts Friday".into(),
+        };
+        let note = alice
+            .core
+            .chat_write(Some(space), announce)
+            .await
+            .unwrap()
+            .message
+            .unwrap();
+        exchange(&alice, &bob, space).await;
+
+        // Apart: Alice retracts the announcement while Bob, an admin, adds
+        // Carol, copying it for her.
+        write(&alice, Some(space), retract(&note)).await;
+        bob.core
+            .invite(space, carol.cert().to_card(), Grant::Member(Role::Writer))
+            .await
+            .unwrap();
+        exchange(&bob, &carol, space).await;
+        let shown = carol.core.room(space).await.unwrap().announcement.map(|m| m.text);
+        assert_eq!(shown.as_deref(), Some("Freeze starts Friday"), "the copy reached Carol");
+
+        exchange(&alice, &bob, space).await;
+        exchange(&bob, &carol, space).await;
+        let room = carol.core.room(space).await.unwrap();
+        assert!(
+            room.announcement.is_none(),
+            "the copy is deleted: {:?}",
+            room.announcement
+        );
+        assert!(room.pinned.is_empty());
+        let room = bob.core.room(space).await.unwrap();
+        assert!(room.announcement.is_some_and(|m| m.retracted.is_some()));
+    });
+}

@@ -145,3 +145,91 @@ fn a_tombstone_deletes_only_what_its_author_may_on_every_node() {
         assert_eq!(fresh.status(space).await.sides, 1, "only the tombstone");
     });
 }
+
+/// Whether `node` still holds body `id` (it answers a request for it with
+/// the body itself, not the tombstone that deleted it).
+async fn holds_body(node: &Node, asker: &Node, space: SpaceId, id: outpost_node::ids::EnvelopeId) -> bool {
+    let (sides, _) = node.core.sides_for(asker.device(), space, vec![id]).await.unwrap();
+    sides
+        .iter()
+        .any(|b| Envelope::decode(b.clone()).is_ok_and(|e| e.header().kind == Kind::Body && e.id() == id))
+}
+
+/// An edit its author makes while the owner's retraction is on its way is
+/// named by no tombstone; once the two meet, the nodes that may delete it
+/// retract it again, so its text leaves every node, the replicator too.
+#[test]
+fn an_edit_made_while_a_retraction_was_on_its_way_is_retracted_too() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let [alice, bob, rex] = [(); 3].map(|_| Node::new());
+        let space = alice
+            .core
+            .create_chat(
+                "room".into(),
+                History::Shared,
+                vec![bob.cert().to_card()],
+                vec![rex.cert().to_card()],
+            )
+            .await
+            .unwrap();
+        for node in [&bob, &rex] {
+            let push = served(&alice, node, space).await;
+            deliver(&alice, node, push).await;
+        }
+        let sent = bob.core.send(space, "first thoughts".into(), None).await.unwrap();
+        for node in [&alice, &rex] {
+            let push = served(&bob, node, space).await;
+            deliver(&bob, node, push).await;
+        }
+
+        // Apart: Bob edits his message while Alice, the owner, retracts it.
+        let mut bob_rx = bob.core.subscribe();
+        bob.core
+            .chat_write(
+                Some(space),
+                ChatOp::Edit {
+                    message: sent.id.clone(),
+                    text: "second thoughts".into(),
+                },
+            )
+            .await
+            .unwrap();
+        let edit_body = Envelope::decode(of_kind(&stored(&mut bob_rx), Kind::Body).remove(0))
+            .unwrap()
+            .id();
+        alice
+            .core
+            .chat_write(
+                Some(space),
+                ChatOp::Retract {
+                    message: sent.id.clone(),
+                },
+            )
+            .await
+            .unwrap();
+        let push = served(&bob, &rex, space).await;
+        deliver(&bob, &rex, push).await;
+        assert!(
+            holds_body(&rex, &alice, space, edit_body).await,
+            "the edit reached the replicator"
+        );
+
+        // They meet: each side finds the edit's body retracted by nobody.
+        for _ in 0..2 {
+            for (from, to) in [(&alice, &bob), (&bob, &alice), (&alice, &rex), (&bob, &rex)] {
+                let push = served(from, to, space).await;
+                deliver(from, to, push).await;
+            }
+        }
+        for node in [&alice, &bob, &rex] {
+            assert!(
+                !holds_body(node, &alice, space, edit_body).await,
+                "the edit's text is deleted on every node"
+            );
+        }
+        let (text, retracted) = text_of(&alice, space, &sent.id).await;
+        assert_eq!((text.as_str(), retracted), ("", true));
+        assert_eq!(text_of(&bob, space, &sent.id).await, (String::new(), true));
+    });
+}

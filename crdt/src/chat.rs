@@ -228,6 +228,8 @@ pub struct Checked {
     /// The documents holding the messages its edits, reactions and
     /// retractions name (as their refs say).
     targets: BTreeSet<DocId>,
+    /// The refs of the messages it gives a body (an edit, a copy) or retracts.
+    rebodied: BTreeSet<String>,
 }
 
 impl Checked {
@@ -258,6 +260,12 @@ impl Checked {
     /// The documents whose messages its edits, reactions and retractions name.
     pub fn targets(&self) -> &BTreeSet<DocId> {
         &self.targets
+    }
+
+    /// The refs of the messages it edits, copies or retracts: where a body
+    /// and a retraction may have crossed.
+    pub fn rebodied(&self) -> &BTreeSet<String> {
+        &self.rebodied
     }
 }
 

@@ -61,8 +61,12 @@ pub enum Effect {
     Mention(text::Mention),
     /// Chat messages were edited, reacted to or retracted, or the room's
     /// settings changed (once per batch), with the documents holding the
-    /// messages named (as the markers' refs say).
-    ChatUpdated { targets: std::collections::BTreeSet<DocId> },
+    /// messages named (as the markers' refs say), and the refs of the
+    /// messages edited, copied or retracted ([`chat::Checked::rebodied`]).
+    ChatUpdated {
+        targets: std::collections::BTreeSet<DocId>,
+        rebodied: std::collections::BTreeSet<String>,
+    },
 }
 
 impl Checked {
@@ -80,12 +84,14 @@ impl Checked {
         let mut mentions = Vec::new();
         let mut updated = false;
         let mut targets = std::collections::BTreeSet::new();
+        let mut rebodied = std::collections::BTreeSet::new();
         for c in checked {
             match c {
                 Checked::Chat(c) => {
                     messages.extend(c.created().iter().cloned());
                     updated |= c.updates();
                     targets.extend(c.targets().iter().copied());
+                    rebodied.extend(c.rebodied().iter().cloned());
                 }
                 Checked::Text(c) => mentions.extend(c.mentions().iter().cloned()),
                 Checked::Calendar(_) => {}
@@ -96,7 +102,7 @@ impl Checked {
             .into_iter()
             .map(Effect::Message)
             .chain(mentions.into_iter().map(Effect::Mention))
-            .chain(updated.then_some(Effect::ChatUpdated { targets }))
+            .chain(updated.then_some(Effect::ChatUpdated { targets, rebodied }))
             .collect()
     }
 }

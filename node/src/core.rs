@@ -1247,6 +1247,9 @@ struct Effects {
     /// Chat rooms whose messages were edited, reacted to or retracted (in
     /// which documents), or whose receipts changed.
     chat_updated: BTreeMap<SpaceId, BTreeSet<DocId>>,
+    /// Per room, the refs of messages a peer's change edited, copied or
+    /// retracted: checked for bodies a retraction missed (`chat::sweep`).
+    rebodied: BTreeMap<SpaceId, BTreeSet<String>>,
 }
 
 impl Effects {
@@ -2120,7 +2123,10 @@ fn effect_events(
     for effect in applied {
         match effect {
             Effect::Message(m) => effects.chat.push((space, m)),
-            Effect::ChatUpdated { targets } => {
+            Effect::ChatUpdated { targets, rebodied } => {
+                if !rebodied.is_empty() {
+                    effects.rebodied.entry(space).or_default().extend(rebodied);
+                }
                 let docs = effects.chat_updated.entry(space).or_default();
                 docs.insert(doc);
                 // Markers that count for other documents' messages change those.

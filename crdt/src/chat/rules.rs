@@ -215,6 +215,7 @@ pub(super) fn validate(schema: &Schema, change: Change, author: &Author) -> Resu
     // The documents whose messages the markers of this change name.
     let mut targets = BTreeSet::new();
     let mut target = |r: &str| targets.extend(parse_ref(r).map(|(doc, _)| doc));
+    let mut rebodied = BTreeSet::new();
     for (i, op) in change.decode().operations.into_iter().enumerate() {
         let Key::Map(key) = &op.key else {
             return Err(Violation::ForeignObject);
@@ -281,6 +282,7 @@ pub(super) fn validate(schema: &Schema, change: Change, author: &Author) -> Resu
                 return Err(Violation::Retraction);
             }
             target(key);
+            rebodied.insert(key.to_string());
             retractions.push(key.to_string());
             updates = true;
             continue;
@@ -291,6 +293,9 @@ pub(super) fn validate(schema: &Schema, change: Change, author: &Author) -> Resu
             }
             if !room_field_ok(key, &op.action) {
                 return Err(Violation::RoomField);
+            }
+            if let Some(copied) = key.strip_prefix("copy/") {
+                rebodied.insert(copied.to_string());
             }
             updates = true;
             continue;
@@ -332,6 +337,7 @@ pub(super) fn validate(schema: &Schema, change: Change, author: &Author) -> Resu
             Entry::Message(m, _) if !m.body.is_empty() => created.push(m),
             Entry::Edit(e, _) if !e.body.is_empty() && !e.target.is_empty() => {
                 target(&e.target);
+                rebodied.insert(e.target.clone());
                 new_edits.push(e)
             }
             _ => return Err(Violation::MissingField),
@@ -344,5 +350,6 @@ pub(super) fn validate(schema: &Schema, change: Change, author: &Author) -> Resu
         retractions,
         updates,
         targets,
+        rebodied,
     })
 }

@@ -21,6 +21,7 @@
 //! of reach, as in every messenger.
 
 mod copies;
+mod sweep;
 
 use outpost_crdt::chat::{self as model, ChatDoc, RoomWrite, Write, msg_ref, parse_ref};
 
@@ -723,12 +724,10 @@ impl Core {
                     return Ok(Err(e));
                 }
                 let bodies = self.bodies_of(space_id, &found);
-                let header = self.side_header(space_id, &target, Kind::Tombstone);
-                sides.push(Envelope::sign_tombstone(&self.keys, header, &bodies));
+                let (marker, tombstone) = self.sign_retraction(space_id, &target, &found, &bodies);
+                sides.push(tombstone);
                 done.message = Some(found.message.id.clone());
-                vec![Write::Retract {
-                    target: msg_ref(&found.doc, &found.message.id),
-                }]
+                vec![marker]
             }
             ChatOp::React { message, emoji, on } => {
                 let found = match found(&message) {
@@ -1049,7 +1048,25 @@ impl Core {
         Self::room_of(space).writes().into_iter().map(Write::Room).collect()
     }
 
-    /// Every body of a message: its text, then its author's edits.
+    /// A retraction of `found`, written into `target`: its marker, and the
+    /// tombstone naming `bodies` that rides beside it.
+    fn sign_retraction(
+        &self,
+        space_id: SpaceId,
+        target: &WriteTarget,
+        found: &Found,
+        bodies: &[EnvelopeId],
+    ) -> (Write, Envelope) {
+        let header = self.side_header(space_id, target, Kind::Tombstone);
+        let bodies = &bodies[..bodies.len().min(crate::envelope::MAX_TOMBSTONE_TARGETS)];
+        let marker = Write::Retract {
+            target: msg_ref(&found.doc, &found.message.id),
+        };
+        (marker, Envelope::sign_tombstone(&self.keys, header, bodies))
+    }
+
+    /// Every body of a message: its text, then its author's edits, then its
+    /// copies.
     fn bodies_of(&self, space_id: SpaceId, found: &Found) -> Vec<EnvelopeId> {
         let target = msg_ref(&found.doc, &found.message.id);
         let mut out: Vec<EnvelopeId> = found.message.body.parse().into_iter().collect();
@@ -1651,6 +1668,9 @@ impl Core {
         let my_user = self.keys.user_id();
         let me = my_user.to_string();
         let now = crate::clock::now_ms() as i64;
+        for (space_id, refs) in std::mem::take(&mut effects.rebodied) {
+            self.sweep_retracted(tx, space_id, &refs, effects)?;
+        }
         for (space_id, mut docs) in std::mem::take(&mut effects.chat_updated) {
             self.follow_retractions(tx, space_id, &mut docs)?;
             let docs = docs.into_iter().collect();
