@@ -22,10 +22,17 @@
 //! join, and J new users join it at even intervals while it fills: each join
 //! starts an epoch, whose messages roll over into a run of shards of its own.
 //!
+//! With `--newcomer` one more user joins the built room and receives every
+//! stored envelope through the sync path (offer, push, ingest frame by frame),
+//! as a peer's node would; a fresh process then opens the newcomer's store and
+//! measures the same (in a from-join room, all of it is history from before
+//! its join, which it stores and forwards but cannot read).
+//!
 //! ```text
 //! cargo run --release --example room_bench                      # 10k and 100k messages
 //! cargo run --release --example room_bench -- --sizes 1000000   # one size (long)
 //! cargo run --release --example room_bench -- --sizes 100000 --history from-join --joins 10
+//! cargo run --release --example room_bench -- --sizes 100000 --per-change 1 --history from-join --newcomer
 //! ```
 //!
 //! A measurement tool: it checks that the latest 50 equal the whole log's tail,
@@ -48,16 +55,18 @@ use outpost_node::{
     control::{History, Role},
     core::{self, CoreHandle, Grant, Options},
     identity::DeviceKeys,
-    ids::SpaceId,
+    ids::{DeviceId, SpaceId},
+    sync,
 };
 
 const HELP: &str = "\
 room_bench [--sizes 10000,100000] [--per-change 16] [--reps 200]
-           [--history shared|from-join] [--joins 0] [--json]
+           [--history shared|from-join] [--joins 0] [--newcomer] [--json]
 Builds a room of each size on a fresh core (temp dir on disk) and times
 opening its latest 50 messages against reading the whole log. With
 `--history from-join`, `--joins J` new users join while the room fills
-(each join starts an epoch).
+(each join starts an epoch). `--newcomer`: one more user joins the built
+room, syncs all of it, and a fresh process opens its store.
 ";
 
 struct Args {
@@ -67,6 +76,8 @@ struct Args {
     history: History,
     /// New users joining while the room fills, at even intervals.
     joins: usize,
+    /// One more user joins the built room and syncs it whole.
+    newcomer: bool,
     json: bool,
     /// Internal: open the store in this home and measure a start (the child).
     reopen: Option<(std::path::PathBuf, SpaceId)>,
@@ -80,6 +91,7 @@ fn args() -> Result<Option<Args>> {
         reps: 200,
         history: History::Shared,
         joins: 0,
+        newcomer: false,
         json: false,
         reopen: None,
     };
@@ -102,6 +114,7 @@ fn args() -> Result<Option<Args>> {
                 }
             }
             "--joins" => out.joins = args.value(arg)?,
+            "--newcomer" => out.newcomer = true,
             "--json" => out.json = true,
             "--reopen" => {
                 let home = args.value(arg)?;
@@ -129,6 +142,19 @@ struct Row {
     rss_after_restart_mib: f64,
     shards_set_aside: usize,
     store_mib: f64,
+    /// With `--newcomer`: what it measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    newcomer: Option<Newcomer>,
+}
+
+#[derive(serde::Serialize)]
+struct Newcomer {
+    sync_s: f64,
+    envelopes: usize,
+    restart_s: f64,
+    rss_after_restart_mib: f64,
+    before_join: usize,
+    store_mib: f64,
 }
 
 /// What the fresh process that reopens the store measures.
@@ -138,6 +164,9 @@ struct Reopened {
     first_latest50_ms: f64,
     rss_mib: f64,
     shards_set_aside: usize,
+    /// Stored content it cannot read, written before it joined.
+    #[serde(default)]
+    before_join: usize,
     /// The ids of the latest 50, to check against the builder's.
     latest_ids: Vec<String>,
 }
@@ -155,15 +184,15 @@ async fn reopen(home: &Path, space: SpaceId) -> Result<()> {
     let latest = core.messages(space, 50).await?;
     let first = t.elapsed();
     let status = core.status().await?;
-    let set_aside = status
-        .iter()
-        .find(|s| s.space == space)
-        .map_or(0, |s| s.shards_set_aside);
+    let room = status.iter().find(|s| s.space == space);
+    let set_aside = room.map_or(0, |s| s.shards_set_aside);
+    let before_join = room.map_or(0, |s| s.before_join);
     let out = Reopened {
         start_s: start.as_secs_f64(),
         first_latest50_ms: ms(first),
         rss_mib: rss_mib("self").unwrap_or(f64::NAN),
         shards_set_aside: set_aside,
+        before_join,
         latest_ids: latest.into_iter().map(|m| m.id).collect(),
     };
     drop(core);
@@ -191,6 +220,60 @@ async fn fill(core: &CoreHandle, space: SpaceId, n: usize, per_change: usize) ->
         sent += wave;
     }
     Ok(())
+}
+
+/// The child process measuring a start on `home`.
+fn reopened(home: &Path, space: SpaceId) -> Result<Reopened> {
+    let child = std::process::Command::new(std::env::current_exe()?)
+        .arg("--reopen")
+        .arg(home)
+        .arg(space.to_string())
+        .stderr(std::process::Stdio::inherit())
+        .output()?;
+    ensure!(child.status.success(), "the reopening process failed");
+    Ok(serde_json::from_slice(&child.stdout)?)
+}
+
+/// A new user joins the room `core` holds and syncs all of it from `core`
+/// (device `from`); then a fresh process opens its store.
+async fn newcomer(core: &CoreHandle, from: DeviceId, space: SpaceId, home: &Path) -> Result<Newcomer> {
+    let keys = Arc::new(DeviceKeys::create(home)?);
+    let me = keys.device_id();
+    core.invite(space, keys.cert().to_card(), Grant::Member(Role::Writer))
+        .await?;
+    let (joined, thread) = core::spawn_with(home.to_path_buf(), keys.clone(), Options::default())?;
+    let t = Instant::now();
+    let mut envelopes = 0;
+    loop {
+        let mut offer = joined.make_offer(from).await?;
+        if offer.iter().all(|s| s.space != space) {
+            offer.push(sync::SpaceVv {
+                space,
+                vv: Default::default(),
+            });
+        }
+        let push = core.take_offer(me, offer).await?.push;
+        if push.is_empty() {
+            break;
+        }
+        envelopes += push.len();
+        for frame in sync::into_frames(push) {
+            joined.ingest(from, frame).await?;
+        }
+    }
+    let sync_s = t.elapsed().as_secs_f64();
+    drop(joined);
+    thread.join().expect("newcomer core thread");
+    drop(keys);
+    let reopened = reopened(home, space)?;
+    Ok(Newcomer {
+        sync_s,
+        envelopes,
+        restart_s: reopened.start_s,
+        rss_after_restart_mib: reopened.rss_mib,
+        before_join: reopened.before_join,
+        store_mib: dir_size(home).0 as f64 / (1 << 20) as f64,
+    })
 }
 
 async fn latest(core: &CoreHandle, space: SpaceId, reps: usize) -> Result<Vec<Duration>> {
@@ -239,17 +322,18 @@ async fn one_size(n: usize, args: &Args) -> Result<Row> {
         "the latest 50 are the log's tail"
     );
 
+    let newcomer = match args.newcomer {
+        true => {
+            let home = joiners.path().join("newcomer");
+            std::fs::create_dir_all(&home)?;
+            Some(newcomer(&core, keys.device_id(), space, &home).await?)
+        }
+        false => None,
+    };
     drop(core);
     thread.join().expect("core thread");
     drop(keys);
-    let child = std::process::Command::new(std::env::current_exe()?)
-        .arg("--reopen")
-        .arg(dir.path())
-        .arg(space.to_string())
-        .stderr(std::process::Stdio::inherit())
-        .output()?;
-    ensure!(child.status.success(), "the reopening process failed");
-    let reopened: Reopened = serde_json::from_slice(&child.stdout)?;
+    let reopened = reopened(dir.path(), space)?;
     let tail_ids: Vec<String> = tail.into_iter().map(|m| m.id).collect();
     ensure!(reopened.latest_ids == tail_ids, "the same latest 50 after a restart");
     Ok(Row {
@@ -266,6 +350,7 @@ async fn one_size(n: usize, args: &Args) -> Result<Row> {
         rss_after_restart_mib: reopened.rss_mib,
         shards_set_aside: reopened.shards_set_aside,
         store_mib: dir_size(dir.path()).0 as f64 / (1 << 20) as f64,
+        newcomer,
     })
 }
 
@@ -311,6 +396,12 @@ fn main() -> Result<()> {
             r.rss_after_restart_mib,
             r.shards_set_aside,
             r.store_mib
+        );
+    }
+    for (r, n) in rows.iter().filter_map(|r| Some((r, r.newcomer.as_ref()?))) {
+        println!(
+            "newcomer to {} messages: synced {} envelopes in {:.1} s; restart {:.1} s, RSS restarted {:.0} MiB, {} from before its join, store {:.0} MiB",
+            r.messages, n.envelopes, n.sync_s, n.restart_s, n.rss_after_restart_mib, n.before_join, n.store_mib
         );
     }
     Ok(())
