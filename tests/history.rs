@@ -18,6 +18,22 @@ use serde_json::Value;
 
 const CONVERGE: Duration = Duration::from_secs(60);
 
+/// A room `owner` makes with `member`, whose history starts at each join.
+fn from_join_room(owner: &Node, member: &Node) -> String {
+    let card = member.card();
+    let args = [
+        "chat",
+        "create",
+        "branch",
+        "--member",
+        &card,
+        "--history",
+        "from-join",
+        "--json",
+    ];
+    owner.json(&args)["space"].as_str().unwrap().to_string()
+}
+
 #[test]
 fn a_newcomer_reads_from_its_join_on_and_its_other_device_reads_the_same() {
     let root = tempfile::tempdir().unwrap();
@@ -30,18 +46,7 @@ fn a_newcomer_reads_from_its_join_on_and_its_other_device_reads_the_same() {
     erin.start(&[alice.addr(), bob.addr()]);
     phone.start(&[alice.addr(), bob.addr(), erin.addr()]);
 
-    let bob_card = bob.card();
-    let created = alice.json(&[
-        "chat",
-        "create",
-        "branch",
-        "--member",
-        &bob_card,
-        "--history",
-        "from-join",
-        "--json",
-    ]);
-    let space = created["space"].as_str().unwrap().to_string();
+    let space = from_join_room(&alice, &bob);
     alice.send(&space, "before: the old plan");
     wait_until(CONVERGE, "Bob to read Alice's message", || {
         (bob.log_texts(&space).len() == 1).then_some(())
@@ -153,7 +158,8 @@ fn pinned_texts(info: &Value) -> Option<Vec<String>> {
 /// the inviting owner seals copies of them under the new epoch. The author's
 /// later edit reaches the copy; a retraction deletes the copy on the
 /// newcomer's node too. A writer's pinned message is not copied; an earlier
-/// message pinned after the join is copied then.
+/// message pinned after the join is copied then; the newcomer, an admin,
+/// unpins a message it knows by its copy only.
 #[test]
 fn a_newcomer_is_shown_the_announcement_and_admins_pins_from_before_its_join() {
     let root = tempfile::tempdir().unwrap();
@@ -163,18 +169,7 @@ fn a_newcomer_is_shown_the_announcement_and_admins_pins_from_before_its_join() {
     alice.start(&[]);
     bob.start(&[alice.addr()]);
     erin.start(&[alice.addr(), bob.addr()]);
-    let bob_card = bob.card();
-    let created = alice.json(&[
-        "chat",
-        "create",
-        "branch",
-        "--member",
-        &bob_card,
-        "--history",
-        "from-join",
-        "--json",
-    ]);
-    let space = created["space"].as_str().unwrap().to_string();
+    let space = from_join_room(&alice, &bob);
     let note = alice.json(&["chat", "announce", &space, "Freeze starts Friday", "--json"])["message"]
         .as_str()
         .unwrap()
@@ -191,8 +186,10 @@ fn a_newcomer_is_shown_the_announcement_and_admins_pins_from_before_its_join() {
     });
 
     let erin_user = common::user_of(&erin);
-    wait_until(CONVERGE, "Alice to invite Erin", || {
-        alice.try_json(&["space", "invite", &space, &erin_user, "--json"]).ok()
+    wait_until(CONVERGE, "Alice to invite Erin as an admin", || {
+        alice
+            .try_json(&["space", "invite", &space, &erin_user, "--role", "admin", "--json"])
+            .ok()
     });
     let info = wait_until(CONVERGE, "Erin to be shown the announcement and the pins", || {
         let info = erin.try_json(&["chat", "info", &space, "--json"]).ok()?;
@@ -241,6 +238,13 @@ fn a_newcomer_is_shown_the_announcement_and_admins_pins_from_before_its_join() {
         let info = erin.json(&["chat", "info", &space, "--json"]);
         (info["announcement"].is_null() && pinned_texts(&info)? == ["Decision: ship it", "Rules: be kind"])
             .then_some(())
+    });
+    // Erin, an admin, takes down a pin she knows by its copy only.
+    erin.json(&["chat", "pin", &rules, "--unpin", "--json"]);
+    wait_until(CONVERGE, "Alice to see Erin's unpin", || {
+        let info = alice.json(&["chat", "info", &space, "--json"]);
+        let pinned = pinned_texts(&info)?;
+        (!pinned.iter().any(|t| t == "Rules: be kind") && pinned.len() == 3).then_some(())
     });
     erin.stop();
     let readable: String = common::decryptable(&erin.home, &erin.home, &space)

@@ -799,12 +799,18 @@ impl Core {
                 writes
             }
             ChatOp::Pin { message, on } => {
-                let found = match found(&message) {
-                    Ok(f) => f,
+                let target = match found(&message) {
+                    Ok(f) => msg_ref(&f.doc, &f.message.id),
+                    // A message from before this device joined a from-join
+                    // room shows by its copy: unpinned by its pin.
+                    Err(Error::NotFound(e)) => match pinned_named(&Self::room_of(&self.spaces[&space_id]), &message) {
+                        Some(pinned) if !on => pinned,
+                        _ => return Ok(Err(Error::NotFound(e))),
+                    },
                     Err(e) => return Ok(Err(e)),
                 };
-                done.message = Some(found.message.id.clone());
-                vec![Write::Room(RoomWrite::Pin(msg_ref(&found.doc, &found.message.id), on))]
+                done.message = parse_ref(&target).map(|(_, id)| id.to_string());
+                vec![Write::Room(RoomWrite::Pin(target, on))]
             }
             ChatOp::RetractWindow { seconds } => {
                 if !(0..=model::MAX_RETRACT_WINDOW_S).contains(&seconds) {
@@ -867,8 +873,11 @@ impl Core {
                     .as_ref()
                     .is_some_and(|r| r.model == outpost_crdt::doc::Model::Chat)
             })
+            .filter(|s| {
+                !matches!(self.find_message(s.state.space, name), Err(Error::NotFound(_)))
+                    || pinned_named(&Self::room_of(s), name).is_some()
+            })
             .map(|s| s.state.space)
-            .filter(|id| !matches!(self.find_message(*id, name), Err(Error::NotFound(_))))
             .collect();
         match rooms.as_slice() {
             [one] => Ok(*one),
@@ -2090,6 +2099,17 @@ pub(super) fn new_message_id() -> String {
     data_encoding::BASE32_NOPAD
         .encode(&rand::random::<[u8; 10]>())
         .to_lowercase()
+}
+
+/// The one pin of `room` whose message id starts with `name`.
+fn pinned_named(room: &model::Room, name: &str) -> Option<String> {
+    let name = name.trim().to_lowercase();
+    let mut named = room
+        .pins
+        .iter()
+        .filter(|r| !name.is_empty() && parse_ref(r).is_some_and(|(_, id)| id.starts_with(&name)));
+    let one = named.next()?;
+    named.next().is_none().then(|| one.clone())
 }
 
 /// The documents a room's announcement and pinned messages point into.
