@@ -102,3 +102,74 @@ fn daemons_continue_a_large_catch_up_without_waiting_for_resync() {
         (Some(0), Some(340))
     );
 }
+
+/// A user invited while away, to a room whose history is larger than one
+/// push: the operation adding them comes last in the room's log, and their
+/// node keeps the room's genesis only with it. The control operations go
+/// first, so the first part admits them and the rest follows.
+#[test]
+fn a_user_invited_while_away_joins_a_history_larger_than_one_push() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let alice = inproc::Node::new();
+        let erin = inproc::Node::new();
+        let space = alice
+            .core
+            .create_chat("archive".into(), History::FromJoin, vec![], vec![])
+            .await
+            .unwrap();
+        for i in 0..160 {
+            alice.core.send(space, noise(i, 60_000), None).await.unwrap();
+        }
+        alice
+            .core
+            .invite(
+                space,
+                erin.cert().to_card(),
+                core::Grant::Member(outpost_node::control::Role::Writer),
+            )
+            .await
+            .unwrap();
+        alice.core.send(space, "welcome, Erin".into(), None).await.unwrap();
+
+        // Erin was away: nothing was pushed to her; her node starts from nothing.
+        let mut offer = erin.core.make_offer(alice.device()).await.unwrap();
+        offer.push(sync::SpaceVv {
+            space,
+            vv: Default::default(),
+        });
+        let first = alice.core.take_offer(erin.device(), offer).await.unwrap();
+        assert!(first.more, "the history is larger than one push");
+        let mut push = first.push;
+        let mut parts = 1;
+        loop {
+            for frame in sync::into_frames(push) {
+                let ack = erin.core.ingest(alice.device(), frame).await.unwrap();
+                assert_eq!(ack.rejected, 0);
+                alice.core.note_peer_holds(erin.device(), ack.vv).await;
+            }
+            let next = alice.core.catch_up(erin.device()).await.unwrap();
+            if next.push.is_empty() {
+                break;
+            }
+            parts += 1;
+            assert!(parts < 10, "the catch-up ends");
+            push = next.push;
+        }
+        assert!(parts >= 2);
+        let texts: Vec<String> = erin
+            .core
+            .messages(space, 1000)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.text)
+            .collect();
+        assert_eq!(
+            texts,
+            ["welcome, Erin"],
+            "Erin holds the room and reads from her join on"
+        );
+        assert!(erin.status(space).await.before_join >= 160);
+    });
+}

@@ -256,16 +256,35 @@ impl Core {
     }
 }
 
-/// The envelopes of `space` beyond `floor`, in arrival (topological) order, up to
-/// about `budget` bytes (at least one); the flag says some were left out. Scans the
-/// space's log from the first missing envelope, so memory stays within the budget
-/// however much the peer lacks.
+/// The envelopes of `space` beyond `floor`, up to about `budget` bytes (at least
+/// one); the flag says some were left out. The control operations missing come
+/// first, then the rest in arrival (topological) order: a newcomer must hold the
+/// operation that adds it before it keeps the space's genesis, and in a long
+/// history that operation comes last. Scans the space's log from the first
+/// missing envelope, so memory stays within the budget however much the peer lacks.
 pub(super) fn envelopes_beyond(
     store: &Store,
     space: &Space,
     floor: &VersionVector,
     budget: usize,
 ) -> store::Result<(Vec<LogEntry>, bool)> {
+    let mut part = Part {
+        out: Vec::new(),
+        size: 0,
+        budget,
+    };
+    let truncated = store.scan_control(&space.state.space, |order, bytes| {
+        let Ok(env) = Envelope::decode_stored(bytes) else {
+            return ControlFlow::Continue(());
+        };
+        if env.header().seq <= floor.get(&env.header().actor()) {
+            return ControlFlow::Continue(());
+        }
+        part.take((order, env, Vec::new()))
+    })?;
+    if truncated.is_some() {
+        return Ok((part.out, true));
+    }
     let missing = space.vv.missing_in(floor);
     let mut start = u64::MAX;
     for (actor, from, to) in &missing {
@@ -278,18 +297,17 @@ pub(super) fn envelopes_beyond(
             start = start.min(placed.order);
         }
     }
-    let mut out = Vec::new();
     if start == u64::MAX {
-        return Ok((out, false));
+        return Ok((part.out, false));
     }
-    let mut size = 0;
     let mut failure = None;
     let truncated = store.scan_log(&space.state.space, start, |order, bytes| {
         let Ok(env) = Envelope::decode_stored(bytes) else {
             return ControlFlow::Continue(());
         };
         let h = env.header();
-        if h.seq <= floor.get(&h.actor()) {
+        // Control operations went first.
+        if h.seq <= floor.get(&h.actor()) || h.kind == Kind::Control {
             return ControlFlow::Continue(());
         }
         let sides = match h.kind {
@@ -302,19 +320,32 @@ pub(super) fn envelopes_beyond(
             },
             _ => Vec::new(),
         };
-        let entry = (order, env, sides);
-        let len = entry_bytes(&entry);
-        if !out.is_empty() && size + len > budget {
-            return ControlFlow::Break(());
-        }
-        size += len;
-        out.push(entry);
-        ControlFlow::Continue(())
+        part.take((order, env, sides))
     })?;
     if let Some(e) = failure {
         return Err(e);
     }
-    Ok((out, truncated.is_some()))
+    Ok((part.out, truncated.is_some()))
+}
+
+/// The entries of one push, up to about `budget` bytes (at least one).
+struct Part {
+    out: Vec<LogEntry>,
+    size: usize,
+    budget: usize,
+}
+
+impl Part {
+    /// Takes `entry`, or stops the scan when it would pass the budget.
+    fn take(&mut self, entry: LogEntry) -> ControlFlow<()> {
+        let len = entry_bytes(&entry);
+        if !self.out.is_empty() && self.size + len > self.budget {
+            return ControlFlow::Break(());
+        }
+        self.size += len;
+        self.out.push(entry);
+        ControlFlow::Continue(())
+    }
 }
 
 /// Whether to serve a peer that holds `theirs` with snapshots: when it lacks at
