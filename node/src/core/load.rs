@@ -29,7 +29,7 @@ impl Space {
     pub(super) fn open_stored(&self, env: &Envelope) -> Option<StoredChange> {
         let r = self.readable.as_ref()?;
         let h = env.header();
-        if h.kind != Kind::Content || h.parents.iter().any(|p| r.locked.contains_key(p)) {
+        if h.kind != Kind::Content || h.parents.iter().any(|p| r.locked.holds(p)) {
             return None;
         }
         let epoch = self.state.epoch_at(&h.control_heads)?;
@@ -305,7 +305,7 @@ impl Core {
                     && s.key_of(&env).is_some()
                     && s.readable
                         .as_ref()
-                        .is_some_and(|r| !h.parents.iter().any(|p| r.locked.contains_key(p)))
+                        .is_some_and(|r| !h.parents.iter().any(|p| r.locked.holds(p)))
                 {
                     held.writers.insert(h.actor(), h.seq);
                     if held.epoch.is_none() {

@@ -138,7 +138,7 @@ impl Core {
             let r = space.readable.as_mut().expect("checked above");
             match &opened {
                 Some((_, _, change, _)) => r.map_change(env, change.hash()),
-                None => drop(r.locked.insert(env.id(), doc)),
+                None => r.locked.insert(env.id(), doc, space.state.history),
             }
             changes.extend(opened);
         }
@@ -315,7 +315,7 @@ fn summary(space: &Space, doc: DocId, retracted: &HashSet<(ActorKey, u64)>) -> O
 /// cannot open (kept loaded: a key may still come).
 fn set_aside(space: &mut Space, doc: DocId, retracted: &HashSet<(ActorKey, u64)>) -> Option<(ShardRow, Vec<String>)> {
     let r = space.readable.as_ref()?;
-    if r.locked.values().any(|d| *d == doc) {
+    if r.locked.in_doc(&doc) {
         return None;
     }
     let (row, ids) = summary(space, doc, retracted)?;

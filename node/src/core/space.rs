@@ -111,6 +111,53 @@ pub(crate) struct PeerView {
     pub(crate) receipts_sent: BTreeMap<DeviceId, u64>,
 }
 
+/// Content a member stores but cannot apply yet: sealed under an epoch
+/// whose key this device lacks, or built on such content.
+#[derive(Debug, Default)]
+pub(crate) struct Locked {
+    /// Each locked envelope, with its document, in a room with shared
+    /// history: a document holds content of several epochs, and content
+    /// built on locked content is locked too, so each is looked up.
+    envelopes: HashMap<EnvelopeId, DocId>,
+    /// How many locked envelopes each document holds. In a room whose history
+    /// starts at each join, a document is one epoch's and its content's
+    /// parents are in it, so it is locked whole: only the count is kept, and
+    /// a newcomer's history from before its join costs nothing per envelope.
+    per_doc: HashMap<DocId, usize>,
+    total: usize,
+}
+
+impl Locked {
+    /// Records envelope `id` of document `doc` as locked, in a space of `history`.
+    pub(crate) fn insert(&mut self, id: EnvelopeId, doc: DocId, history: History) {
+        if history == History::Shared && self.envelopes.insert(id, doc).is_some() {
+            return;
+        }
+        *self.per_doc.entry(doc).or_default() += 1;
+        self.total += 1;
+    }
+
+    /// Whether envelope `id` is locked (where it matters: content built on it
+    /// is locked too). In a from-join room, content's parents are in its
+    /// document, locked whole or not at all.
+    pub(crate) fn holds(&self, id: &EnvelopeId) -> bool {
+        self.envelopes.contains_key(id)
+    }
+
+    /// Whether document `doc` holds locked content.
+    pub(crate) fn in_doc(&self, doc: &DocId) -> bool {
+        self.per_doc.contains_key(doc)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.total
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+}
+
 /// The readable side of a space (members holding an epoch key).
 pub(crate) struct Readable {
     /// The model of every document of the space (its kind's).
@@ -121,8 +168,8 @@ pub(crate) struct Readable {
     pub(crate) docs: BTreeMap<DocId, Shard>,
     /// Content stored but not applied: sealed under an epoch whose key this
     /// device lacks, or built on such content. Applied by a rebuild once the
-    /// key arrives. Each with its document.
-    pub(crate) locked: HashMap<EnvelopeId, DocId>,
+    /// key arrives.
+    pub(crate) locked: Locked,
     /// The epochs locked content is sealed under (not counting content locked
     /// only for a locked parent): a key for one of them calls for a rebuild.
     pub(crate) locked_epochs: BTreeMap<EpochId, Epoch>,
@@ -254,7 +301,7 @@ impl Space {
         let readable = (!keys.is_empty()).then(|| Readable {
             model: state.kind.model(),
             docs: BTreeMap::new(),
-            locked: HashMap::new(),
+            locked: Locked::default(),
             locked_epochs: BTreeMap::new(),
             change_of_env: HashMap::new(),
             env_of_change: HashMap::new(),
@@ -563,7 +610,7 @@ impl Space {
             return Verdict::Accept(None);
         };
         let key = self.keys.key_for(&epoch);
-        let Some(key) = key.filter(|_| !h.parents.iter().any(|p| readable.locked.contains_key(p))) else {
+        let Some(key) = key.filter(|_| !h.parents.iter().any(|p| readable.locked.holds(p))) else {
             // This device lacks the key (or a parent's): stored like a replicator
             // would, locked until the key arrives.
             return Verdict::Accept(None);
@@ -694,8 +741,8 @@ impl Space {
         match (self.readable.as_mut(), change) {
             (Some(r), Some(change)) => r.map_change(env, change.hash()),
             (Some(r), None) if h.kind == Kind::Content && !aside => {
-                r.locked.insert(env.id(), h.doc);
-                if !h.parents.iter().any(|p| r.locked.contains_key(p))
+                r.locked.insert(env.id(), h.doc, self.state.history);
+                if !h.parents.iter().any(|p| r.locked.holds(p))
                     && let Some(epoch) = self.state.epoch_at(&h.control_heads)
                 {
                     r.locked_epochs.insert(epoch.id, epoch);
