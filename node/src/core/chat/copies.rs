@@ -133,14 +133,7 @@ impl Core {
         get: &mut dyn FnMut(&EnvelopeId) -> Option<Vec<u8>>,
     ) -> Option<(MessageView, Option<FileRef>)> {
         let (_, id) = parse_ref(target)?;
-        let copies = readable
-            .ordered(&space.state)
-            .into_iter()
-            .rev()
-            .filter(|(doc, shard)| speaks_for_others(&space.state, doc, &shard.epoch))
-            .filter_map(|(_, shard)| shard.doc.chat())
-            .flat_map(|chat| chat.copies().into_iter().rev());
-        for copy in copies.filter(|c| c.target == target) {
+        for copy in copies_of(space, readable, target) {
             let Some(env) = copy
                 .body
                 .parse::<EnvelopeId>()
@@ -190,16 +183,24 @@ impl Core {
         let Some(readable) = space.readable.as_ref() else {
             return Vec::new();
         };
-        readable
-            .docs
-            .iter()
-            .filter(|(doc, shard)| speaks_for_others(&space.state, doc, &shard.epoch))
-            .filter_map(|(_, shard)| shard.doc.chat())
-            .flat_map(|chat| chat.copies())
-            .filter(|c| c.target == target)
+        copies_of(space, readable, target)
+            .into_iter()
             .filter_map(|c| c.body.parse().ok())
             .collect()
     }
+}
+
+/// The copies of `target` in the room's epochs' first documents, newest first.
+fn copies_of(space: &Space, readable: &space::Readable, target: &str) -> Vec<model::Copy> {
+    readable
+        .ordered(&space.state)
+        .into_iter()
+        .rev()
+        .filter(|(doc, shard)| speaks_for_others(&space.state, doc, &shard.epoch))
+        .filter_map(|(_, shard)| shard.doc.chat())
+        .flat_map(|chat| chat.copies().into_iter().rev())
+        .filter(|c| c.target == target)
+        .collect()
 }
 
 /// The messages a room shows beside its settings once `writes` are made:
